@@ -1,0 +1,4 @@
+/** Opens an IPv4 TCP listening socket inside the network namespace pinned at nsPath; returns its fd. */
+export function listenInNetns(nsPath: string, ip: string, port: number, backlog: number, reusePort: boolean): number;
+/** Sets IP_TTL on a socket. */
+export function setIpTtl(fd: number, ttl: number): void;

@@ -1,0 +1,168 @@
+// imds native helper.
+//
+// listenInNetns(nsPath, ip, port, backlog, reusePort) -> fd
+//   Opens an IPv4 TCP listening socket inside the network namespace pinned at nsPath.
+//   The calling thread enters the namespace with setns(2) only for socket/bind/listen and
+//   returns to its own namespace before the call returns; a socket keeps the namespace it
+//   was created in, so the fd can then be handed to net.Server#listen({ fd }).
+//
+// setIpTtl(fd, ttl)
+//   Sets IP_TTL on a connected socket (hop limit for selected replies).
+//
+// Errors are thrown as JS Errors with `code` = the errno name and `syscall` = the failing step.
+
+#define _GNU_SOURCE
+#include <node_api.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static const char *errno_name(int err) {
+  switch (err) {
+    case ENOENT: return "ENOENT";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case EINVAL: return "EINVAL";
+    case EADDRINUSE: return "EADDRINUSE";
+    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    case EBADF: return "EBADF";
+    case ENOTSOCK: return "ENOTSOCK";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case ENOMEM: return "ENOMEM";
+    default: return "EUNKNOWN";
+  }
+}
+
+static napi_value throw_errno(napi_env env, const char *step, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", step, strerror(err));
+  napi_value code, message, error, syscall, errnum;
+  napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_create_string_utf8(env, step, NAPI_AUTO_LENGTH, &syscall);
+  napi_set_named_property(env, error, "syscall", syscall);
+  napi_create_int32(env, err, &errnum);
+  napi_set_named_property(env, error, "errno", errnum);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+static napi_value listen_in_netns(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5)
+    return throw_type(env, "listenInNetns(nsPath, ip, port, backlog, reusePort) needs 5 arguments");
+
+  char path[4096], ip[64];
+  size_t len = 0;
+  int32_t port = 0, backlog = 0;
+  bool reuse_port = false;
+  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len == 0 ||
+      len >= sizeof path - 1)
+    return throw_type(env, "nsPath must be a non-empty string");
+  if (napi_get_value_string_utf8(env, argv[1], ip, sizeof ip, &len) != napi_ok || len == 0)
+    return throw_type(env, "ip must be a non-empty string");
+  if (napi_get_value_int32(env, argv[2], &port) != napi_ok || port < 0 || port > 65535)
+    return throw_type(env, "port must be an integer 0..65535");
+  if (napi_get_value_int32(env, argv[3], &backlog) != napi_ok || backlog < 1)
+    return throw_type(env, "backlog must be a positive integer");
+  if (napi_get_value_bool(env, argv[4], &reuse_port) != napi_ok)
+    return throw_type(env, "reusePort must be a boolean");
+
+  struct sockaddr_in addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, ip, &addr.sin_addr) != 1) return throw_errno(env, "inet_pton", EINVAL);
+
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) return throw_errno(env, "open own netns", errno);
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int err = errno;
+    close(self);
+    return throw_errno(env, "open target netns", err);
+  }
+  if (setns(target, CLONE_NEWNET) < 0) {
+    int err = errno;
+    close(self);
+    close(target);
+    return throw_errno(env, "setns", err);
+  }
+
+  // Inside the target namespace: only the socket calls happen here.
+  int err = 0;
+  const char *step = "socket";
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    err = errno;
+  } else {
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) {
+      err = errno;
+      step = "setsockopt(SO_REUSEADDR)";
+    } else if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+      err = errno;
+      step = "setsockopt(SO_REUSEPORT)";
+    } else if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+      err = errno;
+      step = "bind";
+    } else if (listen(fd, backlog) < 0) {
+      err = errno;
+      step = "listen";
+    }
+  }
+
+  // Never continue running JavaScript in the wrong namespace.
+  if (setns(self, CLONE_NEWNET) < 0) abort();
+  close(self);
+  close(target);
+
+  if (err != 0) {
+    if (fd >= 0) close(fd);
+    return throw_errno(env, step, err);
+  }
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
+static napi_value set_ip_ttl(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd = -1, ttl = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2)
+    return throw_type(env, "setIpTtl(fd, ttl) needs 2 arguments");
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
+    return throw_type(env, "fd must be a non-negative integer");
+  if (napi_get_value_int32(env, argv[1], &ttl) != napi_ok || ttl < 1 || ttl > 255)
+    return throw_type(env, "ttl must be an integer 1..255");
+  int value = ttl;
+  if (setsockopt(fd, IPPROTO_IP, IP_TTL, &value, sizeof value) < 0)
+    return throw_errno(env, "setsockopt(IP_TTL)", errno);
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  napi_create_function(env, "listenInNetns", NAPI_AUTO_LENGTH, listen_in_netns, NULL, &fn);
+  napi_set_named_property(env, exports, "listenInNetns", fn);
+  napi_create_function(env, "setIpTtl", NAPI_AUTO_LENGTH, set_ip_ttl, NULL, &fn);
+  napi_set_named_property(env, exports, "setIpTtl", fn);
+  return exports;
+}

@@ -1,0 +1,125 @@
+// The daemon's configuration file: YAML, validated with zod, frozen. Loading fails with one error
+// that lists every problem as `FILE:LINE: FIELD: REASON` before anything touches the kernel.
+import { readFileSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
+import { LineCounter, parseDocument, isNode } from 'yaml';
+import { z } from 'zod';
+import { ImdsError } from './errors.ts';
+import { DEFAULT_NAMESPACE_PREFIX } from './model/names.ts';
+import { domainSchema, networkSchema, vmSchema, type Network, type Vm } from './model/schema.ts';
+import { checkNetworks, checkVms, formatPath, type Problem } from './model/validate.ts';
+
+const absolutePath = z.string().refine(isAbsolute, 'must be an absolute path');
+
+export const configSchema = z
+  .object({
+    state_dir: absolutePath.default('/var/lib/imds'),
+    admin_socket: absolutePath.default('/run/imds/admin.sock'),
+    listen_port: z
+      .number()
+      .int('must be an integer')
+      .min(1, 'must be 1..65535')
+      .max(65535, 'must be 1..65535')
+      .refine((p) => p !== 80, 'must not be 80: port 80 is the DNAT source')
+      .default(8775),
+    namespace_prefix: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,39}$/, 'must be 1-40 characters of a-z, 0-9 and "-", starting with a letter')
+      .default(DEFAULT_NAMESPACE_PREFIX),
+    dhcp_domain: domainSchema.default('novalocal'),
+    log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    request_timeout_ms: z.number().int().min(100).max(600_000).default(10_000),
+    headers_timeout_ms: z.number().int().min(100).max(600_000).default(5_000),
+    keep_alive_timeout_ms: z.number().int().min(100).max(600_000).default(5_000),
+    networks: z.array(networkSchema).default([]),
+    vms: z.array(vmSchema).default([]),
+  })
+  .strict();
+
+export type Config = Readonly<Omit<z.output<typeof configSchema>, 'networks' | 'vms'>> & {
+  readonly networks: readonly Network[];
+  readonly vms: readonly Vm[];
+  /** Where the configuration was read from. */
+  readonly path: string;
+};
+
+export interface ConfigProblem {
+  line?: number;
+  field: string;
+  message: string;
+}
+
+export function loadConfig(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ImdsError('CONFIG_UNREADABLE', `${path}: cannot read the configuration: ${(err as Error).message}`, { cause: err });
+  }
+  return parseConfig(text, path);
+}
+
+/** Parses and validates configuration text; `path` is used in messages only. */
+export function parseConfig(text: string, path: string): Config {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const problems = doc.errors.map((e) => ({
+      line: e.linePos?.[0]?.line ?? 0,
+      field: '(yaml)',
+      message: e.message.split('\n')[0] ?? e.message,
+    }));
+    throw configError(path, problems);
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  const lineOf = (p: readonly PropertyKey[]): number | undefined => {
+    for (let len = p.length; len >= 0; len--) {
+      const node = doc.getIn(p.slice(0, len) as unknown[], true);
+      if (isNode(node) && node.range) return lines.linePos(node.range[0]).line;
+    }
+    return undefined;
+  };
+
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw configError(
+      path,
+      parsed.error.issues.map((issue) => {
+        const field =
+          issue.code === 'unrecognized_keys' ? formatPath([...issue.path, issue.keys[0] ?? '']) : formatPath(issue.path);
+        const message = issue.code === 'unrecognized_keys' ? `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}` : issue.message;
+        const line = lineOf(issue.path);
+        return { ...(line === undefined ? {} : { line }), field, message };
+      }),
+    );
+  }
+  const cfg = parsed.data;
+  const crossProblems: Problem[] = [...checkNetworks(cfg.networks), ...checkVms(cfg.networks, cfg.vms)];
+  if (crossProblems.length > 0) {
+    throw configError(
+      path,
+      crossProblems.map((p) => {
+        const line = lineOf(p.path);
+        return { ...(line === undefined ? {} : { line }), field: formatPath(p.path), message: p.message };
+      }),
+    );
+  }
+  return deepFreeze({ ...cfg, path });
+}
+
+function configError(path: string, problems: ConfigProblem[]): ImdsError {
+  const lines = problems.map((p) => `${path}${p.line === undefined ? '' : `:${p.line}`}: ${p.field}: ${p.message}`);
+  const first = problems[0];
+  return new ImdsError('CONFIG_INVALID', `invalid configuration (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${lines.join('\n  ')}`, {
+    ...(first === undefined ? {} : { field: first.field }),
+    details: { file: path, problems },
+  });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Buffer.isBuffer(value) && !Object.isFrozen(value)) {
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
+    Object.freeze(value);
+  }
+  return value;
+}

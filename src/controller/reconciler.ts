@@ -1,0 +1,119 @@
+// Converges the kernel and the listeners to the declared networks: observe -> plan -> apply, one
+// run at a time. Listening sockets are opened as soon as a network's namespace exists (a restart
+// serves guests before anything else is checked) and are closed before their namespace goes.
+import { messageOf } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { Network } from '../model/schema.ts';
+import type { Runner } from '../netns/run.ts';
+import type { NetnsListeners } from '../server/listeners.ts';
+import { mapLimit } from '../util/concurrency.ts';
+import { applyNetworkPlan } from './apply.ts';
+import { desiredState } from './desired.ts';
+import { listNamespaces, observe } from './observe.ts';
+import { plan, type Plan } from './plan.ts';
+
+export interface NetworkStatus {
+  network: string;
+  state: 'serving' | 'degraded';
+  reason: string | undefined;
+  /** Steps applied in the last reconcile. */
+  changed: number;
+}
+
+export interface ReconcileSummary {
+  networks: NetworkStatus[];
+  removed: string[];
+  ms: number;
+}
+
+export interface ReconcilerDeps {
+  runner: Runner;
+  listeners: NetnsListeners;
+  log: Logger;
+  namespacePrefix: string;
+  listenPort: number;
+  concurrency?: number;
+}
+
+export class Reconciler {
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly status = new Map<string, NetworkStatus>();
+
+  private readonly deps: ReconcilerDeps;
+
+  constructor(deps: ReconcilerDeps) {
+    this.deps = deps;
+  }
+
+  statuses(): NetworkStatus[] {
+    return [...this.status.values()];
+  }
+
+  /** Queues a reconcile towards `networks`; runs never overlap. */
+  reconcile(networks: readonly Network[]): Promise<ReconcileSummary> {
+    const run = this.queue.then(() => this.run(networks));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async run(networks: readonly Network[]): Promise<ReconcileSummary> {
+    const { runner, listeners, log } = this.deps;
+    const started = performance.now();
+    const desired = desiredState({ namespacePrefix: this.deps.namespacePrefix, listenPort: this.deps.listenPort, networks });
+
+    // Serve at once wherever the namespace is already there (restart, reload).
+    const present = await listNamespaces(this.deps.namespacePrefix);
+    for (const d of desired.networks.values()) {
+      if (present.has(d.netns) && !listeners.has(d.id)) {
+        await listeners.listen(d.id, d.netns).catch((err: unknown) => log.debug({ network: d.id, err: messageOf(err) }, 'early listen failed'));
+      }
+    }
+
+    const observed = await observe(runner, { namespacePrefix: this.deps.namespacePrefix, lookInto: [...desired.networks.values()].map((d) => d.netns) });
+    const p: Plan = plan(desired, observed);
+
+    // A socket pins its namespace: close it before the namespace is removed or rebuilt.
+    for (const network of listeners.networks()) {
+      const d = desired.networks.get(network);
+      const rebuilt = p.networks.find((np) => np.network === network)?.steps.some((s) => s.kind === 'netns-add') ?? false;
+      if (d === undefined || rebuilt || listeners.netnsOf(network) !== d.netns) await listeners.close(network);
+    }
+
+    const removed: string[] = [];
+    for (const removal of p.removals) {
+      const result = await applyNetworkPlan(runner, removal, log);
+      if (result.ok) {
+        removed.push(removal.network);
+        this.status.delete(removal.network);
+        log.info({ network: removal.network, steps: result.stepsRun, ms: round(result.ms) }, 'network removed');
+      } else {
+        log.error({ network: removal.network, err: result.error?.message }, 'network removal failed');
+      }
+    }
+    for (const id of [...this.status.keys()]) if (!desired.networks.has(id)) this.status.delete(id);
+
+    const results = await mapLimit(p.networks, this.deps.concurrency ?? 4, (np) => applyNetworkPlan(runner, np, log));
+    for (const result of results) {
+      const d = desired.networks.get(result.network);
+      let reason = result.error?.message;
+      if (result.ok && d !== undefined) {
+        try {
+          await listeners.listen(d.id, d.netns);
+        } catch (err) {
+          reason = messageOf(err);
+        }
+      }
+      const status: NetworkStatus = { network: result.network, state: reason === undefined ? 'serving' : 'degraded', reason, changed: result.stepsRun };
+      this.status.set(result.network, status);
+      if (reason !== undefined) log.error({ network: result.network, err: reason }, 'network not serving');
+      else if (result.stepsRun > 0) log.info({ network: result.network, steps: result.stepsRun, ms: round(result.ms) }, 'network converged');
+    }
+    const summary = { networks: results.map((r) => this.status.get(r.network) as NetworkStatus), removed, ms: round(performance.now() - started) };
+    log.debug({ ms: summary.ms }, 'reconcile done');
+    return summary;
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}

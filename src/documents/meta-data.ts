@@ -1,0 +1,60 @@
+// openstack/<version>/meta_data.json, field by field as Nova's InstanceMetadata._metadata_as_json
+// builds it (metadata-api.md §4): the same key order, gated by version.
+import { randomBytes } from 'node:crypto';
+import type { InstanceFacts } from './instance.ts';
+import { pythonJson } from './python-json.ts';
+import { atLeast, type OpenStackVersion } from './versions.ts';
+
+/** Placeholder value for random_seed, which Nova regenerates on every request. */
+export const RANDOM_SEED = Symbol('random_seed');
+
+export function metaDataFields(facts: InstanceFacts, version: OpenStackVersion): [string, unknown][] {
+  const fields: [string, unknown][] = [['uuid', facts.uuid]];
+  if (facts.meta !== undefined) fields.push(['meta', facts.meta]);
+  if (facts.publicKeys.length > 0) {
+    fields.push(['public_keys', Object.fromEntries(facts.publicKeys)]);
+    fields.push(['keys', facts.publicKeys.map(([name, data]) => ({ name, type: keyType(data), data }))]);
+  }
+  fields.push(['hostname', facts.hostname], ['name', facts.name], ['launch_index', facts.launchIndex]);
+  fields.push(['availability_zone', facts.availabilityZone]);
+  if (atLeast(version, '2013-04-04')) fields.push(['random_seed', RANDOM_SEED]);
+  if (atLeast(version, '2015-10-15')) fields.push(['project_id', facts.projectId]);
+  if (atLeast(version, '2016-06-30')) fields.push(['devices', []]);
+  if (atLeast(version, '2020-10-14')) fields.push(['dedicated_cpus', []]);
+  return fields;
+}
+
+function keyType(data: string): 'ssh' | 'x509' {
+  return data.startsWith('-----BEGIN CERTIFICATE-----') ? 'x509' : 'ssh';
+}
+
+/** A JSON document with an optional hole for a fresh random seed. */
+export interface SeededDocument {
+  head: Buffer;
+  /** undefined when the document has no random seed. */
+  tail: Buffer | undefined;
+}
+
+export function renderSeeded(fields: [string, unknown][]): SeededDocument {
+  const parts: string[] = [];
+  let head: string | undefined;
+  for (const [key, value] of fields) {
+    if (value === RANDOM_SEED) {
+      head = `{${[...parts, `${pythonJson(key)}: "`].join(', ')}`;
+      parts.length = 0;
+      continue;
+    }
+    parts.push(`${pythonJson(key)}: ${pythonJson(value)}`);
+  }
+  if (head === undefined) return { head: Buffer.from(`{${parts.join(', ')}}`), tail: undefined };
+  return { head: Buffer.from(head), tail: Buffer.from(`"${parts.length > 0 ? `, ${parts.join(', ')}` : ''}}`) };
+}
+
+/** 512 random bytes, base64: 684 characters, like Nova's random_seed. */
+export function randomSeed(): Buffer {
+  return Buffer.from(randomBytes(512).toString('base64'));
+}
+
+export function materialise(doc: SeededDocument): Buffer {
+  return doc.tail === undefined ? doc.head : Buffer.concat([doc.head, randomSeed(), doc.tail]);
+}

@@ -1,0 +1,26 @@
+// Entry point: argv -> command. The only module that ends the process.
+import { Command, CommanderError } from '@commander-js/extra-typings';
+import { registerKernelCommands } from './cli/kernel.ts';
+import { exitCodeOf, ImdsError, messageOf } from './errors.ts';
+
+const program = new Command('imds')
+  .description('host-side instance metadata service (OpenStack and EC2 metadata for cloud-init and cloudbase-init)')
+  .version('0.1.0')
+  .exitOverride()
+  .showHelpAfterError('(run with --help for usage)');
+
+registerKernelCommands(program);
+
+try {
+  await program.parseAsync(process.argv);
+  process.exitCode = 0;
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode === 0 ? 0 : 2;
+  } else {
+    const code = err instanceof ImdsError ? err.code : 'INTERNAL';
+    process.stderr.write(`imds: ${code}: ${messageOf(err)}\n`);
+    if (process.env['IMDS_DEBUG'] && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`);
+    process.exitCode = exitCodeOf(err);
+  }
+}

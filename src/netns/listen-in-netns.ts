@@ -1,0 +1,47 @@
+// Opens the per-network listening socket inside its namespace through the setns addon.
+import { createRequire } from 'node:module';
+import { ImdsError } from '../errors.ts';
+import { netnsPath } from './run.ts';
+
+interface Addon {
+  listenInNetns(nsPath: string, ip: string, port: number, backlog: number, reusePort: boolean): number;
+  setIpTtl(fd: number, ttl: number): void;
+}
+
+let addon: Addon | undefined;
+let loadError: unknown;
+
+export function loadAddon(): Addon {
+  if (addon !== undefined) return addon;
+  if (loadError === undefined) {
+    try {
+      addon = createRequire(import.meta.url)('imds-netns') as Addon;
+      return addon;
+    } catch (err) {
+      loadError = err;
+    }
+  }
+  throw new ImdsError('ADDON_UNAVAILABLE', `the native addon imds-netns cannot be loaded (run \`npm ci\` with a C toolchain): ${(loadError as Error).message}`, {
+    cause: loadError,
+  });
+}
+
+export interface ListenOptions {
+  port: number;
+  host?: string;
+  backlog?: number;
+  reusePort?: boolean;
+}
+
+/** Returns the fd of a TCP socket listening inside the namespace `netns`. */
+export function listenInNetns(netns: string, options: ListenOptions): number {
+  const native = loadAddon();
+  try {
+    return native.listenInNetns(netnsPath(netns), options.host ?? '0.0.0.0', options.port, options.backlog ?? 4096, options.reusePort ?? false);
+  } catch (err) {
+    throw new ImdsError('NETNS_LISTEN_FAILED', `cannot listen on port ${options.port} in namespace ${netns}: ${(err as Error).message}`, {
+      details: { netns, port: options.port },
+      cause: err,
+    });
+  }
+}

@@ -1,0 +1,82 @@
+// The guest-facing Fastify app. It never listens itself: NetnsListeners feeds it connections from
+// every network namespace. Identity is (network of the socket, source IP) -> VM, looked up in the
+// in-memory index; bodies are precomputed Buffers.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { materialise } from '../documents/meta-data.ts';
+import { resolveOpenStackVersion } from '../documents/versions.ts';
+import type { Logger } from '../log.ts';
+import type { MetadataIndex, VmEntry } from '../store/metadata-index.ts';
+import { NETWORK, type RequestHandler, type TaggedSocket } from './listeners.ts';
+
+export const CONTENT_TYPE = {
+  json: 'application/json',
+  text: 'text/plain; charset=UTF-8',
+} as const;
+
+const NOT_FOUND = Buffer.from('404 Not Found\n\nThe resource could not be found.\n');
+
+export interface MetadataAppDeps {
+  /** The current index; replaced wholesale on reload. */
+  index: () => MetadataIndex;
+  log: Logger;
+}
+
+export interface MetadataApp {
+  app: FastifyInstance;
+  handler: RequestHandler;
+}
+
+/** The VM behind a request: the network its socket arrived on plus its source address. */
+export function callerOf(index: MetadataIndex, request: FastifyRequest): VmEntry | undefined {
+  const socket = request.raw.socket as TaggedSocket;
+  const network = socket[NETWORK];
+  return network === undefined ? undefined : index.lookup(network, socket.remoteAddress);
+}
+
+function notFound(reply: FastifyReply): FastifyReply {
+  return reply.code(404).header('content-type', CONTENT_TYPE.text).send(NOT_FOUND);
+}
+
+export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataApp> {
+  let handler: RequestHandler | undefined;
+  const app = Fastify({
+    loggerInstance: deps.log.child({ component: 'metadata' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
+    bodyLimit: 4096,
+    return503OnClosing: false,
+    serverFactory: (h: (req: IncomingMessage, res: ServerResponse) => void) => {
+      handler = h;
+      return createServer();
+    },
+  });
+
+  app.setNotFoundHandler((_request, reply) => notFound(reply));
+  app.setErrorHandler((err: { statusCode?: number; message: string }, request, reply) => {
+    const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) request.log.error({ err: err.message, path: request.url }, 'metadata request failed');
+    return reply.code(status).header('content-type', CONTENT_TYPE.text).send(`${status}\n`);
+  });
+
+  app.get<{ Params: { version: string } }>('/openstack/:version/meta_data.json', (request, reply) => {
+    const vm = callerOf(deps.index(), request);
+    const version = resolveOpenStackVersion(request.params.version);
+    if (vm === undefined || version === undefined) return notFound(reply);
+    const doc = vm.metaData.get(version);
+    if (doc === undefined) return notFound(reply);
+    return reply.header('content-type', CONTENT_TYPE.json).send(materialise(doc));
+  });
+
+  app.get<{ Params: { version: string } }>('/openstack/:version/user_data', (request, reply) => {
+    const vm = callerOf(deps.index(), request);
+    if (vm === undefined || vm.userData === undefined || resolveOpenStackVersion(request.params.version) === undefined) {
+      return notFound(reply);
+    }
+    return reply.header('content-type', CONTENT_TYPE.text).send(vm.userData);
+  });
+
+  await app.ready();
+  if (handler === undefined) throw new Error('fastify did not call serverFactory');
+  return { app, handler };
+}
