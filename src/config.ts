@@ -62,7 +62,7 @@ export function loadConfig(path: string): Config {
 /** Parses and validates configuration text; `path` is used in messages only. */
 export function parseConfig(text: string, path: string): Config {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, customTags: ['binary'] });
   if (doc.errors.length > 0) {
     const problems = doc.errors.map((e) => ({
       line: e.linePos?.[0]?.line ?? 0,

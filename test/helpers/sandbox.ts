@@ -1,0 +1,273 @@
+// A throwaway hypervisor for integration tests: a network namespace standing in for the host (the
+// daemon runs in it with `nsenter --net`, never `ip netns exec`, see architecture.md decision 7),
+// guest namespaces attached to imds's bridges, and cleanup by name and pid even when a test fails.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { TestContext } from 'node:test';
+import { stringify } from 'yaml';
+import { createRunner, type RunResult } from '../../src/netns/run.ts';
+
+export const ROOT = new URL('../..', import.meta.url).pathname;
+export const MAIN = join(ROOT, 'dist', 'main.js');
+export const isRoot = process.getuid?.() === 0;
+export const TEST_PREFIX = 'imdstest-';
+
+const runner = createRunner({ defaultTimeoutMs: 60_000 });
+
+export function sh(argv: readonly string[], options: { stdin?: string; allowFailure?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
+  return runner.run(argv, options);
+}
+
+export interface HttpResult {
+  status: number;
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+export class Guest {
+  readonly name: string;
+  readonly netns: string;
+  readonly ip: string;
+  readonly mac: string;
+
+  constructor(name: string, netns: string, ip: string, mac: string) {
+    this.name = name;
+    this.netns = netns;
+    this.ip = ip;
+    this.mac = mac;
+  }
+
+  exec(argv: readonly string[], options: { stdin?: string; allowFailure?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
+    return sh(['ip', 'netns', 'exec', this.netns, ...argv], options);
+  }
+
+  /** HTTP through the guest's own stack: bridge, DNAT, the daemon. */
+  async http(path: string, options: { method?: string; host?: string; data?: string; headers?: string[]; maxTimeS?: number } = {}): Promise<HttpResult> {
+    const dir = mkdtempSync(join(tmpdir(), 'imdstest-http-'));
+    try {
+      const argv = ['curl', '-sS', '--max-time', String(options.maxTimeS ?? 10), '-D', join(dir, 'h'), '-o', join(dir, 'b'), '-w', '%{http_code}'];
+      if (options.method === 'HEAD') argv.push('-I');
+      else if (options.method !== undefined) argv.push('-X', options.method);
+      if (options.data !== undefined) argv.push('--data-binary', '@-');
+      for (const h of options.headers ?? []) argv.push('-H', h);
+      argv.push('--path-as-is', `http://${options.host ?? '169.254.169.254'}${path}`);
+      const result = await this.exec(argv, options.data === undefined ? {} : { stdin: options.data });
+      const headers: Record<string, string> = {};
+      for (const line of readFileSync(join(dir, 'h'), 'utf8').split('\r\n').slice(1)) {
+        const i = line.indexOf(':');
+        if (i > 0) headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim();
+      }
+      const bodyFile = join(dir, 'b');
+      return { status: Number(result.stdout.trim()), headers, body: existsSync(bodyFile) ? readFileSync(bodyFile) : Buffer.alloc(0) };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+export interface DaemonProcess {
+  pid: number;
+  child: ChildProcess;
+  /** Parsed JSON log lines so far. */
+  logs: Record<string, unknown>[];
+  waitFor(predicate: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface GuestOptions {
+  /** Bridge in the hypervisor namespace to attach to. */
+  bridge: string;
+  ip: string;
+  prefix: number;
+  mac: string;
+  /** Add `169.254.169.254/32 via <route>` (the service address); omit for no metadata route. */
+  metadataVia?: string;
+  defaultVia?: string;
+}
+
+export class Sandbox {
+  readonly id: string;
+  readonly hv: string;
+  readonly nsPrefix: string;
+  readonly dir: string;
+  private readonly daemons: DaemonProcess[] = [];
+  private guestCount = 0;
+
+  constructor() {
+    this.id = randomBytes(3).toString('hex');
+    this.hv = `${TEST_PREFIX}${this.id}-hv`;
+    this.nsPrefix = `${TEST_PREFIX}${this.id}-n-`;
+    this.dir = mkdtempSync(join(tmpdir(), `imdstest-${this.id}-`));
+  }
+
+  /** Runs argv in the hypervisor namespace (network only). */
+  hvRun(argv: readonly string[], options: { stdin?: string; allowFailure?: boolean } = {}): Promise<RunResult> {
+    return sh(['nsenter', `--net=/run/netns/${this.hv}`, '--', ...argv], options);
+  }
+
+  async hvLinks(): Promise<Record<string, { ifindex: number; ifalias?: string; master?: string; flags: string[]; mtu: number; linkinfo?: { info_kind?: string } }>> {
+    const rows = JSON.parse((await sh(['ip', '-n', this.hv, '-j', '-d', 'link', 'show'])).stdout) as { ifname: string; ifindex: number; flags: string[]; mtu: number }[];
+    return Object.fromEntries(rows.map((r) => [r.ifname, r]));
+  }
+
+  async namespaces(): Promise<string[]> {
+    return existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(`${TEST_PREFIX}${this.id}-`)) : [];
+  }
+
+  async addGuest(name: string, options: GuestOptions): Promise<Guest> {
+    const netns = `${TEST_PREFIX}${this.id}-g-${name}`;
+    const hostEnd = `tg${this.id.slice(0, 4)}${++this.guestCount}`;
+    await sh(['ip', 'netns', 'add', netns]);
+    const lines = [
+      `link add ${hostEnd} type veth peer name eth0 netns ${netns}`,
+      `link set ${hostEnd} master ${options.bridge}`,
+      `link set ${hostEnd} up`,
+    ];
+    await sh(['ip', '-n', this.hv, '-batch', '-'], { stdin: `${lines.join('\n')}\n` });
+    const inside = [
+      'link set lo up',
+      `link set eth0 address ${options.mac}`,
+      `addr add ${options.ip}/${options.prefix} dev eth0`,
+      'link set eth0 up',
+      ...(options.metadataVia ? [`route add 169.254.169.254/32 via ${options.metadataVia}`] : []),
+      ...(options.defaultVia ? [`route add default via ${options.defaultVia}`] : []),
+    ];
+    await sh(['ip', '-n', netns, '-batch', '-'], { stdin: `${inside.join('\n')}\n` });
+    return new Guest(name, netns, options.ip, options.mac);
+  }
+
+  /** Base configuration for this sandbox; merge networks and vms in. */
+  config(extra: Record<string, unknown>): Record<string, unknown> {
+    return {
+      state_dir: join(this.dir, 'state'),
+      admin_socket: join(this.dir, 'admin.sock'),
+      namespace_prefix: this.nsPrefix,
+      log_level: 'debug',
+      ...extra,
+    };
+  }
+
+  writeConfig(config: Record<string, unknown>, file = 'imds.yaml'): string {
+    const path = join(this.dir, file);
+    writeFileSync(path, stringify(config, { customTags: ['binary'] }));
+    return path;
+  }
+
+  /** Runs the CLI in the hypervisor namespace. */
+  cli(args: readonly string[], options: { allowFailure?: boolean; stdin?: string } = {}): Promise<RunResult> {
+    return this.hvRun([process.execPath, MAIN, ...args], options);
+  }
+
+  /** Starts `imds serve` in the hypervisor namespace and waits for its `ready` log line. */
+  async startDaemon(configPath: string, options: { waitReady?: boolean } = {}): Promise<DaemonProcess> {
+    const child = spawn('nsenter', [`--net=/run/netns/${this.hv}`, '--', process.execPath, MAIN, 'serve', '--config', configPath], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const logs: Record<string, unknown>[] = [];
+    const waiters: { predicate: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      let parsed: Record<string, unknown>;
+      try {
+        parsed = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        parsed = { raw: line };
+      }
+      logs.push(parsed);
+      for (const w of [...waiters]) {
+        if (w.predicate(parsed)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(parsed);
+        }
+      }
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const daemon: DaemonProcess = {
+      pid: child.pid as number,
+      child,
+      logs,
+      waitFor(predicate, timeoutMs = 20_000) {
+        const seen = logs.find(predicate);
+        if (seen) return Promise.resolve(seen);
+        return new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`daemon: timed out waiting for a log line; stderr: ${stderr.slice(-2000)}`)), timeoutMs);
+          const entry = {
+            predicate,
+            resolve: (l: Record<string, unknown>) => {
+              clearTimeout(timer);
+              resolve(l);
+            },
+          };
+          waiters.push(entry);
+          void exited.then((code) => {
+            if (waiters.includes(entry)) {
+              clearTimeout(timer);
+              reject(new Error(`daemon exited (${code}) before the expected log line; stderr: ${stderr.slice(-2000)}`));
+            }
+          });
+        });
+      },
+      async stop(signal = 'SIGTERM') {
+        if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+        child.kill(signal);
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        const code = await exited;
+        clearTimeout(timer);
+        return code;
+      },
+    };
+    this.daemons.push(daemon);
+    if (options.waitReady ?? true) await daemon.waitFor((l) => l['msg'] === 'ready');
+    return daemon;
+  }
+
+  async setup(): Promise<void> {
+    await sh(['ip', 'netns', 'add', this.hv]);
+    await sh(['ip', '-n', this.hv, 'link', 'set', 'lo', 'up']);
+  }
+
+  /** Kills every process started here and every process inside our namespaces, then deletes them. */
+  async cleanup(): Promise<void> {
+    for (const d of this.daemons) await d.stop('SIGKILL').catch(() => undefined);
+    for (const ns of await this.namespaces()) {
+      const pids = (await sh(['ip', 'netns', 'pids', ns], { allowFailure: true })).stdout.split(/\s+/).filter(Boolean);
+      for (const pid of pids) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    for (const ns of await this.namespaces()) await sh(['ip', 'netns', 'del', ns], { allowFailure: true });
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A sandbox for a describe() block: created in before(), cleaned up in after() whatever the outcome.
+ * Call at the top level of the describe body.
+ */
+export function useSandbox(hooks: { before: (fn: () => Promise<void>) => void; after: (fn: () => Promise<void>) => void }): () => Sandbox {
+  let sb: Sandbox | undefined;
+  hooks.before(async () => {
+    sb = new Sandbox();
+    await sb.setup();
+  });
+  hooks.after(async () => {
+    await sb?.cleanup();
+  });
+  return () => {
+    if (sb === undefined) throw new Error('sandbox not set up yet');
+    return sb;
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
