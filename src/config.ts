@@ -88,7 +88,7 @@ export function parseConfig(text: string, path: string): Config {
         const field =
           issue.code === 'unrecognized_keys' ? formatPath([...issue.path, issue.keys[0] ?? '']) : formatPath(issue.path);
         const message = issue.code === 'unrecognized_keys' ? `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}` : issue.message;
-        const line = lineOf(issue.path);
+        const line = lineOf(issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0] ?? ''] : issue.path);
         return { ...(line === undefined ? {} : { line }), field, message };
       }),
     );

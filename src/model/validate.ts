@@ -20,8 +20,11 @@ export function checkNetworks(networks: readonly Network[], root = 'networks'): 
   networks.forEach((net, i) => {
     const at = (field: string): (string | number)[] => [root, i, field];
     const first = ids.get(net.id);
-    if (first !== undefined) problems.push({ path: at('id'), message: `duplicate network id "${net.id}" (also ${root}[${first}])` });
-    else ids.set(net.id, i);
+    if (first !== undefined) {
+      problems.push({ path: at('id'), message: `duplicate network id "${net.id}" (also ${root}[${first}])` });
+      return; // its derived names clash too; one message is enough
+    }
+    ids.set(net.id, i);
 
     const bridge = bridgeNameOf(net);
     const sameBridge = bridges.get(bridge);
@@ -65,7 +68,8 @@ function checkHostAddress(problems: Problem[], cidr: Cidr, address: number, path
 
 export function checkVms(networks: readonly Network[], vms: readonly Vm[], root = 'vms'): Problem[] {
   const problems: Problem[] = [];
-  const byId = new Map(networks.map((n) => [n.id, n]));
+  const byId = new Map<string, Network>();
+  for (const n of networks) if (!byId.has(n.id)) byId.set(n.id, n);
   const vmIds = new Map<string, number>();
   const ips = new Map<string, number>();
   const macs = new Map<string, number>();

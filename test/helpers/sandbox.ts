@@ -97,11 +97,15 @@ export class Sandbox {
   private readonly daemons: DaemonProcess[] = [];
   private guestCount = 0;
 
-  constructor() {
+  readonly prefix: string;
+
+  /** `prefix` marks everything this sandbox creates: imdstest- (tests), imdsdemo-, imdsbench-. */
+  constructor(prefix = TEST_PREFIX) {
+    this.prefix = prefix;
     this.id = randomBytes(3).toString('hex');
-    this.hv = `${TEST_PREFIX}${this.id}-hv`;
-    this.nsPrefix = `${TEST_PREFIX}${this.id}-n-`;
-    this.dir = mkdtempSync(join(tmpdir(), `imdstest-${this.id}-`));
+    this.hv = `${prefix}${this.id}-hv`;
+    this.nsPrefix = `${prefix}${this.id}-n-`;
+    this.dir = mkdtempSync(join(tmpdir(), `${prefix}${this.id}-`));
   }
 
   /** Runs argv in the hypervisor namespace (network only). */
@@ -115,11 +119,11 @@ export class Sandbox {
   }
 
   async namespaces(): Promise<string[]> {
-    return existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(`${TEST_PREFIX}${this.id}-`)) : [];
+    return existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(`${this.prefix}${this.id}-`)) : [];
   }
 
   async addGuest(name: string, options: GuestOptions): Promise<Guest> {
-    const netns = `${TEST_PREFIX}${this.id}-g-${name}`;
+    const netns = `${this.prefix}${this.id}-g-${name}`;
     const hostEnd = `tg${this.id.slice(0, 4)}${++this.guestCount}`;
     await sh(['ip', 'netns', 'add', netns]);
     const lines = [
@@ -229,6 +233,11 @@ export class Sandbox {
   async setup(): Promise<void> {
     await sh(['ip', 'netns', 'add', this.hv]);
     await sh(['ip', '-n', this.hv, 'link', 'set', 'lo', 'up']);
+  }
+
+  /** Stops the daemons started here (SIGTERM, then SIGKILL after 10 s). */
+  async cleanupDaemons(): Promise<void> {
+    for (const d of this.daemons) await d.stop('SIGTERM').catch(() => undefined);
   }
 
   /** Kills every process started here and every process inside our namespaces, then deletes them. */

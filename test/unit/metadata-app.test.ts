@@ -1,0 +1,71 @@
+// The metadata app's routes over real loopback sockets tagged as the listeners tag them (no root).
+import assert from 'node:assert/strict';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { createLogger } from '../../src/log.ts';
+import { networkSchema, vmSchema } from '../../src/model/schema.ts';
+import { NETWORK, type TaggedSocket } from '../../src/server/listeners.ts';
+import { buildMetadataApp, type MetadataApp } from '../../src/server/metadata-app.ts';
+import { MetadataIndex } from '../../src/store/metadata-index.ts';
+
+const net = networkSchema.parse({ id: 'net1', cidr: '127.0.0.0/8', service_ip: '127.0.0.2' });
+const other = networkSchema.parse({ id: 'net2', cidr: '127.0.0.0/8', service_ip: '127.0.0.2' });
+const vm = vmSchema.parse({ id: '1b4e28ba-2fa1-11d2-883f-0016d3cca427', network: 'net1', ip: '127.0.0.1', mac: '52:54:00:12:34:56', hostname: 'vm1', user_data: 'hello' });
+
+function get(port: number, path: string, method = 'GET'): Promise<{ status: number; type: string | undefined; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'], body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('metadata app', () => {
+  let app: MetadataApp;
+  const servers: Server[] = [];
+  const ports: Record<string, number> = {};
+
+  before(async () => {
+    const index = MetadataIndex.build([net, other], [vm], { dhcpDomain: 'novalocal' });
+    app = await buildMetadataApp({ index: () => index, log: createLogger({ level: 'silent' }) });
+    for (const id of ['net1', 'net2']) {
+      const server = createServer(app.handler);
+      server.on('connection', (s: TaggedSocket) => (s[NETWORK] = id));
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      servers.push(server);
+      ports[id] = (server.address() as AddressInfo).port;
+    }
+  });
+  after(async () => {
+    for (const s of servers) await new Promise((r) => s.close(r));
+    await app.app.close();
+  });
+
+  it('serves the caller of its network, with Nova content types', async () => {
+    const md = await get(ports['net1'] as number, '/openstack/latest/meta_data.json');
+    assert.equal(md.status, 200);
+    assert.equal(md.type, 'application/json');
+    assert.equal((JSON.parse(md.body) as { uuid: string }).uuid, vm.id);
+    const ud = await get(ports['net1'] as number, '/openstack/latest/user_data');
+    assert.deepEqual([ud.status, ud.type, ud.body], [200, 'text/plain; charset=UTF-8', 'hello']);
+  });
+
+  it('ignores trailing slashes, duplicate slashes and query strings; answers HEAD', async () => {
+    assert.equal((await get(ports['net1'] as number, '/openstack/latest/meta_data.json/')).status, 200);
+    assert.equal((await get(ports['net1'] as number, '//openstack//latest/user_data?x=1')).status, 200);
+    const head = await get(ports['net1'] as number, '/openstack/latest/user_data', 'HEAD');
+    assert.deepEqual([head.status, head.body], [200, '']);
+  });
+
+  it('answers 404 to the same address on another network, unknown paths and unknown versions', async () => {
+    assert.equal((await get(ports['net2'] as number, '/openstack/latest/meta_data.json')).status, 404);
+    assert.equal((await get(ports['net1'] as number, '/nope')).status, 404);
+    assert.equal((await get(ports['net1'] as number, '/openstack/2019-01-01/meta_data.json')).status, 404);
+    assert.equal((await get(ports['net1'] as number, '/openstack/latest/meta_data.json/extra')).status, 404);
+  });
+});

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { desiredState, type DesiredNetwork } from '../../src/controller/desired.ts';
+import type { ObservedState } from '../../src/controller/observe.ts';
+import { formatPlan, isEmpty, plan, type Step } from '../../src/controller/plan.ts';
+import type { LinkState } from '../../src/netns/iproute.ts';
+import { parseTable } from '../../src/netns/nft.ts';
+
+const desired = desiredState({
+  namespacePrefix: 'imds-',
+  listenPort: 8775,
+  networks: [{ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', mtu: 1400 }],
+});
+const d = desired.networks.get('net1') as DesiredNetwork;
+
+function link(name: string, extra: Partial<LinkState> = {}): LinkState {
+  return { name, index: 1, kind: undefined, master: undefined, up: true, mtu: 1400, alias: undefined, mac: undefined, addresses: [], ...extra };
+}
+
+/** Kernel state exactly as the plan for `d` leaves it. */
+function converged(): ObservedState {
+  const table = parseTable(
+    JSON.stringify({ nftables: [{ table: {} }, { rule: { comment: `imds:${d.nft.hash}` } }, { rule: { comment: `imds:${d.nft.hash}` } }, { rule: { comment: `imds:${d.nft.hash}` } }] }),
+  );
+  return {
+    hostLinks: new Map([
+      ['eth0', link('eth0', { mtu: 1500 })],
+      ['imdsb-net1', link('imdsb-net1', { kind: 'bridge', alias: 'imds:net1:bridge' })],
+      ['imdsv-net1', link('imdsv-net1', { kind: 'veth', alias: 'imds:net1:veth', master: 'imdsb-net1' })],
+    ]),
+    namespaces: new Set(['imds-net1']),
+    inside: new Map([
+      [
+        'imds-net1',
+        {
+          links: new Map([
+            ['lo', link('lo', { mtu: 65536 })],
+            ['imds0', link('imds0', { kind: 'veth', addresses: ['198.51.100.2/24', '169.254.169.254/32'] })],
+          ]),
+          table,
+        },
+      ],
+    ]),
+  };
+}
+
+function stepsOf(observed: ObservedState): Step[] {
+  const p = plan(desired, observed);
+  return [...p.removals.flatMap((r) => r.steps), ...p.networks.flatMap((n) => n.steps)];
+}
+
+describe('planner', () => {
+  it('builds everything from nothing, host objects before the namespace contents', () => {
+    const steps = stepsOf({ hostLinks: new Map([['eth0', link('eth0')]]), namespaces: new Set(), inside: new Map() });
+    assert.deepEqual(
+      steps.map((s) => s.kind),
+      ['netns-add', 'ip', 'ip', 'nft'],
+    );
+    const host = steps[1] as Extract<Step, { kind: 'ip' }>;
+    assert.equal(host.netns, undefined);
+    assert.deepEqual(host.lines, [
+      'link add imdsb-net1 type bridge',
+      'link set imdsb-net1 alias imds:net1:bridge',
+      'link set imdsb-net1 mtu 1400',
+      'link set imdsb-net1 up',
+      'link add imdsv-net1 mtu 1400 type veth peer name imds0 mtu 1400 netns imds-net1',
+      'link set imdsv-net1 alias imds:net1:veth',
+      'link set imdsv-net1 master imdsb-net1',
+      'link set imdsv-net1 up',
+    ]);
+    const inside = steps[2] as Extract<Step, { kind: 'ip' }>;
+    assert.equal(inside.netns, 'imds-net1');
+    assert.deepEqual(inside.lines, ['link set lo up', 'link set imds0 up', 'addr add 198.51.100.2/24 dev imds0', 'addr add 169.254.169.254/32 dev imds0']);
+    const p = plan(desired, { hostLinks: new Map(), namespaces: new Set(), inside: new Map() });
+    assert.equal(p.networks[0]?.fresh, true);
+    assert.deepEqual(
+      p.networks[0]?.rollback.map((s) => (s.kind === 'ip' ? s.lines[0] : s.kind)),
+      ['link del imdsv-net1', 'link del imdsb-net1', 'netns-del'],
+    );
+  });
+
+  it('plans nothing when the kernel matches (applying twice changes nothing)', () => {
+    const p = plan(desired, converged());
+    assert.ok(isEmpty(p), formatPlan(p));
+  });
+
+  it('repairs only what drifted', () => {
+    const o = converged();
+    o.hostLinks.set('imdsv-net1', link('imdsv-net1', { kind: 'veth', alias: 'imds:net1:veth', master: undefined, up: false }));
+    const ns = o.inside.get('imds-net1');
+    assert.ok(ns);
+    ns.links.set('imds0', link('imds0', { addresses: ['198.51.100.2/24', '10.0.0.1/8'] }));
+    ns.table = undefined;
+    const steps = stepsOf(o);
+    assert.deepEqual(
+      steps.map((s) => (s.kind === 'ip' ? `${s.netns ?? 'host'}: ${s.lines.join('; ')}` : s.kind)),
+      [
+        'host: link set imdsv-net1 master imdsb-net1; link set imdsv-net1 up',
+        'imds-net1: addr add 169.254.169.254/32 dev imds0; addr del 10.0.0.1/8 dev imds0',
+        'nft',
+      ],
+    );
+  });
+
+  it('replaces a flushed nft table', () => {
+    const o = converged();
+    const ns = o.inside.get('imds-net1');
+    assert.ok(ns);
+    ns.table = parseTable(JSON.stringify({ nftables: [{ table: {} }] }));
+    assert.deepEqual(stepsOf(o).map((s) => s.kind), ['nft']);
+  });
+
+  it('repairs a half veth pair by recreating both ends', () => {
+    const o = converged();
+    o.hostLinks.delete('imdsv-net1');
+    const steps = stepsOf(o);
+    assert.equal(steps[0]?.kind, 'ip');
+    assert.deepEqual((steps[0] as Extract<Step, { kind: 'ip' }>).lines, ['link del imds0']);
+    assert.match((steps[1] as Extract<Step, { kind: 'ip' }>).lines.join('\n'), /link add imdsv-net1 .* peer name imds0 .* netns imds-net1/);
+  });
+
+  it('reports a conflict instead of touching a foreign object in the way', () => {
+    const o = converged();
+    o.hostLinks.set('imdsb-net1', link('imdsb-net1', { kind: 'dummy' }));
+    const p = plan(desired, o);
+    assert.match(p.networks[0]?.conflict ?? '', /"imdsb-net1" exists but is a dummy device/);
+    assert.deepEqual(p.networks[0]?.steps, []);
+    const o2 = converged();
+    o2.hostLinks.set('imdsv-net1', link('imdsv-net1', { kind: 'veth' }));
+    assert.match(plan(desired, o2).networks[0]?.conflict ?? '', /not the veth imds created/);
+  });
+
+  it('uses an existing bridge without claiming it', () => {
+    const ext = desiredState({ namespacePrefix: 'imds-', listenPort: 8775, networks: [{ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', bridge: 'br0' }] });
+    const o: ObservedState = { hostLinks: new Map([['br0', link('br0', { kind: 'bridge', up: false })]]), namespaces: new Set(), inside: new Map() };
+    const p = plan(ext, o);
+    const host = p.networks[0]?.steps.find((s) => s.kind === 'ip' && s.netns === undefined) as Extract<Step, { kind: 'ip' }>;
+    assert.ok(host.lines.every((l) => !l.includes('link set br0') && !l.includes('link add br0')), host.lines.join('\n'));
+    assert.deepEqual(p.networks[0]?.rollback.map((s) => (s.kind === 'ip' ? s.lines[0] : s.kind)), ['link del imdsv-net1', 'netns-del'], 'rollback keeps the operator bridge');
+  });
+
+  it('removes owned orphans (veths before bridges, then the namespace) and nothing foreign', () => {
+    const o = converged();
+    o.hostLinks.set('imdsv-old', link('imdsv-old', { kind: 'veth', alias: 'imds:old:veth' }));
+    o.hostLinks.set('imdsb-old', link('imdsb-old', { kind: 'bridge', alias: 'imds:old:bridge' }));
+    o.hostLinks.set('imdsb-mine', link('imdsb-mine', { kind: 'bridge' }));
+    o.hostLinks.set('br-other', link('br-other', { kind: 'bridge', alias: 'someone else' }));
+    o.namespaces.add('imds-old');
+    const p = plan(desired, o);
+    assert.equal(p.removals.length, 1);
+    assert.deepEqual(
+      p.removals[0]?.steps.map((s) => (s.kind === 'ip' ? s.lines.join('; ') : `${s.kind} ${s.netns}`)),
+      ['link del imdsv-old; link del imdsb-old', 'netns-del imds-old'],
+    );
+    assert.ok(p.networks.every((n) => n.steps.length === 0));
+  });
+});
