@@ -2,3 +2,5 @@
 export function listenInNetns(nsPath: string, ip: string, port: number, backlog: number, reusePort: boolean): number;
 /** Sets IP_TTL on a socket. */
 export function setIpTtl(fd: number, ttl: number): void;
+/** Creates an unconnected IPv4 TCP socket inside the namespace pinned at nsPath; returns its fd. */
+export function socketInNetns(nsPath: string): number;

@@ -6,6 +6,10 @@
 //   returns to its own namespace before the call returns; a socket keeps the namespace it
 //   was created in, so the fd can then be handed to net.Server#listen({ fd }).
 //
+// socketInNetns(nsPath) -> fd
+//   Creates an unconnected IPv4 TCP socket inside the namespace (for the daemon's own requests
+//   through a namespace, e.g. `imds vm get`); wrap it with new net.Socket({ fd }) and connect.
+//
 // setIpTtl(fd, ttl)
 //   Sets IP_TTL on a connected socket (hop limit for selected replies).
 //
@@ -142,6 +146,42 @@ static napi_value listen_in_netns(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value socket_in_netns(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char path[4096];
+  size_t len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1)
+    return throw_type(env, "socketInNetns(nsPath) needs 1 argument");
+  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len == 0 ||
+      len >= sizeof path - 1)
+    return throw_type(env, "nsPath must be a non-empty string");
+
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) return throw_errno(env, "open own netns", errno);
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int err = errno;
+    close(self);
+    return throw_errno(env, "open target netns", err);
+  }
+  if (setns(target, CLONE_NEWNET) < 0) {
+    int err = errno;
+    close(self);
+    close(target);
+    return throw_errno(env, "setns", err);
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int err = fd < 0 ? errno : 0;
+  if (setns(self, CLONE_NEWNET) < 0) abort();
+  close(self);
+  close(target);
+  if (fd < 0) return throw_errno(env, "socket", err);
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
 static napi_value set_ip_ttl(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -162,6 +202,8 @@ NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "listenInNetns", NAPI_AUTO_LENGTH, listen_in_netns, NULL, &fn);
   napi_set_named_property(env, exports, "listenInNetns", fn);
+  napi_create_function(env, "socketInNetns", NAPI_AUTO_LENGTH, socket_in_netns, NULL, &fn);
+  napi_set_named_property(env, exports, "socketInNetns", fn);
   napi_create_function(env, "setIpTtl", NAPI_AUTO_LENGTH, set_ip_ttl, NULL, &fn);
   napi_set_named_property(env, exports, "setIpTtl", fn);
   return exports;

@@ -26,6 +26,12 @@ export const configSchema = z
       .string()
       .regex(/^[a-z][a-z0-9-]{0,39}$/, 'must be 1-40 characters of a-z, 0-9 and "-", starting with a letter')
       .default(DEFAULT_NAMESPACE_PREFIX),
+    admin_group: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a group name')
+      .optional()
+      .describe('group that may use the admin socket (mode 0660)'),
+    seed_mode: z.enum(['merge', 'authoritative']).default('merge'),
     dhcp_domain: domainSchema.default('novalocal'),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     request_timeout_ms: z.number().int().min(100).max(600_000).default(10_000),

@@ -1,21 +1,34 @@
 // `imds serve`: the composition root. Loads the configuration (failing before any side effect),
-// builds the index and the metadata app, converges the kernel, serves, and reloads on SIGHUP.
+// opens the store and seeds it from the file, converges the kernel, serves guests and the admin
+// API, tells systemd when every network serves, and reloads the file on SIGHUP.
 import { loadConfig, type Config } from './config.ts';
 import { Reconciler, type ReconcileSummary } from './controller/reconciler.ts';
-import { messageOf } from './errors.ts';
+import { ImdsError, isImdsError, messageOf } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
-import { createRunner } from './netns/run.ts';
+import { Metrics } from './metrics.ts';
+import { createRunner, type Runner } from './netns/run.ts';
 import { acquirePidFile } from './pidfile.ts';
+import { API_VERSION, buildAdminApp, listenAdmin } from './server/admin-app.ts';
 import { NetnsListeners } from './server/listeners.ts';
 import { buildMetadataApp } from './server/metadata-app.ts';
-import { MetadataIndex } from './store/metadata-index.ts';
+import { probe } from './server/probe.ts';
+import { Inventory } from './store/inventory.ts';
+import { SqliteStore } from './store/sqlite-store.ts';
+import { createNotifier } from './systemd/notify.ts';
+
+export const VERSION = '0.1.0';
 
 /** Keys that only take effect at start; a reload that changes them is refused. */
-const RESTART_ONLY = ['state_dir', 'admin_socket', 'listen_port', 'namespace_prefix', 'request_timeout_ms', 'headers_timeout_ms', 'keep_alive_timeout_ms'] as const;
-
-function indexOf(cfg: Config): MetadataIndex {
-  return MetadataIndex.build(cfg.networks, cfg.vms, { dhcpDomain: cfg.dhcp_domain });
-}
+const RESTART_ONLY = [
+  'state_dir',
+  'admin_socket',
+  'admin_group',
+  'listen_port',
+  'namespace_prefix',
+  'request_timeout_ms',
+  'headers_timeout_ms',
+  'keep_alive_timeout_ms',
+] as const;
 
 export interface Daemon {
   /** Resolves when the daemon has stopped. */
@@ -24,81 +37,171 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
+/** Seeds the store from the file: adds or updates what it declares (and prunes, if authoritative). */
+function seed(inventory: Inventory, cfg: Config): void {
+  try {
+    inventory.applyBatch(
+      { networks: cfg.networks, vms: cfg.vms },
+      { origin: 'config', ...(cfg.seed_mode === 'authoritative' ? { pruneOrigin: 'config' as const } : {}) },
+    );
+  } catch (err) {
+    if (isImdsError(err, 'VALIDATION_FAILED')) {
+      throw new ImdsError('CONFIG_INVALID', `${cfg.path}: the file does not fit the store's networks and VMs: ${err.message}`, {
+        ...(err.field === undefined ? {} : { field: err.field }),
+        ...(err.details === undefined ? {} : { details: err.details }),
+      });
+    }
+    throw err;
+  }
+}
+
+async function groupId(runner: Runner, name: string | undefined): Promise<number | undefined> {
+  if (name === undefined) return undefined;
+  const out = await runner.run(['getent', 'group', name], { allowFailure: true });
+  const gid = Number(out.stdout.split(':')[2]);
+  if (out.code !== 0 || !Number.isInteger(gid)) throw new ImdsError('CONFIG_INVALID', `admin_group: no group "${name}" on this host`, { field: 'admin_group' });
+  return gid;
+}
+
 export async function serve(configPath: string, logger?: Logger): Promise<Daemon> {
   let cfg = loadConfig(configPath);
   const log = logger ?? createLogger({ level: cfg.log_level });
-  const releasePid = acquirePidFile(cfg.state_dir);
-  let index = indexOf(cfg);
-  const { app, handler } = await buildMetadataApp({ index: () => index, log });
-  const listeners = new NetnsListeners(
-    handler,
-    cfg.listen_port,
-    { requestTimeoutMs: cfg.request_timeout_ms, headersTimeoutMs: cfg.headers_timeout_ms, keepAliveTimeoutMs: cfg.keep_alive_timeout_ms },
-    log,
-  );
+  const started = Date.now();
   const runner = createRunner({ log: log.child({ component: 'runner' }) });
-  const reconciler = new Reconciler({ runner, listeners, log: log.child({ component: 'controller' }), namespacePrefix: cfg.namespace_prefix, listenPort: cfg.listen_port });
+  const gid = await groupId(runner, cfg.admin_group);
+  const releasePid = acquirePidFile(cfg.state_dir);
+  const cleanups: (() => void | Promise<void>)[] = [releasePid];
+  const cleanup = async (): Promise<void> => {
+    for (const fn of cleanups.reverse()) await Promise.resolve(fn()).catch(() => undefined);
+  };
 
-  let summary: ReconcileSummary;
   try {
-    summary = await reconciler.reconcile(cfg.networks);
+    const store = SqliteStore.open(cfg.state_dir);
+    cleanups.push(() => store.close());
+    const inventory = Inventory.open(store, { dhcpDomain: cfg.dhcp_domain });
+    seed(inventory, cfg);
+
+    let reconciler: Reconciler | undefined;
+    const metrics = new Metrics({ vmCount: () => inventory.vmCount(), networkStates: () => reconciler?.statuses() ?? [] });
+    const { app, handler } = await buildMetadataApp({ index: () => inventory.index, log, metrics });
+    cleanups.push(() => app.close());
+    const listeners = new NetnsListeners(
+      handler,
+      cfg.listen_port,
+      { requestTimeoutMs: cfg.request_timeout_ms, headersTimeoutMs: cfg.headers_timeout_ms, keepAliveTimeoutMs: cfg.keep_alive_timeout_ms },
+      log,
+    );
+    cleanups.push(() => listeners.closeAll());
+    const rec = new Reconciler({
+      runner,
+      listeners,
+      log: log.child({ component: 'controller' }),
+      namespacePrefix: cfg.namespace_prefix,
+      listenPort: cfg.listen_port,
+      onResult: (summary) => {
+        metrics.reconcileDuration.observe(summary.ms / 1000);
+        for (const n of summary.networks) if (n.state !== 'serving') metrics.reconcileErrors.labels(n.network).inc();
+        for (const f of summary.removalFailures) metrics.reconcileErrors.labels(f.network).inc();
+      },
+    });
+    reconciler = rec;
+    const converge = (): Promise<ReconcileSummary> => rec.reconcile(inventory.networkList());
+    const notifier = createNotifier(runner, log);
+
+    const admin = await buildAdminApp({
+      inventory,
+      log,
+      metrics,
+      converge,
+      statusOf: (network) => rec.statusOf(network),
+      probe: async (network, vmId, path, method) => {
+        const netns = listeners.netnsOf(network);
+        if (netns === undefined) throw new ImdsError('NOT_FOUND', `network ${network} is not serving`);
+        return probe(netns, vmId, path, method);
+      },
+      info: () => ({
+        version: VERSION,
+        api_version: API_VERSION,
+        pid: process.pid,
+        uptime_s: Math.round((Date.now() - started) / 1000),
+        config: cfg.path,
+        state_dir: cfg.state_dir,
+        store: store.path,
+        admin_socket: cfg.admin_socket,
+        listen_port: cfg.listen_port,
+        namespace_prefix: cfg.namespace_prefix,
+        seed_mode: cfg.seed_mode,
+      }),
+    });
+    cleanups.push(() => admin.close());
+
+    const summary = await converge();
+    await listenAdmin(admin, { path: cfg.admin_socket, ...(gid === undefined ? {} : { gid }) });
+    const serving = summary.networks.filter((n) => n.state === 'serving').length;
+    log.info({ networks: summary.networks.length, serving, vms: inventory.vmCount(), ms: summary.ms, admin_socket: cfg.admin_socket }, 'ready');
+    await notifier.ready(`serving ${serving}/${summary.networks.length} networks, ${inventory.vmCount()} VMs`);
+
+    let stopping: Promise<void> | undefined;
+    let resolveDone: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (resolveDone = resolve));
+
+    const reload = async (): Promise<ReconcileSummary | undefined> => {
+      await notifier.reloading();
+      try {
+        let next: Config;
+        try {
+          next = loadConfig(configPath);
+        } catch (err) {
+          log.error({ err: messageOf(err) }, 'reload rejected: configuration invalid; keeping the running one');
+          return undefined;
+        }
+        const changed = RESTART_ONLY.filter((k) => next[k] !== cfg[k]);
+        if (changed.length > 0) {
+          log.error({ keys: changed }, 'reload rejected: these keys take effect only at start; restart the daemon');
+          return undefined;
+        }
+        try {
+          seed(inventory, next);
+        } catch (err) {
+          log.error({ err: messageOf(err) }, 'reload rejected: configuration invalid; keeping the running one');
+          return undefined;
+        }
+        if (next.dhcp_domain !== cfg.dhcp_domain) inventory.setDefaults({ dhcpDomain: next.dhcp_domain });
+        cfg = next;
+        log.level = cfg.log_level;
+        const result = await converge();
+        log.info({ networks: result.networks.length, removed: result.removed, vms: inventory.vmCount(), ms: result.ms }, 'reloaded');
+        return result;
+      } finally {
+        const ok = rec.statuses().filter((s) => s.state === 'serving').length;
+        await notifier.ready(`serving ${ok}/${inventory.networkList().length} networks, ${inventory.vmCount()} VMs`);
+      }
+    };
+
+    const stop = (): Promise<void> => {
+      stopping ??= (async () => {
+        log.info('stopping; namespaces stay in place');
+        await notifier.stopping();
+        process.off('SIGHUP', onHup);
+        process.off('SIGTERM', onStop);
+        process.off('SIGINT', onStop);
+        await cleanup();
+        resolveDone();
+      })();
+      return stopping;
+    };
+
+    const onHup = (): void => {
+      log.info('SIGHUP: reloading the configuration');
+      reload().catch((err: unknown) => log.error({ err: messageOf(err) }, 'reload failed'));
+    };
+    const onStop = (): void => void stop();
+    process.on('SIGHUP', onHup);
+    process.on('SIGTERM', onStop);
+    process.on('SIGINT', onStop);
+    return { done, reload, stop };
   } catch (err) {
-    await listeners.closeAll();
-    releasePid();
+    await cleanup();
     throw err;
   }
-  log.info(
-    { networks: summary.networks.length, serving: summary.networks.filter((n) => n.state === 'serving').length, vms: index.vmCount, ms: summary.ms },
-    'ready',
-  );
-
-  let stopping: Promise<void> | undefined;
-  let resolveDone: () => void = () => undefined;
-  const done = new Promise<void>((resolve) => (resolveDone = resolve));
-
-  const reload = async (): Promise<ReconcileSummary | undefined> => {
-    let next: Config;
-    try {
-      next = loadConfig(configPath);
-    } catch (err) {
-      log.error({ err: messageOf(err) }, 'reload rejected: configuration invalid; keeping the running one');
-      return undefined;
-    }
-    const changed = RESTART_ONLY.filter((k) => next[k] !== cfg[k]);
-    if (changed.length > 0) {
-      log.error({ keys: changed }, 'reload rejected: these keys take effect only at start; restart the daemon');
-      return undefined;
-    }
-    cfg = next;
-    log.level = cfg.log_level;
-    index = indexOf(cfg);
-    const result = await reconciler.reconcile(cfg.networks);
-    log.info({ networks: result.networks.length, removed: result.removed, vms: index.vmCount, ms: result.ms }, 'reloaded');
-    return result;
-  };
-
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      log.info('stopping; namespaces stay in place');
-      await listeners.closeAll();
-      await app.close();
-      releasePid();
-      process.off('SIGHUP', onHup);
-      process.off('SIGTERM', onStop);
-      process.off('SIGINT', onStop);
-      resolveDone();
-    })();
-    return stopping;
-  };
-
-  const onHup = (): void => {
-    log.info('SIGHUP: reloading the configuration');
-    reload().catch((err: unknown) => log.error({ err: messageOf(err) }, 'reload failed'));
-  };
-  const onStop = (): void => void stop();
-  process.on('SIGHUP', onHup);
-  process.on('SIGTERM', onStop);
-  process.on('SIGINT', onStop);
-
-  return { done, reload, stop };
 }

@@ -12,6 +12,11 @@ export const ERROR_CODES = {
   NETNS_LISTEN_FAILED: 'the listening socket inside a network namespace could not be opened',
   ADDON_UNAVAILABLE: 'the native setns addon is not built or cannot be loaded',
   DAEMON_RUNNING: 'the command needs the daemon to be stopped',
+  DAEMON_UNREACHABLE: 'the CLI cannot reach the daemon on its admin socket',
+  NOT_FOUND: 'the named network, VM or resource does not exist',
+  ALREADY_EXISTS: 'a network or VM with that id already exists',
+  NETWORK_NOT_EMPTY: 'the network still has VMs (use --force to delete them too)',
+  STORE_FAILED: 'the SQLite store could not be opened, migrated or written',
   INTERNAL: 'an unexpected internal failure',
 } as const;
 
@@ -57,7 +62,7 @@ export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** Process exit status for an error (docs/cli.md): 2 bad input, 3 daemon state, 1 anything else. */
+/** Process exit status for an error (docs/cli.md). */
 export function exitCodeOf(err: unknown): number {
   if (!(err instanceof ImdsError)) return 1;
   switch (err.code) {
@@ -66,8 +71,33 @@ export function exitCodeOf(err: unknown): number {
     case 'VALIDATION_FAILED':
       return 2;
     case 'DAEMON_RUNNING':
+    case 'DAEMON_UNREACHABLE':
       return 3;
+    case 'NOT_FOUND':
+      return 4;
+    case 'ALREADY_EXISTS':
+    case 'NETWORK_NOT_EMPTY':
+    case 'KERNEL_CONFLICT':
+      return 5;
     default:
       return 1;
+  }
+}
+
+/** HTTP status of an error on the admin API. */
+export function httpStatusOf(code: ErrorCode): number {
+  switch (code) {
+    case 'VALIDATION_FAILED':
+    case 'CONFIG_INVALID':
+      return 400;
+    case 'NOT_FOUND':
+      return 404;
+    case 'ALREADY_EXISTS':
+    case 'NETWORK_NOT_EMPTY':
+    case 'KERNEL_CONFLICT':
+    case 'DAEMON_RUNNING':
+      return 409;
+    default:
+      return 500;
   }
 }

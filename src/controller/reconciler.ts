@@ -23,6 +23,7 @@ export interface NetworkStatus {
 export interface ReconcileSummary {
   networks: NetworkStatus[];
   removed: string[];
+  removalFailures: { network: string; error: string }[];
   ms: number;
 }
 
@@ -33,6 +34,8 @@ export interface ReconcilerDeps {
   namespacePrefix: string;
   listenPort: number;
   concurrency?: number;
+  /** Counts failures and times runs (Prometheus). */
+  onResult?: (summary: ReconcileSummary) => void;
 }
 
 export class Reconciler {
@@ -47,6 +50,10 @@ export class Reconciler {
 
   statuses(): NetworkStatus[] {
     return [...this.status.values()];
+  }
+
+  statusOf(network: string): NetworkStatus | undefined {
+    return this.status.get(network);
   }
 
   /** Queues a reconcile towards `networks`; runs never overlap. */
@@ -80,6 +87,7 @@ export class Reconciler {
     }
 
     const removed: string[] = [];
+    const removalFailures: { network: string; error: string }[] = [];
     for (const removal of p.removals) {
       const result = await applyNetworkPlan(runner, removal, log);
       if (result.ok) {
@@ -87,6 +95,7 @@ export class Reconciler {
         this.status.delete(removal.network);
         log.info({ network: removal.network, steps: result.stepsRun, ms: round(result.ms) }, 'network removed');
       } else {
+        removalFailures.push({ network: removal.network, error: result.error?.message ?? 'unknown' });
         log.error({ network: removal.network, err: result.error?.message }, 'network removal failed');
       }
     }
@@ -108,8 +117,14 @@ export class Reconciler {
       if (reason !== undefined) log.error({ network: result.network, err: reason }, 'network not serving');
       else if (result.stepsRun > 0) log.info({ network: result.network, steps: result.stepsRun, ms: round(result.ms) }, 'network converged');
     }
-    const summary = { networks: results.map((r) => this.status.get(r.network) as NetworkStatus), removed, ms: round(performance.now() - started) };
+    const summary: ReconcileSummary = {
+      networks: results.map((r) => this.status.get(r.network) as NetworkStatus),
+      removed,
+      removalFailures,
+      ms: round(performance.now() - started),
+    };
     log.debug({ ms: summary.ms }, 'reconcile done');
+    this.deps.onResult?.(summary);
     return summary;
   }
 }

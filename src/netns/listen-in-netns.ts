@@ -5,6 +5,7 @@ import { netnsPath } from './run.ts';
 
 interface Addon {
   listenInNetns(nsPath: string, ip: string, port: number, backlog: number, reusePort: boolean): number;
+  socketInNetns(nsPath: string): number;
   setIpTtl(fd: number, ttl: number): void;
 }
 
@@ -43,5 +44,15 @@ export function listenInNetns(netns: string, options: ListenOptions): number {
       details: { netns, port: options.port },
       cause: err,
     });
+  }
+}
+
+/** Returns the fd of an unconnected TCP socket created inside the namespace `netns`. */
+export function socketInNetns(netns: string): number {
+  const native = loadAddon();
+  try {
+    return native.socketInNetns(netnsPath(netns));
+  } catch (err) {
+    throw new ImdsError('NETNS_LISTEN_FAILED', `cannot open a socket in namespace ${netns}: ${(err as Error).message}`, { details: { netns }, cause: err });
   }
 }

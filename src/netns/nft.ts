@@ -26,6 +26,12 @@ export function renderNatTable(input: NatTableInput): RenderedTable {
       rules: [`ip daddr ${METADATA_IP} tcp dport 80 counter dnat to ${METADATA_IP}:${port}`],
     },
     {
+      // The daemon's own probes (`imds vm get`) connect from inside the namespace.
+      name: 'output',
+      hook: 'type nat hook output priority -100; policy accept;',
+      rules: [`ip daddr ${METADATA_IP} tcp dport 80 dnat to ${METADATA_IP}:${port}`],
+    },
+    {
       // The listener is reachable only through the DNAT: a guest cannot bypass port 80's rules.
       name: 'input',
       hook: 'type filter hook input priority filter; policy accept;',

@@ -61,6 +61,27 @@ export class MetadataIndex {
     return this.networks.get(networkId)?.byIp.get(ip);
   }
 
+  /** Adds or replaces a network; the documents of its VMs are rebuilt against the new spec. */
+  setNetwork(network: Network): void {
+    const current = this.networks.get(network.id);
+    const entry: NetworkEntry = { network, byIp: new Map() };
+    this.networks.set(network.id, entry);
+    for (const vmEntry of current?.byIp.values() ?? []) entry.byIp.set(vmEntry.facts.vm.ip, buildVmEntry(vmEntry.facts.vm, network, this.defaults));
+  }
+
+  removeNetwork(id: string): void {
+    const entry = this.networks.get(id);
+    if (entry === undefined) return;
+    for (const vmEntry of entry.byIp.values()) this.where.delete(vmEntry.facts.uuid);
+    this.networks.delete(id);
+  }
+
+  /** The VM with this id, if it is on `networkId` (used for the daemon's own probes). */
+  lookupById(networkId: string, id: string): VmEntry | undefined {
+    const at = this.where.get(id.toLowerCase());
+    return at === undefined || at.networkId !== networkId ? undefined : this.networks.get(networkId)?.byIp.get(at.ip);
+  }
+
   upsertVm(vm: Vm): void {
     const entry = this.networks.get(vm.network);
     if (entry === undefined) throw new Error(`index: VM ${vm.id} names unknown network ${vm.network}`);

@@ -144,15 +144,22 @@ export class Sandbox {
     return new Guest(name, netns, options.ip, options.mac);
   }
 
-  /** Base configuration for this sandbox; merge networks and vms in. */
-  config(extra: Record<string, unknown>): Record<string, unknown> {
+  /**
+   * Base configuration for one daemon of this sandbox; merge networks and vms in. Each `instance`
+   * has its own state_dir (store) and admin socket.
+   */
+  config(extra: Record<string, unknown>, instance = 'main'): Record<string, unknown> {
     return {
-      state_dir: join(this.dir, 'state'),
-      admin_socket: join(this.dir, 'admin.sock'),
+      state_dir: join(this.dir, instance, 'state'),
+      admin_socket: this.adminSocket(instance),
       namespace_prefix: this.nsPrefix,
       log_level: 'debug',
       ...extra,
     };
+  }
+
+  adminSocket(instance = 'main'): string {
+    return join(this.dir, instance, 'admin.sock');
   }
 
   writeConfig(config: Record<string, unknown>, file = 'imds.yaml'): string {

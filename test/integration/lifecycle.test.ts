@@ -49,7 +49,7 @@ describe('lifecycle', { skip: !isRoot && 'needs root (network namespaces)' }, ()
 
   it('adopts on restart without recreating anything, and keeps serving across it', async () => {
     const sb = current();
-    const cfg = sb.writeConfig(sb.config({ networks: [NET1], vms: VMS.slice(0, 1) }));
+    const cfg = sb.writeConfig(sb.config({ networks: [NET1], vms: VMS.slice(0, 1) }, 'restart'));
     const first = await sb.startDaemon(cfg);
     const g1 = await sb.addGuest('one', { bridge: 'imdsb-net1', ip: '203.0.113.10', prefix: 24, mac: '52:54:00:00:01:01', metadataVia: '203.0.113.2' });
     assert.equal(await uuidOf(sb, g1), VM1);
@@ -71,24 +71,26 @@ describe('lifecycle', { skip: !isRoot && 'needs root (network namespaces)' }, ()
 
   it('adds and removes networks on SIGHUP, and rejects an invalid reload', async () => {
     const sb = current();
-    const path = sb.writeConfig(sb.config({ networks: [NET1], vms: VMS.slice(0, 1) }));
+    // seed_mode authoritative: the file owns the records it declared, so dropping one removes it.
+    const cfg = (extra: Record<string, unknown>) => sb.config({ seed_mode: 'authoritative', ...extra }, 'hup');
+    const path = sb.writeConfig(cfg({ networks: [NET1], vms: VMS.slice(0, 1) }));
     const daemon = await sb.startDaemon(path);
     const g1 = await sb.addGuest('hup1', { bridge: 'imdsb-net1', ip: '203.0.113.10', prefix: 24, mac: '52:54:00:00:01:01', metadataVia: '203.0.113.2' });
 
-    sb.writeConfig(sb.config({ networks: [NET1, NET2], vms: VMS }));
+    sb.writeConfig(cfg({ networks: [NET1, NET2], vms: VMS }));
     daemon.child.kill('SIGHUP');
     await daemon.waitFor((l) => l['msg'] === 'reloaded');
     const g2 = await sb.addGuest('hup2', { bridge: 'imdsb-net2', ip: '192.0.2.10', prefix: 24, mac: '52:54:00:00:02:02', metadataVia: '192.0.2.2' });
     assert.equal(await uuidOf(sb, g2), VM2);
     assert.equal(await uuidOf(sb, g1), VM1);
 
-    sb.writeConfig(sb.config({ networks: [NET1, NET2], vms: [{ ...VMS[1], ip: 'not-an-ip' }] }));
+    sb.writeConfig(cfg({ networks: [NET1, NET2], vms: [{ ...VMS[1], ip: 'not-an-ip' }] }));
     daemon.child.kill('SIGHUP');
     const rejected = await daemon.waitFor((l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('reload rejected'));
     assert.match(String(rejected['err']), /vms\[0\]\.ip/);
     assert.equal(await uuidOf(sb, g2), VM2, 'still serving the previous configuration');
 
-    sb.writeConfig(sb.config({ networks: [NET2], vms: VMS.slice(1) }));
+    sb.writeConfig(cfg({ networks: [NET2], vms: VMS.slice(1) }));
     daemon.child.kill('SIGHUP');
     await daemon.waitFor((l) => l['msg'] === 'reloaded' && Array.isArray(l['removed']) && (l['removed'] as string[]).includes('net1'));
     assert.ok(!(await sb.namespaces()).includes(`${sb.nsPrefix}net1`), 'net1 namespace removed');
@@ -108,7 +110,7 @@ describe('lifecycle', { skip: !isRoot && 'needs root (network namespaces)' }, ()
     await sb.hvRun(['ip', 'link', 'add', 'imdsb-foreign', 'type', 'bridge']); // imds-like name, no owner mark
     await sb.hvRun(['ip', 'link', 'add', 'extbr0', 'type', 'bridge']);
     await sb.hvRun(['ip', 'link', 'set', 'extbr0', 'up']);
-    const path = sb.writeConfig(sb.config({ networks: [{ ...NET2, bridge: 'extbr0' }], vms: VMS.slice(1) }));
+    const path = sb.writeConfig(sb.config({ networks: [{ ...NET2, bridge: 'extbr0' }], vms: VMS.slice(1) }, 'orphans'));
     const daemon = await sb.startDaemon(path);
     assert.ok(!(await sb.namespaces()).includes(`${sb.nsPrefix}ghost`), 'orphan namespace removed');
     let links = await sb.hvLinks();
@@ -130,7 +132,7 @@ describe('lifecycle', { skip: !isRoot && 'needs root (network namespaces)' }, ()
 
   it('tears everything down with `imds down`, and refuses while the daemon runs', async () => {
     const sb = current();
-    const path = sb.writeConfig(sb.config({ networks: [NET1, NET2], vms: VMS }));
+    const path = sb.writeConfig(sb.config({ networks: [NET1, NET2], vms: VMS }, 'down'));
     const daemon = await sb.startDaemon(path);
     const refused = await sb.cli(['down', '--config', path], { allowFailure: true });
     assert.equal(refused.code, 3);

@@ -9,7 +9,7 @@ describe('nft table', () => {
   it('renders the owned table whole, as the golden file', () => {
     const t = renderNatTable({ listenPort: 8775 });
     assert.equal(t.script, readFileSync(GOLDEN, 'utf8'));
-    assert.equal(t.ruleCount, 3);
+    assert.equal(t.ruleCount, 4);
     assert.match(t.script, /^table ip imds \{\}\ndelete table ip imds\ntable ip imds \{/);
   });
 

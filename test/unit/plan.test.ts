@@ -19,9 +19,8 @@ function link(name: string, extra: Partial<LinkState> = {}): LinkState {
 
 /** Kernel state exactly as the plan for `d` leaves it. */
 function converged(): ObservedState {
-  const table = parseTable(
-    JSON.stringify({ nftables: [{ table: {} }, { rule: { comment: `imds:${d.nft.hash}` } }, { rule: { comment: `imds:${d.nft.hash}` } }, { rule: { comment: `imds:${d.nft.hash}` } }] }),
-  );
+  const rules = Array.from({ length: d.nft.ruleCount }, () => ({ rule: { comment: `imds:${d.nft.hash}` } }));
+  const table = parseTable(JSON.stringify({ nftables: [{ table: {} }, ...rules] }));
   return {
     hostLinks: new Map([
       ['eth0', link('eth0', { mtu: 1500 })],

@@ -1,0 +1,161 @@
+// Admin API request and response schemas. Bodies reuse the model schemas, so the API accepts exactly
+// what the configuration file accepts; JSON carries user data as text or base64.
+import { z } from 'zod';
+import { ImdsError } from '../../errors.ts';
+import {
+  domainSchema,
+  hostnameSchema,
+  ifnameSchema,
+  ipv4Schema,
+  macSchema,
+  networkIdSchema,
+  networkSchema,
+  uuidSchema,
+  vmSchema,
+  type Vm,
+} from '../../model/schema.ts';
+
+export const errorBody = z
+  .object({
+    code: z.string().describe('stable error code (docs/errors.md)'),
+    message: z.string(),
+    field: z.string().optional().describe('the input field the error is about'),
+    details: z.record(z.string(), z.unknown()).optional(),
+  })
+  .describe('error');
+
+const mtu = z.number().int().min(68).max(65535);
+const keys = z.record(z.string().min(1).max(255), z.string().min(1));
+const meta = z.record(z.string().min(1).max(255), z.string().max(255));
+
+export const networkCreate = networkSchema;
+
+export const networkPatch = z
+  .object({
+    cidr: z.string().optional(),
+    service_ip: ipv4Schema.optional(),
+    gateway: ipv4Schema.nullable().optional(),
+    bridge: ifnameSchema.nullable().optional(),
+    uplink: ifnameSchema.nullable().optional(),
+    mtu: mtu.nullable().optional(),
+    domain: domainSchema.nullable().optional(),
+  })
+  .strict()
+  .describe('fields to change; null clears an optional field');
+
+const userDataFields = {
+  user_data: z.string().optional().describe('user data as UTF-8 text'),
+  user_data_b64: z.base64().optional().describe('user data as base64 (binary, gzip)'),
+};
+
+export const vmCreate = z
+  .object({
+    id: uuidSchema,
+    network: networkIdSchema,
+    ip: ipv4Schema,
+    mac: macSchema,
+    hostname: hostnameSchema,
+    name: z.string().min(1).max(255).optional(),
+    ...userDataFields,
+    public_keys: keys.optional(),
+    meta: meta.optional(),
+    availability_zone: z.string().min(1).max(255).optional(),
+    project_id: z.string().min(1).max(255).optional(),
+  })
+  .strict();
+
+export const vmPatch = z
+  .object({
+    network: networkIdSchema.optional(),
+    ip: ipv4Schema.optional(),
+    mac: macSchema.optional(),
+    hostname: hostnameSchema.optional(),
+    name: z.string().min(1).max(255).nullable().optional(),
+    user_data: z.string().nullable().optional(),
+    user_data_b64: z.base64().nullable().optional(),
+    public_keys: keys.nullable().optional(),
+    meta: meta.nullable().optional(),
+    availability_zone: z.string().min(1).max(255).nullable().optional(),
+    project_id: z.string().min(1).max(255).nullable().optional(),
+  })
+  .strict()
+  .describe('fields to change; null clears an optional field');
+
+export const importBody = z
+  .object({
+    networks: z.array(networkCreate).optional(),
+    vms: z.array(vmCreate).optional(),
+  })
+  .strict();
+
+export const idParam = z.object({ id: z.string().min(1).max(64) });
+
+export const networkView = z.object({
+  id: z.string(),
+  cidr: z.string(),
+  service_ip: z.string(),
+  gateway: z.string().optional(),
+  bridge: z.string().describe('the bridge in use (the default imdsb-<id> unless configured)'),
+  uplink: z.string().optional(),
+  mtu: z.number().optional(),
+  domain: z.string().optional(),
+  origin: z.enum(['config', 'api']),
+  vms: z.number().describe('VMs on this network'),
+  state: z.enum(['serving', 'degraded', 'pending']),
+  reason: z.string().optional(),
+});
+
+export const vmView = z.object({
+  id: z.string(),
+  network: z.string(),
+  ip: z.string(),
+  mac: z.string(),
+  hostname: z.string(),
+  name: z.string().optional(),
+  public_keys: z.record(z.string(), z.string()).optional(),
+  meta: z.record(z.string(), z.string()).optional(),
+  availability_zone: z.string().optional(),
+  project_id: z.string().optional(),
+  user_data_bytes: z.number(),
+  user_data_b64: z.string().optional().describe('only on GET /v1/vms/{id}'),
+  password_set: z.boolean(),
+  origin: z.enum(['config', 'api']),
+});
+
+export const batchResult = z.object({
+  networks: z.object({ created: z.array(z.string()), updated: z.array(z.string()), deleted: z.array(z.string()) }),
+  vms: z.object({ created: z.array(z.string()), updated: z.array(z.string()), deleted: z.array(z.string()) }),
+});
+
+export const fetchBody = z
+  .object({
+    path: z.string().min(1).max(2048).describe('the path to fetch, e.g. /openstack/latest/meta_data.json'),
+    method: z.enum(['GET', 'HEAD', 'POST', 'PUT', 'DELETE']).default('GET'),
+  })
+  .strict();
+
+export const fetchResult = z.object({
+  status: z.number(),
+  headers: z.record(z.string(), z.string()),
+  body_b64: z.string(),
+});
+
+type VmBody = z.output<typeof vmCreate>;
+
+/** A VM body (create, or a patched one) as the model input: user data as bytes. */
+export function vmInput(body: Partial<VmBody> & Record<string, unknown>): Record<string, unknown> {
+  const { user_data, user_data_b64, ...rest } = body;
+  if (user_data !== undefined && user_data !== null && user_data_b64 !== undefined && user_data_b64 !== null) {
+    throw new ImdsError('VALIDATION_FAILED', 'user_data: give user_data or user_data_b64, not both', { field: 'user_data' });
+  }
+  const bytes = typeof user_data_b64 === 'string' ? Buffer.from(user_data_b64, 'base64') : typeof user_data === 'string' ? Buffer.from(user_data, 'utf8') : undefined;
+  return bytes === undefined ? rest : { ...rest, user_data: bytes };
+}
+
+/** The stored VM as a create body (for PATCH merging). */
+export function vmAsBody(vm: Vm): Record<string, unknown> {
+  const { user_data, ...rest } = vm;
+  return user_data === undefined ? { ...rest } : { ...rest, user_data_b64: user_data.toString('base64') };
+}
+
+export { vmSchema, networkSchema };

@@ -1,0 +1,189 @@
+// The durable store: SQLite (better-sqlite3) in WAL mode under state_dir. The daemon is its only
+// writer; guests are never answered from it (the in-memory index serves them). Every write is one
+// transaction, so a crash leaves either all of a change or none of it. Uniqueness of (network, ip)
+// and (network, mac) is checked by the inventory before writing, not by UNIQUE constraints, so a
+// batch may swap addresses between VMs.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { ImdsError } from '../errors.ts';
+import { networkSchema, vmSchema, type Network, type Vm } from '../model/schema.ts';
+
+export type Origin = 'config' | 'api';
+
+export interface StoredNetwork {
+  network: Network;
+  origin: Origin;
+}
+
+export interface StoredVm {
+  vm: Vm;
+  origin: Origin;
+}
+
+/** Schema migrations, applied in order; PRAGMA user_version records how many have run. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE networks (
+     id TEXT PRIMARY KEY,
+     spec TEXT NOT NULL,
+     origin TEXT NOT NULL CHECK (origin IN ('config', 'api')),
+     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+   ) STRICT;
+   CREATE TABLE vms (
+     id TEXT PRIMARY KEY,
+     network TEXT NOT NULL REFERENCES networks(id),
+     ip TEXT NOT NULL,
+     mac TEXT NOT NULL,
+     spec TEXT NOT NULL,
+     user_data BLOB,
+     origin TEXT NOT NULL CHECK (origin IN ('config', 'api')),
+     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+   ) STRICT;
+   CREATE INDEX vms_by_network ON vms (network);
+   CREATE TABLE passwords (
+     vm TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+     value TEXT NOT NULL,
+     set_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+   ) STRICT;`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** A VM as stored: the spec without user data (kept as a BLOB beside it). */
+function vmSpec(vm: Vm): string {
+  const { user_data: _ignored, ...spec } = vm;
+  return JSON.stringify(spec);
+}
+
+export interface BatchChange {
+  networks?: readonly StoredNetwork[];
+  vms?: readonly StoredVm[];
+  deleteVms?: readonly string[];
+  deleteNetworks?: readonly string[];
+}
+
+export class SqliteStore {
+  readonly path: string;
+  private readonly db: Database.Database;
+  private readonly stmt: {
+    putNetwork: Database.Statement;
+    putVm: Database.Statement;
+    deleteVm: Database.Statement;
+    deleteNetwork: Database.Statement;
+    getPassword: Database.Statement;
+    setPassword: Database.Statement;
+    clearPassword: Database.Statement;
+  };
+  /** Called inside a batch transaction after half of it is written (fault-injection for tests). */
+  midBatchHook: (() => void) | undefined;
+
+  private constructor(path: string, db: Database.Database) {
+    this.path = path;
+    this.db = db;
+    this.stmt = {
+      putNetwork: db.prepare(
+        `INSERT INTO networks (id, spec, origin) VALUES (@id, @spec, @origin)
+         ON CONFLICT(id) DO UPDATE SET spec = excluded.spec, origin = excluded.origin,
+           updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`,
+      ),
+      putVm: db.prepare(
+        `INSERT INTO vms (id, network, ip, mac, spec, user_data, origin) VALUES (@id, @network, @ip, @mac, @spec, @user_data, @origin)
+         ON CONFLICT(id) DO UPDATE SET network = excluded.network, ip = excluded.ip, mac = excluded.mac, spec = excluded.spec,
+           user_data = excluded.user_data, origin = excluded.origin, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`,
+      ),
+      deleteVm: db.prepare('DELETE FROM vms WHERE id = ?'),
+      deleteNetwork: db.prepare('DELETE FROM networks WHERE id = ?'),
+      getPassword: db.prepare('SELECT value FROM passwords WHERE vm = ?'),
+      setPassword: db.prepare('INSERT INTO passwords (vm, value) VALUES (?, ?) ON CONFLICT(vm) DO NOTHING'),
+      clearPassword: db.prepare('DELETE FROM passwords WHERE vm = ?'),
+    };
+  }
+
+  static open(stateDir: string): SqliteStore {
+    const path = join(stateDir, 'imds.sqlite');
+    try {
+      mkdirSync(stateDir, { recursive: true, mode: 0o750 });
+      const db = new Database(path);
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+      db.pragma('busy_timeout = 5000');
+      migrate(db);
+      return new SqliteStore(path, db);
+    } catch (err) {
+      if (err instanceof ImdsError) throw err;
+      throw new ImdsError('STORE_FAILED', `cannot open the store ${path}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  loadNetworks(): StoredNetwork[] {
+    const rows = this.db.prepare('SELECT spec, origin FROM networks ORDER BY rowid').all() as { spec: string; origin: Origin }[];
+    return rows.map((r) => ({ network: networkSchema.parse(JSON.parse(r.spec)), origin: r.origin }));
+  }
+
+  loadVms(): StoredVm[] {
+    const rows = this.db.prepare('SELECT spec, user_data, origin FROM vms ORDER BY rowid').all() as { spec: string; user_data: Buffer | null; origin: Origin }[];
+    return rows.map((r) => {
+      const spec = JSON.parse(r.spec) as Record<string, unknown>;
+      if (r.user_data !== null) spec['user_data'] = r.user_data;
+      return { vm: vmSchema.parse(spec), origin: r.origin };
+    });
+  }
+
+  /** Applies deletions then upserts, all in one transaction. */
+  apply(change: BatchChange): void {
+    const run = this.db.transaction((c: BatchChange) => {
+      for (const id of c.deleteVms ?? []) this.stmt.deleteVm.run(id);
+      for (const id of c.deleteNetworks ?? []) this.stmt.deleteNetwork.run(id);
+      for (const { network, origin } of c.networks ?? []) this.stmt.putNetwork.run({ id: network.id, spec: JSON.stringify(network), origin });
+      const vms = c.vms ?? [];
+      const half = Math.floor(vms.length / 2);
+      vms.forEach(({ vm, origin }, i) => {
+        if (i === half && this.midBatchHook !== undefined) this.midBatchHook();
+        this.stmt.putVm.run({ id: vm.id, network: vm.network, ip: vm.ip, mac: vm.mac, spec: vmSpec(vm), user_data: vm.user_data ?? null, origin });
+      });
+    });
+    try {
+      run(change);
+    } catch (err) {
+      throw new ImdsError('STORE_FAILED', `store write failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  getPassword(vmId: string): string | undefined {
+    const row = this.stmt.getPassword.get(vmId) as { value: string } | undefined;
+    return row?.value;
+  }
+
+  /** Stores the password unless one is already set; returns false when one was. */
+  setPasswordOnce(vmId: string, value: string): boolean {
+    return this.stmt.setPassword.run(vmId, value).changes === 1;
+  }
+
+  clearPassword(vmId: string): boolean {
+    return this.stmt.clearPassword.run(vmId).changes === 1;
+  }
+
+  schemaVersion(): number {
+    return this.db.pragma('user_version', { simple: true }) as number;
+  }
+}
+
+function migrate(db: Database.Database): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new ImdsError('STORE_FAILED', `the store has schema version ${current}, newer than this imds knows (${MIGRATIONS.length}); upgrade imds`);
+  }
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v] as string);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}
