@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   iproute2 nftables util-linux procps curl ca-certificates   # the data path and the test harness
   python3 make g++                                          # node-gyp: the setns addon
+  systemd                                                   # systemd-notify (sd_notify), systemd-analyze verify (tests)
   cloud-init                                                # its readers are the client in tests
 )
 

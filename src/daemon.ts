@@ -1,6 +1,7 @@
 // `imds serve`: the composition root. Loads the configuration (failing before any side effect),
 // opens the store and seeds it from the file, converges the kernel, serves guests and the admin
 // API, tells systemd when every network serves, and reloads the file on SIGHUP.
+import { writeSync } from 'node:fs';
 import { loadConfig, type Config } from './config.ts';
 import { Reconciler, type ReconcileSummary } from './controller/reconciler.ts';
 import { ImdsError, isImdsError, messageOf } from './errors.ts';
@@ -78,6 +79,14 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
   try {
     const store = SqliteStore.open(cfg.state_dir);
     cleanups.push(() => store.close());
+    // Fault injection for the crash-consistency test: pause half-way through a batch transaction.
+    const pauseMs = Number(process.env['IMDS_FAULT_PAUSE_MID_BATCH_MS'] ?? 0);
+    if (pauseMs > 0) {
+      store.midBatchHook = () => {
+        writeSync(2, 'imds-fault: batch half written, pausing\n');
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, pauseMs);
+      };
+    }
     const inventory = Inventory.open(store, { dhcpDomain: cfg.dhcp_domain });
     seed(inventory, cfg);
 

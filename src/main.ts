@@ -1,15 +1,24 @@
 // Entry point: argv -> command. The only module that ends the process.
 import { Command, CommanderError } from '@commander-js/extra-typings';
 import { registerKernelCommands } from './cli/kernel.ts';
+import { networkCommand } from './cli/network.ts';
+import { statusCommand } from './cli/status.ts';
+import { vmCommand } from './cli/vm.ts';
 import { exitCodeOf, ImdsError, messageOf } from './errors.ts';
 
 const program = new Command('imds')
   .description('host-side instance metadata service (OpenStack and EC2 metadata for cloud-init and cloudbase-init)')
   .version('0.1.0')
   .exitOverride()
-  .showHelpAfterError('(run with --help for usage)');
+  .showHelpAfterError('(run with --help for usage)')
+  .option('--admin-socket <path>', "the daemon's admin socket (default: $IMDS_ADMIN_SOCKET or /run/imds/admin.sock)");
 
 registerKernelCommands(program);
+for (const sub of [networkCommand(), vmCommand(), statusCommand()]) {
+  sub.exitOverride();
+  for (const c of sub.commands) c.exitOverride();
+  program.addCommand(sub);
+}
 
 try {
   await program.parseAsync(process.argv);
@@ -19,7 +28,8 @@ try {
     process.exitCode = err.exitCode === 0 ? 0 : 2;
   } else {
     const code = err instanceof ImdsError ? err.code : 'INTERNAL';
-    process.stderr.write(`imds: ${code}: ${messageOf(err)}\n`);
+    const field = err instanceof ImdsError && err.field !== undefined && !messageOf(err).startsWith(err.field) ? ` (field ${err.field})` : '';
+    process.stderr.write(`imds: ${code}: ${messageOf(err)}${field}\n`);
     if (process.env['IMDS_DEBUG'] && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`);
     process.exitCode = exitCodeOf(err);
   }

@@ -36,10 +36,11 @@ export interface BatchOptions {
   root?: Path;
 }
 
-export function validationError(problems: Problem[], what = 'invalid input'): ImdsError {
+export function validationError(problems: Problem[], context?: string): ImdsError {
   const first = problems[0];
   const lines = problems.map((p) => `${formatPath(p.path)}: ${p.message}`);
-  return new ImdsError('VALIDATION_FAILED', problems.length === 1 ? lines[0] as string : `${what} (${problems.length} problems):\n  ${lines.join('\n  ')}`, {
+  const body = problems.length === 1 ? (lines[0] as string) : `${problems.length} problems:\n  ${lines.join('\n  ')}`;
+  return new ImdsError('VALIDATION_FAILED', context === undefined ? body : `${context}: ${body}`, {
     ...(first === undefined ? {} : { field: formatPath(first.path) }),
     details: { problems: problems.map((p) => ({ field: formatPath(p.path), message: p.message })) },
   });
@@ -270,13 +271,14 @@ export class Inventory {
       problems.push(...networkProblems(n, { bridgeUser, uplinkUser }, (f) => [...root, 'networks', i, f]));
     });
 
-    // The resulting VMs: batch entries first (so messages point into the batch), then kept ones.
+    // The resulting VMs: kept ones first, so a clash is reported on the batch entry.
     const prunedVmSet = new Set(prunedVms);
-    const labelled: LabelledVm[] = inVms.map((vm, i) => ({ vm, path: [...root, 'vms', i], label: `vms[${i}]` }));
+    const labelled: LabelledVm[] = [];
     for (const { vm } of this.vms.values()) {
       if (batchVmIds.has(vm.id) || prunedVmSet.has(vm.id)) continue;
       labelled.push({ vm, path: ['existing VM', vm.id], label: `VM ${vm.id}` });
     }
+    inVms.forEach((vm, i) => labelled.push({ vm, path: [...root, 'vms', i], label: `vms[${i}]` }));
     problems.push(...checkVmSet([...resultNets.values()], labelled));
     if (problems.length > 0) throw validationError(problems, 'batch rejected, nothing was changed');
 

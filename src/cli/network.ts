@@ -1,0 +1,118 @@
+// `imds network add|list|show|set|rm`: clients of the admin API.
+import { Command } from '@commander-js/extra-typings';
+import { AdminClient, adminSocketOf } from './client.ts';
+import { collect, defined, integer } from './input.ts';
+import { printFields, printJson, printTable } from './output.ts';
+
+interface NetworkView {
+  id: string;
+  cidr: string;
+  service_ip: string;
+  gateway?: string;
+  bridge: string;
+  uplink?: string;
+  mtu?: number;
+  domain?: string;
+  origin: string;
+  vms: number;
+  state: string;
+  reason?: string;
+}
+
+const CLEARABLE = ['gateway', 'bridge', 'uplink', 'mtu', 'domain'];
+
+export function clientOf(cmd: { optsWithGlobals(): Record<string, unknown> }): AdminClient {
+  return new AdminClient(adminSocketOf(cmd.optsWithGlobals()['adminSocket'] as string | undefined));
+}
+
+export function printNetworks(rows: NetworkView[]): void {
+  printTable(rows, {
+    ID: (n) => n.id,
+    CIDR: (n) => n.cidr,
+    SERVICE_IP: (n) => n.service_ip,
+    GATEWAY: (n) => n.gateway,
+    BRIDGE: (n) => n.bridge,
+    MTU: (n) => n.mtu,
+    VMS: (n) => n.vms,
+    STATE: (n) => (n.reason === undefined ? n.state : `${n.state}: ${n.reason}`),
+  });
+}
+
+export function networkCommand(): Command {
+  const network = new Command('network').description('manage networks (through the daemon\'s admin API)');
+
+  network
+    .command('add')
+    .description('create a network; returns once it serves')
+    .argument('<id>', 'network id (1-9 characters of a-z, 0-9, -)')
+    .requiredOption('--cidr <cidr>', 'IPv4 subnet, e.g. 198.51.100.0/24')
+    .requiredOption('--service-ip <ip>', "the namespace's address in the subnet")
+    .option('--gateway <ip>', "the subnet's router")
+    .option('--bridge <name>', 'bridge to use (created if absent); default imdsb-<id>')
+    .option('--uplink <if>', 'interface to enslave to the bridge')
+    .option('--mtu <n>', 'MTU of the veth pair (and the bridge imds owns)', integer('--mtu'))
+    .option('--domain <domain>', 'domain appended to bare host names')
+    .option('--json', 'print JSON')
+    .action(async (id, opts, cmd) => {
+      const body = defined({ id, cidr: opts.cidr, service_ip: opts.serviceIp, gateway: opts.gateway, bridge: opts.bridge, uplink: opts.uplink, mtu: opts.mtu, domain: opts.domain });
+      const created = await clientOf(cmd).call<NetworkView>('POST', '/v1/networks', body);
+      if (opts.json) printJson(created);
+      else process.stdout.write(`network ${created.id} created: ${created.state} (bridge ${created.bridge})\n`);
+    });
+
+  network
+    .command('list')
+    .description('list networks with their state')
+    .option('--json', 'print JSON')
+    .action(async (opts, cmd) => {
+      const rows = await clientOf(cmd).call<NetworkView[]>('GET', '/v1/networks');
+      if (opts.json) printJson(rows);
+      else printNetworks(rows);
+    });
+
+  network
+    .command('show')
+    .description('show one network')
+    .argument('<id>')
+    .option('--json', 'print JSON')
+    .action(async (id, opts, cmd) => {
+      const n = await clientOf(cmd).call<NetworkView>('GET', `/v1/networks/${encodeURIComponent(id)}`);
+      if (opts.json) printJson(n);
+      else printFields({ ...n });
+    });
+
+  network
+    .command('set')
+    .description('change a network (its VMs must still fit); --clear FIELD removes an optional field')
+    .argument('<id>')
+    .option('--cidr <cidr>')
+    .option('--service-ip <ip>')
+    .option('--gateway <ip>')
+    .option('--bridge <name>')
+    .option('--uplink <if>')
+    .option('--mtu <n>', 'MTU', integer('--mtu'))
+    .option('--domain <domain>')
+    .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
+    .option('--json', 'print JSON')
+    .action(async (id, opts, cmd) => {
+      const body: Record<string, unknown> = defined({ cidr: opts.cidr, service_ip: opts.serviceIp, gateway: opts.gateway, bridge: opts.bridge, uplink: opts.uplink, mtu: opts.mtu, domain: opts.domain });
+      for (const field of opts.clear ?? []) body[field.replace(/-/g, '_')] = null;
+      const n = await clientOf(cmd).call<NetworkView>('PATCH', `/v1/networks/${encodeURIComponent(id)}`, body);
+      if (opts.json) printJson(n);
+      else process.stdout.write(`network ${n.id} updated: ${n.state}\n`);
+    });
+
+  network
+    .command('rm')
+    .description('delete a network and its kernel objects (refused while it has VMs, unless --force)')
+    .argument('<id>')
+    .option('--force', 'also delete its VMs')
+    .option('--json', 'print JSON')
+    .action(async (id, opts, cmd) => {
+      const r = await clientOf(cmd).call<{ deleted: string; vms_deleted: number }>('DELETE', `/v1/networks/${encodeURIComponent(id)}${opts.force ? '?force=true' : ''}`);
+      if (opts.json) printJson(r);
+      else process.stdout.write(`network ${r.deleted} deleted${r.vms_deleted > 0 ? ` with ${r.vms_deleted} VMs` : ''}\n`);
+    });
+
+  return network;
+}

@@ -1,0 +1,214 @@
+// `imds vm add|list|show|set|rm|import|password|get`: clients of the admin API.
+import { readFileSync } from 'node:fs';
+import { Command } from '@commander-js/extra-typings';
+import { parse } from 'yaml';
+import { ImdsError } from '../errors.ts';
+import { clientOf } from './network.ts';
+import { collect, defined, pairs, readValue } from './input.ts';
+import { printFields, printJson, printTable } from './output.ts';
+
+interface VmView {
+  id: string;
+  network: string;
+  ip: string;
+  mac: string;
+  hostname: string;
+  name?: string;
+  user_data_bytes: number;
+  user_data_b64?: string;
+  password_set: boolean;
+  origin: string;
+  [key: string]: unknown;
+}
+
+const CLEARABLE = ['user-data', 'ssh-keys', 'meta', 'name', 'az', 'project-id'];
+const CLEAR_FIELD: Record<string, string> = {
+  'user-data': 'user_data',
+  'ssh-keys': 'public_keys',
+  meta: 'meta',
+  name: 'name',
+  az: 'availability_zone',
+  'project-id': 'project_id',
+};
+
+interface VmFlags {
+  network?: string;
+  ip?: string;
+  mac?: string;
+  hostname?: string;
+  name?: string;
+  userData?: string;
+  sshKey?: string[];
+  meta?: string[];
+  az?: string;
+  projectId?: string;
+}
+
+function vmBody(opts: VmFlags): Record<string, unknown> {
+  return defined({
+    network: opts.network,
+    ip: opts.ip,
+    mac: opts.mac,
+    hostname: opts.hostname,
+    name: opts.name,
+    user_data_b64: opts.userData === undefined ? undefined : readValue(opts.userData, '--user-data').toString('base64'),
+    public_keys: pairs(opts.sshKey, '--ssh-key', true),
+    meta: pairs(opts.meta, '--meta'),
+    availability_zone: opts.az,
+    project_id: opts.projectId,
+  });
+}
+
+function vmOptions<T extends Command<[string], Record<string, unknown>>>(cmd: T, required: boolean) {
+  const opt = (flags: string, description: string) => (required ? cmd.requiredOption(flags, description) : cmd.option(flags, description));
+  opt('--network <id>', 'the network the VM is on');
+  opt('--ip <ip>', "the VM's address in the network");
+  opt('--mac <mac>', "the VM's MAC address");
+  opt('--hostname <name>', 'RFC 1123 host name');
+  return cmd
+    .option('--name <name>', 'display name (default: the host name)')
+    .option('--user-data <@file|-|text>', 'user data: @file, - for stdin, or the text itself (served byte for byte)')
+    .option('--ssh-key <name=@file>', 'an SSH public key: NAME=@file or NAME=key text; repeatable', collect)
+    .option('--meta <k=v>', 'instance metadata (meta); repeatable', collect)
+    .option('--az <zone>', 'availability zone (default nova)')
+    .option('--project-id <id>', 'project id');
+}
+
+export function vmCommand(): Command {
+  const vm = new Command('vm').description("manage VMs (through the daemon's admin API)");
+
+  vmOptions(vm.command('add').description('register a VM; its guest is served as soon as this returns').argument('<id>', 'instance UUID'), true)
+    .option('--json', 'print JSON')
+    .action(async (id, opts, cmd) => {
+      const created = await clientOf(cmd).call<VmView>('POST', '/v1/vms', { id, ...vmBody(opts as VmFlags) });
+      if (opts['json']) printJson(created);
+      else process.stdout.write(`vm ${created.id} added: ${created.hostname} ${created.ip} on ${created.network}\n`);
+    });
+
+  vm.command('list')
+    .description('list VMs')
+    .option('--network <id>', 'only this network')
+    .option('--json', 'print JSON')
+    .action(async (opts, cmd) => {
+      const rows = await clientOf(cmd).call<VmView[]>('GET', `/v1/vms${opts.network ? `?network=${encodeURIComponent(opts.network)}` : ''}`);
+      if (opts.json) printJson(rows);
+      else
+        printTable(rows, {
+          ID: (v) => v.id,
+          NETWORK: (v) => v.network,
+          IP: (v) => v.ip,
+          MAC: (v) => v.mac,
+          HOSTNAME: (v) => v.hostname,
+          USER_DATA: (v) => (v.user_data_bytes > 0 ? `${v.user_data_bytes} B` : '-'),
+          PASSWORD: (v) => (v.password_set ? 'set' : '-'),
+        });
+    });
+
+  vm.command('show')
+    .description('show one VM (with --json, its user data as base64)')
+    .argument('<id>')
+    .option('--json', 'print JSON')
+    .action(async (id, opts, cmd) => {
+      const v = await clientOf(cmd).call<VmView>('GET', `/v1/vms/${encodeURIComponent(id)}`);
+      if (opts.json) printJson(v);
+      else {
+        const { user_data_b64: _b64, ...rest } = v;
+        printFields(rest);
+      }
+    });
+
+  vmOptions(vm.command('set').description('change a VM; guests see the change as soon as this returns').argument('<id>'), false)
+    .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
+    .option('--json', 'print JSON')
+    .action(async (id, opts, cmd) => {
+      const body = vmBody(opts as VmFlags);
+      for (const field of (opts['clear'] as string[] | undefined) ?? []) {
+        const key = CLEAR_FIELD[field];
+        if (key === undefined) throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
+        body[key] = null;
+      }
+      const v = await clientOf(cmd).call<VmView>('PATCH', `/v1/vms/${encodeURIComponent(id)}`, body);
+      if (opts['json']) printJson(v);
+      else process.stdout.write(`vm ${v.id} updated\n`);
+    });
+
+  vm.command('rm')
+    .description('delete a VM')
+    .argument('<id>')
+    .option('--json', 'print JSON')
+    .action(async (id, opts, cmd) => {
+      const r = await clientOf(cmd).call<{ deleted: string }>('DELETE', `/v1/vms/${encodeURIComponent(id)}`);
+      if (opts.json) printJson(r);
+      else process.stdout.write(`vm ${r.deleted} deleted\n`);
+    });
+
+  vm.command('import')
+    .description('create or update many networks and VMs from a YAML or JSON file, all or nothing')
+    .argument('<file>', 'file with `networks:` and/or `vms:` lists (the configuration file format); - for stdin')
+    .option('--json', 'print JSON')
+    .action(async (file, opts, cmd) => {
+      let doc: unknown;
+      try {
+        doc = parse(readFileSync(file === '-' ? 0 : file, 'utf8'), { customTags: ['binary'] });
+      } catch (err) {
+        throw new ImdsError('VALIDATION_FAILED', `${file}: ${(err as Error).message}`, { field: 'file' });
+      }
+      const { networks, vms } = (doc ?? {}) as { networks?: unknown[]; vms?: Record<string, unknown>[] };
+      const body = {
+        ...(networks === undefined ? {} : { networks }),
+        vms: (vms ?? []).map((v) => {
+          const { user_data, ...rest } = v;
+          if (user_data instanceof Uint8Array) return { ...rest, user_data_b64: Buffer.from(user_data).toString('base64') };
+          return user_data === undefined ? rest : { ...rest, user_data };
+        }),
+      };
+      const r = await clientOf(cmd).call<{ networks: Record<string, string[]>; vms: Record<string, string[]> }>('POST', '/v1/import', body);
+      if (opts.json) printJson(r);
+      else
+        process.stdout.write(
+          `imported: networks ${r.networks['created']?.length ?? 0} created, ${r.networks['updated']?.length ?? 0} updated; ` +
+            `VMs ${r.vms['created']?.length ?? 0} created, ${r.vms['updated']?.length ?? 0} updated\n`,
+        );
+    });
+
+  vm.command('password')
+    .description('print the password the guest posted (encrypted to its key, base64), or clear it')
+    .argument('<id>')
+    .option('--clear', 'clear it, so the guest may post a new one')
+    .option('--json', 'print JSON')
+    .action(async (id, opts, cmd) => {
+      const client = clientOf(cmd);
+      if (opts.clear) {
+        await client.call('DELETE', `/v1/vms/${encodeURIComponent(id)}/password`);
+        if (opts.json) printJson({ cleared: true });
+        else process.stdout.write('password cleared\n');
+        return;
+      }
+      const r = await client.call<{ password: string }>('GET', `/v1/vms/${encodeURIComponent(id)}/password`);
+      if (opts.json) printJson(r);
+      else process.stdout.write(`${r.password}\n`);
+    });
+
+  vm.command('get')
+    .description("fetch a path exactly as the VM sees it, through its network's namespace, DNAT and listener")
+    .argument('<id>')
+    .argument('<path>', 'e.g. /openstack/latest/meta_data.json')
+    .option('-X, --method <method>', 'HTTP method', 'GET')
+    .option('-i, --include', 'print the status line and headers first')
+    .option('--json', 'print {status, headers, body_b64}')
+    .action(async (id, path, opts, cmd) => {
+      const r = await clientOf(cmd).call<{ status: number; headers: Record<string, string>; body_b64: string }>('POST', `/v1/vms/${encodeURIComponent(id)}/fetch`, {
+        path,
+        method: opts.method.toUpperCase(),
+      });
+      if (opts.json) printJson(r);
+      else {
+        if (opts.include) process.stdout.write(`HTTP ${r.status}\n${Object.entries(r.headers).map(([k, v]) => `${k}: ${v}`).join('\n')}\n\n`);
+        process.stdout.write(Buffer.from(r.body_b64, 'base64'));
+      }
+      if (r.status === 404) process.exitCode = 4;
+      else if (r.status >= 400) process.exitCode = 1;
+    });
+
+  return vm;
+}

@@ -1,0 +1,133 @@
+// The admin API through Fastify's inject, over a real SQLite store (no kernel: converge is a stub).
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { createLogger } from '../../src/log.ts';
+import { Metrics } from '../../src/metrics.ts';
+import { buildAdminApp } from '../../src/server/admin-app.ts';
+import { Inventory } from '../../src/store/inventory.ts';
+import { SqliteStore } from '../../src/store/sqlite-store.ts';
+
+const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
+
+describe('admin API', () => {
+  let app: FastifyInstance;
+  let store: SqliteStore;
+  let dir: string;
+  let converged = 0;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'imds-admin-'));
+    store = SqliteStore.open(dir);
+    const inventory = Inventory.open(store, { dhcpDomain: 'novalocal' });
+    const metrics = new Metrics({ vmCount: () => inventory.vmCount(), networkStates: () => inventory.networkList().map(() => ({ state: 'serving' })) });
+    metrics.observeRequest('net1', 200, 0.0004);
+    app = await buildAdminApp({
+      inventory,
+      log: createLogger({ level: 'silent' }),
+      metrics,
+      converge: async () => {
+        converged++;
+        return { networks: inventory.networkList().map((n) => ({ network: n.id, state: 'serving' as const, reason: undefined, changed: 0 })), removed: [], removalFailures: [], ms: 1 };
+      },
+      statusOf: (network) => ({ network, state: 'serving', reason: undefined, changed: 0 }),
+      probe: () => Promise.reject(new Error('no kernel here')),
+      info: () => ({ version: 'test' }),
+    });
+  });
+  after(async () => {
+    await app.close();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('creates a network (converging the kernel) and lists it', async () => {
+    const r = await app.inject({ method: 'POST', url: '/v1/networks', payload: { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' } });
+    assert.equal(r.statusCode, 201, r.body);
+    assert.equal(r.json().bridge, 'imdsb-net1');
+    assert.equal(r.json().state, 'serving');
+    assert.equal(converged, 1);
+    const list = await app.inject({ method: 'GET', url: '/v1/networks' });
+    assert.deepEqual(list.json().map((n: { id: string }) => n.id), ['net1']);
+  });
+
+  it('answers validation errors as {code, message, field}', async () => {
+    const bad = await app.inject({ method: 'POST', url: '/v1/networks', payload: { id: 'net2', cidr: '198.51.100.0/24', service_ip: 'x' } });
+    assert.equal(bad.statusCode, 400);
+    assert.equal(bad.json().code, 'VALIDATION_FAILED');
+    assert.equal(bad.json().field, 'service_ip');
+    const unknown = await app.inject({ method: 'POST', url: '/v1/networks', payload: { id: 'net2', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', colour: 'red' } });
+    assert.equal(unknown.statusCode, 400);
+    assert.match(unknown.json().message, /colour/);
+    const notJson = await app.inject({ method: 'POST', url: '/v1/networks', headers: { 'content-type': 'application/json' }, payload: '{' });
+    assert.equal(notJson.statusCode, 400);
+    assert.equal(notJson.json().code, 'VALIDATION_FAILED');
+    const missing = await app.inject({ method: 'GET', url: '/v1/vms/00000000-0000-4000-8000-000000000000' });
+    assert.deepEqual([missing.statusCode, missing.json().code], [404, 'NOT_FOUND']);
+    const route = await app.inject({ method: 'GET', url: '/v2/nothing' });
+    assert.deepEqual([route.statusCode, route.json().code], [404, 'NOT_FOUND']);
+  });
+
+  it('creates, shows, patches (null clears) and deletes a VM with binary user data', async () => {
+    const created = await app.inject({
+      method: 'POST',
+      url: '/v1/vms',
+      payload: { id: VM, network: 'net1', ip: '198.51.100.10', mac: '52:54:00:12:34:56', hostname: 'vm1', user_data_b64: Buffer.from([0x1f, 0x8b, 8, 0]).toString('base64'), meta: { a: 'b' } },
+    });
+    assert.equal(created.statusCode, 201, created.body);
+    assert.equal(created.json().user_data_bytes, 4);
+    assert.equal(created.json().user_data_b64, undefined, 'no user data in create/list responses');
+    const shown = await app.inject({ method: 'GET', url: `/v1/vms/${VM}` });
+    assert.deepEqual([...Buffer.from(shown.json().user_data_b64 as string, 'base64')], [0x1f, 0x8b, 8, 0]);
+    const both = await app.inject({ method: 'PATCH', url: `/v1/vms/${VM}`, payload: { user_data: 'x', user_data_b64: 'eA==' } });
+    assert.deepEqual([both.statusCode, both.json().field], [400, 'user_data']);
+    const patched = await app.inject({ method: 'PATCH', url: `/v1/vms/${VM}`, payload: { meta: null, user_data: 'text' } });
+    assert.equal(patched.statusCode, 200, patched.body);
+    assert.equal(patched.json().meta, undefined);
+    assert.equal(patched.json().user_data_bytes, 4);
+    const clash = await app.inject({ method: 'POST', url: '/v1/vms', payload: { id: '2b4e28ba-2fa1-11d2-883f-0016d3cca427', network: 'net1', ip: '198.51.100.10', mac: '52:54:00:12:34:57', hostname: 'vm2' } });
+    assert.deepEqual([clash.statusCode, clash.json().code, clash.json().field], [400, 'VALIDATION_FAILED', 'ip']);
+  });
+
+  it('refuses to delete a non-empty network unless forced', async () => {
+    const refused = await app.inject({ method: 'DELETE', url: '/v1/networks/net1' });
+    assert.deepEqual([refused.statusCode, refused.json().code], [409, 'NETWORK_NOT_EMPTY']);
+  });
+
+  it('imports all or nothing', async () => {
+    const vms = [
+      { id: '00000000-0000-4000-8000-000000000001', network: 'net1', ip: '198.51.100.21', mac: '52:54:00:00:00:21', hostname: 'a' },
+      { id: '00000000-0000-4000-8000-000000000002', network: 'net1', ip: '198.51.100.21', mac: '52:54:00:00:00:22', hostname: 'b' },
+    ];
+    const bad = await app.inject({ method: 'POST', url: '/v1/import', payload: { vms } });
+    assert.equal(bad.statusCode, 400);
+    assert.equal(bad.json().field, 'vms[1].ip');
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/vms' })).json().length, 1);
+    const good = await app.inject({ method: 'POST', url: '/v1/import', payload: { vms: [vms[0], { ...vms[1], ip: '198.51.100.22' }] } });
+    assert.equal(good.statusCode, 200, good.body);
+    assert.equal(good.json().vms.created.length, 2);
+  });
+
+  it('reads and clears passwords', async () => {
+    const r = await app.inject({ method: 'GET', url: `/v1/vms/${VM}/password` });
+    assert.deepEqual(r.json(), { password: '' });
+    const cleared = await app.inject({ method: 'DELETE', url: `/v1/vms/${VM}/password` });
+    assert.equal(cleared.statusCode, 204);
+  });
+
+  it('serves health, Prometheus metrics and the OpenAPI document', async () => {
+    const health = await app.inject({ method: 'GET', url: '/v1/health' });
+    assert.deepEqual(health.json(), { status: 'ok', networks: { serving: 1, degraded: 0 }, vms: 3 });
+    const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+    assert.match(metrics.headers['content-type'] as string, /^text\/plain/);
+    assert.match(metrics.body, /imds_requests_total\{network="net1",status="200"\} 1/);
+    assert.match(metrics.body, /imds_vms 3/);
+    assert.match(metrics.body, /imds_networks\{state="serving"\} 1/);
+    assert.match(metrics.body, /imds_request_duration_seconds_bucket/);
+    const doc = await app.inject({ method: 'GET', url: '/openapi.json' });
+    assert.equal(doc.json().info.title, 'imds admin API');
+  });
+});
