@@ -22,7 +22,7 @@ for (const sub of [networkCommand(), vmCommand(), statusCommand()]) {
 
 try {
   await program.parseAsync(process.argv);
-  process.exitCode = 0;
+
 } catch (err) {
   if (err instanceof CommanderError) {
     process.exitCode = err.exitCode === 0 ? 0 : 2;

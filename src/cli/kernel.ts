@@ -1,15 +1,6 @@
-// Commands that act on the configuration and the kernel directly (no daemon): serve, check, plan, down.
+// Commands that act on the configuration and the kernel directly (no daemon): serve, check, plan,
+// down. Their heavy modules are imported when the command runs, so the other commands start fast.
 import type { Command } from '@commander-js/extra-typings';
-import { loadConfig } from '../config.ts';
-import { desiredState } from '../controller/desired.ts';
-import { observe } from '../controller/observe.ts';
-import { formatPlan, isEmpty, plan } from '../controller/plan.ts';
-import { teardown } from '../controller/teardown.ts';
-import { serve } from '../daemon.ts';
-import { ImdsError } from '../errors.ts';
-import { createLogger } from '../log.ts';
-import { createRunner } from '../netns/run.ts';
-import { runningDaemon } from '../pidfile.ts';
 
 export function registerKernelCommands(program: Command): void {
   program
@@ -17,6 +8,7 @@ export function registerKernelCommands(program: Command): void {
     .description('run the daemon: build every network and serve metadata (SIGHUP reloads, SIGTERM stops)')
     .requiredOption('-c, --config <file>', 'configuration file (YAML)')
     .action(async (opts) => {
+      const { serve } = await import('../daemon.ts');
       const daemon = await serve(opts.config);
       await daemon.done;
     });
@@ -26,7 +18,8 @@ export function registerKernelCommands(program: Command): void {
     .description('validate the configuration file and exit')
     .requiredOption('-c, --config <file>', 'configuration file (YAML)')
     .option('--json', 'print the result as JSON')
-    .action((opts) => {
+    .action(async (opts) => {
+      const { loadConfig } = await import('../config.ts');
       const cfg = loadConfig(opts.config);
       const result = { ok: true, file: cfg.path, networks: cfg.networks.length, vms: cfg.vms.length };
       process.stdout.write(opts.json ? `${JSON.stringify(result)}\n` : `${cfg.path}: valid (${result.networks} networks, ${result.vms} VMs)\n`);
@@ -38,6 +31,11 @@ export function registerKernelCommands(program: Command): void {
     .requiredOption('-c, --config <file>', 'configuration file (YAML)')
     .option('--json', 'print the plan as JSON')
     .action(async (opts) => {
+      const { loadConfig } = await import('../config.ts');
+      const { createRunner } = await import('../netns/run.ts');
+      const { desiredState } = await import('../controller/desired.ts');
+      const { observe } = await import('../controller/observe.ts');
+      const { formatPlan, isEmpty, plan } = await import('../controller/plan.ts');
       const cfg = loadConfig(opts.config);
       const runner = createRunner();
       const desired = desiredState({ namespacePrefix: cfg.namespace_prefix, listenPort: cfg.listen_port, networks: cfg.networks });
@@ -52,7 +50,14 @@ export function registerKernelCommands(program: Command): void {
     .description('remove every namespace, veth, bridge and nft table imds created (the daemon must be stopped)')
     .requiredOption('-c, --config <file>', 'configuration file (YAML)')
     .option('--json', 'print the result as JSON')
+    .option('--purge-state', 'also delete state_dir (the store: networks, VMs, passwords)')
     .action(async (opts) => {
+      const { loadConfig } = await import('../config.ts');
+      const { runningDaemon } = await import('../pidfile.ts');
+      const { ImdsError } = await import('../errors.ts');
+      const { createLogger } = await import('../log.ts');
+      const { teardown } = await import('../controller/teardown.ts');
+      const { createRunner } = await import('../netns/run.ts');
       const cfg = loadConfig(opts.config);
       const pid = runningDaemon(cfg.state_dir);
       if (pid !== undefined) {
@@ -60,7 +65,11 @@ export function registerKernelCommands(program: Command): void {
       }
       const log = createLogger({ level: 'warn', destination: process.stderr });
       const result = await teardown(createRunner(), cfg.namespace_prefix, log);
-      if (opts.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+      if (opts.purgeState) {
+        const { rmSync } = await import('node:fs');
+        rmSync(cfg.state_dir, { recursive: true, force: true });
+      }
+      if (opts.json) process.stdout.write(`${JSON.stringify({ ...result, purged: opts.purgeState === true })}\n`);
       else process.stdout.write(result.removed.length === 0 ? 'nothing to remove\n' : `removed: ${result.removed.join(', ')}\n`);
     });
 }

@@ -75,6 +75,7 @@ export interface DaemonProcess {
   /** Parsed JSON log lines so far. */
   logs: Record<string, unknown>[];
   waitFor(predicate: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  waitForStderr(text: string, timeoutMs?: number): Promise<void>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
@@ -174,14 +175,24 @@ export class Sandbox {
   }
 
   /** Starts `imds serve` in the hypervisor namespace and waits for its `ready` log line. */
-  async startDaemon(configPath: string, options: { waitReady?: boolean } = {}): Promise<DaemonProcess> {
+  async startDaemon(configPath: string, options: { waitReady?: boolean; env?: Record<string, string> } = {}): Promise<DaemonProcess> {
     const child = spawn('nsenter', [`--net=/run/netns/${this.hv}`, '--', process.execPath, MAIN, 'serve', '--config', configPath], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...(options.env ?? {}) },
     });
     const logs: Record<string, unknown>[] = [];
     const waiters: { predicate: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
     let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const stderrWaiters: { text: string; resolve: () => void }[] = [];
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      for (const w of [...stderrWaiters]) {
+        if (stderr.includes(w.text)) {
+          stderrWaiters.splice(stderrWaiters.indexOf(w), 1);
+          w.resolve();
+        }
+      }
+    });
     createInterface({ input: child.stdout! }).on('line', (line) => {
       let parsed: Record<string, unknown>;
       try {
@@ -221,6 +232,13 @@ export class Sandbox {
               reject(new Error(`daemon exited (${code}) before the expected log line; stderr: ${stderr.slice(-2000)}`));
             }
           });
+        });
+      },
+      waitForStderr(text, timeoutMs = 20_000) {
+        if (stderr.includes(text)) return Promise.resolve();
+        return new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error(`daemon: no "${text}" on stderr`)), timeoutMs);
+          stderrWaiters.push({ text, resolve: () => (clearTimeout(timer), resolve()) });
         });
       },
       async stop(signal = 'SIGTERM') {

@@ -1,0 +1,265 @@
+// The operator surface end to end, as root: every CLI command against a real daemon in a throwaway
+// hypervisor namespace, its --json output and its errors, changes reaching guests at once, `vm get`
+// through the namespace, and the admin API out of every guest's reach.
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { Guest, isRoot, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
+
+const VM1 = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
+const VM2 = '2b4e28ba-2fa1-11d2-883f-0016d3cca427';
+
+/** Epoch ms with sub-ms precision, comparable across processes. */
+const now = (): number => performance.timeOrigin + performance.now();
+
+/**
+ * A guest-side poller: new connection per request (like cloud-init), as fast as it can, until the
+ * path answers 200 with `expect` in the body; prints the epoch time of that answer and how many
+ * requests came before it.
+ */
+function pollerScript(path: string, expect: string): string {
+  return `
+const http = require('http'); let n = 0; const until = Date.now() + 10000;
+function once() {
+  n++;
+  http.get({ host: '169.254.169.254', path: ${JSON.stringify(path)}, agent: false }, (res) => {
+    let b = ''; res.on('data', (c) => b += c); res.on('end', () => {
+      if (res.statusCode === 200 && b.includes(${JSON.stringify(expect)})) { console.log(JSON.stringify({ at: performance.timeOrigin + performance.now(), before: n - 1 })); process.exit(0); }
+      if (Date.now() > until) { console.log(JSON.stringify({ at: -1, before: n })); process.exit(0); }
+      setImmediate(once);
+    });
+  }).on('error', () => setTimeout(once, 1));
+}
+once();
+process.stdout.write('');
+`;
+}
+
+describe('operator surface: CLI and admin API', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
+  const current = useSandbox({ before, after });
+  let sb: Sandbox;
+  let cfgPath: string;
+  let guest: Guest;
+  const imds = (args: string[], options: { allowFailure?: boolean; stdin?: string } = {}) =>
+    sh([process.execPath, join(process.cwd(), 'dist', 'main.js'), '--admin-socket', sb.adminSocket(), ...args], options);
+  const json = async <T>(args: string[]): Promise<T> => JSON.parse((await imds([...args, '--json'])).stdout) as T;
+
+  before(async () => {
+    sb = current();
+    cfgPath = sb.writeConfig(sb.config({ log_level: 'info' }));
+    await sb.startDaemon(cfgPath);
+  });
+
+  it('adds, lists, shows and changes networks', async () => {
+    const added = await json<{ id: string; state: string; bridge: string }>(['network', 'add', 'net1', '--cidr', '198.51.100.0/24', '--service-ip', '198.51.100.2', '--gateway', '198.51.100.1']);
+    assert.deepEqual([added.id, added.state, added.bridge], ['net1', 'serving', 'imdsb-net1']);
+    const human = await imds(['network', 'add', 'net2', '--cidr', '198.51.100.0/24', '--service-ip', '198.51.100.2', '--mtu', '1400']);
+    assert.match(human.stdout, /^network net2 created: serving \(bridge imdsb-net2\)/);
+    assert.ok((await sb.namespaces()).includes(`${sb.nsPrefix}net2`), 'the namespace exists when `network add` returns');
+
+    const list = await json<{ id: string; vms: number; state: string }[]>(['network', 'list']);
+    assert.deepEqual(list.map((n) => [n.id, n.state]), [['net1', 'serving'], ['net2', 'serving']]);
+    const table = (await imds(['network', 'list'])).stdout.split('\n');
+    assert.match(table[0] as string, /^ID\s+CIDR\s+SERVICE_IP\s+GATEWAY\s+BRIDGE\s+MTU\s+VMS\s+STATE/);
+    const shown = await json<{ mtu: number }>(['network', 'show', 'net2']);
+    assert.equal(shown.mtu, 1400);
+
+    const set = await json<{ mtu?: number }>(['network', 'set', 'net2', '--mtu', '1450']);
+    assert.equal(set.mtu, 1450);
+    assert.equal((await sb.hvLinks())['imdsv-net2']?.mtu, 1450, 'the kernel follows `network set`');
+    const cleared = await json<{ mtu?: number }>(['network', 'set', 'net2', '--clear', 'mtu']);
+    assert.equal(cleared.mtu, undefined);
+  });
+
+  it('reports bad network input with the field and exit status, changing nothing', async () => {
+    const dup = await imds(['network', 'add', 'net1', '--cidr', '203.0.113.0/24', '--service-ip', '203.0.113.2'], { allowFailure: true });
+    assert.equal(dup.code, 5);
+    assert.match(dup.stderr, /^imds: ALREADY_EXISTS: network "net1" already exists/);
+    const outside = await imds(['network', 'add', 'net3', '--cidr', '198.51.100.0/24', '--service-ip', '203.0.113.2'], { allowFailure: true });
+    assert.equal(outside.code, 2);
+    assert.match(outside.stderr, /VALIDATION_FAILED: service_ip: service_ip is outside 198\.51\.100\.0\/24/);
+    const hostBits = await imds(['network', 'add', 'net3', '--cidr', '198.51.100.7/24', '--service-ip', '198.51.100.2'], { allowFailure: true });
+    assert.equal(hostBits.code, 2);
+    assert.match(hostBits.stderr, /cidr: invalid CIDR "198\.51\.100\.7\/24": host bits are set/);
+    const mtu = await imds(['network', 'add', 'net3', '--cidr', '192.0.2.0/24', '--service-ip', '192.0.2.2', '--mtu', 'big'], { allowFailure: true });
+    assert.equal(mtu.code, 2);
+    assert.match(mtu.stderr, /--mtu: "big" is not a whole number/);
+    const usage = await imds(['network', 'add', 'net3', '--cidr', '192.0.2.0/24'], { allowFailure: true });
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /required option '--service-ip <ip>' not specified/);
+    const conflict = await imds(['network', 'add', 'net3', '--cidr', '192.0.2.0/24', '--service-ip', '192.0.2.2', '--bridge', 'imdsb-net1'], { allowFailure: true });
+    assert.equal(conflict.code, 2);
+    assert.match(conflict.stderr, /bridge: bridge "imdsb-net1" is already used by network "net1"/);
+    assert.equal((await json<unknown[]>(['network', 'list'])).length, 2);
+    assert.ok(!(await sb.namespaces()).includes(`${sb.nsPrefix}net3`));
+  });
+
+  it('registers a VM that its guest gets at once, with user data from a file, keys and metadata', async () => {
+    guest = await sb.addGuest('one', { bridge: 'imdsb-net1', ip: '198.51.100.10', prefix: 24, mac: '52:54:00:12:34:56', metadataVia: '198.51.100.2' });
+    assert.equal((await guest.http('/openstack/latest/meta_data.json')).status, 404, 'unregistered yet');
+    const userData = join(sb.dir, 'user-data');
+    writeFileSync(userData, '#cloud-config\nhostname: one\n');
+    const key = join(sb.dir, 'key.pub');
+    writeFileSync(key, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOne one@example\n');
+
+    // Start a guest-side poller first, then register the VM, then see when the guest got it.
+    const poller = guest.exec([process.execPath, '-e', pollerScript('/openstack/latest/meta_data.json', VM1)]);
+    await new Promise((r) => setTimeout(r, 300));
+    const added = await imds(['vm', 'add', VM1, '--network', 'net1', '--ip', '198.51.100.10', '--mac', '52:54:00:12:34:56', '--hostname', 'one', '--user-data', `@${userData}`, '--ssh-key', `deploy=@${key}`, '--meta', 'role=web', '--meta', 'tier=1', '--az', 'az1']);
+    const returned = now();
+    assert.match(added.stdout, /^vm 1b4e28ba-2fa1-11d2-883f-0016d3cca427 added: one 198\.51\.100\.10 on net1/);
+    const seen = JSON.parse((await poller).stdout.trim()) as { at: number; before: number };
+    assert.ok(seen.at > 0, 'the guest got its document');
+    const lag = seen.at - returned;
+    process.stdout.write(`# measured: guest served ${lag.toFixed(1)} ms after \`imds vm add\` returned (negative: before the CLI process had exited)\n`);
+    assert.ok(lag < 50, `served ${lag} ms after the CLI returned`);
+
+    const md = JSON.parse((await guest.http('/openstack/latest/meta_data.json')).body.toString()) as Record<string, unknown>;
+    assert.equal(md['uuid'], VM1);
+    assert.deepEqual(md['public_keys'], { deploy: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOne one@example' });
+    assert.deepEqual(md['meta'], { role: 'web', tier: '1' });
+    assert.equal(md['availability_zone'], 'az1');
+    assert.equal((await guest.http('/openstack/latest/user_data')).body.toString(), '#cloud-config\nhostname: one\n');
+  });
+
+  it('serves new user data at once after `vm set`, and reads user data from stdin', async () => {
+    const poller = guest.exec([process.execPath, '-e', pollerScript('/openstack/latest/user_data', 'version two')]);
+    await new Promise((r) => setTimeout(r, 300));
+    await imds(['vm', 'set', VM1, '--user-data', '-'], { stdin: '#cloud-config\n# version two\n' });
+    const returned = now();
+    const seen = JSON.parse((await poller).stdout.trim()) as { at: number };
+    assert.ok(seen.at > 0);
+    const lag = seen.at - returned;
+    process.stdout.write(`# measured: new user data served ${lag.toFixed(1)} ms after \`imds vm set --user-data\` returned\n`);
+    assert.ok(lag < 50);
+    assert.equal((await guest.http('/openstack/latest/user_data')).body.toString(), '#cloud-config\n# version two\n');
+    const cleared = await json<{ user_data_bytes: number; meta?: unknown }>(['vm', 'set', VM1, '--clear', 'user-data', '--clear', 'meta']);
+    assert.deepEqual([cleared.user_data_bytes, cleared.meta], [0, undefined]);
+    assert.equal((await guest.http('/openstack/latest/user_data')).status, 404);
+  });
+
+  it('lists and shows VMs, and rejects bad VM input', async () => {
+    const rows = await json<{ id: string; ip: string; password_set: boolean }[]>(['vm', 'list', '--network', 'net1']);
+    assert.deepEqual(rows.map((r) => [r.id, r.ip, r.password_set]), [[VM1, '198.51.100.10', false]]);
+    assert.match((await imds(['vm', 'list'])).stdout, /^ID\s+NETWORK\s+IP\s+MAC\s+HOSTNAME\s+USER_DATA\s+PASSWORD\n1b4e28ba/);
+    const shown = await json<{ hostname: string; public_keys: Record<string, string> }>(['vm', 'show', VM1]);
+    assert.equal(shown.hostname, 'one');
+    assert.ok(shown.public_keys['deploy']);
+
+    const cases: [string[], number, RegExp][] = [
+      [['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.10', '--mac', '52:54:00:12:34:57', '--hostname', 'two'], 2, /ip: 198\.51\.100\.10 is already used in network "net1" by VM 1b4e28ba/],
+      [['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:56', '--hostname', 'two'], 2, /mac: 52:54:00:12:34:56 is already used/],
+      [['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two_bad'], 2, /hostname: must be an RFC 1123 host name/],
+      [['vm', 'add', VM2, '--network', 'nope', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two'], 2, /network: unknown network "nope"/],
+      [['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two', '--user-data', 'x'.repeat(49150)], 2, /user_data: is 49150 bytes, 65536 once base64-encoded/],
+      [['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two', '--meta', 'novalue'], 2, /--meta: "novalue" is not KEY=VALUE/],
+      [['vm', 'add', 'not-a-uuid', '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two'], 2, /id: must be a UUID/],
+      [['vm', 'show', VM2], 4, /NOT_FOUND: no VM 2b4e28ba/],
+      [['vm', 'set', VM1, '--clear', 'colour'], 2, /--clear: "colour" is not one of/],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = await imds(args, { allowFailure: true });
+      assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+    }
+    assert.equal((await json<unknown[]>(['vm', 'list'])).length, 1, 'no rejected VM was stored');
+  });
+
+  it('imports a file all or nothing', async () => {
+    const vms = Array.from({ length: 50 }, (_, i) => ({
+      id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+      network: 'net2',
+      ip: `198.51.100.${20 + i}`,
+      mac: `52:54:00:00:02:${i.toString(16).padStart(2, '0')}`,
+      hostname: `bulk${i}`,
+      ...(i === 0 ? { user_data: Buffer.from([0x1f, 0x8b, 8, 0, 1, 2, 3]) } : {}),
+    }));
+    const bad = join(sb.dir, 'bad.yaml');
+    writeFileSync(bad, stringify({ vms: [...vms.slice(0, 49), { ...vms[49], ip: '203.0.113.9' }] }, { customTags: ['binary'] }));
+    const refused = await imds(['vm', 'import', bad], { allowFailure: true });
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /batch rejected, nothing was changed: vms\[49\]\.ip: 203\.0\.113\.9 is outside network "net2"/);
+    assert.equal((await json<unknown[]>(['vm', 'list', '--network', 'net2'])).length, 0);
+    const good = join(sb.dir, 'good.yaml');
+    writeFileSync(good, stringify({ vms }, { customTags: ['binary'] }));
+    const r = await json<{ vms: { created: string[] } }>(['vm', 'import', good]);
+    assert.equal(r.vms.created.length, 50);
+    const again = await imds(['vm', 'import', good]);
+    assert.match(again.stdout, /VMs 0 created, 50 updated/);
+    const shown = await json<{ user_data_b64: string }>(['vm', 'show', vms[0]?.id as string]);
+    assert.deepEqual([...Buffer.from(shown.user_data_b64, 'base64')], [0x1f, 0x8b, 8, 0, 1, 2, 3]);
+  });
+
+  it('fetches a path as the VM sees it, through its namespace (`vm get`)', async () => {
+    const r = await imds(['vm', 'get', VM1, '/openstack/latest/meta_data.json']);
+    assert.equal((JSON.parse(r.stdout) as { uuid: string }).uuid, VM1);
+    const inc = await imds(['vm', 'get', VM1, '/openstack/latest/meta_data.json', '--include']);
+    assert.match(inc.stdout, /^HTTP 200\ncontent-type: application\/json\n/);
+    const missing = await imds(['vm', 'get', VM1, '/openstack/latest/user_data'], { allowFailure: true });
+    assert.equal(missing.code, 4, 'a 404 exits 4');
+    const other = await imds(['vm', 'get', '00000000-0000-4000-8000-000000000003', '/openstack/latest/meta_data.json', '--json']);
+    assert.equal((JSON.parse(Buffer.from((JSON.parse(other.stdout) as { body_b64: string }).body_b64, 'base64').toString()) as { hostname: string }).hostname, 'bulk3.novalocal');
+    // The probe really crossed the namespace's DNAT: its counter moved.
+    const nft = await sh(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'nft', '-j', 'list', 'chain', 'ip', 'imds', 'input']);
+    assert.match(nft.stdout, /"accept"/);
+  });
+
+  it('shows and clears the password', async () => {
+    assert.equal((await imds(['vm', 'password', VM1])).stdout, '\n');
+    assert.deepEqual(await json(['vm', 'password', VM1]), { password: '' });
+    assert.match((await imds(['vm', 'password', VM1, '--clear'])).stdout, /password cleared/);
+  });
+
+  it('reports status and metrics', async () => {
+    const s = await json<{ daemon: { pid: number; listen_port: number }; networks: { id: string; state: string }[]; vms: number }>(['status']);
+    assert.equal(s.daemon.listen_port, 8775);
+    assert.equal(s.vms, 51);
+    assert.ok(s.networks.every((n) => n.state === 'serving'));
+    assert.match((await imds(['status'])).stdout, /^version:\s+0\.1\.0/m);
+    const metrics = await sh(['curl', '-s', '--unix-socket', sb.adminSocket(), 'http://imds/metrics']);
+    assert.match(metrics.stdout, /imds_requests_total\{network="net1",status="200"\} \d+/);
+    assert.match(metrics.stdout, /imds_requests_total\{network="net1",status="404"\} \d+/);
+    assert.match(metrics.stdout, /imds_vms 51/);
+  });
+
+  it('keeps the admin API out of every guest network', async () => {
+    // Not served by the metadata listener…
+    assert.equal((await guest.http('/v1/networks')).status, 404);
+    assert.equal((await guest.http('/metrics')).status, 404);
+    // …no TCP listener anywhere a guest could reach but the DNATed metadata port…
+    const inNs = await sh(['ip', 'netns', 'exec', `${sb.nsPrefix}net1`, 'ss', '-Hltn']);
+    assert.deepEqual(inNs.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/)[3]), ['0.0.0.0:8775']);
+    const inHv = await sb.hvRun(['ss', '-Hltn']);
+    assert.equal(inHv.stdout.trim(), '', 'nothing listens in the hypervisor namespace');
+    const direct = await guest.exec(['curl', '-s', '--max-time', '2', 'http://198.51.100.2:8775/'], { allowFailure: true });
+    assert.notEqual(direct.code, 0);
+    // …and the admin socket is a filesystem socket (not an abstract one a namespace could reach), 0660 root.
+    const st = await sh(['stat', '-c', '%F %a %U', sb.adminSocket()]);
+    assert.equal(st.stdout.trim(), 'socket 660 root');
+    const abstract = await sh(['ss', '-Hxl']);
+    assert.ok(!abstract.stdout.includes('@imds'), 'no abstract socket');
+  });
+
+  it('removes VMs and networks', async () => {
+    assert.match((await imds(['vm', 'rm', VM1])).stdout, /^vm 1b4e28ba-2fa1-11d2-883f-0016d3cca427 deleted/);
+    assert.equal((await guest.http('/openstack/latest/meta_data.json')).status, 404, 'gone at once');
+    const refused = await imds(['network', 'rm', 'net2'], { allowFailure: true });
+    assert.equal(refused.code, 5);
+    assert.match(refused.stderr, /NETWORK_NOT_EMPTY: network "net2" still has 50 VMs; remove them first or use --force/);
+    const forced = await json<{ vms_deleted: number }>(['network', 'rm', 'net2', '--force']);
+    assert.equal(forced.vms_deleted, 50);
+    assert.ok(!(await sb.namespaces()).includes(`${sb.nsPrefix}net2`), 'namespace removed');
+    assert.equal((await sb.hvLinks())['imdsb-net2'], undefined, 'bridge removed');
+    assert.match((await imds(['network', 'rm', 'net1'])).stdout, /network net1 deleted/);
+  });
+
+  it('exits 3 when the daemon cannot be reached', async () => {
+    const r = await sh([process.execPath, join(process.cwd(), 'dist', 'main.js'), 'status'], { allowFailure: true });
+    assert.equal(r.code, 3);
+    assert.match(r.stderr, /DAEMON_UNREACHABLE: cannot reach the daemon at \/run\/imds\/admin\.sock/);
+    const env = await sh(['env', `IMDS_ADMIN_SOCKET=${sb.adminSocket()}`, process.execPath, join(process.cwd(), 'dist', 'main.js'), 'network', 'list', '--json']);
+    assert.deepEqual(JSON.parse(env.stdout), []);
+  });
+});
