@@ -57,13 +57,21 @@ export interface AdminDeps {
 type NetworkViewT = z.infer<typeof networkView>;
 type VmViewT = z.infer<typeof vmView>;
 
-function parseModel<T>(schema: z.ZodType<T>, input: unknown, prefix: string[] = []): T {
+function parseModel<T>(schema: z.ZodType<T>, input: unknown, prefix: (string | number)[] = []): T {
   const parsed = schema.safeParse(input);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
   const field = formatPath([...prefix, ...(issue?.path ?? [])]);
-  const all = parsed.error.issues.map((i) => `${formatPath([...prefix, ...i.path])}: ${i.message}`);
+  const all = parsed.error.issues.slice(0, 20).map((i) => `${formatPath([...prefix, ...i.path])}: ${i.message}`);
+  if (parsed.error.issues.length > 20) all.push(`… and ${parsed.error.issues.length - 20} more`);
   throw new ImdsError('VALIDATION_FAILED', all.join('; '), { field });
+}
+
+/** `/vms/3/ip` (a JSON pointer from schema validation) -> `vms[3].ip`. */
+function pointerPath(context: string | undefined, pointer: string): string {
+  const parts: (string | number)[] = pointer.split('/').filter(Boolean).map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+  if (context !== undefined && context !== 'body') parts.unshift(context);
+  return formatPath(parts);
 }
 
 export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
@@ -89,11 +97,12 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
 
   app.setErrorHandler((err, request, reply) => {
     if (hasZodFastifySchemaValidationErrors(err)) {
-      const issue = err.validation[0];
-      const where = (issue?.instancePath ?? '').replace(/^\//, '').replace(/\//g, '.');
-      const field = [err.validationContext, where].filter(Boolean).join('.').replace(/^body\.?/, '') || undefined;
-      const message = err.validation.map((v) => `${[err.validationContext === 'body' ? '' : err.validationContext, v.instancePath.replace(/^\//, '').replace(/\//g, '.')].filter(Boolean).join('.') || '(body)'}: ${v.message}`).join('; ');
-      return reply.code(400).send({ code: 'VALIDATION_FAILED', message, ...(field === undefined ? {} : { field }) });
+      const issues = err.validation;
+      const first = issues[0];
+      const field = first === undefined ? undefined : pointerPath(err.validationContext, first.instancePath);
+      const lines = issues.slice(0, 20).map((v) => `${pointerPath(err.validationContext, v.instancePath)}: ${v.message}`);
+      if (issues.length > 20) lines.push(`… and ${issues.length - 20} more`);
+      return reply.code(400).send({ code: 'VALIDATION_FAILED', message: lines.join('; '), ...(field === undefined || field === '(top level)' ? {} : { field }) });
     }
     if (isImdsError(err)) {
       const status = httpStatusOf(err.code);
@@ -234,7 +243,7 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
   });
   r.post('/v1/import', { schema: { tags: ['vms'], summary: 'Create or update networks and VMs, all or nothing', body: importBody, response: { 200: batchResult, ...errors } } }, async (req) => {
     const networks = req.body.networks ?? [];
-    const vms = (req.body.vms ?? []).map((v, i) => parseModel(vmSchema, vmInput(v), ['vms', String(i)]));
+    const vms = (req.body.vms ?? []).map((v, i) => parseModel(vmSchema, vmInput(v), ['vms', i]));
     const before = new Set(inventory.networkList().map((n) => n.id));
     const result = inventory.applyBatch({ networks, vms }, { origin: 'api' });
     if (networks.length > 0) {

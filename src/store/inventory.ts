@@ -36,9 +36,13 @@ export interface BatchOptions {
   root?: Path;
 }
 
+/** Problems spelled out in one error message; the rest are counted (all are in details). */
+const MAX_LISTED = 20;
+
 export function validationError(problems: Problem[], context?: string): ImdsError {
   const first = problems[0];
-  const lines = problems.map((p) => `${formatPath(p.path)}: ${p.message}`);
+  const lines = problems.slice(0, MAX_LISTED).map((p) => `${formatPath(p.path)}: ${p.message}`);
+  if (problems.length > MAX_LISTED) lines.push(`… and ${problems.length - MAX_LISTED} more`);
   const body = problems.length === 1 ? (lines[0] as string) : `${problems.length} problems:\n  ${lines.join('\n  ')}`;
   return new ImdsError('VALIDATION_FAILED', context === undefined ? body : `${context}: ${body}`, {
     ...(first === undefined ? {} : { field: formatPath(first.path) }),
