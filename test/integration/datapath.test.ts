@@ -156,8 +156,18 @@ describe('data path', { skip: !isRoot && 'needs root (network namespaces)' }, ()
     assert.deepEqual(res['ec2'], {});
   });
 
-  it('logged no 5xx and never crashed', () => {
+  it('logged one debug line per request, never user data, no 5xx, and never crashed', () => {
     assert.equal(daemon.child.exitCode, null);
     assert.equal(daemon.logs.filter((l) => l['msg'] === 'metadata request failed').length, 0);
+    const requests = daemon.logs.filter((l) => l['msg'] === 'request');
+    const served = requests.find((l) => l['vm'] === VM_A && l['path'] === '/openstack/latest/user_data');
+    assert.ok(served, 'a request line for VM A');
+    assert.deepEqual(
+      { network: served['network'], status: served['status'], level: served['level'], src: served['src'] },
+      { network: 'net1', status: 200, level: 20, src: '198.51.100.10' },
+    );
+    assert.equal(typeof served['ms'], 'number');
+    const all = JSON.stringify(daemon.logs);
+    assert.ok(!all.includes('hostname: alpha') && !all.includes('echo charlie'), 'user data never reaches the log');
   });
 });

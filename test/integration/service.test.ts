@@ -122,8 +122,9 @@ describe('the daemon as a service', { skip: !isRoot && 'needs root (network name
       });
     });
     try {
-      const path = sb.writeConfig(sb.config({ log_level: 'info', networks: [{ id: 'nt', cidr: '192.0.2.0/24', service_ip: '192.0.2.2' }] }, 'notify'), 'notify.yaml');
+      const path = sb.writeConfig(sb.config({ log_level: 'info', admin_group: 'daemon', networks: [{ id: 'nt', cidr: '192.0.2.0/24', service_ip: '192.0.2.2' }] }, 'notify'), 'notify.yaml');
       const d = await sb.startDaemon(path, { env: { NOTIFY_SOCKET: sock } });
+      assert.equal((await sh(['stat', '-c', '%a %U:%G', sb.adminSocket('notify')])).stdout.trim(), '660 root:daemon', 'admin_group owns the socket');
       const readyLogAt = d.logs.findIndex((l) => l['msg'] === 'ready');
       assert.ok(readyLogAt >= 0);
       const until = async (pred: () => boolean) => {
