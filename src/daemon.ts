@@ -92,7 +92,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
 
     let reconciler: Reconciler | undefined;
     const metrics = new Metrics({ vmCount: () => inventory.vmCount(), networkStates: () => reconciler?.statuses() ?? [] });
-    const { app, handler } = await buildMetadataApp({ index: () => inventory.index, log, metrics });
+    const { app, handler } = await buildMetadataApp({ index: () => inventory.index, passwords: inventory, log, metrics });
     cleanups.push(() => app.close());
     const listeners = new NetnsListeners(
       handler,

@@ -15,6 +15,23 @@ export interface InstanceFacts {
   /** [key name, key text] in declaration order. */
   publicKeys: readonly (readonly [string, string])[];
   userData: Buffer | undefined;
+  /** Vendor data: the network's defaults with the VM's values merged over them. */
+  vendorData: Readonly<Record<string, unknown>>;
+  /** Stable identifiers derived from the VM and network ids (Nova would take them from its DB). */
+  ids: {
+    /** Neutron-style port UUID of the VM's interface. */
+    port: string;
+    /** Host-side device name of that port, as Nova names it (`tap` + 11 characters). */
+    tap: string;
+    /** Neutron-style network UUID. */
+    network: string;
+    /** EC2 `i-` + 8 hex digits. */
+    ec2Instance: string;
+    /** EC2 `r-` + 8 characters of [0-9a-z]. */
+    reservation: string;
+    /** EC2 `ami-` + 8 hex digits, or Nova's literal `None` without an image. */
+    ami: string;
+  };
   network: Network;
   vm: Vm;
 }
@@ -24,9 +41,28 @@ export interface Defaults {
   dhcpDomain: string;
 }
 
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
 /** Stable project id for a network when the VM names none: 32 hex digits, like a Keystone id. */
 export function derivedProjectId(networkId: string): string {
-  return createHash('sha256').update(`imds-project:${networkId}`).digest('hex').slice(0, 32);
+  return digest(`imds-project:${networkId}`).toString('hex').slice(0, 32);
+}
+
+/** A stable version-4-shaped UUID derived from a name. */
+export function derivedUuid(name: string): string {
+  const b = digest(`imds-uuid:${name}`);
+  b[6] = ((b[6] as number) & 0x0f) | 0x40;
+  b[8] = ((b[8] as number) & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+function base36(bytes: Buffer, length: number): string {
+  let out = '';
+  for (let i = 0; i < length; i++) out += ((bytes[i] as number) % 36).toString(36);
+  return out;
 }
 
 export function instanceFacts(vm: Vm, network: Network, defaults: Defaults): InstanceFacts {
@@ -43,6 +79,15 @@ export function instanceFacts(vm: Vm, network: Network, defaults: Defaults): Ins
     meta,
     publicKeys: Object.entries(vm.public_keys ?? {}),
     userData: vm.user_data,
+    vendorData: { ...(network.vendor_data ?? {}), ...(vm.vendor_data ?? {}) },
+    ids: {
+      port: derivedUuid(`port:${network.id}:${vm.id}`),
+      tap: `tap${derivedUuid(`port:${network.id}:${vm.id}`).slice(0, 11)}`,
+      network: derivedUuid(`network:${network.id}`),
+      ec2Instance: `i-${digest(`ec2-instance:${vm.id}`).toString('hex').slice(0, 8)}`,
+      reservation: `r-${base36(digest(`ec2-reservation:${vm.id}`), 8)}`,
+      ami: vm.image_id === undefined ? 'None' : `ami-${digest(`ec2-image:${vm.image_id}`).toString('hex').slice(0, 8)}`,
+    },
     network,
     vm,
   };

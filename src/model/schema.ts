@@ -72,6 +72,9 @@ export const userDataSchema = z
 
 const metaValue = z.string().max(255, 'metadata values are limited to 255 characters (as in Nova)');
 
+/** Vendor data: a JSON object, served in vendor_data.json and under "static" in vendor_data2.json. */
+export const vendorDataSchema = z.record(z.string(), z.json(), 'must be an object of JSON values');
+
 export const networkSchema = z
   .object({
     id: networkIdSchema,
@@ -82,6 +85,9 @@ export const networkSchema = z
     uplink: ifnameSchema.optional(),
     mtu: z.number().int('must be an integer').min(68, 'must be at least 68').max(65535, 'must be at most 65535').optional(),
     domain: domainSchema.optional(),
+    dhcp: z.boolean().optional().describe('VMs get their address by DHCP (network_data.json says ipv4_dhcp)'),
+    dns: z.array(ipv4Schema).max(8).optional().describe('DNS servers announced to VMs'),
+    vendor_data: vendorDataSchema.optional().describe("defaults for the network's VMs' vendor data"),
   })
   .strict();
 
@@ -98,6 +104,12 @@ export const vmSchema = z
     meta: z.record(z.string().min(1).max(255), metaValue).optional(),
     availability_zone: z.string().min(1).max(255).optional(),
     project_id: z.string().min(1).max(255).optional(),
+    instance_type: z.string().min(1).max(255).optional().describe('flavor name (EC2 instance-type); default m1.small'),
+    image_id: z.string().min(1).max(255).optional().describe('image id; EC2 ami-id derives from it'),
+    public_ipv4: ipv4Schema.optional().describe('floating address (EC2 public-ipv4)'),
+    root_device_name: z.string().regex(/^\/dev\/[a-z][a-z0-9]{1,15}$/, 'must look like /dev/vda').optional().describe('EC2 block-device-mapping; default /dev/vda'),
+    security_groups: z.array(z.string().min(1).max(255)).max(64).optional().describe("default ['default']"),
+    vendor_data: vendorDataSchema.optional().describe("merged over the network's vendor_data"),
   })
   .strict();
 

@@ -122,14 +122,8 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
     const n = stored.network;
     const status = deps.statusOf(n.id);
     return {
-      id: n.id,
-      cidr: n.cidr,
-      service_ip: n.service_ip,
-      ...(n.gateway === undefined ? {} : { gateway: n.gateway }),
+      ...n,
       bridge: bridgeNameOf(n),
-      ...(n.uplink === undefined ? {} : { uplink: n.uplink }),
-      ...(n.mtu === undefined ? {} : { mtu: n.mtu }),
-      ...(n.domain === undefined ? {} : { domain: n.domain }),
       origin: stored.origin,
       vms: inventory.vmCount(n.id),
       state: status?.state ?? 'pending',

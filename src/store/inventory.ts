@@ -58,6 +58,8 @@ export class Inventory {
   private readonly vmsOf = new Map<string, Set<string>>();
   private readonly ipUsers = new Map<string, string>();
   private readonly macUsers = new Map<string, string>();
+  /** Posted passwords by VM id, mirrored from the store (guests read them from here). */
+  private readonly passwords = new Map<string, string>();
   private currentIndex: MetadataIndex;
   /** Called after VMs of a network changed (DHCP and anti-spoofing sets hang off this). */
   onVmsChanged: ((networks: ReadonlySet<string>) => void) | undefined;
@@ -71,6 +73,7 @@ export class Inventory {
   static open(store: SqliteStore, defaults: Defaults): Inventory {
     const inv = new Inventory(store, defaults);
     inv.reset(store.loadNetworks(), store.loadVms());
+    for (const [vm, value] of store.loadPasswords()) inv.passwords.set(vm, value);
     return inv;
   }
 
@@ -196,7 +199,7 @@ export class Inventory {
     if (problems.length > 0) throw validationError(problems);
     const before = this.vms.get(vm.id);
     this.store.apply({ vms: [{ vm, origin }] });
-    if (before !== undefined) this.forgetVm(vm.id);
+    if (before !== undefined) this.forgetVm(vm.id, true);
     this.rememberVm({ vm, origin });
     this.currentIndex.upsertVm(vm);
     this.onVmsChanged?.(new Set([vm.network, ...(before === undefined ? [] : [before.vm.network])]));
@@ -220,9 +223,10 @@ export class Inventory {
     this.macUsers.set(`${vm.network}/${vm.mac}`, vm.id);
   }
 
-  private forgetVm(id: string): void {
+  private forgetVm(id: string, keepPassword = false): void {
     const entry = this.vms.get(id);
     if (entry === undefined) return;
+    if (!keepPassword) this.passwords.delete(id);
     const { vm } = entry;
     this.vms.delete(id);
     this.vmsOf.get(vm.network)?.delete(id);
@@ -305,6 +309,7 @@ export class Inventory {
     for (const [id, network] of resultNets) networks.push({ network, origin: batchNetIds.has(id) ? origin : (this.networks.get(id) as StoredNetwork).origin });
     const vms: StoredVm[] = labelled.map(({ vm }) => ({ vm, origin: batchVmIds.has(vm.id) ? origin : (this.vms.get(vm.id) as StoredVm).origin }));
     const touched = new Set<string>([...inVms.map((v) => v.network), ...prunedVms.map((id) => this.vms.get(id)?.vm.network ?? '')]);
+    for (const id of prunedVms) this.passwords.delete(id);
     this.reset(networks, vms);
     if (touched.size > 0) this.onVmsChanged?.(touched);
     return result;
@@ -330,19 +335,29 @@ export class Inventory {
 
   // -- passwords --------------------------------------------------------------------------------
 
-  getPassword(vmId: string): string | undefined {
-    const { vm } = this.requireVm(vmId);
-    return this.store.getPassword(vm.id);
+  /** The password the guest posted ('' when none); from memory, never the store. */
+  password(vmId: string): string {
+    return this.passwords.get(vmId) ?? '';
   }
 
-  /** Stores a password unless one is set already; false when one was. */
+  getPassword(vmId: string): string | undefined {
+    const { vm } = this.requireVm(vmId);
+    return this.passwords.get(vm.id);
+  }
+
+  /** Stores a password unless one is set already; false when one was. Empty values are not stored. */
   setPasswordOnce(vmId: string, value: string): boolean {
     const { vm } = this.requireVm(vmId);
-    return this.store.setPasswordOnce(vm.id, value);
+    if ((this.passwords.get(vm.id) ?? '') !== '') return false;
+    if (value === '') return true;
+    if (!this.store.setPasswordOnce(vm.id, value)) return false;
+    this.passwords.set(vm.id, value);
+    return true;
   }
 
   clearPassword(vmId: string): boolean {
     const { vm } = this.requireVm(vmId);
+    this.passwords.delete(vm.id);
     return this.store.clearPassword(vm.id);
   }
 

@@ -1,8 +1,11 @@
 // The in-memory index every guest request is answered from: (network, source IP) -> the VM's
 // precomputed documents. Built when the configuration (later: the store) changes, never on the
 // request path.
+import { ec2MetaData, type Ec2Dir } from '../documents/ec2.ts';
 import { instanceFacts, type Defaults, type InstanceFacts } from '../documents/instance.ts';
 import { metaDataFields, renderSeeded, type SeededDocument } from '../documents/meta-data.ts';
+import { networkData } from '../documents/network-data.ts';
+import { pythonJson } from '../documents/python-json.ts';
 import { OPENSTACK_VERSIONS, type OpenStackVersion } from '../documents/versions.ts';
 import type { Network, Vm } from '../model/schema.ts';
 
@@ -19,6 +22,11 @@ export interface VmEntry {
   readonly facts: InstanceFacts;
   readonly metaData: ReadonlyMap<OpenStackVersion, SeededDocument>;
   readonly userData: Buffer | undefined;
+  readonly networkData: Buffer;
+  readonly vendorData: Buffer;
+  readonly vendorData2: Buffer;
+  /** The EC2 meta-data dictionary (newest version; older ones see fewer keys). */
+  readonly ec2: Ec2Dir;
 }
 
 export interface NetworkEntry {
@@ -36,7 +44,15 @@ export function buildVmEntry(vm: Vm, network: Network, defaults: Defaults): VmEn
     if (doc === undefined) byBase.set(base, (doc = renderSeeded(metaDataFields(facts, base))));
     metaData.set(version, doc);
   }
-  return { facts, metaData, userData: facts.userData };
+  return {
+    facts,
+    metaData,
+    userData: facts.userData,
+    networkData: Buffer.from(pythonJson(networkData(facts))),
+    vendorData: Buffer.from(pythonJson(facts.vendorData)),
+    vendorData2: Buffer.from(pythonJson({ static: facts.vendorData })),
+    ec2: ec2MetaData(facts),
+  };
 }
 
 export class MetadataIndex {

@@ -156,6 +156,11 @@ export class SqliteStore {
     }
   }
 
+  loadPasswords(): Map<string, string> {
+    const rows = this.db.prepare('SELECT vm, value FROM passwords').all() as { vm: string; value: string }[];
+    return new Map(rows.map((r) => [r.vm, r.value]));
+  }
+
   getPassword(vmId: string): string | undefined {
     const row = this.stmt.getPassword.get(vmId) as { value: string } | undefined;
     return row?.value;

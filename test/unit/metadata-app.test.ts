@@ -32,7 +32,7 @@ describe('metadata app', () => {
 
   before(async () => {
     const index = MetadataIndex.build([net, other], [vm], { dhcpDomain: 'novalocal' });
-    app = await buildMetadataApp({ index: () => index, log: createLogger({ level: 'silent' }) });
+    app = await buildMetadataApp({ index: () => index, passwords: { password: () => '', setPasswordOnce: () => true }, log: createLogger({ level: 'silent' }) });
     for (const id of ['net1', 'net2']) {
       const server = createServer(app.handler);
       server.on('connection', (s: TaggedSocket) => (s[NETWORK] = id));

@@ -2,18 +2,7 @@
 // what the configuration file accepts; JSON carries user data as text or base64.
 import { z } from 'zod';
 import { ImdsError } from '../../errors.ts';
-import {
-  domainSchema,
-  hostnameSchema,
-  ifnameSchema,
-  ipv4Schema,
-  macSchema,
-  networkIdSchema,
-  networkSchema,
-  uuidSchema,
-  vmSchema,
-  type Vm,
-} from '../../model/schema.ts';
+import { networkSchema, vmSchema, type Vm } from '../../model/schema.ts';
 
 export const errorBody = z
   .object({
@@ -24,62 +13,28 @@ export const errorBody = z
   })
   .describe('error');
 
-const mtu = z.number().int().min(68).max(65535);
-const keys = z.record(z.string().min(1).max(255), z.string().min(1));
-const meta = z.record(z.string().min(1).max(255), z.string().max(255));
-
 export const networkCreate = networkSchema;
 
-export const networkPatch = z
-  .object({
-    cidr: z.string().optional(),
-    service_ip: ipv4Schema.optional(),
-    gateway: ipv4Schema.nullable().optional(),
-    bridge: ifnameSchema.nullable().optional(),
-    uplink: ifnameSchema.nullable().optional(),
-    mtu: mtu.nullable().optional(),
-    domain: domainSchema.nullable().optional(),
-  })
-  .strict()
-  .describe('fields to change; null clears an optional field');
+/** Every optional field of a create schema becomes nullable (null clears it); required ones stay non-null. */
+function patchOf<S extends z.ZodRawShape>(shape: S, required: readonly string[]) {
+  const out: Record<string, z.ZodType> = {};
+  for (const [key, schema] of Object.entries(shape)) {
+    const inner = schema instanceof z.ZodOptional ? (schema.unwrap() as z.ZodType) : (schema as z.ZodType);
+    out[key] = required.includes(key) ? inner.optional() : inner.nullable().optional();
+  }
+  return z.object(out).strict().describe('fields to change; null clears an optional field');
+}
+
+export const networkPatch = patchOf(networkSchema.omit({ id: true }).shape, ['cidr', 'service_ip']);
 
 const userDataFields = {
   user_data: z.string().optional().describe('user data as UTF-8 text'),
   user_data_b64: z.base64().optional().describe('user data as base64 (binary, gzip)'),
 };
 
-export const vmCreate = z
-  .object({
-    id: uuidSchema,
-    network: networkIdSchema,
-    ip: ipv4Schema,
-    mac: macSchema,
-    hostname: hostnameSchema,
-    name: z.string().min(1).max(255).optional(),
-    ...userDataFields,
-    public_keys: keys.optional(),
-    meta: meta.optional(),
-    availability_zone: z.string().min(1).max(255).optional(),
-    project_id: z.string().min(1).max(255).optional(),
-  })
-  .strict();
+export const vmCreate = vmSchema.omit({ user_data: true }).extend(userDataFields).strict();
 
-export const vmPatch = z
-  .object({
-    network: networkIdSchema.optional(),
-    ip: ipv4Schema.optional(),
-    mac: macSchema.optional(),
-    hostname: hostnameSchema.optional(),
-    name: z.string().min(1).max(255).nullable().optional(),
-    user_data: z.string().nullable().optional(),
-    user_data_b64: z.base64().nullable().optional(),
-    public_keys: keys.nullable().optional(),
-    meta: meta.nullable().optional(),
-    availability_zone: z.string().min(1).max(255).nullable().optional(),
-    project_id: z.string().min(1).max(255).nullable().optional(),
-  })
-  .strict()
-  .describe('fields to change; null clears an optional field');
+export const vmPatch = patchOf(vmCreate.omit({ id: true }).shape, ['network', 'ip', 'mac', 'hostname']);
 
 export const importBody = z
   .object({
@@ -99,6 +54,9 @@ export const networkView = z.object({
   uplink: z.string().optional(),
   mtu: z.number().optional(),
   domain: z.string().optional(),
+  dhcp: z.boolean().optional(),
+  dns: z.array(z.string()).optional(),
+  vendor_data: z.record(z.string(), z.unknown()).optional(),
   origin: z.enum(['config', 'api']),
   vms: z.number().describe('VMs on this network'),
   state: z.enum(['serving', 'degraded', 'pending']),
@@ -116,6 +74,11 @@ export const vmView = z.object({
   meta: z.record(z.string(), z.string()).optional(),
   availability_zone: z.string().optional(),
   project_id: z.string().optional(),
+  instance_type: z.string().optional(),
+  image_id: z.string().optional(),
+  public_ipv4: z.string().optional(),
+  security_groups: z.array(z.string()).optional(),
+  vendor_data: z.record(z.string(), z.unknown()).optional(),
   user_data_bytes: z.number(),
   user_data_b64: z.string().optional().describe('only on GET /v1/vms/{id}'),
   password_set: z.boolean(),
