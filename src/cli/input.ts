@@ -50,3 +50,16 @@ export function integer(flag: string) {
 export function defined(obj: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined));
 }
+
+/** A JSON object from `@file`, `-` or inline JSON text. */
+export function jsonObject(value: string | undefined, flag: string): Record<string, unknown> | undefined {
+  if (value === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readValue(value, flag).toString('utf8'));
+  } catch (err) {
+    throw new ImdsError('VALIDATION_FAILED', `${flag}: not valid JSON: ${(err as Error).message}`, { field: flag });
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ImdsError('VALIDATION_FAILED', `${flag}: must be a JSON object`, { field: flag });
+  return parsed as Record<string, unknown>;
+}

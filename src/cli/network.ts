@@ -1,7 +1,8 @@
 // `imds network add|list|show|set|rm`: clients of the admin API.
 import { Command } from '@commander-js/extra-typings';
+import { ImdsError } from '../errors.ts';
 import { AdminClient, adminSocketOf } from './client.ts';
-import { collect, defined, integer } from './input.ts';
+import { collect, defined, integer, jsonObject } from './input.ts';
 import { printFields, printJson, printTable } from './output.ts';
 
 interface NetworkView {
@@ -13,13 +14,15 @@ interface NetworkView {
   uplink?: string;
   mtu?: number;
   domain?: string;
+  dhcp?: boolean;
+  dns?: string[];
   origin: string;
   vms: number;
   state: string;
   reason?: string;
 }
 
-const CLEARABLE = ['gateway', 'bridge', 'uplink', 'mtu', 'domain'];
+const CLEARABLE = ['gateway', 'bridge', 'uplink', 'mtu', 'domain', 'dhcp', 'dns', 'vendor-data'];
 
 export function clientOf(cmd: { optsWithGlobals(): Record<string, unknown> }): AdminClient {
   return new AdminClient(adminSocketOf(cmd.optsWithGlobals()['adminSocket'] as string | undefined));
@@ -52,9 +55,24 @@ export function networkCommand(): Command {
     .option('--uplink <if>', 'interface to enslave to the bridge')
     .option('--mtu <n>', 'MTU of the veth pair (and the bridge imds owns)', integer('--mtu'))
     .option('--domain <domain>', 'domain appended to bare host names')
+    .option('--dhcp', 'VMs get their address by DHCP (network_data.json: ipv4_dhcp)')
+    .option('--dns <ip>', 'DNS server for the VMs; repeatable', collect)
+    .option('--vendor-data <@file|json>', "vendor data defaults (a JSON object) for the network's VMs")
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
-      const body = defined({ id, cidr: opts.cidr, service_ip: opts.serviceIp, gateway: opts.gateway, bridge: opts.bridge, uplink: opts.uplink, mtu: opts.mtu, domain: opts.domain });
+      const body = defined({
+        id,
+        cidr: opts.cidr,
+        service_ip: opts.serviceIp,
+        gateway: opts.gateway,
+        bridge: opts.bridge,
+        uplink: opts.uplink,
+        mtu: opts.mtu,
+        domain: opts.domain,
+        dhcp: opts.dhcp,
+        dns: opts.dns,
+        vendor_data: jsonObject(opts.vendorData, '--vendor-data'),
+      });
       const created = await clientOf(cmd).call<NetworkView>('POST', '/v1/networks', body);
       if (opts.json) printJson(created);
       else process.stdout.write(`network ${created.id} created: ${created.state} (bridge ${created.bridge})\n`);
@@ -92,11 +110,28 @@ export function networkCommand(): Command {
     .option('--uplink <if>')
     .option('--mtu <n>', 'MTU', integer('--mtu'))
     .option('--domain <domain>')
+    .option('--dhcp', 'VMs get their address by DHCP')
+    .option('--dns <ip>', 'DNS server; repeatable (replaces the list)', collect)
+    .option('--vendor-data <@file|json>', 'vendor data defaults (JSON object)')
     .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
-      const body: Record<string, unknown> = defined({ cidr: opts.cidr, service_ip: opts.serviceIp, gateway: opts.gateway, bridge: opts.bridge, uplink: opts.uplink, mtu: opts.mtu, domain: opts.domain });
-      for (const field of opts.clear ?? []) body[field.replace(/-/g, '_')] = null;
+      const body: Record<string, unknown> = defined({
+        cidr: opts.cidr,
+        service_ip: opts.serviceIp,
+        gateway: opts.gateway,
+        bridge: opts.bridge,
+        uplink: opts.uplink,
+        mtu: opts.mtu,
+        domain: opts.domain,
+        dhcp: opts.dhcp,
+        dns: opts.dns,
+        vendor_data: jsonObject(opts.vendorData, '--vendor-data'),
+      });
+      for (const field of opts.clear ?? []) {
+        if (!CLEARABLE.includes(field)) throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
+        body[field.replace(/-/g, '_')] = null;
+      }
       const n = await clientOf(cmd).call<NetworkView>('PATCH', `/v1/networks/${encodeURIComponent(id)}`, body);
       if (opts.json) printJson(n);
       else process.stdout.write(`network ${n.id} updated: ${n.state}\n`);

@@ -4,7 +4,7 @@ import { Command } from '@commander-js/extra-typings';
 import { parse } from 'yaml';
 import { ImdsError } from '../errors.ts';
 import { clientOf } from './network.ts';
-import { collect, defined, pairs, readValue } from './input.ts';
+import { collect, defined, jsonObject, pairs, readValue } from './input.ts';
 import { printFields, printJson, printTable } from './output.ts';
 
 interface VmView {
@@ -21,7 +21,6 @@ interface VmView {
   [key: string]: unknown;
 }
 
-const CLEARABLE = ['user-data', 'ssh-keys', 'meta', 'name', 'az', 'project-id'];
 const CLEAR_FIELD: Record<string, string> = {
   'user-data': 'user_data',
   'ssh-keys': 'public_keys',
@@ -29,7 +28,14 @@ const CLEAR_FIELD: Record<string, string> = {
   name: 'name',
   az: 'availability_zone',
   'project-id': 'project_id',
+  'instance-type': 'instance_type',
+  'image-id': 'image_id',
+  'public-ip': 'public_ipv4',
+  'security-groups': 'security_groups',
+  'root-device': 'root_device_name',
+  'vendor-data': 'vendor_data',
 };
+const CLEARABLE = Object.keys(CLEAR_FIELD);
 
 interface VmFlags {
   network?: string;
@@ -42,6 +48,12 @@ interface VmFlags {
   meta?: string[];
   az?: string;
   projectId?: string;
+  instanceType?: string;
+  imageId?: string;
+  publicIp?: string;
+  securityGroup?: string[];
+  rootDevice?: string;
+  vendorData?: string;
 }
 
 function vmBody(opts: VmFlags): Record<string, unknown> {
@@ -56,6 +68,12 @@ function vmBody(opts: VmFlags): Record<string, unknown> {
     meta: pairs(opts.meta, '--meta'),
     availability_zone: opts.az,
     project_id: opts.projectId,
+    instance_type: opts.instanceType,
+    image_id: opts.imageId,
+    public_ipv4: opts.publicIp,
+    security_groups: opts.securityGroup,
+    root_device_name: opts.rootDevice,
+    vendor_data: jsonObject(opts.vendorData, '--vendor-data'),
   });
 }
 
@@ -71,7 +89,13 @@ function vmOptions<T extends Command<[string], Record<string, unknown>>>(cmd: T,
     .option('--ssh-key <name=@file>', 'an SSH public key: NAME=@file or NAME=key text; repeatable', collect)
     .option('--meta <k=v>', 'instance metadata (meta); repeatable', collect)
     .option('--az <zone>', 'availability zone (default nova)')
-    .option('--project-id <id>', 'project id');
+    .option('--project-id <id>', 'project id')
+    .option('--instance-type <flavor>', 'flavor name (EC2 instance-type; default m1.small)')
+    .option('--image-id <id>', 'image id (EC2 ami-id derives from it)')
+    .option('--public-ip <ip>', 'floating address (EC2 public-ipv4)')
+    .option('--security-group <name>', "security group (EC2 security-groups); repeatable, default 'default'", collect)
+    .option('--root-device <dev>', 'root device (EC2 block-device-mapping; default /dev/vda)')
+    .option('--vendor-data <@file|json>', "vendor data (a JSON object), merged over the network's");
 }
 
 export function vmCommand(): Command {
