@@ -206,6 +206,22 @@ describe('operator surface: CLI and admin API', { skip: !isRoot && 'needs root (
     assert.match(nft.stdout, /"accept"/);
   });
 
+  it('sets the EC2 and network_data fields from flags', async () => {
+    await imds(['vm', 'set', VM1, '--public-ip', '203.0.113.9', '--instance-type', 'm1.tiny', '--security-group', 'web', '--vendor-data', '{"owner":"ops"}']);
+    await imds(['network', 'set', 'net1', '--dns', '192.0.2.53', '--vendor-data', '{"site":"east"}']);
+    assert.equal((await imds(['vm', 'get', VM1, '/latest/meta-data/public-ipv4'])).stdout, '203.0.113.9');
+    assert.equal((await imds(['vm', 'get', VM1, '/2009-04-04/meta-data/instance-type'])).stdout, 'm1.tiny');
+    assert.equal((await imds(['vm', 'get', VM1, '/latest/meta-data/security-groups'])).stdout, 'web');
+    assert.deepEqual(JSON.parse((await imds(['vm', 'get', VM1, '/openstack/latest/vendor_data.json'])).stdout), { site: 'east', owner: 'ops' });
+    const nd = JSON.parse((await imds(['vm', 'get', VM1, '/openstack/latest/network_data.json'])).stdout) as { services: unknown[] };
+    assert.deepEqual(nd.services, [{ type: 'dns', address: '192.0.2.53' }]);
+    const bad = await imds(['vm', 'set', VM1, '--vendor-data', '[1]'], { allowFailure: true });
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--vendor-data: must be a JSON object/);
+    await imds(['vm', 'set', VM1, '--clear', 'public-ip']);
+    assert.equal((await imds(['vm', 'get', VM1, '/latest/meta-data/public-ipv4'], { allowFailure: true })).code, 4);
+  });
+
   it('shows and clears the password', async () => {
     assert.equal((await imds(['vm', 'password', VM1])).stdout, '\n');
     assert.deepEqual(await json(['vm', 'password', VM1]), { password: '' });

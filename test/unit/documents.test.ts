@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { EC2_VERSIONS, ec2MetaData, resolveEc2Version, resolveMetaData } from '../../src/documents/ec2.ts';
 import { instanceFacts } from '../../src/documents/instance.ts';
+import { hasFile, versionDirectory } from '../../src/documents/openstack.ts';
 import { materialise, metaDataFields, renderSeeded } from '../../src/documents/meta-data.ts';
 import { pythonJson } from '../../src/documents/python-json.ts';
 import { OPENSTACK_VERSIONS, resolveOpenStackVersion } from '../../src/documents/versions.ts';
@@ -83,5 +85,52 @@ describe('meta_data.json', () => {
     assert.equal(resolveOpenStackVersion('latest'), '2025-04-04');
     assert.equal(resolveOpenStackVersion('2018-08-27'), '2018-08-27');
     assert.equal(resolveOpenStackVersion('2019-01-01'), undefined);
+  });
+});
+
+describe('EC2 tree', () => {
+  const ec2vm = vmSchema.parse({ ...vm, user_data: undefined, public_ipv4: '203.0.113.5', security_groups: ['default', 'web'] });
+  const md = ec2MetaData(instanceFacts(ec2vm, network, { dhcpDomain: 'novalocal' }));
+
+  it('gates top-level keys by version, as Nova', () => {
+    const at = (v: (typeof EC2_VERSIONS)[number]) => (resolveMetaData(md, v, []) ?? '').split('\n');
+    assert.deepEqual(at('1.0'), ['ami-id', 'ami-launch-index', 'ami-manifest-path', 'hostname', 'instance-id', 'local-ipv4', 'public-keys/', 'reservation-id', 'security-groups']);
+    assert.ok(at('2007-01-19').includes('local-hostname') && at('2007-01-19').includes('public-ipv4') && !at('2007-01-19').includes('instance-type'));
+    assert.ok(at('2007-08-29').includes('instance-type') && !at('2007-08-29').includes('block-device-mapping/'));
+    assert.ok(at('2007-12-15').includes('block-device-mapping/') && !at('2007-12-15').includes('placement/'));
+    assert.ok(at('2008-02-01').includes('placement/') && !at('2008-02-01').includes('instance-action'));
+    assert.ok(at('2008-09-01').includes('instance-action'));
+    assert.equal(resolveMetaData(md, '1.0', ['instance-type']), undefined, 'a key newer than the version is not found');
+  });
+
+  it('prints listings and leaves as ec2_md_print does', () => {
+    assert.equal(resolveMetaData(md, '2009-04-04', ['public-keys']), '0=deploy');
+    assert.equal(resolveMetaData(md, '2009-04-04', ['public-keys', '0']), 'openssh-key');
+    assert.equal(resolveMetaData(md, '2009-04-04', ['public-keys', '0', 'openssh-key']), 'ssh-ed25519 AAAA deploy@build');
+    assert.equal(resolveMetaData(md, '2009-04-04', ['public-keys', '0', '_name']), undefined);
+    assert.equal(resolveMetaData(md, '2009-04-04', ['security-groups']), 'default\nweb');
+    assert.equal(resolveMetaData(md, '2009-04-04', ['block-device-mapping']), 'ami\nroot');
+    assert.equal(resolveMetaData(md, '2009-04-04', ['hostname', 'below']), undefined, 'nothing below a leaf');
+    assert.match(resolveMetaData(md, '2009-04-04', ['instance-id']) ?? '', /^i-[0-9a-f]{8}$/);
+    assert.match(resolveMetaData(md, '2009-04-04', ['reservation-id']) ?? '', /^r-[0-9a-z]{8}$/);
+    assert.equal(resolveMetaData(md, '2009-04-04', ['ami-id']), 'None', "Nova's text for an instance without an image");
+    assert.equal(resolveEc2Version('latest'), '2009-04-04');
+    assert.equal(resolveEc2Version('2021-03-23'), undefined);
+  });
+
+  it('derives ids stably from the VM', () => {
+    const again = ec2MetaData(instanceFacts(ec2vm, network, { dhcpDomain: 'novalocal' }));
+    assert.equal(again['instance-id'], md['instance-id']);
+    const other = ec2MetaData(instanceFacts({ ...ec2vm, id: '2b4e28ba-2fa1-11d2-883f-0016d3cca427' }, network, { dhcpDomain: 'novalocal' }));
+    assert.notEqual(other['instance-id'], md['instance-id']);
+  });
+});
+
+describe('OpenStack directories', () => {
+  it('lists files in fixed order, user_data only when present', () => {
+    assert.equal(versionDirectory('2012-08-10', false), 'meta_data.json');
+    assert.equal(versionDirectory('2025-04-04', true), 'meta_data.json\nuser_data\npassword\nvendor_data.json\nnetwork_data.json\nvendor_data2.json');
+    assert.ok(hasFile('2013-04-04', 'password') && !hasFile('2012-08-10', 'password'));
+    assert.ok(!hasFile('2015-10-15', 'vendor_data2.json') && hasFile('2016-10-06', 'vendor_data2.json'));
   });
 });
