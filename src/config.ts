@@ -37,6 +37,7 @@ export const configSchema = z
     request_timeout_ms: z.number().int().min(100).max(600_000).default(10_000),
     headers_timeout_ms: z.number().int().min(100).max(600_000).default(5_000),
     keep_alive_timeout_ms: z.number().int().min(100).max(600_000).default(5_000),
+    fast_path: z.boolean().default(true).describe('answer complete simple GETs straight from the socket (docs/performance.md)'),
     networks: z.array(networkSchema).default([]),
     vms: z.array(vmSchema).default([]),
   })

@@ -10,6 +10,7 @@ import { Metrics } from './metrics.ts';
 import { createRunner, type Runner } from './netns/run.ts';
 import { acquirePidFile } from './pidfile.ts';
 import { API_VERSION, buildAdminApp, listenAdmin } from './server/admin-app.ts';
+import { createFastPath } from './server/fast-path.ts';
 import { NetnsListeners } from './server/listeners.ts';
 import { buildMetadataApp } from './server/metadata-app.ts';
 import { probe } from './server/probe.ts';
@@ -29,6 +30,7 @@ const RESTART_ONLY = [
   'request_timeout_ms',
   'headers_timeout_ms',
   'keep_alive_timeout_ms',
+  'fast_path',
 ] as const;
 
 export interface Daemon {
@@ -94,11 +96,22 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     const metrics = new Metrics({ vmCount: () => inventory.vmCount(), networkStates: () => reconciler?.statuses() ?? [] });
     const { app, handler } = await buildMetadataApp({ index: () => inventory.index, passwords: inventory, log, metrics });
     cleanups.push(() => app.close());
+    const front = cfg.fast_path
+      ? createFastPath({
+          index: () => inventory.index,
+          password: (id) => inventory.password(id),
+          log,
+          metrics,
+          headersTimeoutMs: cfg.headers_timeout_ms,
+          keepAliveTimeoutMs: cfg.keep_alive_timeout_ms,
+        })
+      : undefined;
     const listeners = new NetnsListeners(
       handler,
       cfg.listen_port,
       { requestTimeoutMs: cfg.request_timeout_ms, headersTimeoutMs: cfg.headers_timeout_ms, keepAliveTimeoutMs: cfg.keep_alive_timeout_ms },
       log,
+      front,
     );
     cleanups.push(() => listeners.closeAll());
     const rec = new Reconciler({

@@ -6,12 +6,16 @@ import type { Socket } from 'node:net';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { listenInNetns } from '../netns/listen-in-netns.ts';
+import type { HandOver } from './fast-path.ts';
 
 export const NETWORK = Symbol('imds.network');
 
 export type TaggedSocket = Socket & { [NETWORK]?: string };
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** Takes a new connection first; calls `handOver` for whatever it does not answer itself. */
+export type ConnectionFront = (socket: TaggedSocket, handOver: HandOver) => void;
 
 export interface Timeouts {
   requestTimeoutMs: number;
@@ -22,6 +26,8 @@ export interface Timeouts {
 interface Listener {
   netns: string;
   server: Server;
+  /** Every open connection, fast path or node:http. */
+  sockets: Set<Socket>;
 }
 
 export class NetnsListeners {
@@ -31,12 +37,15 @@ export class NetnsListeners {
   private readonly port: number;
   private readonly timeouts: Timeouts;
   private readonly log: Logger;
+  private readonly front: ConnectionFront | undefined;
 
-  constructor(handler: RequestHandler, port: number, timeouts: Timeouts, log: Logger) {
+  /** `front` (the fast path), when given, sees every connection before node:http does. */
+  constructor(handler: RequestHandler, port: number, timeouts: Timeouts, log: Logger, front?: ConnectionFront) {
     this.handler = handler;
     this.port = port;
     this.timeouts = timeouts;
     this.log = log;
+    this.front = front;
   }
 
   has(network: string): boolean {
@@ -55,29 +64,8 @@ export class NetnsListeners {
   async listen(network: string, netns: string): Promise<void> {
     if (this.open.has(network)) return;
     const fd = listenInNetns(netns, { port: this.port });
-    const server = createServer(
-      {
-        requestTimeout: this.timeouts.requestTimeoutMs,
-        headersTimeout: this.timeouts.headersTimeoutMs,
-        keepAliveTimeout: this.timeouts.keepAliveTimeoutMs,
-        connectionsCheckingInterval: Math.min(1000, this.timeouts.headersTimeoutMs),
-        maxHeaderSize: 8192,
-        noDelay: true,
-      },
-      this.handler,
-    );
-    server.on('connection', (socket: TaggedSocket) => {
-      socket[NETWORK] = network;
-    });
-    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-      this.log.debug({ network, err: err.code ?? messageOf(err) }, 'client error');
-      if (socket.writable && err.code !== 'ECONNRESET') {
-        const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-        socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-      }
-      socket.destroy();
-    });
-    this.open.set(network, { netns, server });
+    const { server, sockets } = guestServer(network, this.handler, this.timeouts, this.log, this.front);
+    this.open.set(network, { netns, server, sockets });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ fd }, () => {
@@ -98,10 +86,57 @@ export class NetnsListeners {
     this.open.delete(network);
     const closed = new Promise<void>((resolve) => listener.server.close(() => resolve()));
     listener.server.closeAllConnections();
-    await closed;
+    for (const socket of listener.sockets) socket.destroy();
+    await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   }
 
   async closeAll(): Promise<void> {
     await Promise.all(this.networks().map((n) => this.close(n)));
   }
+}
+
+/**
+ * One network's guest server, not yet listening: an http.Server (Node's header, request and
+ * keep-alive timeouts; the Fastify handler) whose connections are tagged with the network and go
+ * through `front` (the fast path) first. node:http's own connection listener (it attaches the
+ * parser) runs only for the connections the front hands over.
+ */
+export function guestServer(network: string, handler: RequestHandler, timeouts: Timeouts, log: Logger, front?: ConnectionFront): { server: Server; sockets: Set<Socket> } {
+  const server = createServer(
+    {
+      requestTimeout: timeouts.requestTimeoutMs,
+      headersTimeout: timeouts.headersTimeoutMs,
+      keepAliveTimeout: timeouts.keepAliveTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, timeouts.headersTimeoutMs),
+      maxHeaderSize: 8192,
+      noDelay: true,
+      // Nova ignores Host; so do the fast path and this (guests always send it anyway).
+      requireHostHeader: false,
+    },
+    handler,
+  );
+  const httpConnection = server.listeners('connection')[0] as ((socket: Socket) => void) | undefined;
+  if (typeof httpConnection !== 'function') throw new Error('node:http registered no connection listener');
+  server.removeAllListeners('connection');
+  const handOver: HandOver = (socket, pending) => {
+    httpConnection.call(server, socket);
+    if (pending !== undefined && pending.length > 0) socket.emit('data', pending);
+  };
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: TaggedSocket) => {
+    socket[NETWORK] = network;
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    if (front === undefined) handOver(socket, undefined);
+    else front(socket, handOver);
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    log.debug({ network, err: err.code ?? messageOf(err) }, 'client error');
+    if (socket.writable && err.code !== 'ECONNRESET') {
+      const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    }
+    socket.destroy();
+  });
+  return { server, sockets };
 }

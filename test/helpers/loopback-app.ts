@@ -1,10 +1,11 @@
 // The metadata app over real loopback sockets, tagged with a network as NetnsListeners tags them
 // (no root, no namespaces): for unit and golden tests of the guest-facing tree.
-import { createServer, request, type Server } from 'node:http';
+import { request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLogger } from '../../src/log.ts';
 import type { Network, Vm } from '../../src/model/schema.ts';
-import { NETWORK, type TaggedSocket } from '../../src/server/listeners.ts';
+import { createFastPath } from '../../src/server/fast-path.ts';
+import { guestServer } from '../../src/server/listeners.ts';
 import { buildMetadataApp, type MetadataApp } from '../../src/server/metadata-app.ts';
 import { MetadataIndex } from '../../src/store/metadata-index.ts';
 
@@ -21,22 +22,22 @@ export class LoopbackApp {
   private server: Server | undefined;
   private port = 0;
 
-  async start(networks: Network[], vms: Vm[], tag: string): Promise<void> {
+  /** `fast`: put the fast path in front of the Fastify app, as the daemon does by default. */
+  async start(networks: Network[], vms: Vm[], tag: string, options: { fast?: boolean; headersTimeoutMs?: number } = {}): Promise<void> {
     const index = MetadataIndex.build(networks, vms, { dhcpDomain: 'novalocal' });
-    this.app = await buildMetadataApp({
-      index: () => index,
-      passwords: {
-        password: (id) => this.passwords.get(id) ?? '',
-        setPasswordOnce: (id, value) => {
-          if ((this.passwords.get(id) ?? '') !== '') return false;
-          if (value !== '') this.passwords.set(id, value);
-          return true;
-        },
+    const passwords = {
+      password: (id: string) => this.passwords.get(id) ?? '',
+      setPasswordOnce: (id: string, value: string) => {
+        if ((this.passwords.get(id) ?? '') !== '') return false;
+        if (value !== '') this.passwords.set(id, value);
+        return true;
       },
-      log: createLogger({ level: 'silent' }),
-    });
-    this.server = createServer(this.app.handler);
-    this.server.on('connection', (s: TaggedSocket) => (s[NETWORK] = tag));
+    };
+    const log = createLogger({ level: 'silent' });
+    this.app = await buildMetadataApp({ index: () => index, passwords, log });
+    const timeouts = { requestTimeoutMs: 10_000, headersTimeoutMs: options.headersTimeoutMs ?? 5000, keepAliveTimeoutMs: 5000 };
+    const front = options.fast === true ? createFastPath({ index: () => index, password: passwords.password, log, headersTimeoutMs: timeouts.headersTimeoutMs, keepAliveTimeoutMs: timeouts.keepAliveTimeoutMs }) : undefined;
+    this.server = guestServer(tag, this.app.handler, timeouts, log, front).server;
     await new Promise<void>((r) => this.server?.listen(0, '127.0.0.1', r));
     this.port = (this.server.address() as AddressInfo).port;
   }
@@ -53,7 +54,12 @@ export class LoopbackApp {
     });
   }
 
+  get address(): { host: string; port: number } {
+    return { host: '127.0.0.1', port: this.port };
+  }
+
   async stop(): Promise<void> {
+    this.server?.closeAllConnections();
     await new Promise((r) => this.server?.close(r));
     await this.app?.app.close();
   }

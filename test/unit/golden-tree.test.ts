@@ -65,10 +65,10 @@ async function crawl(app: LoopbackApp): Promise<Tree> {
   return tree;
 }
 
-for (const [name, fixture] of Object.entries({ full: FULL, bare: BARE })) {
-  describe(`golden tree: ${name}`, () => {
+for (const [name, fixture, fast] of [['full', FULL, false], ['bare', BARE, false], ['full', FULL, true], ['bare', BARE, true]] as const) {
+  describe(`golden tree: ${name} (${fast ? 'fast path' : 'Fastify app'})`, () => {
     const app = new LoopbackApp();
-    before(() => app.start([fixture.network], [fixture.vm], fixture.network.id));
+    before(() => app.start([fixture.network], [fixture.vm], fixture.network.id, { fast }));
     after(() => app.stop());
 
     it('matches the golden file', async () => {

@@ -1,0 +1,44 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { Sandbox } from '../test/helpers/sandbox.ts';
+import { addGuests, networks, vms, writeStormFiles, VMS_PER_NETWORK } from './lib/topology.ts';
+import { buildStorm, storm, rssKb, wrk, softnetDrops } from './lib/measure.ts';
+import { startLighttpd, writePeer } from './lib/peer.ts';
+
+const sb = new Sandbox('imdsbench-');
+const line = (name: string, r: any) => console.log(name.padEnd(22), r.wall_ms !== undefined ? `wall ${r.wall_ms} p50 ${r.p50_ms} p99 ${r.p99_ms} fail ${r.failures}` : `rps ${r.rps} p50 ${r.p50_us} p99 ${r.p99_us}`);
+try {
+  await sb.setup();
+  await buildStorm();
+  const K = 4;
+  const nets = networks(K);
+  const all = vms(K);
+  const path = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: all }));
+  const d = await sb.startDaemon(path);
+  const guests = await addGuests(sb, all);
+  const f1000 = writeStormFiles(join(sb.dir, 's1000'), guests);
+  const wrkGuest = guests[125]!.netns;
+  const runAll = async (name: string) => {
+    for (let r = 0; r < 2; r++) line(`${name} storm1000`, await storm(f1000.guestsFile, f1000.pathsFile));
+    line(`${name} wrk16`, await wrk(wrkGuest, 16, 5, '/openstack/latest/meta_data.json'));
+  };
+  if (process.argv.includes('imds')) await runAll('imds');
+  await d.stop();
+  const nsList = nets.map((n) => `${sb.nsPrefix}${n.id}`).join(',');
+  for (const [mode, w] of [['raw', 1], ['raw', 2], ['http', 1], ['http', 2]] as const) {
+    if (!process.argv.includes(`${mode}${w}`)) continue;
+    const p = spawn('nsenter', [`--net=/run/netns/${sb.hv}`, '--', process.execPath, '/tmp/exp/raw.mjs', mode, nsList, String(w)], { stdio: 'inherit' });
+    await new Promise((r) => setTimeout(r, 1000));
+    await runAll(`${mode}x${w}`);
+    p.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  if (process.argv.includes('peer')) {
+    const procs = nets.map((n, k) => startLighttpd(`${sb.nsPrefix}${n.id}`, writePeer(join(sb.dir, 'peer', n.id), n, all.slice(k * VMS_PER_NETWORK, (k + 1) * VMS_PER_NETWORK), 8775)));
+    await new Promise((r) => setTimeout(r, 1500));
+    await runAll('peer');
+    for (const p of procs) p.kill('SIGKILL');
+  }
+} finally {
+  await sb.cleanup();
+}

@@ -1,0 +1,170 @@
+// The guest request fast path. A boot storm is a connection storm: cloud-init opens a new TCP
+// connection for each of its ~28 requests. Measured on this path (docs/performance.md), node:http +
+// Fastify cost several times what the kernel's own share of a connection does, so complete, simple
+// requests are answered here, straight from the socket, with the same resolver the Fastify app uses
+// (guest-api.ts): a GET or HEAD whose whole head arrived, with no body, no upgrade and nothing
+// unusual. Everything else -- a partial head (slow clients), a body, other methods, the daemon's own
+// probes, anything this strict reader does not accept -- is handed to node:http and the Fastify app
+// with the bytes already read, so their parser, limits and timeouts apply as before.
+import type { Socket } from 'node:net';
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import { METADATA_IP } from '../model/names.ts';
+import type { MetadataIndex } from '../store/metadata-index.ts';
+import { answerGet, normalisePath, type Answer } from './guest-api.ts';
+import { NETWORK, type TaggedSocket } from './listeners.ts';
+
+export interface FastPathDeps {
+  index: () => MetadataIndex;
+  password: (vmId: string) => string;
+  log: Logger;
+  metrics?: Metrics;
+  headersTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+}
+
+/** Hands a connection, and the bytes read from it so far, to node:http. */
+export type HandOver = (socket: Socket, pending: Buffer | undefined) => void;
+
+/** Heads larger than this go to node:http (which enforces maxHeaderSize). */
+const MAX_FAST_HEAD = 8192;
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+const REASON: Record<number, string> = { 200: 'OK', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed' };
+const TARGET = /^\/[\x21-\x7e]*$/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+interface Head {
+  method: 'GET' | 'HEAD';
+  target: string;
+  keepAlive: boolean;
+}
+
+/** Parses a complete head strictly; undefined when the request is not for the fast path. */
+export function parseHead(text: string): Head | undefined {
+  const lines = text.split('\r\n');
+  const requestLine = lines[0] as string;
+  const sp1 = requestLine.indexOf(' ');
+  const sp2 = requestLine.indexOf(' ', sp1 + 1);
+  if (sp1 < 0 || sp2 < 0 || requestLine.indexOf(' ', sp2 + 1) !== -1) return undefined;
+  const method = requestLine.slice(0, sp1);
+  const target = requestLine.slice(sp1 + 1, sp2);
+  const version = requestLine.slice(sp2 + 1);
+  if ((method !== 'GET' && method !== 'HEAD') || (version !== 'HTTP/1.1' && version !== 'HTTP/1.0') || !TARGET.test(target)) return undefined;
+  let keepAlive = version === 'HTTP/1.1';
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i] as string;
+    const colon = line.indexOf(':');
+    if (colon <= 0 || line.includes('\n') || line.includes('\r')) return undefined;
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) return undefined;
+    const lower = name.toLowerCase();
+    const value = line.slice(colon + 1).trim().toLowerCase();
+    switch (lower) {
+      case 'content-length':
+        if (value !== '0') return undefined;
+        break;
+      case 'transfer-encoding':
+      case 'upgrade':
+      case 'expect':
+        return undefined;
+      case 'connection':
+        if (/(^|,)\s*close\s*(,|$)/.test(value)) keepAlive = false;
+        else if (/(^|,)\s*keep-alive\s*(,|$)/.test(value)) keepAlive = true;
+        break;
+    }
+  }
+  return { method, target, keepAlive };
+}
+
+let dateSecond = 0;
+let dateText = '';
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
+
+export function createFastPath(deps: FastPathDeps): (socket: TaggedSocket, handOver: HandOver) => void {
+  const keepAliveHeader = `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(deps.keepAliveTimeoutMs / 1000)}\r\n\r\n`;
+  const log = deps.log.child({ component: 'metadata' });
+
+  const write = (socket: Socket, head: Head, a: Answer): void => {
+    const close = !head.keepAlive;
+    const headText =
+      `HTTP/1.1 ${a.status} ${REASON[a.status]}\r\ncontent-type: ${a.type}\r\ncontent-length: ${a.body.length}\r\n` +
+      `${a.allow === undefined ? '' : `allow: ${a.allow}\r\n`}Date: ${httpDate()}\r\n${close ? 'Connection: close\r\n\r\n' : keepAliveHeader}`;
+    socket.cork();
+    socket.write(headText, 'latin1');
+    if (head.method === 'GET' && a.body.length > 0) socket.write(a.body);
+    socket.uncork();
+    if (close) socket.end();
+  };
+
+  return (socket, handOver) => {
+    const network = socket[NETWORK] as string;
+    let pending: Buffer | undefined;
+    socket.on('error', () => undefined);
+
+    const giveUp = (): void => {
+      socket.removeListener('data', onData);
+      socket.removeListener('timeout', onIdle);
+      socket.removeListener('end', onEnd);
+      socket.setTimeout(0);
+      const rest = pending;
+      pending = undefined;
+      handOver(socket, rest);
+    };
+    // No request within headers_timeout: 408, as node:http answers; an idle keep-alive connection
+    // is closed after keep_alive_timeout.
+    let fresh = true;
+    const onIdle = (): void => {
+      if (fresh && socket.writable) socket.end('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      socket.destroy();
+    };
+
+    const onData = (chunk: Buffer): void => {
+      pending = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
+      for (;;) {
+        const end: number = pending.indexOf(CRLFCRLF);
+        if (end < 0 || end > MAX_FAST_HEAD) return giveUp();
+        const head = parseHead(pending.toString('latin1', 0, end));
+        const source = socket.remoteAddress;
+        if (head === undefined || source === METADATA_IP) return giveUp();
+        const started = performance.now();
+        const vm = deps.index().lookup(network, source);
+        const path = normalisePath(head.target);
+        const answer = answerGet(vm, path, deps.password, head.method);
+        write(socket, head, answer);
+        deps.metrics?.observeRequest(network, answer.status, (performance.now() - started) / 1000);
+        if (log.isLevelEnabled('debug')) {
+          log.debug({ network, vm: vm?.facts.uuid, src: source, method: head.method, path: head.target, status: answer.status, ms: Math.round((performance.now() - started) * 100) / 100, fast: true }, 'request');
+        }
+        fresh = false;
+        if (!head.keepAlive) {
+          socket.removeListener('data', onData);
+          return;
+        }
+        pending = end + 4 === pending.length ? undefined : pending.subarray(end + 4);
+        if (pending === undefined) {
+          socket.setTimeout(deps.keepAliveTimeoutMs);
+          return;
+        }
+      }
+    };
+
+    // The client closed its side (cloud-init does after each answer): close ours. (Sockets of an
+    // http.Server are half-open capable, so nothing else would.)
+    const onEnd = (): void => {
+      socket.end();
+    };
+
+    socket.setTimeout(deps.headersTimeoutMs);
+    socket.on('timeout', onIdle);
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+  };
+}
