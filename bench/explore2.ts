@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { Sandbox } from '../test/helpers/sandbox.ts';
 import { addGuests, networks, vms, writeStormFiles, VMS_PER_NETWORK } from './lib/topology.ts';
-import { buildStorm, storm, rssKb, wrk, softnetDrops } from './lib/measure.ts';
+import { buildStorm, storm, rssKb, wrk, softnetDrops, cpuTimes, cpuBusy, processCpuMs } from './lib/measure.ts';
 import { startLighttpd, writePeer } from './lib/peer.ts';
 
 const sb = new Sandbox('imdsbench-');
@@ -14,14 +14,27 @@ try {
   const nets = networks(K);
   const all = vms(K);
   const path = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: all }));
-  const d = await sb.startDaemon(path);
+  const d = await sb.startDaemon(path, process.env['PROF'] ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] } : {});
   const guests = await addGuests(sb, all);
   const f1000 = writeStormFiles(join(sb.dir, 's1000'), guests);
   const wrkGuest = guests[125]!.netns;
+  let pids: number[] = [];
   const runAll = async (name: string) => {
-    for (let r = 0; r < 2; r++) line(`${name} storm1000`, await storm(f1000.guestsFile, f1000.pathsFile));
+    if (process.argv.includes('wrkonly')) {
+      for (const p of ['/openstack/latest/meta_data.json', '/openstack/latest/user_data', '/latest/meta-data/instance-id', '/openstack/latest/meta_data.json', '/openstack/latest/user_data']) line(`${name} wrk16 ${p}`, await wrk(wrkGuest, 16, 5, p));
+      return;
+    }
+    if (process.argv.includes('stormonly')) { for (let r = 0; r < 3; r++) line(`${name} storm1000`, await storm(f1000.guestsFile, f1000.pathsFile)); return; }
+    await storm(f1000.guestsFile, f1000.pathsFile); // warm-up
+    for (let r = 0; r < 2; r++) {
+      const c0 = cpuTimes(); const p0 = processCpuMs(pids);
+      const res = await storm(f1000.guestsFile, f1000.pathsFile);
+      line(`${name} storm1000`, res);
+      console.log('   cpu busy %', cpuBusy(c0, cpuTimes()), 'server cpu ms', processCpuMs(pids) - p0, 'µs/req', Math.round((processCpuMs(pids) - p0) * 1000 / res.requests));
+    }
     line(`${name} wrk16`, await wrk(wrkGuest, 16, 5, '/openstack/latest/meta_data.json'));
   };
+  pids = [d.pid];
   if (process.argv.includes('imds')) await runAll('imds');
   await d.stop();
   const nsList = nets.map((n) => `${sb.nsPrefix}${n.id}`).join(',');
@@ -29,6 +42,7 @@ try {
     if (!process.argv.includes(`${mode}${w}`)) continue;
     const p = spawn('nsenter', [`--net=/run/netns/${sb.hv}`, '--', process.execPath, '/tmp/exp/raw.mjs', mode, nsList, String(w)], { stdio: 'inherit' });
     await new Promise((r) => setTimeout(r, 1000));
+    pids = [p.pid as number];
     await runAll(`${mode}x${w}`);
     p.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 300));
@@ -36,6 +50,7 @@ try {
   if (process.argv.includes('peer')) {
     const procs = nets.map((n, k) => startLighttpd(`${sb.nsPrefix}${n.id}`, writePeer(join(sb.dir, 'peer', n.id), n, all.slice(k * VMS_PER_NETWORK, (k + 1) * VMS_PER_NETWORK), 8775)));
     await new Promise((r) => setTimeout(r, 1500));
+    pids = procs.map((p) => p.pid as number);
     await runAll('peer');
     for (const p of procs) p.kill('SIGKILL');
   }

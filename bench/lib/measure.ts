@@ -129,3 +129,35 @@ export function softnetDrops(): number {
     .split('\n')
     .reduce((sum, line) => sum + parseInt(line.trim().split(/\s+/)[1] ?? '0', 16), 0);
 }
+
+/** Jiffies per CPU line of /proc/stat: [busy, total]. */
+export function cpuTimes(): { busy: number; total: number }[] {
+  return readFileSync('/proc/stat', 'utf8')
+    .split('\n')
+    .filter((l) => /^cpu\d+ /.test(l))
+    .map((l) => {
+      const v = l.trim().split(/\s+/).slice(1).map(Number);
+      const idle = (v[3] ?? 0) + (v[4] ?? 0);
+      const total = v.reduce((a, b) => a + b, 0);
+      return { busy: total - idle, total };
+    });
+}
+
+/** Busy share of each CPU between two cpuTimes() snapshots, percent. */
+export function cpuBusy(before: { busy: number; total: number }[], after: { busy: number; total: number }[]): number[] {
+  return after.map((a, i) => {
+    const b = before[i] ?? { busy: 0, total: 0 };
+    return Math.round(((a.busy - b.busy) / Math.max(1, a.total - b.total)) * 100);
+  });
+}
+
+/** CPU time (user + system) of processes so far, ms. */
+export function processCpuMs(pids: number[]): number {
+  const tick = 10; // USER_HZ = 100 on Linux
+  let total = 0;
+  for (const pid of pids) {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    total += (Number(fields[11]) + Number(fields[12])) * tick;
+  }
+  return total;
+}

@@ -50,11 +50,25 @@ export function renderSeeded(fields: [string, unknown][]): SeededDocument {
   return { head: Buffer.from(head), tail: Buffer.from(`"${parts.length > 0 ? `, ${parts.join(', ')}` : ''}}`) };
 }
 
-/** 512 random bytes, base64: 684 characters, like Nova's random_seed. */
+/** Fresh seeds are made 64 at a time: one getrandom call for all of them instead of one each. */
+const SEED_BATCH = 64;
+let seeds: Buffer[] = [];
+
+/** 512 random bytes, base64: 684 characters, like Nova's random_seed; a new one every call. */
 export function randomSeed(): Buffer {
-  return Buffer.from(randomBytes(512).toString('base64'));
+  if (seeds.length === 0) {
+    const bytes = randomBytes(512 * SEED_BATCH);
+    seeds = Array.from({ length: SEED_BATCH }, (_, i) => Buffer.from(bytes.subarray(i * 512, (i + 1) * 512).toString('base64'), 'latin1'));
+  }
+  return seeds.pop() as Buffer;
 }
 
 export function materialise(doc: SeededDocument): Buffer {
-  return doc.tail === undefined ? doc.head : Buffer.concat([doc.head, randomSeed(), doc.tail]);
+  if (doc.tail === undefined) return doc.head;
+  const seed = randomSeed();
+  const out = Buffer.allocUnsafe(doc.head.length + seed.length + doc.tail.length);
+  doc.head.copy(out, 0);
+  seed.copy(out, doc.head.length);
+  doc.tail.copy(out, doc.head.length + seed.length);
+  return out;
 }

@@ -31,7 +31,6 @@ const MAX_FAST_HEAD = 8192;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const REASON: Record<number, string> = { 200: 'OK', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed' };
 const TARGET = /^\/[\x21-\x7e]*$/;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 interface Head {
   method: 'GET' | 'HEAD';
@@ -39,10 +38,17 @@ interface Head {
   keepAlive: boolean;
 }
 
+// Anything unusual in a head sends it to node:http: a line without a colon or with whitespace before
+// it (obs-fold), a bare CR or LF, a non-token header name, a body, an upgrade, an expectation.
+const ODD_LINE = /\r\n(?:[^:\r\n]*(?:\r\n|$)|[^:\r\n]*[^!#$%&'*+\-.^_`|~0-9A-Za-z:\r\n][^:\r\n]*:)|[^\r]\n|\r(?!\n)/;
+const BODY_OR_UPGRADE = /\r\n(?:transfer-encoding|upgrade|expect)\s*:/;
+const CONTENT_LENGTH = /\r\ncontent-length\s*:([^\r]*)/g;
+const CONNECTION = /\r\nconnection\s*:([^\r]*)/;
+
 /** Parses a complete head strictly; undefined when the request is not for the fast path. */
 export function parseHead(text: string): Head | undefined {
-  const lines = text.split('\r\n');
-  const requestLine = lines[0] as string;
+  const eol = text.indexOf('\r\n');
+  const requestLine = eol === -1 ? text : text.slice(0, eol);
   const sp1 = requestLine.indexOf(' ');
   const sp2 = requestLine.indexOf(' ', sp1 + 1);
   if (sp1 < 0 || sp2 < 0 || requestLine.indexOf(' ', sp2 + 1) !== -1) return undefined;
@@ -51,26 +57,15 @@ export function parseHead(text: string): Head | undefined {
   const version = requestLine.slice(sp2 + 1);
   if ((method !== 'GET' && method !== 'HEAD') || (version !== 'HTTP/1.1' && version !== 'HTTP/1.0') || !TARGET.test(target)) return undefined;
   let keepAlive = version === 'HTTP/1.1';
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i] as string;
-    const colon = line.indexOf(':');
-    if (colon <= 0 || line.includes('\n') || line.includes('\r')) return undefined;
-    const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) return undefined;
-    const lower = name.toLowerCase();
-    const value = line.slice(colon + 1).trim().toLowerCase();
-    switch (lower) {
-      case 'content-length':
-        if (value !== '0') return undefined;
-        break;
-      case 'transfer-encoding':
-      case 'upgrade':
-      case 'expect':
-        return undefined;
-      case 'connection':
-        if (/(^|,)\s*close\s*(,|$)/.test(value)) keepAlive = false;
-        else if (/(^|,)\s*keep-alive\s*(,|$)/.test(value)) keepAlive = true;
-        break;
+  if (eol !== -1) {
+    if (ODD_LINE.test(text.slice(eol))) return undefined;
+    const lower = text.slice(eol).toLowerCase();
+    if (BODY_OR_UPGRADE.test(lower)) return undefined;
+    for (const m of lower.matchAll(CONTENT_LENGTH)) if ((m[1] as string).trim() !== '0') return undefined;
+    const connection = CONNECTION.exec(lower)?.[1];
+    if (connection !== undefined) {
+      if (/(^|,)\s*close\s*(,|$)/.test(connection)) keepAlive = false;
+      else if (/(^|,)\s*keep-alive\s*(,|$)/.test(connection)) keepAlive = true;
     }
   }
   return { method, target, keepAlive };
@@ -97,11 +92,13 @@ export function createFastPath(deps: FastPathDeps): (socket: TaggedSocket, handO
     const headText =
       `HTTP/1.1 ${a.status} ${REASON[a.status]}\r\ncontent-type: ${a.type}\r\ncontent-length: ${a.body.length}\r\n` +
       `${a.allow === undefined ? '' : `allow: ${a.allow}\r\n`}Date: ${httpDate()}\r\n${close ? 'Connection: close\r\n\r\n' : keepAliveHeader}`;
-    socket.cork();
-    socket.write(headText, 'latin1');
-    if (head.method === 'GET' && a.body.length > 0) socket.write(a.body);
-    socket.uncork();
-    if (close) socket.end();
+    // One buffer, one write: the head is ASCII.
+    const bodyLength = head.method === 'GET' ? a.body.length : 0;
+    const out = Buffer.allocUnsafe(headText.length + bodyLength);
+    out.write(headText, 0, 'latin1');
+    if (bodyLength > 0) a.body.copy(out, headText.length);
+    if (close) socket.end(out);
+    else socket.write(out);
   };
 
   return (socket, handOver) => {

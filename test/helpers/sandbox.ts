@@ -175,8 +175,8 @@ export class Sandbox {
   }
 
   /** Starts `imds serve` in the hypervisor namespace and waits for its `ready` log line. */
-  async startDaemon(configPath: string, options: { waitReady?: boolean; env?: Record<string, string> } = {}): Promise<DaemonProcess> {
-    const child = spawn('nsenter', [`--net=/run/netns/${this.hv}`, '--', process.execPath, MAIN, 'serve', '--config', configPath], {
+  async startDaemon(configPath: string, options: { waitReady?: boolean; env?: Record<string, string>; nodeArgs?: string[] } = {}): Promise<DaemonProcess> {
+    const child = spawn('nsenter', [`--net=/run/netns/${this.hv}`, '--', process.execPath, ...(options.nodeArgs ?? []), MAIN, 'serve', '--config', configPath], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...(options.env ?? {}) },
     });

@@ -1,0 +1,416 @@
+// `npm run bench` (root): imds against the zstack design (lighttpd per network namespace, the seed's
+// rewrite chain), side by side in one run, inside a throwaway hypervisor namespace. Prints a table
+// with the ratios and writes the raw results as JSON (bench/results/). Medians of --runs runs.
+//
+//   npm run bench -- [--runs N] [--seconds S] [--quick]
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { hostname, cpus } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { AdminClient } from '../src/cli/client.ts';
+import { ROOT, Sandbox, sh, type DaemonProcess } from '../test/helpers/sandbox.ts';
+import {
+  buildStorm,
+  cpuBusy,
+  cpuTimes,
+  median,
+  pollUntil,
+  probeOnce,
+  processCpuMs,
+  rssKb,
+  storm,
+  wrk,
+  type StormResult,
+  type WrkResult,
+} from './lib/measure.ts';
+import { lighttpdConfig, startLighttpd, writePeer, writeVmFiles } from './lib/peer.ts';
+import { addGuests, networks, vmOf, vms, writeStormFiles, VMS_PER_NETWORK, type BenchVm, type GuestRef } from './lib/topology.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '3' },
+    seconds: { type: 'string', default: '5' },
+    quick: { type: 'boolean', default: false },
+  },
+});
+const RUNS = args.quick ? 1 : Number(args.runs);
+const SECONDS = args.quick ? 2 : Number(args.seconds);
+const NETWORKS = 4; // 4 × 250 = 1,000 VMs, all on the TEST-NET 198.51.100.0/24 (overlapping networks)
+const RESTART_NETWORKS = args.quick ? 20 : 100;
+const BIG_NETWORKS = 40; // 40 × 250 = 10,000 VMs
+
+type Server = 'imds' | 'peer';
+const results: Record<string, unknown> = {};
+const log = (s: string): void => void process.stderr.write(`${s}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface StormStats {
+  wall_ms: number;
+  p50_ms: number;
+  p99_ms: number;
+  guest_slowest_ms: number;
+  failures: number;
+  server_cpu_us_per_req: number;
+  cpu_busy: number[];
+}
+
+async function stormRuns(files: { guestsFile: string; pathsFile: string }, pids: () => number[]): Promise<StormStats[]> {
+  await storm(files.guestsFile, files.pathsFile); // warm-up: caches, conntrack, slabs
+  const out: StormStats[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    const c0 = cpuTimes();
+    const p0 = processCpuMs(pids());
+    const s: StormResult = await storm(files.guestsFile, files.pathsFile);
+    out.push({
+      wall_ms: s.wall_ms,
+      p50_ms: s.p50_ms,
+      p99_ms: s.p99_ms,
+      guest_slowest_ms: s.guest_slowest_ms,
+      failures: s.failures,
+      server_cpu_us_per_req: Math.round(((processCpuMs(pids()) - p0) * 1000) / s.requests),
+      cpu_busy: cpuBusy(c0, cpuTimes()),
+    });
+    await sleep(500);
+  }
+  return out;
+}
+
+async function steadyRuns(netns: string): Promise<Record<string, WrkResult[]>> {
+  const out: Record<string, WrkResult[]> = {};
+  for (const c of [1, 16, 128]) {
+    out[`c${c}`] = [];
+    for (let r = 0; r < RUNS; r++) {
+      out[`c${c}`]?.push(await wrk(netns, c, SECONDS, '/openstack/latest/meta_data.json'));
+      await sleep(300);
+    }
+  }
+  return out;
+}
+
+function medianOf<T>(rows: T[], key: keyof T): number {
+  return median(rows.map((r) => Number(r[key])));
+}
+
+async function measureServer(server: Server, pids: () => number[], guests: GuestRef[], f100: { guestsFile: string; pathsFile: string }, f1000: { guestsFile: string; pathsFile: string }): Promise<void> {
+  log(`[${server}] boot storm, 100 guests`);
+  const s100 = await stormRuns(f100, pids);
+  log(`[${server}] boot storm, 1,000 guests`);
+  const s1000 = await stormRuns(f1000, pids);
+  // The load guest sits in the middle of its network (and of the peer's else-if chain).
+  const loadGuest = guests[Math.floor(VMS_PER_NETWORK / 2)] as GuestRef;
+  log(`[${server}] steady load from ${loadGuest.vm.ip}`);
+  const steady = await steadyRuns(loadGuest.netns);
+  results[server] = { ...(results[server] as object), storm100: s100, storm1000: s1000, steady, rss_kb_after_load_1000_vms: rssKb(pids()) };
+}
+
+/** imds: from the admin call to the new VM's guest getting its document, and the same for a user-data change. */
+async function imdsVmChange(sb: Sandbox, client: AdminClient): Promise<{ served_after_call_ms: number[]; served_after_response_ms: number[]; call_ms: number[]; userdata_ms: number[] }> {
+  const network = 'b3';
+  const vm: BenchVm = { ...vmOf(3, 250), ip: '198.51.100.253' };
+  const [guest] = await addGuests(sb, [vm], 'new');
+  const out = { served_after_call_ms: [] as number[], served_after_response_ms: [] as number[], call_ms: [] as number[], userdata_ms: [] as number[] };
+  for (let r = 0; r < RUNS * 3; r++) {
+    const expect = `vm-new-${r}`;
+    const body = { ...vm, hostname: expect, id: `c0000000-0000-4000-8000-${String(r).padStart(12, '0')}` };
+    const polled = pollUntil((guest as GuestRef).netns, '/openstack/latest/meta_data.json', (a) => a.status === 200 && a.body.includes(expect), 10_000);
+    await sleep(50);
+    const t0 = performance.now();
+    await client.call('POST', '/v1/vms', body);
+    const t1 = performance.now();
+    const seen = await polled;
+    out.call_ms.push(t1 - t0);
+    out.served_after_call_ms.push(seen.at - t0);
+    out.served_after_response_ms.push(seen.at - t1);
+    // A user-data change.
+    const newData = `#cloud-config\n# change ${r}\n`;
+    const polled2 = pollUntil((guest as GuestRef).netns, '/openstack/latest/user_data', (a) => a.status === 200 && a.body === newData, 10_000);
+    await sleep(50);
+    const t2 = performance.now();
+    await client.call('PATCH', `/v1/vms/${body.id}`, { user_data: newData });
+    out.userdata_ms.push((await polled2).at - t2);
+    await client.call('DELETE', `/v1/vms/${body.id}`);
+    void network;
+  }
+  return out;
+}
+
+async function imdsNetworkCreate(client: AdminClient): Promise<number[]> {
+  const times: number[] = [];
+  for (let r = 0; r < RUNS * 3; r++) {
+    const id = `nc${r}`;
+    const t0 = performance.now();
+    await client.call('POST', '/v1/networks', { id, cidr: '203.0.113.0/24', service_ip: '203.0.113.2' });
+    times.push(performance.now() - t0);
+    await client.call('DELETE', `/v1/networks/${id}`);
+  }
+  return times;
+}
+
+/** The peer: write the VM's files and the whole config, restart lighttpd, until the new VM is answered; another VM's outage meanwhile. */
+async function peerVmChange(sb: Sandbox, peers: Map<string, ChildProcess>, all: BenchVm[], guests: GuestRef[]): Promise<{ served_after_change_ms: number[]; write_ms: number[]; other_failed_probes: number[]; other_outage_ms: number[] }> {
+  const network = 'b3';
+  const ns = `${sb.nsPrefix}${network}`;
+  const dir = join(sb.dir, 'peer', network);
+  const netDef = networks(NETWORKS)[3] as { id: string; cidr: string; service_ip: string; gateway: string };
+  const base = all.filter((v) => v.network === network);
+  const vm: BenchVm = { ...vmOf(3, 250), ip: '198.51.100.253' };
+  const newGuest = guests.find((g) => g.vm.ip === '198.51.100.253' && g.vm.network === network) as GuestRef;
+  const other = guests.find((g) => g.vm.network === network) as GuestRef;
+  const out = { served_after_change_ms: [] as number[], write_ms: [] as number[], other_failed_probes: [] as number[], other_outage_ms: [] as number[] };
+  for (let r = 0; r < RUNS * 3; r++) {
+    const expect = `vm-new-${r}`;
+    const added = { ...vm, hostname: expect, id: `c0000000-0000-4000-8000-${String(r).padStart(12, '0')}` };
+    // Watch another VM of the same network throughout.
+    let watching = true;
+    let failed = 0;
+    let lastOk = performance.now();
+    let outage = 0;
+    const watcher = (async () => {
+      while (watching) {
+        const a = await probeOnce(other.netns, '/openstack/latest/meta_data.json', {}, 300);
+        const now = performance.now();
+        if (a.status === 200) {
+          outage = Math.max(outage, now - lastOk);
+          lastOk = now;
+        } else failed++;
+      }
+    })();
+    const polled = pollUntil(newGuest.netns, '/openstack/latest/meta_data.json', (a) => a.status === 200 && a.body.includes(expect), 20_000);
+    await sleep(100);
+    const t0 = performance.now();
+    writeVmFiles(join(dir, 'docroot'), netDef, added);
+    writeFileSync(join(dir, 'lighttpd.conf'), lighttpdConfig(join(dir, 'docroot'), 8775, [...base.map((v) => v.ip), added.ip]));
+    out.write_ms.push(performance.now() - t0);
+    const old = peers.get(network);
+    if (old) {
+      old.kill('SIGTERM');
+      await new Promise((res) => old.once('exit', res));
+    }
+    peers.set(network, startLighttpd(ns, join(dir, 'lighttpd.conf')));
+    const seen = await polled;
+    out.served_after_change_ms.push(seen.at - t0);
+    await sleep(300);
+    watching = false;
+    await watcher;
+    out.other_failed_probes.push(failed);
+    out.other_outage_ms.push(Math.round(outage));
+  }
+  return out;
+}
+
+/** Time from starting the daemon until every network answers (a probe from inside each namespace). */
+async function imdsRestart(sb: Sandbox, count: number): Promise<{ to_serving_ms: number[]; to_ready_ms: number[] }> {
+  const nets = Array.from({ length: count }, (_, k) => ({ id: `r${k}`, cidr: '192.0.2.0/24', service_ip: '192.0.2.2' }));
+  const vmsR = nets.map((n, k) => ({ id: `d0000000-0000-4000-8000-${String(k).padStart(12, '0')}`, network: n.id, ip: '192.0.2.10', mac: '52:54:00:aa:00:10', hostname: `r${k}` }));
+  const path = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: vmsR }, 'restart'), 'restart.yaml');
+  const first = await sb.startDaemon(path);
+  await first.stop();
+  const out = { to_serving_ms: [] as number[], to_ready_ms: [] as number[] };
+  for (let r = 0; r < RUNS; r++) {
+    const t0 = performance.now();
+    const d = await sb.startDaemon(path, { waitReady: false });
+    const pending = new Set(nets.map((n) => n.id));
+    while (pending.size > 0 && performance.now() - t0 < 30_000) {
+      await Promise.all(
+        [...pending].map(async (id, k) => {
+          const a = await probeOnce(`${sb.nsPrefix}${id}`, '/openstack/latest/meta_data.json', { 'x-imds-probe-vm': vmsR[Number(id.slice(1))]?.id ?? '' }, 300);
+          if (a.status === 200) pending.delete(id);
+          void k;
+        }),
+      );
+      if (pending.size > 0) await sleep(5);
+    }
+    out.to_serving_ms.push(performance.now() - t0);
+    await d.waitFor((l) => l['msg'] === 'ready', 60_000);
+    out.to_ready_ms.push(performance.now() - t0);
+    await d.stop();
+  }
+  return out;
+}
+
+async function peerRestart(sb: Sandbox, count: number): Promise<number[]> {
+  // One lighttpd per network (the zstack design), each with its one VM, in the namespaces the imds
+  // restart test left in place (same DNAT).
+  const times: number[] = [];
+  const confs = Array.from({ length: count }, (_, k) => {
+    const net = { id: `r${k}`, cidr: '192.0.2.0/24', service_ip: '192.0.2.2', gateway: '192.0.2.1' };
+    const vm: BenchVm = { ...vmOf(0, 0), id: `d0000000-0000-4000-8000-${String(k).padStart(12, '0')}`, network: net.id, ip: '192.0.2.10' };
+    return { ns: `${sb.nsPrefix}${net.id}`, conf: writePeer(join(sb.dir, 'peer-restart', net.id), net, [vm], 8775) };
+  });
+  for (let r = 0; r < RUNS; r++) {
+    const t0 = performance.now();
+    const procs = confs.map((c) => startLighttpd(c.ns, c.conf));
+    const pending = new Set(confs.map((c) => c.ns));
+    while (pending.size > 0 && performance.now() - t0 < 30_000) {
+      await Promise.all(
+        [...pending].map(async (ns) => {
+          const a = await probeOnce(ns, '/openstack/latest/meta_data.json', {}, 300);
+          if (a.status > 0) pending.delete(ns);
+        }),
+      );
+      if (pending.size > 0) await sleep(5);
+    }
+    times.push(performance.now() - t0);
+    for (const p of procs) p.kill('SIGKILL');
+    await sleep(300);
+  }
+  return times;
+}
+
+async function memory(sb: Sandbox): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  // imds with 10,000 VMs (40 networks × 250), after one request per network.
+  const nets = networks(BIG_NETWORKS);
+  const path = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: vms(BIG_NETWORKS) }, 'big'), 'big.yaml');
+  const d = await sb.startDaemon(path);
+  for (const n of nets) await probeOnce(`${sb.nsPrefix}${n.id}`, '/openstack/latest/meta_data.json', { 'x-imds-probe-vm': vmOf(Number(n.id.slice(1)), 0).id });
+  await sleep(1000);
+  out['imds_rss_kb_10000_vms'] = rssKb([d.pid]);
+  await d.stop();
+  // The peer with 10,000 VMs: 40 lighttpd, 250 VMs each, in the namespaces imds left in place.
+  const procs = nets.map((n, k) => startLighttpd(`${sb.nsPrefix}${n.id}`, writePeer(join(sb.dir, 'peer-big', n.id), n, vms(BIG_NETWORKS).slice(k * VMS_PER_NETWORK, (k + 1) * VMS_PER_NETWORK), 8775)));
+  await sleep(2000);
+  for (const n of nets) await probeOnce(`${sb.nsPrefix}${n.id}`, '/openstack/latest/meta_data.json');
+  out['peer_rss_kb_10000_vms'] = rssKb(procs.map((p) => p.pid as number));
+  out['peer_extra_kb_per_network'] = Math.round(out['peer_rss_kb_10000_vms'] / BIG_NETWORKS);
+  for (const p of procs) p.kill('SIGKILL');
+  // Extra memory per network: 1 network vs 1 + 100 networks, no VMs.
+  const one = sb.writeConfig(sb.config({ log_level: 'info', networks: [{ id: 'm0', cidr: '203.0.113.0/24', service_ip: '203.0.113.2' }] }, 'mem1'), 'mem1.yaml');
+  let m = await sb.startDaemon(one);
+  await sleep(1000);
+  const rssOne = rssKb([m.pid]);
+  await m.stop();
+  const many = sb.writeConfig(sb.config({ log_level: 'info', networks: Array.from({ length: 101 }, (_, k) => ({ id: `m${k}`, cidr: '203.0.113.0/24', service_ip: '203.0.113.2' })) }, 'mem101'), 'mem101.yaml');
+  m = await sb.startDaemon(many);
+  await sleep(1000);
+  out['imds_rss_kb_1_network'] = rssOne;
+  out['imds_rss_kb_101_networks'] = rssKb([m.pid]);
+  out['imds_extra_kb_per_network'] = Math.round((out['imds_rss_kb_101_networks'] - rssOne) / 100);
+  await m.stop();
+  return out;
+}
+
+function fmt(n: number, digits = 0): string {
+  return Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a';
+}
+
+function report(): string {
+  const im = results['imds'] as Record<string, unknown>;
+  const pe = results['peer'] as Record<string, unknown>;
+  const rows: string[][] = [['measure', 'imds', 'peer (lighttpd)', 'imds/peer', 'target']];
+  const st = (r: Record<string, unknown>, k: string) => r[k] as StormStats[];
+  for (const k of ['storm100', 'storm1000']) {
+    const a = st(im, k);
+    const b = st(pe, k);
+    const g = k === 'storm100' ? '100' : '1,000';
+    rows.push([`boot storm ${g} guests: wall ms`, fmt(medianOf(a, 'wall_ms')), fmt(medianOf(b, 'wall_ms')), `${fmt(medianOf(b, 'wall_ms') / medianOf(a, 'wall_ms'), 2)}x faster`, k === 'storm1000' ? '>= 1.6x faster' : '']);
+    rows.push([`  request p50 / p99 ms`, `${fmt(medianOf(a, 'p50_ms'), 1)} / ${fmt(medianOf(a, 'p99_ms'), 1)}`, `${fmt(medianOf(b, 'p50_ms'), 1)} / ${fmt(medianOf(b, 'p99_ms'), 1)}`, '', '']);
+    rows.push([`  failures (all runs)`, fmt(a.reduce((s, x) => s + x.failures, 0)), fmt(b.reduce((s, x) => s + x.failures, 0)), '', k === 'storm1000' ? '0' : '']);
+    rows.push([`  server CPU µs/request`, fmt(medianOf(a, 'server_cpu_us_per_req')), fmt(medianOf(b, 'server_cpu_us_per_req')), '', '']);
+  }
+  const sa = im['steady'] as Record<string, WrkResult[]>;
+  const sp = pe['steady'] as Record<string, WrkResult[]>;
+  for (const c of ['c1', 'c16', 'c128']) {
+    const a = sa[c] as WrkResult[];
+    const b = sp[c] as WrkResult[];
+    rows.push([`steady ${c}: req/s`, fmt(medianOf(a, 'rps')), fmt(medianOf(b, 'rps')), `${fmt(medianOf(a, 'rps') / medianOf(b, 'rps'), 2)}x`, c === 'c16' ? '>= 1.5x' : '']);
+    rows.push([`  p50 / p99 µs`, `${fmt(medianOf(a, 'p50_us'))} / ${fmt(medianOf(a, 'p99_us'))}`, `${fmt(medianOf(b, 'p50_us'))} / ${fmt(medianOf(b, 'p99_us'))}`, `p99 ${fmt(medianOf(a, 'p99_us') / medianOf(b, 'p99_us'), 2)}x`, c === 'c16' ? 'p99 no worse' : '']);
+  }
+  const ivc = im['vm_change'] as Record<string, number[]>;
+  const pvc = pe['vm_change'] as Record<string, number[]>;
+  rows.push(['VM added -> guest served, ms after the call', fmt(median(ivc['served_after_call_ms'] ?? []), 1), fmt(median(pvc['served_after_change_ms'] ?? []), 1), `${fmt(median(pvc['served_after_change_ms'] ?? []) / median(ivc['served_after_call_ms'] ?? []), 0)}x faster`, '<= 5 ms']);
+  rows.push(['  admin call itself, ms', fmt(median(ivc['call_ms'] ?? []), 1), '', '', '']);
+  rows.push(['  user data changed -> served, ms', fmt(median(ivc['userdata_ms'] ?? []), 1), '', '', '']);
+  rows.push(['  another VM: failed probes / outage ms', '0 / 0', `${fmt(median(pvc['other_failed_probes'] ?? []))} / ${fmt(median(pvc['other_outage_ms'] ?? []))}`, '', '']);
+  rows.push(['network creation, ms', fmt(median(im['network_create_ms'] as number[]), 1), 'n/a', '', '< 50 ms']);
+  const rs = im['restart'] as Record<string, number[]>;
+  rows.push([`restart to all ${RESTART_NETWORKS} networks serving, ms`, fmt(median(rs['to_serving_ms'] ?? [])), fmt(median(pe['restart_ms'] as number[])), `${fmt(median(pe['restart_ms'] as number[]) / median(rs['to_serving_ms'] ?? []), 2)}x faster`, '< 1,000 ms']);
+  rows.push(['  to READY (all verified), ms', fmt(median(rs['to_ready_ms'] ?? [])), '', '', '']);
+  const mem = results['memory'] as Record<string, number>;
+  rows.push(['RSS with 1,000 VMs, MB', fmt((im['rss_kb_after_load_1000_vms'] as number) / 1024, 1), fmt((pe['rss_kb_after_load_1000_vms'] as number) / 1024, 1), '', '']);
+  rows.push(['RSS with 10,000 VMs, MB', fmt((mem['imds_rss_kb_10000_vms'] ?? 0) / 1024, 1), fmt((mem['peer_rss_kb_10000_vms'] ?? 0) / 1024, 1), '', '< 150 MB']);
+  rows.push(['extra memory per network, kB', fmt(mem['imds_extra_kb_per_network'] ?? 0), fmt(mem['peer_extra_kb_per_network'] ?? 0), '', '']);
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
+  return rows.map((r) => `| ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`).join('\n');
+}
+
+async function main(): Promise<void> {
+  const sb = new Sandbox('imdsbench-');
+  const peers = new Map<string, ChildProcess>();
+  let daemon: DaemonProcess | undefined;
+  const cleanup = async () => {
+    for (const p of peers.values()) p.kill('SIGKILL');
+    await sb.cleanup();
+  };
+  process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
+  try {
+    log(`imds bench: ${RUNS} run(s), ${SECONDS} s steady loads; sandbox ${sb.hv}`);
+    await buildStorm();
+    await sb.setup();
+    results['machine'] = {
+      host: hostname(),
+      cpus: cpus().length,
+      cpu_model: cpus()[0]?.model,
+      kernel: execFileSync('uname', ['-r']).toString().trim(),
+      node: process.version,
+      lighttpd: execFileSync('lighttpd', ['-v']).toString().split('\n')[0],
+      wrk: (await sh(['wrk', '-v'], { allowFailure: true })).stdout.split('\n')[0],
+      date: new Date().toISOString(),
+      runs: RUNS,
+      seconds: SECONDS,
+    };
+    const nets = networks(NETWORKS);
+    const all = vms(NETWORKS);
+    const cfg = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: all }));
+    daemon = await sb.startDaemon(cfg);
+    const d = daemon;
+    results['imds'] = { rss_kb_idle_1000_vms: rssKb([d.pid]) };
+    log(`creating ${all.length} guest namespaces`);
+    const guests = await addGuests(sb, all);
+    const f100 = writeStormFiles(join(sb.dir, 's100'), guests.slice(0, 100));
+    const f1000 = writeStormFiles(join(sb.dir, 's1000'), guests);
+
+    await measureServer('imds', () => [d.pid], guests, f100, f1000);
+    const client = new AdminClient(sb.adminSocket());
+    log('[imds] VM changes');
+    (results['imds'] as Record<string, unknown>)['vm_change'] = await imdsVmChange(sb, client);
+    log('[imds] network creation');
+    (results['imds'] as Record<string, unknown>)['network_create_ms'] = await imdsNetworkCreate(client);
+    await d.stop();
+    const newGuest = (await sb.namespaces()).filter((n) => n.includes('-new'));
+
+    log('[peer] starting one lighttpd per network');
+    nets.forEach((n, k) => {
+      const conf = writePeer(join(sb.dir, 'peer', n.id), n, all.slice(k * VMS_PER_NETWORK, (k + 1) * VMS_PER_NETWORK), 8775);
+      peers.set(n.id, startLighttpd(`${sb.nsPrefix}${n.id}`, conf));
+    });
+    await sleep(1500);
+    results['peer'] = { rss_kb_idle_1000_vms: rssKb([...peers.values()].map((p) => p.pid as number)) };
+    await measureServer('peer', () => [...peers.values()].map((p) => p.pid as number), guests, f100, f1000);
+    log('[peer] VM changes (rewrite config, restart)');
+    const newRef: GuestRef = { vm: { ...vmOf(3, 250), ip: '198.51.100.253' }, netns: newGuest[0] as string };
+    (results['peer'] as Record<string, unknown>)['vm_change'] = await peerVmChange(sb, peers, all, [...guests, newRef]);
+    for (const p of peers.values()) p.kill('SIGKILL');
+    peers.clear();
+
+    log(`[imds] restart with ${RESTART_NETWORKS} networks`);
+    (results['imds'] as Record<string, unknown>)['restart'] = await imdsRestart(sb, RESTART_NETWORKS);
+    log(`[peer] start ${RESTART_NETWORKS} lighttpd`);
+    (results['peer'] as Record<string, unknown>)['restart_ms'] = await peerRestart(sb, RESTART_NETWORKS);
+    log('memory with 10,000 VMs and per network');
+    results['memory'] = await memory(sb);
+
+    const table = report();
+    process.stdout.write(`\n${table}\n`);
+    const dir = join(ROOT, 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+    writeFileSync(file, `${JSON.stringify({ results, table }, null, 2)}\n`);
+    process.stdout.write(`\nraw results: ${file}\n`);
+  } finally {
+    await cleanup();
+  }
+}
+
+await main();
