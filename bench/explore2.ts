@@ -14,7 +14,8 @@ try {
   const nets = networks(K);
   const all = vms(K);
   const path = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: all }));
-  const d = await sb.startDaemon(path, process.env['PROF'] ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] } : {});
+  const nodeArgs = [...(process.env['PROF'] ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), ...(process.env['NODEARGS'] ?? '').split(' ').filter(Boolean)];
+  const d = await sb.startDaemon(path, nodeArgs.length === 0 ? {} : { nodeArgs });
   const guests = await addGuests(sb, all);
   const f1000 = writeStormFiles(join(sb.dir, 's1000'), guests);
   const wrkGuest = guests[125]!.netns;

@@ -17,6 +17,7 @@ import { probe } from './server/probe.ts';
 import { Inventory } from './store/inventory.ts';
 import { SqliteStore } from './store/sqlite-store.ts';
 import { createNotifier } from './systemd/notify.ts';
+import { collectGarbage } from './util/gc.ts';
 
 export const VERSION = '0.1.0';
 
@@ -153,6 +154,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
         listen_port: cfg.listen_port,
         namespace_prefix: cfg.namespace_prefix,
         seed_mode: cfg.seed_mode,
+        memory_kb: Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 1024)])),
       }),
     });
     cleanups.push(() => admin.close());
@@ -160,6 +162,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     const summary = await converge();
     await listenAdmin(admin, { path: cfg.admin_socket, ...(gid === undefined ? {} : { gid }) });
     const serving = summary.networks.filter((n) => n.state === 'serving').length;
+    collectGarbage(); // the configuration's seed and the store's load leave their garbage behind
     log.info({ networks: summary.networks.length, serving, vms: inventory.vmCount(), ms: summary.ms, admin_socket: cfg.admin_socket }, 'ready');
     await notifier.ready(`serving ${serving}/${summary.networks.length} networks, ${inventory.vmCount()} VMs`);
 
@@ -192,6 +195,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
         cfg = next;
         log.level = cfg.log_level;
         const result = await converge();
+        collectGarbage();
         log.info({ networks: result.networks.length, removed: result.removed, vms: inventory.vmCount(), ms: result.ms }, 'reloaded');
         return result;
       } finally {

@@ -6,7 +6,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { resolveMetaData, versionListing } from '../../src/documents/ec2.ts';
-import { materialise } from '../../src/documents/meta-data.ts';
 import { OPENSTACK_LISTING } from '../../src/documents/openstack.ts';
 import { networkSchema, vmSchema } from '../../src/model/schema.ts';
 import { MetadataIndex } from '../../src/store/metadata-index.ts';
@@ -31,14 +30,15 @@ export function writeVmFiles(docroot: string, net: { id: string; cidr: string; s
   if (e === undefined) throw new Error('peer: VM not indexed');
   const base = join(docroot, vm.ip);
   write(join(base, 'openstack'), OPENSTACK_LISTING);
-  write(join(base, 'meta_data.json'), materialise(e.metaData.get('2018-08-27') as never));
+  write(join(base, 'meta_data.json'), e.metaData('2018-08-27'));
   write(join(base, 'user_data'), e.userData ?? '');
-  write(join(base, 'vendor_data.json'), e.vendorData);
-  write(join(base, 'vendor_data2.json'), e.vendorData2);
-  write(join(base, 'network_data.json'), e.networkData);
+  write(join(base, 'vendor_data.json'), e.vendorData());
+  write(join(base, 'vendor_data2.json'), e.vendorData2());
+  write(join(base, 'network_data.json'), e.networkData());
   write(join(base, 'user-data'), e.userData ?? '');
   write(join(base, 'version'), versionListing(true));
-  const md = (segments: string[]) => resolveMetaData(e.ec2, '2009-04-04', segments) ?? '';
+  const ec2 = e.ec2();
+  const md = (segments: string[]) => resolveMetaData(ec2, '2009-04-04', segments) ?? '';
   write(join(base, 'meta-data', 'index'), md([]));
   for (const leaf of ['ami-id', 'ami-launch-index', 'ami-manifest-path', 'hostname', 'instance-action', 'instance-id', 'instance-type', 'local-hostname', 'local-ipv4', 'public-hostname', 'reservation-id', 'security-groups']) {
     write(join(base, 'meta-data', leaf), md([leaf]));

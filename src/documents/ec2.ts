@@ -1,6 +1,6 @@
 // The EC2-compatible tree (metadata-api.md §8): versions, the meta-data dictionary as Nova's
 // get_ec2_metadata builds it, gated by version, and its listings as ec2_md_print prints them.
-import type { InstanceFacts } from './instance.ts';
+import { derivedIds, type InstanceFacts } from './instance.ts';
 
 export const EC2_VERSIONS = ['1.0', '2007-01-19', '2007-03-01', '2007-08-29', '2007-10-10', '2007-12-15', '2008-02-01', '2008-09-01', '2009-04-04'] as const;
 export type Ec2Version = (typeof EC2_VERSIONS)[number];
@@ -42,21 +42,22 @@ export interface Ec2Dir {
 /** The full (newest) meta-data dictionary of a VM; older versions see a subset of its keys. */
 export function ec2MetaData(facts: InstanceFacts): Ec2Dir {
   const vm = facts.vm;
+  const ids = derivedIds(facts);
   const root = vm.root_device_name ?? '/dev/vda';
   const md: Record<string, Ec2Node> = {
-    'ami-id': facts.ids.ami,
+    'ami-id': ids.ami,
     'ami-launch-index': String(facts.launchIndex),
     'ami-manifest-path': 'FIXME',
     'block-device-mapping': { ami: root.replace(/^\/dev\//, ''), root },
     hostname: facts.hostname,
     'instance-action': 'none',
-    'instance-id': facts.ids.ec2Instance,
+    'instance-id': ids.ec2Instance,
     'instance-type': vm.instance_type ?? 'm1.small',
     'local-hostname': facts.hostname,
     'local-ipv4': vm.ip,
     placement: { 'availability-zone': facts.availabilityZone },
     'public-hostname': facts.hostname,
-    'reservation-id': facts.ids.reservation,
+    'reservation-id': ids.reservation,
     'security-groups': vm.security_groups ?? ['default'],
   };
   if (vm.public_ipv4 !== undefined) md['public-ipv4'] = vm.public_ipv4;

@@ -17,23 +17,24 @@ export interface InstanceFacts {
   userData: Buffer | undefined;
   /** Vendor data: the network's defaults with the VM's values merged over them. */
   vendorData: Readonly<Record<string, unknown>>;
-  /** Stable identifiers derived from the VM and network ids (Nova would take them from its DB). */
-  ids: {
-    /** Neutron-style port UUID of the VM's interface. */
-    port: string;
-    /** Host-side device name of that port, as Nova names it (`tap` + 11 characters). */
-    tap: string;
-    /** Neutron-style network UUID. */
-    network: string;
-    /** EC2 `i-` + 8 hex digits. */
-    ec2Instance: string;
-    /** EC2 `r-` + 8 characters of [0-9a-z]. */
-    reservation: string;
-    /** EC2 `ami-` + 8 hex digits, or Nova's literal `None` without an image. */
-    ami: string;
-  };
   network: Network;
   vm: Vm;
+}
+
+/** Stable identifiers derived from the VM and network ids (Nova would take them from its DB). */
+export interface DerivedIds {
+  /** Neutron-style port UUID of the VM's interface. */
+  port: string;
+  /** Host-side device name of that port, as Nova names it (`tap` + 11 characters). */
+  tap: string;
+  /** Neutron-style network UUID. */
+  network: string;
+  /** EC2 `i-` + 8 hex digits. */
+  ec2Instance: string;
+  /** EC2 `r-` + 8 characters of [0-9a-z]. */
+  reservation: string;
+  /** EC2 `ami-` + 8 hex digits, or Nova's literal `None` without an image. */
+  ami: string;
 }
 
 export interface Defaults {
@@ -79,16 +80,24 @@ export function instanceFacts(vm: Vm, network: Network, defaults: Defaults): Ins
     meta,
     publicKeys: Object.entries(vm.public_keys ?? {}),
     userData: vm.user_data,
-    vendorData: { ...(network.vendor_data ?? {}), ...(vm.vendor_data ?? {}) },
-    ids: {
-      port: derivedUuid(`port:${network.id}:${vm.id}`),
-      tap: `tap${derivedUuid(`port:${network.id}:${vm.id}`).slice(0, 11)}`,
-      network: derivedUuid(`network:${network.id}`),
-      ec2Instance: `i-${digest(`ec2-instance:${vm.id}`).toString('hex').slice(0, 8)}`,
-      reservation: `r-${base36(digest(`ec2-reservation:${vm.id}`), 8)}`,
-      ami: vm.image_id === undefined ? 'None' : `ami-${digest(`ec2-image:${vm.image_id}`).toString('hex').slice(0, 8)}`,
-    },
+    vendorData: vm.vendor_data === undefined ? (network.vendor_data ?? NO_VENDOR_DATA) : { ...(network.vendor_data ?? {}), ...vm.vendor_data },
     network,
     vm,
+  };
+}
+
+const NO_VENDOR_DATA: Readonly<Record<string, unknown>> = Object.freeze({});
+
+/** The derived ids, computed when asked (EC2 and network_data.json answers, once or twice per boot). */
+export function derivedIds(facts: InstanceFacts): DerivedIds {
+  const { vm, network } = facts;
+  const port = derivedUuid(`port:${network.id}:${vm.id}`);
+  return {
+    port,
+    tap: `tap${port.slice(0, 11)}`,
+    network: derivedUuid(`network:${network.id}`),
+    ec2Instance: `i-${digest(`ec2-instance:${vm.id}`).toString('hex').slice(0, 8)}`,
+    reservation: `r-${base36(digest(`ec2-reservation:${vm.id}`), 8)}`,
+    ami: vm.image_id === undefined ? 'None' : `ami-${digest(`ec2-image:${vm.image_id}`).toString('hex').slice(0, 8)}`,
   };
 }

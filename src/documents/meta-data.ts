@@ -28,28 +28,6 @@ function keyType(data: string): 'ssh' | 'x509' {
   return data.startsWith('-----BEGIN CERTIFICATE-----') ? 'x509' : 'ssh';
 }
 
-/** A JSON document with an optional hole for a fresh random seed. */
-export interface SeededDocument {
-  head: Buffer;
-  /** undefined when the document has no random seed. */
-  tail: Buffer | undefined;
-}
-
-export function renderSeeded(fields: [string, unknown][]): SeededDocument {
-  const parts: string[] = [];
-  let head: string | undefined;
-  for (const [key, value] of fields) {
-    if (value === RANDOM_SEED) {
-      head = `{${[...parts, `${pythonJson(key)}: "`].join(', ')}`;
-      parts.length = 0;
-      continue;
-    }
-    parts.push(`${pythonJson(key)}: ${pythonJson(value)}`);
-  }
-  if (head === undefined) return { head: Buffer.from(`{${parts.join(', ')}}`), tail: undefined };
-  return { head: Buffer.from(head), tail: Buffer.from(`"${parts.length > 0 ? `, ${parts.join(', ')}` : ''}}`) };
-}
-
 /** Fresh seeds are made 64 at a time: one getrandom call for all of them instead of one each. */
 const SEED_BATCH = 64;
 let seeds: Buffer[] = [];
@@ -61,14 +39,4 @@ export function randomSeed(): Buffer {
     seeds = Array.from({ length: SEED_BATCH }, (_, i) => Buffer.from(bytes.subarray(i * 512, (i + 1) * 512).toString('base64'), 'latin1'));
   }
   return seeds.pop() as Buffer;
-}
-
-export function materialise(doc: SeededDocument): Buffer {
-  if (doc.tail === undefined) return doc.head;
-  const seed = randomSeed();
-  const out = Buffer.allocUnsafe(doc.head.length + seed.length + doc.tail.length);
-  doc.head.copy(out, 0);
-  seed.copy(out, doc.head.length);
-  doc.tail.copy(out, doc.head.length + seed.length);
-  return out;
 }

@@ -40,6 +40,7 @@ import {
   vmView,
 } from './admin/schemas.ts';
 import type { ProbeResult } from './probe.ts';
+import { collectGarbage } from '../util/gc.ts';
 
 export const API_VERSION = '1.0.0';
 
@@ -240,6 +241,7 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
     const vms = (req.body.vms ?? []).map((v, i) => parseModel(vmSchema, vmInput(v), ['vms', i]));
     const before = new Set(inventory.networkList().map((n) => n.id));
     const result = inventory.applyBatch({ networks, vms }, { origin: 'api' });
+    if (vms.length >= 1000) collectGarbage();
     if (networks.length > 0) {
       const summary = await deps.converge();
       const failed = summary.networks.filter((s) => s.state !== 'serving' && networks.some((n) => n.id === s.network));

@@ -1,7 +1,6 @@
 // What a guest's GET (or HEAD) gets: one function from (caller, path) to an answer, used by both the
 // fast path and the Fastify app, so the two cannot disagree. Pure apart from the random seed.
 import { EC2_VERSIONS, resolveEc2Version, resolveMetaData, versionListing } from '../documents/ec2.ts';
-import { materialise, type SeededDocument } from '../documents/meta-data.ts';
 import { hasFile, OPENSTACK_LISTING, versionDirectory } from '../documents/openstack.ts';
 import { resolveOpenStackVersion, type OpenStackVersion } from '../documents/versions.ts';
 import type { VmEntry } from '../store/metadata-index.ts';
@@ -60,15 +59,15 @@ function openstack(vm: VmEntry, segments: string[], password: (vmId: string) => 
   if (!hasFile(version, file)) return NOT_FOUND;
   switch (file) {
     case 'meta_data.json':
-      return ok(CONTENT_TYPE.json, materialise(vm.metaData.get(version) as SeededDocument));
+      return ok(CONTENT_TYPE.json, vm.metaData(version));
     case 'user_data':
       return vm.userData === undefined ? NOT_FOUND : ok(CONTENT_TYPE.text, vm.userData);
     case 'vendor_data.json':
-      return ok(CONTENT_TYPE.json, vm.vendorData);
+      return ok(CONTENT_TYPE.json, vm.vendorData());
     case 'vendor_data2.json':
-      return ok(CONTENT_TYPE.json, vm.vendorData2);
+      return ok(CONTENT_TYPE.json, vm.vendorData2());
     case 'network_data.json':
-      return ok(CONTENT_TYPE.text, vm.networkData);
+      return ok(CONTENT_TYPE.text, vm.networkData());
     case 'password': {
       if (method !== 'GET') return PASSWORD_METHOD;
       const value = password(vm.facts.uuid);
@@ -85,7 +84,7 @@ function ec2(vm: VmEntry, segments: string[]): Answer {
   if (segments.length === 1) return ok(CONTENT_TYPE.text, Buffer.from(versionListing(vm.userData !== undefined)));
   if (segments[1] === 'user-data' && segments.length === 2) return vm.userData === undefined ? NOT_FOUND : ok(CONTENT_TYPE.text, vm.userData);
   if (segments[1] !== 'meta-data') return NOT_FOUND;
-  const body = resolveMetaData(vm.ec2, version, segments.slice(2));
+  const body = resolveMetaData(vm.ec2(), version, segments.slice(2));
   return body === undefined ? NOT_FOUND : ok(CONTENT_TYPE.text, Buffer.from(body));
 }
 

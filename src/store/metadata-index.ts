@@ -3,56 +3,110 @@
 // request path.
 import { ec2MetaData, type Ec2Dir } from '../documents/ec2.ts';
 import { instanceFacts, type Defaults, type InstanceFacts } from '../documents/instance.ts';
-import { metaDataFields, renderSeeded, type SeededDocument } from '../documents/meta-data.ts';
+import { metaDataFields, randomSeed } from '../documents/meta-data.ts';
 import { networkData } from '../documents/network-data.ts';
 import { pythonJson } from '../documents/python-json.ts';
-import { OPENSTACK_VERSIONS, type OpenStackVersion } from '../documents/versions.ts';
+import type { OpenStackVersion } from '../documents/versions.ts';
 import type { Network, Vm } from '../model/schema.ts';
 
 /** Versions at which meta_data.json gains a field; every other version equals the one before. */
 const META_DATA_CHANGES: readonly OpenStackVersion[] = ['2012-08-10', '2013-04-04', '2015-10-15', '2016-06-30', '2020-10-14'];
 
-function metaDataBase(version: OpenStackVersion): OpenStackVersion {
-  let base: OpenStackVersion = META_DATA_CHANGES[0] as OpenStackVersion;
-  for (const v of META_DATA_CHANGES) if (v <= version) base = v;
+/** Index in META_DATA_CHANGES of the version whose meta_data.json `version` has. */
+function metaDataBase(version: OpenStackVersion): number {
+  let base = 0;
+  META_DATA_CHANGES.forEach((v, i) => {
+    if (v <= version) base = i;
+  });
   return base;
 }
 
-export interface VmEntry {
+/**
+ * Byte strings many VMs share (the end of meta_data.json after the random seed, vendor data), kept
+ * once. Keys are the text; a network's VMs mostly share one project id and one vendor data.
+ */
+const shared = new Map<string, Buffer>();
+function intern(text: string): Buffer {
+  let buf = shared.get(text);
+  if (buf === undefined) {
+    if (shared.size > 100_000) shared.clear();
+    shared.set(text, (buf = Buffer.from(text)));
+  }
+  return buf;
+}
+
+const SEED_OPEN = Buffer.from(', "random_seed": "');
+const CLOSE = Buffer.from('}');
+
+/**
+ * One VM's precomputed answers. meta_data.json is kept as the bytes every version shares (the
+ * fields before random_seed) plus, per version, a shared tail; network_data.json and the EC2
+ * dictionary are derived from the facts when asked (once or twice per boot), which keeps the
+ * index at a few kB per VM.
+ */
+export class VmEntry {
   readonly facts: InstanceFacts;
-  readonly metaData: ReadonlyMap<OpenStackVersion, SeededDocument>;
   readonly userData: Buffer | undefined;
-  readonly networkData: Buffer;
-  readonly vendorData: Buffer;
-  readonly vendorData2: Buffer;
+  private readonly metaHead: Buffer;
+  /** Per META_DATA_CHANGES entry: the tail after the seed (undefined: that version has no seed). */
+  private readonly metaTails: readonly (Buffer | undefined)[];
+  private readonly vendor: Buffer;
+  private readonly vendor2: Buffer;
+
+  constructor(facts: InstanceFacts) {
+    this.facts = facts;
+    this.userData = facts.userData;
+    const newest = metaDataFields(facts, META_DATA_CHANGES[META_DATA_CHANGES.length - 1] as OpenStackVersion);
+    const seedAt = newest.findIndex(([k]) => k === 'random_seed');
+    this.metaHead = Buffer.from(`{${newest.slice(0, seedAt).map(([k, v]) => `${pythonJson(k)}: ${pythonJson(v)}`).join(', ')}`);
+    this.metaTails = META_DATA_CHANGES.map((base) => {
+      const fields = metaDataFields(facts, base);
+      const at = fields.findIndex(([k]) => k === 'random_seed');
+      if (at === -1) return undefined;
+      return intern(`"${fields.slice(at + 1).map(([k, v]) => `, ${pythonJson(k)}: ${pythonJson(v)}`).join('')}}`);
+    });
+    this.vendor = intern(pythonJson(facts.vendorData));
+    this.vendor2 = intern(pythonJson({ static: facts.vendorData }));
+  }
+
+  /** meta_data.json at `version`, with a fresh random seed where the version has one. */
+  metaData(version: OpenStackVersion): Buffer {
+    const tail = this.metaTails[metaDataBase(version)];
+    if (tail === undefined) return Buffer.concat([this.metaHead, CLOSE]);
+    const seed = randomSeed();
+    const out = Buffer.allocUnsafe(this.metaHead.length + SEED_OPEN.length + seed.length + tail.length);
+    let at = this.metaHead.copy(out, 0);
+    at += SEED_OPEN.copy(out, at);
+    at += seed.copy(out, at);
+    tail.copy(out, at);
+    return out;
+  }
+
+  networkData(): Buffer {
+    return Buffer.from(pythonJson(networkData(this.facts)));
+  }
+
+  vendorData(): Buffer {
+    return this.vendor;
+  }
+
+  vendorData2(): Buffer {
+    return this.vendor2;
+  }
+
   /** The EC2 meta-data dictionary (newest version; older ones see fewer keys). */
-  readonly ec2: Ec2Dir;
+  ec2(): Ec2Dir {
+    return ec2MetaData(this.facts);
+  }
+}
+
+export function buildVmEntry(vm: Vm, network: Network, defaults: Defaults): VmEntry {
+  return new VmEntry(instanceFacts(vm, network, defaults));
 }
 
 export interface NetworkEntry {
   readonly network: Network;
   readonly byIp: Map<string, VmEntry>;
-}
-
-export function buildVmEntry(vm: Vm, network: Network, defaults: Defaults): VmEntry {
-  const facts = instanceFacts(vm, network, defaults);
-  const byBase = new Map<OpenStackVersion, SeededDocument>();
-  const metaData = new Map<OpenStackVersion, SeededDocument>();
-  for (const version of OPENSTACK_VERSIONS) {
-    const base = metaDataBase(version);
-    let doc = byBase.get(base);
-    if (doc === undefined) byBase.set(base, (doc = renderSeeded(metaDataFields(facts, base))));
-    metaData.set(version, doc);
-  }
-  return {
-    facts,
-    metaData,
-    userData: facts.userData,
-    networkData: Buffer.from(pythonJson(networkData(facts))),
-    vendorData: Buffer.from(pythonJson(facts.vendorData)),
-    vendorData2: Buffer.from(pythonJson({ static: facts.vendorData })),
-    ec2: ec2MetaData(facts),
-  };
 }
 
 export class MetadataIndex {

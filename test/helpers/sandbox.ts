@@ -13,6 +13,8 @@ import { createRunner, type RunResult } from '../../src/netns/run.ts';
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
 export const MAIN = join(ROOT, 'dist', 'main.js');
+/** The launcher operators run (it carries the daemon's Node flags). */
+export const BIN = join(ROOT, 'bin', 'imds');
 export const isRoot = process.getuid?.() === 0;
 export const TEST_PREFIX = 'imdstest-';
 
@@ -176,7 +178,8 @@ export class Sandbox {
 
   /** Starts `imds serve` in the hypervisor namespace and waits for its `ready` log line. */
   async startDaemon(configPath: string, options: { waitReady?: boolean; env?: Record<string, string>; nodeArgs?: string[] } = {}): Promise<DaemonProcess> {
-    const child = spawn('nsenter', [`--net=/run/netns/${this.hv}`, '--', process.execPath, ...(options.nodeArgs ?? []), MAIN, 'serve', '--config', configPath], {
+    const launcher = options.nodeArgs === undefined ? [BIN] : [process.execPath, ...options.nodeArgs, MAIN];
+    const child = spawn('nsenter', [`--net=/run/netns/${this.hv}`, '--', ...launcher, 'serve', '--config', configPath], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...(options.env ?? {}) },
     });

@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import { EC2_VERSIONS, ec2MetaData, resolveEc2Version, resolveMetaData } from '../../src/documents/ec2.ts';
 import { instanceFacts } from '../../src/documents/instance.ts';
 import { hasFile, versionDirectory } from '../../src/documents/openstack.ts';
-import { materialise, metaDataFields, renderSeeded } from '../../src/documents/meta-data.ts';
+import { metaDataFields } from '../../src/documents/meta-data.ts';
+import { VmEntry } from '../../src/store/metadata-index.ts';
 import { pythonJson } from '../../src/documents/python-json.ts';
 import { OPENSTACK_VERSIONS, resolveOpenStackVersion } from '../../src/documents/versions.ts';
 import { networkSchema, vmSchema } from '../../src/model/schema.ts';
@@ -46,9 +47,9 @@ describe('meta_data.json', () => {
   });
 
   it('renders byte-exact JSON with a fresh 684-character random seed per materialisation', () => {
-    const doc = renderSeeded(metaDataFields(facts, '2025-04-04'));
-    const one = materialise(doc).toString();
-    const two = materialise(doc).toString();
+    const entry = new VmEntry(facts);
+    const one = entry.metaData('2025-04-04').toString();
+    const two = entry.metaData('2025-04-04').toString();
     const parsed = JSON.parse(one) as Record<string, unknown>;
     assert.equal((parsed['random_seed'] as string).length, 684);
     assert.equal(Buffer.from(parsed['random_seed'] as string, 'base64').length, 512);
@@ -59,7 +60,7 @@ describe('meta_data.json', () => {
         '"keys": [{"name": "deploy", "type": "ssh", "data": "ssh-ed25519 AAAA deploy@build"}], "hostname": "vm1.novalocal", "name": "vm1", ' +
         '"launch_index": 0, "availability_zone": "az1", "random_seed": "SEED", "project_id": "8e1f0c2d4b6a49c7a3e5d7f9b1c2e4a6", "devices": [], "dedicated_cpus": []}',
     );
-    const old = materialise(renderSeeded(metaDataFields(facts, '2012-08-10'))).toString();
+    const old = entry.metaData('2012-08-10').toString();
     assert.ok(!old.includes('random_seed'));
     assert.deepEqual(JSON.parse(old), {
       uuid: vm.id,
