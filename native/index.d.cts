@@ -4,3 +4,7 @@ export function listenInNetns(nsPath: string, ip: string, port: number, backlog:
 export function setIpTtl(fd: number, ttl: number): void;
 /** Creates an unconnected IPv4 TCP socket inside the namespace pinned at nsPath; returns its fd. */
 export function socketInNetns(nsPath: string): number;
+/** Moves the calling thread into the namespace; returns an fd for restoreNetns. */
+export function enterNetns(nsPath: string): number;
+/** Moves the calling thread back (aborts the process if it cannot). */
+export function restoreNetns(savedFd: number): void;

@@ -10,6 +10,11 @@
 //   Creates an unconnected IPv4 TCP socket inside the namespace (for the daemon's own requests
 //   through a namespace, e.g. `imds vm get`); wrap it with new net.Socket({ fd }) and connect.
 //
+// enterNetns(nsPath) -> savedFd, restoreNetns(savedFd)
+//   Moves the calling thread into a namespace and back. Only for starting a child process there:
+//   child_process.spawn forks synchronously, and the child inherits the thread's namespace (no
+//   nsenter, and unlike `ip -n` no private mount namespace). Callers restore in a finally block.
+//
 // setIpTtl(fd, ttl)
 //   Sets IP_TTL on a connected socket (hop limit for selected replies).
 //
@@ -182,6 +187,48 @@ static napi_value socket_in_netns(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value enter_netns(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char path[4096];
+  size_t len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1)
+    return throw_type(env, "enterNetns(nsPath) needs 1 argument");
+  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len == 0 ||
+      len >= sizeof path - 1)
+    return throw_type(env, "nsPath must be a non-empty string");
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) return throw_errno(env, "open own netns", errno);
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int err = errno;
+    close(self);
+    return throw_errno(env, "open target netns", err);
+  }
+  int rc = setns(target, CLONE_NEWNET);
+  int err = errno;
+  close(target);
+  if (rc < 0) {
+    close(self);
+    return throw_errno(env, "setns", err);
+  }
+  napi_value out;
+  napi_create_int32(env, self, &out);
+  return out;
+}
+
+static napi_value restore_netns(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
+    return throw_type(env, "restoreNetns(savedFd) needs the fd enterNetns returned");
+  if (setns(fd, CLONE_NEWNET) < 0) abort();  // never continue in the wrong namespace
+  close(fd);
+  return NULL;
+}
+
 static napi_value set_ip_ttl(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -204,6 +251,10 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "listenInNetns", fn);
   napi_create_function(env, "socketInNetns", NAPI_AUTO_LENGTH, socket_in_netns, NULL, &fn);
   napi_set_named_property(env, exports, "socketInNetns", fn);
+  napi_create_function(env, "enterNetns", NAPI_AUTO_LENGTH, enter_netns, NULL, &fn);
+  napi_set_named_property(env, exports, "enterNetns", fn);
+  napi_create_function(env, "restoreNetns", NAPI_AUTO_LENGTH, restore_netns, NULL, &fn);
+  napi_set_named_property(env, exports, "restoreNetns", fn);
   napi_create_function(env, "setIpTtl", NAPI_AUTO_LENGTH, set_ip_ttl, NULL, &fn);
   napi_set_named_property(env, exports, "setIpTtl", fn);
   return exports;

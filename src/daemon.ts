@@ -131,11 +131,17 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     const converge = (): Promise<ReconcileSummary> => rec.reconcile(inventory.networkList());
     const notifier = createNotifier(runner, log);
 
+    // Serve first: every network whose namespace survived (a restart) answers guests from here on,
+    // before anything is verified or the admin API exists.
+    const opened = await rec.listenExisting(inventory.networkList());
+    if (opened > 0) log.info({ networks: opened, ms_since_start: Math.round(performance.now()) }, 'serving existing networks');
+
     const admin = await buildAdminApp({
       inventory,
       log,
       metrics,
       converge,
+      convergeNetwork: (id) => rec.reconcile(inventory.networkList(), [id]),
       statusOf: (network) => rec.statusOf(network),
       probe: async (network, vmId, path, method) => {
         const netns = listeners.netnsOf(network);

@@ -4,7 +4,7 @@ import { readdir } from 'node:fs/promises';
 import { NFT_TABLE } from '../model/names.ts';
 import { parseLinks, type LinkState } from '../netns/iproute.ts';
 import { parseTable, type TableState } from '../netns/nft.ts';
-import { inNetns, NETNS_RUN_DIR, type Runner } from '../netns/run.ts';
+import { NETNS_RUN_DIR, type Runner } from '../netns/run.ts';
 import { mapLimit } from '../util/concurrency.ts';
 
 export interface ObservedNamespace {
@@ -35,10 +35,22 @@ export async function observeHostLinks(runner: Runner): Promise<Map<string, Link
   return parseLinks((await runner.run(['ip', '-j', '-d', 'link', 'show'])).stdout);
 }
 
+/** Only the named links (absent ones are simply missing): one `ip -batch`, whatever else the host has. */
+export async function observeHostLinksNamed(runner: Runner, names: readonly string[]): Promise<Map<string, LinkState>> {
+  const out = new Map<string, LinkState>();
+  if (names.length === 0) return out;
+  const result = await runner.run(['ip', '-j', '-d', '-force', '-batch', '-'], { stdin: `${names.map((n) => `link show dev ${n}`).join('\n')}\n`, allowFailure: true });
+  for (const line of result.stdout.split('\n')) {
+    if (line.trim() === '') continue;
+    for (const [name, link] of parseLinks(line)) out.set(name, link);
+  }
+  return out;
+}
+
 export async function observeNamespace(runner: Runner, netns: string): Promise<ObservedNamespace> {
   const [addr, nft] = await Promise.all([
-    runner.run(['ip', '-n', netns, '-j', 'addr', 'show']),
-    runner.run(inNetns(netns, ['nft', '-j', 'list', 'table', 'ip', NFT_TABLE]), { allowFailure: true }),
+    runner.run(['ip', '-j', 'addr', 'show'], { netns }),
+    runner.run(['nft', '-j', 'list', 'table', 'ip', NFT_TABLE], { netns, allowFailure: true }),
   ]);
   return { links: parseLinks(addr.stdout), table: nft.code === 0 ? parseTable(nft.stdout) : undefined };
 }
@@ -47,11 +59,16 @@ export interface ObserveOptions {
   namespacePrefix: string;
   /** Namespaces to look into (those that exist); the others are only listed. */
   lookInto: Iterable<string>;
+  /** Read only these host links (a targeted reconcile); all of them when undefined. */
+  hostLinks?: readonly string[];
   concurrency?: number;
 }
 
 export async function observe(runner: Runner, options: ObserveOptions): Promise<ObservedState> {
-  const [hostLinks, namespaces] = await Promise.all([observeHostLinks(runner), listNamespaces(options.namespacePrefix)]);
+  const [hostLinks, namespaces] = await Promise.all([
+    options.hostLinks === undefined ? observeHostLinks(runner) : observeHostLinksNamed(runner, options.hostLinks),
+    listNamespaces(options.namespacePrefix),
+  ]);
   const targets = [...new Set(options.lookInto)].filter((ns) => namespaces.has(ns));
   // A namespace that vanished between the listing and the look inside counts as absent.
   const contents = await mapLimit(targets, options.concurrency ?? 4, (ns) => observeNamespace(runner, ns).catch(() => undefined));

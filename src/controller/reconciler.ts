@@ -10,7 +10,7 @@ import { mapLimit } from '../util/concurrency.ts';
 import { applyNetworkPlan } from './apply.ts';
 import { desiredState } from './desired.ts';
 import { listNamespaces, observe } from './observe.ts';
-import { plan, type Plan } from './plan.ts';
+import { plan, planNetwork, type Plan } from './plan.ts';
 
 export interface NetworkStatus {
   network: string;
@@ -56,31 +56,54 @@ export class Reconciler {
     return this.status.get(network);
   }
 
-  /** Queues a reconcile towards `networks`; runs never overlap. */
-  reconcile(networks: readonly Network[]): Promise<ReconcileSummary> {
-    const run = this.queue.then(() => this.run(networks));
+  /**
+   * Queues a reconcile towards `networks`; runs never overlap. With `only`, just those networks
+   * are observed and converged (an admin call about one network: nothing else is looked at, and
+   * nothing is removed); without it, everything, orphans included.
+   */
+  reconcile(networks: readonly Network[], only?: readonly string[]): Promise<ReconcileSummary> {
+    const run = this.queue.then(() => this.run(networks, only));
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async run(networks: readonly Network[]): Promise<ReconcileSummary> {
+  /** Opens the sockets of every declared network whose namespace exists: a restart serves at once. */
+  async listenExisting(networks: readonly Network[]): Promise<number> {
+    const desired = desiredState({ namespacePrefix: this.deps.namespacePrefix, listenPort: this.deps.listenPort, networks });
+    const present = await listNamespaces(this.deps.namespacePrefix);
+    let opened = 0;
+    for (const d of desired.networks.values()) {
+      if (present.has(d.netns) && !this.deps.listeners.has(d.id)) {
+        try {
+          await this.deps.listeners.listen(d.id, d.netns);
+          opened++;
+        } catch (err) {
+          this.deps.log.debug({ network: d.id, err: messageOf(err) }, 'early listen failed');
+        }
+      }
+    }
+    return opened;
+  }
+
+  private async run(networks: readonly Network[], only: readonly string[] | undefined): Promise<ReconcileSummary> {
     const { runner, listeners, log } = this.deps;
     const started = performance.now();
     const desired = desiredState({ namespacePrefix: this.deps.namespacePrefix, listenPort: this.deps.listenPort, networks });
+    const targets = [...desired.networks.values()].filter((d) => only === undefined || only.includes(d.id));
 
     // Serve at once wherever the namespace is already there (restart, reload).
-    const present = await listNamespaces(this.deps.namespacePrefix);
-    for (const d of desired.networks.values()) {
-      if (present.has(d.netns) && !listeners.has(d.id)) {
-        await listeners.listen(d.id, d.netns).catch((err: unknown) => log.debug({ network: d.id, err: messageOf(err) }, 'early listen failed'));
-      }
-    }
+    await this.listenExisting(networks.filter((n) => only === undefined || only.includes(n.id)));
 
-    const observed = await observe(runner, { namespacePrefix: this.deps.namespacePrefix, lookInto: [...desired.networks.values()].map((d) => d.netns) });
-    const p: Plan = plan(desired, observed);
+    const observed = await observe(runner, {
+      namespacePrefix: this.deps.namespacePrefix,
+      lookInto: targets.map((d) => d.netns),
+      ...(only === undefined ? {} : { hostLinks: targets.flatMap((d) => [d.bridge, d.outer, ...(d.uplink === undefined ? [] : [d.uplink])]) }),
+    });
+    const p: Plan = only === undefined ? plan(desired, observed) : { removals: [], networks: targets.map((d) => planNetwork(d, observed)) };
 
     // A socket pins its namespace: close it before the namespace is removed or rebuilt.
     for (const network of listeners.networks()) {
+      if (only !== undefined && !only.includes(network)) continue;
       const d = desired.networks.get(network);
       const rebuilt = p.networks.find((np) => np.network === network)?.steps.some((s) => s.kind === 'netns-add') ?? false;
       if (d === undefined || rebuilt || listeners.netnsOf(network) !== d.netns) await listeners.close(network);

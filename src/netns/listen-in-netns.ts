@@ -1,11 +1,13 @@
 // Opens the per-network listening socket inside its namespace through the setns addon.
 import { createRequire } from 'node:module';
 import { ImdsError } from '../errors.ts';
-import { netnsPath } from './run.ts';
+import { netnsPath } from './paths.ts';
 
 interface Addon {
   listenInNetns(nsPath: string, ip: string, port: number, backlog: number, reusePort: boolean): number;
   socketInNetns(nsPath: string): number;
+  enterNetns(nsPath: string): number;
+  restoreNetns(savedFd: number): void;
   setIpTtl(fd: number, ttl: number): void;
 }
 
@@ -54,5 +56,14 @@ export function socketInNetns(netns: string): number {
     return native.socketInNetns(netnsPath(netns));
   } catch (err) {
     throw new ImdsError('NETNS_LISTEN_FAILED', `cannot open a socket in namespace ${netns}: ${(err as Error).message}`, { details: { netns }, cause: err });
+  }
+}
+
+/** The addon, or undefined when it cannot be loaded (callers fall back to nsenter). */
+export function addonIfAvailable(): Addon | undefined {
+  try {
+    return loadAddon();
+  } catch {
+    return undefined;
   }
 }

@@ -3,6 +3,10 @@
 import { spawn } from 'node:child_process';
 import { ImdsError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { addonIfAvailable } from './listen-in-netns.ts';
+import { netnsPath } from './paths.ts';
+
+export { NETNS_RUN_DIR, netnsPath } from './paths.ts';
 
 export interface RunOptions {
   /** Text written to the command's stdin (for `ip -batch -` and `nft -f -`). */
@@ -10,6 +14,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Resolve with the result instead of throwing when the command exits non-zero. */
   allowFailure?: boolean;
+  /** Run the command inside this named network namespace (network only; mounts are shared). */
+  netns?: string;
 }
 
 export interface RunResult {
@@ -35,13 +41,28 @@ export function createRunner(options: RunnerOptions = {}): Runner {
   const defaultTimeout = options.defaultTimeoutMs ?? 30_000;
   const log = options.log;
   return {
-    run(argv, runOptions = {}) {
+    run(argvIn, runOptions = {}) {
+      let argv = argvIn;
+      // Inside a namespace: start the child from within it through the addon (it inherits the
+      // thread's namespace at fork), else through nsenter.
+      const addon = runOptions.netns === undefined ? undefined : addonIfAvailable();
+      if (runOptions.netns !== undefined && addon === undefined) argv = inNetns(runOptions.netns, argv);
       const [file, ...args] = argv;
       if (file === undefined) return Promise.reject(new ImdsError('INTERNAL', 'empty argv'));
       const timeoutMs = runOptions.timeoutMs ?? defaultTimeout;
       const started = performance.now();
       return new Promise<RunResult>((resolve, reject) => {
-        const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+        let child: ReturnType<typeof spawn>;
+        if (addon !== undefined && runOptions.netns !== undefined) {
+          const saved = addon.enterNetns(netnsPath(runOptions.netns));
+          try {
+            child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+          } finally {
+            addon.restoreNetns(saved);
+          }
+        } else {
+          child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+        }
         const out: Buffer[] = [];
         const err: Buffer[] = [];
         let size = 0;
@@ -55,12 +76,12 @@ export function createRunner(options: RunnerOptions = {}): Runner {
           if (size > MAX_OUTPUT) child.kill('SIGKILL');
           else sink.push(chunk);
         };
-        child.stdout.on('data', collect(out));
-        child.stderr.on('data', collect(err));
-        child.stdin.on('error', () => {
+        child.stdout?.on('data', collect(out));
+        child.stderr?.on('data', collect(err));
+        child.stdin?.on('error', () => {
           /* EPIPE when the command exits before reading stdin; the exit code tells the story */
         });
-        child.stdin.end(runOptions.stdin ?? '');
+        child.stdin?.end(runOptions.stdin ?? '');
         child.on('error', (e: NodeJS.ErrnoException) => {
           clearTimeout(timer);
           if (e.code === 'ENOENT') {
@@ -103,8 +124,3 @@ export function inNetns(netnsName: string, argv: readonly string[]): string[] {
   return ['nsenter', `--net=${netnsPath(netnsName)}`, '--', ...argv];
 }
 
-export const NETNS_RUN_DIR = '/run/netns';
-
-export function netnsPath(name: string): string {
-  return `${NETNS_RUN_DIR}/${name}`;
-}

@@ -48,8 +48,10 @@ export interface AdminDeps {
   inventory: Inventory;
   log: Logger;
   metrics: Metrics;
-  /** Converges the kernel to the inventory's networks. */
+  /** Converges the kernel to the inventory's networks (all of them; orphans removed). */
   converge(): Promise<ReconcileSummary>;
+  /** Converges one network only (nothing else is observed). */
+  convergeNetwork(id: string): Promise<ReconcileSummary>;
   statusOf(network: string): NetworkStatus | undefined;
   probe(network: string, vmId: string, path: string, method: string): Promise<ProbeResult>;
   info(): Record<string, unknown>;
@@ -144,7 +146,7 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
 
   /** Applies a network change to the kernel; undoes the inventory change if it cannot be built. */
   const convergeOrUndo = async (network: string, undo: () => void): Promise<void> => {
-    const summary = await deps.converge();
+    const summary = await deps.convergeNetwork(network);
     const status = summary.networks.find((s) => s.network === network);
     if (status !== undefined && status.state !== 'serving') {
       undo();

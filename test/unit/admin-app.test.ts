@@ -33,6 +33,10 @@ describe('admin API', () => {
         converged++;
         return { networks: inventory.networkList().map((n) => ({ network: n.id, state: 'serving' as const, reason: undefined, changed: 0 })), removed: [], removalFailures: [], ms: 1 };
       },
+      convergeNetwork: async (id) => {
+        converged++;
+        return { networks: [{ network: id, state: 'serving' as const, reason: undefined, changed: 0 }], removed: [], removalFailures: [], ms: 1 };
+      },
       statusOf: (network) => ({ network, state: 'serving', reason: undefined, changed: 0 }),
       probe: () => Promise.reject(new Error('no kernel here')),
       info: () => ({ version: 'test' }),

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { commandOf, stagesOf } from '../../src/controller/apply.ts';
 import { desiredState, type DesiredNetwork } from '../../src/controller/desired.ts';
 import type { ObservedState } from '../../src/controller/observe.ts';
 import { formatPlan, isEmpty, plan, type Step } from '../../src/controller/plan.ts';
@@ -152,5 +153,26 @@ describe('planner', () => {
       ['link del imdsv-old; link del imdsb-old', 'netns-del imds-old'],
     );
     assert.ok(p.networks.every((n) => n.steps.length === 0));
+  });
+});
+
+describe('apply stages', () => {
+  it('joins the namespace creation to the host batch and runs the namespace batch and nft side by side', () => {
+    const steps = stepsOf({ hostLinks: new Map([['eth0', link('eth0')]]), namespaces: new Set(), inside: new Map() });
+    const stages = stagesOf(steps);
+    assert.equal(stages.length, 2);
+    const host = stages[0]?.[0] as Extract<Step, { kind: 'ip' }>;
+    assert.equal(host.netns, undefined);
+    assert.equal(host.lines[0], 'netns add imds-net1', 'netns add runs in the host batch (the daemon mount namespace)');
+    assert.deepEqual(stages[1]?.map((s) => s.kind).sort(), ['ip', 'nft']);
+    assert.deepEqual(commandOf(stages[1]?.find((s) => s.kind === 'nft') as Step), { argv: ['nft', '-f', '-'], stdin: d.nft.script, netns: 'imds-net1' });
+  });
+
+  it('keeps a half-pair repair before the host batch', () => {
+    const o = converged();
+    o.hostLinks.delete('imdsv-net1');
+    const stages = stagesOf(stepsOf(o));
+    assert.equal((stages[0]?.[0] as Extract<Step, { kind: 'ip' }>).lines[0], 'link del imds0');
+    assert.equal((stages[1]?.[0] as Extract<Step, { kind: 'ip' }>).netns, undefined);
   });
 });
