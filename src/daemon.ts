@@ -6,10 +6,9 @@ import { loadConfig, type Config } from './config.ts';
 import { Reconciler, type ReconcileSummary } from './controller/reconciler.ts';
 import { ImdsError, isImdsError, messageOf } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
-import { Metrics } from './metrics.ts';
+import { Stats } from './stats.ts';
 import { createRunner, type Runner } from './netns/run.ts';
 import { acquirePidFile } from './pidfile.ts';
-import { API_VERSION, buildAdminApp, listenAdmin } from './server/admin-app.ts';
 import { createFastPath } from './server/fast-path.ts';
 import { NetnsListeners } from './server/listeners.ts';
 import { buildMetadataApp } from './server/metadata-app.ts';
@@ -94,15 +93,15 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     seed(inventory, cfg);
 
     let reconciler: Reconciler | undefined;
-    const metrics = new Metrics({ vmCount: () => inventory.vmCount(), networkStates: () => reconciler?.statuses() ?? [] });
-    const { app, handler } = await buildMetadataApp({ index: () => inventory.index, passwords: inventory, log, metrics });
+    const stats = new Stats();
+    const { app, handler } = await buildMetadataApp({ index: () => inventory.index, passwords: inventory, log, stats });
     cleanups.push(() => app.close());
     const front = cfg.fast_path
       ? createFastPath({
           index: () => inventory.index,
           password: (id) => inventory.password(id),
           log,
-          metrics,
+          stats,
           headersTimeoutMs: cfg.headers_timeout_ms,
           keepAliveTimeoutMs: cfg.keep_alive_timeout_ms,
         })
@@ -122,9 +121,9 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
       namespacePrefix: cfg.namespace_prefix,
       listenPort: cfg.listen_port,
       onResult: (summary) => {
-        metrics.reconcileDuration.observe(summary.ms / 1000);
-        for (const n of summary.networks) if (n.state !== 'serving') metrics.reconcileErrors.labels(n.network).inc();
-        for (const f of summary.removalFailures) metrics.reconcileErrors.labels(f.network).inc();
+        stats.reconcileDuration.observe(summary.ms / 1000);
+        for (const n of summary.networks) if (n.state !== 'serving') stats.reconcileFailed(n.network);
+        for (const f of summary.removalFailures) stats.reconcileFailed(f.network);
       },
     });
     reconciler = rec;
@@ -136,6 +135,10 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     const opened = await rec.listenExisting(inventory.networkList());
     if (opened > 0) log.info({ networks: opened, ms_since_start: Math.round(performance.now()) }, 'serving existing networks');
 
+    // The admin side loads only now: its modules are not needed to serve guests.
+    const { API_VERSION, buildAdminApp, listenAdmin } = await import('./server/admin-app.ts');
+    const { Metrics } = await import('./metrics.ts');
+    const metrics = new Metrics({ stats, vmCount: () => inventory.vmCount(), networkStates: () => reconciler?.statuses() ?? [] });
     const admin = await buildAdminApp({
       inventory,
       log,

@@ -1,48 +1,68 @@
-// Prometheus metrics, served on the admin socket at /metrics. Guest requests are counted with
-// pre-bound label children so the request path does no label hashing.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+// Prometheus metrics, served on the admin socket at /metrics: prom-client's registry (process and
+// runtime metrics) plus imds's own, read from Stats at scrape time. Loaded after the daemon serves.
+import { collectDefaultMetrics, Gauge, Registry, type Metric } from 'prom-client';
+import type { Histogram, Stats } from './stats.ts';
 
 export interface MetricsSources {
+  stats: Stats;
   vmCount(): number;
   networkStates(): { state: string }[];
 }
 
+type Value = { labels: Record<string, string | number>; value: number; metricName?: string };
+
+/** A metric whose values are computed at scrape time (prom-client's registry calls get()). */
+function computed(name: string, help: string, type: 'counter' | 'histogram', values: () => Value[]): Metric {
+  return {
+    name,
+    help,
+    type,
+    aggregator: 'sum',
+    get: async () => ({ name, help, type, aggregator: 'sum', values: values() }),
+    reset: () => undefined,
+  } as unknown as Metric;
+}
+
+function histogramValues(name: string, h: Histogram, labels: Record<string, string>): Value[] {
+  const out: Value[] = [];
+  let cumulative = 0;
+  h.bounds.forEach((le, i) => {
+    cumulative += h.counts[i] as number;
+    out.push({ labels: { ...labels, le }, value: cumulative, metricName: `${name}_bucket` });
+  });
+  cumulative += h.counts[h.bounds.length] as number;
+  out.push({ labels: { ...labels, le: '+Inf' }, value: cumulative, metricName: `${name}_bucket` });
+  out.push({ labels, value: h.sum, metricName: `${name}_sum` });
+  out.push({ labels, value: h.count, metricName: `${name}_count` });
+  return out;
+}
+
 export class Metrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'network' | 'status'>;
-  private readonly duration: Histogram<'network'>;
-  readonly reconcileErrors: Counter<'network'>;
-  readonly reconcileDuration: Histogram;
-  private readonly requestChildren = new Map<string, Map<number, Counter.Internal>>();
-  private readonly durationChildren = new Map<string, Histogram.Internal<"network">>();
 
   constructor(sources: MetricsSources) {
+    const { stats } = sources;
     collectDefaultMetrics({ register: this.registry, prefix: 'imds_' });
-    this.requests = new Counter({
-      name: 'imds_requests_total',
-      help: 'Guest metadata requests by network and HTTP status',
-      labelNames: ['network', 'status'],
-      registers: [this.registry],
-    });
-    this.duration = new Histogram({
-      name: 'imds_request_duration_seconds',
-      help: 'Time to answer a guest metadata request, from the request line to the response',
-      labelNames: ['network'],
-      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1],
-      registers: [this.registry],
-    });
-    this.reconcileErrors = new Counter({
-      name: 'imds_reconcile_errors_total',
-      help: 'Networks that failed to converge, by network',
-      labelNames: ['network'],
-      registers: [this.registry],
-    });
-    this.reconcileDuration = new Histogram({
-      name: 'imds_reconcile_duration_seconds',
-      help: 'Duration of a reconcile run (observe, plan, apply)',
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
-      registers: [this.registry],
-    });
+    this.registry.registerMetric(
+      computed('imds_requests_total', 'Guest metadata requests by network and HTTP status', 'counter', () =>
+        [...stats.requests].flatMap(([network, s]) => [...s.byStatus].map(([status, value]) => ({ labels: { network, status }, value }))),
+      ),
+    );
+    this.registry.registerMetric(
+      computed('imds_request_duration_seconds', 'Time to answer a guest metadata request, from the request to the response', 'histogram', () =>
+        [...stats.requests].flatMap(([network, s]) => histogramValues('imds_request_duration_seconds', s.duration, { network })),
+      ),
+    );
+    this.registry.registerMetric(
+      computed('imds_reconcile_errors_total', 'Networks that failed to converge, by network', 'counter', () =>
+        [...stats.reconcileErrors].map(([network, value]) => ({ labels: { network }, value })),
+      ),
+    );
+    this.registry.registerMetric(
+      computed('imds_reconcile_duration_seconds', 'Duration of a reconcile run (observe, plan, apply)', 'histogram', () =>
+        histogramValues('imds_reconcile_duration_seconds', stats.reconcileDuration, {}),
+      ),
+    );
     new Gauge({
       name: 'imds_vms',
       help: 'VMs registered',
@@ -62,17 +82,5 @@ export class Metrics {
         for (const n of sources.networkStates()) this.inc({ state: n.state });
       },
     });
-  }
-
-  /** Counts one guest request; `seconds` is its duration. */
-  observeRequest(network: string, status: number, seconds: number): void {
-    let byStatus = this.requestChildren.get(network);
-    if (byStatus === undefined) this.requestChildren.set(network, (byStatus = new Map()));
-    let counter = byStatus.get(status);
-    if (counter === undefined) byStatus.set(status, (counter = this.requests.labels(network, String(status))));
-    counter.inc();
-    let hist = this.durationChildren.get(network);
-    if (hist === undefined) this.durationChildren.set(network, (hist = this.duration.labels(network)));
-    hist.observe(seconds);
   }
 }

@@ -70,7 +70,7 @@ async function serviceMac(sb: Sandbox, network: string): Promise<string> {
  * drop SYNs: an artefact of starting every simulated VM in the same microsecond, the same for every
  * server under test, and not what the benchmark is about.
  */
-export async function addGuests(sb: Sandbox, list: BenchVm[], tag = 'g'): Promise<GuestRef[]> {
+export async function addGuests(sb: Sandbox, list: BenchVm[], tag = 'g', serviceIp = SERVICE_IP): Promise<GuestRef[]> {
   const macs = new Map<string, string>();
   for (const network of new Set(list.map((v) => v.network))) macs.set(network, await serviceMac(sb, network));
   const refs = list.map((vm, j) => ({ vm, netns: `${sb.prefix}${sb.id}-${tag}${j}` }));
@@ -92,8 +92,8 @@ export async function addGuests(sb: Sandbox, list: BenchVm[], tag = 'g'): Promis
               `link set eth0 address ${r.vm.mac}`,
               `addr add ${r.vm.ip}/24 dev eth0`,
               'link set eth0 up',
-              `route add 169.254.169.254/32 via ${SERVICE_IP}`,
-              `neigh replace ${SERVICE_IP} lladdr ${macs.get(r.vm.network)} dev eth0 nud permanent`,
+              `route add 169.254.169.254/32 via ${serviceIp}`,
+              `neigh replace ${serviceIp} lladdr ${macs.get(r.vm.network)} dev eth0 nud permanent`,
             ].join('\n') + '\n',
         }),
       ),

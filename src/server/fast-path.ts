@@ -8,7 +8,7 @@
 // with the bytes already read, so their parser, limits and timeouts apply as before.
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.ts';
-import type { Metrics } from '../metrics.ts';
+import type { Stats } from '../stats.ts';
 import { METADATA_IP } from '../model/names.ts';
 import type { MetadataIndex } from '../store/metadata-index.ts';
 import { answerGet, normalisePath, type Answer } from './guest-api.ts';
@@ -18,7 +18,7 @@ export interface FastPathDeps {
   index: () => MetadataIndex;
   password: (vmId: string) => string;
   log: Logger;
-  metrics?: Metrics;
+  stats?: Stats;
   headersTimeoutMs: number;
   keepAliveTimeoutMs: number;
 }
@@ -136,7 +136,7 @@ export function createFastPath(deps: FastPathDeps): (socket: TaggedSocket, handO
         const path = normalisePath(head.target);
         const answer = answerGet(vm, path, deps.password, head.method);
         write(socket, head, answer);
-        deps.metrics?.observeRequest(network, answer.status, (performance.now() - started) / 1000);
+        deps.stats?.observeRequest(network, answer.status, (performance.now() - started) / 1000);
         if (log.isLevelEnabled('debug')) {
           log.debug({ network, vm: vm?.facts.uuid, src: source, method: head.method, path: head.target, status: answer.status, ms: Math.round((performance.now() - started) * 100) / 100, fast: true }, 'request');
         }

@@ -8,7 +8,7 @@ import { answerGet, CONTENT_TYPE, normalisePath } from './guest-api.ts';
 import { resolveOpenStackVersion } from '../documents/versions.ts';
 import { hasFile } from '../documents/openstack.ts';
 import type { Logger } from '../log.ts';
-import type { Metrics } from '../metrics.ts';
+import type { Stats } from '../stats.ts';
 import { METADATA_IP } from '../model/names.ts';
 import type { MetadataIndex, VmEntry } from '../store/metadata-index.ts';
 import { NETWORK, type RequestHandler, type TaggedSocket } from './listeners.ts';
@@ -33,7 +33,7 @@ export interface MetadataAppDeps {
   index: () => MetadataIndex;
   passwords: PasswordStore;
   log: Logger;
-  metrics?: Metrics;
+  stats?: Stats;
 }
 
 export interface MetadataApp {
@@ -98,11 +98,11 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
     return badRequest(reply, status === 413 ? 'Request is too large.' : 'Bad request.');
   });
 
-  const { metrics } = deps;
+  const { stats } = deps;
   const log = deps.log.child({ component: 'metadata' });
   app.addHook('onResponse', (request, reply, done) => {
     const network = (request.raw.socket as TaggedSocket)[NETWORK] ?? 'none';
-    metrics?.observeRequest(network, reply.statusCode, reply.elapsedTime / 1000);
+    stats?.observeRequest(network, reply.statusCode, reply.elapsedTime / 1000);
     if (log.isLevelEnabled('debug')) {
       const vm = callerOf(deps.index(), request);
       log.debug(

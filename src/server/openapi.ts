@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '../log.ts';
 import { Metrics } from '../metrics.ts';
+import { Stats } from '../stats.ts';
 import { Inventory } from '../store/inventory.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import { buildAdminApp } from './admin-app.ts';
@@ -17,7 +18,7 @@ export async function openApiDocument(): Promise<unknown> {
     const app = await buildAdminApp({
       inventory,
       log: createLogger({ level: 'silent' }),
-      metrics: new Metrics({ vmCount: () => 0, networkStates: () => [] }),
+      metrics: new Metrics({ stats: new Stats(), vmCount: () => 0, networkStates: () => [] }),
       converge: () => Promise.resolve({ networks: [], removed: [], removalFailures: [], ms: 0 }),
       convergeNetwork: () => Promise.resolve({ networks: [], removed: [], removalFailures: [], ms: 0 }),
       statusOf: () => undefined,

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createLogger } from '../../src/log.ts';
 import { Metrics } from '../../src/metrics.ts';
+import { Stats } from '../../src/stats.ts';
 import { buildAdminApp } from '../../src/server/admin-app.ts';
 import { Inventory } from '../../src/store/inventory.ts';
 import { SqliteStore } from '../../src/store/sqlite-store.ts';
@@ -23,8 +24,11 @@ describe('admin API', () => {
     dir = mkdtempSync(join(tmpdir(), 'imds-admin-'));
     store = SqliteStore.open(dir);
     const inventory = Inventory.open(store, { dhcpDomain: 'novalocal' });
-    const metrics = new Metrics({ vmCount: () => inventory.vmCount(), networkStates: () => inventory.networkList().map(() => ({ state: 'serving' })) });
-    metrics.observeRequest('net1', 200, 0.0004);
+    const stats = new Stats();
+    const metrics = new Metrics({ stats, vmCount: () => inventory.vmCount(), networkStates: () => inventory.networkList().map(() => ({ state: 'serving' })) });
+    stats.observeRequest('net1', 200, 0.0004);
+    stats.reconcileFailed('net9');
+    stats.reconcileDuration.observe(0.02);
     app = await buildAdminApp({
       inventory,
       log: createLogger({ level: 'silent' }),
@@ -130,7 +134,12 @@ describe('admin API', () => {
     assert.match(metrics.body, /imds_requests_total\{network="net1",status="200"\} 1/);
     assert.match(metrics.body, /imds_vms 3/);
     assert.match(metrics.body, /imds_networks\{state="serving"\} 1/);
-    assert.match(metrics.body, /imds_request_duration_seconds_bucket/);
+    assert.match(metrics.body, /imds_request_duration_seconds_bucket\{network="net1",le="0\.0005"\} 1/);
+    assert.match(metrics.body, /imds_request_duration_seconds_bucket\{network="net1",le="0\.00025"\} 0/);
+    assert.match(metrics.body, /imds_request_duration_seconds_count\{network="net1"\} 1/);
+    assert.match(metrics.body, /imds_reconcile_errors_total\{network="net9"\} 1/);
+    assert.match(metrics.body, /imds_reconcile_duration_seconds_bucket\{le="0\.025"\} 1/);
+    assert.match(metrics.body, /# TYPE imds_request_duration_seconds histogram/);
     const doc = await app.inject({ method: 'GET', url: '/openapi.json' });
     assert.equal(doc.json().info.title, 'imds admin API');
   });

@@ -1,0 +1,51 @@
+// Counters the request path and the reconciler update: plain numbers, no library on the hot path.
+// src/metrics.ts exposes them in Prometheus format when /metrics is scraped.
+
+/** Upper bounds (seconds) of the request duration histogram. */
+export const REQUEST_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1] as const;
+/** Upper bounds (seconds) of the reconcile duration histogram. */
+export const RECONCILE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10] as const;
+
+export class Histogram {
+  readonly bounds: readonly number[];
+  /** Non-cumulative counts per bucket; the last slot is +Inf. */
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = new Array<number>(bounds.length + 1).fill(0);
+  }
+
+  observe(value: number): void {
+    let i = 0;
+    while (i < this.bounds.length && value > (this.bounds[i] as number)) i++;
+    this.counts[i] = (this.counts[i] as number) + 1;
+    this.sum += value;
+    this.count++;
+  }
+}
+
+export interface NetworkRequestStats {
+  byStatus: Map<number, number>;
+  duration: Histogram;
+}
+
+export class Stats {
+  readonly requests = new Map<string, NetworkRequestStats>();
+  readonly reconcileErrors = new Map<string, number>();
+  readonly reconcileDuration = new Histogram(RECONCILE_BUCKETS);
+
+  /** One guest request answered. */
+  observeRequest(network: string, status: number, seconds: number): void {
+    let s = this.requests.get(network);
+    if (s === undefined) this.requests.set(network, (s = { byStatus: new Map(), duration: new Histogram(REQUEST_BUCKETS) }));
+    s.byStatus.set(status, (s.byStatus.get(status) ?? 0) + 1);
+    s.duration.observe(seconds);
+  }
+
+  reconcileFailed(network: string): void {
+    this.reconcileErrors.set(network, (this.reconcileErrors.get(network) ?? 0) + 1);
+  }
+}
