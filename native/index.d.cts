@@ -8,3 +8,5 @@ export function socketInNetns(nsPath: string): number;
 export function enterNetns(nsPath: string): number;
 /** Moves the calling thread back (aborts the process if it cannot). */
 export function restoreNetns(savedFd: number): void;
+/** Creates a network namespace pinned at dir/name, as `ip netns add` does. */
+export function createNetns(dir: string, name: string): void;

@@ -15,6 +15,12 @@
 //   child_process.spawn forks synchronously, and the child inherits the thread's namespace (no
 //   nsenter, and unlike `ip -n` no private mount namespace). Callers restore in a finally block.
 //
+// createNetns(dir, name)
+//   What `ip netns add NAME` does, in-process: a new network namespace pinned by a bind mount at
+//   DIR/NAME (DIR made a shared mount point first, as iproute2 does, so the namespace is visible to
+//   every mount namespace). The calling thread enters the new namespace only to pin it and is back in
+//   its own before the call returns. EEXIST when the name is taken.
+//
 // setIpTtl(fd, ttl)
 //   Sets IP_TTL on a connected socket (hop limit for selected replies).
 //
@@ -31,7 +37,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *errno_name(int err) {
@@ -43,6 +51,7 @@ static const char *errno_name(int err) {
     case EADDRINUSE: return "EADDRINUSE";
     case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
     case EBADF: return "EBADF";
+    case EEXIST: return "EEXIST";
     case ENOTSOCK: return "ENOTSOCK";
     case EMFILE: return "EMFILE";
     case ENFILE: return "ENFILE";
@@ -229,6 +238,54 @@ static napi_value restore_netns(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value create_netns(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char dir[2048], name[256], path[2400];
+  size_t len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2)
+    return throw_type(env, "createNetns(dir, name) needs 2 arguments");
+  if (napi_get_value_string_utf8(env, argv[0], dir, sizeof dir, &len) != napi_ok || len == 0 || len >= sizeof dir - 1)
+    return throw_type(env, "dir must be a non-empty string");
+  if (napi_get_value_string_utf8(env, argv[1], name, sizeof name, &len) != napi_ok || len == 0 || len >= sizeof name - 1 ||
+      strchr(name, '/') != NULL || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+    return throw_type(env, "name must be a plain file name");
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+
+  if (mkdir(dir, 0755) < 0 && errno != EEXIST) return throw_errno(env, "mkdir", errno);
+  // Make the directory a shared mount point (bind it onto itself first if it is not a mount point).
+  if (mount("", dir, "none", MS_SHARED | MS_REC, NULL) < 0) {
+    if (errno != EINVAL) return throw_errno(env, "mount --make-shared", errno);
+    if (mount(dir, dir, "none", MS_BIND | MS_REC, NULL) < 0) return throw_errno(env, "mount --bind", errno);
+    if (mount("", dir, "none", MS_SHARED | MS_REC, NULL) < 0) return throw_errno(env, "mount --make-shared", errno);
+  }
+  int file = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+  if (file < 0) return throw_errno(env, "create", errno);
+  close(file);
+
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) {
+    int err = errno;
+    unlink(path);
+    return throw_errno(env, "open own netns", err);
+  }
+  int err = 0;
+  const char *step = "unshare";
+  if (unshare(CLONE_NEWNET) < 0) {
+    err = errno;
+  } else if (mount("/proc/thread-self/ns/net", path, "none", MS_BIND, NULL) < 0) {
+    err = errno;
+    step = "mount --bind";
+  }
+  if (setns(self, CLONE_NEWNET) < 0) abort();  // never continue in the wrong namespace
+  close(self);
+  if (err != 0) {
+    unlink(path);
+    return throw_errno(env, step, err);
+  }
+  return NULL;
+}
+
 static napi_value set_ip_ttl(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -255,6 +312,8 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "enterNetns", fn);
   napi_create_function(env, "restoreNetns", NAPI_AUTO_LENGTH, restore_netns, NULL, &fn);
   napi_set_named_property(env, exports, "restoreNetns", fn);
+  napi_create_function(env, "createNetns", NAPI_AUTO_LENGTH, create_netns, NULL, &fn);
+  napi_set_named_property(env, exports, "createNetns", fn);
   napi_create_function(env, "setIpTtl", NAPI_AUTO_LENGTH, set_ip_ttl, NULL, &fn);
   napi_set_named_property(env, exports, "setIpTtl", fn);
   return exports;

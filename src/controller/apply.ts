@@ -2,7 +2,8 @@
 // failure; a network that was new is rolled back so no half-built network stays behind.
 import { ImdsError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import type { Runner } from '../netns/run.ts';
+import { addonIfAvailable } from '../netns/listen-in-netns.ts';
+import { NETNS_RUN_DIR, type Runner } from '../netns/run.ts';
 import type { NetworkPlan, Step } from './plan.ts';
 
 export interface NetworkResult {
@@ -29,37 +30,33 @@ export function commandOf(step: Step): { argv: string[]; stdin?: string; netns?:
 }
 
 export async function runStep(runner: Runner, step: Step): Promise<void> {
+  // A namespace is created in-process by the addon (what `ip netns add` does, without a process).
+  const addon = step.kind === 'netns-add' ? addonIfAvailable() : undefined;
+  if (step.kind === 'netns-add' && addon !== undefined) {
+    try {
+      addon.createNetns(NETNS_RUN_DIR, step.netns);
+      return;
+    } catch (err) {
+      throw new ImdsError('COMMAND_FAILED', `cannot create namespace ${step.netns}: ${messageOf(err)}`, { details: { netns: step.netns }, cause: err });
+    }
+  }
   const { argv, stdin, netns } = commandOf(step);
   await runner.run(argv, { ...(stdin === undefined ? {} : { stdin }), ...(netns === undefined ? {} : { netns }) });
 }
 
 /**
- * The steps as they run: a namespace creation joins the host batch that follows it (`netns add` is
- * an `ip` command; it must run in the daemon's own mount namespace, which `ip -batch` without `-n`
- * does), and the namespace's own `ip` batch and its nft table, which need only the namespace, run
- * side by side. Each stage is a list of steps run concurrently.
+ * The steps as they run, each stage a list run concurrently: the nft table needs only the
+ * namespace, so it is loaded while the host batch builds the bridge and the veth; everything else
+ * keeps the plan's order.
  */
 export function stagesOf(steps: readonly Step[]): Step[][] {
-  const merged: Step[] = [];
-  for (let i = 0; i < steps.length; i++) {
-    const step = steps[i] as Step;
-    const next = steps[i + 1];
-    if (step.kind === 'netns-add' && next?.kind === 'ip' && next.netns === undefined) {
-      merged.push({ ...next, lines: [`netns add ${step.netns}`, ...next.lines], why: `namespace missing, ${next.why}` });
-      i++;
-    } else {
-      merged.push(step);
-    }
-  }
   const stages: Step[][] = [];
-  for (const step of merged) {
-    const last = stages[stages.length - 1];
-    const inside = (s: Step): boolean => (s.kind === 'nft' || (s.kind === 'ip' && s.netns !== undefined));
-    if (last !== undefined && inside(step) && last.every(inside) && last.every((s) => s.kind !== step.kind && 'netns' in s && s.netns === step.netns)) {
-      last.push(step);
-    } else {
-      stages.push([step]);
-    }
+  const nft = steps.find((s) => s.kind === 'nft');
+  const hostAt = steps.findIndex((s) => s.kind === 'ip' && s.netns === undefined);
+  for (const step of steps) {
+    if (step === nft && hostAt !== -1 && steps.indexOf(step) > hostAt) continue;
+    if (step.kind === 'ip' && step.netns === undefined && nft !== undefined && steps.indexOf(nft) > hostAt) stages.push([step, nft]);
+    else stages.push([step]);
   }
   return stages;
 }

@@ -3,6 +3,7 @@
 import { readdir } from 'node:fs/promises';
 import { NFT_TABLE } from '../model/names.ts';
 import { parseLinks, type LinkState } from '../netns/iproute.ts';
+import { linksNamed } from '../netns/netlink-links.ts';
 import { parseTable, type TableState } from '../netns/nft.ts';
 import { NETNS_RUN_DIR, type Runner } from '../netns/run.ts';
 import { mapLimit } from '../util/concurrency.ts';
@@ -39,6 +40,8 @@ export async function observeHostLinks(runner: Runner): Promise<Map<string, Link
 export async function observeHostLinksNamed(runner: Runner, names: readonly string[]): Promise<Map<string, LinkState>> {
   const out = new Map<string, LinkState>();
   if (names.length === 0) return out;
+  const viaNetlink = await linksNamed(names);
+  if (viaNetlink !== undefined) return viaNetlink;
   const result = await runner.run(['ip', '-j', '-d', '-force', '-batch', '-'], { stdin: `${names.map((n) => `link show dev ${n}`).join('\n')}\n`, allowFailure: true });
   for (const line of result.stdout.split('\n')) {
     if (line.trim() === '') continue;

@@ -8,6 +8,7 @@ interface Addon {
   socketInNetns(nsPath: string): number;
   enterNetns(nsPath: string): number;
   restoreNetns(savedFd: number): void;
+  createNetns(dir: string, name: string): void;
   setIpTtl(fd: number, ttl: number): void;
 }
 

@@ -157,15 +157,14 @@ describe('planner', () => {
 });
 
 describe('apply stages', () => {
-  it('joins the namespace creation to the host batch and runs the namespace batch and nft side by side', () => {
+  it('creates the namespace first, then loads the nft table while the host batch runs', () => {
     const steps = stepsOf({ hostLinks: new Map([['eth0', link('eth0')]]), namespaces: new Set(), inside: new Map() });
     const stages = stagesOf(steps);
-    assert.equal(stages.length, 2);
-    const host = stages[0]?.[0] as Extract<Step, { kind: 'ip' }>;
-    assert.equal(host.netns, undefined);
-    assert.equal(host.lines[0], 'netns add imds-net1', 'netns add runs in the host batch (the daemon mount namespace)');
-    assert.deepEqual(stages[1]?.map((s) => s.kind).sort(), ['ip', 'nft']);
-    assert.deepEqual(commandOf(stages[1]?.find((s) => s.kind === 'nft') as Step), { argv: ['nft', '-f', '-'], stdin: d.nft.script, netns: 'imds-net1' });
+    assert.deepEqual(
+      stages.map((stage) => stage.map((s) => (s.kind === 'ip' ? `ip@${s.netns ?? 'host'}` : s.kind))),
+      [['netns-add'], ['ip@host', 'nft'], ['ip@imds-net1']],
+    );
+    assert.deepEqual(commandOf(stages[1]?.[1] as Step), { argv: ['nft', '-f', '-'], stdin: d.nft.script, netns: 'imds-net1' });
   });
 
   it('keeps a half-pair repair before the host batch', () => {
@@ -174,5 +173,6 @@ describe('apply stages', () => {
     const stages = stagesOf(stepsOf(o));
     assert.equal((stages[0]?.[0] as Extract<Step, { kind: 'ip' }>).lines[0], 'link del imds0');
     assert.equal((stages[1]?.[0] as Extract<Step, { kind: 'ip' }>).netns, undefined);
+    assert.equal(stages.flat().length, stepsOf(o).length, 'every step runs once');
   });
 });
