@@ -2,6 +2,7 @@
 // opens the store and seeds it from the file, converges the kernel, serves guests and the admin
 // API, tells systemd when every network serves, and reloads the file on SIGHUP.
 import { writeSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { loadConfig, type Config } from './config.ts';
 import { Reconciler, type ReconcileSummary } from './controller/reconciler.ts';
 import { ImdsError, isImdsError, messageOf } from './errors.ts';
@@ -10,8 +11,7 @@ import { Stats } from './stats.ts';
 import { createRunner, type Runner } from './netns/run.ts';
 import { acquirePidFile } from './pidfile.ts';
 import { createFastPath } from './server/fast-path.ts';
-import { NetnsListeners } from './server/listeners.ts';
-import { buildMetadataApp } from './server/metadata-app.ts';
+import { NetnsListeners, type RequestHandler } from './server/listeners.ts';
 import { probe } from './server/probe.ts';
 import { Inventory } from './store/inventory.ts';
 import { SqliteStore } from './store/sqlite-store.ts';
@@ -67,7 +67,10 @@ async function groupId(runner: Runner, name: string | undefined): Promise<number
 }
 
 export async function serve(configPath: string, logger?: Logger): Promise<Daemon> {
+  const phases: Record<string, number> = { imports: Math.round(performance.now()) };
+  const mark = (name: string): void => void (phases[name] = Math.round(performance.now()));
   let cfg = loadConfig(configPath);
+  mark('config');
   const log = logger ?? createLogger({ level: cfg.log_level });
   const started = Date.now();
   const runner = createRunner({ log: log.child({ component: 'runner' }) });
@@ -89,13 +92,23 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, pauseMs);
       };
     }
+    mark('store');
     const inventory = Inventory.open(store, { dhcpDomain: cfg.dhcp_domain });
+    mark('inventory');
     seed(inventory, cfg);
+    mark('seed');
 
     let reconciler: Reconciler | undefined;
     const stats = new Stats();
-    const { app, handler } = await buildMetadataApp({ index: () => inventory.index, passwords: inventory, log, stats });
-    cleanups.push(() => app.close());
+    // node:http hands requests the fast path does not answer to the Fastify app; that app (and its
+    // framework) load only once the sockets are open, and the few requests that arrive before are
+    // held until it is ready.
+    let appHandler: RequestHandler | undefined;
+    const held: [IncomingMessage, ServerResponse][] = [];
+    const handler: RequestHandler = (req, res) => {
+      if (appHandler === undefined) held.push([req, res]);
+      else appHandler(req, res);
+    };
     const front = cfg.fast_path
       ? createFastPath({
           index: () => inventory.index,
@@ -133,7 +146,13 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     // Serve first: every network whose namespace survived (a restart) answers guests from here on,
     // before anything is verified or the admin API exists.
     const opened = await rec.listenExisting(inventory.networkList());
-    if (opened > 0) log.info({ networks: opened, ms_since_start: Math.round(performance.now()) }, 'serving existing networks');
+    mark('listening');
+    if (opened > 0) log.info({ networks: opened, ms_since_start: Math.round(performance.now()), phases }, 'serving existing networks');
+    const { buildMetadataApp } = await import('./server/metadata-app.ts');
+    const { app, handler: fastifyHandler } = await buildMetadataApp({ index: () => inventory.index, passwords: inventory, log, stats });
+    cleanups.push(() => app.close());
+    appHandler = fastifyHandler;
+    for (const [req, res] of held.splice(0)) fastifyHandler(req, res);
 
     // The admin side loads only now: its modules are not needed to serve guests.
     const { API_VERSION, buildAdminApp, listenAdmin } = await import('./server/admin-app.ts');

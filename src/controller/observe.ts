@@ -3,9 +3,10 @@
 import { readdir } from 'node:fs/promises';
 import { NFT_TABLE } from '../model/names.ts';
 import { parseLinks, type LinkState } from '../netns/iproute.ts';
-import { linksNamed } from '../netns/netlink-links.ts';
+import { addonIfAvailable } from '../netns/listen-in-netns.ts';
+import { linksNamed, namespaceLinks } from '../netns/netlink-links.ts';
 import { parseTable, type TableState } from '../netns/nft.ts';
-import { NETNS_RUN_DIR, type Runner } from '../netns/run.ts';
+import { NETNS_RUN_DIR, netnsPath, type Runner } from '../netns/run.ts';
 import { mapLimit } from '../util/concurrency.ts';
 
 export interface ObservedNamespace {
@@ -51,11 +52,14 @@ export async function observeHostLinksNamed(runner: Runner, names: readonly stri
 }
 
 export async function observeNamespace(runner: Runner, netns: string): Promise<ObservedNamespace> {
-  const [addr, nft] = await Promise.all([
-    runner.run(['ip', '-j', 'addr', 'show'], { netns }),
+  const addon = addonIfAvailable();
+  const [links, nft] = await Promise.all([
+    namespaceLinks(addon?.enterNetns, addon?.restoreNetns, netnsPath(netns)).then(
+      async (viaNetlink) => viaNetlink ?? parseLinks((await runner.run(['ip', '-j', 'addr', 'show'], { netns })).stdout),
+    ),
     runner.run(['nft', '-j', 'list', 'table', 'ip', NFT_TABLE], { netns, allowFailure: true }),
   ]);
-  return { links: parseLinks(addr.stdout), table: nft.code === 0 ? parseTable(nft.stdout) : undefined };
+  return { links, table: nft.code === 0 ? parseTable(nft.stdout) : undefined };
 }
 
 export interface ObserveOptions {

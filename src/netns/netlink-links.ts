@@ -7,8 +7,15 @@ interface LinkMessage {
   data: { index?: number; flags?: { up?: boolean } };
   attrs: { ifname?: string; mtu?: number; master?: number; ifalias?: string; linkinfo?: Buffer; address?: Buffer };
 }
+interface AddressMessage {
+  data: { family?: number; prefixlen?: number; index?: number };
+  attrs: { local?: Buffer; address?: Buffer };
+}
 interface RtSocket {
   getLink(data: Record<string, unknown>, attrs: { ifname: string }): Promise<LinkMessage[]>;
+  getLinks(): Promise<LinkMessage[]>;
+  getAddresses(): Promise<AddressMessage[]>;
+  socket: { close(): void };
 }
 interface NetlinkModule {
   createRtNetlink(): RtSocket;
@@ -17,26 +24,83 @@ interface IflaModule {
   parseInfo(b: Buffer): { kind?: string };
 }
 
+let netlink: NetlinkModule | undefined;
 let socket: RtSocket | undefined;
 let ifla: IflaModule | undefined;
 let unavailable = false;
 
-function rtnetlink(): RtSocket | undefined {
-  if (socket !== undefined || unavailable) return socket;
+function load(): NetlinkModule | undefined {
+  if (netlink !== undefined || unavailable) return netlink;
   try {
     const require = createRequire(import.meta.url);
-    socket = (require('netlink') as NetlinkModule).createRtNetlink();
+    netlink = require('netlink') as NetlinkModule;
     ifla = require('netlink/dist/rt/ifla') as IflaModule;
   } catch {
     unavailable = true;
   }
+  return netlink;
+}
+
+function rtnetlink(): RtSocket | undefined {
+  if (socket === undefined) socket = load()?.createRtNetlink();
   return socket;
+}
+
+function linkState(m: LinkMessage, byIndex: ReadonlyMap<number, string>): LinkState | undefined {
+  if (m.attrs.ifname === undefined || m.data.index === undefined) return undefined;
+  const master = m.attrs.master;
+  return {
+    name: m.attrs.ifname,
+    index: m.data.index,
+    kind: m.attrs.linkinfo === undefined || ifla === undefined ? undefined : ifla.parseInfo(m.attrs.linkinfo).kind,
+    master: master === undefined ? undefined : (byIndex.get(master) ?? `#${master}`),
+    up: m.data.flags?.up === true,
+    mtu: m.attrs.mtu ?? 0,
+    alias: m.attrs.ifalias === '' ? undefined : m.attrs.ifalias,
+    mac: m.attrs.address === undefined ? undefined : [...m.attrs.address].map((b) => b.toString(16).padStart(2, '0')).join(':'),
+    addresses: [],
+  };
+}
+
+/**
+ * Links and IPv4 addresses inside a namespace, over an rtnetlink socket opened in it (through the
+ * addon); undefined when that is not possible (the caller runs `ip` instead).
+ */
+export async function namespaceLinks(enter: ((path: string) => number) | undefined, restore: ((fd: number) => void) | undefined, nsPath: string): Promise<Map<string, LinkState> | undefined> {
+  const mod = load();
+  if (mod === undefined || enter === undefined || restore === undefined) return undefined;
+  const saved = enter(nsPath);
+  let sock: RtSocket;
+  try {
+    sock = mod.createRtNetlink();
+  } finally {
+    restore(saved);
+  }
+  try {
+    const [links, addresses] = await Promise.all([sock.getLinks(), sock.getAddresses()]);
+    const byIndex = new Map<number, string>();
+    for (const m of links) if (m.data.index !== undefined && m.attrs.ifname !== undefined) byIndex.set(m.data.index, m.attrs.ifname);
+    const out = new Map<string, LinkState>();
+    for (const m of links) {
+      const state = linkState(m, byIndex);
+      if (state !== undefined) out.set(state.name, state);
+    }
+    for (const a of addresses) {
+      const local = a.attrs.local ?? a.attrs.address;
+      if (a.data.family !== 2 || local === undefined || a.data.index === undefined) continue;
+      const name = byIndex.get(a.data.index);
+      if (name !== undefined) out.get(name)?.addresses.push(`${[...local].join('.')}/${a.data.prefixlen ?? 32}`);
+    }
+    return out;
+  } finally {
+    sock.socket.close();
+  }
 }
 
 /** The named links that exist (absent names are left out); undefined when rtnetlink is not usable. */
 export async function linksNamed(names: readonly string[]): Promise<Map<string, LinkState> | undefined> {
   const sock = rtnetlink();
-  if (sock === undefined || ifla === undefined) return undefined;
+  if (sock === undefined) return undefined;
   const messages = await Promise.all(
     names.map((ifname) =>
       sock.getLink({}, { ifname }).then(
@@ -52,19 +116,8 @@ export async function linksNamed(names: readonly string[]): Promise<Map<string, 
   for (const m of messages) if (m?.data.index !== undefined && m.attrs.ifname !== undefined) byIndex.set(m.data.index, m.attrs.ifname);
   const out = new Map<string, LinkState>();
   for (const m of messages) {
-    if (m === undefined || m.attrs.ifname === undefined || m.data.index === undefined) continue;
-    const master = m.attrs.master;
-    out.set(m.attrs.ifname, {
-      name: m.attrs.ifname,
-      index: m.data.index,
-      kind: m.attrs.linkinfo === undefined ? undefined : ifla.parseInfo(m.attrs.linkinfo).kind,
-      master: master === undefined ? undefined : (byIndex.get(master) ?? `#${master}`),
-      up: m.data.flags?.up === true,
-      mtu: m.attrs.mtu ?? 0,
-      alias: m.attrs.ifalias === '' ? undefined : m.attrs.ifalias,
-      mac: m.attrs.address === undefined ? undefined : [...m.attrs.address].map((b) => b.toString(16).padStart(2, '0')).join(':'),
-      addresses: [],
-    });
+    const state = m === undefined ? undefined : linkState(m, byIndex);
+    if (state !== undefined) out.set(state.name, state);
   }
   return out;
 }

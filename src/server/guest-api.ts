@@ -12,6 +12,9 @@ export const CONTENT_TYPE = {
   html: 'text/html; charset=UTF-8',
 } as const;
 
+/** Header naming the VM a probe impersonates; honoured only on connections the daemon itself opens. */
+export const PROBE_HEADER = 'x-imds-probe-vm';
+
 export interface Answer {
   status: 200 | 400 | 404 | 405;
   type: string;

@@ -4,7 +4,7 @@
 // looked up in the in-memory index; bodies are precomputed Buffers.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify';
-import { answerGet, CONTENT_TYPE, normalisePath } from './guest-api.ts';
+import { answerGet, CONTENT_TYPE, normalisePath, PROBE_HEADER } from './guest-api.ts';
 import { resolveOpenStackVersion } from '../documents/versions.ts';
 import { hasFile } from '../documents/openstack.ts';
 import type { Logger } from '../log.ts';
@@ -13,13 +13,11 @@ import { METADATA_IP } from '../model/names.ts';
 import type { MetadataIndex, VmEntry } from '../store/metadata-index.ts';
 import { NETWORK, type RequestHandler, type TaggedSocket } from './listeners.ts';
 
-export { CONTENT_TYPE, normalisePath };
+export { CONTENT_TYPE, normalisePath, PROBE_HEADER };
 
 /** Nova caps a posted password at 4 chunks of 255 characters. */
 export const PASSWORD_MAX = 1020;
 
-/** Header naming the VM a probe impersonates; honoured only on connections the daemon itself opens. */
-export const PROBE_HEADER = 'x-imds-probe-vm';
 
 export interface PasswordStore {
   /** The posted password, '' when none. */

@@ -7,7 +7,7 @@ import { Socket } from 'node:net';
 import { ImdsError } from '../errors.ts';
 import { METADATA_IP } from '../model/names.ts';
 import { socketInNetns } from '../netns/listen-in-netns.ts';
-import { PROBE_HEADER } from './metadata-app.ts';
+import { PROBE_HEADER } from './guest-api.ts';
 
 export interface ProbeResult {
   status: number;

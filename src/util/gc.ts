@@ -12,5 +12,8 @@ export function collectGarbage(): void {
     setFlagsFromString('--expose-gc');
     gc = runInNewContext('gc') as () => void;
   }
+  // The first full collection frees the garbage; the second gives the emptied pages back to the
+  // system (measured: heap committed 61 -> 13 MB for 8 MB live after a burst).
+  gc();
   gc();
 }
