@@ -54,9 +54,9 @@ export async function observeHostLinksNamed(runner: Runner, names: readonly stri
 export async function observeNamespace(runner: Runner, netns: string): Promise<ObservedNamespace> {
   const addon = addonIfAvailable();
   const [links, nft] = await Promise.all([
-    namespaceLinks(addon?.enterNetns, addon?.restoreNetns, netnsPath(netns)).then(
-      async (viaNetlink) => viaNetlink ?? parseLinks((await runner.run(['ip', '-j', 'addr', 'show'], { netns })).stdout),
-    ),
+    namespaceLinks(addon?.enterNetns, addon?.restoreNetns, netnsPath(netns))
+      .catch(() => undefined)
+      .then(async (viaNetlink) => viaNetlink ?? parseLinks((await runner.run(['ip', '-j', 'addr', 'show'], { netns })).stdout)),
     runner.run(['nft', '-j', 'list', 'table', 'ip', NFT_TABLE], { netns, allowFailure: true }),
   ]);
   return { links, table: nft.code === 0 ? parseTable(nft.stdout) : undefined };

@@ -77,7 +77,9 @@ export async function namespaceLinks(enter: ((path: string) => number) | undefin
     restore(saved);
   }
   try {
-    const [links, addresses] = await Promise.all([sock.getLinks(), sock.getAddresses()]);
+    // One dump at a time: the library cannot tell two multipart answers on one socket apart.
+    const links = await sock.getLinks();
+    const addresses = await sock.getAddresses();
     const byIndex = new Map<number, string>();
     for (const m of links) if (m.data.index !== undefined && m.attrs.ifname !== undefined) byIndex.set(m.data.index, m.attrs.ifname);
     const out = new Map<string, LinkState>();
