@@ -78,7 +78,8 @@ export async function observe(runner: Runner, options: ObserveOptions): Promise<
   ]);
   const targets = [...new Set(options.lookInto)].filter((ns) => namespaces.has(ns));
   // A namespace that vanished between the listing and the look inside counts as absent.
-  const contents = await mapLimit(targets, options.concurrency ?? 4, (ns) => observeNamespace(runner, ns).catch(() => undefined));
+  // Two at a time: starting a process blocks the event loop for a few ms, and guests are being served.
+  const contents = await mapLimit(targets, options.concurrency ?? 2, (ns) => observeNamespace(runner, ns).catch(() => undefined));
   const inside = new Map<string, ObservedNamespace>();
   targets.forEach((ns, i) => {
     const content = contents[i];
