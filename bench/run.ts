@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { hostname, cpus } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { AdminClient } from '../src/cli/client.ts';
 import { ROOT, Sandbox, sh, type DaemonProcess } from '../test/helpers/sandbox.ts';
@@ -262,6 +262,42 @@ async function peerRestart(sb: Sandbox, guests: GuestRef[]): Promise<number[]> {
   return times;
 }
 
+/**
+ * Where Node.js itself stands: a canned-response server (one event loop, then two with
+ * SO_REUSEPORT, then through node:http) against the peer and imds, on the same storm and load.
+ */
+async function floor(sb: Sandbox): Promise<void> {
+  const nets = networks(NETWORKS);
+  const all = vms(NETWORKS);
+  const d = await sb.startDaemon(sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: all })));
+  const guests = await addGuests(sb, all);
+  const f1000 = writeStormFiles(join(sb.dir, 's1000'), guests);
+  const loadGuest = guests[Math.floor(VMS_PER_NETWORK / 2)] as GuestRef;
+  const rows: string[] = [];
+  const measure = async (name: string, pids: () => number[]): Promise<void> => {
+    const s = await stormRuns(f1000, pids);
+    const w: WrkResult[] = [];
+    for (let r = 0; r < RUNS; r++) w.push(await wrk(loadGuest.netns, 16, SECONDS, '/openstack/latest/meta_data.json'));
+    rows.push(`| ${name} | ${fmt(medianOf(s, 'wall_ms'))} | ${fmt(medianOf(s, 'server_cpu_us_per_req'))} | ${s.map((x) => x.cpu_busy.join('/')).join(', ')} | ${fmt(medianOf(w, 'rps'))} |`);
+    log(rows[rows.length - 1] as string);
+  };
+  await measure('imds', () => [d.pid]);
+  await d.stop();
+  const nsList = nets.map((n) => `${sb.nsPrefix}${n.id}`).join(',');
+  for (const [mode, threads] of [['raw', 1], ['raw', 2], ['http', 1]] as const) {
+    const p = spawn('nsenter', [`--net=/run/netns/${sb.hv}`, '--', process.execPath, join(ROOT, 'bench', 'lib', 'canned-server.mjs'), mode, nsList, String(threads)], { stdio: 'ignore' });
+    await sleep(1000);
+    await measure(`canned ${mode === 'raw' ? 'net' : 'node:http'}, ${threads} event loop${threads > 1 ? 's' : ''}`, () => [p.pid as number]);
+    p.kill('SIGKILL');
+    await sleep(300);
+  }
+  const peers = nets.map((n, k) => startLighttpd(`${sb.nsPrefix}${n.id}`, writePeer(join(sb.dir, 'peer', n.id), n, all.slice(k * VMS_PER_NETWORK, (k + 1) * VMS_PER_NETWORK), 8775)));
+  await sleep(1500);
+  await measure('peer (lighttpd)', () => peers.map((p) => p.pid as number));
+  for (const p of peers) p.kill('SIGKILL');
+  process.stdout.write(`\n| server | storm 1,000 wall ms | server CPU µs/req | CPU busy % per core (runs) | c=16 req/s |\n|---|---|---|---|---|\n${rows.join('\n')}\n`);
+}
+
 async function memory(sb: Sandbox): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   // imds with 10,000 VMs (40 networks × 250), after one request per network.
@@ -279,18 +315,23 @@ async function memory(sb: Sandbox): Promise<Record<string, number>> {
   out['peer_rss_kb_10000_vms'] = rssKb(procs.map((p) => p.pid as number));
   out['peer_extra_kb_per_network'] = Math.round(out['peer_rss_kb_10000_vms'] / BIG_NETWORKS);
   for (const p of procs) p.kill('SIGKILL');
-  // Extra memory per network: 1 network vs 1 + 100 networks, no VMs.
+  // Extra memory per network: 1 network vs 201 networks, no VMs; the daemon's own accounting
+  // (V8 heap + external) after its post-start GC, which RSS noise would drown.
+  const heapKb = async (instance: string): Promise<number> => {
+    const st = JSON.parse((await sh([process.execPath, join(ROOT, 'dist', 'main.js'), '--admin-socket', sb.adminSocket(instance), 'status', '--json'])).stdout) as { daemon: { memory_kb: Record<string, number> } };
+    return (st.daemon.memory_kb['heapUsed'] ?? 0) + (st.daemon.memory_kb['external'] ?? 0);
+  };
   const one = sb.writeConfig(sb.config({ log_level: 'info', networks: [{ id: 'm0', cidr: '203.0.113.0/24', service_ip: '203.0.113.2' }] }, 'mem1'), 'mem1.yaml');
   let m = await sb.startDaemon(one);
   await sleep(1000);
-  const rssOne = rssKb([m.pid]);
+  out['imds_rss_kb_1_network'] = rssKb([m.pid]);
+  const heapOne = await heapKb('mem1');
   await m.stop();
   const many = sb.writeConfig(sb.config({ log_level: 'info', networks: Array.from({ length: 201 }, (_, k) => ({ id: `m${k}`, cidr: '203.0.113.0/24', service_ip: '203.0.113.2' })) }, 'mem201'), 'mem201.yaml');
   m = await sb.startDaemon(many);
   await sleep(1000);
-  out['imds_rss_kb_1_network'] = rssOne;
   out['imds_rss_kb_201_networks'] = rssKb([m.pid]);
-  out['imds_extra_kb_per_network'] = Math.round((out['imds_rss_kb_201_networks'] - rssOne) / 200);
+  out['imds_extra_kb_per_network'] = Math.round((((await heapKb('mem201')) - heapOne) / 200) * 10) / 10;
   await m.stop();
   return out;
 }
@@ -335,7 +376,7 @@ function report(): string {
   const mem = results['memory'] as Record<string, number>;
   rows.push(['RSS with 1,000 VMs, MB', fmt((im['rss_kb_after_load_1000_vms'] as number) / 1024, 1), fmt((pe['rss_kb_after_load_1000_vms'] as number) / 1024, 1), '', '']);
   rows.push(['RSS with 10,000 VMs, MB', fmt((mem['imds_rss_kb_10000_vms'] ?? 0) / 1024, 1), fmt((mem['peer_rss_kb_10000_vms'] ?? 0) / 1024, 1), '', '< 150 MB']);
-  rows.push(['extra memory per network, kB', fmt(mem['imds_extra_kb_per_network'] ?? 0), fmt(mem['peer_extra_kb_per_network'] ?? 0), '', '']);
+  rows.push(['extra memory per network, kB', fmt(mem['imds_extra_kb_per_network'] ?? 0, 1), fmt(mem['peer_extra_kb_per_network'] ?? 0), '', '']);
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   return rows.map((r) => `| ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`).join('\n');
 }
@@ -367,6 +408,10 @@ async function main(): Promise<void> {
     };
     const nets = networks(NETWORKS);
     const all = vms(NETWORKS);
+    if (wanted('floor')) {
+      await floor(sb);
+      return;
+    }
     if (!wanted('load')) {
       if (wanted('restart')) {
         const restart = await imdsRestart(sb, RESTART_NETWORKS);
