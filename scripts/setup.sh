@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what imds needs on a Debian machine (root), then its npm dependencies, then builds it.
 # Idempotent: packages already present are not reinstalled, npm ci runs only when the lockfile changed.
+#   --bench   also what the benchmarks need (lighttpd for the peer, wrk, a C compiler)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,9 @@ PACKAGES=(
   systemd                                                   # systemd-notify (sd_notify), systemd-analyze verify (tests)
   cloud-init                                                # its readers are the client in tests
 )
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(lighttpd wrk gcc)                              # the peer, steady load, bench/storm.c
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
