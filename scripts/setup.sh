@@ -10,6 +10,8 @@ PACKAGES=(
   python3 make g++                                          # node-gyp: the setns addon
   systemd                                                   # systemd-notify (sd_notify), systemd-analyze verify (tests)
   cloud-init                                                # its readers are the client in tests
+  dnsmasq-base                                              # per-network DHCP (the daemon runs it, no service)
+  busybox tcpdump                                           # tests: udhcpc as a guest DHCP client, uplink capture
 )
 if [ "${1:-}" = "--bench" ]; then
   PACKAGES+=(lighttpd wrk gcc)                              # the peer, steady load, bench/storm.c

@@ -15,6 +15,9 @@ export const configSchema = z
   .object({
     state_dir: absolutePath.default('/var/lib/imds'),
     admin_socket: absolutePath.default('/run/imds/admin.sock'),
+    dhcp_dir: absolutePath
+      .default('/run/imds/dhcp')
+      .describe("dnsmasq's hosts, options and lease files, one directory per DHCP network (must be readable by user nobody)"),
     listen_port: z
       .number()
       .int('must be an integer')

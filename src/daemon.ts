@@ -4,7 +4,9 @@
 import { writeSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { loadConfig, type Config } from './config.ts';
+import { NetworkServices } from './controller/network-services.ts';
 import { Reconciler, type ReconcileSummary } from './controller/reconciler.ts';
+import { DhcpServers } from './dhcp/dhcp-servers.ts';
 import { ImdsError, isImdsError, messageOf } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { Stats } from './stats.ts';
@@ -25,6 +27,7 @@ const RESTART_ONLY = [
   'state_dir',
   'admin_socket',
   'admin_group',
+  'dhcp_dir',
   'listen_port',
   'namespace_prefix',
   'request_timeout_ms',
@@ -127,9 +130,22 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
       front,
     );
     cleanups.push(() => listeners.closeAll());
+    const dhcp = new DhcpServers({ dir: cfg.dhcp_dir, log: log.child({ component: 'dhcp' }) });
+    const services = new NetworkServices({
+      runner,
+      dhcp,
+      log: log.child({ component: 'services' }),
+      network: (id) => inventory.getNetwork(id)?.network,
+      hosts: (network) => inventory.vmList(network).map(({ vm }) => ({ mac: vm.mac, ip: vm.ip, hostname: vm.hostname })),
+      defaultDomain: () => cfg.dhcp_domain,
+    });
+    inventory.onVmsChanged = (networks) => services.vmsChanged(networks);
+    // Stops before the listeners close (cleanups run in reverse order).
+    cleanups.push(() => services.stopAll());
     const rec = new Reconciler({
       runner,
       listeners,
+      hooks: services,
       log: log.child({ component: 'controller' }),
       namespacePrefix: cfg.namespace_prefix,
       listenPort: cfg.listen_port,
@@ -165,6 +181,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
       converge,
       convergeNetwork: (id) => rec.reconcile(inventory.networkList(), [id]),
       statusOf: (network) => rec.statusOf(network),
+      dhcpStatusOf: (network) => dhcp.statusOf(network),
       probe: async (network, vmId, path, method) => {
         const netns = listeners.netnsOf(network);
         if (netns === undefined) throw new ImdsError('NOT_FOUND', `network ${network} is not serving`);

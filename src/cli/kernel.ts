@@ -64,12 +64,15 @@ export function registerKernelCommands(program: Command): void {
         throw new ImdsError('DAEMON_RUNNING', `the daemon (pid ${pid}) is running; stop it first (systemctl stop imds)`, { details: { pid } });
       }
       const log = createLogger({ level: 'warn', destination: process.stderr });
-      const result = await teardown(createRunner(), cfg.namespace_prefix, log);
+      const result = await teardown(createRunner(), { namespacePrefix: cfg.namespace_prefix, dhcpDir: cfg.dhcp_dir }, log);
       if (opts.purgeState) {
         const { rmSync } = await import('node:fs');
         rmSync(cfg.state_dir, { recursive: true, force: true });
       }
       if (opts.json) process.stdout.write(`${JSON.stringify({ ...result, purged: opts.purgeState === true })}\n`);
-      else process.stdout.write(result.removed.length === 0 ? 'nothing to remove\n' : `removed: ${result.removed.join(', ')}\n`);
+      else {
+        if (result.stopped.length > 0) process.stdout.write(`stopped dnsmasq: pid ${result.stopped.join(', ')}\n`);
+        process.stdout.write(result.removed.length === 0 ? 'nothing to remove\n' : `removed: ${result.removed.join(', ')}\n`);
+      }
     });
 }

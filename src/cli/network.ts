@@ -16,13 +16,16 @@ interface NetworkView {
   domain?: string;
   dhcp?: boolean;
   dns?: string[];
+  ntp?: string[];
+  dhcp_lease_time?: number;
+  dhcp_server?: { state: string; pid?: number; restarts: number; last_error?: string };
   origin: string;
   vms: number;
   state: string;
   reason?: string;
 }
 
-const CLEARABLE = ['gateway', 'bridge', 'uplink', 'mtu', 'domain', 'dhcp', 'dns', 'vendor-data'];
+const CLEARABLE = ['gateway', 'bridge', 'uplink', 'mtu', 'domain', 'dhcp', 'dns', 'ntp', 'dhcp-lease-time', 'vendor-data'];
 
 export function clientOf(cmd: { optsWithGlobals(): Record<string, unknown> }): AdminClient {
   return new AdminClient(adminSocketOf(cmd.optsWithGlobals()['adminSocket'] as string | undefined));
@@ -57,6 +60,8 @@ export function networkCommand(): Command {
     .option('--domain <domain>', 'domain appended to bare host names')
     .option('--dhcp', 'VMs get their address by DHCP (network_data.json: ipv4_dhcp)')
     .option('--dns <ip>', 'DNS server for the VMs; repeatable', collect)
+    .option('--ntp <ip>', 'NTP server announced by DHCP (option 42); repeatable', collect)
+    .option('--dhcp-lease-time <seconds>', 'DHCP lease time (default 86400)', integer('--dhcp-lease-time'))
     .option('--vendor-data <@file|json>', "vendor data defaults (a JSON object) for the network's VMs")
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
@@ -71,6 +76,8 @@ export function networkCommand(): Command {
         domain: opts.domain,
         dhcp: opts.dhcp,
         dns: opts.dns,
+        ntp: opts.ntp,
+        dhcp_lease_time: opts.dhcpLeaseTime,
         vendor_data: jsonObject(opts.vendorData, '--vendor-data'),
       });
       const created = await clientOf(cmd).call<NetworkView>('POST', '/v1/networks', body);
@@ -112,6 +119,8 @@ export function networkCommand(): Command {
     .option('--domain <domain>')
     .option('--dhcp', 'VMs get their address by DHCP')
     .option('--dns <ip>', 'DNS server; repeatable (replaces the list)', collect)
+    .option('--ntp <ip>', 'NTP server; repeatable (replaces the list)', collect)
+    .option('--dhcp-lease-time <seconds>', 'DHCP lease time', integer('--dhcp-lease-time'))
     .option('--vendor-data <@file|json>', 'vendor data defaults (JSON object)')
     .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
     .option('--json', 'print JSON')
@@ -126,6 +135,8 @@ export function networkCommand(): Command {
         domain: opts.domain,
         dhcp: opts.dhcp,
         dns: opts.dns,
+        ntp: opts.ntp,
+        dhcp_lease_time: opts.dhcpLeaseTime,
         vendor_data: jsonObject(opts.vendorData, '--vendor-data'),
       });
       for (const field of opts.clear ?? []) {

@@ -25,7 +25,7 @@ export function commandOf(step: Step): { argv: string[]; stdin?: string; netns?:
         ? { argv: ['ip', '-batch', '-'], stdin: `${step.lines.join('\n')}\n` }
         : { argv: ['ip', '-batch', '-'], stdin: `${step.lines.join('\n')}\n`, netns: step.netns };
     case 'nft':
-      return { argv: ['nft', '-f', '-'], stdin: step.script, netns: step.netns };
+      return step.netns === undefined ? { argv: ['nft', '-f', '-'], stdin: step.script } : { argv: ['nft', '-f', '-'], stdin: step.script, netns: step.netns };
   }
 }
 
@@ -45,18 +45,17 @@ export async function runStep(runner: Runner, step: Step): Promise<void> {
 }
 
 /**
- * The steps as they run, each stage a list run concurrently: the nft table needs only the
- * namespace, so it is loaded while the host batch builds the bridge and the veth; everything else
- * keeps the plan's order.
+ * The steps as they run, each stage a list run concurrently: the nft tables need only the
+ * namespace (the bridge table not even that: it names links, it does not need them), so they load
+ * while the host batch builds the bridge and the veth; everything else keeps the plan's order.
  */
 export function stagesOf(steps: readonly Step[]): Step[][] {
   const stages: Step[][] = [];
-  const nft = steps.find((s) => s.kind === 'nft');
   const hostAt = steps.findIndex((s) => s.kind === 'ip' && s.netns === undefined);
-  for (const step of steps) {
-    if (step === nft && hostAt !== -1 && steps.indexOf(step) > hostAt) continue;
-    if (step.kind === 'ip' && step.netns === undefined && nft !== undefined && steps.indexOf(nft) > hostAt) stages.push([step, nft]);
-    else stages.push([step]);
+  const alongside = hostAt === -1 ? [] : steps.filter((s, i) => s.kind === 'nft' && i > hostAt);
+  for (const [i, step] of steps.entries()) {
+    if (alongside.includes(step)) continue;
+    stages.push(i === hostAt ? [step, ...alongside] : [step]);
   }
   return stages;
 }

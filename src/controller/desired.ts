@@ -1,8 +1,8 @@
 // Desired kernel state per network, derived from the declared networks (pure).
 import { parseCidr } from '../model/ipv4.ts';
-import { bridgeNameOf, INNER_LINK, METADATA_IP, namespaceName, outerVethName } from '../model/names.ts';
+import { bridgeNameOf, bridgeTableName, INNER_LINK, innerMac, METADATA_IP, namespaceName, outerVethName } from '../model/names.ts';
 import type { Network } from '../model/schema.ts';
-import { renderNatTable, type RenderedTable } from '../netns/nft.ts';
+import { renderBridgeTable, renderNatTable, type RenderedTable } from '../netns/nft.ts';
 
 export interface DesiredNetwork {
   id: string;
@@ -12,9 +12,14 @@ export interface DesiredNetwork {
   mtu: number | undefined;
   outer: string;
   inner: string;
+  /** MAC address of the inner end (the target of L2 interception). */
+  innerMac: string;
   /** Addresses on the inner veth end, `A.B.C.D/N`. */
   addresses: string[];
+  /** The `ip imds` table inside the namespace. */
   nft: RenderedTable;
+  /** The bridge table in the hypervisor namespace (interception, uplink fence). */
+  bridgeTable: RenderedTable;
 }
 
 export interface DesiredState {
@@ -34,16 +39,20 @@ export function desiredState(input: DesiredInput): DesiredState {
   for (const net of input.networks) {
     const parsed = parseCidr(net.cidr);
     if (!parsed.ok) throw new Error(`unvalidated network ${net.id}: ${parsed.reason}`);
+    const mac = innerMac(input.namespacePrefix);
+    const outer = outerVethName(net.id);
     networks.set(net.id, {
       id: net.id,
       netns: namespaceName(input.namespacePrefix, net.id),
       bridge: bridgeNameOf(net),
       uplink: net.uplink,
       mtu: net.mtu,
-      outer: outerVethName(net.id),
+      outer,
       inner: INNER_LINK,
+      innerMac: mac,
       addresses: [`${net.service_ip}/${parsed.cidr.prefix}`, `${METADATA_IP}/32`],
       nft,
+      bridgeTable: renderBridgeTable({ table: bridgeTableName(input.namespacePrefix, net.id), innerMac: mac, outer, uplink: net.uplink }),
     });
   }
   return { namespacePrefix: input.namespacePrefix, networks };

@@ -5,7 +5,7 @@ import { NFT_TABLE } from '../model/names.ts';
 import { parseLinks, type LinkState } from '../netns/iproute.ts';
 import { addonIfAvailable } from '../netns/listen-in-netns.ts';
 import { linksNamed, namespaceLinks } from '../netns/netlink-links.ts';
-import { parseTable, type TableState } from '../netns/nft.ts';
+import { parseRuleset, parseTable, type TableState } from '../netns/nft.ts';
 import { NETNS_RUN_DIR, netnsPath, type Runner } from '../netns/run.ts';
 import { mapLimit } from '../util/concurrency.ts';
 
@@ -21,6 +21,8 @@ export interface ObservedState {
   namespaces: Set<string>;
   /** Contents of the namespaces that were looked into. */
   inside: Map<string, ObservedNamespace>;
+  /** Bridge-family nft tables in the hypervisor namespace, by name (all of them, or those asked for). */
+  bridgeTables: Map<string, TableState>;
 }
 
 export async function listNamespaces(prefix: string): Promise<Set<string>> {
@@ -68,13 +70,33 @@ export interface ObserveOptions {
   lookInto: Iterable<string>;
   /** Read only these host links (a targeted reconcile); all of them when undefined. */
   hostLinks?: readonly string[];
+  /** Read only these bridge tables (a targeted reconcile); all of them when undefined. */
+  bridgeTables?: readonly string[];
   concurrency?: number;
 }
 
+/** The hypervisor namespace's bridge tables: all of them, or only the named ones (absent ones missing). */
+export async function observeBridgeTables(runner: Runner, names?: readonly string[]): Promise<Map<string, TableState>> {
+  const out = new Map<string, TableState>();
+  if (names === undefined) {
+    const result = await runner.run(['nft', '-j', 'list', 'ruleset', 'bridge']);
+    for (const [key, table] of parseRuleset(result.stdout)) out.set(key.slice('bridge '.length), table);
+    return out;
+  }
+  await Promise.all(
+    names.map(async (name) => {
+      const result = await runner.run(['nft', '-j', 'list', 'table', 'bridge', name], { allowFailure: true });
+      if (result.code === 0) out.set(name, parseTable(result.stdout));
+    }),
+  );
+  return out;
+}
+
 export async function observe(runner: Runner, options: ObserveOptions): Promise<ObservedState> {
-  const [hostLinks, namespaces] = await Promise.all([
+  const [hostLinks, namespaces, bridgeTables] = await Promise.all([
     options.hostLinks === undefined ? observeHostLinks(runner) : observeHostLinksNamed(runner, options.hostLinks),
     listNamespaces(options.namespacePrefix),
+    observeBridgeTables(runner, options.bridgeTables),
   ]);
   const targets = [...new Set(options.lookInto)].filter((ns) => namespaces.has(ns));
   // A namespace that vanished between the listing and the look inside counts as absent.
@@ -86,5 +108,5 @@ export async function observe(runner: Runner, options: ObserveOptions): Promise<
     if (content === undefined) namespaces.delete(ns);
     else inside.set(ns, content);
   });
-  return { hostLinks, namespaces, inside };
+  return { hostLinks, namespaces, inside, bridgeTables };
 }

@@ -11,7 +11,8 @@ export type Step =
   | { kind: 'netns-del'; network: string; netns: string; why: string }
   /** `ip -batch -` in the hypervisor namespace (netns undefined) or `ip -n NETNS -batch -`. */
   | { kind: 'ip'; network: string; netns: string | undefined; lines: string[]; why: string }
-  | { kind: 'nft'; network: string; netns: string; script: string; why: string };
+  /** `nft -f -` in the network's namespace, or in the hypervisor namespace when netns is undefined. */
+  | { kind: 'nft'; network: string; netns: string | undefined; script: string; why: string };
 
 export interface NetworkPlan {
   network: string;
@@ -121,7 +122,7 @@ export function planNetwork(d: DesiredNetwork, observed: ObservedState): Network
   }
   if (createVeth) {
     hostLines.push(
-      `link add ${d.outer}${d.mtu === undefined ? '' : ` mtu ${d.mtu}`} type veth peer name ${d.inner}${d.mtu === undefined ? '' : ` mtu ${d.mtu}`} netns ${d.netns}`,
+      `link add ${d.outer}${d.mtu === undefined ? '' : ` mtu ${d.mtu}`} type veth peer name ${d.inner} address ${d.innerMac}${d.mtu === undefined ? '' : ` mtu ${d.mtu}`} netns ${d.netns}`,
       `link set ${d.outer} alias ${ownerAlias(network, 'veth')}`,
       `link set ${d.outer} master ${d.bridge}`,
       `link set ${d.outer} up`,
@@ -147,6 +148,7 @@ export function planNetwork(d: DesiredNetwork, observed: ObservedState): Network
   if (lo === undefined || !lo.up) insideLines.push('link set lo up');
   const innerNow = createVeth ? undefined : inner;
   if (innerNow !== undefined && d.mtu !== undefined && innerNow.mtu !== d.mtu) insideLines.push(`link set ${d.inner} mtu ${d.mtu}`);
+  if (innerNow !== undefined && innerNow.mac?.toLowerCase() !== d.innerMac) insideLines.push(`link set ${d.inner} address ${d.innerMac}`);
   if (innerNow === undefined || !innerNow.up) insideLines.push(`link set ${d.inner} up`);
   const have = new Set(innerNow?.addresses ?? []);
   for (const addr of d.addresses) if (!have.has(addr)) insideLines.push(`addr add ${addr} dev ${d.inner}`);
@@ -157,27 +159,38 @@ export function planNetwork(d: DesiredNetwork, observed: ObservedState): Network
   if (!tableMatches(inside.table, d.nft)) {
     steps.push({ kind: 'nft', network, netns: d.netns, script: d.nft.script, why: inside.table === undefined ? 'nft table missing' : 'nft table differs' });
   }
+  const bridgeTable = observed.bridgeTables.get(d.bridgeTable.name);
+  if (!tableMatches(bridgeTable, d.bridgeTable)) {
+    steps.push({ kind: 'nft', network, netns: undefined, script: d.bridgeTable.script, why: bridgeTable === undefined ? 'bridge table missing' : 'bridge table differs' });
+  }
   const rollback: Step[] = [];
   if (fresh) {
     const undo = [`link del ${d.outer}`, ...(bridge === undefined ? [`link del ${d.bridge}`] : [])];
     rollback.push(...undo.map((line): Step => ({ kind: 'ip', network, netns: undefined, lines: [line], why: 'roll back a failed new network' })));
+    if (bridgeTable === undefined) {
+      rollback.push({ kind: 'nft', network, netns: undefined, script: deleteTableScript(d.bridgeTable.name), why: 'roll back a failed new network' });
+    }
     rollback.push({ kind: 'netns-del', network, netns: d.netns, why: 'roll back a failed new network' });
   }
   return { network, steps, fresh, rollback, conflict: undefined };
 }
 
+function deleteTableScript(name: string): string {
+  return `delete table bridge ${name}\n`;
+}
+
 /**
- * Everything owned that no declared network accounts for: namespaces with our prefix, and links
- * carrying our owner mark (veths before bridges). Links and namespaces without the mark or the
- * prefix are never touched.
+ * Everything owned that no declared network accounts for: namespaces and bridge tables with our
+ * prefix, and links carrying our owner mark (veths before bridges). Links, tables and namespaces
+ * without the mark or the prefix are never touched.
  */
 export function planRemovals(desired: DesiredState, observed: ObservedState): NetworkPlan[] {
   const keep = new Set<string>();
   for (const d of desired.networks.values()) keep.add(d.bridge).add(d.outer);
-  const byNetwork = new Map<string, { veths: string[]; bridges: string[]; netns: string | undefined }>();
+  const byNetwork = new Map<string, { veths: string[]; bridges: string[]; netns: string | undefined; table: string | undefined }>();
   const entry = (network: string) => {
     let e = byNetwork.get(network);
-    if (e === undefined) byNetwork.set(network, (e = { veths: [], bridges: [], netns: undefined }));
+    if (e === undefined) byNetwork.set(network, (e = { veths: [], bridges: [], netns: undefined, table: undefined }));
     return e;
   };
   for (const link of observed.hostLinks.values()) {
@@ -190,10 +203,15 @@ export function planRemovals(desired: DesiredState, observed: ObservedState): Ne
   for (const ns of observed.namespaces) {
     if (!desiredNamespaces.has(ns)) entry(ns.slice(desired.namespacePrefix.length)).netns = ns;
   }
+  const desiredTables = new Set([...desired.networks.values()].map((d) => d.bridgeTable.name));
+  for (const name of observed.bridgeTables.keys()) {
+    if (name.startsWith(desired.namespacePrefix) && !desiredTables.has(name)) entry(name.slice(desired.namespacePrefix.length)).table = name;
+  }
   const removals: NetworkPlan[] = [];
   for (const [network, e] of [...byNetwork.entries()].sort(([a], [b]) => a.localeCompare(b))) {
     const steps: Step[] = [];
     const lines = [...e.veths.sort(), ...e.bridges.sort()].map((name) => `link del ${name}`);
+    if (e.table !== undefined) steps.push({ kind: 'nft', network, netns: undefined, script: deleteTableScript(e.table), why: 'bridge table no network declares' });
     if (lines.length > 0) steps.push({ kind: 'ip', network, netns: undefined, lines, why: 'owned links no network declares' });
     if (e.netns !== undefined) steps.push({ kind: 'netns-del', network, netns: e.netns, why: 'namespace no network declares' });
     removals.push({ network, steps, fresh: false, rollback: [], conflict: undefined });
@@ -207,8 +225,8 @@ export function formatPlan(p: Plan): string {
   const emit = (np: NetworkPlan, verb: string) => {
     if (np.conflict !== undefined) out.push(`${verb} ${np.network}: CONFLICT: ${np.conflict}`);
     for (const s of np.steps) {
-      const where = s.kind === 'ip' ? (s.netns === undefined ? 'host' : s.netns) : s.netns;
-      const what = s.kind === 'ip' ? s.lines.map((l) => `ip ${l}`).join('; ') : s.kind === 'nft' ? 'nft -f (replace table)' : s.kind;
+      const where = s.kind === 'ip' || s.kind === 'nft' ? (s.netns ?? 'host') : s.netns;
+      const what = s.kind === 'ip' ? s.lines.map((l) => `ip ${l}`).join('; ') : s.kind === 'nft' ? `nft -f (${s.script.startsWith('delete') ? 'delete' : 'replace'} table)` : s.kind;
       out.push(`${verb} ${np.network} [${where}] ${what}  # ${s.why}`);
     }
   };

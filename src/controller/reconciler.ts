@@ -9,6 +9,8 @@ import type { NetnsListeners } from '../server/listeners.ts';
 import { mapLimit } from '../util/concurrency.ts';
 import { applyNetworkPlan } from './apply.ts';
 import { desiredState } from './desired.ts';
+import type { NetworkHooks } from './network-services.ts';
+import { GUEST_SET } from '../netns/nft.ts';
 import { listNamespaces, observe } from './observe.ts';
 import { plan, planNetwork, type Plan } from './plan.ts';
 
@@ -34,6 +36,8 @@ export interface ReconcilerDeps {
   namespacePrefix: string;
   listenPort: number;
   concurrency?: number;
+  /** Per-network services (guest set, DHCP) brought in line after a network converged. */
+  hooks?: NetworkHooks;
   /** Counts failures and times runs (Prometheus). */
   onResult?: (summary: ReconcileSummary) => void;
 }
@@ -97,17 +101,25 @@ export class Reconciler {
     const observed = await observe(runner, {
       namespacePrefix: this.deps.namespacePrefix,
       lookInto: targets.map((d) => d.netns),
-      ...(only === undefined ? {} : { hostLinks: targets.flatMap((d) => [d.bridge, d.outer, ...(d.uplink === undefined ? [] : [d.uplink])]) }),
+      ...(only === undefined
+        ? {}
+        : { hostLinks: targets.flatMap((d) => [d.bridge, d.outer, ...(d.uplink === undefined ? [] : [d.uplink])]), bridgeTables: targets.map((d) => d.bridgeTable.name) }),
     });
     const p: Plan = only === undefined ? plan(desired, observed) : { removals: [], networks: targets.map((d) => planNetwork(d, observed)) };
 
-    // A socket pins its namespace: close it before the namespace is removed or rebuilt.
+    // A socket pins its namespace: close it before the namespace is removed or rebuilt. Services
+    // running inside (dnsmasq) stop too.
+    const hooks = this.deps.hooks;
     for (const network of listeners.networks()) {
       if (only !== undefined && !only.includes(network)) continue;
       const d = desired.networks.get(network);
       const rebuilt = p.networks.find((np) => np.network === network)?.steps.some((s) => s.kind === 'netns-add') ?? false;
       if (d === undefined || rebuilt || listeners.netnsOf(network) !== d.netns) await listeners.close(network);
     }
+    for (const np of p.networks) {
+      if (np.steps.some((s) => s.kind === 'netns-add')) await hooks?.stopping(np.network, { removed: false });
+    }
+    for (const removal of p.removals) await hooks?.stopping(removal.network, { removed: true });
 
     const removed: string[] = [];
     const removalFailures: { network: string; error: string }[] = [];
@@ -131,6 +143,9 @@ export class Reconciler {
       if (result.ok && d !== undefined) {
         try {
           await listeners.listen(d.id, d.netns);
+          const np = p.networks.find((n) => n.network === d.id);
+          const replaced = np?.steps.some((s) => s.kind === 'nft' && s.netns === undefined) ?? false;
+          await hooks?.converged(d, replaced ? new Set() : observed.bridgeTables.get(d.bridgeTable.name)?.sets.get(GUEST_SET));
         } catch (err) {
           reason = messageOf(err);
         }

@@ -87,6 +87,14 @@ export const networkSchema = z
     domain: domainSchema.optional(),
     dhcp: z.boolean().optional().describe('VMs get their address by DHCP (network_data.json says ipv4_dhcp)'),
     dns: z.array(ipv4Schema).max(8).optional().describe('DNS servers announced to VMs'),
+    ntp: z.array(ipv4Schema).max(8).optional().describe('NTP servers announced by DHCP (option 42)'),
+    dhcp_lease_time: z
+      .number()
+      .int('must be an integer')
+      .min(120, 'must be at least 120 seconds')
+      .max(31_536_000, 'must be at most 31536000 seconds (a year)')
+      .optional()
+      .describe('DHCP lease time in seconds; default 86400'),
     vendor_data: vendorDataSchema.optional().describe("defaults for the network's VMs' vendor data"),
   })
   .strict();

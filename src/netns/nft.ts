@@ -1,25 +1,59 @@
-// The nftables table imds owns inside each network namespace: rendered whole as text, applied
-// atomically (declare, delete, redefine in one transaction), and recognised again by a content
-// hash carried in every rule's comment.
+// The nftables tables imds owns: in each network namespace the `ip imds` table (DNAT to the
+// listener), and in the hypervisor namespace one `bridge imds-<network>` table per network (L2
+// interception and the uplink fence). Each is rendered whole as text, applied atomically (declare,
+// delete, redefine in one transaction), and recognised again by a content hash carried in every
+// rule's comment.
 import { createHash } from 'node:crypto';
 import { METADATA_IP, NFT_TABLE } from '../model/names.ts';
 
-export interface NatTableInput {
-  listenPort: number;
+export type TableFamily = 'ip' | 'bridge';
+
+export interface ChainSpec {
+  name: string;
+  /** The base chain declaration, e.g. `type nat hook prerouting priority dstnat; policy accept;`. */
+  hook: string;
+  rules: string[];
+}
+
+export interface SetSpec {
+  name: string;
+  /** nft set type, e.g. `ether_addr . ipv4_addr`. */
+  type: string;
 }
 
 export interface RenderedTable {
+  family: TableFamily;
+  name: string;
   /** Full `nft -f` script: replaces the table atomically. */
   script: string;
   /** Content hash carried in each rule comment (`imds:<hash>`). */
   hash: string;
   /** Number of rules the table holds when intact. */
   ruleCount: number;
+  /** Names of the sets it declares. */
+  sets: string[];
+}
+
+export function renderTable(family: TableFamily, name: string, chains: readonly ChainSpec[], sets: readonly SetSpec[] = []): RenderedTable {
+  const hash = createHash('sha256')
+    .update(JSON.stringify(sets.length === 0 ? chains : { chains, sets }))
+    .digest('hex')
+    .slice(0, 16);
+  const body = [
+    ...sets.map((s) => `  set ${s.name} {\n    type ${s.type};\n  }`),
+    ...chains.map((c) => [`  chain ${c.name} {`, `    ${c.hook}`, ...c.rules.map((r) => `    ${r} comment "imds:${hash}"`), '  }'].join('\n')),
+  ].join('\n');
+  const script = `table ${family} ${name} {}\ndelete table ${family} ${name}\ntable ${family} ${name} {\n${body}\n}\n`;
+  return { family, name, script, hash, ruleCount: chains.reduce((n, c) => n + c.rules.length, 0), sets: sets.map((s) => s.name) };
+}
+
+export interface NatTableInput {
+  listenPort: number;
 }
 
 export function renderNatTable(input: NatTableInput): RenderedTable {
   const port = input.listenPort;
-  const chains: { name: string; hook: string; rules: string[] }[] = [
+  return renderTable('ip', NFT_TABLE, [
     {
       name: 'prerouting',
       hook: 'type nat hook prerouting priority dstnat; policy accept;',
@@ -37,36 +71,130 @@ export function renderNatTable(input: NatTableInput): RenderedTable {
       hook: 'type filter hook input priority filter; policy accept;',
       rules: [`tcp dport ${port} ct status dnat accept`, `tcp dport ${port} counter drop`],
     },
-  ];
-  const hash = createHash('sha256').update(JSON.stringify(chains)).digest('hex').slice(0, 16);
-  const body = chains
-    .map((c) => [`  chain ${c.name} {`, `    ${c.hook}`, ...c.rules.map((r) => `    ${r} comment "imds:${hash}"`), '  }'].join('\n'))
-    .join('\n');
-  const script = `table ip ${NFT_TABLE} {}\ndelete table ip ${NFT_TABLE}\ntable ip ${NFT_TABLE} {\n${body}\n}\n`;
-  return { script, hash, ruleCount: chains.reduce((n, c) => n + c.rules.length, 0) };
+  ]);
+}
+
+/** The set of the network's registered VMs as `MAC . IPv4` pairs, in its bridge table. */
+export const GUEST_SET = 'guests';
+
+export interface BridgeTableInput {
+  /** Table name (bridgeTableName). */
+  table: string;
+  /** MAC of the namespace end of the veth pair. */
+  innerMac: string;
+  /** The veth end on the bridge. */
+  outer: string;
+  uplink: string | undefined;
+}
+
+/**
+ * The bridge table of one network. Frames a registered VM sends to 169.254.169.254:80 are steered
+ * to the namespace whatever MAC they were sent to (a guest with only a default route sends them to
+ * its gateway). The kernel's bridge families cannot all match a frame's bridge (`meta ibrname`
+ * needs nft_meta_bridge), so the VM's MAC and address pair identifies the network instead.
+ * With an uplink, the namespace is fenced off from it: nothing passes between the two, and ARP for
+ * 169.254.169.254 neither comes in nor goes out, so hypervisors on one segment never answer for
+ * each other.
+ */
+export function renderBridgeTable(input: BridgeTableInput): RenderedTable {
+  const mac = input.innerMac;
+  const prerouting: string[] = [];
+  const chains: ChainSpec[] = [];
+  const up = input.uplink;
+  if (up !== undefined) {
+    prerouting.push(`iifname "${up}" ether type arp arp daddr ip ${METADATA_IP} counter drop`, `iifname "${up}" ip daddr ${METADATA_IP} counter drop`);
+  }
+  prerouting.push(`ether saddr . ip saddr @${GUEST_SET} ip daddr ${METADATA_IP} tcp dport 80 ether daddr != ${mac} ether daddr set ${mac} counter`);
+  chains.push({ name: 'prerouting', hook: 'type filter hook prerouting priority dstnat; policy accept;', rules: prerouting });
+  if (up !== undefined) {
+    chains.push({
+      name: 'forward',
+      hook: 'type filter hook forward priority filter; policy accept;',
+      rules: [
+        `iifname "${input.outer}" oifname "${up}" counter drop`,
+        `iifname "${up}" oifname "${input.outer}" counter drop`,
+        `oifname "${up}" ether type arp arp daddr ip ${METADATA_IP} counter drop`,
+      ],
+    });
+  }
+  return renderTable('bridge', input.table, chains, [{ name: GUEST_SET, type: 'ether_addr . ipv4_addr' }]);
+}
+
+export interface GuestAddress {
+  mac: string;
+  ip: string;
+}
+
+/** The key a guest pair has in observed sets: `mac . ip`. */
+export function guestKey(g: GuestAddress): string {
+  return `${g.mac.toLowerCase()} . ${g.ip}`;
+}
+
+/** `nft -f` script that replaces the guest set's elements in one transaction. */
+export function renderGuestElements(table: string, guests: readonly GuestAddress[]): string {
+  const lines = [`flush set bridge ${table} ${GUEST_SET}`];
+  const elements = [...new Set(guests.map(guestKey))].sort();
+  for (let i = 0; i < elements.length; i += 1000) {
+    lines.push(`add element bridge ${table} ${GUEST_SET} { ${elements.slice(i, i + 1000).join(', ')} }`);
+  }
+  return `${lines.join('\n')}\n`;
 }
 
 export interface TableState {
   /** Rules whose comment carries `imds:<hash>`, by hash. */
   rulesByHash: Map<string, number>;
   ruleCount: number;
+  /** Elements of the table's sets by set name; concatenations as `a . b`. */
+  sets: Map<string, Set<string>>;
 }
 
-/** Parses `nft -j list table ip imds`. */
-export function parseTable(json: string): TableState {
-  const doc = JSON.parse(json) as { nftables?: { rule?: { comment?: string } }[] };
-  const rulesByHash = new Map<string, number>();
-  let ruleCount = 0;
+interface NftItem {
+  table?: { family?: string; name?: string };
+  rule?: { family?: string; table?: string; comment?: string };
+  set?: { family?: string; table?: string; name?: string; elem?: unknown[] };
+}
+
+function elementText(e: unknown): string {
+  if (typeof e === 'string' || typeof e === 'number') return String(e);
+  if (e !== null && typeof e === 'object' && 'concat' in e && Array.isArray((e as { concat: unknown[] }).concat)) {
+    return (e as { concat: unknown[] }).concat.map(elementText).join(' . ');
+  }
+  if (e !== null && typeof e === 'object' && 'elem' in e) return elementText((e as { elem: { val?: unknown } }).elem.val);
+  return JSON.stringify(e);
+}
+
+/** Parses `nft -j list ruleset [FAMILY]` (or one table's listing): every table, by `family name`. */
+export function parseRuleset(json: string): Map<string, TableState> {
+  const doc = JSON.parse(json) as { nftables?: NftItem[] };
+  const tables = new Map<string, TableState>();
+  const of = (family: string | undefined, name: string | undefined): TableState => {
+    const key = `${family ?? ''} ${name ?? ''}`;
+    let t = tables.get(key);
+    if (t === undefined) tables.set(key, (t = { rulesByHash: new Map(), ruleCount: 0, sets: new Map() }));
+    return t;
+  };
   for (const item of doc.nftables ?? []) {
+    if (item.table !== undefined) of(item.table.family, item.table.name);
+    if (item.set !== undefined) {
+      of(item.set.family, item.set.table).sets.set(item.set.name ?? '', new Set((item.set.elem ?? []).map(elementText)));
+    }
     if (item.rule === undefined) continue;
-    ruleCount++;
+    const t = of(item.rule.family, item.rule.table);
+    t.ruleCount++;
     const comment = item.rule.comment;
     if (comment?.startsWith('imds:')) {
       const hash = comment.slice(5);
-      rulesByHash.set(hash, (rulesByHash.get(hash) ?? 0) + 1);
+      t.rulesByHash.set(hash, (t.rulesByHash.get(hash) ?? 0) + 1);
     }
   }
-  return { rulesByHash, ruleCount };
+  return tables;
+}
+
+/** Parses `nft -j list table FAMILY NAME`. */
+export function parseTable(json: string): TableState {
+  const tables = parseRuleset(json);
+  const first = tables.values().next();
+  return first.done === true ? { rulesByHash: new Map(), ruleCount: 0, sets: new Map() } : first.value;
 }
 
 /** True when the observed table is exactly the rendered one. */
@@ -74,6 +202,7 @@ export function tableMatches(observed: TableState | undefined, desired: Rendered
   return (
     observed !== undefined &&
     observed.ruleCount === desired.ruleCount &&
-    observed.rulesByHash.get(desired.hash) === desired.ruleCount
+    observed.rulesByHash.get(desired.hash) === desired.ruleCount &&
+    desired.sets.every((name) => observed.sets.has(name))
   );
 }

@@ -14,6 +14,7 @@ import {
   type ZodTypeProvider,
 } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import type { DhcpStatus } from '../dhcp/dhcp-servers.ts';
 import type { NetworkStatus, ReconcileSummary } from '../controller/reconciler.ts';
 import { httpStatusOf, ImdsError, isImdsError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -53,11 +54,26 @@ export interface AdminDeps {
   /** Converges one network only (nothing else is observed). */
   convergeNetwork(id: string): Promise<ReconcileSummary>;
   statusOf(network: string): NetworkStatus | undefined;
+  /** The network's DHCP server, when it has one. */
+  dhcpStatusOf?(network: string): DhcpStatus | undefined;
   probe(network: string, vmId: string, path: string, method: string): Promise<ProbeResult>;
   info(): Record<string, unknown>;
 }
 
 type NetworkViewT = z.infer<typeof networkView>;
+
+function dhcpView(s: DhcpStatus | undefined): { dhcp_server?: NonNullable<NetworkViewT['dhcp_server']> } {
+  if (s === undefined) return {};
+  return {
+    dhcp_server: {
+      state: s.state,
+      restarts: s.restarts,
+      ...(s.pid === undefined ? {} : { pid: s.pid }),
+      ...(s.last_error === undefined ? {} : { last_error: s.last_error }),
+    },
+  };
+}
+
 type VmViewT = z.infer<typeof vmView>;
 
 function parseModel<T>(schema: z.ZodType<T>, input: unknown, prefix: (string | number)[] = []): T {
@@ -131,6 +147,7 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
       vms: inventory.vmCount(n.id),
       state: status?.state ?? 'pending',
       ...(status?.reason === undefined ? {} : { reason: status.reason }),
+      ...dhcpView(deps.dhcpStatusOf?.(n.id)),
     };
   };
   const vmViewOf = (stored: StoredVm, full: boolean): VmViewT => {

@@ -3,7 +3,7 @@
 // guest namespaces attached to imds's bridges, and cleanup by name and pid even when a test fails.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -84,8 +84,9 @@ export interface DaemonProcess {
 export interface GuestOptions {
   /** Bridge in the hypervisor namespace to attach to. */
   bridge: string;
-  ip: string;
-  prefix: number;
+  /** Static address; omit for a guest that will ask DHCP (see test/helpers/dhcp-client.ts). */
+  ip?: string;
+  prefix?: number;
   mac: string;
   /** Add `169.254.169.254/32 via <route>` (the service address); omit for no metadata route. */
   metadataVia?: string;
@@ -109,6 +110,8 @@ export class Sandbox {
     this.hv = `${prefix}${this.id}-hv`;
     this.nsPrefix = `${prefix}${this.id}-n-`;
     this.dir = mkdtempSync(join(tmpdir(), `${prefix}${this.id}-`));
+    // dnsmasq re-reads its files as user nobody: the path to dhcp_dir must be searchable.
+    chmodSync(this.dir, 0o755);
   }
 
   /** Runs argv in the hypervisor namespace (network only). */
@@ -138,13 +141,13 @@ export class Sandbox {
     const inside = [
       'link set lo up',
       `link set eth0 address ${options.mac}`,
-      `addr add ${options.ip}/${options.prefix} dev eth0`,
+      ...(options.ip === undefined ? [] : [`addr add ${options.ip}/${options.prefix ?? 24} dev eth0`]),
       'link set eth0 up',
       ...(options.metadataVia ? [`route add 169.254.169.254/32 via ${options.metadataVia}`] : []),
       ...(options.defaultVia ? [`route add default via ${options.defaultVia}`] : []),
     ];
     await sh(['ip', '-n', netns, '-batch', '-'], { stdin: `${inside.join('\n')}\n` });
-    return new Guest(name, netns, options.ip, options.mac);
+    return new Guest(name, netns, options.ip ?? '', options.mac);
   }
 
   /**
@@ -155,6 +158,7 @@ export class Sandbox {
     return {
       state_dir: join(this.dir, instance, 'state'),
       admin_socket: this.adminSocket(instance),
+      dhcp_dir: join(this.dir, `${instance}-dhcp`),
       namespace_prefix: this.nsPrefix,
       log_level: 'debug',
       ...extra,

@@ -22,7 +22,10 @@ function link(name: string, extra: Partial<LinkState> = {}): LinkState {
 function converged(): ObservedState {
   const rules = Array.from({ length: d.nft.ruleCount }, () => ({ rule: { comment: `imds:${d.nft.hash}` } }));
   const table = parseTable(JSON.stringify({ nftables: [{ table: {} }, ...rules] }));
+  const bridgeRules = Array.from({ length: d.bridgeTable.ruleCount }, () => ({ rule: { comment: `imds:${d.bridgeTable.hash}` } }));
+  const bridgeTable = parseTable(JSON.stringify({ nftables: [{ table: {} }, { set: { name: 'guests', elem: [] } }, ...bridgeRules] }));
   return {
+    bridgeTables: new Map([['imds-net1', bridgeTable]]),
     hostLinks: new Map([
       ['eth0', link('eth0', { mtu: 1500 })],
       ['imdsb-net1', link('imdsb-net1', { kind: 'bridge', alias: 'imds:net1:bridge' })],
@@ -35,7 +38,7 @@ function converged(): ObservedState {
         {
           links: new Map([
             ['lo', link('lo', { mtu: 65536 })],
-            ['imds0', link('imds0', { kind: 'veth', addresses: ['198.51.100.2/24', '169.254.169.254/32'] })],
+            ['imds0', link('imds0', { kind: 'veth', mac: d.innerMac, addresses: ['198.51.100.2/24', '169.254.169.254/32'] })],
           ]),
           table,
         },
@@ -51,11 +54,12 @@ function stepsOf(observed: ObservedState): Step[] {
 
 describe('planner', () => {
   it('builds everything from nothing, host objects before the namespace contents', () => {
-    const steps = stepsOf({ hostLinks: new Map([['eth0', link('eth0')]]), namespaces: new Set(), inside: new Map() });
+    const steps = stepsOf({ hostLinks: new Map([['eth0', link('eth0')]]), namespaces: new Set(), inside: new Map(), bridgeTables: new Map() });
     assert.deepEqual(
-      steps.map((s) => s.kind),
-      ['netns-add', 'ip', 'ip', 'nft'],
+      steps.map((s) => (s.kind === 'nft' ? `nft@${s.netns ?? 'host'}` : s.kind)),
+      ['netns-add', 'ip', 'ip', 'nft@imds-net1', 'nft@host'],
     );
+    assert.match(d.innerMac, /^02(:[0-9a-f]{2}){5}$/);
     const host = steps[1] as Extract<Step, { kind: 'ip' }>;
     assert.equal(host.netns, undefined);
     assert.deepEqual(host.lines, [
@@ -63,7 +67,7 @@ describe('planner', () => {
       'link set imdsb-net1 alias imds:net1:bridge',
       'link set imdsb-net1 mtu 1400',
       'link set imdsb-net1 up',
-      'link add imdsv-net1 mtu 1400 type veth peer name imds0 mtu 1400 netns imds-net1',
+      `link add imdsv-net1 mtu 1400 type veth peer name imds0 address ${d.innerMac} mtu 1400 netns imds-net1`,
       'link set imdsv-net1 alias imds:net1:veth',
       'link set imdsv-net1 master imdsb-net1',
       'link set imdsv-net1 up',
@@ -71,11 +75,11 @@ describe('planner', () => {
     const inside = steps[2] as Extract<Step, { kind: 'ip' }>;
     assert.equal(inside.netns, 'imds-net1');
     assert.deepEqual(inside.lines, ['link set lo up', 'link set imds0 up', 'addr add 198.51.100.2/24 dev imds0', 'addr add 169.254.169.254/32 dev imds0']);
-    const p = plan(desired, { hostLinks: new Map(), namespaces: new Set(), inside: new Map() });
+    const p = plan(desired, { hostLinks: new Map(), namespaces: new Set(), inside: new Map(), bridgeTables: new Map() });
     assert.equal(p.networks[0]?.fresh, true);
     assert.deepEqual(
-      p.networks[0]?.rollback.map((s) => (s.kind === 'ip' ? s.lines[0] : s.kind)),
-      ['link del imdsv-net1', 'link del imdsb-net1', 'netns-del'],
+      p.networks[0]?.rollback.map((s) => (s.kind === 'ip' ? s.lines[0] : s.kind === 'nft' ? s.script.trim() : s.kind)),
+      ['link del imdsv-net1', 'link del imdsb-net1', 'delete table bridge imds-net1', 'netns-del'],
     );
   });
 
@@ -89,7 +93,7 @@ describe('planner', () => {
     o.hostLinks.set('imdsv-net1', link('imdsv-net1', { kind: 'veth', alias: 'imds:net1:veth', master: undefined, up: false }));
     const ns = o.inside.get('imds-net1');
     assert.ok(ns);
-    ns.links.set('imds0', link('imds0', { addresses: ['198.51.100.2/24', '10.0.0.1/8'] }));
+    ns.links.set('imds0', link('imds0', { mac: d.innerMac, addresses: ['198.51.100.2/24', '10.0.0.1/8'] }));
     ns.table = undefined;
     const steps = stepsOf(o);
     assert.deepEqual(
@@ -100,6 +104,26 @@ describe('planner', () => {
         'nft',
       ],
     );
+  });
+
+  it('restores the inner MAC and the bridge table, each where it lives', () => {
+    const o = converged();
+    o.inside.get('imds-net1')?.links.set('imds0', link('imds0', { kind: 'veth', mac: '02:00:00:00:00:01', addresses: ['198.51.100.2/24', '169.254.169.254/32'] }));
+    o.bridgeTables.delete('imds-net1');
+    const steps = stepsOf(o);
+    assert.deepEqual(
+      steps.map((s) => (s.kind === 'ip' ? `${s.netns ?? 'host'}: ${s.lines.join('; ')}` : `${s.kind}@${s.netns ?? 'host'}`)),
+      [`imds-net1: link set imds0 address ${d.innerMac}`, 'nft@host'],
+    );
+    assert.match((steps[1] as Extract<Step, { kind: 'nft' }>).script, /^table bridge imds-net1 \{\}\ndelete table bridge imds-net1\n/);
+  });
+
+  it('replaces a bridge table whose set is gone', () => {
+    const o = converged();
+    const t = o.bridgeTables.get('imds-net1');
+    assert.ok(t);
+    t.sets.clear();
+    assert.deepEqual(stepsOf(o).map((s) => `${s.kind}@${s.netns ?? 'host'}`), ['nft@host']);
   });
 
   it('replaces a flushed nft table', () => {
@@ -132,11 +156,11 @@ describe('planner', () => {
 
   it('uses an existing bridge without claiming it', () => {
     const ext = desiredState({ namespacePrefix: 'imds-', listenPort: 8775, networks: [{ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', bridge: 'br0' }] });
-    const o: ObservedState = { hostLinks: new Map([['br0', link('br0', { kind: 'bridge', up: false })]]), namespaces: new Set(), inside: new Map() };
+    const o: ObservedState = { hostLinks: new Map([['br0', link('br0', { kind: 'bridge', up: false })]]), namespaces: new Set(), inside: new Map(), bridgeTables: new Map() };
     const p = plan(ext, o);
     const host = p.networks[0]?.steps.find((s) => s.kind === 'ip' && s.netns === undefined) as Extract<Step, { kind: 'ip' }>;
     assert.ok(host.lines.every((l) => !l.includes('link set br0') && !l.includes('link add br0')), host.lines.join('\n'));
-    assert.deepEqual(p.networks[0]?.rollback.map((s) => (s.kind === 'ip' ? s.lines[0] : s.kind)), ['link del imdsv-net1', 'netns-del'], 'rollback keeps the operator bridge');
+    assert.deepEqual(p.networks[0]?.rollback.map((s) => (s.kind === 'ip' ? s.lines[0] : s.kind)), ['link del imdsv-net1', 'nft', 'netns-del'], 'rollback keeps the operator bridge');
   });
 
   it('removes owned orphans (veths before bridges, then the namespace) and nothing foreign', () => {
@@ -146,11 +170,13 @@ describe('planner', () => {
     o.hostLinks.set('imdsb-mine', link('imdsb-mine', { kind: 'bridge' }));
     o.hostLinks.set('br-other', link('br-other', { kind: 'bridge', alias: 'someone else' }));
     o.namespaces.add('imds-old');
+    o.bridgeTables.set('imds-old', parseTable('{"nftables": []}'));
+    o.bridgeTables.set('filter', parseTable('{"nftables": []}'));
     const p = plan(desired, o);
     assert.equal(p.removals.length, 1);
     assert.deepEqual(
-      p.removals[0]?.steps.map((s) => (s.kind === 'ip' ? s.lines.join('; ') : `${s.kind} ${s.netns}`)),
-      ['link del imdsv-old; link del imdsb-old', 'netns-del imds-old'],
+      p.removals[0]?.steps.map((s) => (s.kind === 'ip' ? s.lines.join('; ') : s.kind === 'nft' ? s.script.trim() : `${s.kind} ${s.netns}`)),
+      ['delete table bridge imds-old', 'link del imdsv-old; link del imdsb-old', 'netns-del imds-old'],
     );
     assert.ok(p.networks.every((n) => n.steps.length === 0));
   });
@@ -158,13 +184,14 @@ describe('planner', () => {
 
 describe('apply stages', () => {
   it('creates the namespace first, then loads the nft table while the host batch runs', () => {
-    const steps = stepsOf({ hostLinks: new Map([['eth0', link('eth0')]]), namespaces: new Set(), inside: new Map() });
+    const steps = stepsOf({ hostLinks: new Map([['eth0', link('eth0')]]), namespaces: new Set(), inside: new Map(), bridgeTables: new Map() });
     const stages = stagesOf(steps);
     assert.deepEqual(
-      stages.map((stage) => stage.map((s) => (s.kind === 'ip' ? `ip@${s.netns ?? 'host'}` : s.kind))),
-      [['netns-add'], ['ip@host', 'nft'], ['ip@imds-net1']],
+      stages.map((stage) => stage.map((s) => `${s.kind}@${s.netns ?? 'host'}`)),
+      [['netns-add@imds-net1'], ['ip@host', 'nft@imds-net1', 'nft@host'], ['ip@imds-net1']],
     );
     assert.deepEqual(commandOf(stages[1]?.[1] as Step), { argv: ['nft', '-f', '-'], stdin: d.nft.script, netns: 'imds-net1' });
+    assert.deepEqual(commandOf(stages[1]?.[2] as Step), { argv: ['nft', '-f', '-'], stdin: d.bridgeTable.script });
   });
 
   it('keeps a half-pair repair before the host batch', () => {

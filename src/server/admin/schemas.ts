@@ -56,7 +56,18 @@ export const networkView = z.object({
   domain: z.string().optional(),
   dhcp: z.boolean().optional(),
   dns: z.array(z.string()).optional(),
+  ntp: z.array(z.string()).optional(),
+  dhcp_lease_time: z.number().optional(),
   vendor_data: z.record(z.string(), z.unknown()).optional(),
+  dhcp_server: z
+    .object({
+      state: z.enum(['running', 'restarting', 'stopped']),
+      pid: z.number().optional(),
+      restarts: z.number().describe('times the daemon restarted it after it died'),
+      last_error: z.string().optional(),
+    })
+    .optional()
+    .describe('the network\'s dnsmasq (DHCP networks)'),
   origin: z.enum(['config', 'api']),
   vms: z.number().describe('VMs on this network'),
   state: z.enum(['serving', 'degraded', 'pending']),

@@ -1,0 +1,129 @@
+// What each serving network needs beyond links and tables, kept in line with its VMs: the guest
+// set of its bridge table (the `MAC . address` pairs whose metadata traffic is steered to the
+// namespace) and, on DHCP networks, its dnsmasq. The reconciler calls in after a network
+// converged and before its namespace goes; VM changes arrive from the inventory. Work for one
+// network runs in order; VM changes are coalesced, so a batch of a thousand VMs is one write.
+import { messageOf } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { Network } from '../model/schema.ts';
+import type { DhcpHost } from '../dhcp/dnsmasq-config.ts';
+import type { DhcpServers } from '../dhcp/dhcp-servers.ts';
+import { guestKey, renderGuestElements } from '../netns/nft.ts';
+import type { Runner } from '../netns/run.ts';
+import type { DesiredNetwork } from './desired.ts';
+
+export interface NetworkHooks {
+  /** The network serves; `guests` is its bridge table's guest set as observed (empty when the table was just replaced). */
+  converged(d: DesiredNetwork, guests: ReadonlySet<string> | undefined): Promise<void>;
+  /** Its namespace is about to be removed (`removed`: the network is gone) or rebuilt. */
+  stopping(network: string, options: { removed: boolean }): Promise<void>;
+}
+
+export interface NetworkServicesDeps {
+  runner: Runner;
+  dhcp: DhcpServers;
+  log: Logger;
+  network(id: string): Network | undefined;
+  /** The network's VMs as DHCP hosts (MAC, address, host name). */
+  hosts(network: string): DhcpHost[];
+  /** Domain announced by DHCP when the network declares none (config `dhcp_domain`). */
+  defaultDomain(): string;
+  /** Coalescing window for VM changes, ms. */
+  settleMs?: number;
+}
+
+export class NetworkServices implements NetworkHooks {
+  private readonly deps: NetworkServicesDeps;
+  /** Serving networks, as last converged. */
+  private readonly serving = new Map<string, DesiredNetwork>();
+  /** The guest set's content as last written or observed, by network. */
+  private readonly guestSets = new Map<string, string>();
+  private readonly queues = new Map<string, Promise<void>>();
+  private readonly pending = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(deps: NetworkServicesDeps) {
+    this.deps = deps;
+  }
+
+  converged(d: DesiredNetwork, guests: ReadonlySet<string> | undefined): Promise<void> {
+    return this.enqueue(d.id, async () => {
+      this.serving.set(d.id, d);
+      if (guests !== undefined) this.guestSets.set(d.id, [...guests].sort().join(','));
+      else this.guestSets.delete(d.id);
+      await this.syncGuests(d);
+      await this.syncDhcp(d);
+    });
+  }
+
+  stopping(network: string, options: { removed: boolean }): Promise<void> {
+    return this.enqueue(network, async () => {
+      this.serving.delete(network);
+      this.guestSets.delete(network);
+      await this.deps.dhcp.stop(network, { removeFiles: options.removed });
+    });
+  }
+
+  /** The inventory changed these networks' VMs. */
+  vmsChanged(networks: ReadonlySet<string>): void {
+    for (const n of networks) this.pending.add(n);
+    this.timer ??= setTimeout(() => this.flush(), this.deps.settleMs ?? 5);
+  }
+
+  /** Resolves when every queued change has been written (tests, shutdown). */
+  async idle(): Promise<void> {
+    if (this.timer !== undefined) this.flush();
+    await Promise.all(this.queues.values());
+  }
+
+  async stopAll(): Promise<void> {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pending.clear();
+    await Promise.all(this.queues.values());
+    await this.deps.dhcp.stopAll();
+  }
+
+  private flush(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    const networks = [...this.pending];
+    this.pending.clear();
+    for (const network of networks) {
+      void this.enqueue(network, async () => {
+        const d = this.serving.get(network);
+        if (d === undefined) return; // not serving yet: converging will write everything
+        await this.syncGuests(d);
+        if (this.deps.network(network)?.dhcp === true) this.deps.dhcp.updateHosts(network, this.deps.hosts(network));
+      }).catch((err: unknown) => this.deps.log.error({ network, err: messageOf(err) }, 'VM change not applied to the kernel'));
+    }
+  }
+
+  private enqueue(network: string, work: () => Promise<void>): Promise<void> {
+    const run = (this.queues.get(network) ?? Promise.resolve()).then(work);
+    const settled = run.catch(() => undefined);
+    this.queues.set(network, settled);
+    void settled.then(() => {
+      if (this.queues.get(network) === settled) this.queues.delete(network);
+    });
+    return run;
+  }
+
+  private async syncGuests(d: DesiredNetwork): Promise<void> {
+    const guests = this.deps.hosts(d.id);
+    const key = guests.map(guestKey).sort().join(',');
+    if (this.guestSets.get(d.id) === key) return;
+    this.guestSets.delete(d.id); // unknown until the write succeeds
+    await this.deps.runner.run(['nft', '-f', '-'], { stdin: renderGuestElements(d.bridgeTable.name, guests) });
+    this.guestSets.set(d.id, key);
+  }
+
+  private async syncDhcp(d: DesiredNetwork): Promise<void> {
+    const net = this.deps.network(d.id);
+    if (net?.dhcp === true) {
+      await this.deps.dhcp.ensure(net, d.netns, this.deps.hosts(d.id), net.domain ?? this.deps.defaultDomain());
+    } else {
+      await this.deps.dhcp.stop(d.id, { removeFiles: true }); // no-op unless it ran (or left files)
+    }
+  }
+}
