@@ -4,6 +4,7 @@
 import { writeSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { loadConfig, type Config } from './config.ts';
+import { NftBatcher } from './netns/nft-batch.ts';
 import { NetworkServices } from './controller/network-services.ts';
 import { Reconciler, type ReconcileSummary } from './controller/reconciler.ts';
 import { DhcpServers } from './dhcp/dhcp-servers.ts';
@@ -131,8 +132,9 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     );
     cleanups.push(() => listeners.closeAll());
     const dhcp = new DhcpServers({ dir: cfg.dhcp_dir, log: log.child({ component: 'dhcp' }) });
+    const hostNft = new NftBatcher(runner);
     const services = new NetworkServices({
-      runner,
+      hostNft,
       dhcp,
       log: log.child({ component: 'services' }),
       network: (id) => inventory.getNetwork(id)?.network,
@@ -144,6 +146,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     cleanups.push(() => services.stopAll());
     const rec = new Reconciler({
       runner,
+      hostNft,
       listeners,
       hooks: services,
       log: log.child({ component: 'controller' }),

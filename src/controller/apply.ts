@@ -3,6 +3,7 @@
 import { ImdsError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { addonIfAvailable } from '../netns/listen-in-netns.ts';
+import type { NftBatcher } from '../netns/nft-batch.ts';
 import { NETNS_RUN_DIR, type Runner } from '../netns/run.ts';
 import type { NetworkPlan, Step } from './plan.ts';
 
@@ -29,7 +30,18 @@ export function commandOf(step: Step): { argv: string[]; stdin?: string; netns?:
   }
 }
 
-export async function runStep(runner: Runner, step: Step): Promise<void> {
+/** How steps run: the Runner, and optionally a batcher for nft in the hypervisor namespace. */
+export interface StepRunner {
+  runner: Runner;
+  hostNft?: NftBatcher | undefined;
+}
+
+export async function runStep(exec: StepRunner | Runner, step: Step): Promise<void> {
+  const { runner, hostNft } = 'runner' in exec ? exec : { runner: exec, hostNft: undefined };
+  if (step.kind === 'nft' && step.netns === undefined && hostNft !== undefined) {
+    await hostNft.apply(step.script);
+    return;
+  }
   // A namespace is created in-process by the addon (what `ip netns add` does, without a process).
   const addon = step.kind === 'netns-add' ? addonIfAvailable() : undefined;
   if (step.kind === 'netns-add' && addon !== undefined) {
@@ -60,7 +72,7 @@ export function stagesOf(steps: readonly Step[]): Step[][] {
   return stages;
 }
 
-export async function applyNetworkPlan(runner: Runner, np: NetworkPlan, log?: Logger): Promise<NetworkResult> {
+export async function applyNetworkPlan(exec: StepRunner | Runner, np: NetworkPlan, log?: Logger): Promise<NetworkResult> {
   const started = performance.now();
   if (np.conflict !== undefined) {
     return {
@@ -74,7 +86,7 @@ export async function applyNetworkPlan(runner: Runner, np: NetworkPlan, log?: Lo
   let stepsRun = 0;
   try {
     for (const stage of stagesOf(np.steps)) {
-      await Promise.all(stage.map((step) => runStep(runner, step)));
+      await Promise.all(stage.map((step) => runStep(exec, step)));
       stepsRun += stage.length;
     }
     return { network: np.network, ok: true, error: undefined, stepsRun, ms: performance.now() - started };
@@ -82,7 +94,7 @@ export async function applyNetworkPlan(runner: Runner, np: NetworkPlan, log?: Lo
     const error = err instanceof ImdsError ? err : new ImdsError('INTERNAL', messageOf(err), { cause: err });
     if (np.fresh) {
       for (const step of np.rollback) {
-        await runStep(runner, step).catch((e: unknown) => log?.debug({ network: np.network, err: messageOf(e) }, 'rollback step failed'));
+        await runStep(exec, step).catch((e: unknown) => log?.debug({ network: np.network, err: messageOf(e) }, 'rollback step failed'));
       }
       log?.warn({ network: np.network }, 'new network rolled back after a failure');
     }

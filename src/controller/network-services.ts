@@ -9,7 +9,7 @@ import type { Network } from '../model/schema.ts';
 import type { DhcpHost } from '../dhcp/dnsmasq-config.ts';
 import type { DhcpServers } from '../dhcp/dhcp-servers.ts';
 import { guestKey, renderGuestElements } from '../netns/nft.ts';
-import type { Runner } from '../netns/run.ts';
+import type { NftBatcher } from '../netns/nft-batch.ts';
 import type { DesiredNetwork } from './desired.ts';
 
 export interface NetworkHooks {
@@ -20,7 +20,8 @@ export interface NetworkHooks {
 }
 
 export interface NetworkServicesDeps {
-  runner: Runner;
+  /** nft in the hypervisor namespace, where the bridge tables are. */
+  hostNft: NftBatcher;
   dhcp: DhcpServers;
   log: Logger;
   network(id: string): Network | undefined;
@@ -114,7 +115,7 @@ export class NetworkServices implements NetworkHooks {
     const key = guests.map(guestKey).sort().join(',');
     if (this.guestSets.get(d.id) === key) return;
     this.guestSets.delete(d.id); // unknown until the write succeeds
-    await this.deps.runner.run(['nft', '-f', '-'], { stdin: renderGuestElements(d.bridgeTable.name, guests) });
+    await this.deps.hostNft.apply(renderGuestElements(d.bridgeTable.name, guests));
     this.guestSets.set(d.id, key);
   }
 

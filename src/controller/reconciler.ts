@@ -4,6 +4,7 @@
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Network } from '../model/schema.ts';
+import type { NftBatcher } from '../netns/nft-batch.ts';
 import type { Runner } from '../netns/run.ts';
 import type { NetnsListeners } from '../server/listeners.ts';
 import { mapLimit } from '../util/concurrency.ts';
@@ -31,6 +32,8 @@ export interface ReconcileSummary {
 
 export interface ReconcilerDeps {
   runner: Runner;
+  /** nft in the hypervisor namespace (bridge tables), coalesced across networks. */
+  hostNft?: NftBatcher;
   listeners: NetnsListeners;
   log: Logger;
   namespacePrefix: string;
@@ -91,6 +94,7 @@ export class Reconciler {
 
   private async run(networks: readonly Network[], only: readonly string[] | undefined): Promise<ReconcileSummary> {
     const { runner, listeners, log } = this.deps;
+    const exec = { runner, hostNft: this.deps.hostNft };
     const started = performance.now();
     const desired = desiredState({ namespacePrefix: this.deps.namespacePrefix, listenPort: this.deps.listenPort, networks });
     const targets = [...desired.networks.values()].filter((d) => only === undefined || only.includes(d.id));
@@ -124,7 +128,7 @@ export class Reconciler {
     const removed: string[] = [];
     const removalFailures: { network: string; error: string }[] = [];
     for (const removal of p.removals) {
-      const result = await applyNetworkPlan(runner, removal, log);
+      const result = await applyNetworkPlan(exec, removal, log);
       if (result.ok) {
         removed.push(removal.network);
         this.status.delete(removal.network);
@@ -136,20 +140,25 @@ export class Reconciler {
     }
     for (const id of [...this.status.keys()]) if (!desired.networks.has(id)) this.status.delete(id);
 
-    const results = await mapLimit(p.networks, this.deps.concurrency ?? 4, (np) => applyNetworkPlan(runner, np, log));
-    for (const result of results) {
-      const d = desired.networks.get(result.network);
-      let reason = result.error?.message;
-      if (result.ok && d !== undefined) {
+    const results = await mapLimit(p.networks, this.deps.concurrency ?? 4, (np) => applyNetworkPlan(exec, np, log));
+    // Networks come up together: their guest-set writes share nft runs (see NftBatcher).
+    const reasons = await Promise.all(
+      results.map(async (result): Promise<string | undefined> => {
+        const d = desired.networks.get(result.network);
+        if (!result.ok || d === undefined) return result.error?.message;
         try {
           await listeners.listen(d.id, d.netns);
           const np = p.networks.find((n) => n.network === d.id);
           const replaced = np?.steps.some((s) => s.kind === 'nft' && s.netns === undefined) ?? false;
           await hooks?.converged(d, replaced ? new Set() : observed.bridgeTables.get(d.bridgeTable.name)?.sets.get(GUEST_SET));
+          return undefined;
         } catch (err) {
-          reason = messageOf(err);
+          return messageOf(err);
         }
-      }
+      }),
+    );
+    for (const [i, result] of results.entries()) {
+      const reason = reasons[i];
       const status: NetworkStatus = { network: result.network, state: reason === undefined ? 'serving' : 'degraded', reason, changed: result.stepsRun };
       this.status.set(result.network, status);
       if (reason !== undefined) log.error({ network: result.network, err: reason }, 'network not serving');

@@ -41,6 +41,7 @@ describe('configuration', () => {
     assert.equal(cfg.admin_socket, '/run/imds/admin.sock');
     assert.equal(cfg.listen_port, 8775);
     assert.equal(cfg.namespace_prefix, 'imds-');
+    assert.equal(cfg.dhcp_dir, '/run/imds/dhcp');
     assert.equal(cfg.vms[0]?.id, '1b4e28ba-2fa1-11d2-883f-0016d3cca427');
     assert.equal(cfg.vms[0]?.mac, '52:54:00:12:34:ab');
     assert.ok(Buffer.isBuffer(cfg.vms[0]?.user_data));
@@ -126,5 +127,18 @@ describe('configuration', () => {
     const problems = problemsOf(`listen_port: 80\nstate_dir: var/lib\n${VALID}`);
     assert.ok(problems.some((p) => p.includes('listen_port: must not be 80')));
     assert.ok(problems.some((p) => p.includes('state_dir: must be an absolute path')));
+  });
+
+  it('takes the DHCP fields of a network and names bad ones', () => {
+    const dhcp = VALID.replace('    gateway: 198.51.100.1\n', '    gateway: 198.51.100.1\n    dhcp: true\n    ntp: [192.0.2.123]\n    dhcp_lease_time: 3600\n');
+    const cfg = parseConfig(`dhcp_dir: /run/x/dhcp\n${dhcp}`, 'imds.yaml');
+    assert.equal(cfg.dhcp_dir, '/run/x/dhcp');
+    assert.equal(cfg.networks[0]?.dhcp, true);
+    assert.deepEqual(cfg.networks[0]?.ntp, ['192.0.2.123']);
+    assert.equal(cfg.networks[0]?.dhcp_lease_time, 3600);
+    const problems = problemsOf(`dhcp_dir: run/dhcp\n${dhcp.replace('dhcp_lease_time: 3600', 'dhcp_lease_time: 10').replace('[192.0.2.123]', '[ntp.example.org]')}`);
+    assert.ok(problems.some((p) => p.includes('dhcp_dir: must be an absolute path')), problems.join('\n'));
+    assert.ok(problems.some((p) => p.includes('networks[0].dhcp_lease_time:')), problems.join('\n'));
+    assert.ok(problems.some((p) => p.includes('networks[0].ntp[0]:')), problems.join('\n'));
   });
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { parseTable, renderNatTable, tableMatches } from '../../src/netns/nft.ts';
+import { parseRuleset, parseTable, renderBridgeTable, renderGuestElements, renderNatTable, tableMatches } from '../../src/netns/nft.ts';
 
 const GOLDEN = new URL('../fixtures/nat-table-8775.nft', import.meta.url);
 
@@ -25,5 +25,63 @@ describe('nft table', () => {
     assert.ok(!tableMatches(parseTable(flushed), t));
     assert.ok(!tableMatches(parseTable(live.replaceAll(t.hash, '0000')), t));
     assert.ok(!tableMatches(undefined, t));
+  });
+});
+
+describe('bridge table', () => {
+  const MAC = '02:11:22:33:44:55';
+
+  it('steers guest metadata traffic to imds0 by MAC and fences the uplink when there is one', () => {
+    const t = renderBridgeTable({ table: 'imds-n1', innerMac: MAC, outer: 'imdo-n1', uplink: 'ens4' });
+    assert.equal(t.family, 'bridge');
+    assert.deepEqual(t.sets, ['guests']);
+    assert.match(t.script, /^table bridge imds-n1 \{\}\ndelete table bridge imds-n1\ntable bridge imds-n1 \{/);
+    assert.match(t.script, /set guests \{\n\s+type ether_addr \. ipv4_addr;/);
+    assert.match(t.script, /ether saddr \. ip saddr @guests ip daddr 169\.254\.169\.254 tcp dport 80 ether daddr != 02:11:22:33:44:55 ether daddr set 02:11:22:33:44:55 counter/);
+    assert.match(t.script, /iifname "ens4" ether type arp arp daddr ip 169\.254\.169\.254 counter drop/);
+    assert.match(t.script, /iifname "imdo-n1" oifname "ens4" counter drop/);
+    assert.match(t.script, /oifname "ens4" ether type arp arp daddr ip 169\.254\.169\.254 counter drop/);
+    assert.equal(t.ruleCount, 6);
+  });
+
+  it('has no uplink rules and no forward chain without an uplink', () => {
+    const t = renderBridgeTable({ table: 'imds-n1', innerMac: MAC, outer: 'imdo-n1', uplink: undefined });
+    assert.doesNotMatch(t.script, /forward|iifname/);
+    assert.equal(t.ruleCount, 1);
+    assert.notEqual(t.hash, renderBridgeTable({ table: 'imds-n1', innerMac: MAC, outer: 'imdo-n1', uplink: 'ens4' }).hash);
+  });
+
+  it('replaces the guest set whole, deduplicated, in chunks of 1000', () => {
+    const guests = Array.from({ length: 2500 }, (_, i) => ({ mac: `52:54:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, ip: `198.51.100.${i % 250}` }));
+    const script = renderGuestElements('imds-n1', [...guests, guests[0] as (typeof guests)[number]]);
+    const lines = script.trimEnd().split('\n');
+    assert.equal(lines[0], 'flush set bridge imds-n1 guests');
+    assert.equal(lines.length, 4);
+    assert.equal((script.match(/ \. /g) ?? []).length, 2500);
+    assert.equal(renderGuestElements('imds-n1', []), 'flush set bridge imds-n1 guests\n');
+  });
+
+  it('reads every table, its rules and its set elements from one `nft -j list ruleset`', () => {
+    const t = renderBridgeTable({ table: 'imds-n1', innerMac: MAC, outer: 'imdo-n1', uplink: undefined });
+    const rule = (table: string, comment?: string) => ({ rule: { family: 'bridge', table, chain: 'prerouting', handle: 3, ...(comment === undefined ? {} : { comment }), expr: [] } });
+    const json = JSON.stringify({
+      nftables: [
+        { metainfo: {} },
+        { table: { family: 'bridge', name: 'imds-n1' } },
+        { set: { family: 'bridge', table: 'imds-n1', name: 'guests', type: ['ether_addr', 'ipv4_addr'], elem: [{ concat: ['52:54:00:00:00:01', '198.51.100.11'] }] } },
+        rule('imds-n1', `imds:${t.hash}`),
+        { table: { family: 'bridge', name: 'other' } },
+        rule('other'),
+      ],
+    });
+    const tables = parseRuleset(json);
+    const mine = tables.get('bridge imds-n1');
+    assert.ok(mine);
+    assert.ok(tableMatches(mine, t));
+    assert.deepEqual([...(mine.sets.get('guests') ?? [])], ['52:54:00:00:00:01 . 198.51.100.11']);
+    assert.equal(tables.get('bridge other')?.ruleCount, 1);
+    // The same table without its set is not the desired one.
+    const noSet = parseRuleset(JSON.stringify({ nftables: [{ table: { family: 'bridge', name: 'imds-n1' } }, rule('imds-n1', `imds:${t.hash}`)] }));
+    assert.ok(!tableMatches(noSet.get('bridge imds-n1'), t));
   });
 });
