@@ -40,6 +40,19 @@ export const configSchema = z
     request_timeout_ms: z.number().int().min(100).max(600_000).default(10_000),
     headers_timeout_ms: z.number().int().min(100).max(600_000).default(5_000),
     keep_alive_timeout_ms: z.number().int().min(100).max(600_000).default(5_000),
+    rate_limit_per_second: z
+      .number()
+      .min(0, 'must be 0 (off) or more')
+      .max(100_000, 'must be at most 100000')
+      .default(20)
+      .describe("requests a second one guest address may make after its burst; 0 turns the limit off"),
+    rate_limit_burst: z
+      .number()
+      .int('must be an integer')
+      .min(1, 'must be 1..100000')
+      .max(100_000, 'must be 1..100000')
+      .default(300)
+      .describe('requests a guest address may make at once (a cloud-init or cloudbase-init boot makes 20-100)'),
     fast_path: z.boolean().default(true).describe('answer complete simple GETs straight from the socket (docs/performance.md)'),
     networks: z.array(networkSchema).default([]),
     vms: z.array(vmSchema).default([]),

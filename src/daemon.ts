@@ -1,6 +1,9 @@
 // `imds serve`: the composition root. Loads the configuration (failing before any side effect),
 // opens the store and seeds it from the file, converges the kernel, serves guests and the admin
 // API, tells systemd when every network serves, and reloads the file on SIGHUP.
+import { RateLimiter } from './security/rate-limit.ts';
+import { TokenKeys } from './security/tokens.ts';
+import type { GuestGuard } from './server/guest-guard.ts';
 import { writeSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { loadConfig, type Config } from './config.ts';
@@ -25,6 +28,8 @@ export const VERSION = '0.1.0';
 
 /** Keys that only take effect at start; a reload that changes them is refused. */
 const RESTART_ONLY = [
+  'rate_limit_per_second',
+  'rate_limit_burst',
   'state_dir',
   'admin_socket',
   'admin_group',
@@ -104,6 +109,11 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
 
     let reconciler: Reconciler | undefined;
     const stats = new Stats();
+    const guard: GuestGuard = {
+      tokens: TokenKeys.load(cfg.state_dir),
+      limiter: cfg.rate_limit_per_second > 0 ? new RateLimiter({ perSecond: cfg.rate_limit_per_second, burst: cfg.rate_limit_burst }) : undefined,
+      stats,
+    };
     // node:http hands requests the fast path does not answer to the Fastify app; that app (and its
     // framework) load only once the sockets are open, and the few requests that arrive before are
     // held until it is ready.
@@ -120,6 +130,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
           log,
           stats,
           headersTimeoutMs: cfg.headers_timeout_ms,
+          guard,
           keepAliveTimeoutMs: cfg.keep_alive_timeout_ms,
         })
       : undefined;
@@ -134,6 +145,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     const dhcp = new DhcpServers({ dir: cfg.dhcp_dir, log: log.child({ component: 'dhcp' }) });
     const hostNft = new NftBatcher(runner);
     const services = new NetworkServices({
+      runner,
       hostNft,
       dhcp,
       log: log.child({ component: 'services' }),
@@ -168,7 +180,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     mark('listening');
     if (opened > 0) log.info({ networks: opened, ms_since_start: Math.round(performance.now()), phases }, 'serving existing networks');
     const { buildMetadataApp } = await import('./server/metadata-app.ts');
-    const { app, handler: fastifyHandler } = await buildMetadataApp({ index: () => inventory.index, passwords: inventory, log, stats });
+    const { app, handler: fastifyHandler } = await buildMetadataApp({ index: () => inventory.index, passwords: inventory, log, stats, guard });
     cleanups.push(() => app.close());
     appHandler = fastifyHandler;
     for (const [req, res] of held.splice(0)) fastifyHandler(req, res);

@@ -54,6 +54,19 @@ export class Metrics {
       ),
     );
     this.registry.registerMetric(
+      computed('imds_rejected_requests_total', 'Guest requests refused before an answer, by reason', 'counter', () =>
+        [...stats.rejections].map(([reason, value]) => ({ labels: { reason }, value })),
+      ),
+    );
+    this.registry.registerMetric(
+      computed('imds_metadata_no_token_total', 'Guest requests without an IMDSv2 session token, by network and VM', 'counter', () =>
+        [...stats.noTokens].map(([key, value]) => {
+          const at = key.indexOf('|');
+          return { labels: { network: key.slice(0, at), vm: key.slice(at + 1) }, value };
+        }),
+      ),
+    );
+    this.registry.registerMetric(
       computed('imds_reconcile_errors_total', 'Networks that failed to converge, by network', 'counter', () =>
         [...stats.reconcileErrors].map(([network, value]) => ({ labels: { network }, value })),
       ),

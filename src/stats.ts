@@ -45,6 +45,20 @@ export class Stats {
     s.duration.observe(seconds);
   }
 
+  /** Guest requests refused before their answer, by reason (rate_limited, token_invalid, …). */
+  readonly rejections = new Map<string, number>();
+  /** Requests without an IMDSv2 session token, by `network|vm` (as AWS's MetadataNoToken). */
+  readonly noTokens = new Map<string, number>();
+
+  rejected(reason: string): void {
+    this.rejections.set(reason, (this.rejections.get(reason) ?? 0) + 1);
+  }
+
+  noToken(network: string, vm: string): void {
+    const key = `${network}|${vm}`;
+    this.noTokens.set(key, (this.noTokens.get(key) ?? 0) + 1);
+  }
+
   reconcileFailed(network: string): void {
     this.reconcileErrors.set(network, (this.reconcileErrors.get(network) ?? 0) + 1);
   }

@@ -4,7 +4,7 @@ import { Command } from '@commander-js/extra-typings';
 import { parse } from 'yaml';
 import { ImdsError } from '../errors.ts';
 import { clientOf } from './network.ts';
-import { collect, defined, jsonObject, pairs, readValue } from './input.ts';
+import { collect, defined, integer, jsonObject, pairs, readValue } from './input.ts';
 import { printFields, printJson, printTable } from './output.ts';
 
 interface VmView {
@@ -34,6 +34,9 @@ const CLEAR_FIELD: Record<string, string> = {
   'security-groups': 'security_groups',
   'root-device': 'root_device_name',
   'vendor-data': 'vendor_data',
+  'http-tokens': 'http_tokens',
+  'http-endpoint': 'http_endpoint',
+  'http-hop-limit': 'http_hop_limit',
 };
 const CLEARABLE = Object.keys(CLEAR_FIELD);
 
@@ -54,6 +57,9 @@ interface VmFlags {
   securityGroup?: string[];
   rootDevice?: string;
   vendorData?: string;
+  httpTokens?: string;
+  httpEndpoint?: string;
+  httpHopLimit?: number;
 }
 
 function vmBody(opts: VmFlags): Record<string, unknown> {
@@ -74,6 +80,9 @@ function vmBody(opts: VmFlags): Record<string, unknown> {
     security_groups: opts.securityGroup,
     root_device_name: opts.rootDevice,
     vendor_data: jsonObject(opts.vendorData, '--vendor-data'),
+    http_tokens: opts.httpTokens,
+    http_endpoint: opts.httpEndpoint,
+    http_hop_limit: opts.httpHopLimit,
   });
 }
 
@@ -95,7 +104,10 @@ function vmOptions<T extends Command<[string], Record<string, unknown>>>(cmd: T,
     .option('--public-ip <ip>', 'floating address (EC2 public-ipv4)')
     .option('--security-group <name>', "security group (EC2 security-groups); repeatable, default 'default'", collect)
     .option('--root-device <dev>', 'root device (EC2 block-device-mapping; default /dev/vda)')
-    .option('--vendor-data <@file|json>', "vendor data (a JSON object), merged over the network's");
+    .option('--vendor-data <@file|json>', "vendor data (a JSON object), merged over the network's")
+    .option('--http-tokens <optional|required>', 'required: EC2 tree only with an IMDSv2 session token (default optional)')
+    .option('--http-endpoint <enabled|disabled>', 'disabled: every metadata request of the VM gets 403 (default enabled)')
+    .option('--http-hop-limit <n>', 'IP TTL of the token response, 1..64 (default 1)', integer('--http-hop-limit'));
 }
 
 export function vmCommand(): Command {

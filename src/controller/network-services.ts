@@ -8,18 +8,28 @@ import type { Logger } from '../log.ts';
 import type { Network } from '../model/schema.ts';
 import type { DhcpHost } from '../dhcp/dnsmasq-config.ts';
 import type { DhcpServers } from '../dhcp/dhcp-servers.ts';
-import { guestKey, renderGuestElements } from '../netns/nft.ts';
+import { guestKey, renderGuestElements, renderInnerGuestElements } from '../netns/nft.ts';
 import type { NftBatcher } from '../netns/nft-batch.ts';
+import type { Runner } from '../netns/run.ts';
 import type { DesiredNetwork } from './desired.ts';
 
 export interface NetworkHooks {
-  /** The network serves; `guests` is its bridge table's guest set as observed (empty when the table was just replaced). */
-  converged(d: DesiredNetwork, guests: ReadonlySet<string> | undefined): Promise<void>;
+  /**
+   * The network serves. `sets` holds the guest sets as observed: the bridge table's and the
+   * namespace table's (empty when the table was just replaced; undefined when unknown).
+   */
+  converged(d: DesiredNetwork, sets: ObservedGuestSets): Promise<void>;
   /** Its namespace is about to be removed (`removed`: the network is gone) or rebuilt. */
   stopping(network: string, options: { removed: boolean }): Promise<void>;
 }
 
+export interface ObservedGuestSets {
+  bridge: ReadonlySet<string> | undefined;
+  inner: ReadonlySet<string> | undefined;
+}
+
 export interface NetworkServicesDeps {
+  runner: Runner;
   /** nft in the hypervisor namespace, where the bridge tables are. */
   hostNft: NftBatcher;
   dhcp: DhcpServers;
@@ -37,7 +47,7 @@ export class NetworkServices implements NetworkHooks {
   private readonly deps: NetworkServicesDeps;
   /** Serving networks, as last converged. */
   private readonly serving = new Map<string, DesiredNetwork>();
-  /** The guest set's content as last written or observed, by network. */
+  /** The guest sets' content as last written or observed, by `bridge|inner` and network. */
   private readonly guestSets = new Map<string, string>();
   private readonly queues = new Map<string, Promise<void>>();
   private readonly pending = new Set<string>();
@@ -47,11 +57,14 @@ export class NetworkServices implements NetworkHooks {
     this.deps = deps;
   }
 
-  converged(d: DesiredNetwork, guests: ReadonlySet<string> | undefined): Promise<void> {
+  converged(d: DesiredNetwork, sets: ObservedGuestSets): Promise<void> {
     return this.enqueue(d.id, async () => {
       this.serving.set(d.id, d);
-      if (guests !== undefined) this.guestSets.set(d.id, [...guests].sort().join(','));
-      else this.guestSets.delete(d.id);
+      for (const where of ['bridge', 'inner'] as const) {
+        const seen = sets[where];
+        if (seen !== undefined) this.guestSets.set(`${where}|${d.id}`, [...seen].sort().join(','));
+        else this.guestSets.delete(`${where}|${d.id}`);
+      }
       await this.syncGuests(d);
       await this.syncDhcp(d);
     });
@@ -60,7 +73,8 @@ export class NetworkServices implements NetworkHooks {
   stopping(network: string, options: { removed: boolean }): Promise<void> {
     return this.enqueue(network, async () => {
       this.serving.delete(network);
-      this.guestSets.delete(network);
+      this.guestSets.delete(`bridge|${network}`);
+      this.guestSets.delete(`inner|${network}`);
       await this.deps.dhcp.stop(network, { removeFiles: options.removed });
     });
   }
@@ -110,13 +124,21 @@ export class NetworkServices implements NetworkHooks {
     return run;
   }
 
+  /** Both guest sets: the bridge table's (interception) and the namespace's (anti-spoofing). */
   private async syncGuests(d: DesiredNetwork): Promise<void> {
     const guests = this.deps.hosts(d.id);
-    const key = guests.map(guestKey).sort().join(',');
-    if (this.guestSets.get(d.id) === key) return;
-    this.guestSets.delete(d.id); // unknown until the write succeeds
-    await this.deps.hostNft.apply(renderGuestElements(d.bridgeTable.name, guests));
-    this.guestSets.set(d.id, key);
+    const key = [...new Set(guests.map(guestKey))].sort().join(',');
+    const write = async (where: 'bridge' | 'inner', load: () => Promise<unknown>): Promise<void> => {
+      const slot = `${where}|${d.id}`;
+      if (this.guestSets.get(slot) === key) return;
+      this.guestSets.delete(slot); // unknown until the write succeeds
+      await load();
+      this.guestSets.set(slot, key);
+    };
+    await Promise.all([
+      write('bridge', () => this.deps.hostNft.apply(renderGuestElements(d.bridgeTable.name, guests))),
+      write('inner', () => this.deps.runner.run(['nft', '-f', '-'], { netns: d.netns, stdin: renderInnerGuestElements(guests) })),
+    ]);
   }
 
   private async syncDhcp(d: DesiredNetwork): Promise<void> {

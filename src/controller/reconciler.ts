@@ -149,8 +149,12 @@ export class Reconciler {
         try {
           await listeners.listen(d.id, d.netns);
           const np = p.networks.find((n) => n.network === d.id);
-          const replaced = np?.steps.some((s) => s.kind === 'nft' && s.netns === undefined) ?? false;
-          await hooks?.converged(d, replaced ? new Set() : observed.bridgeTables.get(d.bridgeTable.name)?.sets.get(GUEST_SET));
+          const replaced = (netns: string | undefined): boolean => np?.steps.some((s) => s.kind === 'nft' && s.netns === netns) ?? false;
+          const rebuilt = np?.steps.some((s) => s.kind === 'netns-add') ?? false;
+          await hooks?.converged(d, {
+            bridge: replaced(undefined) ? new Set() : observed.bridgeTables.get(d.bridgeTable.name)?.sets.get(GUEST_SET),
+            inner: replaced(d.netns) || rebuilt ? new Set() : observed.inside.get(d.netns)?.table?.sets.get(GUEST_SET),
+          });
           return undefined;
         } catch (err) {
           return messageOf(err);

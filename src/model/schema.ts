@@ -118,6 +118,21 @@ export const vmSchema = z
     root_device_name: z.string().regex(/^\/dev\/[a-z][a-z0-9]{1,15}$/, 'must look like /dev/vda').optional().describe('EC2 block-device-mapping; default /dev/vda'),
     security_groups: z.array(z.string().min(1).max(255)).max(64).optional().describe("default ['default']"),
     vendor_data: vendorDataSchema.optional().describe("merged over the network's vendor_data"),
+    http_tokens: z
+      .enum(['optional', 'required'], "must be 'optional' or 'required'")
+      .optional()
+      .describe('required: the EC2 tree answers 401 without a session token (default optional)'),
+    http_endpoint: z
+      .enum(['enabled', 'disabled'], "must be 'enabled' or 'disabled'")
+      .optional()
+      .describe('disabled: every metadata request of the VM is refused with 403 (default enabled)'),
+    http_hop_limit: z
+      .number()
+      .int('must be an integer')
+      .min(1, 'must be 1..64')
+      .max(64, 'must be 1..64')
+      .optional()
+      .describe("IP TTL of the token response (default 1: a container behind NAT in the guest cannot get a token)"),
   })
   .strict();
 

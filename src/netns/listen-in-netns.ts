@@ -68,3 +68,11 @@ export function addonIfAvailable(): Addon | undefined {
     return undefined;
   }
 }
+
+/** Sets the IP TTL of a connected socket's outgoing packets (the IMDSv2 hop limit). */
+export function setSocketTtl(socket: { _handle?: { fd?: number } }, ttl: number): boolean {
+  const fd = socket._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return false;
+  loadAddon().setIpTtl(fd, ttl);
+  return true;
+}

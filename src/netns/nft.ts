@@ -34,12 +34,19 @@ export interface RenderedTable {
   sets: string[];
 }
 
-export function renderTable(family: TableFamily, name: string, chains: readonly ChainSpec[], sets: readonly SetSpec[] = []): RenderedTable {
+export function renderTable(
+  family: TableFamily,
+  name: string,
+  chains: readonly ChainSpec[],
+  sets: readonly SetSpec[] = [],
+  counters: readonly string[] = [],
+): RenderedTable {
   const hash = createHash('sha256')
-    .update(JSON.stringify(sets.length === 0 ? chains : { chains, sets }))
+    .update(JSON.stringify(sets.length === 0 && counters.length === 0 ? chains : counters.length === 0 ? { chains, sets } : { chains, sets, counters }))
     .digest('hex')
     .slice(0, 16);
   const body = [
+    ...counters.map((c) => `  counter ${c} {\n  }`),
     ...sets.map((s) => `  set ${s.name} {\n    type ${s.type};\n  }`),
     ...chains.map((c) => [`  chain ${c.name} {`, `    ${c.hook}`, ...c.rules.map((r) => `    ${r} comment "imds:${hash}"`), '  }'].join('\n')),
   ].join('\n');
@@ -51,9 +58,25 @@ export interface NatTableInput {
   listenPort: number;
 }
 
+/** The inner table's sets: registered VMs' addresses, and their `MAC . IPv4` pairs. */
+export const VM_IP_SET = 'vm_ips';
+/** Named counter of packets dropped as spoofed (a registered VM's address from another MAC). */
+export const SPOOF_COUNTER = 'spoofed';
+
+/**
+ * The namespace's table. `guard` (before the DNAT) drops metadata traffic that carries a
+ * registered VM's address from a MAC that is not that VM's: a guest forging a neighbour's address
+ * gets nothing, even if it poisoned the namespace's ARP cache. Addresses no VM holds pass: the
+ * daemon answers them 404 and a VM being added is served before its pair reaches the set.
+ */
 export function renderNatTable(input: NatTableInput): RenderedTable {
   const port = input.listenPort;
   return renderTable('ip', NFT_TABLE, [
+    {
+      name: 'guard',
+      hook: 'type filter hook prerouting priority mangle; policy accept;',
+      rules: [`ip daddr ${METADATA_IP} ip saddr @${VM_IP_SET} ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}" drop`],
+    },
     {
       name: 'prerouting',
       hook: 'type nat hook prerouting priority dstnat; policy accept;',
@@ -71,7 +94,10 @@ export function renderNatTable(input: NatTableInput): RenderedTable {
       hook: 'type filter hook input priority filter; policy accept;',
       rules: [`tcp dport ${port} ct status dnat accept`, `tcp dport ${port} counter drop`],
     },
-  ]);
+  ], [
+    { name: VM_IP_SET, type: 'ipv4_addr' },
+    { name: GUEST_SET, type: 'ether_addr . ipv4_addr' },
+  ], [SPOOF_COUNTER]);
 }
 
 /** The set of the network's registered VMs as `MAC . IPv4` pairs, in its bridge table. */
@@ -130,14 +156,33 @@ export function guestKey(g: GuestAddress): string {
   return `${g.mac.toLowerCase()} . ${g.ip}`;
 }
 
-/** `nft -f` script that replaces the guest set's elements in one transaction. */
-export function renderGuestElements(table: string, guests: readonly GuestAddress[]): string {
-  const lines = [`flush set bridge ${table} ${GUEST_SET}`];
-  const elements = [...new Set(guests.map(guestKey))].sort();
+function replaceElements(lines: string[], family: TableFamily, table: string, set: string, elements: readonly string[]): void {
+  lines.push(`flush set ${family} ${table} ${set}`);
   for (let i = 0; i < elements.length; i += 1000) {
-    lines.push(`add element bridge ${table} ${GUEST_SET} { ${elements.slice(i, i + 1000).join(', ')} }`);
+    lines.push(`add element ${family} ${table} ${set} { ${elements.slice(i, i + 1000).join(', ')} }`);
   }
+}
+
+/** `nft -f` script that replaces the bridge table's guest set in one transaction. */
+export function renderGuestElements(table: string, guests: readonly GuestAddress[]): string {
+  const lines: string[] = [];
+  replaceElements(lines, 'bridge', table, GUEST_SET, [...new Set(guests.map(guestKey))].sort());
   return `${lines.join('\n')}\n`;
+}
+
+/** `nft -f` script that replaces the namespace table's address and pair sets in one transaction. */
+export function renderInnerGuestElements(guests: readonly GuestAddress[]): string {
+  const lines: string[] = [];
+  replaceElements(lines, 'ip', NFT_TABLE, VM_IP_SET, [...new Set(guests.map((g) => g.ip))].sort());
+  replaceElements(lines, 'ip', NFT_TABLE, GUEST_SET, [...new Set(guests.map(guestKey))].sort());
+  return `${lines.join('\n')}\n`;
+}
+
+/** Packets of a named counter in `nft -j list counter` output; undefined when absent. */
+export function parseCounterPackets(json: string): number | undefined {
+  const doc = JSON.parse(json) as { nftables?: { counter?: { packets?: number } }[] };
+  for (const item of doc.nftables ?? []) if (typeof item.counter?.packets === 'number') return item.counter.packets;
+  return undefined;
 }
 
 export interface TableState {

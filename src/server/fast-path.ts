@@ -13,6 +13,7 @@ import { METADATA_IP } from '../model/names.ts';
 import type { MetadataIndex } from '../store/metadata-index.ts';
 import { answerGet, normalisePath, type Answer } from './guest-api.ts';
 import { NETWORK, type TaggedSocket } from './listeners.ts';
+import { admit, checkToken, type GuestGuard } from './guest-guard.ts';
 
 export interface FastPathDeps {
   index: () => MetadataIndex;
@@ -21,6 +22,7 @@ export interface FastPathDeps {
   stats?: Stats;
   headersTimeoutMs: number;
   keepAliveTimeoutMs: number;
+  guard: GuestGuard;
 }
 
 /** Hands a connection, and the bytes read from it so far, to node:http. */
@@ -29,13 +31,23 @@ export type HandOver = (socket: Socket, pending: Buffer | undefined) => void;
 /** Heads larger than this go to node:http (which enforces maxHeaderSize). */
 const MAX_FAST_HEAD = 8192;
 const CRLFCRLF = Buffer.from('\r\n\r\n');
-const REASON: Record<number, string> = { 200: 'OK', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed' };
+const REASON: Record<number, string> = {
+  200: 'OK',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  429: 'Too Many Requests',
+};
 const TARGET = /^\/[\x21-\x7e]*$/;
 
 interface Head {
   method: 'GET' | 'HEAD';
   target: string;
   keepAlive: boolean;
+  /** X-aws-ec2-metadata-token, when sent. */
+  token: string | undefined;
 }
 
 // Anything unusual in a head sends it to node:http: a line without a colon or with whitespace before
@@ -44,6 +56,7 @@ const ODD_LINE = /\r\n(?:[^:\r\n]*(?:\r\n|$)|[^:\r\n]*[^!#$%&'*+\-.^_`|~0-9A-Za-
 const BODY_OR_UPGRADE = /\r\n(?:transfer-encoding|upgrade|expect)\s*:/;
 const CONTENT_LENGTH = /\r\ncontent-length\s*:([^\r]*)/g;
 const CONNECTION = /\r\nconnection\s*:([^\r]*)/;
+const TOKEN = /\r\nx-aws-ec2-metadata-token[ \t]*:[ \t]*([^\r]*?)[ \t]*(?=\r\n|$)/gi;
 
 /** Parses a complete head strictly; undefined when the request is not for the fast path. */
 export function parseHead(text: string): Head | undefined {
@@ -57,6 +70,7 @@ export function parseHead(text: string): Head | undefined {
   const version = requestLine.slice(sp2 + 1);
   if ((method !== 'GET' && method !== 'HEAD') || (version !== 'HTTP/1.1' && version !== 'HTTP/1.0') || !TARGET.test(target)) return undefined;
   let keepAlive = version === 'HTTP/1.1';
+  let token: string | undefined;
   if (eol !== -1) {
     if (ODD_LINE.test(text.slice(eol))) return undefined;
     const lower = text.slice(eol).toLowerCase();
@@ -67,8 +81,11 @@ export function parseHead(text: string): Head | undefined {
       if (/(^|,)\s*close\s*(,|$)/.test(connection)) keepAlive = false;
       else if (/(^|,)\s*keep-alive\s*(,|$)/.test(connection)) keepAlive = true;
     }
+    const tokens = [...text.slice(eol).matchAll(TOKEN)];
+    // Two token headers: node:http would join them (", "), which no token matches; so does this.
+    if (tokens.length > 0) token = tokens.map((m) => m[1] as string).join(', ');
   }
-  return { method, target, keepAlive };
+  return { method, target, keepAlive, token };
 }
 
 let dateSecond = 0;
@@ -91,7 +108,7 @@ export function createFastPath(deps: FastPathDeps): (socket: TaggedSocket, handO
     const close = !head.keepAlive;
     const headText =
       `HTTP/1.1 ${a.status} ${REASON[a.status]}\r\ncontent-type: ${a.type}\r\ncontent-length: ${a.body.length}\r\n` +
-      `${a.allow === undefined ? '' : `allow: ${a.allow}\r\n`}Date: ${httpDate()}\r\n${close ? 'Connection: close\r\n\r\n' : keepAliveHeader}`;
+      `${a.allow === undefined ? '' : `allow: ${a.allow}\r\n`}${a.retryAfter === undefined ? '' : `retry-after: ${a.retryAfter}\r\n`}Date: ${httpDate()}\r\n${close ? 'Connection: close\r\n\r\n' : keepAliveHeader}`;
     // One buffer, one write: the head is ASCII.
     const bodyLength = head.method === 'GET' ? a.body.length : 0;
     const out = Buffer.allocUnsafe(headText.length + bodyLength);
@@ -134,7 +151,8 @@ export function createFastPath(deps: FastPathDeps): (socket: TaggedSocket, handO
         const started = performance.now();
         const vm = deps.index().lookup(network, source);
         const path = normalisePath(head.target);
-        const answer = answerGet(vm, path, deps.password, head.method);
+        const answer =
+          admit(deps.guard, network, source ?? "", vm) ?? checkToken(deps.guard, network, vm, path, head.token) ?? answerGet(vm, path, deps.password, head.method);
         write(socket, head, answer);
         deps.stats?.observeRequest(network, answer.status, (performance.now() - started) / 1000);
         if (log.isLevelEnabled('debug')) {

@@ -16,11 +16,13 @@ export const CONTENT_TYPE = {
 export const PROBE_HEADER = 'x-imds-probe-vm';
 
 export interface Answer {
-  status: 200 | 400 | 404 | 405;
+  status: 200 | 400 | 401 | 403 | 404 | 405 | 429;
   type: string;
   body: Buffer;
   /** For 405. */
   allow?: string;
+  /** For 429: seconds. */
+  retryAfter?: number;
 }
 
 const EC2_LISTING = Buffer.from([...EC2_VERSIONS, 'latest'].join('\n'));

@@ -12,6 +12,10 @@ import type { Stats } from '../stats.ts';
 import { METADATA_IP } from '../model/names.ts';
 import type { MetadataIndex, VmEntry } from '../store/metadata-index.ts';
 import { NETWORK, type RequestHandler, type TaggedSocket } from './listeners.ts';
+import { admit, BAD_TTL, checkToken, FORBIDDEN, reject, TOKEN_HEADER, TOKEN_TTL_HEADER, type GuestGuard } from './guest-guard.ts';
+import { TOKEN_TTL_MAX, TOKEN_TTL_MIN } from '../security/tokens.ts';
+import { setSocketTtl } from '../netns/listen-in-netns.ts';
+import type { Answer } from './guest-api.ts';
 
 export { CONTENT_TYPE, normalisePath, PROBE_HEADER };
 
@@ -32,6 +36,7 @@ export interface MetadataAppDeps {
   passwords: PasswordStore;
   log: Logger;
   stats?: Stats;
+  guard: GuestGuard;
 }
 
 export interface MetadataApp {
@@ -80,10 +85,27 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
-  const answer = (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
-    const a = answerGet(callerOf(deps.index(), request), request.url, deps.passwords.password.bind(deps.passwords), request.method);
+  const send = (reply: FastifyReply, a: Answer): FastifyReply => {
     if (a.allow !== undefined) reply.header('allow', a.allow);
+    if (a.retryAfter !== undefined) reply.header('retry-after', String(a.retryAfter));
     return reply.code(a.status).header('content-type', a.type).send(a.body);
+  };
+  const { guard } = deps;
+  const headerOf = (request: FastifyRequest, name: string): string | undefined => {
+    const v = request.headers[name];
+    return Array.isArray(v) ? v.join(', ') : v;
+  };
+  /** Rate limit, endpoint switch, token rules; the daemon's own probes skip the rate limit. */
+  const refusal = (request: FastifyRequest, vm: VmEntry | undefined, withToken: boolean): Answer | undefined => {
+    const socket = request.raw.socket as TaggedSocket;
+    const network = socket[NETWORK];
+    if (network === undefined) return undefined;
+    const source = socket.remoteAddress ?? '';
+    return (source === METADATA_IP ? undefined : admit(guard, network, source, vm)) ?? (withToken ? checkToken(guard, network, vm, request.url, headerOf(request, TOKEN_HEADER)) : undefined);
+  };
+  const answer = (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    const vm = callerOf(deps.index(), request);
+    return send(reply, refusal(request, vm, true) ?? answerGet(vm, request.url, deps.passwords.password.bind(deps.passwords), request.method));
   };
   app.setNotFoundHandler(answer);
   app.setErrorHandler((err: { statusCode?: number; message: string }, request, reply) => {
@@ -118,6 +140,8 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
   // The write-once password (cloudbase-init posts it encrypted to the VM's ssh-rsa key).
   app.post<{ Params: { version: string }; Body: Buffer | undefined }>('/openstack/:version/password', (request, reply) => {
     const vm = callerOf(deps.index(), request);
+    const refused = refusal(request, vm, true);
+    if (refused !== undefined) return send(reply, refused);
     const version = resolveOpenStackVersion(request.params.version);
     if (vm === undefined || version === undefined || !hasFile(version, 'password')) return answer(request, reply);
     const body = request.body ?? Buffer.alloc(0);
@@ -128,9 +152,39 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
     return reply.header('content-type', CONTENT_TYPE.html).send('');
   });
 
+  // IMDSv2: a session token for the calling VM, as EC2 issues it. Forwarded requests (a proxy in
+  // the guest) are refused; the answer leaves with IP TTL = the VM's hop limit, so it dies one hop
+  // behind the guest (a container behind NAT) unless the operator raised the limit.
+  app.put('/latest/api/token', (request, reply) => {
+    const vm = callerOf(deps.index(), request);
+    const refused = refusal(request, vm, false);
+    if (refused !== undefined) return send(reply, refused);
+    const network = (request.raw.socket as TaggedSocket)[NETWORK];
+    if (vm === undefined || network === undefined) return answer(request, reply);
+    if (request.headers['x-forwarded-for'] !== undefined) return send(reply, reject(guard, 'token_forwarded', FORBIDDEN));
+    const ttlText = headerOf(request, TOKEN_TTL_HEADER)?.trim();
+    const ttl = ttlText !== undefined && /^\d{1,6}$/.test(ttlText) ? Number(ttlText) : NaN;
+    if (!(ttl >= TOKEN_TTL_MIN && ttl <= TOKEN_TTL_MAX)) return send(reply, reject(guard, 'token_ttl', BAD_TTL));
+    try {
+      setSocketTtl(request.raw.socket as unknown as { _handle?: { fd?: number } }, vm.access.hopLimit);
+    } catch (err) {
+      request.log.error({ err: (err as Error).message, vm: vm.facts.uuid }, 'cannot set the hop limit; token refused');
+      return reply.code(500).header('content-type', CONTENT_TYPE.text).send('500 Internal Server Error\n');
+    }
+    return reply
+      .header(TOKEN_TTL_HEADER, String(ttl))
+      .header('content-type', CONTENT_TYPE.text)
+      .send(guard.tokens.issue(network, vm.facts.uuid, ttl));
+  });
+  // A PUT for a token under a dated version (or anything but `latest`): 403, as EC2 answers.
+  app.put<{ Params: { '*': string } }>('/*', (request, reply) => {
+    if (/^[^/]+\/api\/token\/?$/.test(request.params['*'])) return send(reply, reject(guard, 'token_path', FORBIDDEN));
+    return reply.code(405).header('allow', 'GET, HEAD').header('content-type', CONTENT_TYPE.text).send('405 Method Not Allowed\n');
+  });
+
   // Other methods: the password answers 400 like Nova; elsewhere only GET and HEAD exist.
   app.route<{ Params: { '*': string } }>({
-    method: ['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'],
+    method: ['POST', 'DELETE', 'PATCH', 'OPTIONS'],
     url: '/*',
     handler: (request, reply) => {
       if (/^openstack\/[^/]+\/password\/?$/.test(request.params['*'])) return badRequest(reply, 'GET and POST only are supported.');

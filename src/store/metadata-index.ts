@@ -44,8 +44,18 @@ const CLOSE = Buffer.from('}');
  * dictionary are derived from the facts when asked (once or twice per boot), which keeps the
  * index at a few kB per VM.
  */
+/** How the VM may use the service (IMDSv2 options, as EC2 names them). */
+export interface VmAccess {
+  tokensRequired: boolean;
+  endpointEnabled: boolean;
+  hopLimit: number;
+}
+
+export const DEFAULT_ACCESS: VmAccess = Object.freeze({ tokensRequired: false, endpointEnabled: true, hopLimit: 1 });
+
 export class VmEntry {
   readonly facts: InstanceFacts;
+  readonly access: VmAccess;
   readonly userData: Buffer | undefined;
   private readonly metaHead: Buffer;
   /** Per META_DATA_CHANGES entry: the tail after the seed (undefined: that version has no seed). */
@@ -53,8 +63,9 @@ export class VmEntry {
   private readonly vendor: Buffer;
   private readonly vendor2: Buffer;
 
-  constructor(facts: InstanceFacts) {
+  constructor(facts: InstanceFacts, access: VmAccess = DEFAULT_ACCESS) {
     this.facts = facts;
+    this.access = access;
     this.userData = facts.userData;
     const newest = metaDataFields(facts, META_DATA_CHANGES[META_DATA_CHANGES.length - 1] as OpenStackVersion);
     const seedAt = newest.findIndex(([k]) => k === 'random_seed');
@@ -101,7 +112,11 @@ export class VmEntry {
 }
 
 export function buildVmEntry(vm: Vm, network: Network, defaults: Defaults): VmEntry {
-  return new VmEntry(instanceFacts(vm, network, defaults));
+  const access =
+    vm.http_tokens === undefined && vm.http_endpoint === undefined && vm.http_hop_limit === undefined
+      ? DEFAULT_ACCESS
+      : { tokensRequired: vm.http_tokens === 'required', endpointEnabled: vm.http_endpoint !== 'disabled', hopLimit: vm.http_hop_limit ?? 1 };
+  return new VmEntry(instanceFacts(vm, network, defaults), access);
 }
 
 export interface NetworkEntry {

@@ -1,5 +1,8 @@
 // The metadata app over real loopback sockets, tagged with a network as NetnsListeners tags them
 // (no root, no namespaces): for unit and golden tests of the guest-facing tree.
+import { TokenKeys } from '../../src/security/tokens.ts';
+import type { GuestGuard } from '../../src/server/guest-guard.ts';
+import { Stats } from '../../src/stats.ts';
 import { request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLogger } from '../../src/log.ts';
@@ -18,6 +21,8 @@ export interface Reply {
 
 export class LoopbackApp {
   readonly passwords = new Map<string, string>();
+  /** Tokens under an in-memory key; no rate limit unless a test sets one. */
+  guard: GuestGuard = { tokens: TokenKeys.ephemeral(), limiter: undefined, stats: new Stats() };
   private app: MetadataApp | undefined;
   private server: Server | undefined;
   private port = 0;
@@ -34,9 +39,9 @@ export class LoopbackApp {
       },
     };
     const log = createLogger({ level: 'silent' });
-    this.app = await buildMetadataApp({ index: () => index, passwords, log });
+    this.app = await buildMetadataApp({ index: () => index, passwords, log, guard: this.guard });
     const timeouts = { requestTimeoutMs: 10_000, headersTimeoutMs: options.headersTimeoutMs ?? 5000, keepAliveTimeoutMs: 5000 };
-    const front = options.fast === true ? createFastPath({ index: () => index, password: passwords.password, log, headersTimeoutMs: timeouts.headersTimeoutMs, keepAliveTimeoutMs: timeouts.keepAliveTimeoutMs }) : undefined;
+    const front = options.fast === true ? createFastPath({ index: () => index, password: passwords.password, log, guard: this.guard, headersTimeoutMs: timeouts.headersTimeoutMs, keepAliveTimeoutMs: timeouts.keepAliveTimeoutMs }) : undefined;
     this.server = guestServer(tag, this.app.handler, timeouts, log, front).server;
     await new Promise<void>((r) => this.server?.listen(0, '127.0.0.1', r));
     this.port = (this.server.address() as AddressInfo).port;

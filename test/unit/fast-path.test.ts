@@ -8,11 +8,17 @@ import { LoopbackApp } from '../helpers/loopback-app.ts';
 
 describe('fast path reader', () => {
   it('takes complete GET and HEAD heads, with keep-alive as HTTP says', () => {
-    assert.deepEqual(parseHead('GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nAccept: */*'), { method: 'GET', target: '/latest/meta-data/', keepAlive: true });
-    assert.deepEqual(parseHead('HEAD / HTTP/1.0'), { method: 'HEAD', target: '/', keepAlive: false });
+    assert.deepEqual(parseHead('GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nAccept: */*'), { method: 'GET', target: '/latest/meta-data/', keepAlive: true, token: undefined });
+    assert.deepEqual(parseHead('HEAD / HTTP/1.0'), { method: 'HEAD', target: '/', keepAlive: false, token: undefined });
     assert.equal(parseHead('GET / HTTP/1.0\r\nConnection: Keep-Alive')?.keepAlive, true);
     assert.equal(parseHead('GET / HTTP/1.1\r\nConnection: close')?.keepAlive, false);
     assert.equal(parseHead('GET / HTTP/1.1\r\nContent-Length: 0')?.method, 'GET');
+  });
+
+  it('reads the session token header, case-insensitively, without its ttl sibling; two headers join as node:http joins them', () => {
+    assert.equal(parseHead('GET /latest/meta-data/ HTTP/1.1\r\nX-aws-ec2-metadata-token:  AbC-_1 \r\nHost: x')?.token, 'AbC-_1');
+    assert.equal(parseHead('GET / HTTP/1.1\r\nx-aws-ec2-metadata-token-ttl-seconds: 60')?.token, undefined);
+    assert.equal(parseHead('GET / HTTP/1.1\r\nX-AWS-EC2-METADATA-TOKEN: a\r\nx-aws-ec2-metadata-token: b')?.token, 'a, b');
   });
 
   it('leaves everything else to node:http', () => {

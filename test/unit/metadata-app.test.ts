@@ -1,4 +1,5 @@
 // The metadata app's routes over real loopback sockets tagged as the listeners tag them (no root).
+import { TokenKeys } from '../../src/security/tokens.ts';
 import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -32,7 +33,7 @@ describe('metadata app', () => {
 
   before(async () => {
     const index = MetadataIndex.build([net, other], [vm], { dhcpDomain: 'novalocal' });
-    app = await buildMetadataApp({ index: () => index, passwords: { password: () => '', setPasswordOnce: () => true }, log: createLogger({ level: 'silent' }) });
+    app = await buildMetadataApp({ index: () => index, passwords: { password: () => '', setPasswordOnce: () => true }, log: createLogger({ level: 'silent' }), guard: { tokens: TokenKeys.ephemeral(), limiter: undefined, stats: undefined } });
     for (const id of ['net1', 'net2']) {
       const server = createServer(app.handler);
       server.on('connection', (s: TaggedSocket) => (s[NETWORK] = id));

@@ -9,7 +9,9 @@ describe('nft table', () => {
   it('renders the owned table whole, as the golden file', () => {
     const t = renderNatTable({ listenPort: 8775 });
     assert.equal(t.script, readFileSync(GOLDEN, 'utf8'));
-    assert.equal(t.ruleCount, 4);
+    assert.equal(t.ruleCount, 5);
+    assert.deepEqual(t.sets, ['vm_ips', 'guests']);
+    assert.match(t.script, /ip saddr @vm_ips ether saddr \. ip saddr != @guests counter name "spoofed" drop/);
     assert.match(t.script, /^table ip imds \{\}\ndelete table ip imds\ntable ip imds \{/);
   });
 

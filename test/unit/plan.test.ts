@@ -21,7 +21,7 @@ function link(name: string, extra: Partial<LinkState> = {}): LinkState {
 /** Kernel state exactly as the plan for `d` leaves it. */
 function converged(): ObservedState {
   const rules = Array.from({ length: d.nft.ruleCount }, () => ({ rule: { comment: `imds:${d.nft.hash}` } }));
-  const table = parseTable(JSON.stringify({ nftables: [{ table: {} }, ...rules] }));
+  const table = parseTable(JSON.stringify({ nftables: [{ table: {} }, { set: { name: 'vm_ips', elem: [] } }, { set: { name: 'guests', elem: [] } }, ...rules] }));
   const bridgeRules = Array.from({ length: d.bridgeTable.ruleCount }, () => ({ rule: { comment: `imds:${d.bridgeTable.hash}` } }));
   const bridgeTable = parseTable(JSON.stringify({ nftables: [{ table: {} }, { set: { name: 'guests', elem: [] } }, ...bridgeRules] }));
   return {
