@@ -53,6 +53,12 @@ export const configSchema = z
       .max(100_000, 'must be 1..100000')
       .default(300)
       .describe('requests a guest address may make at once (a cloud-init or cloudbase-init boot makes 20-100)'),
+    spoof_check_interval_s: z
+      .number()
+      .min(0, 'must be 0 (off) or more')
+      .max(3600, 'must be at most 3600')
+      .default(30)
+      .describe("how often the namespaces' spoofing counters are read (one nft run per network); 0: never"),
     fast_path: z.boolean().default(true).describe('answer complete simple GETs straight from the socket (docs/performance.md)'),
     networks: z.array(networkSchema).default([]),
     vms: z.array(vmSchema).default([]),

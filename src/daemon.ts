@@ -8,6 +8,7 @@ import { writeSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { loadConfig, type Config } from './config.ts';
 import { NftBatcher } from './netns/nft-batch.ts';
+import { SpoofWatch } from './controller/spoof-watch.ts';
 import { NetworkServices } from './controller/network-services.ts';
 import { Reconciler, type ReconcileSummary } from './controller/reconciler.ts';
 import { DhcpServers } from './dhcp/dhcp-servers.ts';
@@ -28,6 +29,7 @@ export const VERSION = '0.1.0';
 
 /** Keys that only take effect at start; a reload that changes them is refused. */
 const RESTART_ONLY = [
+  'spoof_check_interval_s',
   'rate_limit_per_second',
   'rate_limit_burst',
   'state_dir',
@@ -156,6 +158,15 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     inventory.onVmsChanged = (networks) => services.vmsChanged(networks);
     // Stops before the listeners close (cleanups run in reverse order).
     cleanups.push(() => services.stopAll());
+    const spoofWatch = new SpoofWatch({
+      runner,
+      log: log.child({ component: 'spoofing' }),
+      stats,
+      serving: () => services.servingNetworks(),
+      intervalMs: cfg.spoof_check_interval_s * 1000,
+    });
+    spoofWatch.start();
+    cleanups.push(() => spoofWatch.stop());
     const rec = new Reconciler({
       runner,
       hostNft,
@@ -202,6 +213,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
         if (netns === undefined) throw new ImdsError('NOT_FOUND', `network ${network} is not serving`);
         return probe(netns, vmId, path, method);
       },
+      rotateTokenKey: () => guard.tokens.rotate(),
       info: () => ({
         version: VERSION,
         api_version: API_VERSION,

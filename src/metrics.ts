@@ -59,6 +59,11 @@ export class Metrics {
       ),
     );
     this.registry.registerMetric(
+      computed('imds_spoofed_packets_total', "Metadata packets dropped in a namespace for carrying a registered VM's address from another MAC", 'counter', () =>
+        [...stats.spoofedPackets].map(([network, value]) => ({ labels: { network }, value })),
+      ),
+    );
+    this.registry.registerMetric(
       computed('imds_metadata_no_token_total', 'Guest requests without an IMDSv2 session token, by network and VM', 'counter', () =>
         [...stats.noTokens].map(([key, value]) => {
           const at = key.indexOf('|');

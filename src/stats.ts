@@ -50,6 +50,13 @@ export class Stats {
   /** Requests without an IMDSv2 session token, by `network|vm` (as AWS's MetadataNoToken). */
   readonly noTokens = new Map<string, number>();
 
+  /** Packets the namespaces' guard rules dropped as spoofed, by network (read by SpoofWatch). */
+  readonly spoofedPackets = new Map<string, number>();
+
+  spoofed(network: string, packets: number): void {
+    this.spoofedPackets.set(network, (this.spoofedPackets.get(network) ?? 0) + packets);
+  }
+
   rejected(reason: string): void {
     this.rejections.set(reason, (this.rejections.get(reason) ?? 0) + 1);
   }

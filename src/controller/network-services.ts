@@ -79,6 +79,11 @@ export class NetworkServices implements NetworkHooks {
     });
   }
 
+  /** Networks serving now, with their namespaces. */
+  servingNetworks(): { id: string; netns: string }[] {
+    return [...this.serving.values()].map((d) => ({ id: d.id, netns: d.netns }));
+  }
+
   /** The inventory changed these networks' VMs. */
   vmsChanged(networks: ReadonlySet<string>): void {
     for (const n of networks) this.pending.add(n);

@@ -58,6 +58,8 @@ export interface AdminDeps {
   dhcpStatusOf?(network: string): DhcpStatus | undefined;
   probe(network: string, vmId: string, path: string, method: string): Promise<ProbeResult>;
   info(): Record<string, unknown>;
+  /** Replaces the IMDSv2 token key (persisted first). */
+  rotateTokenKey(): void;
 }
 
 type NetworkViewT = z.infer<typeof networkView>;
@@ -191,6 +193,11 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
   r.get('/v1/networks', { schema: { tags: ['networks'], summary: 'List networks', response: { 200: z.array(networkView) } } }, () =>
     inventory.networkList().map((n) => networkViewOf(inventory.requireNetwork(n.id))),
   );
+  r.post('/v1/token-key/rotate', { schema: { tags: ['daemon'], summary: 'Replace the IMDSv2 token key; tokens issued before are refused from now on', response: { 200: z.object({ rotated_at: z.string() }), ...errors } } }, () => {
+    deps.rotateTokenKey();
+    deps.log.info('token key rotated');
+    return { rotated_at: new Date().toISOString() };
+  });
   r.post('/v1/networks', { schema: { tags: ['networks'], summary: 'Create a network; returns once it serves', body: networkCreate, response: { 201: networkView, ...errors } } }, async (req, reply) => {
     const network = req.body;
     inventory.createNetwork(network, 'api');

@@ -20,6 +20,7 @@ export async function openApiDocument(): Promise<unknown> {
       log: createLogger({ level: 'silent' }),
       metrics: new Metrics({ stats: new Stats(), vmCount: () => 0, networkStates: () => [] }),
       converge: () => Promise.resolve({ networks: [], removed: [], removalFailures: [], ms: 0 }),
+      rotateTokenKey: () => undefined,
       convergeNetwork: () => Promise.resolve({ networks: [], removed: [], removalFailures: [], ms: 0 }),
       statusOf: () => undefined,
       probe: () => Promise.reject(new Error('not available')),

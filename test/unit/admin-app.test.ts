@@ -18,6 +18,7 @@ describe('admin API', () => {
   let app: FastifyInstance;
   let store: SqliteStore;
   let dir: string;
+  let rotations = 0;
   let converged = 0;
 
   before(async () => {
@@ -43,6 +44,7 @@ describe('admin API', () => {
       },
       statusOf: (network) => ({ network, state: 'serving', reason: undefined, changed: 0 }),
       probe: () => Promise.reject(new Error('no kernel here')),
+      rotateTokenKey: () => rotations++,
       info: () => ({ version: 'test' }),
     });
   });
@@ -142,5 +144,12 @@ describe('admin API', () => {
     assert.match(metrics.body, /# TYPE imds_request_duration_seconds histogram/);
     const doc = await app.inject({ method: 'GET', url: '/openapi.json' });
     assert.equal(doc.json().info.title, 'imds admin API');
+  });
+
+  it('rotates the token key on request', async () => {
+    const r = await app.inject({ method: 'POST', url: '/v1/token-key/rotate' });
+    assert.equal(r.statusCode, 200);
+    assert.match(r.json().rotated_at, /^\d{4}-\d\d-\d\dT/);
+    assert.equal(rotations, 1);
   });
 });
