@@ -269,7 +269,7 @@ async function peerRestart(sb: Sandbox, guests: GuestRef[]): Promise<number[]> {
 async function floor(sb: Sandbox): Promise<void> {
   const nets = networks(NETWORKS);
   const all = vms(NETWORKS);
-  const d = await sb.startDaemon(sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: all })));
+  const d = await sb.startDaemon(sb.writeConfig(sb.config({ log_level: 'info', rate_limit_per_second: 0, networks: nets, vms: all })));
   const guests = await addGuests(sb, all);
   const f1000 = writeStormFiles(join(sb.dir, 's1000'), guests);
   const loadGuest = guests[Math.floor(VMS_PER_NETWORK / 2)] as GuestRef;
@@ -420,7 +420,7 @@ async function main(): Promise<void> {
       if (wanted('memory')) log(JSON.stringify(await memory(sb)));
       return;
     }
-    const cfg = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: all }));
+    const cfg = sb.writeConfig(sb.config({ log_level: 'info', rate_limit_per_second: 0, networks: nets, vms: all }));
     daemon = await sb.startDaemon(cfg);
     const d = daemon;
     results['imds'] = { rss_kb_idle_1000_vms: rssKb([d.pid]) };

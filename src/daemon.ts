@@ -170,6 +170,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     const rec = new Reconciler({
       runner,
       hostNft,
+      guestsOf: (network) => inventory.vmList(network).map(({ vm }) => ({ mac: vm.mac, ip: vm.ip })),
       listeners,
       hooks: services,
       log: log.child({ component: 'controller' }),

@@ -11,7 +11,7 @@ import { mapLimit } from '../util/concurrency.ts';
 import { applyNetworkPlan } from './apply.ts';
 import { desiredState } from './desired.ts';
 import type { NetworkHooks } from './network-services.ts';
-import { GUEST_SET } from '../netns/nft.ts';
+import { GUEST_SET, guestKey, renderGuestElements, renderInnerGuestElements, type GuestAddress } from '../netns/nft.ts';
 import { listNamespaces, observe } from './observe.ts';
 import { plan, planNetwork, type Plan } from './plan.ts';
 
@@ -41,6 +41,8 @@ export interface ReconcilerDeps {
   concurrency?: number;
   /** Per-network services (guest set, DHCP) brought in line after a network converged. */
   hooks?: NetworkHooks;
+  /** The network's VMs as `MAC . address` pairs: loaded with a table that is (re)built, saving an nft run. */
+  guestsOf?: (network: string) => GuestAddress[];
   /** Counts failures and times runs (Prometheus). */
   onResult?: (summary: ReconcileSummary) => void;
 }
@@ -140,6 +142,21 @@ export class Reconciler {
     }
     for (const id of [...this.status.keys()]) if (!desired.networks.has(id)) this.status.delete(id);
 
+    // A table being (re)built is loaded with its guest sets in the same nft run.
+    const seeded = new Map<string, Set<string>>();
+    const guestsOf = this.deps.guestsOf;
+    if (guestsOf !== undefined) {
+      for (const np of p.networks) {
+        const d = desired.networks.get(np.network);
+        if (d === undefined) continue;
+        const guests = guestsOf(np.network);
+        np.steps = np.steps.map((s) => {
+          if (s.kind !== 'nft' || s.script.startsWith('delete')) return s;
+          seeded.set(np.network, new Set(guests.map(guestKey)));
+          return { ...s, script: s.script + (s.netns === undefined ? renderGuestElements(d.bridgeTable.name, guests) : renderInnerGuestElements(guests)) };
+        });
+      }
+    }
     const results = await mapLimit(p.networks, this.deps.concurrency ?? 4, (np) => applyNetworkPlan(exec, np, log));
     // Networks come up together: their guest-set writes share nft runs (see NftBatcher).
     const reasons = await Promise.all(
@@ -151,9 +168,10 @@ export class Reconciler {
           const np = p.networks.find((n) => n.network === d.id);
           const replaced = (netns: string | undefined): boolean => np?.steps.some((s) => s.kind === 'nft' && s.netns === netns) ?? false;
           const rebuilt = np?.steps.some((s) => s.kind === 'netns-add') ?? false;
+          const written = seeded.get(d.id) ?? new Set<string>();
           await hooks?.converged(d, {
-            bridge: replaced(undefined) ? new Set() : observed.bridgeTables.get(d.bridgeTable.name)?.sets.get(GUEST_SET),
-            inner: replaced(d.netns) || rebuilt ? new Set() : observed.inside.get(d.netns)?.table?.sets.get(GUEST_SET),
+            bridge: replaced(undefined) ? written : observed.bridgeTables.get(d.bridgeTable.name)?.sets.get(GUEST_SET),
+            inner: replaced(d.netns) || rebuilt ? written : observed.inside.get(d.netns)?.table?.sets.get(GUEST_SET),
           });
           return undefined;
         } catch (err) {

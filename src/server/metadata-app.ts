@@ -21,6 +21,7 @@ export { CONTENT_TYPE, normalisePath, PROBE_HEADER };
 
 /** Nova caps a posted password at 4 chunks of 255 characters. */
 export const PASSWORD_MAX = 1020;
+const PASSWORD_PATH = /^openstack\/[^/]+\/password\/?$/;
 
 
 export interface PasswordStore {
@@ -179,6 +180,7 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
   // A PUT for a token under a dated version (or anything but `latest`): 403, as EC2 answers.
   app.put<{ Params: { '*': string } }>('/*', (request, reply) => {
     if (/^[^/]+\/api\/token\/?$/.test(request.params['*'])) return send(reply, reject(guard, 'token_path', FORBIDDEN));
+    if (PASSWORD_PATH.test(request.params['*'])) return badRequest(reply, 'GET and POST only are supported.');
     return reply.code(405).header('allow', 'GET, HEAD').header('content-type', CONTENT_TYPE.text).send('405 Method Not Allowed\n');
   });
 
@@ -187,7 +189,7 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
     method: ['POST', 'DELETE', 'PATCH', 'OPTIONS'],
     url: '/*',
     handler: (request, reply) => {
-      if (/^openstack\/[^/]+\/password\/?$/.test(request.params['*'])) return badRequest(reply, 'GET and POST only are supported.');
+      if (PASSWORD_PATH.test(request.params['*'])) return badRequest(reply, 'GET and POST only are supported.');
       return reply.code(405).header('allow', 'GET, HEAD').header('content-type', CONTENT_TYPE.text).send('405 Method Not Allowed\n');
     },
   });

@@ -100,6 +100,7 @@ for (const fast of [false, true]) {
       assert.equal((await put({ 'x-aws-ec2-metadata-token-ttl-seconds': '60', 'x-forwarded-for': '10.0.0.1' })).status, 403);
       assert.equal((await put({ 'x-aws-ec2-metadata-token-ttl-seconds': '60' }, '/2021-01-03/api/token')).status, 403);
       assert.equal((await put({ 'x-aws-ec2-metadata-token-ttl-seconds': '60' }, '/latest/meta-data/')).status, 405);
+      assert.equal((await put({}, '/openstack/latest/password')).status, 400, 'the password answers 400 to PUT, as Nova');
       const stats = app.guard.stats;
       assert.ok((stats?.rejections.get('token_ttl') ?? 0) >= 6);
       assert.equal(stats?.rejections.get('token_forwarded'), 1);
