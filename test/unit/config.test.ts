@@ -141,4 +141,15 @@ describe('configuration', () => {
     assert.ok(problems.some((p) => p.includes('networks[0].dhcp_lease_time:')), problems.join('\n'));
     assert.ok(problems.some((p) => p.includes('networks[0].ntp[0]:')), problems.join('\n'));
   });
+
+  it('takes the guard settings and names bad ones', () => {
+    const cfg = parseConfig(VALID, 'imds.yaml');
+    assert.equal(cfg.rate_limit_per_second, 20);
+    assert.equal(cfg.rate_limit_burst, 300);
+    assert.equal(cfg.spoof_check_interval_s, 30);
+    const problems = problemsOf(`rate_limit_per_second: -1\nrate_limit_burst: 0\n${VALID.replace('hostname: vm1', 'hostname: vm1\n    http_tokens: always\n    http_hop_limit: 65')}`);
+    for (const field of ['rate_limit_per_second', 'rate_limit_burst', 'vms[0].http_tokens', 'vms[0].http_hop_limit']) {
+      assert.ok(problems.some((p) => p.includes(`${field}:`)), `${field} in ${problems.join('\n')}`);
+    }
+  });
 });

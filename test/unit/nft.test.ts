@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { parseRuleset, parseTable, renderBridgeTable, renderGuestElements, renderNatTable, tableMatches } from '../../src/netns/nft.ts';
+import { parseCounterPackets, parseRuleset, parseTable, renderBridgeTable, renderGuestElements, renderInnerGuestElements, renderNatTable, tableMatches } from '../../src/netns/nft.ts';
 
 const GOLDEN = new URL('../fixtures/nat-table-8775.nft', import.meta.url);
 
@@ -85,5 +85,26 @@ describe('bridge table', () => {
     // The same table without its set is not the desired one.
     const noSet = parseRuleset(JSON.stringify({ nftables: [{ table: { family: 'bridge', name: 'imds-n1' } }, rule('imds-n1', `imds:${t.hash}`)] }));
     assert.ok(!tableMatches(noSet.get('bridge imds-n1'), t));
+  });
+});
+
+describe('namespace guest sets and the spoof counter', () => {
+  it('replaces the address set and the pair set together, in one script', () => {
+    const script = renderInnerGuestElements([
+      { mac: '52:54:00:00:00:0B', ip: '198.51.100.11' },
+      { mac: '52:54:00:00:00:0a', ip: '198.51.100.10' },
+    ]);
+    assert.equal(
+      script,
+      'flush set ip imds vm_ips\nadd element ip imds vm_ips { 198.51.100.10, 198.51.100.11 }\n' +
+        'flush set ip imds guests\nadd element ip imds guests { 52:54:00:00:00:0a . 198.51.100.10, 52:54:00:00:00:0b . 198.51.100.11 }\n',
+    );
+    assert.equal(renderInnerGuestElements([]), 'flush set ip imds vm_ips\nflush set ip imds guests\n');
+  });
+
+  it('reads the packets of a named counter', () => {
+    const json = JSON.stringify({ nftables: [{ metainfo: {} }, { counter: { family: 'ip', name: 'spoofed', table: 'imds', handle: 5, packets: 7, bytes: 420 } }] });
+    assert.equal(parseCounterPackets(json), 7);
+    assert.equal(parseCounterPackets(JSON.stringify({ nftables: [{ metainfo: {} }] })), undefined);
   });
 });
