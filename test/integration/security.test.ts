@@ -212,6 +212,31 @@ describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'nee
     }
   });
 
+  it('keeps the allowed pairs in line with the VMs: a MAC change through the CLI moves the guard with it', async () => {
+    const VM_G = '0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e';
+    const g = await sb.addGuest('g', { ...on1, ip: '198.51.100.16', mac: '52:54:00:00:01:16' });
+    const cli = (...args: string[]) => sb.cli(['--admin-socket', sb.adminSocket(), ...args]);
+    await cli('vm', 'add', VM_G, '--network', 'net1', '--ip', '198.51.100.16', '--mac', '52:54:00:00:01:16', '--hostname', 'golf');
+    assert.equal((await g.http('/openstack/latest/meta_data.json')).status, 200);
+    const flushNeigh = () => sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'ip', 'neigh', 'flush', 'all']);
+    await cli('vm', 'set', VM_G, '--mac', '52:54:00:00:02:16');
+    // The old MAC is now a forger of golf's address: dropped once the set is rewritten (ms).
+    let status = 200;
+    for (let i = 0; i < 20 && status !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = (await tryHttp(g, '/openstack/latest/meta_data.json', { maxTimeS: 1 })).status;
+    }
+    assert.equal(status, 0, 'the old MAC is refused');
+    await g.exec(['ip', 'link', 'set', 'eth0', 'address', '52:54:00:00:02:16']);
+    await flushNeigh();
+    assert.equal((await g.http('/openstack/latest/meta_data.json', { maxTimeS: 5 })).status, 200, 'the new MAC is served');
+    const set = (await sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'nft', 'list', 'set', 'ip', 'imds', 'guests'])).stdout;
+    assert.match(set, /52:54:00:00:02:16 \. 198\.51\.100\.16/);
+    assert.doesNotMatch(set, /52:54:00:00:01:16/);
+    await cli('vm', 'rm', VM_G);
+    await g.exec(['ip', 'link', 'set', 'eth0', 'down']);
+  });
+
   it("lets full cloud-init boots through the default limit, and keeps a neighbour's p99 within 2x while a VM floods", async () => {
     // cloud-init's OpenStack and EC2 readers, twice each, from one guest: no 429.
     for (let i = 0; i < 2; i++) {
