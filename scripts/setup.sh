@@ -12,6 +12,8 @@ PACKAGES=(
   cloud-init                                                # its readers are the client in tests
   dnsmasq-base                                              # per-network DHCP (the daemon runs it, no service)
   busybox tcpdump                                           # tests: udhcpc as a guest DHCP client, uplink capture
+  genisoimage dosfstools mtools                             # config drives: ISO 9660, vfat (mkfs.vfat + mcopy)
+  xorriso                                                   # tests: extract ISO images without mounting
 )
 if [ "${1:-}" = "--bench" ]; then
   PACKAGES+=(lighttpd wrk gcc)                              # the peer, steady load, bench/storm.c

@@ -1,6 +1,8 @@
 // `imds serve`: the composition root. Loads the configuration (failing before any side effect),
 // opens the store and seeds it from the file, converges the kernel, serves guests and the admin
 // API, tells systemd when every network serves, and reloads the file on SIGHUP.
+import { buildConfigDrive } from './configdrive/image.ts';
+import { configDriveFiles } from './configdrive/tree.ts';
 import { RateLimiter } from './security/rate-limit.ts';
 import { TokenKeys } from './security/tokens.ts';
 import type { GuestGuard } from './server/guest-guard.ts';
@@ -215,6 +217,12 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
         return probe(netns, vmId, path, method);
       },
       rotateTokenKey: () => guard.tokens.rotate(),
+      configDrive: async (vmId, format) => {
+        const stored = inventory.requireVm(vmId);
+        const entry = inventory.index.lookupById(stored.vm.network, vmId);
+        if (entry === undefined) throw new ImdsError('NOT_FOUND', `vm ${vmId} is not in the index`);
+        return buildConfigDrive(runner, configDriveFiles(entry), format, 'imds 0.1.0');
+      },
       info: () => ({
         version: VERSION,
         api_version: API_VERSION,

@@ -16,8 +16,31 @@ export class AdminClient {
   }
 
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const { status, body: raw } = await this.exchange(method, path, body);
+    const text = raw.toString('utf8');
+    const parsed: unknown = text === '' ? undefined : JSON.parse(text);
+    if (status >= 400) throw errorOf(status, parsed);
+    return parsed as T;
+  }
+
+  /** A binary answer (config drive images): the body as bytes; errors as `call` reports them. */
+  async download(path: string): Promise<Buffer> {
+    const { status, body } = await this.exchange('GET', path, undefined);
+    if (status >= 400) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body.toString('utf8'));
+      } catch {
+        parsed = undefined;
+      }
+      throw errorOf(status, parsed);
+    }
+    return body;
+  }
+
+  private async exchange(method: string, path: string, body: unknown): Promise<{ status: number; body: Buffer }> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    return new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
       const req = request(
         {
           socketPath: this.socketPath,
@@ -28,7 +51,7 @@ export class AdminClient {
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
         },
       );
       req.on('error', (err: NodeJS.ErrnoException) => {
@@ -41,15 +64,14 @@ export class AdminClient {
       });
       req.end(payload);
     });
-    const parsed: unknown = text === '' ? undefined : JSON.parse(text);
-    if (status >= 400) {
-      const e = (parsed ?? {}) as { code?: string; message?: string; field?: string; details?: Record<string, unknown> };
-      const code = (e.code !== undefined && e.code in ERROR_CODES ? e.code : 'INTERNAL') as ErrorCode;
-      throw new ImdsError(code, e.message ?? `HTTP ${status}`, {
-        ...(e.field === undefined ? {} : { field: e.field }),
-        ...(e.details === undefined ? {} : { details: e.details }),
-      });
-    }
-    return parsed as T;
   }
+}
+
+function errorOf(status: number, parsed: unknown): ImdsError {
+  const e = (parsed ?? {}) as { code?: string; message?: string; field?: string; details?: Record<string, unknown> };
+  const code = (e.code !== undefined && e.code in ERROR_CODES ? e.code : 'INTERNAL') as ErrorCode;
+  return new ImdsError(code, e.message ?? `HTTP ${status}`, {
+    ...(e.field === undefined ? {} : { field: e.field }),
+    ...(e.details === undefined ? {} : { details: e.details }),
+  });
 }

@@ -1,5 +1,6 @@
-// `imds vm add|list|show|set|rm|import|password|get`: clients of the admin API.
-import { readFileSync } from 'node:fs';
+// `imds vm add|list|show|set|rm|import|password|configdrive|get`: clients of the admin API.
+import { accessSync, constants, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { Command } from '@commander-js/extra-typings';
 import { parse } from 'yaml';
 import { ImdsError } from '../errors.ts';
@@ -225,6 +226,26 @@ export function vmCommand(): Command {
       else process.stdout.write(`${r.password}\n`);
     });
 
+  vm.command('configdrive')
+    .description('write the VM\'s config drive image (label config-2; the same documents as the HTTP tree, no password)')
+    .argument('<id>', 'instance UUID')
+    .requiredOption('-o, --output <file|->', 'where to write the image (- for stdout); replaced atomically')
+    .option('--format <iso|vfat>', 'iso: ISO 9660 with Rock Ridge and Joliet (default); vfat: a 64 MiB FAT filesystem', 'iso')
+    .action(async (id, opts, cmd) => {
+      if (opts.format !== 'iso' && opts.format !== 'vfat') {
+        throw new ImdsError('VALIDATION_FAILED', `--format: "${opts.format}" is not iso or vfat`, { field: '--format' });
+      }
+      const out = opts.output;
+      if (out !== '-') checkWritable(out);
+      const image = await clientOf(cmd).download(`/v1/vms/${encodeURIComponent(id)}/configdrive?format=${opts.format}`);
+      if (out === '-') {
+        process.stdout.write(image);
+        return;
+      }
+      writeAtomically(out, image);
+      process.stderr.write(`wrote ${out} (${opts.format}, ${image.length} bytes, label config-2)\n`);
+    });
+
   vm.command('get')
     .description("fetch a path exactly as the VM sees it, through its network's namespace, DNAT and listener")
     .argument('<id>')
@@ -247,4 +268,30 @@ export function vmCommand(): Command {
     });
 
   return vm;
+}
+
+/** Refuses an output path that cannot be written before anything is fetched. */
+function checkWritable(file: string): void {
+  const path = resolve(file);
+  let reason: string | undefined;
+  try {
+    if (statSync(path, { throwIfNoEntry: false })?.isDirectory() === true) reason = 'is a directory';
+    else accessSync(dirname(path), constants.W_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    reason = code === 'ENOENT' ? `directory ${dirname(path)} does not exist` : code === 'EACCES' ? `directory ${dirname(path)} is not writable` : (err as Error).message;
+  }
+  if (reason !== undefined) throw new ImdsError('VALIDATION_FAILED', `--output: cannot write ${file}: ${reason}`, { field: '--output' });
+}
+
+/** Writes through a temporary file in the same directory, so a failure leaves nothing behind. */
+function writeAtomically(file: string, bytes: Buffer): void {
+  const tmp = `${resolve(file)}.tmp-${process.pid}`;
+  try {
+    writeFileSync(tmp, bytes);
+    renameSync(tmp, resolve(file));
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw new ImdsError('VALIDATION_FAILED', `--output: cannot write ${file}: ${(err as Error).message}`, { field: '--output', cause: err });
+  }
 }

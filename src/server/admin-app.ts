@@ -1,6 +1,7 @@
 // The admin API: a separate Fastify app on a Unix socket (never inside a guest namespace). JSON in
 // and out, bodies validated with zod, errors as {code, message, field?} with stable codes, and an
 // OpenAPI document generated from the route schemas (docs/openapi.json).
+import { DRIVE_FORMATS, type DriveFormat } from '../configdrive/image.ts';
 import { chmodSync, chownSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
@@ -60,6 +61,8 @@ export interface AdminDeps {
   info(): Record<string, unknown>;
   /** Replaces the IMDSv2 token key (persisted first). */
   rotateTokenKey(): void;
+  /** The VM's config drive image. */
+  configDrive(vmId: string, format: DriveFormat): Promise<Buffer>;
 }
 
 type NetworkViewT = z.infer<typeof networkView>;
@@ -282,6 +285,25 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
     inventory.clearPassword(req.params.id);
     return reply.code(204).send(null);
   });
+  r.get(
+    '/v1/vms/:id/configdrive',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'The VM\'s config drive (label config-2): an ISO 9660 image (Rock Ridge, Joliet) or a 64 MiB vfat image, as application/octet-stream',
+        params: idParam,
+        querystring: z.object({ format: z.enum(DRIVE_FORMATS, "must be 'iso' or 'vfat'").default('iso') }),
+      },
+    },
+    async (req, reply) => {
+      inventory.requireVm(req.params.id);
+      const image = await deps.configDrive(req.params.id, req.query.format);
+      return reply
+        .header('content-type', 'application/octet-stream')
+        .header('content-disposition', `attachment; filename="${req.params.id}-config-2.${req.query.format === 'iso' ? 'iso' : 'img'}"`)
+        .send(image);
+    },
+  );
   r.post('/v1/vms/:id/fetch', { schema: { tags: ['vms'], summary: 'Fetch a path as the VM sees it, through its namespace, DNAT and listener', params: idParam, body: fetchBody, response: { 200: fetchResult, ...errors } } }, async (req) => {
     const { vm } = inventory.requireVm(req.params.id);
     const result = await deps.probe(vm.network, vm.id, req.body.path, req.body.method);

@@ -21,6 +21,7 @@ export async function openApiDocument(): Promise<unknown> {
       metrics: new Metrics({ stats: new Stats(), vmCount: () => 0, networkStates: () => [] }),
       converge: () => Promise.resolve({ networks: [], removed: [], removalFailures: [], ms: 0 }),
       rotateTokenKey: () => undefined,
+      configDrive: () => Promise.resolve(Buffer.alloc(0)),
       convergeNetwork: () => Promise.resolve({ networks: [], removed: [], removalFailures: [], ms: 0 }),
       statusOf: () => undefined,
       probe: () => Promise.reject(new Error('not available')),

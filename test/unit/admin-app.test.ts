@@ -45,6 +45,7 @@ describe('admin API', () => {
       statusOf: (network) => ({ network, state: 'serving', reason: undefined, changed: 0 }),
       probe: () => Promise.reject(new Error('no kernel here')),
       rotateTokenKey: () => rotations++,
+      configDrive: (id, format) => Promise.resolve(Buffer.from(`image of ${id} as ${format}`)),
       info: () => ({ version: 'test' }),
     });
   });
