@@ -59,6 +59,12 @@ export const configSchema = z
       .max(3600, 'must be at most 3600')
       .default(30)
       .describe("how often the namespaces' spoofing counters are read (one nft run per network); 0: never"),
+    drift_check_interval_s: z
+      .number()
+      .min(0, 'must be 0 (off) or more')
+      .max(3600, 'must be at most 3600')
+      .default(2)
+      .describe('how often namespaces are checked for removal (a stat each; the kernel sends no event); other drift is noticed by events'),
     fast_path: z.boolean().default(true).describe('answer complete simple GETs straight from the socket (docs/performance.md)'),
     networks: z.array(networkSchema).default([]),
     vms: z.array(vmSchema).default([]),

@@ -11,7 +11,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { loadConfig, type Config } from './config.ts';
 import { NftBatcher } from './netns/nft-batch.ts';
 import { SpoofWatch } from './controller/spoof-watch.ts';
-import { NetworkServices } from './controller/network-services.ts';
+import { NetworkServices, type NetworkHooks } from './controller/network-services.ts';
+import { DriftWatch } from './controller/drift-watch.ts';
+import { bridgePorts, linksNamed } from './netns/netlink-links.ts';
+import { desiredState, type DesiredNetwork } from './controller/desired.ts';
+import type { Network } from './model/schema.ts';
 import { Reconciler, type ReconcileSummary } from './controller/reconciler.ts';
 import { DhcpServers } from './dhcp/dhcp-servers.ts';
 import { ImdsError, isImdsError, messageOf } from './errors.ts';
@@ -31,6 +35,7 @@ export const VERSION = '0.1.0';
 
 /** Keys that only take effect at start; a reload that changes them is refused. */
 const RESTART_ONLY = [
+  'drift_check_interval_s',
   'spoof_check_interval_s',
   'rate_limit_per_second',
   'rate_limit_burst',
@@ -169,12 +174,45 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     });
     spoofWatch.start();
     cleanups.push(() => spoofWatch.stop());
+    // Kernel drift: events and a periodic check lead to targeted repairs (reconcile of one network).
+    let desiredMemo: { networks: Network[]; desired: DesiredNetwork[] } | undefined;
+    const desiredNetworks = (): DesiredNetwork[] => {
+      const networks = inventory.networkList();
+      if (desiredMemo === undefined || desiredMemo.networks.length !== networks.length || desiredMemo.networks.some((n, i) => n !== networks[i])) {
+        desiredMemo = { networks, desired: [...desiredState({ namespacePrefix: cfg.namespace_prefix, listenPort: cfg.listen_port, networks }).networks.values()] };
+      }
+      return desiredMemo.desired;
+    };
+    const drift = new DriftWatch({
+      log: log.child({ component: 'drift' }),
+      stats,
+      networks: desiredNetworks,
+      repair: (id) => rec.reconcile(inventory.networkList(), [id]),
+      intervalMs: cfg.drift_check_interval_s * 1000,
+      ports: (bridges) => bridgePorts(bridges),
+      reattach: async (bridge, ports) => {
+        const now = await linksNamed(ports);
+        const loose = ports.filter((p) => now?.get(p) !== undefined && now.get(p)?.master === undefined);
+        if (loose.length > 0) await runner.run(['ip', '-batch', '-'], { stdin: loose.map((p) => `link set ${p} master ${bridge}\n`).join('') });
+        return loose;
+      },
+    });
+    const hooks: NetworkHooks = {
+      converged: async (d, sets) => {
+        await services.converged(d, sets);
+        drift.watch(d);
+      },
+      stopping: async (network, options) => {
+        drift.unwatch(network);
+        await services.stopping(network, options);
+      },
+    };
     const rec = new Reconciler({
       runner,
       hostNft,
       guestsOf: (network) => inventory.vmList(network).map(({ vm }) => ({ mac: vm.mac, ip: vm.ip })),
       listeners,
-      hooks: services,
+      hooks,
       log: log.child({ component: 'controller' }),
       namespacePrefix: cfg.namespace_prefix,
       listenPort: cfg.listen_port,
@@ -244,6 +282,8 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     await listenAdmin(admin, { path: cfg.admin_socket, ...(gid === undefined ? {} : { gid }) });
     const serving = summary.networks.filter((n) => n.state === 'serving').length;
     collectGarbage(); // the configuration's seed and the store's load leave their garbage behind
+    drift.start();
+    cleanups.push(() => drift.stop()); // runs first on shutdown: teardown is not drift
     log.info({ networks: summary.networks.length, serving, vms: inventory.vmCount(), ms: summary.ms, admin_socket: cfg.admin_socket }, 'ready');
     await notifier.ready(`serving ${serving}/${summary.networks.length} networks, ${inventory.vmCount()} VMs`);
 

@@ -72,6 +72,19 @@ export class Metrics {
       ),
     );
     this.registry.registerMetric(
+      computed('imds_repairs_total', 'Kernel drift repaired, by network and kind of damage', 'counter', () =>
+        [...stats.repairs].map(([key, value]) => {
+          const at = key.indexOf('|');
+          return { labels: { network: key.slice(0, at), kind: key.slice(at + 1) }, value };
+        }),
+      ),
+    );
+    this.registry.registerMetric(
+      computed('imds_repairs_failed_total', 'Repairs of kernel drift that did not leave the network serving, by network', 'counter', () =>
+        [...stats.repairFailures].map(([network, value]) => ({ labels: { network }, value })),
+      ),
+    );
+    this.registry.registerMetric(
       computed('imds_reconcile_errors_total', 'Networks that failed to converge, by network', 'counter', () =>
         [...stats.reconcileErrors].map(([network, value]) => ({ labels: { network }, value })),
       ),

@@ -57,6 +57,20 @@ export class Stats {
     this.spoofedPackets.set(network, (this.spoofedPackets.get(network) ?? 0) + packets);
   }
 
+  /** Kernel drift repaired, by `network|kind` (namespace, host_links, namespace_links, nft_table, bridge_table). */
+  readonly repairs = new Map<string, number>();
+  /** Repairs that did not leave the network serving, by network. */
+  readonly repairFailures = new Map<string, number>();
+
+  repaired(network: string, kind: string): void {
+    const key = `${network}|${kind}`;
+    this.repairs.set(key, (this.repairs.get(key) ?? 0) + 1);
+  }
+
+  repairFailed(network: string): void {
+    this.repairFailures.set(network, (this.repairFailures.get(network) ?? 0) + 1);
+  }
+
   rejected(reason: string): void {
     this.rejections.set(reason, (this.rejections.get(reason) ?? 0) + 1);
   }

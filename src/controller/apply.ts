@@ -53,7 +53,8 @@ export async function runStep(exec: StepRunner | Runner, step: Step): Promise<vo
     }
   }
   const { argv, stdin, netns } = commandOf(step);
-  await runner.run(argv, { ...(stdin === undefined ? {} : { stdin }), ...(netns === undefined ? {} : { netns }) });
+  const bestEffort = step.kind === 'ip' && step.bestEffort === true;
+  await runner.run(argv, { ...(stdin === undefined ? {} : { stdin }), ...(netns === undefined ? {} : { netns }), ...(bestEffort ? { allowFailure: true } : {}) });
 }
 
 /**
@@ -63,7 +64,7 @@ export async function runStep(exec: StepRunner | Runner, step: Step): Promise<vo
  */
 export function stagesOf(steps: readonly Step[]): Step[][] {
   const stages: Step[][] = [];
-  const hostAt = steps.findIndex((s) => s.kind === 'ip' && s.netns === undefined);
+  const hostAt = steps.findIndex((s) => s.kind === 'ip' && s.netns === undefined && s.bestEffort !== true);
   const alongside = hostAt === -1 ? [] : steps.filter((s, i) => s.kind === 'nft' && i > hostAt);
   for (const [i, step] of steps.entries()) {
     if (alongside.includes(step)) continue;

@@ -10,7 +10,15 @@ export type Step =
   | { kind: 'netns-add'; network: string; netns: string; why: string }
   | { kind: 'netns-del'; network: string; netns: string; why: string }
   /** `ip -batch -` in the hypervisor namespace (netns undefined) or `ip -n NETNS -batch -`. */
-  | { kind: 'ip'; network: string; netns: string | undefined; lines: string[]; why: string }
+  | {
+      kind: 'ip';
+      network: string;
+      netns: string | undefined;
+      lines: string[];
+      why: string;
+      /** Its failure does not stop the plan (a link that may vanish on its own meanwhile). */
+      bestEffort?: boolean;
+    }
   /** `nft -f -` in the network's namespace, or in the hypervisor namespace when netns is undefined. */
   | { kind: 'nft'; network: string; netns: string | undefined; script: string; why: string };
 
@@ -116,10 +124,9 @@ export function planNetwork(d: DesiredNetwork, observed: ObservedState): Network
   if (halfPair && inner !== undefined) {
     steps.push({ kind: 'ip', network, netns: d.netns, lines: [`link del ${d.inner}`], why: 'half veth pair (inner end alone)' });
   }
-  if (halfPair && outer !== undefined) {
-    hostLines.push(`link del ${d.outer}`);
-    why.push('half veth pair (outer end alone)');
-  }
+  // The outer end alone: its peer's namespace is gone (the kernel removes the pair once nothing
+  // holds that namespace, which may happen while this plan runs), so its removal may find nothing.
+  const outerAlone = halfPair && outer !== undefined;
   if (createVeth) {
     hostLines.push(
       `link add ${d.outer}${d.mtu === undefined ? '' : ` mtu ${d.mtu}`} type veth peer name ${d.inner} address ${d.innerMac}${d.mtu === undefined ? '' : ` mtu ${d.mtu}`} netns ${d.netns}`,
@@ -154,6 +161,7 @@ export function planNetwork(d: DesiredNetwork, observed: ObservedState): Network
   for (const addr of d.addresses) if (!have.has(addr)) insideLines.push(`addr add ${addr} dev ${d.inner}`);
   for (const addr of have) if (!d.addresses.includes(addr)) insideLines.push(`addr del ${addr} dev ${d.inner}`);
 
+  if (outerAlone) steps.push({ kind: 'ip', network, netns: undefined, lines: [`link del ${d.outer}`], why: 'half veth pair (outer end alone)', bestEffort: true });
   if (hostLines.length > 0) steps.push({ kind: 'ip', network, netns: undefined, lines: hostLines, why: why.join(', ') });
   if (insideLines.length > 0) steps.push({ kind: 'ip', network, netns: d.netns, lines: insideLines, why: 'namespace links and addresses' });
   if (!tableMatches(inside.table, d.nft)) {

@@ -23,8 +23,17 @@ export interface NetworkStatus {
   changed: number;
 }
 
+/** A step as it was applied: what kind, where (`host` or the namespace), and why. */
+export interface AppliedStep {
+  kind: 'netns-add' | 'netns-del' | 'ip' | 'nft';
+  where: string;
+  why: string;
+}
+
 export interface ReconcileSummary {
   networks: NetworkStatus[];
+  /** The steps planned for each network that had any (run, or attempted when it failed). */
+  applied: Map<string, AppliedStep[]>;
   removed: string[];
   removalFailures: { network: string; error: string }[];
   ms: number;
@@ -186,8 +195,14 @@ export class Reconciler {
       if (reason !== undefined) log.error({ network: result.network, err: reason }, 'network not serving');
       else if (result.stepsRun > 0) log.info({ network: result.network, steps: result.stepsRun, ms: round(result.ms) }, 'network converged');
     }
+    const applied = new Map<string, AppliedStep[]>();
+    for (const np of p.networks) {
+      if (np.steps.length === 0) continue;
+      applied.set(np.network, np.steps.map((s) => ({ kind: s.kind, where: s.kind === 'netns-add' || s.kind === 'netns-del' ? s.netns : (s.netns ?? 'host'), why: s.why })));
+    }
     const summary: ReconcileSummary = {
       networks: results.map((r) => this.status.get(r.network) as NetworkStatus),
+      applied,
       removed,
       removalFailures,
       ms: round(performance.now() - started),

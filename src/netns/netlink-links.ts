@@ -123,3 +123,21 @@ export async function linksNamed(names: readonly string[]): Promise<Map<string, 
   }
   return out;
 }
+
+/** Each named bridge that exists: its ifindex and ports, from one link dump; undefined when rtnetlink is not usable. */
+export async function bridgePorts(bridges: readonly string[]): Promise<Map<string, { index: number; ports: string[] }> | undefined> {
+  const sock = rtnetlink();
+  if (sock === undefined) return undefined;
+  const all = await sock.getLinks();
+  const byIndex = new Map<number, string>();
+  for (const m of all) if (m.data.index !== undefined && m.attrs.ifname !== undefined) byIndex.set(m.data.index, m.attrs.ifname);
+  const out = new Map<string, { index: number; ports: string[] }>();
+  for (const m of all) {
+    if (m.attrs.ifname !== undefined && m.data.index !== undefined && bridges.includes(m.attrs.ifname)) out.set(m.attrs.ifname, { index: m.data.index, ports: [] });
+  }
+  for (const m of all) {
+    const master = m.attrs.master === undefined ? undefined : byIndex.get(m.attrs.master);
+    if (master !== undefined && m.attrs.ifname !== undefined) out.get(master)?.ports.push(m.attrs.ifname);
+  }
+  return out;
+}

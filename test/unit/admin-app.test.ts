@@ -36,11 +36,11 @@ describe('admin API', () => {
       metrics,
       converge: async () => {
         converged++;
-        return { networks: inventory.networkList().map((n) => ({ network: n.id, state: 'serving' as const, reason: undefined, changed: 0 })), removed: [], removalFailures: [], ms: 1 };
+        return { networks: inventory.networkList().map((n) => ({ network: n.id, state: 'serving' as const, reason: undefined, changed: 0 })), removed: [], removalFailures: [], applied: new Map(), ms: 1 };
       },
       convergeNetwork: async (id) => {
         converged++;
-        return { networks: [{ network: id, state: 'serving' as const, reason: undefined, changed: 0 }], removed: [], removalFailures: [], ms: 1 };
+        return { networks: [{ network: id, state: 'serving' as const, reason: undefined, changed: 0 }], removed: [], removalFailures: [], applied: new Map(), ms: 1 };
       },
       statusOf: (network) => ({ network, state: 'serving', reason: undefined, changed: 0 }),
       probe: () => Promise.reject(new Error('no kernel here')),

@@ -143,6 +143,19 @@ describe('planner', () => {
     assert.match((steps[1] as Extract<Step, { kind: 'ip' }>).lines.join('\n'), /link add imdsv-net1 .* peer name imds0 .* netns imds-net1/);
   });
 
+  it('removes an outer end whose namespace is gone on its own, best effort (the kernel may beat it to it), before recreating the pair', () => {
+    const o = converged();
+    o.namespaces.delete('imds-net1');
+    o.inside.delete('imds-net1');
+    const steps = stepsOf(o);
+    assert.deepEqual(steps.map((s) => s.kind), ['netns-add', 'ip', 'ip', 'ip', 'nft']);
+    const del = steps[1] as Extract<Step, { kind: 'ip' }>;
+    assert.deepEqual(del.lines, ['link del imdsv-net1']);
+    assert.equal(del.bestEffort, true);
+    assert.match((steps[2] as Extract<Step, { kind: 'ip' }>).lines.join('\n'), /link add imdsv-net1 /);
+    assert.notEqual((steps[2] as Extract<Step, { kind: 'ip' }>).bestEffort, true);
+  });
+
   it('reports a conflict instead of touching a foreign object in the way', () => {
     const o = converged();
     o.hostLinks.set('imdsb-net1', link('imdsb-net1', { kind: 'dummy' }));

@@ -12,11 +12,11 @@ const target = (mode === 'flood' ? d : c) ?? DEFAULT_PATH;
 function get(agent) {
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint();
-    const req = http.get({ host: HOST, port: 80, path: target, agent }, (res) => {
+    const req = http.get({ host: HOST, port: 80, path: target, agent, timeout: 5000 }, (res) => {
       res.resume();
       res.on('end', () => resolve({ status: res.statusCode, ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
     });
-    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+    req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', () => resolve({ status: 0, ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
   });
 }
