@@ -37,6 +37,12 @@ function histogramValues(name: string, h: Histogram, labels: Record<string, stri
   return out;
 }
 
+/** Labels from a `first|second` counter key. */
+function pairLabels(key: string, first: string, second: string): Record<string, string> {
+  const at = key.indexOf('|');
+  return { [first]: key.slice(0, at), [second]: key.slice(at + 1) };
+}
+
 export class Metrics {
   readonly registry = new Registry();
 
@@ -65,18 +71,12 @@ export class Metrics {
     );
     this.registry.registerMetric(
       computed('imds_metadata_no_token_total', 'Guest requests without an IMDSv2 session token, by network and VM', 'counter', () =>
-        [...stats.noTokens].map(([key, value]) => {
-          const at = key.indexOf('|');
-          return { labels: { network: key.slice(0, at), vm: key.slice(at + 1) }, value };
-        }),
+        [...stats.noTokens].map(([key, value]) => ({ labels: pairLabels(key, 'network', 'vm'), value })),
       ),
     );
     this.registry.registerMetric(
       computed('imds_repairs_total', 'Kernel drift repaired, by network and kind of damage', 'counter', () =>
-        [...stats.repairs].map(([key, value]) => {
-          const at = key.indexOf('|');
-          return { labels: { network: key.slice(0, at), kind: key.slice(at + 1) }, value };
-        }),
+        [...stats.repairs].map(([key, value]) => ({ labels: pairLabels(key, 'network', 'kind'), value })),
       ),
     );
     this.registry.registerMetric(

@@ -47,6 +47,12 @@ export class Guest {
     return sh(['ip', 'netns', 'exec', this.netns, ...argv], options);
   }
 
+  /** Runs Python (cloud-init's own readers) in the guest; its last stdout line is JSON, returned parsed. */
+  async python<T>(lines: string[]): Promise<T> {
+    const out = await this.exec(['/usr/bin/python3', '-c', lines.join('\n')], { timeoutMs: 120_000 });
+    return JSON.parse(out.stdout.trim().split('\n').pop() as string) as T;
+  }
+
   /** HTTP through the guest's own stack: bridge, DNAT, the daemon. */
   async http(path: string, options: { method?: string; host?: string; data?: string; headers?: string[]; maxTimeS?: number } = {}): Promise<HttpResult> {
     const dir = mkdtempSync(join(tmpdir(), 'imdstest-http-'));

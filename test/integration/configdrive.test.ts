@@ -118,21 +118,13 @@ describe('config drive', { skip: !isRoot && 'needs root (network namespaces)' },
       const versions = new Set(files.filter((f) => f.startsWith('openstack/')).map((f) => f.split('/')[1]));
       assert.equal(versions.size, 11, [...versions].join(' '));
 
-      const read = JSON.parse(
-        (
-          await guest.exec([
-            '/usr/bin/python3',
-            '-c',
-            [
-              'import json, sys',
-              'from cloudinit.sources.helpers import openstack',
-              `res = openstack.ConfigDriveReader(${JSON.stringify(dir)}).read_v2()`,
-              "md = res['metadata']",
-              "print(json.dumps({'uuid': md['uuid'], 'hostname': md['hostname'], 'keys': md.get('public_keys'), 'ud_len': len(res['userdata']), 'ud_head': list(res['userdata'][:2]), 'vendor': res['vendordata'], 'net': res['networkdata'], 'ec2': res['ec2-metadata'].get('local-ipv4'), 'version': res['version']}))",
-            ].join('\n'),
-          ])
-        ).stdout.trim().split('\n').pop() as string,
-      ) as Record<string, unknown>;
+      const read = await guest.python<Record<string, unknown>>([
+        'import json',
+        'from cloudinit.sources.helpers import openstack',
+        `res = openstack.ConfigDriveReader(${JSON.stringify(dir)}).read_v2()`,
+        "md = res['metadata']",
+        "print(json.dumps({'uuid': md['uuid'], 'hostname': md['hostname'], 'keys': md.get('public_keys'), 'ud_len': len(res['userdata']), 'ud_head': list(res['userdata'][:2]), 'vendor': res['vendordata'], 'net': res['networkdata'], 'ec2': res['ec2-metadata'].get('local-ipv4'), 'version': res['version']}))",
+      ]);
       assert.equal(read['uuid'], VM);
       assert.equal(read['hostname'], 'drive.novalocal');
       assert.deepEqual(read['keys'], { deploy: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA deploy@build' });

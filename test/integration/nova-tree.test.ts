@@ -13,11 +13,6 @@ const USER_DATA = '#cloud-config\nhostname: nova-1\n';
 const key = rsaKeyPair(2048, 'deploy@build');
 
 /** Runs Python (Debian's, where cloud-init lives) in the guest and returns its last stdout line as JSON. */
-async function py<T>(guest: Guest, lines: string[]): Promise<T> {
-  const out = await guest.exec(['/usr/bin/python3', '-c', lines.join('\n')], { timeoutMs: 120_000 });
-  return JSON.parse(out.stdout.trim().split('\n').pop() as string) as T;
-}
-
 describe('Nova faithfulness through the data path', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
   const current = useSandbox({ before, after });
   let sb: Sandbox;
@@ -55,7 +50,7 @@ describe('Nova faithfulness through the data path', { skip: !isRoot && 'needs ro
 
   it("cloud-init's OpenStack reader picks 2018-08-27 and reads metadata, user data, vendor data and network config", async () => {
     const mark = daemon.logs.length;
-    const res = await py<Record<string, unknown>>(guest, [
+    const res = await guest.python<Record<string, unknown>>([
       'import json',
       'from cloudinit.sources.helpers import openstack',
       "r = openstack.MetadataReader('http://169.254.169.254', timeout=5, retries=5)",
@@ -97,7 +92,7 @@ describe('Nova faithfulness through the data path', { skip: !isRoot && 'needs ro
   for (const version of ['2009-04-04', 'latest']) {
     it(`cloud-init's EC2 readers read ${version} with no retries`, async () => {
       const mark = daemon.logs.length;
-      const res = await py<Record<string, unknown>>(guest, [
+      const res = await guest.python<Record<string, unknown>>([
         'import json',
         'from cloudinit.sources.helpers import ec2',
         `md = ec2.get_instance_metadata(api_version='${version}', retries=5)`,

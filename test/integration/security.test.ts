@@ -20,11 +20,6 @@ const GUEST_DIR = new URL('../helpers/guest/', import.meta.url).pathname;
 const TTL = 'X-aws-ec2-metadata-token-ttl-seconds';
 const TOKEN = 'X-aws-ec2-metadata-token';
 
-async function py<T>(guest: Guest, lines: string[]): Promise<T> {
-  const out = await guest.exec(['/usr/bin/python3', '-c', lines.join('\n')], { timeoutMs: 120_000 });
-  return JSON.parse(out.stdout.trim().split('\n').pop() as string) as T;
-}
-
 /** HTTP that reports "no answer" as status 0 instead of throwing. */
 async function tryHttp(g: Guest, path: string, options: Parameters<Guest['http']>[1] = {}) {
   try {
@@ -169,7 +164,7 @@ describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'nee
     assert.equal((await gR.http('/latest/meta-data/instance-id')).status, 401);
     assert.equal((await gR.http('/openstack/latest/meta_data.json')).status, 200);
     // cloud-init's own EC2 reader, given a token the way its AWS datasource sends one.
-    const res = await py<Record<string, unknown>>(gR, [
+    const res = await gR.python<Record<string, unknown>>([
       'import json',
       'from cloudinit import url_helper',
       'from cloudinit.sources.helpers import ec2',
@@ -240,7 +235,7 @@ describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'nee
   it("lets full cloud-init boots through the default limit, and keeps a neighbour's p99 within 2x while a VM floods", async () => {
     // cloud-init's OpenStack and EC2 readers, twice each, from one guest: no 429.
     for (let i = 0; i < 2; i++) {
-      await py(gB, [
+      await gB.python([
         'import json',
         'from cloudinit.sources.helpers import openstack, ec2',
         "r = openstack.MetadataReader('http://169.254.169.254', retries=0)",
