@@ -408,7 +408,7 @@ async function main(): Promise<void> {
     };
     const nets = networks(NETWORKS);
     const all = vms(NETWORKS);
-    if (wanted('floor')) {
+    if (ONLY.has('floor')) { // only when asked for: it replaces the comparison run
       await floor(sb);
       return;
     }
