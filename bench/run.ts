@@ -303,7 +303,8 @@ async function memory(sb: Sandbox): Promise<Record<string, number>> {
   // imds with 10,000 VMs (40 networks × 250), after one request per network.
   const nets = networks(BIG_NETWORKS);
   const path = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: vms(BIG_NETWORKS) }, 'big'), 'big.yaml');
-  const d = await sb.startDaemon(path);
+  const d = await sb.startDaemon(path, { readyTimeoutMs: 120_000 });
+  out['imds_first_start_ms_10000_vms'] = Number(d.logs.find((l) => l['msg'] === 'ready')?.['ms'] ?? NaN);
   for (const n of nets) await probeOnce(`${sb.nsPrefix}${n.id}`, '/openstack/latest/meta_data.json', { 'x-imds-probe-vm': vmOf(Number(n.id.slice(1)), 0).id });
   await sleep(1000);
   out['imds_rss_kb_10000_vms'] = rssKb([d.pid]);
@@ -328,7 +329,9 @@ async function memory(sb: Sandbox): Promise<Record<string, number>> {
   const heapOne = await heapKb('mem1');
   await m.stop();
   const many = sb.writeConfig(sb.config({ log_level: 'info', networks: Array.from({ length: 201 }, (_, k) => ({ id: `m${k}`, cidr: '203.0.113.0/24', service_ip: '203.0.113.2' })) }, 'mem201'), 'mem201.yaml');
-  m = await sb.startDaemon(many);
+  // 201 networks built from nothing: also the figure for a first start at that size.
+  m = await sb.startDaemon(many, { readyTimeoutMs: 180_000 });
+  out['imds_first_start_ms_201_networks'] = Number(m.logs.find((l) => l['msg'] === 'ready')?.['ms'] ?? NaN);
   await sleep(1000);
   out['imds_rss_kb_201_networks'] = rssKb([m.pid]);
   out['imds_extra_kb_per_network'] = Math.round((((await heapKb('mem201')) - heapOne) / 200) * 10) / 10;

@@ -154,6 +154,8 @@ export class DriftWatch {
   private readonly ports = new Map<string, Set<string>>();
   /** ifindex -> name of the bridges imds uses. */
   private readonly bridgeIndex = new Map<number, string>();
+  /** Bridges whose ports are still to be read. */
+  private readonly unread = new Map<string, DesiredNetwork>();
   private hostSockets: { close(): void }[] = [];
   private dirWatch: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -217,16 +219,9 @@ export class DriftWatch {
     if (this.stopped) return;
     if (!this.ports.has(d.bridge)) {
       this.ports.set(d.bridge, new Set());
-      void this.deps.ports([d.bridge]).then(
-        (m) => {
-          const b = m?.get(d.bridge);
-          if (b === undefined) return;
-          this.bridgeIndex.set(b.index, d.bridge);
-          for (const p of b.ports) if (p !== d.outer && p !== d.uplink) this.ports.get(d.bridge)?.add(p);
-          this.deps.log.debug({ bridge: d.bridge, index: b.index, ports: [...(this.ports.get(d.bridge) ?? [])] }, 'bridge ports read');
-        },
-        (err: unknown) => this.deps.log.warn({ bridge: d.bridge, err: messageOf(err) }, 'cannot read the bridge ports'),
-      );
+      this.unread.set(d.bridge, d);
+      // Networks converge together: one link dump for all their bridges.
+      if (this.unread.size === 1) setImmediate(() => this.readPorts());
     }
     const ino = inodeOf(d.netns);
     const current = this.inner.get(d.id);
@@ -253,6 +248,24 @@ export class DriftWatch {
       addon.restoreNetns(saved);
     }
     this.inner.set(d.id, { netns: d.netns, ino, sockets });
+  }
+
+  private readPorts(): void {
+    const batch = new Map(this.unread);
+    this.unread.clear();
+    if (batch.size === 0) return;
+    this.deps.ports([...batch.keys()]).then(
+      (m) => {
+        for (const [bridge, d] of batch) {
+          const b = m?.get(bridge);
+          if (b === undefined) continue;
+          this.bridgeIndex.set(b.index, bridge);
+          for (const p of b.ports) if (p !== d.outer && p !== d.uplink) this.ports.get(bridge)?.add(p);
+        }
+        this.deps.log.debug({ bridges: batch.size }, 'bridge ports read');
+      },
+      (err: unknown) => this.deps.log.warn({ err: messageOf(err) }, 'cannot read the bridge ports'),
+    );
   }
 
   /** Stops watching a network's namespace (it is being removed or rebuilt). */

@@ -1,19 +1,19 @@
 // Converges the kernel and the listeners to the declared networks: observe -> plan -> apply, one
 // run at a time. Listening sockets are opened as soon as a network's namespace exists (a restart
 // serves guests before anything else is checked) and are closed before their namespace goes.
-import { messageOf } from '../errors.ts';
+import { ImdsError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Network } from '../model/schema.ts';
 import type { NftBatcher } from '../netns/nft-batch.ts';
 import type { Runner } from '../netns/run.ts';
 import type { NetnsListeners } from '../server/listeners.ts';
 import { mapLimit } from '../util/concurrency.ts';
-import { applyNetworkPlan } from './apply.ts';
+import { applyNetworkPlan, runStep } from './apply.ts';
 import { desiredState } from './desired.ts';
 import type { NetworkHooks } from './network-services.ts';
 import { GUEST_SET, guestKey, renderGuestElements, renderInnerGuestElements, type GuestAddress } from '../netns/nft.ts';
 import { listNamespaces, observe } from './observe.ts';
-import { plan, planNetwork, type Plan } from './plan.ts';
+import { plan, planNetwork, type Plan, type Step } from './plan.ts';
 
 export interface NetworkStatus {
   network: string;
@@ -138,8 +138,11 @@ export class Reconciler {
 
     const removed: string[] = [];
     const removalFailures: { network: string; error: string }[] = [];
-    for (const removal of p.removals) {
-      const result = await applyNetworkPlan(exec, removal, log);
+    // Removals are independent of each other: run them like builds, a few at a time (their
+    // bridge-table deletes share nft runs).
+    const removalResults = await mapLimit(p.removals, this.deps.concurrency ?? 4, (removal) => applyNetworkPlan(exec, removal, log));
+    for (const [i, removal] of p.removals.entries()) {
+      const result = removalResults[i] as Awaited<ReturnType<typeof applyNetworkPlan>>;
       if (result.ok) {
         removed.push(removal.network);
         this.status.delete(removal.network);
@@ -166,7 +169,38 @@ export class Reconciler {
         });
       }
     }
-    const results = await mapLimit(p.networks, this.deps.concurrency ?? 4, (np) => applyNetworkPlan(exec, np, log));
+    // The hypervisor namespace's tables go first, all in one go: every nft run there costs time in
+    // proportion to the tables already present (nft reads them all), so a start that builds N
+    // networks makes one run, not N/4. They need no links (they name them), so nothing waits.
+    const hostTables = new Map<string, Step[]>();
+    for (const np of p.networks) {
+      const mine = np.steps.filter((s) => s.kind === 'nft' && s.netns === undefined);
+      if (mine.length === 0) continue;
+      hostTables.set(np.network, mine);
+      np.steps = np.steps.filter((s) => !mine.includes(s));
+    }
+    const hostFailed = new Map<string, ImdsError>();
+    await Promise.all(
+      [...hostTables].map(async ([network, steps]) => {
+        for (const step of steps) {
+          try {
+            await runStep(exec, step);
+          } catch (err) {
+            hostFailed.set(network, err instanceof ImdsError ? err : new ImdsError('INTERNAL', messageOf(err), { cause: err }));
+            return;
+          }
+        }
+      }),
+    );
+    const results = await mapLimit(p.networks, this.deps.concurrency ?? 4, async (np) => {
+      const failed = hostFailed.get(np.network);
+      if (failed === undefined) {
+        const r = await applyNetworkPlan(exec, np, log);
+        return { ...r, stepsRun: r.stepsRun + (hostTables.get(np.network)?.length ?? 0) };
+      }
+      if (np.fresh) for (const step of np.rollback) await runStep(exec, step).catch(() => undefined);
+      return { network: np.network, ok: false, error: failed, stepsRun: 0, ms: 0 };
+    });
     // Networks come up together: their guest-set writes share nft runs (see NftBatcher).
     const reasons = await Promise.all(
       results.map(async (result): Promise<string | undefined> => {
@@ -175,7 +209,8 @@ export class Reconciler {
         try {
           await listeners.listen(d.id, d.netns);
           const np = p.networks.find((n) => n.network === d.id);
-          const replaced = (netns: string | undefined): boolean => np?.steps.some((s) => s.kind === 'nft' && s.netns === netns) ?? false;
+          const replaced = (netns: string | undefined): boolean =>
+            netns === undefined ? hostTables.has(d.id) : (np?.steps.some((s) => s.kind === 'nft' && s.netns === netns) ?? false);
           const rebuilt = np?.steps.some((s) => s.kind === 'netns-add') ?? false;
           const written = seeded.get(d.id) ?? new Set<string>();
           await hooks?.converged(d, {
@@ -197,8 +232,8 @@ export class Reconciler {
     }
     const applied = new Map<string, AppliedStep[]>();
     for (const np of p.networks) {
-      if (np.steps.length === 0) continue;
-      applied.set(np.network, np.steps.map((s) => ({ kind: s.kind, where: s.kind === 'netns-add' || s.kind === 'netns-del' ? s.netns : (s.netns ?? 'host'), why: s.why })));
+      if (np.steps.length === 0 && !hostTables.has(np.network)) continue;
+      applied.set(np.network, [...(hostTables.get(np.network) ?? []), ...np.steps].map((s) => ({ kind: s.kind, where: s.kind === 'netns-add' || s.kind === 'netns-del' ? s.netns : (s.netns ?? 'host'), why: s.why })));
     }
     const summary: ReconcileSummary = {
       networks: results.map((r) => this.status.get(r.network) as NetworkStatus),

@@ -187,7 +187,7 @@ export class Sandbox {
   }
 
   /** Starts `imds serve` in the hypervisor namespace and waits for its `ready` log line. */
-  async startDaemon(configPath: string, options: { waitReady?: boolean; env?: Record<string, string>; nodeArgs?: string[] } = {}): Promise<DaemonProcess> {
+  async startDaemon(configPath: string, options: { waitReady?: boolean; readyTimeoutMs?: number; env?: Record<string, string>; nodeArgs?: string[] } = {}): Promise<DaemonProcess> {
     const launcher = options.nodeArgs === undefined ? [BIN] : [process.execPath, ...options.nodeArgs, MAIN];
     const child = spawn('nsenter', [`--net=/run/netns/${this.hv}`, '--', ...launcher, 'serve', '--config', configPath], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -264,7 +264,7 @@ export class Sandbox {
       },
     };
     this.daemons.push(daemon);
-    if (options.waitReady ?? true) await daemon.waitFor((l) => l['msg'] === 'ready');
+    if (options.waitReady ?? true) await daemon.waitFor((l) => l['msg'] === 'ready', options.readyTimeoutMs);
     return daemon;
   }
 
