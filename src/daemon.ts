@@ -21,7 +21,7 @@ import { DhcpServers } from './dhcp/dhcp-servers.ts';
 import { ImdsError, isImdsError, messageOf } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { Stats } from './stats.ts';
-import { createRunner, type Runner } from './netns/run.ts';
+import { createRunner, spawnerScript, type Runner } from './netns/run.ts';
 import { acquirePidFile } from './pidfile.ts';
 import { createFastPath } from './server/fast-path.ts';
 import { NetnsListeners, type RequestHandler } from './server/listeners.ts';
@@ -91,10 +91,12 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
   mark('config');
   const log = logger ?? createLogger({ level: cfg.log_level });
   const started = Date.now();
-  const runner = createRunner({ log: log.child({ component: 'runner' }) });
+  // Commands start from a small helper process: a fork of the daemon itself would stall every
+  // guest's answer for ~10 ms (docs/architecture.md).
+  const runner = createRunner({ log: log.child({ component: 'runner' }), spawner: spawnerScript() });
   const gid = await groupId(runner, cfg.admin_group);
   const releasePid = acquirePidFile(cfg.state_dir);
-  const cleanups: (() => void | Promise<void>)[] = [releasePid];
+  const cleanups: (() => void | Promise<void>)[] = [releasePid, () => runner.close?.()];
   const cleanup = async (): Promise<void> => {
     for (const fn of cleanups.reverse()) await Promise.resolve(fn()).catch(() => undefined);
   };

@@ -21,6 +21,9 @@ import type { AppliedStep, ReconcileSummary } from './reconciler.ts';
 const NETLINK_NETFILTER = 12;
 const NFNLGRP_NFTABLES = 7;
 const NFNL_SUBSYS_NFTABLES = 10;
+const NFT_MSG_NEWSETELEM = 12;
+const NFT_MSG_DELSETELEM = 14;
+const NFT_MSG_NEWGEN = 15;
 const RTM_NEWLINK = 16;
 const RTM_DELLINK = 17;
 const RTM_DELADDR = 21;
@@ -100,6 +103,18 @@ export function nftEventTable(msg: RawMessage): string | undefined {
     off += (len + 3) & ~3;
   }
   return undefined;
+}
+
+/**
+ * Whether an nftables event can mean damage to a table's structure. Set elements change with
+ * every VM change (our own writes) and generation messages close every transaction: they are not
+ * looked at, so our own guest-set writes cost no checks. (A guest set emptied by hand is therefore
+ * not noticed; the next VM change of that network rewrites it.)
+ */
+export function nftEventMatters(msg: RawMessage): boolean {
+  if (msg.type >> 8 !== NFNL_SUBSYS_NFTABLES) return false;
+  const t = msg.type & 0xff;
+  return t !== NFT_MSG_NEWSETELEM && t !== NFT_MSG_DELSETELEM && t !== NFT_MSG_NEWGEN;
 }
 
 /** What kind of damage a repair fixed, from its steps (for logs and the repairs metric). */
@@ -238,7 +253,9 @@ export class DriftWatch {
       const nf = mod.createNetlink(NETLINK_NETFILTER);
       nf.addMembership(NFNLGRP_NFTABLES);
       sockets.push(nf);
-      nf.on('message', () => this.schedule(d.id, 'nftables changed in the namespace'));
+      nf.on('message', (msgs) => {
+        if ((Array.isArray(msgs) ? msgs : [msgs]).some(nftEventMatters)) this.schedule(d.id, 'nftables changed in the namespace');
+      });
       nf.on('error', () => undefined);
     } catch (err) {
       for (const s of sockets) s.close();
@@ -412,6 +429,7 @@ export class DriftWatch {
 
   private onHostNft(msgs: RawMessage | RawMessage[]): void {
     for (const m of Array.isArray(msgs) ? msgs : [msgs]) {
+      if (!nftEventMatters(m)) continue;
       const table = nftEventTable(m);
       if (table === undefined) continue;
       const d = this.deps.networks().find((n) => n.bridgeTable.name === table);

@@ -39,9 +39,16 @@ export interface NetworkServicesDeps {
   hosts(network: string): DhcpHost[];
   /** Domain announced by DHCP when the network declares none (config `dhcp_domain`). */
   defaultDomain(): string;
-  /** Coalescing window for VM changes, ms. */
+  /** Coalescing window for VM changes, ms (default SETTLE_MS). */
   settleMs?: number;
 }
+
+/**
+ * How long VM changes are gathered before the kernel's sets and dnsmasq are written: a burst of
+ * changes (an import, a boot wave) becomes one write per network, and the admin call and the
+ * guest's new document come first.
+ */
+export const SETTLE_MS = 50;
 
 export class NetworkServices implements NetworkHooks {
   private readonly deps: NetworkServicesDeps;
@@ -87,7 +94,7 @@ export class NetworkServices implements NetworkHooks {
   /** The inventory changed these networks' VMs. */
   vmsChanged(networks: ReadonlySet<string>): void {
     for (const n of networks) this.pending.add(n);
-    this.timer ??= setTimeout(() => this.flush(), this.deps.settleMs ?? 5);
+    this.timer ??= setTimeout(() => this.flush(), this.deps.settleMs ?? SETTLE_MS);
   }
 
   /** Resolves when every queued change has been written (tests, shutdown). */

@@ -2,6 +2,9 @@
 // stdin for batch input, and typed errors that carry the command, exit code and stderr; and the
 // long-running services (dnsmasq) the daemon supervises.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { ImdsError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { addonIfAvailable } from './listen-in-netns.ts';
@@ -29,20 +32,146 @@ export interface RunResult {
 
 export interface Runner {
   run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
+  /** Stops the helper process, if any. */
+  close?(): void;
+}
+
+/** The outcome of a finished command as RunResult or the typed error (shared by both ways of running). */
+function settle(
+  argv: readonly string[],
+  outcome: { code: number; signal: NodeJS.Signals | null; stdout: string; stderr: string; timedOut: boolean },
+  started: number,
+  timeoutMs: number,
+  runOptions: RunOptions,
+  log: Logger | undefined,
+): RunResult {
+  const ms = performance.now() - started;
+  const result: RunResult = { argv, code: outcome.code, stdout: outcome.stdout, stderr: outcome.stderr, ms };
+  log?.debug({ argv, code: result.code, ms: Math.round(ms * 10) / 10 }, 'command');
+  if (outcome.timedOut) throw new ImdsError('COMMAND_TIMEOUT', `${argv.join(' ')}: no result after ${timeoutMs} ms`, { details: { argv } });
+  if (result.code !== 0 && !runOptions.allowFailure) {
+    const stderr = result.stderr.trim().slice(0, 2000);
+    throw new ImdsError('COMMAND_FAILED', `${argv.join(' ')}: exit ${outcome.signal ?? result.code}${stderr ? `: ${stderr}` : ''}`, {
+      details: { argv, code: result.code, stderr },
+    });
+  }
+  return result;
+}
+
+async function runThroughSpawner(spawner: Spawner, argvIn: readonly string[], runOptions: RunOptions, defaultTimeout: number, log: Logger | undefined): Promise<RunResult> {
+  const argv = runOptions.netns === undefined ? [...argvIn] : inNetns(runOptions.netns, argvIn);
+  const file = argv[0];
+  if (file === undefined) throw new ImdsError('INTERNAL', 'empty argv');
+  const timeoutMs = runOptions.timeoutMs ?? defaultTimeout;
+  const started = performance.now();
+  const a = await spawner.run(argv, runOptions.stdin ?? '', timeoutMs);
+  if (a.error !== undefined) {
+    if (a.error === 'ENOENT') throw new ImdsError('COMMAND_NOT_FOUND', `${file}: not found; install it (see docs/install.md)`, { details: { argv } });
+    throw new ImdsError('COMMAND_FAILED', `${file}: ${a.message ?? a.error}`, { details: { argv } });
+  }
+  return settle(argv, { code: a.code ?? -1, signal: a.signal ?? null, stdout: a.stdout ?? '', stderr: a.stderr ?? '', timedOut: a.timedOut === true }, started, timeoutMs, runOptions, log);
 }
 
 export interface RunnerOptions {
   log?: Logger;
   defaultTimeoutMs?: number;
+  /** Start commands through this spawner script (spawnerScript()): no stall of the caller's loop. */
+  spawner?: string | undefined;
 }
 
 const MAX_OUTPUT = 64 * 1024 * 1024;
 
+interface SpawnerAnswer {
+  id: number;
+  code?: number;
+  signal?: NodeJS.Signals | null;
+  timedOut?: boolean;
+  stdout?: string;
+  stderr?: string;
+  error?: string;
+  message?: string;
+}
+
+/**
+ * Commands started by a helper process (spawner-child.ts) instead of the daemon: the daemon's
+ * event loop never stalls on fork. Commands inside a namespace go through nsenter there.
+ */
+class Spawner {
+  private child: ReturnType<typeof spawn> | undefined;
+  private readonly pending = new Map<number, (a: SpawnerAnswer) => void>();
+  private nextId = 1;
+  private readonly script: string;
+  private readonly log: Logger | undefined;
+
+  constructor(script: string, log: Logger | undefined) {
+    this.script = script;
+    this.log = log;
+  }
+
+  private ensure(): ReturnType<typeof spawn> {
+    if (this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null) return this.child;
+    const child = spawn(process.execPath, [this.script], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, LC_ALL: 'C' } });
+    // It keeps the daemon alive only while a command is pending (see hold()).
+    child.unref();
+    this.stream(child, 'unref');
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      let a: SpawnerAnswer;
+      try {
+        a = JSON.parse(line) as SpawnerAnswer;
+      } catch {
+        return;
+      }
+      const done = this.pending.get(a.id);
+      this.pending.delete(a.id);
+      if (this.pending.size === 0) this.stream(child, 'unref');
+      done?.(a);
+    });
+    child.on('exit', (code, signal) => {
+      if (this.child === child) this.child = undefined;
+      // Whatever it was running is lost: fail it (the callers retry or report).
+      for (const [id, done] of this.pending) done({ id, error: 'ESPAWNER', message: `the spawner exited (${signal ?? code})` });
+      this.pending.clear();
+      this.log?.warn({ code, signal }, 'spawner exited; the next command starts a new one');
+    });
+    child.stdin?.on('error', () => undefined);
+    this.child = child;
+    return child;
+  }
+
+  run(argv: string[], stdin: string, timeoutMs: number): Promise<SpawnerAnswer> {
+    const child = this.ensure();
+    const id = this.nextId++;
+    if (this.pending.size === 0) this.stream(child, 'ref');
+    return new Promise((resolve) => {
+      this.pending.set(id, resolve);
+      child.stdin?.write(`${JSON.stringify({ id, argv, stdin, timeoutMs, maxOutput: MAX_OUTPUT, env: { LC_ALL: 'C' } })}\n`);
+    });
+  }
+
+  close(): void {
+    this.child?.stdin?.end();
+  }
+
+  /** (Un)references the pipes, so a pending command keeps the event loop alive and an idle spawner does not. */
+  private stream(child: ReturnType<typeof spawn>, how: 'ref' | 'unref'): void {
+    for (const s of [child.stdout, child.stdin] as unknown as ({ ref?: () => void; unref?: () => void } | null)[]) s?.[how]?.();
+  }
+}
+
+/** The spawner script next to this module once built (dist/netns/spawner-child.js); undefined when running from source. */
+export function spawnerScript(): string | undefined {
+  const path = fileURLToPath(new URL('./spawner-child.js', import.meta.url));
+  return existsSync(path) ? path : undefined;
+}
+
 export function createRunner(options: RunnerOptions = {}): Runner {
   const defaultTimeout = options.defaultTimeoutMs ?? 30_000;
   const log = options.log;
+  const spawner = options.spawner === undefined ? undefined : new Spawner(options.spawner, log);
   return {
+    close: () => spawner?.close(),
     run(argvIn, runOptions = {}) {
+      if (spawner !== undefined) return runThroughSpawner(spawner, argvIn, runOptions, defaultTimeout, log);
       let argv = argvIn;
       // Inside a namespace: start the child from within it through the addon (it inherits the
       // thread's namespace at fork), else through nsenter.
@@ -93,26 +222,11 @@ export function createRunner(options: RunnerOptions = {}): Runner {
         });
         child.on('close', (code, signal) => {
           clearTimeout(timer);
-          const ms = performance.now() - started;
-          const result: RunResult = {
-            argv,
-            code: code ?? -1,
-            stdout: Buffer.concat(out).toString('utf8'),
-            stderr: Buffer.concat(err).toString('utf8'),
-            ms,
-          };
-          log?.debug({ argv, code: result.code, ms: Math.round(ms * 10) / 10 }, 'command');
-          if (timedOut) {
-            reject(new ImdsError('COMMAND_TIMEOUT', `${argv.join(' ')}: no result after ${timeoutMs} ms`, { details: { argv } }));
-          } else if (result.code !== 0 && !runOptions.allowFailure) {
-            const stderr = result.stderr.trim().slice(0, 2000);
-            reject(
-              new ImdsError('COMMAND_FAILED', `${argv.join(' ')}: exit ${signal ?? result.code}${stderr ? `: ${stderr}` : ''}`, {
-                details: { argv, code: result.code, stderr },
-              }),
-            );
-          } else {
-            resolve(result);
+          const outcome = { code: code ?? -1, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), timedOut };
+          try {
+            resolve(settle(argv, outcome, started, timeoutMs, runOptions, log));
+          } catch (e) {
+            reject(e as Error);
           }
         });
       });

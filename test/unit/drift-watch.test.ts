@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { nftEventTable, repairKinds } from '../../src/controller/drift-watch.ts';
+import { nftEventMatters, nftEventTable, repairKinds } from '../../src/controller/drift-watch.ts';
 
 /** An nfnetlink message: nfgenmsg, then attributes (type, NUL-terminated string). */
 function nftMessage(msgType: number, attrs: [number, string][]): { type: number; data: Buffer } {
@@ -22,6 +22,12 @@ describe('drift watch', () => {
     assert.equal(nftEventTable(nftMessage(2, [[1, 'imds']])), 'imds', 'a table');
     assert.equal(nftEventTable(nftMessage(16, [])), undefined, 'a generation message names no table');
     assert.equal(nftEventTable({ type: (1 << 8) | 6, data: Buffer.alloc(8) }), undefined, 'not nftables');
+  });
+
+  it('ignores set-element and generation events (our own guest-set writes), not structural ones', () => {
+    for (const t of [0, 2, 3, 5, 6, 8, 9, 11]) assert.equal(nftEventMatters(nftMessage(t, [[1, 'imds']])), true, `type ${t}`);
+    for (const t of [12, 14, 15]) assert.equal(nftEventMatters(nftMessage(t, [[1, 'imds']])), false, `type ${t}`);
+    assert.equal(nftEventMatters({ type: (1 << 8) | 2, data: Buffer.alloc(8) }), false, 'another subsystem');
   });
 
   it('names the kinds of damage a repair fixed from its steps', () => {
