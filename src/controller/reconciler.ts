@@ -169,9 +169,9 @@ export class Reconciler {
         });
       }
     }
-    // The hypervisor namespace's tables go first, all in one go: every nft run there costs time in
-    // proportion to the tables already present (nft reads them all), so a start that builds N
-    // networks makes one run, not N/4. They need no links (they name them), so nothing waits.
+    // The hypervisor namespace's tables load all in one go, beside the per-network steps: every nft
+    // run there costs time in proportion to the tables already present (nft reads them all), so a
+    // start that builds N networks makes one run, not N/4. They name links without needing them.
     const hostTables = new Map<string, Step[]>();
     for (const np of p.networks) {
       const mine = np.steps.filter((s) => s.kind === 'nft' && s.netns === undefined);
@@ -180,7 +180,7 @@ export class Reconciler {
       np.steps = np.steps.filter((s) => !mine.includes(s));
     }
     const hostFailed = new Map<string, ImdsError>();
-    await Promise.all(
+    const hostPhase = Promise.all(
       [...hostTables].map(async ([network, steps]) => {
         for (const step of steps) {
           try {
@@ -192,15 +192,18 @@ export class Reconciler {
         }
       }),
     );
-    const results = await mapLimit(p.networks, this.deps.concurrency ?? 4, async (np) => {
-      const failed = hostFailed.get(np.network);
-      if (failed === undefined) {
-        const r = await applyNetworkPlan(exec, np, log);
-        return { ...r, stepsRun: r.stepsRun + (hostTables.get(np.network)?.length ?? 0) };
-      }
-      if (np.fresh) for (const step of np.rollback) await runStep(exec, step).catch(() => undefined);
-      return { network: np.network, ok: false, error: failed, stepsRun: 0, ms: 0 };
-    });
+    const applied0 = await mapLimit(p.networks, this.deps.concurrency ?? 4, (np) => applyNetworkPlan(exec, np, log));
+    await hostPhase;
+    // A network whose bridge table failed is not serving; a new one is rolled back whole.
+    const results = await Promise.all(
+      applied0.map(async (r, i) => {
+        const np = p.networks[i] as (typeof p.networks)[number];
+        const failed = hostFailed.get(r.network);
+        if (failed === undefined) return { ...r, stepsRun: r.stepsRun + (hostTables.get(r.network)?.length ?? 0) };
+        if (np.fresh && r.ok) for (const step of np.rollback) await runStep(exec, step).catch(() => undefined);
+        return { ...r, ok: false, error: failed };
+      }),
+    );
     // Networks come up together: their guest-set writes share nft runs (see NftBatcher).
     const reasons = await Promise.all(
       results.map(async (result): Promise<string | undefined> => {
