@@ -125,15 +125,17 @@ export async function linksNamed(names: readonly string[]): Promise<Map<string, 
 }
 
 /** Each named bridge that exists: its ifindex and ports, from one link dump; undefined when rtnetlink is not usable. */
-let dumping: Promise<unknown> = Promise.resolve();
-
 export async function bridgePorts(bridges: readonly string[]): Promise<Map<string, { index: number; ports: string[] }> | undefined> {
-  const sock = rtnetlink();
+  // A socket of its own: a dump's multipart answer must not meet the shared socket's other replies
+  // (the library reports "Multipart message not terminated properly").
+  const sock = load()?.createRtNetlink();
   if (sock === undefined) return undefined;
-  // One dump at a time on the shared socket (the library cannot tell two multipart answers apart).
-  const dump = dumping.then(() => sock.getLinks());
-  dumping = dump.catch(() => undefined);
-  const all = await dump;
+  let all: LinkMessage[];
+  try {
+    all = await sock.getLinks();
+  } finally {
+    sock.socket.close();
+  }
   const byIndex = new Map<number, string>();
   for (const m of all) if (m.data.index !== undefined && m.attrs.ifname !== undefined) byIndex.set(m.data.index, m.attrs.ifname);
   const out = new Map<string, { index: number; ports: string[] }>();
