@@ -1,6 +1,7 @@
 // The demo behind `sudo ./scripts/demo.sh`: a throwaway hypervisor namespace, one imds network with
 // three guests on its bridge (the seed's ns0/ns1/ns2), each fetching its own metadata through
-// 169.254.169.254, an unregistered guest getting 404, then everything removed again.
+// 169.254.169.254, an unregistered guest getting 404, an IMDSv2 token, a piece of the network
+// deleted by hand and repaired, then everything removed again.
 import { Sandbox, type Guest } from '../test/helpers/sandbox.ts';
 
 const GUESTS = [
@@ -33,7 +34,7 @@ async function main(sb: Sandbox): Promise<void> {
   const path = sb.writeConfig(config);
   say(`configuration: ${path}`);
   const started = performance.now();
-  await sb.startDaemon(path);
+  const daemon = await sb.startDaemon(path);
   say(`daemon ready in ${Math.round(performance.now() - started)} ms (imds serve, pid in ${sb.dir}/state/imds.pid)`);
   say();
   say(bold('kernel objects imds built'));
@@ -59,6 +60,26 @@ async function main(sb: Sandbox): Promise<void> {
   const stranger = await sb.addGuest('stranger', { bridge: 'imdsb-demo', ip: '192.0.2.99', prefix: 24, mac: '52:54:00:c0:00:99', metadataVia: '192.0.2.2' });
   const r = await stranger.http('/openstack/latest/meta_data.json');
   say(bold(`unregistered guest 192.0.2.99: HTTP ${r.status}`));
+  say();
+
+  const g0 = guests[0] as Guest;
+  say(bold(`guest ${g0.name}: IMDSv2 session token (PUT /latest/api/token), then a GET with it`));
+  const tok = await g0.http('/latest/api/token', { method: 'PUT', headers: ['X-aws-ec2-metadata-token-ttl-seconds: 300'] });
+  say(`  PUT: HTTP ${tok.status}, token ${tok.body.toString().slice(0, 12)}… (${tok.body.length} characters, valid 300 s, for ${g0.name} only)`);
+  const withTok = await g0.http('/latest/meta-data/instance-id', { headers: [`X-aws-ec2-metadata-token: ${tok.body.toString()}`] });
+  say(`  GET /latest/meta-data/instance-id with it: HTTP ${withTok.status} ${withTok.body.toString()}`);
+  const stolen = await (guests[1] as Guest).http('/latest/meta-data/instance-id', { headers: [`X-aws-ec2-metadata-token: ${tok.body.toString()}`] });
+  say(`  the same token from ${(guests[1] as Guest).name}: HTTP ${stolen.status}`);
+  say();
+
+  say(bold('self-healing: delete the namespace veth by hand (ip link del imdsv-demo)'));
+  const mark = daemon.logs.length;
+  const t0 = performance.now();
+  await sb.hvRun(['ip', 'link', 'del', 'imdsv-demo']);
+  const repaired = await daemon.waitFor((l) => l['msg'] === 'repaired kernel drift' && daemon.logs.indexOf(l) >= mark, 10_000);
+  say(`  daemon log after ${Math.round(performance.now() - t0)} ms: repaired kernel drift — wrong: ${JSON.stringify(repaired['wrong'])}, done: ${JSON.stringify(repaired['done'])}`);
+  const again = await g0.http('/openstack/latest/meta_data.json');
+  say(`  guest ${g0.name} asks again: HTTP ${again.status}`);
   say();
 }
 
