@@ -80,6 +80,48 @@ static napi_value throw_type(napi_env env, const char *msg) {
   return NULL;
 }
 
+// Reads a namespace path argument into buf; false (with a TypeError thrown) when it is not one.
+static bool get_ns_path(napi_env env, napi_value value, char *buf, size_t size) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, value, buf, size, &len) != napi_ok || len == 0 || len >= size - 1) {
+    throw_type(env, "nsPath must be a non-empty string");
+    return false;
+  }
+  return true;
+}
+
+// Moves the calling thread into the namespace at path; *self is its own namespace, to go back to
+// with leave_netns(). false (with the error thrown, nothing left open) when it cannot.
+static bool enter_netns_at(napi_env env, const char *path, int *self) {
+  *self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (*self < 0) {
+    throw_errno(env, "open own netns", errno);
+    return false;
+  }
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int err = errno;
+    close(*self);
+    throw_errno(env, "open target netns", err);
+    return false;
+  }
+  int rc = setns(target, CLONE_NEWNET);
+  int err = errno;
+  close(target);
+  if (rc < 0) {
+    close(*self);
+    throw_errno(env, "setns", err);
+    return false;
+  }
+  return true;
+}
+
+// Back to the thread's own namespace; never continue running JavaScript in the wrong one.
+static void leave_netns(int self) {
+  if (setns(self, CLONE_NEWNET) < 0) abort();
+  close(self);
+}
+
 static napi_value listen_in_netns(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -90,9 +132,7 @@ static napi_value listen_in_netns(napi_env env, napi_callback_info info) {
   size_t len = 0;
   int32_t port = 0, backlog = 0;
   bool reuse_port = false;
-  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len == 0 ||
-      len >= sizeof path - 1)
-    return throw_type(env, "nsPath must be a non-empty string");
+  if (!get_ns_path(env, argv[0], path, sizeof path)) return NULL;
   if (napi_get_value_string_utf8(env, argv[1], ip, sizeof ip, &len) != napi_ok || len == 0)
     return throw_type(env, "ip must be a non-empty string");
   if (napi_get_value_int32(env, argv[2], &port) != napi_ok || port < 0 || port > 65535)
@@ -108,20 +148,8 @@ static napi_value listen_in_netns(napi_env env, napi_callback_info info) {
   addr.sin_port = htons((uint16_t)port);
   if (inet_pton(AF_INET, ip, &addr.sin_addr) != 1) return throw_errno(env, "inet_pton", EINVAL);
 
-  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (self < 0) return throw_errno(env, "open own netns", errno);
-  int target = open(path, O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
-    int err = errno;
-    close(self);
-    return throw_errno(env, "open target netns", err);
-  }
-  if (setns(target, CLONE_NEWNET) < 0) {
-    int err = errno;
-    close(self);
-    close(target);
-    return throw_errno(env, "setns", err);
-  }
+  int self;
+  if (!enter_netns_at(env, path, &self)) return NULL;
 
   // Inside the target namespace: only the socket calls happen here.
   int err = 0;
@@ -146,10 +174,7 @@ static napi_value listen_in_netns(napi_env env, napi_callback_info info) {
     }
   }
 
-  // Never continue running JavaScript in the wrong namespace.
-  if (setns(self, CLONE_NEWNET) < 0) abort();
-  close(self);
-  close(target);
+  leave_netns(self);
 
   if (err != 0) {
     if (fd >= 0) close(fd);
@@ -164,32 +189,15 @@ static napi_value socket_in_netns(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   char path[4096];
-  size_t len = 0;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1)
     return throw_type(env, "socketInNetns(nsPath) needs 1 argument");
-  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len == 0 ||
-      len >= sizeof path - 1)
-    return throw_type(env, "nsPath must be a non-empty string");
+  if (!get_ns_path(env, argv[0], path, sizeof path)) return NULL;
 
-  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (self < 0) return throw_errno(env, "open own netns", errno);
-  int target = open(path, O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
-    int err = errno;
-    close(self);
-    return throw_errno(env, "open target netns", err);
-  }
-  if (setns(target, CLONE_NEWNET) < 0) {
-    int err = errno;
-    close(self);
-    close(target);
-    return throw_errno(env, "setns", err);
-  }
+  int self;
+  if (!enter_netns_at(env, path, &self)) return NULL;
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   int err = fd < 0 ? errno : 0;
-  if (setns(self, CLONE_NEWNET) < 0) abort();
-  close(self);
-  close(target);
+  leave_netns(self);
   if (fd < 0) return throw_errno(env, "socket", err);
   napi_value out;
   napi_create_int32(env, fd, &out);
@@ -200,27 +208,11 @@ static napi_value enter_netns(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   char path[4096];
-  size_t len = 0;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1)
     return throw_type(env, "enterNetns(nsPath) needs 1 argument");
-  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len == 0 ||
-      len >= sizeof path - 1)
-    return throw_type(env, "nsPath must be a non-empty string");
-  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (self < 0) return throw_errno(env, "open own netns", errno);
-  int target = open(path, O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
-    int err = errno;
-    close(self);
-    return throw_errno(env, "open target netns", err);
-  }
-  int rc = setns(target, CLONE_NEWNET);
-  int err = errno;
-  close(target);
-  if (rc < 0) {
-    close(self);
-    return throw_errno(env, "setns", err);
-  }
+  if (!get_ns_path(env, argv[0], path, sizeof path)) return NULL;
+  int self;
+  if (!enter_netns_at(env, path, &self)) return NULL;
   napi_value out;
   napi_create_int32(env, self, &out);
   return out;
@@ -233,8 +225,7 @@ static napi_value restore_netns(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
       napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
     return throw_type(env, "restoreNetns(savedFd) needs the fd enterNetns returned");
-  if (setns(fd, CLONE_NEWNET) < 0) abort();  // never continue in the wrong namespace
-  close(fd);
+  leave_netns(fd);
   return NULL;
 }
 
@@ -277,8 +268,7 @@ static napi_value create_netns(napi_env env, napi_callback_info info) {
     err = errno;
     step = "mount --bind";
   }
-  if (setns(self, CLONE_NEWNET) < 0) abort();  // never continue in the wrong namespace
-  close(self);
+  leave_netns(self);
   if (err != 0) {
     unlink(path);
     return throw_errno(env, step, err);

@@ -37,10 +37,14 @@ function histogramValues(name: string, h: Histogram, labels: Record<string, stri
   return out;
 }
 
-/** Labels from a `first|second` counter key. */
-function pairLabels(key: string, first: string, second: string): Record<string, string> {
-  const at = key.indexOf('|');
-  return { [first]: key.slice(0, at), [second]: key.slice(at + 1) };
+/** Counter values of a map keyed by one label. */
+function byLabel(counts: ReadonlyMap<string, number>, label: string): Value[] {
+  return [...counts].map(([key, value]) => ({ labels: { [label]: key }, value }));
+}
+
+/** Counter values of a map of maps keyed by two labels. */
+function byLabels(counts: ReadonlyMap<string, ReadonlyMap<string, number>>, outer: string, inner: string): Value[] {
+  return [...counts].flatMap(([a, byInner]) => [...byInner].map(([b, value]) => ({ labels: { [outer]: a, [inner]: b }, value })));
 }
 
 export class Metrics {
@@ -49,50 +53,25 @@ export class Metrics {
   constructor(sources: MetricsSources) {
     const { stats } = sources;
     collectDefaultMetrics({ register: this.registry, prefix: 'imds_' });
-    this.registry.registerMetric(
-      computed('imds_requests_total', 'Guest metadata requests by network and HTTP status', 'counter', () =>
-        [...stats.requests].flatMap(([network, s]) => [...s.byStatus].map(([status, value]) => ({ labels: { network, status }, value }))),
-      ),
+    const add = (name: string, help: string, type: 'counter' | 'histogram', values: () => Value[]): void => {
+      this.registry.registerMetric(computed(name, help, type, values));
+    };
+    add('imds_requests_total', 'Guest metadata requests by network and HTTP status', 'counter', () =>
+      [...stats.requests].flatMap(([network, s]) => [...s.byStatus].map(([status, value]) => ({ labels: { network, status }, value }))),
     );
-    this.registry.registerMetric(
-      computed('imds_request_duration_seconds', 'Time to answer a guest metadata request, from the request to the response', 'histogram', () =>
-        [...stats.requests].flatMap(([network, s]) => histogramValues('imds_request_duration_seconds', s.duration, { network })),
-      ),
+    add('imds_request_duration_seconds', 'Time to answer a guest metadata request, from the request to the response', 'histogram', () =>
+      [...stats.requests].flatMap(([network, s]) => histogramValues('imds_request_duration_seconds', s.duration, { network })),
     );
-    this.registry.registerMetric(
-      computed('imds_rejected_requests_total', 'Guest requests refused before an answer, by reason', 'counter', () =>
-        [...stats.rejections].map(([reason, value]) => ({ labels: { reason }, value })),
-      ),
+    add('imds_rejected_requests_total', 'Guest requests refused before an answer, by reason', 'counter', () => byLabel(stats.rejections, 'reason'));
+    add('imds_spoofed_packets_total', "Metadata packets dropped in a namespace for carrying a registered VM's address from another MAC", 'counter', () =>
+      byLabel(stats.spoofedPackets, 'network'),
     );
-    this.registry.registerMetric(
-      computed('imds_spoofed_packets_total', "Metadata packets dropped in a namespace for carrying a registered VM's address from another MAC", 'counter', () =>
-        [...stats.spoofedPackets].map(([network, value]) => ({ labels: { network }, value })),
-      ),
-    );
-    this.registry.registerMetric(
-      computed('imds_metadata_no_token_total', 'Guest requests without an IMDSv2 session token, by network and VM', 'counter', () =>
-        [...stats.noTokens].map(([key, value]) => ({ labels: pairLabels(key, 'network', 'vm'), value })),
-      ),
-    );
-    this.registry.registerMetric(
-      computed('imds_repairs_total', 'Kernel drift repaired, by network and kind of damage', 'counter', () =>
-        [...stats.repairs].map(([key, value]) => ({ labels: pairLabels(key, 'network', 'kind'), value })),
-      ),
-    );
-    this.registry.registerMetric(
-      computed('imds_repairs_failed_total', 'Repairs of kernel drift that did not leave the network serving, by network', 'counter', () =>
-        [...stats.repairFailures].map(([network, value]) => ({ labels: { network }, value })),
-      ),
-    );
-    this.registry.registerMetric(
-      computed('imds_reconcile_errors_total', 'Networks that failed to converge, by network', 'counter', () =>
-        [...stats.reconcileErrors].map(([network, value]) => ({ labels: { network }, value })),
-      ),
-    );
-    this.registry.registerMetric(
-      computed('imds_reconcile_duration_seconds', 'Duration of a reconcile run (observe, plan, apply)', 'histogram', () =>
-        histogramValues('imds_reconcile_duration_seconds', stats.reconcileDuration, {}),
-      ),
+    add('imds_metadata_no_token_total', 'Guest requests without an IMDSv2 session token, by network and VM', 'counter', () => byLabels(stats.noTokens, 'network', 'vm'));
+    add('imds_repairs_total', 'Kernel drift repaired, by network and kind of damage', 'counter', () => byLabels(stats.repairs, 'network', 'kind'));
+    add('imds_repairs_failed_total', 'Repairs of kernel drift that did not leave the network serving, by network', 'counter', () => byLabel(stats.repairFailures, 'network'));
+    add('imds_reconcile_errors_total', 'Networks that failed to converge, by network', 'counter', () => byLabel(stats.reconcileErrors, 'network'));
+    add('imds_reconcile_duration_seconds', 'Duration of a reconcile run (observe, plan, apply)', 'histogram', () =>
+      histogramValues('imds_reconcile_duration_seconds', stats.reconcileDuration, {}),
     );
     new Gauge({
       name: 'imds_vms',

@@ -47,8 +47,8 @@ export class Stats {
 
   /** Guest requests refused before their answer, by reason (rate_limited, token_invalid, …). */
   readonly rejections = new Map<string, number>();
-  /** Requests without an IMDSv2 session token, by `network|vm` (as AWS's MetadataNoToken). */
-  readonly noTokens = new Map<string, number>();
+  /** Requests without an IMDSv2 session token, by network and VM (as AWS's MetadataNoToken). */
+  readonly noTokens = new Map<string, Map<string, number>>();
 
   /** Packets the namespaces' guard rules dropped as spoofed, by network (read by SpoofWatch). */
   readonly spoofedPackets = new Map<string, number>();
@@ -57,14 +57,13 @@ export class Stats {
     this.spoofedPackets.set(network, (this.spoofedPackets.get(network) ?? 0) + packets);
   }
 
-  /** Kernel drift repaired, by `network|kind` (namespace, host_links, namespace_links, nft_table, bridge_table). */
-  readonly repairs = new Map<string, number>();
+  /** Kernel drift repaired, by network and kind (namespace, host_links, namespace_links, nft_table, bridge_table). */
+  readonly repairs = new Map<string, Map<string, number>>();
   /** Repairs that did not leave the network serving, by network. */
   readonly repairFailures = new Map<string, number>();
 
   repaired(network: string, kind: string): void {
-    const key = `${network}|${kind}`;
-    this.repairs.set(key, (this.repairs.get(key) ?? 0) + 1);
+    increment(this.repairs, network, kind);
   }
 
   repairFailed(network: string): void {
@@ -75,12 +74,18 @@ export class Stats {
     this.rejections.set(reason, (this.rejections.get(reason) ?? 0) + 1);
   }
 
+  /** On the request path: no key strings built, two lookups. */
   noToken(network: string, vm: string): void {
-    const key = `${network}|${vm}`;
-    this.noTokens.set(key, (this.noTokens.get(key) ?? 0) + 1);
+    increment(this.noTokens, network, vm);
   }
 
   reconcileFailed(network: string): void {
     this.reconcileErrors.set(network, (this.reconcileErrors.get(network) ?? 0) + 1);
   }
+}
+
+function increment(counts: Map<string, Map<string, number>>, outer: string, inner: string): void {
+  let byInner = counts.get(outer);
+  if (byInner === undefined) counts.set(outer, (byInner = new Map()));
+  byInner.set(inner, (byInner.get(inner) ?? 0) + 1);
 }

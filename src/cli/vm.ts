@@ -1,5 +1,6 @@
 // `imds vm add|list|show|set|rm|import|password|configdrive|get`: clients of the admin API.
-import { accessSync, constants, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-write.ts';
 import { dirname, resolve } from 'node:path';
 import { Command } from '@commander-js/extra-typings';
 import { parse } from 'yaml';
@@ -286,12 +287,9 @@ function checkWritable(file: string): void {
 
 /** Writes through a temporary file in the same directory, so a failure leaves nothing behind. */
 function writeAtomically(file: string, bytes: Buffer): void {
-  const tmp = `${resolve(file)}.tmp-${process.pid}`;
   try {
-    writeFileSync(tmp, bytes);
-    renameSync(tmp, resolve(file));
+    writeFileAtomic(resolve(file), bytes);
   } catch (err) {
-    rmSync(tmp, { force: true });
     throw new ImdsError('VALIDATION_FAILED', `--output: cannot write ${file}: ${(err as Error).message}`, { field: '--output', cause: err });
   }
 }

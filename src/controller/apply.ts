@@ -58,9 +58,9 @@ export async function runStep(exec: StepRunner | Runner, step: Step): Promise<vo
 }
 
 /**
- * The steps as they run, each stage a list run concurrently: the nft tables need only the
- * namespace (the bridge table not even that: it names links, it does not need them), so they load
- * while the host batch builds the bridge and the veth; everything else keeps the plan's order.
+ * The steps as they run, each stage a list run concurrently: an nft table needs only its namespace,
+ * so it loads while the host batch builds the bridge and the veth; everything else keeps the plan's
+ * order. (The reconciler loads the hypervisor namespace's bridge tables apart, all in one run.)
  */
 export function stagesOf(steps: readonly Step[]): Step[][] {
   const stages: Step[][] = [];

@@ -154,30 +154,23 @@ export class Reconciler {
     }
     for (const id of [...this.status.keys()]) if (!desired.networks.has(id)) this.status.delete(id);
 
-    // A table being (re)built is loaded with its guest sets in the same nft run.
-    const seeded = new Map<string, Set<string>>();
-    const guestsOf = this.deps.guestsOf;
-    if (guestsOf !== undefined) {
-      for (const np of p.networks) {
-        const d = desired.networks.get(np.network);
-        if (d === undefined) continue;
-        const guests = guestsOf(np.network);
-        np.steps = np.steps.map((s) => {
-          if (s.kind !== 'nft' || s.script.startsWith('delete')) return s;
-          seeded.set(np.network, new Set(guests.map(guestKey)));
-          return { ...s, script: s.script + (s.netns === undefined ? renderGuestElements(d.bridgeTable.name, guests) : renderInnerGuestElements(guests)) };
-        });
-      }
-    }
-    // The hypervisor namespace's tables load all in one go, beside the per-network steps: every nft
+    // A table being (re)built is loaded with its guest sets in the same nft run. The hypervisor
+    // namespace's tables leave the per-network plans to load all in one go, beside them: every nft
     // run there costs time in proportion to the tables already present (nft reads them all), so a
     // start that builds N networks makes one run, not N/4. They name links without needing them.
+    const seeded = new Map<string, Set<string>>();
     const hostTables = new Map<string, Step[]>();
     for (const np of p.networks) {
-      const mine = np.steps.filter((s) => s.kind === 'nft' && s.netns === undefined);
-      if (mine.length === 0) continue;
-      hostTables.set(np.network, mine);
-      np.steps = np.steps.filter((s) => !mine.includes(s));
+      const d = desired.networks.get(np.network);
+      const guests = d === undefined ? undefined : this.deps.guestsOf?.(np.network);
+      const steps = np.steps.map((s) => {
+        if (d === undefined || guests === undefined || s.kind !== 'nft' || s.script.startsWith('delete')) return s;
+        seeded.set(np.network, new Set(guests.map(guestKey)));
+        return { ...s, script: s.script + (s.netns === undefined ? renderGuestElements(d.bridgeTable.name, guests) : renderInnerGuestElements(guests)) };
+      });
+      const host = steps.filter((s) => s.kind === 'nft' && s.netns === undefined);
+      if (host.length > 0) hostTables.set(np.network, host);
+      np.steps = steps.filter((s) => !host.includes(s));
     }
     const hostFailed = new Map<string, ImdsError>();
     const hostPhase = Promise.all(

@@ -3,7 +3,8 @@
 // (SIGHUP) when VMs or options change, restarted only when its command line changes, and stopped
 // before its namespace goes. Its files live in dhcp_dir/<network>/ (readable by the unprivileged
 // user dnsmasq drops to; nothing in them is secret).
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-write.ts';
 import { dirname, resolve } from 'node:path';
 import { ImdsError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -97,8 +98,8 @@ export class DhcpServers {
       mkdirSync(paths.dir, { recursive: true, mode: 0o755 });
       assertSearchable(this.dir);
       await stopByPidFile(paths.pid, this.log);
-      writeAtomically(paths.hosts, hostsText);
-      writeAtomically(paths.options, optionsText);
+      writeFileAtomic(paths.hosts, hostsText);
+      writeFileAtomic(paths.options, optionsText);
       s = {
         network: net.id,
         netns,
@@ -121,12 +122,12 @@ export class DhcpServers {
     }
     let changed = false;
     if (s.hostsText !== hostsText) {
-      writeAtomically(paths.hosts, hostsText);
+      writeFileAtomic(paths.hosts, hostsText);
       s.hostsText = hostsText;
       changed = true;
     }
     if (s.optionsText !== optionsText) {
-      writeAtomically(paths.options, optionsText);
+      writeFileAtomic(paths.options, optionsText);
       s.optionsText = optionsText;
       changed = true;
     }
@@ -139,7 +140,7 @@ export class DhcpServers {
     if (s === undefined) return;
     const text = renderHosts(hosts);
     if (text === s.hostsText) return;
-    writeAtomically(s.paths.hosts, text);
+    writeFileAtomic(s.paths.hosts, text);
     s.hostsText = text;
     this.reread(s);
   }
@@ -221,12 +222,6 @@ function assertSearchable(dir: string): void {
     }
     if (d === dirname(d)) return;
   }
-}
-
-function writeAtomically(path: string, text: string): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o644 });
-  renameSync(tmp, path);
 }
 
 /**

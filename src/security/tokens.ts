@@ -2,9 +2,10 @@
 // (expiry, network, VM id) under a key kept in the state directory, so tokens survive a restart,
 // are worth nothing to another VM or on another network, and all die when the key is rotated.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImdsError, messageOf } from '../errors.ts';
+import { writeFileAtomic } from '../util/atomic-write.ts';
 
 export const TOKEN_TTL_MIN = 1;
 export const TOKEN_TTL_MAX = 21_600;
@@ -17,19 +18,6 @@ export type TokenCheck = 'valid' | 'invalid' | 'expired';
 
 export function tokenKeyPath(stateDir: string): string {
   return join(stateDir, 'token.key');
-}
-
-/** Writes `bytes` to `path` atomically (temporary file, fsync, rename), mode 0600. */
-function writeKeyFile(path: string, bytes: Buffer): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, bytes);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
 }
 
 export class TokenKeys {
@@ -52,7 +40,7 @@ export class TokenKeys {
         throw new ImdsError('STORE_FAILED', `cannot read the token key ${path}: ${messageOf(err)}`, { cause: err });
       }
       key = randomBytes(KEY_BYTES);
-      writeKeyFile(path, key);
+      writeFileAtomic(path, key, 0o600);
     }
     if (key.length !== KEY_BYTES) {
       throw new ImdsError('STORE_FAILED', `token key ${path} is ${key.length} bytes, not ${KEY_BYTES}: delete it to have a new one made (outstanding tokens die)`);
@@ -68,7 +56,7 @@ export class TokenKeys {
   /** A new key, persisted before use: every token issued so far becomes invalid. */
   rotate(): void {
     const key = randomBytes(KEY_BYTES);
-    if (this.path !== '') writeKeyFile(this.path, key);
+    if (this.path !== '') writeFileAtomic(this.path, key, 0o600);
     this.key = key;
   }
 

@@ -30,7 +30,7 @@ const text = (status: Answer['status'], body: string): Answer => ({ status, type
 export const UNAUTHORIZED = text(401, '401 Unauthorized\n');
 export const FORBIDDEN = text(403, '403 Forbidden\n');
 const DISABLED = text(403, '403 Forbidden\n\nThe metadata endpoint is disabled for this instance.\n');
-const BAD_TTL = text(400, '400 Bad Request\n\nX-aws-ec2-metadata-token-ttl-seconds must be a whole number from 1 to 21600.\n');
+export const BAD_TTL = text(400, '400 Bad Request\n\nX-aws-ec2-metadata-token-ttl-seconds must be a whole number from 1 to 21600.\n');
 const TOO_MANY = text(429, '429 Too Many Requests\n');
 
 export function reject(guard: GuestGuard, reason: RejectReason, answer: Answer): Answer {
@@ -63,4 +63,3 @@ export function checkToken(guard: GuestGuard, network: string, vm: VmEntry | und
   return reject(guard, check === 'expired' ? 'token_expired' : 'token_invalid', UNAUTHORIZED);
 }
 
-export { BAD_TTL };

@@ -1,7 +1,7 @@
 // A throwaway hypervisor for integration tests: a network namespace standing in for the host (the
 // daemon runs in it with `nsenter --net`, never `ip netns exec`, see architecture.md decision 7),
 // guest namespaces attached to imds's bridges, and cleanup by name and pid even when a test fails.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -169,6 +169,21 @@ export class Sandbox {
       log_level: 'debug',
       ...extra,
     };
+  }
+
+  /** The daemon's Prometheus text (admin socket). */
+  metrics(instance = 'main'): string {
+    return execFileSync('curl', ['-s', '--unix-socket', this.adminSocket(instance), 'http://imds/metrics']).toString();
+  }
+
+  /** Sum of the samples of `name` whose labels include every `key="value"` in `labels`. */
+  metric(name: string, labels: Record<string, string> = {}, instance = 'main'): number {
+    const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+    return this.metrics(instance)
+      .split('\n')
+      .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+      .filter((l) => want.every((w) => l.slice(0, l.lastIndexOf(' ')).includes(w)))
+      .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
   }
 
   adminSocket(instance = 'main'): string {

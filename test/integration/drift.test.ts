@@ -60,17 +60,6 @@ class Watcher {
   }
 }
 
-function metrics(sb: Sandbox): string {
-  return execFileSync('curl', ['-s', '--unix-socket', sb.adminSocket(), 'http://imds/metrics']).toString();
-}
-
-function repairsOf(sb: Sandbox, network: string): number {
-  return metrics(sb)
-    .split('\n')
-    .filter((l) => l.startsWith(`imds_repairs_total{network="${network}"`))
-    .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
-}
-
 describe('self-healing', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
   const current = useSandbox({ before, after });
   let sb: Sandbox;
@@ -133,7 +122,7 @@ describe('self-healing', { skip: !isRoot && 'needs root (network namespaces)' },
 
   const damageTest = ([name, kind, damage]: [string, string, () => void]) => {
     it(`${name}: net1's guest is served again within 1 s, the repair is counted and logged; net2's guest sees nothing`, async () => {
-      const before = repairsOf(sb, 'net1');
+      const before = sb.metric('imds_repairs_total', { network: 'net1' });
       const logMark = daemon.logs.length;
       const w2Mark = w2.transitions.length;
       await new Promise((r) => setTimeout(r, 100));
@@ -151,7 +140,7 @@ describe('self-healing', { skip: !isRoot && 'needs root (network namespaces)' },
       const back = outage === undefined ? 0 : (outage.up ?? Infinity);
       measured.push(`${name} ${outage === undefined ? 'no interruption' : `${back} ms`}`);
       assert.ok(back <= 1000, `${name}: served again after ${back} ms`);
-      assert.equal(repairsOf(sb, 'net1'), before + (line['kinds'] as string[]).length, 'counted');
+      assert.equal(sb.metric('imds_repairs_total', { network: 'net1' }), before + (line['kinds'] as string[]).length, 'counted');
       assert.equal(daemon.logs.slice(logMark).filter((l) => l['msg'] === 'repaired kernel drift').length, 1, 'logged once');
       assert.deepEqual(w2.transitions.slice(w2Mark), [], `net2's guest saw no interruption (damage at ${t0})`);
       assert.ok(w2.ok);
@@ -182,7 +171,7 @@ describe('self-healing', { skip: !isRoot && 'needs root (network namespaces)' },
     assert.ok(failures.length >= 2 && failures.length <= 5, `backed off: ${failures.length} attempts in ~2.5 s`);
     const delays = failures.map((l) => Number(l['retry_in_ms']));
     assert.ok(delays.every((d, i) => i === 0 || d >= (delays[i - 1] as number)), `growing delays ${delays.join(', ')}`);
-    assert.match(metrics(sb), /imds_repairs_failed_total\{network="net1"\} [1-9]/);
+    assert.match(sb.metrics(), /imds_repairs_failed_total\{network="net1"\} [1-9]/);
     hv('link', 'del', 'imdsb-net1');
     await daemon.waitFor((l) => l['msg'] === 'repaired kernel drift' && daemon.logs.indexOf(l) >= logMark, 40_000);
     assert.ok(await w1.until(() => w1.ok, 3000), 'served again');

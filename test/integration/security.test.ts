@@ -34,15 +34,6 @@ async function node<T>(guest: Guest, script: string, args: (string | number)[], 
   return JSON.parse(out.stdout.trim().split('\n').pop() as string) as T;
 }
 
-function metrics(sb: Sandbox): string {
-  return execFileSync('curl', ['-s', '--unix-socket', sb.adminSocket(), 'http://imds/metrics']).toString();
-}
-
-function metric(text: string, name: string, labels: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
-  return line === undefined ? 0 : Number(line.split(' ').pop());
-}
-
 describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
   const current = useSandbox({ before, after });
   let sb: Sandbox;
@@ -101,10 +92,9 @@ describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'nee
     assert.equal((await gA.http('/latest/api/token', { method: 'PUT' })).status, 400, 'no ttl header');
     assert.equal((await token(gA, '60', ['X-Forwarded-For: 203.0.113.9'])).status, 403);
     assert.equal((await token(gA, '60', [], '/2021-03-23/api/token')).status, 403);
-    const m = metrics(sb);
-    assert.ok(metric(m, 'imds_rejected_requests_total', 'reason="token_invalid"') >= 2, 'invalid tokens counted');
-    assert.equal(metric(m, 'imds_rejected_requests_total', 'reason="token_expired"'), 1);
-    assert.equal(metric(m, 'imds_rejected_requests_total', 'reason="token_forwarded"'), 1);
+    assert.ok(sb.metric('imds_rejected_requests_total', { reason: 'token_invalid' }) >= 2, 'invalid tokens counted');
+    assert.equal(sb.metric('imds_rejected_requests_total', { reason: 'token_expired' }), 1);
+    assert.equal(sb.metric('imds_rejected_requests_total', { reason: 'token_forwarded' }), 1);
   });
 
   it('tokens survive a restart and die when the key is rotated', async () => {
@@ -186,7 +176,7 @@ describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'nee
     // The forger takes E's address (E's guest is not running) and answers the namespace's ARP for it.
     const forger = await sb.addGuest('f', { ...on1, ip: '198.51.100.15', mac: '52:54:00:00:00:ff' });
     try {
-      const before = metric(metrics(sb), 'imds_spoofed_packets_total', 'network="net1"');
+      const before = sb.metric('imds_spoofed_packets_total', { network: 'net1' });
       const r = await tryHttp(forger, '/openstack/latest/user_data', { maxTimeS: 3 });
       assert.equal(r.status, 0, 'no answer at all');
       assert.ok(!r.body.includes(Buffer.from(SECRET_E)));
@@ -195,7 +185,7 @@ describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'nee
       const counter = (await sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'nft', '-j', 'list', 'counter', 'ip', 'imds', 'spoofed'])).stdout;
       assert.ok((JSON.parse(counter).nftables[1].counter.packets as number) > 0, counter);
       await new Promise((res) => setTimeout(res, 1200));
-      assert.ok(metric(metrics(sb), 'imds_spoofed_packets_total', 'network="net1"') > before);
+      assert.ok(sb.metric('imds_spoofed_packets_total', { network: 'net1' }) > before);
       // Control: the same namespace with E's registered MAC is E, and is served.
       await forger.exec(['ip', 'link', 'set', 'eth0', 'address', '52:54:00:00:00:0f']);
       await sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'ip', 'neigh', 'flush', 'all']);
@@ -244,7 +234,7 @@ describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'nee
         "print(json.dumps({'ok': bool(md) and bool(e)}))",
       ]);
     }
-    assert.equal(metric(metrics(sb), 'imds_rejected_requests_total', 'reason="rate_limited"'), 0, 'two full boots, no 429');
+    assert.equal(sb.metric('imds_rejected_requests_total', { reason: 'rate_limited' }), 0, 'two full boots, no 429');
 
     // The neighbour probes at ~16 requests a second, inside its own budget (20/s), on a new
     // connection each time as cloud-init does; the flooder asks for 2,000 a second, 100x its budget.

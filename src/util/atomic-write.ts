@@ -1,0 +1,21 @@
+// Replaces a file whole: written to a temporary file beside it, flushed, then renamed over it, so a
+// reader (dnsmasq on SIGHUP, the daemon at start) sees the old content or the new, never half; a
+// failure leaves the old file and no temporary behind.
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+
+export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    const fd = openSync(tmp, 'w', mode);
+    try {
+      writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
