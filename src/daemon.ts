@@ -90,13 +90,27 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
   let cfg = loadConfig(configPath);
   mark('config');
   const log = logger ?? createLogger({ level: cfg.log_level });
+  // Signals that arrive while the daemon starts are held and acted on once it is ready: without a
+  // handler, Node's default action for SIGHUP and SIGTERM ends the process at once (a reload sent
+  // right after READY=1 would kill the service).
+  const heldSignals = new Set<'stop' | 'reload'>();
+  const holdStop = (): void => void heldSignals.add('stop');
+  const holdReload = (): void => void heldSignals.add('reload');
+  const releaseHeld = (): void => {
+    process.off('SIGTERM', holdStop);
+    process.off('SIGINT', holdStop);
+    process.off('SIGHUP', holdReload);
+  };
   const started = Date.now();
   // Commands start from a small helper process: a fork of the daemon itself would stall every
   // guest's answer for ~10 ms (docs/architecture.md).
   const runner = createRunner({ log: log.child({ component: 'runner' }), spawner: spawnerScript() });
   const gid = await groupId(runner, cfg.admin_group);
   const releasePid = acquirePidFile(cfg.state_dir);
-  const cleanups: (() => void | Promise<void>)[] = [releasePid, () => runner.close?.()];
+  const cleanups: (() => void | Promise<void>)[] = [releaseHeld, releasePid, () => runner.close?.()];
+  process.on('SIGTERM', holdStop);
+  process.on('SIGINT', holdStop);
+  process.on('SIGHUP', holdReload);
   const cleanup = async (): Promise<void> => {
     for (const fn of cleanups.reverse()) await Promise.resolve(fn()).catch(() => undefined);
   };
@@ -286,6 +300,12 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     collectGarbage(); // the configuration's seed and the store's load leave their garbage behind
     drift.start();
     cleanups.push(() => drift.stop()); // runs first on shutdown: teardown is not drift
+    // Fault injection for the signal tests: a start that takes a while.
+    const startPauseMs = Number(process.env['IMDS_FAULT_PAUSE_BEFORE_READY_MS'] ?? 0);
+    if (startPauseMs > 0) {
+      writeSync(2, 'imds-fault: pausing before ready\n');
+      await new Promise((resolve) => setTimeout(resolve, startPauseMs));
+    }
     log.info({ networks: summary.networks.length, serving, vms: inventory.vmCount(), ms: summary.ms, admin_socket: cfg.admin_socket }, 'ready');
     await notifier.ready(`serving ${serving}/${summary.networks.length} networks, ${inventory.vmCount()} VMs`);
 
@@ -348,6 +368,14 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     process.on('SIGHUP', onHup);
     process.on('SIGTERM', onStop);
     process.on('SIGINT', onStop);
+    releaseHeld();
+    if (heldSignals.has('stop')) {
+      log.info('a stop was requested while starting');
+      void stop();
+    } else if (heldSignals.has('reload')) {
+      log.info('a reload was requested while starting');
+      onHup();
+    }
     return { done, reload, stop };
   } catch (err) {
     await cleanup();

@@ -237,6 +237,15 @@ export class Sandbox {
       }
     });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    // A daemon that dies on its own (not by a signal the test sent) is a bug: say so in the test
+    // output, with what it printed last, so that a CI log shows why.
+    child.once('exit', (code, signal) => {
+      // (A refusal to start is expected by some tests; a daemon that was serving must not die.)
+      const wasReady = logs.some((l) => l['msg'] === 'ready');
+      if (child.killed || (signal === null && (code === 0 || !wasReady))) return;
+      const tail = [...stderr.split('\n').slice(-30), ...logs.slice(-20).map((l) => JSON.stringify(l))];
+      process.stdout.write(`# daemon ${child.pid} died on its own (code ${code}, signal ${signal}); its last output:\n${tail.map((l) => `#   ${l}`).join('\n')}\n`);
+    });
     const daemon: DaemonProcess = {
       pid: child.pid as number,
       child,

@@ -145,6 +145,42 @@ describe('the daemon as a service', { skip: !isRoot && 'needs root (network name
   });
 });
 
+describe('the daemon as a service: signals while it starts', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
+  const current = useSandbox({ before, after });
+
+  it('holds a reload or a stop that arrives while it starts, and acts on it once ready', async () => {
+    const sb = current();
+    const networks = Array.from({ length: 3 }, (_, i) => ({ id: `s${i}`, cidr: '192.0.2.0/24', service_ip: '192.0.2.2' }));
+    const path = sb.writeConfig(sb.config({ log_level: 'info', networks }, 'signals'), 'signals.yaml');
+    // A reload asked for while it starts: the daemon lives, gets ready, then reloads.
+    const pause = { IMDS_FAULT_PAUSE_BEFORE_READY_MS: '500' };
+    const d = await sb.startDaemon(path, { waitReady: false, env: pause });
+    await d.waitForStderr('imds-fault: pausing before ready');
+    d.child.kill('SIGHUP');
+    await d.waitFor((l) => l['msg'] === 'reloaded');
+    const order = d.logs.map((l) => l['msg']).filter((m) => m === 'ready' || m === 'a reload was requested while starting' || m === 'reloaded');
+    assert.deepEqual(order, ['ready', 'a reload was requested while starting', 'reloaded']);
+    assert.equal(d.child.exitCode, null, 'still running');
+    assert.equal(d.child.signalCode, null, 'not killed by the SIGHUP');
+    // A reload right after `ready` (the window between the log line and READY=1 being sent).
+    d.child.kill('SIGHUP');
+    await d.waitFor(() => d.logs.filter((x) => x['msg'] === 'reloaded').length >= 2);
+    assert.equal(await d.stop(), 0);
+
+    // A stop asked for while it starts: it gets ready, then stops cleanly (exit 0) and releases
+    // its pid file.
+    const e = await sb.startDaemon(path, { waitReady: false, env: pause });
+    await e.waitForStderr('imds-fault: pausing before ready');
+    e.child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => e.child.once('exit', (c) => resolve(c)));
+    assert.equal(code, 0, 'a clean exit, not death by signal');
+    assert.ok(e.logs.some((l) => l['msg'] === 'a stop was requested while starting'));
+    assert.ok(e.logs.some((l) => l['msg'] === 'ready'));
+    const pidFile = join(sb.dir, 'signals', 'state', 'imds.pid');
+    assert.ok(!existsSync(pidFile), `pid file released (${existsSync(pidFile) ? readFileSync(pidFile, 'utf8').trim() : ''} vs ${e.pid})`);
+  });
+});
+
 describe('systemd unit and install script', () => {
   const unit = readFileSync(join(ROOT, 'systemd', 'imds.service'), 'utf8');
 
