@@ -10,3 +10,5 @@ export function enterNetns(nsPath: string): number;
 export function restoreNetns(savedFd: number): void;
 /** Creates a network namespace pinned at dir/name, as `ip netns add` does. */
 export function createNetns(dir: string, name: string): void;
+/** Sets NETLINK_NO_ENOBUFS and a receive buffer of rcvbuf bytes on this process's netlink socket bound to port; false if none is. */
+export function tuneNetlink(port: number, rcvbuf: number): boolean;

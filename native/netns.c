@@ -24,6 +24,13 @@
 // setIpTtl(fd, ttl)
 //   Sets IP_TTL on a connected socket (hop limit for selected replies).
 //
+// tuneNetlink(port, rcvbuf) -> boolean
+//   Finds this process's netlink socket bound to `port` (the `netlink` package does not expose its
+//   fds) and sets NETLINK_NO_ENOBUFS on it, with a receive buffer of rcvbuf bytes (SO_RCVBUFFORCE).
+//   The package aborts the process when a socket reports an error through poll (an overrun sets
+//   one); with NO_ENOBUFS the kernel drops what does not fit without flagging the socket. false
+//   when no such socket is found.
+//
 // Errors are thrown as JS Errors with `code` = the errno name and `syscall` = the failing step.
 
 #define _GNU_SOURCE
@@ -37,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/netlink.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -292,6 +300,46 @@ static napi_value set_ip_ttl(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+#ifndef SOL_NETLINK
+#define SOL_NETLINK 270
+#endif
+
+static napi_value tune_netlink(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  uint32_t port = 0;
+  int32_t rcvbuf = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2)
+    return throw_type(env, "tuneNetlink(port, rcvbuf) needs 2 arguments");
+  if (napi_get_value_uint32(env, argv[0], &port) != napi_ok || port == 0)
+    return throw_type(env, "port must be a positive integer");
+  if (napi_get_value_int32(env, argv[1], &rcvbuf) != napi_ok || rcvbuf < 0)
+    return throw_type(env, "rcvbuf must be a non-negative integer");
+  int found = -1;
+  for (int fd = 0; fd < 65536 && found < 0; fd++) {
+    struct sockaddr_nl addr;
+    socklen_t len = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0) {
+      if (errno == EBADF && fd > 4096) break;  // past the open fds
+      continue;
+    }
+    if (addr.nl_family == AF_NETLINK && addr.nl_pid == port) found = fd;
+  }
+  napi_value out;
+  if (found < 0) {
+    napi_get_boolean(env, false, &out);
+    return out;
+  }
+  int one = 1;
+  if (setsockopt(found, SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof one) < 0) return throw_errno(env, "setsockopt(NETLINK_NO_ENOBUFS)", errno);
+  if (rcvbuf > 0 && setsockopt(found, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0 &&
+      setsockopt(found, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0)
+    return throw_errno(env, "setsockopt(SO_RCVBUF)", errno);
+  napi_get_boolean(env, true, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "listenInNetns", NAPI_AUTO_LENGTH, listen_in_netns, NULL, &fn);
@@ -306,5 +354,7 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "createNetns", fn);
   napi_create_function(env, "setIpTtl", NAPI_AUTO_LENGTH, set_ip_ttl, NULL, &fn);
   napi_set_named_property(env, exports, "setIpTtl", fn);
+  napi_create_function(env, "tuneNetlink", NAPI_AUTO_LENGTH, tune_netlink, NULL, &fn);
+  napi_set_named_property(env, exports, "tuneNetlink", fn);
   return exports;
 }

@@ -12,7 +12,7 @@ import { existsSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { createRequire } from 'node:module';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { addonIfAvailable } from '../netns/listen-in-netns.ts';
+import { addonIfAvailable, tuneNetlinkSocket } from '../netns/listen-in-netns.ts';
 import { NETNS_RUN_DIR, netnsPath } from '../netns/run.ts';
 import type { Stats } from '../stats.ts';
 import type { DesiredNetwork } from './desired.ts';
@@ -36,6 +36,7 @@ interface RawMessage {
 }
 interface RawSocket {
   addMembership(group: number): void;
+  address(): { port: number };
   on(event: 'message', listener: (msgs: RawMessage | RawMessage[]) => void): void;
   on(event: 'error', listener: (err: Error) => void): void;
   close(): void;
@@ -56,8 +57,24 @@ const RTNLGRP_LINK = 1;
 const RTNLGRP_IPV4_IFADDR = 5;
 
 /** A raw rtnetlink socket subscribed to `groups`, delivering parsed messages with their type. */
-function rtEvents(mod: NetlinkModule, groups: number[], onMessages: (msgs: RtMessage[]) => void): RawSocket {
-  const sock = mod.createNetlink(NETLINK_ROUTE);
+/**
+ * Receive buffers of the event sockets: a burst (a host starting many VMs, a network being built)
+ * must fit while the daemon is busy. What still overflows is dropped without an error (see
+ * eventSocket).
+ */
+const HOST_EVENTS_RCVBUF = 4 * 1024 * 1024;
+const NAMESPACE_EVENTS_RCVBUF = 1024 * 1024;
+
+/** A raw netlink socket for events, made safe against overruns (tuneNetlinkSocket). */
+function eventSocket(mod: NetlinkModule, protocol: number, rcvbuf: number, onError: (err: Error) => void): RawSocket {
+  const sock = mod.createNetlink(protocol);
+  tuneNetlinkSocket(sock, rcvbuf);
+  sock.on('error', onError);
+  return sock;
+}
+
+function rtEvents(mod: NetlinkModule, groups: number[], rcvbuf: number, onMessages: (msgs: RtMessage[]) => void, onError: (err: Error) => void): RawSocket {
+  const sock = eventSocket(mod, NETLINK_ROUTE, rcvbuf, onError);
   for (const g of groups) sock.addMembership(g);
   sock.on('message', (raw) => {
     const out: RtMessage[] = [];
@@ -70,7 +87,6 @@ function rtEvents(mod: NetlinkModule, groups: number[], onMessages: (msgs: RtMes
     }
     onMessages(out);
   });
-  sock.on('error', () => undefined);
   return sock;
 }
 
@@ -187,11 +203,10 @@ export class DriftWatch {
       this.deps.log.warn('netlink unavailable: kernel drift is noticed by the periodic check only');
     } else {
       try {
-        const rt = rtEvents(mod, [RTNLGRP_LINK], (msgs) => this.onHostLinks(msgs));
-        const nf = mod.createNetlink(NETLINK_NETFILTER);
+        const rt = rtEvents(mod, [RTNLGRP_LINK], HOST_EVENTS_RCVBUF, (msgs) => this.onHostLinks(msgs), (err) => this.eventsLost('link', err));
+        const nf = eventSocket(mod, NETLINK_NETFILTER, HOST_EVENTS_RCVBUF, (err) => this.eventsLost('nftables', err));
         nf.addMembership(NFNLGRP_NFTABLES);
         nf.on('message', (msgs) => this.onHostNft(msgs));
-        nf.on('error', (err) => this.deps.log.warn({ err: messageOf(err) }, 'nftables event socket error'));
         this.hostSockets = [rt, nf];
       } catch (err) {
         this.deps.log.warn({ err: messageOf(err) }, 'cannot subscribe to kernel events: kernel drift is noticed by the periodic check only');
@@ -248,15 +263,14 @@ export class DriftWatch {
     const sockets: { close(): void }[] = [];
     const saved = addon.enterNetns(netnsPath(d.netns));
     try {
-      const rt = rtEvents(mod, [RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR], (msgs) => this.onInnerLinks(d.id, msgs));
+      const rt = rtEvents(mod, [RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR], NAMESPACE_EVENTS_RCVBUF, (msgs) => this.onInnerLinks(d.id, msgs), () => this.schedule(d.id, 'link events lost in the namespace'));
       sockets.push(rt);
-      const nf = mod.createNetlink(NETLINK_NETFILTER);
+      const nf = eventSocket(mod, NETLINK_NETFILTER, NAMESPACE_EVENTS_RCVBUF, () => this.schedule(d.id, 'nftables events lost in the namespace'));
       nf.addMembership(NFNLGRP_NFTABLES);
       sockets.push(nf);
       nf.on('message', (msgs) => {
         if ((Array.isArray(msgs) ? msgs : [msgs]).some(nftEventMatters)) this.schedule(d.id, 'nftables changed in the namespace');
       });
-      nf.on('error', () => undefined);
     } catch (err) {
       for (const s of sockets) s.close();
       this.deps.log.warn({ network: d.id, err: messageOf(err) }, 'cannot watch the namespace for drift');
@@ -365,6 +379,15 @@ export class DriftWatch {
         this.schedule(network, 'retry');
       }
     }
+  }
+
+  /**
+   * A host event socket reported an error: what was missed is unknown, so every network is checked.
+   * (Overruns do not get here: the sockets are set not to report them, see eventSocket.)
+   */
+  private eventsLost(kind: string, err: Error): void {
+    this.deps.log.warn({ events: kind, err: messageOf(err) }, 'kernel event socket error; checking every network');
+    for (const d of this.deps.networks()) this.schedule(d.id, `${kind} events lost`);
   }
 
   /** Namespaces whose name is gone (or names another namespace now). */

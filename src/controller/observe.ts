@@ -43,7 +43,7 @@ export async function observeHostLinks(runner: Runner): Promise<Map<string, Link
 export async function observeHostLinksNamed(runner: Runner, names: readonly string[]): Promise<Map<string, LinkState>> {
   const out = new Map<string, LinkState>();
   if (names.length === 0) return out;
-  const viaNetlink = await linksNamed(names);
+  const viaNetlink = await linksNamed(names).catch(() => undefined); // then `ip`, below
   if (viaNetlink !== undefined) return viaNetlink;
   const result = await runner.run(['ip', '-j', '-d', '-force', '-batch', '-'], { stdin: `${names.map((n) => `link show dev ${n}`).join('\n')}\n`, allowFailure: true });
   for (const line of result.stdout.split('\n')) {

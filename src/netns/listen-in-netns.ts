@@ -10,6 +10,7 @@ interface Addon {
   restoreNetns(savedFd: number): void;
   createNetns(dir: string, name: string): void;
   setIpTtl(fd: number, ttl: number): void;
+  tuneNetlink(port: number, rcvbuf: number): boolean;
 }
 
 let addon: Addon | undefined;
@@ -75,4 +76,20 @@ export function setSocketTtl(socket: { _handle?: { fd?: number } }, ttl: number)
   if (typeof fd !== 'number' || fd < 0) return false;
   loadAddon().setIpTtl(fd, ttl);
   return true;
+}
+
+/**
+ * Makes a `netlink` package socket safe against overruns: NETLINK_NO_ENOBUFS (the package aborts
+ * the process when the kernel flags a socket with an error, which an overrun does) and, when
+ * rcvbuf > 0, a receive buffer of that many bytes so a burst of events fits. False when the
+ * addon or the socket cannot be found.
+ */
+export function tuneNetlinkSocket(socket: { address(): { port: number } }, rcvbuf = 0): boolean {
+  const addon = addonIfAvailable();
+  if (addon === undefined) return false;
+  try {
+    return addon.tuneNetlink(socket.address().port, rcvbuf);
+  } catch {
+    return false;
+  }
 }

@@ -2,6 +2,7 @@
 // learns about its bridge, veth and uplink in about a millisecond instead of spawning `ip`.
 import { createRequire } from 'node:module';
 import type { LinkState } from './iproute.ts';
+import { tuneNetlinkSocket } from './listen-in-netns.ts';
 
 interface LinkMessage {
   data: { index?: number; flags?: { up?: boolean } };
@@ -11,11 +12,14 @@ interface AddressMessage {
   data: { family?: number; prefixlen?: number; index?: number };
   attrs: { local?: Buffer; address?: Buffer };
 }
+interface RequestOptions {
+  timeout?: number;
+}
 interface RtSocket {
-  getLink(data: Record<string, unknown>, attrs: { ifname: string }): Promise<LinkMessage[]>;
-  getLinks(): Promise<LinkMessage[]>;
-  getAddresses(): Promise<AddressMessage[]>;
-  socket: { close(): void };
+  getLink(data: Record<string, unknown>, attrs: { ifname: string }, options?: RequestOptions): Promise<LinkMessage[]>;
+  getLinks(data?: Record<string, unknown>, attrs?: Record<string, unknown>, options?: RequestOptions): Promise<LinkMessage[]>;
+  getAddresses(data?: Record<string, unknown>, attrs?: Record<string, unknown>, options?: RequestOptions): Promise<AddressMessage[]>;
+  socket: { close(): void; on(event: 'error', listener: (err: Error) => void): void; address(): { port: number } };
 }
 interface NetlinkModule {
   createRtNetlink(): RtSocket;
@@ -41,9 +45,50 @@ function load(): NetlinkModule | undefined {
   return netlink;
 }
 
+/**
+ * Every request has a deadline: a socket that failed (the library closes it on a poll error) would
+ * otherwise leave its requests, and the reconcile waiting on them, pending for ever.
+ */
+const REQUEST = { timeout: 5000 };
+
+/**
+ * A request socket with an `error` listener: the library emits receive errors (ENOBUFS, a poll
+ * error) as `error` events, and an EventEmitter with no listener for them throws, which would end
+ * the daemon. `onError` runs after the socket is closed.
+ */
+function openSocket(mod: NetlinkModule, onError?: () => void): RtSocket {
+  const sock = mod.createRtNetlink();
+  tuneNetlinkSocket(sock.socket); // an overrun drops replies (the request times out) instead of aborting
+  sock.socket.on('error', () => {
+    try {
+      sock.socket.close();
+    } catch {
+      /* closed already */
+    }
+    onError?.();
+  });
+  return sock;
+}
+
+/** The shared socket for single-link requests; replaced after an error or a timed-out request. */
 function rtnetlink(): RtSocket | undefined {
-  if (socket === undefined) socket = load()?.createRtNetlink();
+  if (socket === undefined) {
+    const mod = load();
+    if (mod === undefined) return undefined;
+    const opened = openSocket(mod, () => dropShared(opened));
+    socket = opened;
+  }
   return socket;
+}
+
+function dropShared(sock: RtSocket): void {
+  if (socket !== sock) return;
+  socket = undefined;
+  try {
+    sock.socket.close();
+  } catch {
+    /* closed already */
+  }
 }
 
 function linkState(m: LinkMessage, byIndex: ReadonlyMap<number, string>): LinkState | undefined {
@@ -72,14 +117,14 @@ export async function namespaceLinks(enter: ((path: string) => number) | undefin
   const saved = enter(nsPath);
   let sock: RtSocket;
   try {
-    sock = mod.createRtNetlink();
+    sock = openSocket(mod);
   } finally {
     restore(saved);
   }
   try {
     // One dump at a time: the library cannot tell two multipart answers on one socket apart.
-    const links = await sock.getLinks();
-    const addresses = await sock.getAddresses();
+    const links = await sock.getLinks({}, {}, REQUEST);
+    const addresses = await sock.getAddresses({}, {}, REQUEST);
     const byIndex = new Map<number, string>();
     for (const m of links) if (m.data.index !== undefined && m.attrs.ifname !== undefined) byIndex.set(m.data.index, m.attrs.ifname);
     const out = new Map<string, LinkState>();
@@ -105,10 +150,11 @@ export async function linksNamed(names: readonly string[]): Promise<Map<string, 
   if (sock === undefined) return undefined;
   const messages = await Promise.all(
     names.map((ifname) =>
-      sock.getLink({}, { ifname }).then(
+      sock.getLink({}, { ifname }, REQUEST).then(
         (m) => m[0],
         (err: NodeJS.ErrnoException) => {
           if (String(err.message).includes('ENODEV')) return undefined;
+          dropShared(sock); // a timeout or a broken socket: the next call opens a new one
           throw err;
         },
       ),
@@ -128,11 +174,12 @@ export async function linksNamed(names: readonly string[]): Promise<Map<string, 
 export async function bridgePorts(bridges: readonly string[]): Promise<Map<string, { index: number; ports: string[] }> | undefined> {
   // A socket of its own: a dump's multipart answer must not meet the shared socket's other replies
   // (the library reports "Multipart message not terminated properly").
-  const sock = load()?.createRtNetlink();
-  if (sock === undefined) return undefined;
+  const mod = load();
+  if (mod === undefined) return undefined;
+  const sock = openSocket(mod);
   let all: LinkMessage[];
   try {
-    all = await sock.getLinks();
+    all = await sock.getLinks({}, {}, REQUEST);
   } finally {
     sock.socket.close();
   }

@@ -178,4 +178,29 @@ describe('self-healing', { skip: !isRoot && 'needs root (network namespaces)' },
     const ok = await sb.cli(['--admin-socket', sb.adminSocket(), 'status']);
     assert.match(ok.stdout, /net1.*serving/);
   });
+
+  it('lives through a burst of kernel events while it is busy, and repairs the damage at the end of it', async () => {
+    const logMark = daemon.logs.length;
+    // Stop the daemon, let the churn of 400 foreign veth pairs queue up on its event sockets, then
+    // take net1's outer veth off its bridge (only the host link socket tells of that). The
+    // `netlink` package aborts the process when an overrun flags its socket (seen here before the
+    // sockets were set with NETLINK_NO_ENOBUFS and a 4 MiB buffer): the daemon must live and
+    // repair.
+    process.kill(daemon.pid, 'SIGSTOP');
+    try {
+      const churn = Array.from({ length: 400 }, (_, i) => `link add churn${i} type veth peer name churnp${i}\nlink del churn${i}\n`).join('');
+      execFileSync('ip', ['-n', sb.hv, '-batch', '-'], { input: churn });
+      hv('link', 'set', 'imdsv-net1', 'nomaster');
+    } finally {
+      process.kill(daemon.pid, 'SIGCONT');
+    }
+    const t0 = Date.now();
+    const line = await daemon.waitFor((l) => l['msg'] === 'repaired kernel drift' && l['network'] === 'net1' && daemon.logs.indexOf(l) >= logMark, 5000);
+    assert.ok((line['noticed'] as string[]).some((r) => r.includes('imdsv-net1')), JSON.stringify(line));
+    assert.match(hv('link', 'show', 'imdsv-net1'), /master imdsb-net1/);
+    assert.ok(await w1.until(() => w1.ok && (w1.transitions.at(-1)?.t ?? 0) >= t0, 3000), 'net1 guest served again');
+    assert.ok(await w2.until(() => w2.ok, 3000), 'net2 guest served again');
+    assert.equal(daemon.child.exitCode, null, 'the daemon lives');
+    assert.equal(hv('link', 'show').includes('churn'), false);
+  });
 });
