@@ -25,8 +25,9 @@
 //   Sets IP_TTL on a connected socket (hop limit for selected replies).
 //
 // tuneNetlink(port, rcvbuf) -> boolean
-//   Finds this process's netlink socket bound to `port` (the `netlink` package does not expose its
-//   fds) and sets NETLINK_NO_ENOBUFS on it, with a receive buffer of rcvbuf bytes (SO_RCVBUFFORCE).
+//   Finds this process's netlink sockets bound to `port` (the `netlink` package does not expose its
+//   fds; /proc/self/fd lists ours) and sets NETLINK_NO_ENOBUFS on them, with a receive buffer of at
+//   least rcvbuf bytes (SO_RCVBUFFORCE).
 //   The package aborts the process when a socket reports an error through poll (an overrun sets
 //   one); with NO_ENOBUFS the kernel drops what does not fit without flagging the socket. false
 //   when no such socket is found.
@@ -37,6 +38,7 @@
 #include <node_api.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -315,27 +317,45 @@ static napi_value tune_netlink(napi_env env, napi_callback_info info) {
     return throw_type(env, "port must be a positive integer");
   if (napi_get_value_int32(env, argv[1], &rcvbuf) != napi_ok || rcvbuf < 0)
     return throw_type(env, "rcvbuf must be a non-negative integer");
-  int found = -1;
-  for (int fd = 0; fd < 65536 && found < 0; fd++) {
+  // Port ids are per namespace: a socket in another namespace may share it. Every match is set
+  // (the options are harmless on any netlink socket of ours); rcvbuf only grows a buffer.
+  DIR *dir = opendir("/proc/self/fd");
+  if (dir == NULL) return throw_errno(env, "opendir /proc/self/fd", errno);
+  int own = dirfd(dir), matched = 0, err = 0;
+  const char *step = NULL;
+  struct dirent *entry;
+  while ((entry = readdir(dir)) != NULL) {
+    char *end = NULL;
+    long fd = strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0' || fd == own) continue;
     struct sockaddr_nl addr;
     socklen_t len = sizeof addr;
     memset(&addr, 0, sizeof addr);
-    if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0) {
-      if (errno == EBADF && fd > 4096) break;  // past the open fds
-      continue;
+    if (getsockname((int)fd, (struct sockaddr *)&addr, &len) < 0 || addr.nl_family != AF_NETLINK || addr.nl_pid != port) continue;
+    matched++;
+    int one = 1;
+    if (setsockopt((int)fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof one) < 0) {
+      err = errno;
+      step = "setsockopt(NETLINK_NO_ENOBUFS)";
+      break;
     }
-    if (addr.nl_family == AF_NETLINK && addr.nl_pid == port) found = fd;
+    int current = 0;
+    socklen_t size = sizeof current;
+    if (rcvbuf > 0 && getsockopt((int)fd, SOL_SOCKET, SO_RCVBUF, &current, &size) == 0 && current < rcvbuf &&
+        setsockopt((int)fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0 &&
+        setsockopt((int)fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0) {
+      err = errno;
+      step = "setsockopt(SO_RCVBUF)";
+      break;
+    }
   }
+  closedir(dir);
+  if (err != 0) return throw_errno(env, step, err);
   napi_value out;
-  if (found < 0) {
+  if (matched == 0) {
     napi_get_boolean(env, false, &out);
     return out;
   }
-  int one = 1;
-  if (setsockopt(found, SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof one) < 0) return throw_errno(env, "setsockopt(NETLINK_NO_ENOBUFS)", errno);
-  if (rcvbuf > 0 && setsockopt(found, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0 &&
-      setsockopt(found, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0)
-    return throw_errno(env, "setsockopt(SO_RCVBUF)", errno);
   napi_get_boolean(env, true, &out);
   return out;
 }
