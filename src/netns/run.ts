@@ -133,6 +133,14 @@ class Spawner {
       this.pending.clear();
       this.log?.warn({ code, signal }, 'spawner exited; the next command starts a new one');
     });
+    // The spawner could not be started (EAGAIN, EMFILE…): fail what waits on it; the next command
+    // tries a new one. (An 'error' event with no listener would end the daemon.)
+    child.on('error', (err) => {
+      if (this.child === child) this.child = undefined;
+      for (const [id, done] of this.pending) done({ id, error: (err as NodeJS.ErrnoException).code ?? 'ESPAWNER', message: `the spawner failed: ${err.message}` });
+      this.pending.clear();
+      this.log?.warn({ err: err.message }, 'spawner failed; the next command starts a new one');
+    });
     child.stdin?.on('error', () => undefined);
     this.child = child;
     return child;
