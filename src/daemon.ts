@@ -205,6 +205,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
       networks: desiredNetworks,
       repair: (id) => rec.reconcile(inventory.networkList(), [id]),
       intervalMs: cfg.drift_check_interval_s * 1000,
+      guestSets: { own: (network, where) => services.ownSetWrite(network, where), check: (network, where) => services.checkGuestSets(network, where) },
       ports: (bridges) => bridgePorts(bridges),
       reattach: async (bridge, ports) => {
         const now = await linksNamed(ports);

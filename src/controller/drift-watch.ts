@@ -8,12 +8,15 @@
 // A trigger schedules a check of that network only: a targeted reconcile (observe, plan, apply the
 // difference). Our own changes also trigger checks; they find nothing to do. Repairs that fail back
 // off (0.5 s doubling to 30 s); a repair is logged once with what was wrong and what was done.
+// Set-element events of a network's tables that are not our own guest-set writes lead to a
+// comparison of its guest sets with its VMs, and a rewrite when they differ.
 import { existsSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { createRequire } from 'node:module';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { addonIfAvailable, tuneNetlinkSocket } from '../netns/listen-in-netns.ts';
 import { NETNS_RUN_DIR, netnsPath } from '../netns/run.ts';
+import { NFT_TABLE } from '../model/names.ts';
 import type { Stats } from '../stats.ts';
 import type { DesiredNetwork } from './desired.ts';
 import type { AppliedStep, ReconcileSummary } from './reconciler.ts';
@@ -121,11 +124,17 @@ export function nftEventTable(msg: RawMessage): string | undefined {
   return undefined;
 }
 
+/** Whether an nftables event adds or removes set elements. */
+export function nftSetElementEvent(msg: RawMessage): boolean {
+  if (msg.type >> 8 !== NFNL_SUBSYS_NFTABLES) return false;
+  const t = msg.type & 0xff;
+  return t === NFT_MSG_NEWSETELEM || t === NFT_MSG_DELSETELEM;
+}
+
 /**
- * Whether an nftables event can mean damage to a table's structure. Set elements change with
- * every VM change (our own writes) and generation messages close every transaction: they are not
- * looked at, so our own guest-set writes cost no checks. (A guest set emptied by hand is therefore
- * not noticed; the next VM change of that network rewrites it.)
+ * Whether an nftables event can mean damage to a table's structure (a targeted reconcile). Set
+ * elements change with every VM change (our own writes): they go to a guest-set check instead
+ * (setsChanged), and not at all while we write. Generation messages close every transaction.
  */
 export function nftEventMatters(msg: RawMessage): boolean {
   if (msg.type >> 8 !== NFNL_SUBSYS_NFTABLES) return false;
@@ -155,6 +164,14 @@ export interface DriftWatchDeps {
   reattach(bridge: string, ports: string[]): Promise<string[]>;
   /** Ports of the named bridges now (initial state for re-attaching). */
   ports(bridges: string[]): Promise<Map<string, { index: number; ports: string[] }> | undefined>;
+  /**
+   * The guest sets (NetworkServices): set-element events that are not our own writes lead to a
+   * comparison with the VMs and a rewrite when they differ.
+   */
+  guestSets?: {
+    own(network: string, where: 'bridge' | 'inner'): boolean;
+    check(network: string, where: 'bridge' | 'inner'): Promise<string | undefined>;
+  };
   /** Fallback period for what sends no event (a namespace's name removed). */
   intervalMs: number;
   /** Coalescing window for a burst of events, ms. */
@@ -188,6 +205,8 @@ export class DriftWatch {
   /** Bridges whose ports are still to be read. */
   private readonly unread = new Map<string, DesiredNetwork>();
   private hostSockets: { close(): void }[] = [];
+  /** Guest-set checks waiting to run, by `where|network`. */
+  private readonly setChecks = new Map<string, NodeJS.Timeout>();
   private dirWatch: FSWatcher | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -242,6 +261,8 @@ export class DriftWatch {
     for (const network of [...this.inner.keys()]) this.unwatch(network);
     for (const p of this.pending.values()) if (p.timer !== undefined) clearTimeout(p.timer);
     this.pending.clear();
+    for (const t of this.setChecks.values()) clearTimeout(t);
+    this.setChecks.clear();
   }
 
   /** Watches the network's namespace (again, if it was rebuilt). Called when the network serves. */
@@ -269,7 +290,9 @@ export class DriftWatch {
       nf.addMembership(NFNLGRP_NFTABLES);
       sockets.push(nf);
       nf.on('message', (msgs) => {
-        if ((Array.isArray(msgs) ? msgs : [msgs]).some(nftEventMatters)) this.schedule(d.id, 'nftables changed in the namespace');
+        const list = Array.isArray(msgs) ? msgs : [msgs];
+        if (list.some(nftEventMatters)) this.schedule(d.id, 'nftables changed in the namespace');
+        if (list.some((m) => nftSetElementEvent(m) && nftEventTable(m) === NFT_TABLE)) this.setsChanged(d.id, 'inner');
       });
     } catch (err) {
       for (const s of sockets) s.close();
@@ -452,12 +475,48 @@ export class DriftWatch {
 
   private onHostNft(msgs: RawMessage | RawMessage[]): void {
     for (const m of Array.isArray(msgs) ? msgs : [msgs]) {
-      if (!nftEventMatters(m)) continue;
+      const structural = nftEventMatters(m);
+      if (!structural && !nftSetElementEvent(m)) continue;
       const table = nftEventTable(m);
       if (table === undefined) continue;
       const d = this.deps.networks().find((n) => n.bridgeTable.name === table);
-      if (d !== undefined) this.schedule(d.id, `bridge table ${table} changed`);
+      if (d === undefined) continue;
+      if (structural) this.schedule(d.id, `bridge table ${table} changed`);
+      else this.setsChanged(d.id, 'bridge');
     }
+  }
+
+  /**
+   * Set elements of a network's table changed. Our own writes (VM changes) are the usual cause and
+   * are let be; otherwise the sets are compared with the VMs, shortly after (a hand-made flush
+   * comes as a burst of events), and rewritten if they differ.
+   */
+  private setsChanged(network: string, where: 'bridge' | 'inner'): void {
+    const sets = this.deps.guestSets;
+    if (sets === undefined || this.stopped || sets.own(network, where)) return;
+    const key = `${where}|${network}`;
+    if (this.setChecks.has(key)) return;
+    const timer = setTimeout(() => {
+      this.setChecks.delete(key);
+      if (this.stopped) return;
+      const started = performance.now();
+      sets.check(network, where).then(
+        (wrong) => {
+          if (wrong === undefined) return;
+          this.deps.stats.repaired(network, 'guest_set');
+          const place = where === 'bridge' ? 'the bridge table' : 'the namespace table';
+          this.deps.log.warn(
+            { network, noticed: [`set elements changed in ${place}`], wrong: [wrong], done: [`guest sets rewritten in ${place}`], kinds: ['guest_set'], ms: Math.round(performance.now() - started) },
+            'repaired kernel drift',
+          );
+        },
+        (err: unknown) => {
+          this.deps.stats.repairFailed(network);
+          this.deps.log.error({ network, err: messageOf(err) }, 'kernel drift check failed');
+        },
+      );
+    }, this.deps.settleMs ?? 20);
+    this.setChecks.set(key, timer);
   }
 
   private onInnerLinks(network: string, msgs: RtMessage[]): void {

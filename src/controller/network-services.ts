@@ -8,7 +8,8 @@ import type { Logger } from '../log.ts';
 import type { Network } from '../model/schema.ts';
 import type { DhcpHost } from '../dhcp/dnsmasq-config.ts';
 import type { DhcpServers } from '../dhcp/dhcp-servers.ts';
-import { guestKey, renderGuestElements, renderInnerGuestElements } from '../netns/nft.ts';
+import { NFT_TABLE } from '../model/names.ts';
+import { GUEST_SET, guestKey, parseRuleset, renderGuestElements, renderInnerGuestElements, VM_IP_SET } from '../netns/nft.ts';
 import type { NftBatcher } from '../netns/nft-batch.ts';
 import type { Runner } from '../netns/run.ts';
 import type { DesiredNetwork } from './desired.ts';
@@ -50,6 +51,11 @@ export interface NetworkServicesDeps {
  */
 export const SETTLE_MS = 50;
 
+/** How long after our own guest-set write its set-element events are taken for ours, ms. */
+export const OWN_WRITE_GRACE_MS = 250;
+
+export type GuestSetPlace = 'bridge' | 'inner';
+
 export class NetworkServices implements NetworkHooks {
   private readonly deps: NetworkServicesDeps;
   /** Serving networks, as last converged. */
@@ -57,6 +63,8 @@ export class NetworkServices implements NetworkHooks {
   /** The guest sets' content as last written or observed, by `bridge|inner` and network. */
   private readonly guestSets = new Map<string, string>();
   private readonly queues = new Map<string, Promise<void>>();
+  /** Until when (ms) set-element events of a network are taken for our own writes, by `where|network`. */
+  private readonly writingUntil = new Map<string, number>();
   private readonly pending = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
 
@@ -82,7 +90,48 @@ export class NetworkServices implements NetworkHooks {
       this.serving.delete(network);
       this.guestSets.delete(`bridge|${network}`);
       this.guestSets.delete(`inner|${network}`);
+      this.writingUntil.delete(`bridge|${network}`);
+      this.writingUntil.delete(`inner|${network}`);
       await this.deps.dhcp.stop(network, { removeFiles: options.removed });
+    });
+  }
+
+  /** Whether we are writing (or just wrote) the network's guest sets in `where`. */
+  ownSetWrite(network: string, where: GuestSetPlace): boolean {
+    const until = this.writingUntil.get(`${where}|${network}`);
+    return until !== undefined && Date.now() <= until;
+  }
+
+  /**
+   * Compares the network's guest sets in `where` (the bridge table's, or the namespace table's
+   * pair and address sets) with its VMs and rewrites them when they differ (someone changed them
+   * by hand). Returns what was wrong, or undefined when they were right (or the network does not
+   * serve, or its table is not there: the reconciler deals with that).
+   */
+  checkGuestSets(network: string, where: GuestSetPlace): Promise<string | undefined> {
+    return this.enqueue(network, async () => {
+      const d = this.serving.get(network);
+      if (d === undefined) return undefined;
+      const guests = this.deps.hosts(network);
+      const want = new Map<string, Set<string>>([[GUEST_SET, new Set(guests.map(guestKey))]]);
+      if (where === 'inner') want.set(VM_IP_SET, new Set(guests.map((g) => g.ip)));
+      const read =
+        where === 'bridge'
+          ? await this.deps.runner.run(['nft', '-j', 'list', 'set', 'bridge', d.bridgeTable.name, GUEST_SET], { allowFailure: true })
+          : await this.deps.runner.run(['nft', '-j', 'list', 'table', 'ip', NFT_TABLE], { netns: d.netns, allowFailure: true });
+      if (read.code !== 0) return undefined;
+      const table = parseRuleset(read.stdout).get(where === 'bridge' ? `bridge ${d.bridgeTable.name}` : `ip ${NFT_TABLE}`);
+      const wrong: string[] = [];
+      for (const [name, wanted] of want) {
+        const seen = table?.sets.get(name) ?? new Set<string>();
+        const missing = [...wanted].filter((e) => !seen.has(e)).length;
+        const extra = [...seen].filter((e) => !wanted.has(e)).length;
+        if (missing + extra > 0) wrong.push(`set ${name}: ${missing} missing, ${extra} not ours`);
+      }
+      if (wrong.length === 0) return undefined;
+      this.guestSets.delete(`${where}|${network}`);
+      await this.syncGuests(d, [where]);
+      return wrong.join('; ');
     });
   }
 
@@ -126,9 +175,12 @@ export class NetworkServices implements NetworkHooks {
     }
   }
 
-  private enqueue(network: string, work: () => Promise<void>): Promise<void> {
+  private enqueue<T>(network: string, work: () => Promise<T>): Promise<T> {
     const run = (this.queues.get(network) ?? Promise.resolve()).then(work);
-    const settled = run.catch(() => undefined);
+    const settled: Promise<void> = run.then(
+      () => undefined,
+      () => undefined,
+    );
     this.queues.set(network, settled);
     void settled.then(() => {
       if (this.queues.get(network) === settled) this.queues.delete(network);
@@ -137,14 +189,19 @@ export class NetworkServices implements NetworkHooks {
   }
 
   /** Both guest sets: the bridge table's (interception) and the namespace's (anti-spoofing). */
-  private async syncGuests(d: DesiredNetwork): Promise<void> {
+  private async syncGuests(d: DesiredNetwork, places: readonly GuestSetPlace[] = ['bridge', 'inner']): Promise<void> {
     const guests = this.deps.hosts(d.id);
     const key = [...new Set(guests.map(guestKey))].sort().join(',');
-    const write = async (where: 'bridge' | 'inner', load: () => Promise<unknown>): Promise<void> => {
+    const write = async (where: GuestSetPlace, load: () => Promise<unknown>): Promise<void> => {
       const slot = `${where}|${d.id}`;
-      if (this.guestSets.get(slot) === key) return;
+      if (!places.includes(where) || this.guestSets.get(slot) === key) return;
       this.guestSets.delete(slot); // unknown until the write succeeds
-      await load();
+      this.writingUntil.set(slot, Infinity);
+      try {
+        await load();
+      } finally {
+        this.writingUntil.set(slot, Date.now() + OWN_WRITE_GRACE_MS);
+      }
       this.guestSets.set(slot, key);
     };
     await Promise.all([

@@ -179,6 +179,49 @@ describe('self-healing', { skip: !isRoot && 'needs root (network namespaces)' },
     assert.match(ok.stdout, /net1.*serving/);
   });
 
+  it('rewrites guest sets emptied by hand (the namespace guard and the bridge interception), and only those', async () => {
+    const logMark = daemon.logs.length;
+    const bridgeTable = inHv('nft', 'list', 'tables', 'bridge').match(/table bridge (\S*net1\S*)/)?.[1];
+    assert.ok(bridgeTable, 'the bridge table of net1');
+    const before = sb.metric('imds_repairs_total', { network: 'net1', kind: 'guest_set' });
+    // A foreign set beside ours (the namespace was rebuilt above: the earlier one is gone).
+    execFileSync('nsenter', [`--net=/run/netns/${ns1}`, '--', 'nft', '-f', '-'], { input: 'table inet neighbour {\n  set s {\n    type ipv4_addr;\n  }\n}\n' });
+    // The namespace's pair set emptied: the guard now drops net1's own guest.
+    const t0 = Date.now();
+    inNs1('nft', 'flush', 'set', 'ip', 'imds', 'guests');
+    const line = await daemon.waitFor((l) => l['msg'] === 'repaired kernel drift' && l['network'] === 'net1' && daemon.logs.indexOf(l) >= logMark, 5000);
+    assert.deepEqual(line['kinds'], ['guest_set']);
+    assert.match(String((line['wrong'] as string[])[0]), /set guests: 1 missing, 0 not ours/);
+    assert.match(inNs1('nft', 'list', 'set', 'ip', 'imds', 'guests'), /52:54:00:00:00:0a \. 198\.51\.100\.10/);
+    assert.ok(await w1.until(() => w1.ok && (w1.transitions.at(-1)?.t ?? 0) >= t0 - 15, 3000) || (w1.ok && w1.outageSince(t0) === undefined), 'served again');
+    const outage = w1.outageSince(t0);
+    measured.push(`guest set flushed ${outage === undefined ? 'no interruption' : `${outage.up ?? Infinity} ms`}`);
+    assert.ok(outage === undefined || (outage.up ?? Infinity) <= 1000, JSON.stringify(outage));
+    // The bridge table's interception set emptied, and a foreign pair added to it: put right.
+    const mark2 = daemon.logs.length;
+    inHv('nft', 'flush', 'set', 'bridge', bridgeTable as string, 'guests');
+    inHv('nft', 'add', 'element', 'bridge', bridgeTable as string, 'guests', '{ 52:54:00:00:00:99 . 198.51.100.99 }');
+    await daemon.waitFor((l) => l['msg'] === 'repaired kernel drift' && l['network'] === 'net1' && daemon.logs.indexOf(l) >= mark2, 5000);
+    await new Promise((r) => setTimeout(r, 300));
+    const set = inHv('nft', 'list', 'set', 'bridge', bridgeTable as string, 'guests');
+    assert.match(set, /52:54:00:00:00:0a \. 198\.51\.100\.10/);
+    assert.doesNotMatch(set, /198\.51\.100\.99/);
+    assert.ok(sb.metric('imds_repairs_total', { network: 'net1', kind: 'guest_set' }) >= before + 2, 'counted');
+    // Our own writes are not taken for drift: a VM added through the CLI changes the sets and
+    // logs no repair.
+    const mark3 = daemon.logs.length;
+    await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'add', '3c1f9a52-0d1e-4a7b-9c2d-5e6f7a8b9c0d', '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:00:00:0c', '--hostname', 'three']);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.match(inNs1('nft', 'list', 'set', 'ip', 'imds', 'guests'), /198\.51\.100\.11/);
+    assert.deepEqual(daemon.logs.slice(mark3).filter((l) => l['msg'] === 'repaired kernel drift'), []);
+    // A foreign set changing is not ours to mend.
+    const mark4 = daemon.logs.length;
+    inNs1('nft', 'add', 'element', 'inet', 'neighbour', 's', '{ 192.0.2.7 }');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.match(inNs1('nft', 'list', 'table', 'inet', 'neighbour'), /elements = \{ 192\.0\.2\.7 \}/);
+    assert.deepEqual(daemon.logs.slice(mark4).filter((l) => l['msg'] === 'repaired kernel drift'), []);
+  });
+
   it('lives through a burst of kernel events while it is busy, and repairs the damage at the end of it', async () => {
     const logMark = daemon.logs.length;
     // Stop the daemon, let the churn of 400 foreign veth pairs queue up on its event sockets, then

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { nftEventMatters, nftEventTable, repairKinds } from '../../src/controller/drift-watch.ts';
+import { nftEventMatters, nftEventTable, nftSetElementEvent, repairKinds } from '../../src/controller/drift-watch.ts';
 
 /** An nfnetlink message: nfgenmsg, then attributes (type, NUL-terminated string). */
 function nftMessage(msgType: number, attrs: [number, string][]): { type: number; data: Buffer } {
@@ -24,10 +24,14 @@ describe('drift watch', () => {
     assert.equal(nftEventTable({ type: (1 << 8) | 6, data: Buffer.alloc(8) }), undefined, 'not nftables');
   });
 
-  it('ignores set-element and generation events (our own guest-set writes), not structural ones', () => {
+  it('tells structural events from set-element events (guest sets are checked apart) and ignores generations', () => {
     for (const t of [0, 2, 3, 5, 6, 8, 9, 11]) assert.equal(nftEventMatters(nftMessage(t, [[1, 'imds']])), true, `type ${t}`);
     for (const t of [12, 14, 15]) assert.equal(nftEventMatters(nftMessage(t, [[1, 'imds']])), false, `type ${t}`);
     assert.equal(nftEventMatters({ type: (1 << 8) | 2, data: Buffer.alloc(8) }), false, 'another subsystem');
+    for (const t of [12, 14]) assert.equal(nftSetElementEvent(nftMessage(t, [[1, 'imds']])), true, `type ${t}`);
+    for (const t of [0, 2, 6, 9, 11, 15]) assert.equal(nftSetElementEvent(nftMessage(t, [[1, 'imds']])), false, `type ${t}`);
+    assert.equal(nftSetElementEvent({ type: (1 << 8) | 12, data: Buffer.alloc(8) }), false, 'another subsystem');
+    assert.equal(nftEventTable(nftMessage(14, [[1, 'imds-net1'], [2, 'guests']])), 'imds-net1', 'an element names its table');
   });
 
   it('names the kinds of damage a repair fixed from its steps', () => {
