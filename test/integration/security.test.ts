@@ -238,17 +238,21 @@ describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'nee
 
     // The neighbour probes at ~16 requests a second, inside its own budget (20/s), on a new
     // connection each time as cloud-init does; the flooder asks for 2,000 a second, 100x its budget.
+    // 20 s probes (~320 samples each): p99 is then the 4th-slowest answer, not the 2nd (measured
+    // ratios ran 0.9-1.8x with 10 s probes on these 2-core machines).
     type Probe = { n: number; p99: number; p50: number; statuses: Record<string, number> };
-    const unloaded = await node<Probe>(gB, 'load.mjs', ['probe', 10, 60]);
+    const PROBE_S = 20;
+    const FLOOD_S = PROBE_S + 2;
+    const unloaded = await node<Probe>(gB, 'load.mjs', ['probe', PROBE_S, 60]);
     const [flood, loaded] = await Promise.all([
-      node<{ sent: number; statuses: Record<string, number> }>(gA, 'load.mjs', ['flood', 2000, 12, 8]),
-      new Promise((r) => setTimeout(r, 1000)).then(() => node<Probe>(gB, 'load.mjs', ['probe', 10, 60])),
+      node<{ sent: number; statuses: Record<string, number> }>(gA, 'load.mjs', ['flood', 2000, FLOOD_S, 8]),
+      new Promise((r) => setTimeout(r, 1000)).then(() => node<Probe>(gB, 'load.mjs', ['probe', PROBE_S, 60])),
     ]);
     process.stdout.write(
       `# measured: neighbour p50/p99 ms unloaded ${unloaded.p50.toFixed(2)}/${unloaded.p99.toFixed(2)} (n=${unloaded.n}), during a 2000 req/s flood ${loaded.p50.toFixed(2)}/${loaded.p99.toFixed(2)} (n=${loaded.n}); flood statuses ${JSON.stringify(flood.statuses)}\n`,
     );
     assert.ok((flood.statuses['429'] ?? 0) > flood.sent * 0.8, `the flood was limited: ${JSON.stringify(flood)}`);
-    assert.ok((flood.statuses['200'] ?? 0) <= 300 + 12 * 20 + 50, 'no more than the burst and the rate got through');
+    assert.ok((flood.statuses['200'] ?? 0) <= 300 + FLOOD_S * 20 + 50, 'no more than the burst and the rate got through');
     assert.deepEqual(Object.keys(loaded.statuses), ['200'], 'the neighbour was never refused');
     assert.ok(loaded.p99 <= 2 * unloaded.p99, `neighbour p99 ${loaded.p99.toFixed(2)} ms vs ${unloaded.p99.toFixed(2)} ms unloaded`);
     const r = await gA.http('/openstack/latest/meta_data.json');
