@@ -375,12 +375,7 @@ export class DriftWatch {
             });
             if (back.length > 0) done.push(`ports back on ${d.bridge}: ${back.join(' ')}`);
           }
-          const kinds = repairKinds(steps);
-          for (const kind of kinds) stats.repaired(network, kind);
-          log.warn(
-            { network, noticed: reasons, wrong: steps.map((s) => s.why), done, kinds, ms: Math.round(performance.now() - started) },
-            'repaired kernel drift',
-          );
+          this.reportRepair(network, { noticed: reasons, wrong: steps.map((s) => s.why), done, kinds: repairKinds(steps) }, started);
         }
       } else {
         p.failures++;
@@ -402,6 +397,12 @@ export class DriftWatch {
         this.schedule(network, 'retry');
       }
     }
+  }
+
+  /** A repair is logged once (what was noticed, wrong and done) and counted by kind. */
+  private reportRepair(network: string, what: { noticed: string[]; wrong: string[]; done: string[]; kinds: string[] }, started: number): void {
+    for (const kind of what.kinds) this.deps.stats.repaired(network, kind);
+    this.deps.log.warn({ network, ...what, ms: Math.round(performance.now() - started) }, 'repaired kernel drift');
   }
 
   /**
@@ -503,12 +504,8 @@ export class DriftWatch {
       sets.check(network, where).then(
         (wrong) => {
           if (wrong === undefined) return;
-          this.deps.stats.repaired(network, 'guest_set');
           const place = where === 'bridge' ? 'the bridge table' : 'the namespace table';
-          this.deps.log.warn(
-            { network, noticed: [`set elements changed in ${place}`], wrong: [wrong], done: [`guest sets rewritten in ${place}`], kinds: ['guest_set'], ms: Math.round(performance.now() - started) },
-            'repaired kernel drift',
-          );
+          this.reportRepair(network, { noticed: [`set elements changed in ${place}`], wrong: [wrong], done: [`guest sets rewritten in ${place}`], kinds: ['guest_set'] }, started);
         },
         (err: unknown) => {
           this.deps.stats.repairFailed(network);
