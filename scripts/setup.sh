@@ -5,6 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Node first: everything below needs it, and Debian 12's own nodejs (18) is too old.
+need="20.19"
+have="$(node --version 2>/dev/null | sed 's/^v//')" || have=""
+if [ -z "$have" ] || ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit((a === 20 && b >= 19) || a >= 22 ? 0 : 1)'; then
+  echo "setup: imds needs Node.js >= $need (20.x) or >= 22; found: ${have:-none}" >&2
+  echo "setup: Debian 12's nodejs package is 18. Install Node 20 from https://nodejs.org/en/download (the" >&2
+  echo "setup: linux-x64 tarball, unpacked onto PATH) or from NodeSource's Debian repository, then rerun." >&2
+  echo "setup: (Production hosts do not need this: the imds .deb carries its own Node runtime.)" >&2
+  exit 1
+fi
+
 PACKAGES=(
   iproute2 nftables util-linux procps curl ca-certificates   # the data path and the test harness
   python3 make g++                                          # node-gyp: the setns addon
@@ -28,17 +39,24 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
     exit 1
   fi
-  # cloud-init must never act on this host: disable it before it is installed.
-  mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled
-  # Never start services (lighttpd, dnsmasq, …) as a side effect of installing them.
-  created_policy=0
+  # Never start services (lighttpd, dnsmasq, …) as a side effect of installing them; the policy
+  # file is removed on every exit path, apt failing included.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && created_policy=1
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
+  # The tests use cloud-init's readers as the client. Installing it must not make it act on this
+  # host at the next boot: only when this script installs it (never when the host has its own),
+  # it is disabled, and that is said.
+  for p in "${missing[@]}"; do
+    if [ "$p" = cloud-init ] && [ ! -e /etc/cloud/cloud-init.disabled ]; then
+      mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled
+      echo "setup: installing cloud-init for the tests (its readers are the client); wrote /etc/cloud/cloud-init.disabled so that it never configures this host"
+    fi
+  done
   echo "setup: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 
 # npm: node-gyp builds against the local Node headers (no download).

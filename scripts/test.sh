@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# One command: set up this machine (Debian, root) and run every test: type check, unit tests (no
-# root needed) and integration tests (root: real namespaces, bridges, nftables, the daemon).
+# One command: set up this machine (Debian, root) and run every test: type check, unit tests and
+# integration tests (real namespaces, bridges, nftables and the daemon). It fails when it is not
+# root, when any test fails or is skipped (each skipped test is named with its reason), and when a
+# daemon started by a test exits in a way the test did not ask for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test: must run as root: the integration tests build real network namespaces, bridges and nftables tables" >&2
+  echo "test: (a run without root would test nothing of the data path; it is refused, not skipped)" >&2
+  exit 1
+fi
 ./scripts/setup.sh
 ./scripts/sweep.sh imdstest-
-status=0
-npm run --silent typecheck || status=$?
-[ "$status" = 0 ] && { npm run --silent test:unit || status=$?; }
-[ "$status" = 0 ] && { npm run --silent test:integration || status=$?; }
-./scripts/sweep.sh imdstest-
-exit "$status"
+skips="$(mktemp -d -t imds-test-skips.XXXXXX)"
+trap 'rm -rf "$skips"; ./scripts/sweep.sh imdstest-' EXIT
+npm run --silent typecheck
+IMDS_TEST_SKIPS="$skips/unit" npm run --silent test:unit
+IMDS_TEST_SKIPS="$skips/integration" npm run --silent test:integration
+if [ -n "$(cat "$skips"/* 2>/dev/null)" ]; then
+  echo "test: FAILED: $(cat "$skips"/* | wc -l) test(s) did not run; every test must run here:" >&2
+  cat "$skips"/* | sed 's/^/test:   /' >&2
+  exit 1
+fi
+echo "test: passed: every test ran (none skipped)"

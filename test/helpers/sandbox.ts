@@ -1,15 +1,17 @@
 // A throwaway hypervisor for integration tests: a network namespace standing in for the host (the
 // daemon runs in it with `nsenter --net`, never `ip netns exec`, see architecture.md decision 7),
 // guest namespaces attached to imds's bridges, and cleanup by name and pid even when a test fails.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { TestContext } from 'node:test';
 import { stringify } from 'yaml';
 import { createRunner, type RunResult } from '../../src/netns/run.ts';
+import { DaemonProcess } from './daemon.ts';
+
+export { DaemonProcess };
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
 export const MAIN = join(ROOT, 'dist', 'main.js');
@@ -17,6 +19,17 @@ export const MAIN = join(ROOT, 'dist', 'main.js');
 export const BIN = join(ROOT, 'bin', 'imds');
 export const isRoot = process.getuid?.() === 0;
 export const TEST_PREFIX = 'imdstest-';
+
+/**
+ * Everything a run creates is named `<prefix><owner>-<id>-…`, where `<owner>` is this process's pid
+ * and start time (base 36): `scripts/sweep.sh` removes only what belongs to processes that are gone,
+ * never a concurrent run's.
+ */
+export const RUN_OWNER = ((): string => {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const start = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  return `${process.pid.toString(36)}-${start.toString(36)}`;
+})();
 
 const runner = createRunner({ defaultTimeoutMs: 60_000 });
 
@@ -55,7 +68,7 @@ export class Guest {
 
   /** HTTP through the guest's own stack: bridge, DNAT, the daemon. */
   async http(path: string, options: { method?: string; host?: string; data?: string; headers?: string[]; maxTimeS?: number } = {}): Promise<HttpResult> {
-    const dir = mkdtempSync(join(tmpdir(), 'imdstest-http-'));
+    const dir = mkdtempSync(join(tmpdir(), `${TEST_PREFIX}${RUN_OWNER}-http-`));
     try {
       const argv = ['curl', '-sS', '--max-time', String(options.maxTimeS ?? 10), '-D', join(dir, 'h'), '-o', join(dir, 'b'), '-w', '%{http_code}'];
       if (options.method === 'HEAD') argv.push('-I');
@@ -77,16 +90,6 @@ export class Guest {
   }
 }
 
-export interface DaemonProcess {
-  pid: number;
-  child: ChildProcess;
-  /** Parsed JSON log lines so far. */
-  logs: Record<string, unknown>[];
-  waitFor(predicate: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-  waitForStderr(text: string, timeoutMs?: number): Promise<void>;
-  stop(signal?: NodeJS.Signals): Promise<number | null>;
-}
-
 export interface GuestOptions {
   /** Bridge in the hypervisor namespace to attach to. */
   bridge: string;
@@ -105,17 +108,22 @@ export class Sandbox {
   readonly nsPrefix: string;
   readonly dir: string;
   private readonly daemons: DaemonProcess[] = [];
+  /** Unexpected exits not yet reported by assertNoDeaths. */
+  private readonly deaths: string[] = [];
   private guestCount = 0;
 
   readonly prefix: string;
+  /** `<prefix><owner>-<id>-`: the start of every name this sandbox gives. */
+  readonly base: string;
 
   /** `prefix` marks everything this sandbox creates: imdstest- (tests), imdsdemo-, imdsbench-. */
   constructor(prefix = TEST_PREFIX) {
     this.prefix = prefix;
     this.id = randomBytes(3).toString('hex');
-    this.hv = `${prefix}${this.id}-hv`;
-    this.nsPrefix = `${prefix}${this.id}-n-`;
-    this.dir = mkdtempSync(join(tmpdir(), `${prefix}${this.id}-`));
+    this.base = `${prefix}${RUN_OWNER}-${this.id}-`;
+    this.hv = `${this.base}hv`;
+    this.nsPrefix = `${this.base}n-`;
+    this.dir = mkdtempSync(join(tmpdir(), this.base));
     // dnsmasq re-reads its files as user nobody: the path to dhcp_dir must be searchable.
     chmodSync(this.dir, 0o755);
   }
@@ -131,11 +139,11 @@ export class Sandbox {
   }
 
   async namespaces(): Promise<string[]> {
-    return existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(`${this.prefix}${this.id}-`)) : [];
+    return existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(this.base)) : [];
   }
 
   async addGuest(name: string, options: GuestOptions): Promise<Guest> {
-    const netns = `${this.prefix}${this.id}-g-${name}`;
+    const netns = `${this.base}g-${name}`;
     const hostEnd = `tg${this.id.slice(0, 4)}${++this.guestCount}`;
     await sh(['ip', 'netns', 'add', netns]);
     const lines = [
@@ -201,98 +209,37 @@ export class Sandbox {
     return this.hvRun([process.execPath, MAIN, ...args], options);
   }
 
-  /** Starts `imds serve` in the hypervisor namespace and waits for its `ready` log line. */
-  async startDaemon(configPath: string, options: { waitReady?: boolean; readyTimeoutMs?: number; env?: Record<string, string>; nodeArgs?: string[] } = {}): Promise<DaemonProcess> {
+  /**
+   * Starts `imds serve` in the hypervisor namespace and waits for its `ready` log line. Every exit
+   * of it must be asked for (test/helpers/daemon.ts); `expectExit` for one that should refuse to start.
+   */
+  async startDaemon(
+    configPath: string,
+    options: { waitReady?: boolean; readyTimeoutMs?: number; env?: Record<string, string>; nodeArgs?: string[]; expectExit?: boolean } = {},
+  ): Promise<DaemonProcess> {
     const launcher = options.nodeArgs === undefined ? [BIN] : [process.execPath, ...options.nodeArgs, MAIN];
-    const child = spawn('nsenter', [`--net=/run/netns/${this.hv}`, '--', ...launcher, 'serve', '--config', configPath], {
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const daemon = new DaemonProcess({
+      argv: ['nsenter', `--net=/run/netns/${this.hv}`, '--', ...launcher, 'serve', '--config', configPath],
       env: { ...process.env, ...(options.env ?? {}) },
-    });
-    const logs: Record<string, unknown>[] = [];
-    const waiters: { predicate: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-    let stderr = '';
-    const stderrWaiters: { text: string; resolve: () => void }[] = [];
-    child.stderr?.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      for (const w of [...stderrWaiters]) {
-        if (stderr.includes(w.text)) {
-          stderrWaiters.splice(stderrWaiters.indexOf(w), 1);
-          w.resolve();
-        }
-      }
-    });
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      let parsed: Record<string, unknown>;
-      try {
-        parsed = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        parsed = { raw: line };
-      }
-      logs.push(parsed);
-      for (const w of [...waiters]) {
-        if (w.predicate(parsed)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(parsed);
-        }
-      }
-    });
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    // A daemon that dies on its own (not by a signal the test sent) is a bug: say so in the test
-    // output, with what it printed last, so that a CI log shows why.
-    child.once('exit', (code, signal) => {
-      // (A refusal to start is expected by some tests; a daemon that was serving must not die.)
-      const wasReady = logs.some((l) => l['msg'] === 'ready');
-      if (child.killed || (signal === null && (code === 0 || !wasReady))) return;
-      const tail = [...stderr.split('\n').slice(-30), ...logs.slice(-20).map((l) => JSON.stringify(l))];
-      process.stdout.write(`# daemon ${child.pid} died on its own (code ${code}, signal ${signal}); its last output:\n${tail.map((l) => `#   ${l}`).join('\n')}\n`);
-    });
-    const daemon: DaemonProcess = {
-      pid: child.pid as number,
-      child,
-      logs,
-      waitFor(predicate, timeoutMs = 20_000) {
-        const seen = logs.find(predicate);
-        if (seen) return Promise.resolve(seen);
-        return new Promise((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`daemon: timed out waiting for a log line; stderr: ${stderr.slice(-2000)}`)), timeoutMs);
-          const entry = {
-            predicate,
-            resolve: (l: Record<string, unknown>) => {
-              clearTimeout(timer);
-              resolve(l);
-            },
-          };
-          waiters.push(entry);
-          void exited.then((code) => {
-            if (waiters.includes(entry)) {
-              clearTimeout(timer);
-              reject(new Error(`daemon exited (${code}) before the expected log line; stderr: ${stderr.slice(-2000)}`));
-            }
-          });
-        });
+      expectExit: options.expectExit ?? false,
+      onUnexpectedExit: (d) => {
+        this.deaths.push(d.unexpected as string);
+        process.stdout.write(`# ${(d.unexpected as string).split('\n').join('\n# ')}\n`);
       },
-      waitForStderr(text, timeoutMs = 20_000) {
-        if (stderr.includes(text)) return Promise.resolve();
-        return new Promise((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`daemon: no "${text}" on stderr`)), timeoutMs);
-          stderrWaiters.push({ text, resolve: () => (clearTimeout(timer), resolve()) });
-        });
-      },
-      async stop(signal = 'SIGTERM') {
-        if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-        child.kill(signal);
-        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-        const code = await exited;
-        clearTimeout(timer);
-        return code;
-      },
-    };
+    });
     this.daemons.push(daemon);
     if (options.waitReady ?? true) await daemon.waitFor((l) => l['msg'] === 'ready', options.readyTimeoutMs);
     return daemon;
   }
 
+  /** Throws if any daemon of this sandbox exited in a way its test did not ask for (once per death). */
+  assertNoDeaths(): void {
+    const deaths = this.deaths.splice(0);
+    if (deaths.length > 0) throw new Error(`a daemon died during the test:\n${deaths.join('\n')}`);
+  }
+
   async setup(): Promise<void> {
+    if (!isRoot) throw new Error('integration tests need root (network namespaces, bridges, nftables): run ./scripts/test.sh as root');
     await sh(['ip', 'netns', 'add', this.hv]);
     await sh(['ip', '-n', this.hv, 'link', 'set', 'lo', 'up']);
   }
@@ -304,7 +251,7 @@ export class Sandbox {
 
   /** Kills every process started here and every process inside our namespaces, then deletes them. */
   async cleanup(): Promise<void> {
-    for (const d of this.daemons) await d.stop('SIGKILL').catch(() => undefined);
+    for (const d of this.daemons) await d.kill();
     for (const ns of await this.namespaces()) {
       const pids = (await sh(['ip', 'netns', 'pids', ns], { allowFailure: true })).stdout.split(/\s+/).filter(Boolean);
       for (const pid of pids) {
@@ -320,18 +267,26 @@ export class Sandbox {
   }
 }
 
+type Hook = (fn: () => Promise<void> | void) => void;
+
 /**
  * A sandbox for a describe() block: created in before(), cleaned up in after() whatever the outcome.
- * Call at the top level of the describe body.
+ * With `afterEach`, a daemon that died during a test fails that test; after() fails the suite for
+ * one that died outside any test. Call at the top level of the describe body.
  */
-export function useSandbox(hooks: { before: (fn: () => Promise<void>) => void; after: (fn: () => Promise<void>) => void }): () => Sandbox {
+export function useSandbox(hooks: { before: Hook; after: Hook; afterEach?: Hook }): () => Sandbox {
   let sb: Sandbox | undefined;
   hooks.before(async () => {
     sb = new Sandbox();
     await sb.setup();
   });
+  hooks.afterEach?.(() => sb?.assertNoDeaths());
   hooks.after(async () => {
-    await sb?.cleanup();
+    try {
+      sb?.assertNoDeaths();
+    } finally {
+      await sb?.cleanup();
+    }
   });
   return () => {
     if (sb === undefined) throw new Error('sandbox not set up yet');

@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
-import { Guest, isRoot, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
+import { Guest, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM1 = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 const VM2 = '2b4e28ba-2fa1-11d2-883f-0016d3cca427';
@@ -37,8 +37,8 @@ process.stdout.write('');
 `;
 }
 
-describe('operator surface: CLI and admin API', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('operator surface: CLI and admin API', () => {
+  const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
   let cfgPath: string;
   let guest: Guest;

@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { Guest, isRoot, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
+import { Guest, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 const USER_DATA = gzipSync(Buffer.from('#cloud-config\nruncmd:\n  - [echo, "config drive ☃"]\n'));
@@ -29,8 +29,8 @@ function extract(image: string, format: 'iso' | 'vfat', into: string): void {
   else execFileSync('mcopy', ['-s', '-n', '-i', image, '::/openstack', '::/ec2', into], { stdio: 'pipe' });
 }
 
-describe('config drive', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('config drive', () => {
+  const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
   let daemon: DaemonProcess;
   let guest: Guest;

@@ -1,9 +1,9 @@
 // The data path end to end, as root, inside a throwaway hypervisor namespace: guest namespaces on
 // imds's bridges fetch their own metadata through the bridge, the nft DNAT and the one daemon.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { Guest, isRoot, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
+import { Guest, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM_A = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 const VM_B = '6f0c3a7e-91f2-4b8a-a1c4-0f6e2b9d7c31';
@@ -11,8 +11,8 @@ const VM_C = '9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d';
 const USER_DATA_A = '#cloud-config\nhostname: alpha\nruncmd:\n  - [echo, "héllo ☃"]\n';
 const USER_DATA_C = gzipSync(Buffer.from('#!/bin/sh\necho charlie\n'));
 
-describe('data path', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('data path', () => {
+  const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
   let daemon: DaemonProcess;
   let gA: Guest;

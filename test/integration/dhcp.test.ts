@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { udhcpc } from '../helpers/dhcp-client.ts';
-import { isRoot, sh, useSandbox, type DaemonProcess, type Guest, type Sandbox } from '../helpers/sandbox.ts';
+import { sh, useSandbox, type DaemonProcess, type Guest, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM1 = '0b6d7f3e-1c1a-4f6b-9b1e-0d2c3b4a5f61';
 const VM2 = '0b6d7f3e-1c1a-4f6b-9b1e-0d2c3b4a5f62';
@@ -51,8 +51,8 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
   }
 }
 
-describe('DHCP and L2 interception', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('DHCP and L2 interception', () => {
+  const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
   let daemon: DaemonProcess;
   let configPath: string;

@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { Guest, isRoot, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { Guest, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
 
 const GUEST_DIR = new URL('../helpers/guest/', import.meta.url).pathname;
 
@@ -60,8 +60,8 @@ class Watcher {
   }
 }
 
-describe('self-healing', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('self-healing', () => {
+  const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
   let daemon: DaemonProcess;
   let w1: Watcher;

@@ -2,8 +2,8 @@
 // with our prefix are removed and foreign objects are not, `imds down` leaves nothing behind, and
 // an invalid configuration builds nothing.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { isRoot, sh, sleep, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { sh, sleep, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM1 = '11111111-2222-4333-8444-555555555501';
 const VM2 = '11111111-2222-4333-8444-555555555502';
@@ -26,8 +26,8 @@ async function nftHandle(sb: Sandbox, network: string): Promise<number> {
   return table?.table?.handle ?? -1;
 }
 
-describe('lifecycle', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('lifecycle', () => {
+  const current = useSandbox({ before, after, afterEach });
 
   it('refuses an invalid configuration before touching the kernel', async () => {
     const sb = current();
@@ -78,20 +78,20 @@ describe('lifecycle', { skip: !isRoot && 'needs root (network namespaces)' }, ()
     const g1 = await sb.addGuest('hup1', { bridge: 'imdsb-net1', ip: '203.0.113.10', prefix: 24, mac: '52:54:00:00:01:01', metadataVia: '203.0.113.2' });
 
     sb.writeConfig(cfg({ networks: [NET1, NET2], vms: VMS }));
-    daemon.child.kill('SIGHUP');
+    daemon.signal('SIGHUP');
     await daemon.waitFor((l) => l['msg'] === 'reloaded');
     const g2 = await sb.addGuest('hup2', { bridge: 'imdsb-net2', ip: '192.0.2.10', prefix: 24, mac: '52:54:00:00:02:02', metadataVia: '192.0.2.2' });
     assert.equal(await uuidOf(sb, g2), VM2);
     assert.equal(await uuidOf(sb, g1), VM1);
 
     sb.writeConfig(cfg({ networks: [NET1, NET2], vms: [{ ...VMS[1], ip: 'not-an-ip' }] }));
-    daemon.child.kill('SIGHUP');
+    daemon.signal('SIGHUP');
     const rejected = await daemon.waitFor((l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('reload rejected'));
     assert.match(String(rejected['err']), /vms\[0\]\.ip/);
     assert.equal(await uuidOf(sb, g2), VM2, 'still serving the previous configuration');
 
     sb.writeConfig(cfg({ networks: [NET2], vms: VMS.slice(1) }));
-    daemon.child.kill('SIGHUP');
+    daemon.signal('SIGHUP');
     await daemon.waitFor((l) => l['msg'] === 'reloaded' && Array.isArray(l['removed']) && (l['removed'] as string[]).includes('net1'));
     assert.ok(!(await sb.namespaces()).includes(`${sb.nsPrefix}net1`), 'net1 namespace removed');
     const links = await sb.hvLinks();

@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { Guest, isRoot, MAIN, sh, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { Guest, MAIN, sh, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
 import { rsaKeyPair } from '../helpers/ssh.ts';
 
 const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
@@ -13,8 +13,8 @@ const USER_DATA = '#cloud-config\nhostname: nova-1\n';
 const key = rsaKeyPair(2048, 'deploy@build');
 
 /** Runs Python (Debian's, where cloud-init lives) in the guest and returns its last stdout line as JSON. */
-describe('Nova faithfulness through the data path', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('Nova faithfulness through the data path', () => {
+  const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
   let daemon: DaemonProcess;
   let guest: Guest;

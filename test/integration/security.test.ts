@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { Guest, isRoot, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { Guest, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM_A = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 const VM_B = '6f0c3a7e-91f2-4b8a-a1c4-0f6e2b9d7c31';
@@ -34,8 +34,8 @@ async function node<T>(guest: Guest, script: string, args: (string | number)[], 
   return JSON.parse(out.stdout.trim().split('\n').pop() as string) as T;
 }
 
-describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('security: tokens, anti-spoofing, rate limits', () => {
+  const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
   let daemon: DaemonProcess;
   let cfgPath: string;
@@ -260,8 +260,8 @@ describe('security: tokens, anti-spoofing, rate limits', { skip: !isRoot && 'nee
   });
 });
 
-describe('security: bounded fuzz from a guest', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('security: bounded fuzz from a guest', () => {
+  const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
   let daemon: DaemonProcess;
   let gA: Guest;

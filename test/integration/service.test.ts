@@ -6,13 +6,13 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { isRoot, MAIN, ROOT, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { MAIN, ROOT, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
 
 const uuid = (n: number): string => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
 
-describe('the daemon as a service', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('the daemon as a service', () => {
+  const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
   before(() => {
     sb = current();
@@ -46,7 +46,7 @@ describe('the daemon as a service', { skip: !isRoot && 'needs root (network name
     const before1 = strip((await guest.http('/openstack/latest/meta_data.json')).body);
     const importing = imds('crash', ['vm', 'import', batch], { allowFailure: true });
     await daemon.waitForStderr('imds-fault: batch half written');
-    daemon.child.kill('SIGKILL');
+    await daemon.kill();
     assert.notEqual((await importing).code, 0, 'the import did not complete');
     await daemon.stop();
 
@@ -59,7 +59,7 @@ describe('the daemon as a service', { skip: !isRoot && 'needs root (network name
     // The same import, uninterrupted, then kill -9 right after it returned: all of it is there.
     const done = await imds('crash', ['vm', 'import', batch, '--json']);
     assert.equal((JSON.parse(done.stdout) as { vms: { created: string[] } }).vms.created.length, 1600);
-    daemon.child.kill('SIGKILL');
+    await daemon.kill();
     await daemon.stop();
     daemon = await sb.startDaemon(path);
     assert.equal((JSON.parse((await imds('crash', ['vm', 'list', '--json'])).stdout) as unknown[]).length, 1601);
@@ -133,7 +133,7 @@ describe('the daemon as a service', { skip: !isRoot && 'needs root (network name
       await until(() => messages.some((m) => m.includes('READY=1')));
       assert.match(messages[0] ?? '', /READY=1/);
       assert.match(messages[0] ?? '', /STATUS=serving 1\/1 networks/);
-      d.child.kill('SIGHUP');
+      d.signal('SIGHUP');
       await until(() => messages.filter((m) => m.includes('READY=1')).length >= 2);
       assert.ok(messages.some((m) => m.includes('RELOADING=1') && m.includes('MONOTONIC_USEC=')), messages.join(' | '));
       await d.stop();
@@ -145,8 +145,8 @@ describe('the daemon as a service', { skip: !isRoot && 'needs root (network name
   });
 });
 
-describe('the daemon as a service: signals while it starts', { skip: !isRoot && 'needs root (network namespaces)' }, () => {
-  const current = useSandbox({ before, after });
+describe('the daemon as a service: signals while it starts', () => {
+  const current = useSandbox({ before, after, afterEach });
 
   it('holds a reload or a stop that arrives while it starts, and acts on it once ready', async () => {
     const sb = current();
@@ -156,14 +156,14 @@ describe('the daemon as a service: signals while it starts', { skip: !isRoot && 
     const pause = { IMDS_FAULT_PAUSE_BEFORE_READY_MS: '500' };
     const d = await sb.startDaemon(path, { waitReady: false, env: pause });
     await d.waitForStderr('imds-fault: pausing before ready');
-    d.child.kill('SIGHUP');
+    d.signal('SIGHUP');
     await d.waitFor((l) => l['msg'] === 'reloaded');
     const order = d.logs.map((l) => l['msg']).filter((m) => m === 'ready' || m === 'a reload was requested while starting' || m === 'reloaded');
     assert.deepEqual(order, ['ready', 'a reload was requested while starting', 'reloaded']);
     assert.equal(d.child.exitCode, null, 'still running');
     assert.equal(d.child.signalCode, null, 'not killed by the SIGHUP');
     // A reload right after `ready` (the window between the log line and READY=1 being sent).
-    d.child.kill('SIGHUP');
+    d.signal('SIGHUP');
     await d.waitFor(() => d.logs.filter((x) => x['msg'] === 'reloaded').length >= 2);
     assert.equal(await d.stop(), 0);
 
@@ -171,9 +171,8 @@ describe('the daemon as a service: signals while it starts', { skip: !isRoot && 
     // its pid file.
     const e = await sb.startDaemon(path, { waitReady: false, env: pause });
     await e.waitForStderr('imds-fault: pausing before ready');
-    e.child.kill('SIGTERM');
-    const code = await new Promise<number | null>((resolve) => e.child.once('exit', (c) => resolve(c)));
-    assert.equal(code, 0, 'a clean exit, not death by signal');
+    // stop() sends SIGTERM and requires exit code 0: a clean exit, not death by the signal.
+    assert.equal(await e.stop('SIGTERM'), 0);
     assert.ok(e.logs.some((l) => l['msg'] === 'a stop was requested while starting'));
     assert.ok(e.logs.some((l) => l['msg'] === 'ready'));
     const pidFile = join(sb.dir, 'signals', 'state', 'imds.pid');
