@@ -1,5 +1,6 @@
 // What a guest's GET (or HEAD) gets: one function from (caller, path) to an answer, used by both the
 // fast path and the Fastify app, so the two cannot disagree. Pure apart from the random seed.
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { EC2_VERSIONS, resolveEc2Version, resolveMetaData, versionListing } from '../documents/ec2.ts';
 import { hasFile, OPENSTACK_LISTING, versionDirectory } from '../documents/openstack.ts';
 import { resolveOpenStackVersion, type OpenStackVersion } from '../documents/versions.ts';
@@ -12,8 +13,29 @@ export const CONTENT_TYPE = {
   html: 'text/html; charset=UTF-8',
 } as const;
 
-/** Header naming the VM a probe impersonates; honoured only on connections the daemon itself opens. */
-export const PROBE_HEADER = 'x-imds-probe-vm';
+/**
+ * Header of the daemon's own probes (`imds vm get`): `<secret> <vm id>`. Honoured only on a
+ * connection from 169.254.169.254 (which only the namespace itself can open: the kernel drops
+ * packets from outside that carry a local source address) and only with this process's secret,
+ * made when it starts and never written anywhere: identity never comes from what a guest can send.
+ */
+export const PROBE_HEADER = 'x-imds-probe';
+const PROBE_SECRET = randomBytes(32).toString('base64url');
+const PROBE_SECRET_BYTES = Buffer.from(PROBE_SECRET);
+
+export function probeHeaderValue(vmId: string): string {
+  return `${PROBE_SECRET} ${vmId}`;
+}
+
+/** The VM id a probe header speaks for, when it carries this process's secret; else undefined. */
+export function probedVmId(header: string | string[] | undefined): string | undefined {
+  if (typeof header !== 'string') return undefined;
+  const space = header.indexOf(' ');
+  if (space < 0) return undefined;
+  const secret = Buffer.from(header.slice(0, space));
+  if (secret.length !== PROBE_SECRET_BYTES.length || !timingSafeEqual(secret, PROBE_SECRET_BYTES)) return undefined;
+  return header.slice(space + 1);
+}
 
 export interface Answer {
   status: 200 | 400 | 401 | 403 | 404 | 405 | 429;

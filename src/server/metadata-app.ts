@@ -4,7 +4,7 @@
 // looked up in the in-memory index; bodies are precomputed Buffers.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify';
-import { answerGet, CONTENT_TYPE, normalisePath, PROBE_HEADER } from './guest-api.ts';
+import { answerGet, CONTENT_TYPE, normalisePath, PROBE_HEADER, probedVmId } from './guest-api.ts';
 import { resolveOpenStackVersion } from '../documents/versions.ts';
 import { hasFile } from '../documents/openstack.ts';
 import type { Logger } from '../log.ts';
@@ -49,7 +49,7 @@ export interface MetadataApp {
  * The VM behind a request: the network its socket arrived on plus its source address. A connection
  * from 169.254.169.254 itself can only come from inside the namespace (the kernel drops packets
  * from outside that carry a local source address), i.e. from the daemon's own probe (`imds vm
- * get`), which names the VM it speaks for in PROBE_HEADER.
+ * get`), which names the VM it speaks for in PROBE_HEADER, with the process's secret.
  */
 export function callerOf(index: MetadataIndex, request: FastifyRequest): VmEntry | undefined {
   const socket = request.raw.socket as TaggedSocket;
@@ -57,8 +57,8 @@ export function callerOf(index: MetadataIndex, request: FastifyRequest): VmEntry
   if (network === undefined) return undefined;
   const source = socket.remoteAddress;
   if (source === METADATA_IP) {
-    const probe = request.headers[PROBE_HEADER];
-    return typeof probe === 'string' ? index.lookupById(network, probe) : undefined;
+    const vmId = probedVmId(request.headers[PROBE_HEADER]);
+    return vmId === undefined ? undefined : index.lookupById(network, vmId);
   }
   return index.lookup(network, source);
 }
@@ -102,7 +102,8 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
     const network = socket[NETWORK];
     if (network === undefined) return undefined;
     const source = socket.remoteAddress ?? '';
-    return (source === METADATA_IP ? undefined : admit(guard, network, source, vm)) ?? (withToken ? checkToken(guard, network, vm, request.url, headerOf(request, TOKEN_HEADER)) : undefined);
+    const ownProbe = source === METADATA_IP && probedVmId(request.headers[PROBE_HEADER]) !== undefined;
+    return (ownProbe ? undefined : admit(guard, network, source, vm)) ?? (withToken ? checkToken(guard, network, vm, request.url, headerOf(request, TOKEN_HEADER)) : undefined);
   };
   const answer = (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const vm = callerOf(deps.index(), request);

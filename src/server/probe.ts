@@ -7,7 +7,7 @@ import { Socket } from 'node:net';
 import { ImdsError } from '../errors.ts';
 import { METADATA_IP } from '../model/names.ts';
 import { socketInNetns } from '../netns/listen-in-netns.ts';
-import { PROBE_HEADER } from './guest-api.ts';
+import { PROBE_HEADER, probeHeaderValue } from './guest-api.ts';
 
 export interface ProbeResult {
   status: number;
@@ -25,7 +25,7 @@ export function probe(netns: string, vmId: string, path: string, method = 'GET',
         createConnection: () => socket.connect(80, METADATA_IP),
         method,
         path,
-        headers: { host: METADATA_IP, [PROBE_HEADER]: vmId, 'user-agent': 'imds-probe', connection: 'close' },
+        headers: { host: METADATA_IP, [PROBE_HEADER]: probeHeaderValue(vmId), 'user-agent': 'imds-probe', connection: 'close' },
         timeout: timeoutMs,
       },
       (res) => {

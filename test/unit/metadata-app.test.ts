@@ -9,6 +9,7 @@ import { networkSchema, vmSchema } from '../../src/model/schema.ts';
 import { NETWORK, type TaggedSocket } from '../../src/server/listeners.ts';
 import { buildMetadataApp, type MetadataApp } from '../../src/server/metadata-app.ts';
 import { MetadataIndex } from '../../src/store/metadata-index.ts';
+import { probeHeaderValue, probedVmId } from '../../src/server/guest-api.ts';
 
 const net = networkSchema.parse({ id: 'net1', cidr: '127.0.0.0/8', service_ip: '127.0.0.2' });
 const other = networkSchema.parse({ id: 'net2', cidr: '127.0.0.0/8', service_ip: '127.0.0.2' });
@@ -68,5 +69,16 @@ describe('metadata app', () => {
     assert.equal((await get(ports['net1'] as number, '/nope')).status, 404);
     assert.equal((await get(ports['net1'] as number, '/openstack/2019-01-01/meta_data.json')).status, 404);
     assert.equal((await get(ports['net1'] as number, '/openstack/latest/meta_data.json/extra')).status, 404);
+  });
+
+  it("honours a probe header only with this process's secret (identity never comes from what a guest can send)", () => {
+    const genuine = probeHeaderValue(vm.id);
+    assert.equal(probedVmId(genuine), vm.id);
+    const secret = genuine.slice(0, genuine.indexOf(' '));
+    for (const forged of [vm.id, `x ${vm.id}`, ` ${vm.id}`, `${secret.slice(0, -1)}${secret.endsWith('A') ? 'B' : 'A'} ${vm.id}`, `${secret}x ${vm.id}`, secret]) {
+      assert.equal(probedVmId(forged), undefined, forged);
+    }
+    assert.equal(probedVmId(undefined), undefined);
+    assert.equal(probedVmId([genuine, genuine]), undefined, 'a repeated header is refused');
   });
 });
