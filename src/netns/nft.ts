@@ -86,7 +86,7 @@ export function renderNatTable(input: NatTableInput): RenderedTable {
       // The daemon's own probes (`imds vm get`) connect from inside the namespace.
       name: 'output',
       hook: 'type nat hook output priority -100; policy accept;',
-      rules: [`ip daddr ${METADATA_IP} tcp dport 80 dnat to ${METADATA_IP}:${port}`],
+      rules: [`ip daddr ${METADATA_IP} tcp dport 80 counter dnat to ${METADATA_IP}:${port}`],
     },
     {
       // The listener is reachable only through the DNAT: a guest cannot bypass port 80's rules.
