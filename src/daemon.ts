@@ -278,6 +278,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
         if (entry === undefined) throw new ImdsError('NOT_FOUND', `vm ${vmId} is not in the index`);
         return buildConfigDrive(runner, configDriveFiles(entry), format, 'imds 0.1.0');
       },
+      vmChangesApplied: () => services.idle(),
       info: () => ({
         version: VERSION,
         api_version: API_VERSION,

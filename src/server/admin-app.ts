@@ -63,6 +63,12 @@ export interface AdminDeps {
   rotateTokenKey(): void;
   /** The VM's config drive image. */
   configDrive(vmId: string, format: DriveFormat): Promise<Buffer>;
+  /**
+   * Resolves once VM changes made so far are in the kernel too (the bridge's interception set, the
+   * namespace's guard sets, dnsmasq's hosts): a change is answered only then, so every guest —
+   * also one reached by interception, or one whose MAC changed — is served when the call returns.
+   */
+  vmChangesApplied?(): Promise<void>;
 }
 
 type NetworkViewT = z.infer<typeof networkView>;
@@ -141,6 +147,10 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
     return reply.code(500).send({ code: 'INTERNAL', message: messageOf(err) });
   });
   app.setNotFoundHandler((request, reply) => reply.code(404).send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` }));
+  // No change is answered before the kernel has it (guest sets, DHCP hosts): see vmChangesApplied.
+  app.addHook('onSend', async (request) => {
+    if (request.method !== 'GET' && request.method !== 'HEAD') await deps.vmChangesApplied?.();
+  });
 
   const networkViewOf = (stored: StoredNetwork): NetworkViewT => {
     const n = stored.network;

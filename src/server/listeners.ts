@@ -8,6 +8,9 @@ import type { Logger } from '../log.ts';
 import { listenInNetns } from '../netns/listen-in-netns.ts';
 import type { HandOver } from './fast-path.ts';
 
+const METHOD_NOT_ALLOWED_BODY = '405 Method Not Allowed\n';
+const METHOD_NOT_ALLOWED = `HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: ${METHOD_NOT_ALLOWED_BODY.length}\r\nConnection: close\r\n\r\n${METHOD_NOT_ALLOWED_BODY}`;
+
 export const NETWORK = Symbol('imds.network');
 
 export type TaggedSocket = Socket & { [NETWORK]?: string };
@@ -129,6 +132,12 @@ export function guestServer(network: string, handler: RequestHandler, timeouts: 
     socket.once('close', () => sockets.delete(socket));
     if (front === undefined) handOver(socket, undefined);
     else front(socket, handOver);
+  });
+  // CONNECT is not served (node:http would drop the connection without a word): 405, as for every
+  // method but GET and HEAD.
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+    socket.end(METHOD_NOT_ALLOWED);
+    socket.destroySoon();
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     log.debug({ network, err: err.code ?? messageOf(err) }, 'client error');

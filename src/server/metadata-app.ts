@@ -105,11 +105,18 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
     const ownProbe = source === METADATA_IP && probedVmId(request.headers[PROBE_HEADER]) !== undefined;
     return (ownProbe ? undefined : admit(guard, network, source, vm)) ?? (withToken ? checkToken(guard, network, vm, request.url, headerOf(request, TOKEN_HEADER)) : undefined);
   };
+  /** A method other than GET and HEAD where none is served: 400 at the password (as Nova), else 405. */
+  const otherMethod = (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    if (PASSWORD_PATH.test(request.url.replace(/^\/+/, '').split('?')[0] ?? '')) return badRequest(reply, 'GET and POST only are supported.');
+    return reply.code(405).header('allow', 'GET, HEAD').header('content-type', CONTENT_TYPE.text).send('405 Method Not Allowed\n');
+  };
   const answer = (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const vm = callerOf(deps.index(), request);
     return send(reply, refusal(request, vm, true) ?? answerGet(vm, request.url, deps.passwords.password.bind(deps.passwords), request.method));
   };
-  app.setNotFoundHandler(answer);
+  // Routes exist for GET, HEAD, POST, PUT, DELETE, PATCH and OPTIONS; any other method (TRACE,
+  // PROPFIND, …) lands here and is refused like the routed ones, never answered as a GET.
+  app.setNotFoundHandler((request, reply) => (request.method === 'GET' || request.method === 'HEAD' ? answer(request, reply) : otherMethod(request, reply)));
   app.setErrorHandler((err: { statusCode?: number; message: string }, request, reply) => {
     const status = err.statusCode ?? 500;
     if (status >= 500) {
@@ -181,19 +188,11 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
   // A PUT for a token under a dated version (or anything but `latest`): 403, as EC2 answers.
   app.put<{ Params: { '*': string } }>('/*', (request, reply) => {
     if (/^[^/]+\/api\/token\/?$/.test(request.params['*'])) return send(reply, reject(guard, 'token_path', FORBIDDEN));
-    if (PASSWORD_PATH.test(request.params['*'])) return badRequest(reply, 'GET and POST only are supported.');
-    return reply.code(405).header('allow', 'GET, HEAD').header('content-type', CONTENT_TYPE.text).send('405 Method Not Allowed\n');
+    return otherMethod(request, reply);
   });
 
   // Other methods: the password answers 400 like Nova; elsewhere only GET and HEAD exist.
-  app.route<{ Params: { '*': string } }>({
-    method: ['POST', 'DELETE', 'PATCH', 'OPTIONS'],
-    url: '/*',
-    handler: (request, reply) => {
-      if (PASSWORD_PATH.test(request.params['*'])) return badRequest(reply, 'GET and POST only are supported.');
-      return reply.code(405).header('allow', 'GET, HEAD').header('content-type', CONTENT_TYPE.text).send('405 Method Not Allowed\n');
-    },
-  });
+  app.route({ method: ['POST', 'DELETE', 'PATCH', 'OPTIONS'], url: '/*', handler: otherMethod });
 
   await app.ready();
   if (handler === undefined) throw new Error('fastify did not call serverFactory');

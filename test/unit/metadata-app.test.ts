@@ -15,12 +15,12 @@ const net = networkSchema.parse({ id: 'net1', cidr: '127.0.0.0/8', service_ip: '
 const other = networkSchema.parse({ id: 'net2', cidr: '127.0.0.0/8', service_ip: '127.0.0.2' });
 const vm = vmSchema.parse({ id: '1b4e28ba-2fa1-11d2-883f-0016d3cca427', network: 'net1', ip: '127.0.0.1', mac: '52:54:00:12:34:56', hostname: 'vm1', user_data: 'hello' });
 
-function get(port: number, path: string, method = 'GET'): Promise<{ status: number; type: string | undefined; body: string }> {
+function get(port: number, path: string, method = 'GET'): Promise<{ status: number; type: string | undefined; body: string; allow: string | undefined }> {
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, path, method }, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'], body }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'], body, allow: res.headers['allow'] }));
     });
     req.on('error', reject);
     req.end();
@@ -69,6 +69,18 @@ describe('metadata app', () => {
     assert.equal((await get(ports['net1'] as number, '/nope')).status, 404);
     assert.equal((await get(ports['net1'] as number, '/openstack/2019-01-01/meta_data.json')).status, 404);
     assert.equal((await get(ports['net1'] as number, '/openstack/latest/meta_data.json/extra')).status, 404);
+  });
+
+  it('refuses methods it has no route for (TRACE, PROPFIND, …) as it refuses the routed ones, never answering them as a GET', async () => {
+    const port = ports['net1'] as number;
+    for (const method of ['TRACE', 'PROPFIND', 'MKCOL', 'LOCK', 'COPY', 'SEARCH', 'DELETE', 'PATCH']) {
+      for (const path of ['/openstack/latest/meta_data.json', '/openstack/latest/user_data', '/latest/meta-data/']) {
+        const r = await get(port, path, method);
+        assert.deepEqual([r.status, r.allow, r.body], [405, 'GET, HEAD', '405 Method Not Allowed\n'], `${method} ${path}`);
+      }
+      const pw = await get(port, '/openstack/latest/password', method);
+      assert.deepEqual([pw.status, pw.allow], [400, undefined], `${method} on the password: 400, as Nova`);
+    }
   });
 
   it("honours a probe header only with this process's secret (identity never comes from what a guest can send)", () => {
