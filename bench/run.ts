@@ -2,7 +2,7 @@
 // rewrite chain), side by side in one run, inside a throwaway hypervisor namespace. Prints a table
 // with the ratios and writes the raw results as JSON (bench/results/). Medians of --runs runs.
 //
-//   npm run bench -- [--runs N] [--seconds S] [--quick]
+//   npm run bench -- [--runs N] [--seconds S] [--quick] [--only load|restart|memory|flood|floor]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { hostname, cpus } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +24,7 @@ import {
   type StormResult,
   type WrkResult,
 } from './lib/measure.ts';
+import { floodBench, type FloodResult } from './lib/flood.ts';
 import { lighttpdConfig, startLighttpd, writePeer, writeVmFiles } from './lib/peer.ts';
 import { addGuests, networks, vmOf, vms, writeStormFiles, VMS_PER_NETWORK, type BenchVm, type GuestRef } from './lib/topology.ts';
 
@@ -382,6 +383,9 @@ function report(): string {
   rows.push(['RSS with 1,000 VMs, MB', fmt((im['rss_kb_after_load_1000_vms'] as number) / 1024, 1), fmt((pe['rss_kb_after_load_1000_vms'] as number) / 1024, 1), '', '']);
   rows.push(['RSS with 10,000 VMs, MB', fmt((mem['imds_rss_kb_10000_vms'] ?? 0) / 1024, 1), fmt((mem['peer_rss_kb_10000_vms'] ?? 0) / 1024, 1), '', '< 150 MB']);
   rows.push(['extra memory per network, kB', fmt(mem['imds_extra_kb_per_network'] ?? 0, 1), fmt(mem['peer_extra_kb_per_network'] ?? 0), '', '']);
+  const fl = results['flood'] as FloodResult['runs'];
+  const flm = (k: 'unloaded' | 'loaded') => median(fl.map((x) => x[k].p99));
+  rows.push(['neighbour p99 ms, quiet / another guest flooding', `${fmt(flm('unloaded'), 2)} / ${fmt(flm('loaded'), 2)}`, '', `${fmt(flm('loaded') / flm('unloaded'), 2)}x`, '']);
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   return rows.map((r) => `| ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`).join('\n');
 }
@@ -405,8 +409,14 @@ async function main(): Promise<void> {
       cpu_model: cpus()[0]?.model,
       kernel: execFileSync('uname', ['-r']).toString().trim(),
       node: process.version,
-      lighttpd: execFileSync('lighttpd', ['-v']).toString().split('\n')[0],
-      wrk: (await sh(['wrk', '-v'], { allowFailure: true })).stdout.split('\n')[0],
+      lighttpd: ((): string | undefined => {
+        try {
+          return execFileSync('lighttpd', ['-v']).toString().split('\n')[0];
+        } catch {
+          return undefined; // not needed by --only flood
+        }
+      })(),
+      wrk: (await sh(['wrk', '-v'], { allowFailure: true }).catch(() => undefined))?.stdout.split('\n')[0],
       date: new Date().toISOString(),
       runs: RUNS,
       seconds: SECONDS,
@@ -418,6 +428,10 @@ async function main(): Promise<void> {
       return;
     }
     if (!wanted('load')) {
+      if (ONLY.has('flood')) {
+        const flood = await floodBench(sb, RUNS, SECONDS * 2, log);
+        process.stdout.write(`\n${flood.table}\n`);
+      }
       if (wanted('restart')) {
         const restart = await imdsRestart(sb, RESTART_NETWORKS);
         log(`restart to serving: ${restart.to_serving_ms.map((x) => x.toFixed(0)).join(', ')} ms; daemon listening at ${restart.daemon_listening_ms.join(', ')} ms; to ready: ${restart.to_ready_ms.map((x) => x.toFixed(0)).join(', ')} ms`);
@@ -464,6 +478,9 @@ async function main(): Promise<void> {
     (results['peer'] as Record<string, unknown>)['restart_ms'] = await peerRestart(sb, restart.guests);
     log('memory with 10,000 VMs and per network');
     results['memory'] = await memory(sb);
+    log('[imds] a neighbour during a flood');
+    const flood = await floodBench(sb, RUNS, SECONDS * 2, log);
+    results['flood'] = flood.runs;
 
     const table = report();
     process.stdout.write(`\n${table}\n`);

@@ -3,7 +3,7 @@
 // HTTP tree serves the VM's guest, and read by cloud-init's own ConfigDriveReader.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
@@ -35,11 +35,17 @@ describe('config drive', () => {
   let daemon: DaemonProcess;
   let guest: Guest;
   let work: string;
+  /** The daemon's TMPDIR (where it builds images): inside the sandbox, never the host's /tmp. */
+  let tmp: string;
   const cli = (args: string[], allowFailure = false) => sb.cli(['--admin-socket', sb.adminSocket(), ...args], { allowFailure });
 
   before(async () => {
     sb = current();
     work = mkdtempSync(join(sb.dir, 'cd-'));
+    tmp = join(sb.dir, 'daemon-tmp');
+    mkdirSync(tmp);
+    // Dated in the past: any entry made in it and removed again shows as a newer modification time.
+    utimesSync(tmp, new Date(2000, 0, 1), new Date(2000, 0, 1));
     daemon = await sb.startDaemon(
       sb.writeConfig(
         sb.config({
@@ -61,6 +67,7 @@ describe('config drive', () => {
           ],
         }),
       ),
+      { env: { TMPDIR: tmp } },
     );
     guest = await sb.addGuest('a', { bridge: 'imdsb-net1', prefix: 24, ip: '198.51.100.10', mac: '52:54:00:00:00:0a', metadataVia: '198.51.100.2' });
   });
@@ -172,13 +179,17 @@ describe('config drive', () => {
     for (const name of readdirSync('/usr/sbin')) if (!name.startsWith('mkfs.vfat') && !name.startsWith('mkfs.fat')) symlinkSync(join('/usr/sbin', name), join(bin, name));
     await daemon.stop();
     const cfg = join(sb.dir, 'imds.yaml');
-    daemon = await sb.startDaemon(cfg, { env: { PATH: `${bin}:/usr/bin` } });
+    daemon = await sb.startDaemon(cfg, { env: { PATH: `${bin}:/usr/bin`, TMPDIR: tmp } });
+    // The earlier builds worked in the daemon's TMPDIR and left nothing there; date it again.
+    assert.ok(statSync(tmp).mtimeMs > new Date(2001, 0, 1).getTime(), 'the earlier builds worked in the daemon\'s TMPDIR');
+    assert.deepEqual(readdirSync(tmp), [], 'nothing left in the daemon\'s TMPDIR by the earlier builds');
+    utimesSync(tmp, new Date(2000, 0, 1), new Date(2000, 0, 1));
     const r = await cli(['vm', 'configdrive', VM, '-o', join(work, 'nofat.img'), '--format', 'vfat'], true);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /COMMAND_NOT_FOUND: mkfs\.vfat is not installed: install the Debian package dosfstools/);
     assert.ok(!existsSync(join(work, 'nofat.img')));
-    const tmp = readdirSync('/tmp').filter((n) => n.startsWith('imds-configdrive-'));
-    assert.deepEqual(tmp, [], 'the work directory was removed');
+    assert.ok(statSync(tmp).mtimeMs > new Date(2001, 0, 1).getTime(), 'the failed build worked in the daemon\'s TMPDIR');
+    assert.deepEqual(readdirSync(tmp), [], 'the work directory was removed');
     rmSync(bin, { recursive: true, force: true });
   });
 });

@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { guestRaw, guestRequests, type GuestReply } from '../helpers/guest-requests.ts';
+import { CapturedOutput } from '../helpers/captured-output.ts';
 import { Guest, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM_A = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
@@ -11,10 +13,44 @@ const VM_C = '9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d';
 const USER_DATA_A = '#cloud-config\nhostname: alpha\nruncmd:\n  - [echo, "héllo ☃"]\n';
 const USER_DATA_C = gzipSync(Buffer.from('#!/bin/sh\necho charlie\n'));
 
+/** The paths a listing leads to (`/`, `/ec2`, `/openstack`, a version, a meta-data directory); none for a file. */
+function listed(path: string, body: string): string[] {
+  const lines = body.split('\n').filter(Boolean);
+  if (path === '/') return lines.map((v) => `/${v}`);
+  if (path === '/ec2' || path === '/openstack' || /^\/openstack\/[^/]+$/.test(path) || /^(\/ec2)?\/[^/]+$/.test(path)) return lines.map((l) => `${path}/${l}`);
+  if (path.endsWith('/')) return lines.map((l) => (/^\d+=/.test(l) ? `${path}${l.split('=')[0]}/` : `${path}${l}`));
+  return [];
+}
+
+/**
+ * Every path of a guest's tree, found the way clients find them: from `/`, `/ec2` and `/openstack`,
+ * following every listing (one guest process per level). Returns each path's GET answer.
+ */
+async function crawl(guest: Guest): Promise<Map<string, GuestReply>> {
+  const tree = new Map<string, GuestReply>();
+  let frontier = ['/', '/ec2', '/openstack'];
+  while (frontier.length > 0) {
+    const replies = await guestRequests(guest, frontier.map((path) => ({ path })), { concurrency: 4 });
+    const next = new Set<string>();
+    frontier.forEach((path, i) => {
+      const r = replies[i] as GuestReply;
+      tree.set(path, r);
+      if (r.status === 200) for (const child of listed(path, r.body.toString())) if (!tree.has(child)) next.add(child);
+    });
+    frontier = [...next];
+  }
+  return tree;
+}
+
+/** Header names and values but the date, which moves. */
+const stable = (h: Record<string, string>): Record<string, string> => Object.fromEntries(Object.entries(h).filter(([k]) => k !== 'date'));
+
 describe('data path', () => {
   const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
   let daemon: DaemonProcess;
+  /** Every byte the daemon wrote, from its start. */
+  let output: CapturedOutput;
   let gA: Guest;
   let gB: Guest;
   let gC: Guest;
@@ -23,6 +59,8 @@ describe('data path', () => {
   before(async () => {
     sb = current();
     const config = sb.config({
+      // The tree crawls below make a few thousand requests from one guest; the rate limit has its own tests.
+      rate_limit_per_second: 0,
       headers_timeout_ms: 1500,
       request_timeout_ms: 3000,
       networks: [
@@ -44,7 +82,9 @@ describe('data path', () => {
         { id: VM_C, network: 'net2', ip: '198.51.100.10', mac: '52:54:00:00:00:0c', hostname: 'charlie', user_data: USER_DATA_C },
       ],
     });
-    daemon = await sb.startDaemon(sb.writeConfig(config));
+    daemon = await sb.startDaemon(sb.writeConfig(config), { waitReady: false });
+    output = new CapturedOutput(daemon);
+    await daemon.waitFor((l) => l['msg'] === 'ready');
     const on1 = { bridge: 'imdsb-net1', prefix: 24, metadataVia: '198.51.100.2' };
     const on2 = { bridge: 'imdsb-net2', prefix: 24, metadataVia: '198.51.100.2' };
     gA = await sb.addGuest('a', { ...on1, ip: '198.51.100.10', mac: '52:54:00:00:00:0a' });
@@ -156,8 +196,120 @@ describe('data path', () => {
     assert.equal(res['ec2_hostname'], 'alpha.novalocal');
   });
 
+  it('answers 431 to a request head over 8 KiB, and serves one just under it', async () => {
+    const head = (pad: number) => Buffer.from(`GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Pad: ${'p'.repeat(pad)}\r\nConnection: close\r\n\r\n`);
+    const [over, under] = await guestRaw(gA, [head(9 * 1024), head(7 * 1024)]);
+    assert.match(over?.text ?? '', /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/, `a 9 KiB head: ${JSON.stringify(over)}`);
+    assert.match(under?.text ?? '', /^HTTP\/1\.1 200 OK\r\n[\s\S]*"uuid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427"/, `a 7 KiB head: ${JSON.stringify(under?.text.slice(0, 200))}`);
+  });
+
+  it('answers 400 to a body over 64 KiB (any route, the password too) and stores nothing', async () => {
+    const token = (body: Buffer) => ({ method: 'PUT', path: '/latest/api/token', headers: { 'x-aws-ec2-metadata-token-ttl-seconds': '60' }, body });
+    const password = (body: Buffer) => ({ method: 'POST', path: '/openstack/latest/password', body });
+    const [tokenUnder, tokenOver, passwordOver, passwordLong, stored] = await guestRequests(gB, [
+      token(Buffer.alloc(60 * 1024, 'a')),
+      token(Buffer.alloc(64 * 1024 + 1, 'a')),
+      password(Buffer.alloc(70 * 1024, 'a')),
+      password(Buffer.alloc(1021, 'a')),
+      { path: '/openstack/latest/password' },
+    ]);
+    // The 64 KiB limit holds for any body (the password's own is 1020 bytes): a token PUT with 60 KiB
+    // of body is served, one with 64 KiB + 1 is refused.
+    assert.equal(tokenUnder?.status, 200, `a 60 KiB body to the token endpoint: ${tokenUnder?.body.toString()}`);
+    assert.match(tokenUnder?.body.toString() ?? '', /^[A-Za-z0-9_-]{20,}$/, 'a token');
+    assert.deepEqual([tokenOver?.status, tokenOver?.body.toString()], [400, '400 Bad Request\n\nRequest is too large.\n'], 'a body of 64 KiB + 1');
+    assert.deepEqual([passwordOver?.status, passwordOver?.body.toString()], [400, '400 Bad Request\n\nRequest is too large.\n'], 'a 70 KiB password');
+    assert.deepEqual([passwordLong?.status, passwordLong?.body.toString()], [400, '400 Bad Request\n\nRequest is too large.\n'], 'a password of 1021 bytes (Nova\'s 4 x 255 + 1)');
+    assert.deepEqual([stored?.status, stored?.body.length], [200, 0], 'no password stored');
+    assert.deepEqual(JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'password', VM_B, '--json'])).stdout), { password: '' });
+  });
+
+  it('stores nothing for an empty password POST: the password stays unset and a later one is taken, once', async () => {
+    const post = (body: string) => ({ method: 'POST', path: '/openstack/latest/password', body: Buffer.from(body) });
+    const get = { path: '/openstack/2013-04-04/password' };
+    const [empty, afterEmpty] = await guestRequests(gB, [post(''), get]);
+    assert.deepEqual([empty?.status, empty?.body.toString()], [200, ''], 'an empty POST is answered 200, as Nova answers it');
+    assert.deepEqual([afterEmpty?.status, afterEmpty?.body.toString()], [200, ''], 'GET: still no password');
+    assert.deepEqual(JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'password', VM_B, '--json'])).stdout), { password: '' }, 'the admin API: none');
+    const [real, afterReal, again, afterAgain, emptyAgain] = await guestRequests(gB, [post('c2VjcmV0'), get, post('b3RoZXI='), get, post('')]);
+    assert.equal(real?.status, 200, 'the first real password is taken');
+    assert.equal(afterReal?.body.toString(), 'c2VjcmV0');
+    assert.deepEqual([again?.status, again?.body.toString()], [409, '409 Conflict\n\nA password has already been set.\n'], 'a second one is refused');
+    assert.equal(afterAgain?.body.toString(), 'c2VjcmV0', 'and changes nothing');
+    assert.equal(emptyAgain?.status, 409, 'an empty POST does not clear it either');
+    assert.deepEqual(JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'password', VM_B, '--json'])).stdout), { password: 'c2VjcmV0' });
+  });
+
+  it('answers 405 with Allow: GET, HEAD to other methods outside the password endpoint (400 there, as Nova)', async () => {
+    const methods = ['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
+    const paths = ['/', '/openstack', '/openstack/latest/meta_data.json', '/latest/meta-data/hostname', '/2009-04-04/user-data', '/ec2/latest/meta-data/'];
+    const asked = methods.flatMap((method) => paths.map((path) => ({ method, path, headers: { 'content-length': '0' } })));
+    const replies = await guestRequests(gA, asked, { concurrency: 4 });
+    const wrong = asked
+      .map((r, i) => ({ r, a: replies[i] as GuestReply }))
+      .filter(({ a }) => a.status !== 405 || a.headers['allow'] !== 'GET, HEAD' || a.body.toString() !== '405 Method Not Allowed\n')
+      .map(({ r, a }) => `${r.method} ${r.path}: ${a.status} allow=${a.headers['allow']}`);
+    assert.deepEqual(wrong, [], 'every one 405 with Allow: GET, HEAD');
+    // Methods without a route (TRACE, PROPFIND) and CONNECT (node:http's upgrade path) too.
+    const [trace, propfind, connect] = await guestRaw(gA, [
+      Buffer.from('TRACE /openstack/latest/user_data HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n'),
+      Buffer.from('PROPFIND /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n'),
+      Buffer.from('CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254:443\r\n\r\n'),
+    ]);
+    for (const [method, reply] of [['TRACE', trace], ['PROPFIND', propfind], ['CONNECT', connect]] as const) {
+      assert.match(reply?.text ?? '', /^HTTP\/1\.1 405 Method Not Allowed\r\n/, `${method}: ${JSON.stringify(reply?.text.slice(0, 200))}`);
+      assert.match(reply?.text ?? '', /\r\nallow: GET, HEAD\r\n/i, `${method} carries Allow`);
+      assert.doesNotMatch(reply?.text ?? '', /user-data|uuid/, `${method} is not answered as a GET`);
+    }
+    const password = await guestRequests(gA, ['PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'].map((method) => ({ method, path: '/openstack/latest/password' })));
+    for (const a of password) {
+      assert.equal(a.status, 400);
+      assert.equal(a.headers['allow'], undefined, 'no Allow on the password endpoint (Nova answers 400)');
+    }
+  });
+
+  it('answers HEAD on every path a GET answers 200 with the same status and headers and no body, on both paths', async () => {
+    const tree = await crawl(gA);
+    const paths = [...tree.keys()];
+    const notOk = paths.filter((p) => tree.get(p)?.status !== 200);
+    assert.deepEqual(notOk, [], 'every listed path loads');
+    // The crawl found the whole tree: both listings, every version, the deep EC2 leaves.
+    for (const p of ['/openstack/2012-08-10/meta_data.json', '/openstack/latest/user_data', '/openstack/latest/password', '/openstack/latest/vendor_data2.json', '/1.0/meta-data/hostname', '/latest/user-data', '/ec2/2009-04-04/meta-data/placement/availability-zone', '/latest/meta-data/public-keys/0/openssh-key']) {
+      assert.ok(tree.has(p), `the crawl reached ${p}`);
+    }
+    assert.ok(paths.length > 300, `${paths.length} paths`);
+
+    const heads = await guestRequests(gA, paths.map((path) => ({ method: 'HEAD', path })), { concurrency: 4 });
+    // The same through node:http and the Fastify app (a connection the fast path handed over).
+    const handedGets = await guestRequests(gA, paths.map((path) => ({ path })), { mode: 'handed' });
+    const handedHeads = await guestRequests(gA, paths.map((path) => ({ method: 'HEAD', path })), { mode: 'handed' });
+    assert.ok([...handedGets, ...handedHeads].every((r) => r.reused), 'every handed request came on the handed-over connection');
+
+    const wrong: string[] = [];
+    paths.forEach((path, i) => {
+      for (const [how, get, head] of [['fast path', tree.get(path), heads[i]], ['handed over', handedGets[i], handedHeads[i]]] as const) {
+        if (get === undefined || head === undefined) throw new Error(`no answer for ${path}`);
+        if (get.status !== 200) wrong.push(`${how}: GET ${path}: ${get.status}`);
+        if (path.endsWith('/password')) {
+          // metadata-api.md §5 and docs/metadata.md: the password answers HEAD with 400, as Nova (webob) does.
+          if (head.status !== 400) wrong.push(`${how}: HEAD ${path}: ${head.status}, not 400`);
+          continue;
+        }
+        if (head.status !== get.status) wrong.push(`${how}: HEAD ${path}: ${head.status}, GET ${get.status}`);
+        if (head.body.length !== 0) wrong.push(`${how}: HEAD ${path}: a body of ${head.body.length} bytes`);
+        if (head.headers['content-length'] !== String(get.body.length)) wrong.push(`${how}: HEAD ${path}: content-length ${head.headers['content-length']}, GET's body ${get.body.length}`);
+        try {
+          assert.deepEqual(stable(head.headers), stable(get.headers));
+        } catch {
+          wrong.push(`${how}: HEAD ${path}: headers ${JSON.stringify(stable(head.headers))}, GET ${JSON.stringify(stable(get.headers))}`);
+        }
+      }
+    });
+    assert.deepEqual(wrong, [], `HEAD differs from GET on ${wrong.length} of ${paths.length * 2} answers`);
+  });
+
   it('logged one debug line per request, never user data, no 5xx, and never crashed', () => {
-    assert.equal(daemon.child.exitCode, null);
+    assert.ok(daemon.alive, 'the daemon is still running');
     assert.equal(daemon.logs.filter((l) => l['msg'] === 'metadata request failed').length, 0);
     const requests = daemon.logs.filter((l) => l['msg'] === 'request');
     const served = requests.find((l) => l['vm'] === VM_A && l['path'] === '/openstack/latest/user_data');
@@ -167,7 +319,28 @@ describe('data path', () => {
       { network: 'net1', status: 200, level: 20, src: '198.51.100.10' },
     );
     assert.equal(typeof served['ms'], 'number');
-    const all = JSON.stringify(daemon.logs);
-    assert.ok(!all.includes('hostname: alpha') && !all.includes('echo charlie'), 'user data never reaches the log');
+    // VM C's (gzip) user data was served during this run, so the check below could see it.
+    assert.ok(
+      requests.some((l) => l['vm'] === VM_C && l['network'] === 'net2' && l['path'] === '/openstack/latest/user_data' && l['status'] === 200),
+      'VM C fetched its user data',
+    );
+    // Neither user data in the daemon's output (stdout and stderr, from its start), in any form a
+    // logger could give it: raw bytes, text (latin1 or UTF-8) JSON-escaped, base64, hex, a byte array.
+    const out = output.bytes;
+    assert.ok(out.length > 0 && out.includes(VM_C), 'the output was captured');
+    const text = out.toString('utf8');
+    for (const [what, data] of [['VM A', Buffer.from(USER_DATA_A, 'utf8')], ['VM C', USER_DATA_C]] as const) {
+      const forms = {
+        raw: data,
+        latin1: Buffer.from(data.toString('latin1'), 'utf8'),
+        'latin1, JSON-escaped': Buffer.from(JSON.stringify(data.toString('latin1')).slice(1, -1), 'utf8'),
+        'utf8, JSON-escaped': Buffer.from(JSON.stringify(data.toString('utf8')).slice(1, -1), 'utf8'),
+        base64: Buffer.from(data.toString('base64')),
+        hex: Buffer.from(data.toString('hex')),
+        'a Buffer as JSON': Buffer.from(JSON.stringify([...data]).slice(1, -1)),
+      };
+      for (const [form, bytes] of Object.entries(forms)) assert.ok(!out.includes(bytes), `${what}'s user data (${form}) is in the daemon's output`);
+    }
+    assert.ok(!text.includes('hostname: alpha') && !text.includes('echo charlie'), 'user data never reaches the log');
   });
 });

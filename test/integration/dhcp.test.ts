@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
+import { armGet, exitOf, guestCounter, lineOn, until } from '../helpers/wait.ts';
 import { udhcpc } from '../helpers/dhcp-client.ts';
 import { sh, useSandbox, type DaemonProcess, type Guest, type Sandbox } from '../helpers/sandbox.ts';
 
@@ -41,16 +42,6 @@ function alive(pid: number): boolean {
   }
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 describe('DHCP and L2 interception', () => {
   const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
@@ -70,7 +61,7 @@ describe('DHCP and L2 interception', () => {
   before(async () => {
     sb = current();
     // The uplink: a veth whose far end stands for the rest of the segment (another hypervisor).
-    far = `${sb.prefix}${sb.id}-far`;
+    far = `${sb.base}far`; // a sandbox name: removed with the sandbox, and by sweep.sh once this run is gone
     await sh(['ip', 'netns', 'add', far]);
     await sh(['ip', '-n', sb.hv, 'link', 'add', 'upl0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', far]);
     await sh(['ip', '-n', far, '-batch', '-'], { stdin: 'link set lo up\nlink set eth0 up\naddr add 198.51.100.200/24 dev eth0\n' });
@@ -140,40 +131,47 @@ describe('DHCP and L2 interception', () => {
     assert.equal(lease['ip'], '198.51.100.11');
   });
 
-  it('a guest whose only route is a default route via a router that does not serve metadata still gets its own metadata', async () => {
+  it('a guest whose only route is a default route via a router that does not serve metadata gets its own metadata, from the first request after `vm add` returns', async () => {
     // The router stand-in answers ARP for the gateway address and does nothing else (no forwarding, no port 80).
     await sb.addGuest('rtr', { bridge: BRIDGE, ip: '198.51.100.1', prefix: 24, mac: '52:54:00:00:0f:01' });
-    await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'add', VM3, '--network', 'dh', '--ip', '198.51.100.13', '--mac', '52:54:00:00:01:13', '--hostname', 'static-three']);
+    // The guest is up before its VM is registered (a VM that boots early, or retries), and already
+    // knows its gateway's MAC.
     const g3 = await sb.addGuest('three', { bridge: BRIDGE, ip: '198.51.100.13', prefix: 24, mac: '52:54:00:00:01:13', defaultVia: '198.51.100.1' });
     const via = (await g3.exec(['ip', 'route', 'get', '169.254.169.254'])).stdout;
     assert.match(via, /via 198\.51\.100\.1 /, 'the guest sends metadata traffic to its gateway');
-    const md = await until('the interception to cover the new VM', async () => {
-      const r = await g3.http('/openstack/latest/meta_data.json', { maxTimeS: 2 }).catch(() => undefined);
-      return r?.status === 200 ? r : undefined;
-    });
-    assert.equal((JSON.parse(md.body.toString()) as { uuid: string }).uuid, VM3);
+    await g3.exec(['busybox', 'ping', '-c', '1', '-W', '5', '198.51.100.1']);
+    const synRetransBefore = await guestCounter(g3, 'TcpExt.TCPSynRetrans');
+    // "Served as soon as the CLI returns": the request leaves the guest the moment `vm add` exits
+    // (armed beforehand, no process start in between); it must be answered 200 with the VM's
+    // document, and its first SYN must have reached imds (a SYN the router dropped would be
+    // retransmitted after 1 s and answered late: that is not "as soon as").
+    const armed = await armGet(g3, '/openstack/latest/meta_data.json', 10_000);
+    await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'add', VM3, '--network', 'dh', '--ip', '198.51.100.13', '--mac', '52:54:00:00:01:13', '--hostname', 'static-three']);
+    const first = await armed.fire();
+    const synRetrans = (await guestCounter(g3, 'TcpExt.TCPSynRetrans')) - synRetransBefore;
+    process.stdout.write(`# measured: first request after \`vm add\` returned (L2 interception): ${JSON.stringify({ status: first.status ?? first.error, connect_ms: first.connect_ms, ms: first.ms, syn_retransmissions: synRetrans })}\n`);
+    assert.equal(first.status, 200, `the first request after the CLI returned: ${JSON.stringify(first)}`);
+    assert.equal((JSON.parse(first.body as string) as { uuid: string }).uuid, VM3);
     const table = (await sb.hvRun(['nft', 'list', 'table', 'bridge', `${sb.nsPrefix}dh`])).stdout;
     const steered = Number(/ether daddr set [0-9a-f:]+ counter packets (\d+)/.exec(table)?.[1]);
     assert.ok(steered > 0, `the bridge rewrote frames (${steered})\n${table}`);
 
-    // Control: an unregistered guest, same setup, is not steered; the router answers nothing.
+    // Control: an unregistered guest, same setup, is not steered; the router answers nothing
+    // (steered to imds, it would get a 404).
     const gx = await sb.addGuest('stranger', { bridge: BRIDGE, ip: '198.51.100.99', prefix: 24, mac: '52:54:00:00:0f:99', defaultVia: '198.51.100.1' });
     const r = await gx.exec(['curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', 'http://169.254.169.254/openstack'], { allowFailure: true });
     assert.equal(r.stdout, '000', 'nothing answers a guest imds does not know');
+
+    // Last, as it is the strictest: the answer was not merely eventual.
+    assert.equal(synRetrans, 0, `the first request's SYN was retransmitted ${synRetrans} time(s): the bridge did not steer it yet when \`vm add\` returned (answered after ${first.ms} ms, connected after ${first.connect_ms} ms)`);
   });
 
   it('no ARP reply for 169.254.169.254 appears on the uplink, and local ARP requests for it do not leave', async () => {
     const pcap = join(sb.dir, 'uplink.pcap');
     const dump = spawn('nsenter', [`--net=/run/netns/${sb.hv}`, '--', 'tcpdump', '-i', 'upl0', '-n', '-U', '-w', pcap, 'arp'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    await new Promise<void>((resolve, reject) => {
-      let err = '';
-      dump.stderr.on('data', (d: Buffer) => {
-        err += d.toString();
-        if (err.includes('listening on')) resolve();
-      });
-      dump.once('exit', (code) => reject(new Error(`tcpdump exited ${code}: ${err}`)));
-    });
+    const captured = async (): Promise<string> => (await sh(['tcpdump', '-r', pcap, '-n'], { allowFailure: true })).stdout;
     try {
+      await lineOn(dump.stderr, 'tcpdump to listen on upl0', (l) => l.includes('listening on'), 20_000);
       // From beyond the uplink: who has 169.254.169.254? (nobody here may say)
       await sh(['ip', '-n', far, 'route', 'add', '169.254.169.254/32', 'dev', 'eth0']);
       const farTry = await sh(['ip', 'netns', 'exec', far, 'curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', 'http://169.254.169.254/'], { allowFailure: true });
@@ -184,12 +182,15 @@ describe('DHCP and L2 interception', () => {
       await g4.exec(['curl', '-s', '-m', '2', '-o', '/dev/null', 'http://169.254.169.254/'], { allowFailure: true });
       const neigh = (await g4.exec(['ip', 'neigh', 'show', '169.254.169.254'])).stdout;
       assert.match(neigh, /lladdr 02:/, `the local guest learned imds0's MAC: ${neigh}`);
+      // A marker from the far side, sent after all of the above: once the capture holds it, it
+      // holds everything that crossed upl0 before it.
+      await sh(['ip', 'netns', 'exec', far, 'busybox', 'ping', '-c', '1', '-W', '1', '198.51.100.201'], { allowFailure: true });
+      await until('the marker ARP request in the capture', async () => ((await captured()).includes('who-has 198.51.100.201 tell 198.51.100.200') ? true : undefined));
     } finally {
-      await new Promise((r) => setTimeout(r, 300));
       dump.kill('SIGINT');
-      await new Promise((r) => dump.once('exit', r));
+      await exitOf(dump, 'tcpdump', 10_000).catch(() => dump.kill('SIGKILL'));
     }
-    const text = (await sh(['tcpdump', '-r', pcap, '-n'])).stdout;
+    const text = await captured();
     assert.match(text, /Request who-has 169\.254\.169\.254 tell 198\.51\.100\.200/, `the capture saw the far side ask\n${text}`);
     assert.doesNotMatch(text, /Reply 169\.254\.169\.254 is-at/, `no answer for the metadata address left\n${text}`);
     assert.doesNotMatch(text, /who-has 169\.254\.169\.254 tell 198\.51\.100\.14/, `the local request did not leave\n${text}`);

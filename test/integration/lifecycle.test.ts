@@ -3,7 +3,7 @@
 // an invalid configuration builds nothing.
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { sh, sleep, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
+import { sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM1 = '11111111-2222-4333-8444-555555555501';
 const VM2 = '11111111-2222-4333-8444-555555555502';
@@ -47,7 +47,7 @@ describe('lifecycle', () => {
     assert.deepEqual(Object.keys(await sb.hvLinks()), ['lo'], 'no link was created');
   });
 
-  it('adopts on restart without recreating anything, and keeps serving across it', async () => {
+  it('adopts on restart without recreating anything, and serves the guest again after it', async () => {
     const sb = current();
     const cfg = sb.writeConfig(sb.config({ networks: [NET1], vms: VMS.slice(0, 1) }, 'restart'));
     const first = await sb.startDaemon(cfg);
@@ -66,7 +66,7 @@ describe('lifecycle', () => {
     assert.equal(after1['imdsv-net1']?.ifindex, before1['imdsv-net1']?.ifindex, 'veth adopted, not recreated');
     assert.equal(await nftHandle(sb, 'net1'), handle1, 'nft table adopted, not replaced');
     assert.equal(second.logs.filter((l) => l['msg'] === 'network converged').length, 0, 'the restart applied no step');
-    await second.stop();
+    assert.equal(await second.stop(), 0);
   });
 
   it('adds and removes networks on SIGHUP, and rejects an invalid reload', async () => {
@@ -77,28 +77,38 @@ describe('lifecycle', () => {
     const daemon = await sb.startDaemon(path);
     const g1 = await sb.addGuest('hup1', { bridge: 'imdsb-net1', ip: '203.0.113.10', prefix: 24, mac: '52:54:00:00:01:01', metadataVia: '203.0.113.2' });
 
+    // Each reload is awaited by its own log line (after the signal); a daemon that died on the
+    // SIGHUP fails the wait (and the test, through the sandbox).
+    let mark = daemon.logs.length;
     sb.writeConfig(cfg({ networks: [NET1, NET2], vms: VMS }));
     daemon.signal('SIGHUP');
-    await daemon.waitFor((l) => l['msg'] === 'reloaded');
+    const added = await daemon.waitForAfter(mark, (l) => l['msg'] === 'reloaded');
+    assert.deepEqual(added['removed'], [], JSON.stringify(added));
     const g2 = await sb.addGuest('hup2', { bridge: 'imdsb-net2', ip: '192.0.2.10', prefix: 24, mac: '52:54:00:00:02:02', metadataVia: '192.0.2.2' });
     assert.equal(await uuidOf(sb, g2), VM2);
     assert.equal(await uuidOf(sb, g1), VM1);
 
+    mark = daemon.logs.length;
     sb.writeConfig(cfg({ networks: [NET1, NET2], vms: [{ ...VMS[1], ip: 'not-an-ip' }] }));
     daemon.signal('SIGHUP');
-    const rejected = await daemon.waitFor((l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('reload rejected'));
+    const rejected = await daemon.waitForAfter(mark, (l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('reload rejected'));
     assert.match(String(rejected['err']), /vms\[0\]\.ip/);
+    assert.deepEqual(daemon.logs.slice(mark).filter((l) => l['msg'] === 'reloaded'), [], 'the invalid configuration was not applied');
     assert.equal(await uuidOf(sb, g2), VM2, 'still serving the previous configuration');
+    assert.equal(await uuidOf(sb, g1), VM1, 'still serving the previous configuration');
 
+    mark = daemon.logs.length;
     sb.writeConfig(cfg({ networks: [NET2], vms: VMS.slice(1) }));
     daemon.signal('SIGHUP');
-    await daemon.waitFor((l) => l['msg'] === 'reloaded' && Array.isArray(l['removed']) && (l['removed'] as string[]).includes('net1'));
+    const removed = await daemon.waitForAfter(mark, (l) => l['msg'] === 'reloaded');
+    assert.deepEqual(removed['removed'], ['net1'], JSON.stringify(removed));
     assert.ok(!(await sb.namespaces()).includes(`${sb.nsPrefix}net1`), 'net1 namespace removed');
     const links = await sb.hvLinks();
     assert.equal(links['imdsb-net1'], undefined, 'net1 bridge removed');
     assert.equal(links['imdsv-net1'], undefined, 'net1 veth removed');
     assert.equal(await uuidOf(sb, g2), VM2, 'net2 untouched');
-    await daemon.stop();
+    assert.ok(daemon.alive, 'alive after three reloads');
+    assert.equal(await daemon.stop(), 0);
   });
 
   it('removes orphans that carry the imds marks, leaves foreign objects, and uses an existing bridge as it is', async () => {
@@ -121,7 +131,7 @@ describe('lifecycle', () => {
     const g = await sb.addGuest('ext', { bridge: 'extbr0', ip: '192.0.2.10', prefix: 24, mac: '52:54:00:00:02:02', metadataVia: '192.0.2.2' });
     assert.equal(await uuidOf(sb, g), VM2);
 
-    await daemon.stop();
+    assert.equal(await daemon.stop(), 0);
     const down = await sb.cli(['down', '--config', path]);
     assert.match(down.stdout, /removed: net2/);
     links = await sb.hvLinks();
@@ -152,6 +162,5 @@ describe('lifecycle', () => {
     assert.equal(procs.stdout.trim(), '', 'no daemon process left');
     const again = await sb.cli(['down', '--config', path]);
     assert.equal(again.stdout.trim(), 'nothing to remove', 'down is idempotent');
-    await sleep(0);
   });
 });

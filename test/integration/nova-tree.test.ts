@@ -12,7 +12,6 @@ const MAC = '52:54:00:12:34:56';
 const USER_DATA = '#cloud-config\nhostname: nova-1\n';
 const key = rsaKeyPair(2048, 'deploy@build');
 
-/** Runs Python (Debian's, where cloud-init lives) in the guest and returns its last stdout line as JSON. */
 describe('Nova faithfulness through the data path', () => {
   const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
@@ -181,7 +180,7 @@ const req = (method, path, body) => new Promise((resolve, reject) => {
     assert.equal((await guest.http('/openstack/2012-08-10/password')).status, 404);
 
     // Durable: a restart serves the same password; clearing lets the guest post again.
-    await daemon.stop();
+    assert.equal(await daemon.stop(), 0);
     daemon = await sb.startDaemon(cfgPath);
     assert.equal((await guest.http('/openstack/2013-04-04/password')).body.toString(), r.enc);
     assert.equal((await imds(['vm', 'password', VM])).stdout.trim(), r.enc);

@@ -1,12 +1,18 @@
 // Security through the real data path, as root, from guest namespaces: IMDSv2 tokens (issue, use,
-// expiry, binding, rotation, restart), the hop limit on the wire and through a NATing container,
-// anti-spoofing in the namespace, the per-guest rate limit with a neighbour's latency measured,
-// token-fetching clients with `http_tokens: required`, and a bounded fuzz run.
+// expiry, binding, rotation, restart), the hop limit on the wire (also on a keep-alive connection)
+// and through a NATing container, anti-spoofing in the namespace, a guest forging the namespace's
+// own address with a raw socket, the probe header without the daemon's secret, the per-guest rate
+// limit (429 with Retry-After; a neighbour is never refused during a flood: its latency figures are
+// the bench's, `npm run bench -- --only flood`), token-fetching clients with `http_tokens:
+// required`, and a bounded fuzz run in which every connection owed an answer gets one.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { Guest, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
+import { parseSegments, startCapture, type Packet, type Segment } from '../helpers/capture.ts';
+import { Streamed } from '../helpers/streamed-process.ts';
+import { Guest, sh, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM_A = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 const VM_B = '6f0c3a7e-91f2-4b8a-a1c4-0f6e2b9d7c31';
@@ -33,6 +39,19 @@ async function node<T>(guest: Guest, script: string, args: (string | number)[], 
   const out = await guest.exec([process.execPath, join(GUEST_DIR, script), ...args.map(String)], { timeoutMs });
   return JSON.parse(out.stdout.trim().split('\n').pop() as string) as T;
 }
+
+/** Polls `probe` until `done` holds for its value or `timeoutMs` passed; returns the last value. */
+async function until<T>(probe: () => Promise<T> | T, done: (v: T) => boolean, timeoutMs: number, intervalMs = 100): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (done(v) || Date.now() >= end) return v;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** tcpdump filter: segments from port 80 whose payload starts with "HTTP" (a status line). */
+const HTTP_ANSWERS = 'tcp src port 80 and tcp[((tcp[12] & 0xf0) >> 2):4] = 0x48545450';
 
 describe('security: tokens, anti-spoofing, rate limits', () => {
   const current = useSandbox({ before, after, afterEach });
@@ -86,8 +105,9 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     assert.equal((await gA.http('/latest/meta-data/instance-id', { headers: [`${TOKEN}: ${tokA.slice(0, -3)}AAA`] })).status, 401);
     const short = (await token(gA, '1')).body.toString();
     assert.equal((await gA.http('/latest/meta-data/', { headers: [`${TOKEN}: ${short}`] })).status, 200);
-    await new Promise((r) => setTimeout(r, 2100));
-    assert.equal((await gA.http('/latest/meta-data/', { headers: [`${TOKEN}: ${short}`] })).status, 401, 'expired');
+    // Polled until it stops working (expiry is kept in whole seconds): the first refusal is 401.
+    const expired = await until(async () => (await gA.http('/latest/meta-data/', { headers: [`${TOKEN}: ${short}`] })).status, (st) => st !== 200, 10_000);
+    assert.equal(expired, 401, 'expired');
     for (const ttl of ['0', '21601', 'x']) assert.equal((await token(gA, ttl)).status, 400, `ttl ${ttl}`);
     assert.equal((await gA.http('/latest/api/token', { method: 'PUT' })).status, 400, 'no ttl header');
     assert.equal((await token(gA, '60', ['X-Forwarded-For: 203.0.113.9'])).status, 403);
@@ -110,15 +130,20 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
   });
 
   it('sends the token with IP TTL = the hop limit: seen on the wire, and lost behind a NATing container unless raised', async () => {
-    // Capture the token reply on A's interface: TTL 1 (the default limit).
-    const cap = gA.exec(['timeout', '4', 'tcpdump', '-l', '-n', '-v', '-i', 'eth0', '-c', '40', 'tcp src port 80 and greater 60'], { allowFailure: true });
-    await new Promise((r) => setTimeout(r, 700));
-    const t = await token(gA);
-    assert.equal(t.status, 200);
-    const dump = (await cap).stdout;
-    const ttls = [...dump.matchAll(/\bttl (\d+),/g)].map((m) => Number(m[1]));
-    assert.ok(ttls.includes(64), `the handshake leaves with the default TTL:\n${dump}`);
-    assert.ok(ttls.includes(1), `the token reply leaves with TTL 1:\n${dump}`);
+    // Capture the token reply on A's interface: TTL 1 (the default limit). tcpdump is listening
+    // before the request is sent, and stopped once both packets were printed.
+    const cap = await startCapture(gA.netns, 'eth0', ['-v'], 'tcp src port 80 and greater 60');
+    let packets: Packet[];
+    try {
+      const t = await token(gA);
+      assert.equal(t.status, 200);
+      packets = await cap.waitForPackets((ps) => ps.some((p) => p.ttl === 64) && ps.some((p) => p.ttl === 1), 10_000).catch(() => cap.packets());
+    } finally {
+      await cap.stop();
+    }
+    const ttls = packets.map((p) => p.ttl);
+    assert.ok(ttls.includes(64), `the handshake leaves with the default TTL:\n${cap.text}`);
+    assert.ok(ttls.includes(1), `the token reply leaves with TTL 1:\n${cap.text}`);
 
     // A container behind NAT in guest A (default hop limit 1) and in guest H (hop limit 2).
     const container = async (g: Guest, tag: string): Promise<Guest> => {
@@ -148,6 +173,41 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     } finally {
       for (const ns of [cA.netns, cH.netns]) execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
     }
+  });
+
+  it('keeps the hop limit on a keep-alive connection: a token PUT after other requests leaves with TTL = the hop limit, and so do the answers after it', async () => {
+    // H's hop limit is 2. One connection, five requests in turn: two GETs (the fast path), the
+    // token PUT (handed to node:http, which sets the TTL on the socket), then two more GETs.
+    const sequence = [
+      { method: 'GET', path: '/latest/meta-data/instance-id' },
+      { method: 'GET', path: '/latest/meta-data/local-ipv4' },
+      { method: 'PUT', path: '/latest/api/token', headers: { [TTL]: '21600' } },
+      { method: 'GET', path: '/latest/meta-data/local-hostname', headers: { [TOKEN]: '{token}' } },
+      { method: 'GET', path: '/openstack/latest/user_data' },
+    ];
+    const cap = await startCapture(gH.netns, 'eth0', ['-v'], HTTP_ANSWERS);
+    type Answers = { port: number; answers: { status: number; headers: Record<string, string>; body: string }[] };
+    let r: Answers;
+    let mine: Packet[];
+    try {
+      r = await node<Answers>(gH, 'keepalive.mjs', [JSON.stringify(sequence)], 60_000);
+      const ofConnection = (ps: Packet[]) => ps.filter((p) => p.text.includes(`.80 > 198.51.100.13.${r.port}: `));
+      mine = ofConnection(await cap.waitForPackets((ps) => ofConnection(ps).length >= sequence.length, 10_000).catch(() => cap.packets()));
+    } finally {
+      await cap.stop();
+    }
+    assert.deepEqual(r.answers.map((a) => a.status), [200, 200, 200, 200, 404], JSON.stringify(r.answers));
+    assert.equal(r.answers[1]?.body, '198.51.100.13');
+    assert.equal(r.answers[2]?.headers[TTL.toLowerCase()], '21600', 'the third answer is the token');
+    assert.equal(r.answers[3]?.body, 'hotel.novalocal', 'served with that token, on the same connection');
+    // The wire: one segment per answer, in order (each carries its own body), with its TTL.
+    assert.equal(mine.length, sequence.length, `one status line per answer on port ${r.port}:\n${cap.text}`);
+    mine.forEach((p, i) => assert.ok(p.text.includes((r.answers[i]?.body as string).split('\n')[0] as string), `segment ${i} carries answer ${i}:\n${p.text}`));
+    assert.deepEqual(
+      mine.map((p) => p.ttl),
+      [64, 64, 2, 2, 2],
+      `the GETs before the PUT leave with the default TTL; the token answer with the hop limit, and the answers after it keep it (docs/metadata.md):\n${cap.text}`,
+    );
   });
 
   it('http_tokens required: the EC2 tree needs a token (cloud-init with a token), the OpenStack tree does not; disabled endpoint: 403', async () => {
@@ -184,8 +244,9 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       assert.ok(Number(line['packets']) > 0);
       const counter = (await sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'nft', '-j', 'list', 'counter', 'ip', 'imds', 'spoofed'])).stdout;
       assert.ok((JSON.parse(counter).nftables[1].counter.packets as number) > 0, counter);
-      await new Promise((res) => setTimeout(res, 1200));
-      assert.ok(sb.metric('imds_spoofed_packets_total', { network: 'net1' }) > before);
+      // The daemon reads the counter every spoof_check_interval_s (0.5 s): polled until it moved.
+      const counted = await until(() => sb.metric('imds_spoofed_packets_total', { network: 'net1' }), (n) => n > before, 10_000);
+      assert.ok(counted > before, `imds_spoofed_packets_total ${counted}, was ${before}`);
       // Control: the same namespace with E's registered MAC is E, and is served.
       await forger.exec(['ip', 'link', 'set', 'eth0', 'address', '52:54:00:00:00:0f']);
       await sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'ip', 'neigh', 'flush', 'all']);
@@ -194,6 +255,113 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       assert.equal(asE.body.toString(), SECRET_E);
     } finally {
       await forger.exec(['ip', 'link', 'set', 'eth0', 'down']);
+    }
+  });
+
+  it('a guest forging 169.254.169.254 as its source gets nothing; the probe header without the secret gets 404', async () => {
+    const ns = `${sb.nsPrefix}net1`;
+    const inNs = (argv: string[], stdin?: string) => sh(['nsenter', `--net=/run/netns/${ns}`, '--', ...argv], stdin === undefined ? {} : { stdin });
+    const imds0Mac = (JSON.parse((await inNs(['ip', '-j', 'link', 'show', 'imds0'])).stdout) as { address: string }[])[0]?.address as string;
+    const X_IP = '198.51.100.30'; // no VM has it: the guard lets it through, the daemon would answer 404
+    const X_MAC = '52:54:00:00:00:30';
+    const gX = await sb.addGuest('x', { ...on1, ip: X_IP, mac: X_MAC });
+    // Counters of the test's own, in a table of its own (the daemon never touches a foreign table):
+    // what comes in on imds0 (before anything else sees it) and what reaches local delivery.
+    const TABLE = 'b_forge';
+    const counters = async (): Promise<number[]> => {
+      const doc = JSON.parse((await inNs(['nft', '-j', 'list', 'table', 'ip', TABLE])).stdout) as { nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[] };
+      return doc.nftables.flatMap((i) => (i.rule ? [i.rule.expr.find((e) => e.counter)?.counter?.packets ?? -1] : []));
+    };
+    const outputDnat = async (): Promise<number> => {
+      const doc = JSON.parse((await inNs(['nft', '-j', 'list', 'chain', 'ip', 'imds', 'output'])).stdout) as { nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[] };
+      return doc.nftables.flatMap((i) => (i.rule ? [i.rule.expr.find((e) => e.counter)?.counter?.packets ?? 0] : [])).reduce((a, b) => a + b, 0);
+    };
+    const captures: { stop(): Promise<unknown> }[] = [];
+    const mark = daemon.logs.length;
+    try {
+      // rp_filter off in the guest (the issue's forger) and in the namespace: the drop must not
+      // depend on it (a local source address is a martian whatever rp_filter says).
+      await gX.exec(['sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv4.conf.eth0.rp_filter=0']);
+      await inNs(['sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.imds0.rp_filter=0']);
+      await inNs(
+        ['nft', '-f', '-'],
+        [
+          `table ip ${TABLE} {`,
+          '  chain pre {',
+          '    type filter hook prerouting priority raw; policy accept;',
+          '    iifname "imds0" ip saddr 169.254.169.254 counter',
+          `    iifname "imds0" ip saddr ${X_IP} ip daddr 169.254.169.254 counter`,
+          '  }',
+          '  chain in {',
+          '    type filter hook input priority -400; policy accept;',
+          '    iifname "imds0" ip saddr 169.254.169.254 counter',
+          `    iifname "imds0" ip saddr ${X_IP} ip daddr 169.254.169.254 counter`,
+          '  }',
+          '}',
+          '',
+        ].join('\n'),
+      );
+      const requestsBefore = sb.metric('imds_requests_total', { network: 'net1' });
+      const nsCap = await startCapture(ns, 'imds0', ['-e'], 'src host 169.254.169.254 and dst host 169.254.169.254');
+      captures.push(nsCap);
+      const guestCap = await startCapture(gX.netns, 'eth0', ['-Q', 'in'], 'tcp or icmp');
+      captures.push(guestCap);
+      const base = 40_000 + (randomBytes(2).readUInt16BE(0) % 20_000);
+      const forgedPorts = [base, base + 1, base + 2, base + 3];
+      const controlPorts = [base + 10, base + 11];
+      const forge = (mode: string, src: string, ports: number[]) => gX.exec(['/usr/bin/python3', join(GUEST_DIR, 'forge.py'), mode, src, X_MAC, imds0Mac, VM_B, ...ports.map(String)]);
+      // Forged: SYN, then the GET with the probe header naming B; through the guest's routing
+      // (IPPROTO_RAW) and as whole frames to imds0's MAC (AF_PACKET).
+      await forge('raw', '169.254.169.254', forgedPorts.slice(0, 2));
+      await forge('packet', '169.254.169.254', forgedPorts.slice(2));
+      // Control: the same hand-built segments with the guest's own address are answered (SYN-ACK).
+      await forge('raw', X_IP, controlPorts.slice(0, 1));
+      await forge('packet', X_IP, controlPorts.slice(1));
+
+      // (a) All eight forged segments reached the namespace.
+      const arrived = await nsCap.waitForPackets((ps) => ps.length >= 8, 10_000).catch(() => nsCap.packets());
+      assert.equal(arrived.length, 8, `the forged segments arrive on imds0:\n${nsCap.text}`);
+      for (const port of forgedPorts) assert.equal(arrived.filter((p) => p.text.includes(`169.254.169.254.${port} > 169.254.169.254.80: `)).length, 2, `SYN and GET from port ${port}:\n${nsCap.text}`);
+      assert.ok(arrived.every((p) => p.text.includes(`${X_MAC} > ${imds0Mac}`)), `from the guest's MAC to imds0's:\n${nsCap.text}`);
+      // The control was answered: SYN-ACKs come back to the guest. Anything sent to the forged
+      // segments (sent before it, on the same path) would have come back before these.
+      const back = await guestCap.waitForPackets((ps) => controlPorts.every((port) => ps.some((p) => p.text.includes(`169.254.169.254.80 > ${X_IP}.${port}: Flags [S.]`))), 10_000).catch(() => guestCap.packets());
+      for (const port of controlPorts) assert.ok(back.some((p) => p.text.includes(`169.254.169.254.80 > ${X_IP}.${port}: Flags [S.]`)), `control from port ${port} answered with a SYN-ACK:\n${guestCap.text}`);
+
+      // (b) Nothing answered the forged segments and nothing of them got past routing.
+      const [preForged, preControl, inForged, inControl] = await counters();
+      assert.equal(preForged, 8, 'counted on the way in');
+      assert.ok((preControl ?? 0) >= 2, `control counted on the way in: ${preControl}`);
+      assert.equal(inForged, 0, 'no forged segment reached local delivery (dropped by routing: a local source address from outside)');
+      assert.ok((inControl ?? 0) >= 1, `the control reached local delivery: ${inControl}`);
+      const toForged = back.filter((p) => forgedPorts.some((port) => p.text.includes(`.${port}: `)) || /ICMP/.test(p.text));
+      assert.deepEqual(toForged.map((p) => p.text), [], 'no segment or ICMP came back for the forged ones');
+      const sockets = (await inNs(['ss', '-Htan'])).stdout;
+      for (const port of forgedPorts) assert.doesNotMatch(sockets, new RegExp(`169\\.254\\.169\\.254:${port}\\b`), `no socket for forged port ${port}:\n${sockets}`);
+      assert.equal(sb.metric('imds_requests_total', { network: 'net1' }), requestsBefore, 'no request reached the daemon');
+      assert.deepEqual(daemon.logs.slice(mark).filter((l) => l['msg'] === 'repaired kernel drift'), [], "the test's own table is foreign: the daemon left it and its own alone");
+
+      // (c) From inside the namespace (the only place 169.254.169.254 can be a source), the header
+      // without the secret is a stranger's: 404. `imds vm get` (with it) gets B's document.
+      const dnatBefore = await outputDnat();
+      const curlAs = async (probe: string): Promise<{ status: number; body: string }> => {
+        const out = (await inNs(['curl', '-sS', '--max-time', '10', '--interface', '169.254.169.254', '-H', `x-imds-probe: ${probe}`, '-w', '\n%{http_code}', 'http://169.254.169.254/openstack/latest/meta_data.json'])).stdout;
+        const i = out.lastIndexOf('\n');
+        return { status: Number(out.slice(i + 1)), body: out.slice(0, i) };
+      };
+      for (const probe of [VM_B, `${randomBytes(32).toString('base64url')} ${VM_B}`]) {
+        const r = await curlAs(probe);
+        assert.equal(r.status, 404, `x-imds-probe: ${probe}`);
+        assert.ok(!r.body.includes(VM_B), r.body);
+      }
+      const got = JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'get', '--json', VM_B, '/openstack/latest/meta_data.json'])).stdout) as { status: number; body_b64: string };
+      assert.equal(got.status, 200, 'imds vm get: the daemon\'s own probe, with the secret');
+      assert.equal((JSON.parse(Buffer.from(got.body_b64, 'base64').toString()) as { uuid: string }).uuid, VM_B);
+      assert.equal((await outputDnat()) - dnatBefore, 3, 'both curls and the probe went through the output chain\'s DNAT to the same listener');
+    } finally {
+      for (const c of captures) await c.stop();
+      await inNs(['nft', 'delete', 'table', 'ip', TABLE]).catch(() => undefined);
+      await gX.exec(['ip', 'link', 'set', 'eth0', 'down']);
     }
   });
 
@@ -206,11 +374,7 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     const flushNeigh = () => sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'ip', 'neigh', 'flush', 'all']);
     await cli('vm', 'set', VM_G, '--mac', '52:54:00:00:02:16');
     // The old MAC is now a forger of golf's address: dropped once the set is rewritten (ms).
-    let status = 200;
-    for (let i = 0; i < 20 && status !== 0; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      status = (await tryHttp(g, '/openstack/latest/meta_data.json', { maxTimeS: 1 })).status;
-    }
+    const status = await until(async () => (await tryHttp(g, '/openstack/latest/meta_data.json', { maxTimeS: 1 })).status, (st) => st === 0, 10_000);
     assert.equal(status, 0, 'the old MAC is refused');
     await g.exec(['ip', 'link', 'set', 'eth0', 'address', '52:54:00:00:02:16']);
     await flushNeigh();
@@ -222,41 +386,78 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     await g.exec(['ip', 'link', 'set', 'eth0', 'down']);
   });
 
-  it("lets full cloud-init boots through the default limit, and keeps a neighbour's p99 within 2x while a VM floods", async () => {
-    // cloud-init's OpenStack and EC2 readers, twice each, from one guest: no 429.
+  it('lets full cloud-init boots through the default limit; a flooding VM is limited and its neighbour never refused', async () => {
+    // cloud-init's OpenStack and EC2 readers, twice each, from one guest: no 429, and each boot read
+    // B's own documents.
     for (let i = 0; i < 2; i++) {
-      await gB.python([
+      const boot = await gB.python<Record<string, unknown>>([
         'import json',
         'from cloudinit.sources.helpers import openstack, ec2',
         "r = openstack.MetadataReader('http://169.254.169.254', retries=0)",
         'md = r.read_v2()',
         "e = ec2.get_instance_metadata(api_version='2009-04-04', retries=0)",
-        "print(json.dumps({'ok': bool(md) and bool(e)}))",
+        "ud = md.get('userdata')",
+        'print(json.dumps({',
+        "  'ok': bool(md) and bool(e),",
+        "  'uuid': md['metadata'].get('uuid'),",
+        "  'hostname': md['metadata'].get('hostname'),",
+        "  'user_data': ud.decode() if isinstance(ud, bytes) else ud,",
+        "  'ec2_local_ipv4': e.get('local-ipv4'),",
+        "  'ec2_hostname': e.get('local-hostname'),",
+        "  'ec2_keys': sorted(e.get('public-keys', {}).keys()),",
+        '}))',
       ]);
+      assert.deepEqual(
+        boot,
+        { ok: true, uuid: VM_B, hostname: 'bravo.novalocal', user_data: SECRET_B, ec2_local_ipv4: '198.51.100.11', ec2_hostname: 'bravo.novalocal', ec2_keys: [] },
+        `boot ${i + 1} read B's metadata`,
+      );
     }
     assert.equal(sb.metric('imds_rejected_requests_total', { reason: 'rate_limited' }), 0, 'two full boots, no 429');
 
-    // The neighbour probes at ~16 requests a second, inside its own budget (20/s), on a new
-    // connection each time as cloud-init does; the flooder asks for 2,000 a second, 100x its budget.
-    // 20 s probes (~320 samples each): p99 is then the 4th-slowest answer, not the 2nd (measured
-    // ratios ran 0.9-1.8x with 10 s probes on these 2-core machines).
-    type Probe = { n: number; p99: number; p50: number; statuses: Record<string, number> };
-    const PROBE_S = 20;
-    const FLOOD_S = PROBE_S + 2;
-    const unloaded = await node<Probe>(gB, 'load.mjs', ['probe', PROBE_S, 60]);
-    const [flood, loaded] = await Promise.all([
-      node<{ sent: number; statuses: Record<string, number> }>(gA, 'load.mjs', ['flood', 2000, FLOOD_S, 8]),
-      new Promise((r) => setTimeout(r, 1000)).then(() => node<Probe>(gB, 'load.mjs', ['probe', PROBE_S, 60])),
-    ]);
-    process.stdout.write(
-      `# measured: neighbour p50/p99 ms unloaded ${unloaded.p50.toFixed(2)}/${unloaded.p99.toFixed(2)} (n=${unloaded.n}), during a 2000 req/s flood ${loaded.p50.toFixed(2)}/${loaded.p99.toFixed(2)} (n=${loaded.n}); flood statuses ${JSON.stringify(flood.statuses)}\n`,
-    );
-    assert.ok((flood.statuses['429'] ?? 0) > flood.sent * 0.8, `the flood was limited: ${JSON.stringify(flood)}`);
-    assert.ok((flood.statuses['200'] ?? 0) <= 300 + FLOOD_S * 20 + 50, 'no more than the burst and the rate got through');
-    assert.deepEqual(Object.keys(loaded.statuses), ['200'], 'the neighbour was never refused');
-    assert.ok(loaded.p99 <= 2 * unloaded.p99, `neighbour p99 ${loaded.p99.toFixed(2)} ms vs ${unloaded.p99.toFixed(2)} ms unloaded`);
-    const r = await gA.http('/openstack/latest/meta_data.json');
-    if (r.status === 429) assert.match(r.headers['retry-after'] ?? '', /^\d+$/);
+    // A floods at 2,000 requests a second (100x its 20/s) on 8 keep-alive connections, from before
+    // B starts probing until after it stops; B probes on a new connection each time, as cloud-init
+    // does, inside its own budget. Latency figures are the bench's (`--only flood`): here, what
+    // holds whatever the machine's load.
+    type Probe = { n: number; p99: number; p50: number; max: number; statuses: Record<string, number>; t0: number; t1: number };
+    type Flood = { sent: number; statuses: Record<string, number>; t0: number; t1: number };
+    const PROBE_S = 8;
+    const flooder = new Streamed(['nsenter', `--net=/run/netns/${gA.netns}`, '--', process.execPath, join(GUEST_DIR, 'load.mjs'), 'flood', '2000', '0', '8']);
+    let loaded: Probe;
+    try {
+      await flooder.waitForStderr('flooding', 30_000);
+      loaded = await node<Probe>(gB, 'load.mjs', ['probe', PROBE_S, 60]);
+    } finally {
+      await flooder.stop(20_000);
+    }
+    const flood = JSON.parse(flooder.stdout.trim().split('\n').pop() as string) as Flood;
+    process.stdout.write(`# measured: neighbour p50/p99/max ms ${loaded.p50.toFixed(2)}/${loaded.p99.toFixed(2)}/${loaded.max.toFixed(2)} (n=${loaded.n}) during a flood of ${flood.sent} requests in ${flood.t1 - flood.t0} ms: ${JSON.stringify(flood.statuses)}\n`);
+    assert.ok(flood.t0 <= loaded.t0 && loaded.t1 <= flood.t1, `the probe ran inside the flood: ${JSON.stringify({ flood, loaded })}`);
+    // The budget: the burst (300) plus 20/s over the flood, with 5 s for its last answers.
+    const allowance = 300 + Math.ceil((20 * (flood.t1 - flood.t0 + 5000)) / 1000);
+    assert.ok(flood.sent > 2 * allowance, `the flood was far over its budget (${flood.sent} requests, ${allowance} allowed)`);
+    assert.deepEqual(Object.keys(flood.statuses).filter((st) => st !== '200' && st !== '429'), [], `the flooder got 200 or 429: ${JSON.stringify(flood.statuses)}`);
+    assert.ok((flood.statuses['200'] ?? 0) <= allowance, `no more than the burst and the rate got through: ${JSON.stringify(flood.statuses)}, ${allowance} allowed`);
+    assert.deepEqual(Object.keys(loaded.statuses), ['200'], `the neighbour was never refused: ${JSON.stringify(loaded.statuses)}`);
+    assert.ok(loaded.n >= 10, `the neighbour probed throughout: ${loaded.n} answers`);
+    assert.ok(loaded.max < 5000, `every neighbour probe answered within 5 s: max ${loaded.max.toFixed(1)} ms`);
+  });
+
+  it('answers a guest over its budget 429 with Retry-After: 1, on the fast path and in the Fastify app', async () => {
+    // 1,000 requests at once, far over A's burst (300) plus 20/s while they run; half of them GETs
+    // (the fast path), half token PUTs (the Fastify app).
+    type Burst = { get: Record<string, number>; put: Record<string, number>; retry_after: Record<string, number>; missing_retry_after: number; elapsed_ms: number };
+    const b = await node<Burst>(gA, 'burst.mjs', [1000, 8]);
+    const n = (k: Record<string, number>, st: string) => k[st] ?? 0;
+    const ok = n(b.get, '200') + n(b.put, '200');
+    const limited = n(b.get, '429') + n(b.put, '429');
+    const allowance = 300 + Math.ceil((20 * b.elapsed_ms) / 1000) + 1;
+    assert.equal(ok + limited, 1000, `only 200 and 429: ${JSON.stringify(b)}`);
+    assert.ok(ok <= allowance, `${ok} answered, ${allowance} allowed: ${JSON.stringify(b)}`);
+    assert.ok(n(b.get, '429') > 0 && n(b.put, '429') > 0, `429 on both paths: ${JSON.stringify(b)}`);
+    assert.equal(b.missing_retry_after, 0, 'every 429 carries a numeric Retry-After');
+    // At 20/s the next token is always less than a second away.
+    assert.deepEqual(b.retry_after, { '1': limited }, JSON.stringify(b));
   });
 });
 
@@ -286,22 +487,68 @@ describe('security: bounded fuzz from a guest', () => {
     gA = await sb.addGuest('a', { bridge: 'imdsb-net1', prefix: 24, ip: '198.51.100.10', mac: '52:54:00:00:00:0a', metadataVia: '198.51.100.2' });
   });
 
-  it('answers 100,000 hostile requests with no 5xx, no crash and nothing of another VM', async () => {
-    const r = await node<{ sent: number; connections_silent: number; statuses: Record<string, number>; leaks: string[]; ms: number }>(
-      gA,
-      'fuzz.mjs',
-      [100_000, 16, 20261127, SECRET_B, VM_B, 'bravo', 'AAAAbravokey'],
-      600_000,
-    );
-    process.stdout.write(`# measured: fuzz ${r.sent} requests in ${r.ms} ms; statuses ${JSON.stringify(r.statuses)}; connections without any answer ${r.connections_silent}\n`);
+  it('answers 100,000 hostile requests with no 5xx, no crash, nothing of another VM, and an answer on every connection owed one', async () => {
+    type Fuzz = {
+      sent: number;
+      connections: number;
+      statuses: Record<string, number>;
+      leaks: string[];
+      silent: { owed: number; reset_while_sending: number; no_complete_head: number };
+      owed_samples: unknown[];
+      resets: { port: number; t0: number; t1: number; written: number; length: number; payload: string }[];
+      ms: number;
+    };
+    // On the wire, what the server sent this guest: every connection's SYN-ACK, every status line's
+    // first segment and every reset (to check the connections whose answer the client could not read).
+    const cap = await startCapture(gA.netns, 'eth0', ['-Q', 'in', '-B', '32768', '-tt', '-S'], '(tcp src port 80) and (tcp[13] & 4 != 0 or tcp[13] & 0x12 = 0x12 or tcp[((tcp[12] & 0xf0) >> 2):4] = 0x48545450)');
+    let r: Fuzz;
+    let afterFuzz: Awaited<ReturnType<Guest['http']>>;
+    try {
+      r = await node<Fuzz>(gA, 'fuzz.mjs', [100_000, 16, 20261127, SECRET_B, VM_B, 'bravo', 'AAAAbravokey'], 600_000);
+      // A request after the fuzz: once its answer is printed, so is everything before it.
+      const marker = Date.now();
+      afterFuzz = await gA.http('/openstack/latest/user_data');
+      await cap.proc.waitFor(({ stdout }) => parseSegments(stdout.slice(-4000)).some((sg) => sg.t >= marker && !sg.flags.includes('R') && !sg.flags.includes('S')), 30_000, 'the answer sent after the fuzz');
+    } finally {
+      await cap.stop();
+    }
+    process.stdout.write(`# measured: fuzz ${r.sent} requests on ${r.connections} connections in ${r.ms} ms; statuses ${JSON.stringify(r.statuses)}; connections without any answer ${JSON.stringify(r.silent)}\n`);
     assert.ok(r.sent >= 100_000);
     assert.deepEqual(r.leaks, []);
     assert.deepEqual(Object.keys(r.statuses).filter((s) => s.startsWith('5')), [], JSON.stringify(r.statuses));
     assert.ok((r.statuses['200'] ?? 0) > 1000 && (r.statuses['400'] ?? 0) > 1000, JSON.stringify(r.statuses));
+    // Every connection that sent a complete request head got a status line, but for the named cases
+    // (test/helpers/guest/fuzz.mjs): a reset while the client was still sending (its answer was on
+    // the wire; checked below). A CONNECT is answered 405 like any other method.
+    assert.equal(r.silent.owed, 0, `connections owed an answer that got none: ${JSON.stringify(r.owed_samples, null, 1)}`);
+    const dropped = Number(/(\d+) packets? dropped by kernel/.exec(cap.proc.stderr)?.[1] ?? 'NaN');
+    assert.equal(dropped, 0, `the capture is complete: ${cap.proc.stderr}`);
+    const byPort = new Map<number, Segment[]>();
+    for (const sg of parseSegments(cap.text)) {
+      const list = byPort.get(sg.dport);
+      if (list === undefined) byPort.set(sg.dport, [sg]);
+      else list.push(sg);
+    }
+    // A reset connection was answered if the server sent a status line on it before resetting it:
+    // a segment whose sequence numbers end at or before the reset's, in the same stream (after the
+    // connection's SYN-ACK, within 16 MiB of it).
+    const answered = ({ port, t0, t1 }: { port: number; t0: number; t1: number }): boolean => {
+      const mine = (byPort.get(port) ?? []).filter((sg) => sg.t >= t0 - 5000 && sg.t <= t1 + 5);
+      const synAck = mine.filter((sg) => sg.flags === 'S.' && sg.t < t0 + 1).pop(); // t0: whole ms, after it
+      if (synAck === undefined) return false;
+      const inStream = (seq: number) => ((seq - synAck.seq) >>> 0) < 1 << 24;
+      const resets = mine.filter((sg) => sg.flags.includes('R') && inStream(sg.seq));
+      return resets.some((rst) => mine.some((sg) => !/[RS]/.test(sg.flags) && inStream(sg.seq) && ((rst.seq - sg.end) >>> 0) < 1 << 24));
+    };
+    const around = (u: { port: number; t0: number }) => (byPort.get(u.port) ?? []).filter((sg) => Math.abs(sg.t - u.t0) < 2000).map((sg) => `${sg.t.toFixed(3)} [${sg.flags}] ${sg.seq}:${sg.end} ack ${sg.ack}${sg.rest.slice(0, 80)}`);
+    assert.deepEqual(
+      r.resets.filter((u) => !answered(u)).map((u) => ({ ...u, segments: around(u) })),
+      [],
+      `reset connections with no status line on the wire (of ${r.resets.length})`,
+    );
     assert.equal(daemon.child.exitCode, null, 'the daemon is alive');
     assert.ok(!daemon.logs.some((l) => Number(l['level']) >= 50), JSON.stringify(daemon.logs.filter((l) => Number(l['level']) >= 50).slice(0, 3)));
-    const after = await gA.http('/openstack/latest/user_data');
-    assert.equal(after.status, 200);
-    assert.equal(after.body.toString(), 'user-data-of-alpha');
+    assert.equal(afterFuzz.status, 200);
+    assert.equal(afterFuzz.body.toString(), 'user-data-of-alpha');
   });
 });

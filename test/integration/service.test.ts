@@ -1,12 +1,16 @@
 // The daemon as a service, as root: crash consistency of the store (kill -9 in the middle of a
-// batch import), restart with 20 networks (all sockets back, time to serving measured), sd_notify
-// readiness, and the systemd unit and install script.
+// batch import), restart at the scale of the restart claim (100 networks: every socket back, the
+// first and last networks' guests served, ready with 100/100; the time is the bench's figure, here
+// only printed and bounded generously), sd_notify readiness, reload and stop, and the systemd unit
+// and install script.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
+import { exitOf, lineOn, until } from '../helpers/wait.ts';
 import { MAIN, ROOT, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
 
 const uuid = (n: number): string => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
@@ -46,9 +50,8 @@ describe('the daemon as a service', () => {
     const before1 = strip((await guest.http('/openstack/latest/meta_data.json')).body);
     const importing = imds('crash', ['vm', 'import', batch], { allowFailure: true });
     await daemon.waitForStderr('imds-fault: batch half written');
-    await daemon.kill();
+    assert.equal((await daemon.kill()).signal, 'SIGKILL', 'killed half-way through the batch');
     assert.notEqual((await importing).code, 0, 'the import did not complete');
-    await daemon.stop();
 
     daemon = await sb.startDaemon(path);
     const afterCrash = JSON.parse((await imds('crash', ['vm', 'list', '--json'])).stdout) as unknown[];
@@ -59,8 +62,7 @@ describe('the daemon as a service', () => {
     // The same import, uninterrupted, then kill -9 right after it returned: all of it is there.
     const done = await imds('crash', ['vm', 'import', batch, '--json']);
     assert.equal((JSON.parse(done.stdout) as { vms: { created: string[] } }).vms.created.length, 1600);
-    await daemon.kill();
-    await daemon.stop();
+    assert.equal((await daemon.kill()).signal, 'SIGKILL');
     daemon = await sb.startDaemon(path);
     assert.equal((JSON.parse((await imds('crash', ['vm', 'list', '--json'])).stdout) as unknown[]).length, 1601);
     assert.equal((JSON.parse((await imds('crash', ['network', 'list', '--json'])).stdout) as unknown[]).length, 8);
@@ -69,40 +71,67 @@ describe('the daemon as a service', () => {
     assert.equal(some.hostname, 'bulk1321.novalocal');
     const ud = await imds('crash', ['vm', 'get', uuid(2321), '/openstack/latest/user_data']);
     assert.equal(ud.stdout.length, 4113);
-    await daemon.stop();
+    assert.equal(await daemon.stop(), 0);
   });
 
-  it('restarts with 20 networks: every socket back, time to serving measured', async () => {
-    const networks = Array.from({ length: 20 }, (_, i) => ({ id: `r${i}`, cidr: '203.0.113.0/24', service_ip: '203.0.113.2' }));
+  it('restarts with 100 networks (the restart claim\'s scale): every listener back, the first and last networks\' guests served, ready with 100/100', async () => {
+    const N = 100;
+    const networks = Array.from({ length: N }, (_, i) => ({ id: `r${i}`, cidr: '203.0.113.0/24', service_ip: '203.0.113.2' }));
     const vms = networks.map((n, i) => ({ id: uuid(i + 1), network: n.id, ip: '203.0.113.10', mac: '52:54:00:00:10:10', hostname: `r${i}` }));
-    const path = sb.writeConfig(sb.config({ log_level: 'info', networks, vms }, 'twenty'), 'twenty.yaml');
-    const first = await sb.startDaemon(path);
-    const built = first.logs.find((l) => l['msg'] === 'ready') as { ms: number };
-    await first.stop();
+    // As an operator restarts (and as bench/run.ts measures): the first start seeds the store from
+    // the file; the restarts run with only daemon settings in the file.
+    const seed = sb.writeConfig(sb.config({ log_level: 'info', networks, vms }, 'hundred'), 'hundred-seed.yaml');
+    const path = sb.writeConfig(sb.config({ log_level: 'info' }, 'hundred'), 'hundred.yaml');
+    const t = performance.now();
+    const first = await sb.startDaemon(seed, { readyTimeoutMs: 120_000 });
+    const firstMs = performance.now() - t;
+    const built = first.logs.find((l) => l['msg'] === 'ready') as { serving: number; networks: number; ms: number };
+    assert.deepEqual([built.serving, built.networks], [N, N], 'the first start built every network');
+    const guests = await Promise.all([0, N - 1].map((i) => sb.addGuest(`t${i}`, { bridge: `imdsb-r${i}`, ip: '203.0.113.10', prefix: 24, mac: '52:54:00:00:10:10', metadataVia: '203.0.113.2' })));
+    const servedBy = async (label: string): Promise<void> => {
+      for (const [k, g] of guests.entries()) {
+        const r = await g.http('/openstack/latest/meta_data.json');
+        assert.equal(r.status, 200, `${label}: the guest of r${k === 0 ? 0 : N - 1}`);
+        assert.equal((JSON.parse(r.body.toString()) as { hostname: string }).hostname, `r${k === 0 ? 0 : N - 1}.novalocal`, label);
+      }
+    };
+    await servedBy('before the restarts');
+    assert.equal(await first.stop(), 0);
+
+    /** Whether each namespace of the daemon has a listener on the service port. */
+    const listeners = async (): Promise<Map<string, boolean>> => {
+      const names = (await sb.namespaces()).filter((n) => n.startsWith(sb.nsPrefix));
+      const script = 'for ns; do echo "netns: $ns"; nsenter --net="/run/netns/$ns" -- ss -Hltn "sport = :8775"; done';
+      const out = (await sh(['sh', '-c', script, 'sh', ...names], { timeoutMs: 60_000 })).stdout;
+      const seen = new Map<string, boolean>();
+      let ns = '';
+      for (const line of out.split('\n')) {
+        const header = /^netns: (\S+)/.exec(line);
+        if (header) {
+          ns = header[1] as string;
+          if (ns.startsWith(sb.nsPrefix)) seen.set(ns, false);
+        } else if (ns.startsWith(sb.nsPrefix) && /0\.0\.0\.0:8775/.test(line)) seen.set(ns, true);
+      }
+      return seen;
+    };
 
     const times: number[] = [];
     for (let run = 0; run < 3; run++) {
       const t0 = performance.now();
-      const d = await sb.startDaemon(path);
+      // A generous bound only (30 s to ready): the restart time is the bench's figure.
+      const d = await sb.startDaemon(path, { readyTimeoutMs: 30_000 });
       times.push(performance.now() - t0);
       const ready = d.logs.find((l) => l['msg'] === 'ready') as { serving: number; networks: number };
-      assert.deepEqual([ready.serving, ready.networks], [20, 20]);
-      for (const n of networks) {
-        const ss = await sh(['ip', 'netns', 'exec', `${sb.nsPrefix}${n.id}`, 'ss', '-Hltn']);
-        assert.match(ss.stdout, /0\.0\.0\.0:8775/, `listener back in ${n.id}`);
-      }
-      await d.stop();
+      assert.deepEqual([ready.serving, ready.networks], [N, N], `restart ${run + 1}: ready with ${N}/${N} serving`);
+      await servedBy(`restart ${run + 1}`);
+      const l = await listeners();
+      const missing = networks.map((n) => `${sb.nsPrefix}${n.id}`).filter((ns) => l.get(ns) !== true);
+      assert.deepEqual(missing, [], `restart ${run + 1}: a listener on :8775 in every network's namespace`);
+      assert.equal(l.size, N, `restart ${run + 1}: exactly the ${N} namespaces of the daemon`);
+      assert.equal(await d.stop(), 0);
     }
-    const guests = await Promise.all([0, 19].map((i) => sb.addGuest(`t${i}`, { bridge: `imdsb-r${i}`, ip: '203.0.113.10', prefix: 24, mac: '52:54:00:00:10:10', metadataVia: '203.0.113.2' })));
-    const d = await sb.startDaemon(path);
-    for (const [k, g] of guests.entries()) {
-      const md = JSON.parse((await g.http('/openstack/latest/meta_data.json')).body.toString()) as { hostname: string };
-      assert.equal(md.hostname, `r${k === 0 ? 0 : 19}.novalocal`);
-    }
-    await d.stop();
-    times.sort((a, b) => a - b);
-    process.stdout.write(`# measured: first start building 20 networks: reconcile ${built.ms} ms; restart to serving (process start to ready, 3 runs): ${times.map((t) => t.toFixed(0)).join(', ')} ms, median ${times[1]?.toFixed(0)} ms\n`);
-    assert.ok((times[1] as number) < 5000);
+    const sorted = [...times].sort((a, b) => a - b);
+    process.stdout.write(`# measured: first start building ${N} networks: ${firstMs.toFixed(0)} ms to ready (reconcile ${built.ms} ms); restart, process start to ready (every network verified), 3 runs: ${times.map((x) => x.toFixed(0)).join(', ')} ms, median ${sorted[1]?.toFixed(0)} ms (the claim's figure, < 1 s to all guests served, is measured by bench/run.ts)\n`);
   });
 
   it('tells systemd it is ready once every network serves, and when it reloads and stops', async () => {
@@ -112,35 +141,37 @@ describe('the daemon as a service', () => {
       '-c',
       `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(sock)})\nprint('bound',flush=True)\nwhile True:\n  m=s.recv(4096).decode()\n  print(m.replace(chr(10),' '),flush=True)`,
     ]);
-    const messages: string[] = [];
-    await new Promise<void>((resolve) => {
-      receiver.stdout.on('data', (d: Buffer) => {
-        for (const line of d.toString().split('\n').filter(Boolean)) {
-          if (line === 'bound') resolve();
-          else messages.push(line);
-        }
-      });
-    });
     try {
+      await lineOn(receiver.stdout, 'the notify receiver to bind its socket', (l) => l === 'bound', 20_000);
+      const messages: string[] = [];
+      // systemd-notify follows each message with a BARRIER=1 of its own: not the daemon's.
+      createInterface({ input: receiver.stdout }).on('line', (line) => void (line.trim() === 'BARRIER=1' || messages.push(line)));
+      const message = (what: string, pred: (m: string[]) => boolean) =>
+        until(what, () => (pred(messages) ? true : undefined), 20_000, 20).catch((err: Error) => {
+          throw new Error(`${err.message}; messages so far: ${messages.join(' | ')}`);
+        });
       const path = sb.writeConfig(sb.config({ log_level: 'info', admin_group: 'daemon', networks: [{ id: 'nt', cidr: '192.0.2.0/24', service_ip: '192.0.2.2' }] }, 'notify'), 'notify.yaml');
       const d = await sb.startDaemon(path, { env: { NOTIFY_SOCKET: sock } });
       assert.equal((await sh(['stat', '-c', '%a %U:%G', sb.adminSocket('notify')])).stdout.trim(), '660 root:daemon', 'admin_group owns the socket');
-      const readyLogAt = d.logs.findIndex((l) => l['msg'] === 'ready');
-      assert.ok(readyLogAt >= 0);
-      const until = async (pred: () => boolean) => {
-        for (let i = 0; i < 100 && !pred(); i++) await new Promise((r) => setTimeout(r, 50));
-      };
-      await until(() => messages.some((m) => m.includes('READY=1')));
-      assert.match(messages[0] ?? '', /READY=1/);
+      await message('READY=1', (m) => m.some((x) => x.includes('READY=1')));
+      assert.match(messages[0] ?? '', /READY=1/, 'READY=1 is the first message');
       assert.match(messages[0] ?? '', /STATUS=serving 1\/1 networks/);
+      // A reload: RELOADING=1 (with MONOTONIC_USEC), then READY=1 again; the daemon lives through it
+      // (a death on the SIGHUP fails the waits below and the test).
+      const mark = d.logs.length;
       d.signal('SIGHUP');
-      await until(() => messages.filter((m) => m.includes('READY=1')).length >= 2);
-      assert.ok(messages.some((m) => m.includes('RELOADING=1') && m.includes('MONOTONIC_USEC=')), messages.join(' | '));
-      await d.stop();
-      await until(() => messages.some((m) => m.includes('STOPPING=1')));
-      assert.ok(messages.some((m) => m.includes('STOPPING=1')), messages.join(' | '));
+      await d.waitForAfter(mark, (l) => l['msg'] === 'reloaded', 20_000);
+      await message('a second READY=1 after the reload', (m) => m.filter((x) => x.includes('READY=1')).length >= 2);
+      const reloading = messages.findIndex((m) => m.includes('RELOADING=1'));
+      assert.ok(reloading > 0 && messages[reloading]?.includes('MONOTONIC_USEC='), messages.join(' | '));
+      assert.ok(messages.findIndex((m, i) => i > reloading && m.includes('READY=1')) > reloading, `READY=1 after RELOADING=1: ${messages.join(' | ')}`);
+      assert.ok(d.alive, 'alive after the reload');
+      assert.equal(await d.stop(), 0);
+      await message('STOPPING=1', (m) => m.some((x) => x.includes('STOPPING=1')));
+      assert.match(messages.at(-1) ?? '', /STOPPING=1/, `STOPPING=1 is the last message: ${messages.join(' | ')}`);
     } finally {
-      receiver.kill();
+      receiver.kill('SIGKILL');
+      await exitOf(receiver, 'the notify receiver', 5000).catch(() => undefined);
     }
   });
 });
@@ -160,8 +191,7 @@ describe('the daemon as a service: signals while it starts', () => {
     await d.waitFor((l) => l['msg'] === 'reloaded');
     const order = d.logs.map((l) => l['msg']).filter((m) => m === 'ready' || m === 'a reload was requested while starting' || m === 'reloaded');
     assert.deepEqual(order, ['ready', 'a reload was requested while starting', 'reloaded']);
-    assert.equal(d.child.exitCode, null, 'still running');
-    assert.equal(d.child.signalCode, null, 'not killed by the SIGHUP');
+    assert.ok(d.alive, 'still running: not killed by the SIGHUP');
     // A reload right after `ready` (the window between the log line and READY=1 being sent).
     d.signal('SIGHUP');
     await d.waitFor(() => d.logs.filter((x) => x['msg'] === 'reloaded').length >= 2);

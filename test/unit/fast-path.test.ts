@@ -56,10 +56,10 @@ describe('fast path on the wire', () => {
   after(() => app.stop());
 
   /** Sends the chunks (with pauses), collects everything until the server closes or `idleMs` passes. */
-  function exchange(chunks: string[], options: { pauseMs?: number; idleMs?: number } = {}): Promise<{ text: string; closedByServer: boolean; ms: number }> {
+  function exchange(chunks: string[], options: { pauseMs?: number; idleMs?: number; from?: string } = {}): Promise<{ text: string; closedByServer: boolean; ms: number }> {
     return new Promise((resolve, reject) => {
       const started = performance.now();
-      const s = connect(app.address.port, app.address.host);
+      const s = connect({ port: app.address.port, host: app.address.host, ...(options.from === undefined ? {} : { localAddress: options.from }) });
       let text = '';
       let timer: NodeJS.Timeout | undefined;
       const finish = (closedByServer: boolean) => {
@@ -133,6 +133,17 @@ describe('fast path on the wire', () => {
   });
 
   it('answers 404 to a caller that is not a VM and rejects a malformed request', async () => {
+    // 127.0.0.3 is in the network but no VM's: 404 for everything but `/`, on the fast path (a whole
+    // head) and through node:http (a head in two parts). The VM's own address gets 200 (control).
+    const path = '/openstack/latest/meta_data.json';
+    const stranger = await exchange([`GET ${path} HTTP/1.1\r\nConnection: close\r\n\r\n`], { from: '127.0.0.3', idleMs: 1000 });
+    assert.match(stranger.text, /^HTTP\/1\.1 404 Not Found\r\n[\s\S]*\r\n\r\n404 Not Found\n\nThe resource could not be found\.\n$/);
+    const strangerSlow = await exchange([`GET ${path} HTTP/1.1\r\n`, 'Connection: close\r\n\r\n'], { from: '127.0.0.3', pauseMs: 50, idleMs: 1000 });
+    assert.match(strangerSlow.text, /^HTTP\/1\.1 404 Not Found\r\n/);
+    assert.match((await exchange([`GET / HTTP/1.1\r\nConnection: close\r\n\r\n`], { from: '127.0.0.3', idleMs: 1000 })).text, /^HTTP\/1\.1 200 OK\r\n/, '`/` answers anyone');
+    const vm = await exchange([`GET ${path} HTTP/1.1\r\nConnection: close\r\n\r\n`], { from: '127.0.0.1', idleMs: 1000 });
+    assert.match(vm.text, /^HTTP\/1\.1 200 OK\r\n[\s\S]*"uuid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427"/, 'the VM itself gets its document');
+
     const bad = await exchange(['GARBAGE\r\n\r\n'], { idleMs: 1000 });
     assert.match(bad.text, /^HTTP\/1\.1 400 /);
   });

@@ -9,6 +9,19 @@ import { RateLimiter } from '../../src/security/rate-limit.ts';
 import { TokenKeys, tokenKeyPath } from '../../src/security/tokens.ts';
 import { LoopbackApp } from '../helpers/loopback-app.ts';
 
+/**
+ * The limiter on a clock the test moves. `RateLimiter.take(key, nowMs)` takes the time as an
+ * argument; the guard (`admit`) calls `take(key)` and lets it read `performance.now()`, so this
+ * subclass supplies the time instead: the requests on the wire then see exact bucket arithmetic,
+ * whatever the machine's load.
+ */
+class ClockedLimiter extends RateLimiter {
+  now = 0;
+  override take(key: string): number {
+    return super.take(key, this.now);
+  }
+}
+
 const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 const OTHER = '2c5f39cb-3fb2-42e3-994f-1127e4ddb538';
 
@@ -60,6 +73,28 @@ describe('rate limiter', () => {
     const slow = new RateLimiter({ perSecond: 0.1, burst: 1 });
     slow.take('a', 0);
     assert.equal(slow.take('a', 0), 10);
+  });
+
+  it('refills at exactly perSecond, caps at the burst, and a refused request costs nothing', () => {
+    const r = new RateLimiter({ perSecond: 1, burst: 5 });
+    assert.deepEqual([0, 1, 2, 3, 4].map(() => r.take('a', 0)), [0, 0, 0, 0, 0], 'the burst');
+    assert.equal(r.take('a', 0), 1, 'spent: come back in 1 s');
+    assert.equal(r.take('a', 999), 1, '0.999 of a token after 999 ms: still refused');
+    assert.equal(r.take('a', 1000), 0, 'one token after 1 s, although two requests were refused meanwhile');
+    assert.equal(r.take('a', 1000), 1);
+    assert.deepEqual([0, 1, 2, 3, 4, 5].map(() => r.take('a', 1_000_000)), [0, 0, 0, 0, 0, 1], 'a long pause refills the burst, no more');
+    // Retry-After is the whole seconds until the next token, at least 1.
+    const quarter = new RateLimiter({ perSecond: 0.25, burst: 1 });
+    assert.equal(quarter.take('a', 0), 0);
+    assert.equal(quarter.take('a', 0), 4);
+    assert.equal(quarter.take('a', 1000), 3, '0.25 of a token: 3 s to go');
+    assert.equal(quarter.take('a', 2500), 2, '0.625: 1.5 s to go, rounded up');
+    assert.equal(quarter.take('a', 3999), 1);
+    assert.equal(quarter.take('a', 4000), 0);
+    const fast = new RateLimiter({ perSecond: 1000, burst: 1 });
+    fast.take('a', 0);
+    assert.equal(fast.take('a', 0), 1, 'a wait under a second is still Retry-After: 1');
+    assert.equal(fast.take('a', 1), 0, 'one token a millisecond');
   });
 
   it('bounds its memory by dropping idle buckets first', () => {
@@ -128,18 +163,35 @@ for (const fast of [false, true]) {
       await app.stop();
     });
 
-    it('rate limit: 429 with Retry-After past the burst', async () => {
-      app.guard = { ...app.guard, limiter: new RateLimiter({ perSecond: 1, burst: 5 }) };
+    it('rate limit: 429 with Retry-After past the burst, on a clock the test moves', async () => {
+      const limiter = new ClockedLimiter({ perSecond: 1, burst: 5 });
+      app.guard = { ...app.guard, limiter };
       await start({});
-      const statuses: number[] = [];
-      let retryAfter: string | string[] | undefined;
-      for (let i = 0; i < 8; i++) {
+      const refusedBefore = app.guard.stats?.rejections.get('rate_limited') ?? 0;
+      const fetch = async (): Promise<[number, string | string[] | undefined]> => {
         const r = await app.fetch('/openstack/latest/meta_data.json');
-        statuses.push(r.status);
-        if (r.status === 429) retryAfter = r.headers['retry-after'];
-      }
-      assert.deepEqual(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
-      assert.equal(retryAfter, '1');
+        return [r.status, r.headers['retry-after']];
+      };
+      const burst: [number, string | string[] | undefined][] = [];
+      for (let i = 0; i < 8; i++) burst.push(await fetch());
+      assert.deepEqual(
+        burst,
+        [[200, undefined], [200, undefined], [200, undefined], [200, undefined], [200, undefined], [429, '1'], [429, '1'], [429, '1']],
+        'five (the burst), then 429 with Retry-After: 1',
+      );
+      limiter.now = 999;
+      assert.deepEqual(await fetch(), [429, '1'], 'not yet a token after 999 ms');
+      limiter.now = 1000;
+      assert.deepEqual(await fetch(), [200, undefined], 'one token after 1 s');
+      assert.deepEqual(await fetch(), [429, '1']);
+      // A slower rate: the header carries the computed wait, not a constant.
+      const slow = new ClockedLimiter({ perSecond: 0.25, burst: 1 });
+      app.guard.limiter = slow;
+      assert.deepEqual(await fetch(), [200, undefined]);
+      assert.deepEqual(await fetch(), [429, '4']);
+      slow.now = 2500;
+      assert.deepEqual(await fetch(), [429, '2'], '0.625 of a token: 1.5 s to go, rounded up');
+      assert.equal((app.guard.stats?.rejections.get('rate_limited') ?? 0) - refusedBefore, 7, 'every 429 counted');
       app.guard = { ...app.guard, limiter: undefined };
     });
   });

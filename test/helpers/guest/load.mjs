@@ -1,6 +1,9 @@
 // Run inside a guest namespace (plain Node, no build): bounded load and latency probes against
-// 169.254.169.254, printing one JSON line.
-//   node load.mjs flood RPS SECONDS CONNECTIONS PATH   keep-alive requests at a fixed total rate
+// 169.254.169.254, printing one JSON line (t0/t1: epoch ms of the first and last counted request,
+// so a caller can check that a probe ran inside a flood).
+//   node load.mjs flood RPS SECONDS CONNECTIONS PATH   keep-alive requests at a fixed total rate;
+//                                                      SECONDS 0: until SIGTERM or SIGINT. Says
+//                                                      "flooding" on stderr as it starts
 //   node load.mjs probe SECONDS INTERVAL_MS PATH       one request per new connection, latencies
 import http from 'node:http';
 
@@ -31,11 +34,14 @@ if (mode === 'flood') {
   const conns = Number(c);
   const agent = new http.Agent({ keepAlive: true, maxSockets: conns });
   const statuses = {};
-  const end = Date.now() + seconds * 1000;
+  const end = seconds > 0 ? Date.now() + seconds * 1000 : Infinity;
+  let stopped = false;
+  for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => (stopped = true));
   const inflight = new Set();
   let sent = 0;
   const started = Date.now();
-  while (Date.now() < end) {
+  process.stderr.write('flooding\n');
+  while (Date.now() < end && !stopped) {
     const due = Math.floor(((Date.now() - started) / 1000) * rps);
     while (sent < due && inflight.size < conns * 4) {
       sent++;
@@ -47,9 +53,10 @@ if (mode === 'flood') {
     }
     await new Promise((r) => setTimeout(r, 2));
   }
+  const t1 = Date.now();
   await Promise.all(inflight);
   agent.destroy();
-  console.log(JSON.stringify({ sent, statuses }));
+  console.log(JSON.stringify({ sent, statuses, t0: started, t1 }));
 } else if (mode === 'probe') {
   const seconds = Number(a);
   const interval = Number(b);
@@ -57,15 +64,17 @@ if (mode === 'flood') {
   const statuses = {};
   // Warm up first (JIT, first connections): those requests are not counted.
   for (let i = 0; i < 5; i++) await get(new http.Agent({ keepAlive: false }));
-  const end = Date.now() + seconds * 1000;
+  const t0 = Date.now();
+  const end = t0 + seconds * 1000;
   while (Date.now() < end) {
     const r = await get(new http.Agent({ keepAlive: false }));
     statuses[r.status] = (statuses[r.status] ?? 0) + 1;
     if (r.status === 200) lat.push(r.ms);
     await new Promise((res) => setTimeout(res, interval));
   }
+  const t1 = Date.now();
   lat.sort((x, y) => x - y);
-  console.log(JSON.stringify({ n: lat.length, statuses, p50: pct(lat, 50), p99: pct(lat, 99), max: lat[lat.length - 1] ?? 0 }));
+  console.log(JSON.stringify({ n: lat.length, statuses, p50: pct(lat, 50), p99: pct(lat, 99), max: lat[lat.length - 1] ?? 0, t0, t1 }));
 } else {
   console.error('usage: load.mjs flood RPS SECONDS CONNECTIONS [PATH] | probe SECONDS INTERVAL_MS [PATH]');
   process.exit(2);
