@@ -1,0 +1,138 @@
+// Mutation check (scripts/mutants.sh): deliberate bugs a reviewer fears most, applied one at a time
+// to a scratch copy of the tree, each followed by the tests that should catch it. Every mutant
+// must be killed (its tests fail); each selection of tests is first run unmutated and must pass,
+// so that a kill means the mutant was caught, not that the tests were red anyway.
+//   node --import tsx scripts/mutants.ts [--list] [--only NAME[,NAME…]] [--no-control]
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { MUTANTS, type Mutant, type Selection } from './mutants/catalogue.ts';
+import { RUN_OWNER } from '../test/helpers/sandbox.ts';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+const args = process.argv.slice(2);
+const flag = (name: string): string | undefined => {
+  const i = args.indexOf(name);
+  return i === -1 ? undefined : (args[i + 1] ?? '');
+};
+
+function say(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+/** A copy of the working tree (tracked and new files), sharing node_modules and the built addon. */
+function scratchCopy(): string {
+  const dir = join(tmpdir(), `imdstest-${RUN_OWNER}-mutants`);
+  rmSync(dir, { recursive: true, force: true });
+  const files = execFileSync('git', ['ls-files', '-co', '--exclude-standard', '-z'], { cwd: ROOT }).toString().split('\0').filter(Boolean);
+  for (const f of files) {
+    const from = join(ROOT, f);
+    let st;
+    try {
+      st = statSync(from);
+    } catch {
+      continue; // deleted in the working tree
+    }
+    if (!st.isFile()) continue;
+    mkdirSync(dirname(join(dir, f)), { recursive: true });
+    copyFileSync(from, join(dir, f));
+    chmodSync(join(dir, f), st.mode);
+  }
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  return dir;
+}
+
+function selectionKey(s: Selection): string {
+  return `${s.files.join(' ')}${s.pattern === undefined ? '' : ` -- "${s.pattern}"`}`;
+}
+
+/** Runs the selected tests in `dir`; true when they pass. The output goes to `log`. */
+function runTests(dir: string, s: Selection, log: string): { passed: boolean; ms: number } {
+  const t0 = performance.now();
+  const argv = ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-timeout=900000', '--test-reporter=spec'];
+  if (s.pattern !== undefined) argv.push(`--test-name-pattern=${s.pattern}`);
+  argv.push(...s.files);
+  const r = spawnSync(process.execPath, argv, { cwd: dir, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: { ...process.env, IMDS_TEST_SKIPS: '/dev/null' } });
+  writeFileSync(log, `${r.stdout}\n${r.stderr}`);
+  return { passed: r.status === 0, ms: performance.now() - t0 };
+}
+
+function build(dir: string): void {
+  execFileSync(process.execPath, [join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: dir, stdio: 'pipe' });
+}
+
+/** Applies a mutant's edits in `dir`; returns the originals to restore. Each `find` must occur exactly once. */
+function apply(dir: string, m: Mutant): Map<string, string> {
+  const originals = new Map<string, string>();
+  for (const e of m.edits) {
+    const path = join(dir, e.file);
+    const text = originals.get(path) ?? readFileSync(path, 'utf8');
+    if (!originals.has(path)) originals.set(path, text);
+    const current = readFileSync(path, 'utf8');
+    const at = current.indexOf(e.find);
+    if (at === -1 || current.indexOf(e.find, at + 1) !== -1) {
+      for (const [p, t] of originals) writeFileSync(p, t);
+      throw new Error(`mutant ${m.name}: the text to replace occurs ${at === -1 ? 'nowhere' : 'more than once'} in ${e.file}: ${JSON.stringify(e.find)}`);
+    }
+    writeFileSync(path, current.slice(0, at) + e.replace + current.slice(at + e.find.length));
+  }
+  return originals;
+}
+
+function main(): number {
+  const only = flag('--only')?.split(',').filter(Boolean);
+  const chosen = only === undefined ? MUTANTS : MUTANTS.filter((m) => only.includes(m.name));
+  if (only !== undefined && chosen.length !== only.length) throw new Error(`unknown mutant: ${only.filter((n) => !MUTANTS.some((m) => m.name === n)).join(', ')}`);
+  if (args.includes('--list')) {
+    for (const m of chosen) say(`${m.name.padEnd(30)} ${m.fear}\n${' '.repeat(31)}caught by: ${selectionKey(m.tests)}`);
+    return 0;
+  }
+  const dir = scratchCopy();
+  const logs = join(tmpdir(), `imds-mutants-${new Date().toISOString().replace(/[:.]/g, '')}`);
+  mkdirSync(logs);
+  say(`mutants: ${chosen.length}, scratch copy ${dir}, test output in ${logs}`);
+  try {
+    build(dir);
+    const controls = new Map<string, boolean>();
+    if (!args.includes('--no-control')) {
+      for (const s of new Map(chosen.map((m) => [selectionKey(m.tests), m.tests])).values()) {
+        const r = runTests(dir, s, join(logs, `control-${controls.size}.log`));
+        controls.set(selectionKey(s), r.passed);
+        say(`control ${r.passed ? 'passed' : 'FAILED'} (${(r.ms / 1000).toFixed(0)} s): ${selectionKey(s)}`);
+      }
+    }
+    const rows: string[] = [];
+    let survivors = 0;
+    for (const m of chosen) {
+      if (controls.get(selectionKey(m.tests)) === false) {
+        rows.push(`| ${m.name} | ${m.fear} | ${selectionKey(m.tests)} | not run: control failed |`);
+        survivors++;
+        continue;
+      }
+      const originals = apply(dir, m);
+      let verdict: string;
+      try {
+        build(dir);
+        const r = runTests(dir, m.tests, join(logs, `${m.name}.log`));
+        verdict = r.passed ? `SURVIVED (${(r.ms / 1000).toFixed(0)} s)` : `killed (${(r.ms / 1000).toFixed(0)} s)`;
+        if (r.passed) survivors++;
+      } catch (err) {
+        verdict = `INVALID: does not build: ${(err as { stderr?: Buffer }).stderr?.toString().slice(0, 300) ?? String(err)}`;
+        survivors++;
+      } finally {
+        for (const [p, t] of originals) writeFileSync(p, t);
+      }
+      say(`${m.name}: ${verdict}`);
+      rows.push(`| ${m.name} | ${m.fear} | ${selectionKey(m.tests)} | ${verdict} |`);
+    }
+    build(dir);
+    say(`\n| mutant | the bug | tests | result |\n|---|---|---|---|\n${rows.join('\n')}`);
+    say(survivors === 0 ? `\nmutants: all ${chosen.length} killed` : `\nmutants: ${survivors} of ${chosen.length} NOT killed`);
+    return survivors === 0 ? 0 : 1;
+  } finally {
+    if (!args.includes('--keep')) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+process.exitCode = main();

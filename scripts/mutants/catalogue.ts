@@ -1,0 +1,206 @@
+// The mutants of scripts/mutants.sh: each is a deliberate bug (text replacements, each `find`
+// occurring exactly once in its file) and the tests that must catch it. Keep `find` strings short
+// and distinctive; when a restructure moves the code, move the mutant with it.
+
+export interface Selection {
+  /** Test files, relative to the repository. */
+  files: string[];
+  /** --test-name-pattern: only the tests (or suites) whose names match. */
+  pattern?: string;
+}
+
+export interface Mutant {
+  name: string;
+  /** The bug, as a reviewer would fear it. */
+  fear: string;
+  edits: { file: string; find: string; replace: string }[];
+  tests: Selection;
+}
+
+const DATAPATH: Selection = { files: ['test/integration/datapath.test.ts'] };
+const SECURITY: Selection = { files: ['test/integration/security.test.ts'], pattern: 'security: tokens' };
+
+export const MUTANTS: Mutant[] = [
+  {
+    name: 'identity-ignores-network',
+    fear: 'a caller is identified by its address alone, whatever network it arrived on',
+    edits: [
+      {
+        file: 'src/store/metadata-index.ts',
+        find: 'return this.networks.get(networkId)?.byIp.get(ip);',
+        replace: 'return [...this.networks.values()].map((n) => n.byIp.get(ip)).find((e) => e !== undefined);',
+      },
+    ],
+    tests: DATAPATH,
+  },
+  {
+    name: 'other-vms-user-data',
+    fear: "a VM is served another VM's user data",
+    edits: [
+      {
+        file: 'src/store/metadata-index.ts',
+        find: 'this.userData = facts.userData;',
+        replace:
+          'const g = globalThis as { lastUd?: Buffer }; this.userData = g.lastUd ?? facts.userData; if (facts.userData !== undefined) g.lastUd = facts.userData;',
+      },
+    ],
+    tests: DATAPATH,
+  },
+  {
+    name: 'guard-rule-dropped',
+    fear: "the anti-spoofing rule is gone: a guest forging a neighbour's address gets its metadata",
+    edits: [
+      {
+        file: 'src/netns/nft.ts',
+        find: 'rules: [`ip daddr ${METADATA_IP} ip saddr @${VM_IP_SET} ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}" drop`],',
+        replace: 'rules: [`ip daddr ${METADATA_IP} ip saddr @${VM_IP_SET} ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}"`],',
+      },
+    ],
+    tests: SECURITY,
+  },
+  {
+    name: 'tokens-required-ignored',
+    fear: '`http_tokens: required` is ignored: the EC2 tree answers without a token',
+    edits: [{ file: 'src/server/guest-guard.ts', find: 'return vm.access.tokensRequired && isEc2Tree(path)', replace: 'return false && isEc2Tree(path)' }],
+    tests: SECURITY,
+  },
+  {
+    name: 'rate-limit-off',
+    fear: 'the per-guest rate limit never refuses: one guest can flood the service',
+    edits: [{ file: 'src/server/guest-guard.ts', find: 'const wait = guard.limiter?.take(`${network}|${source}`) ?? 0;', replace: 'const wait = 0;' }],
+    tests: SECURITY,
+  },
+  {
+    name: 'hop-limit-not-applied',
+    fear: 'a token leaves with the default TTL: a container behind a NAT on the guest gets one',
+    edits: [
+      {
+        file: 'src/server/metadata-app.ts',
+        find: 'setSocketTtl(request.raw.socket as unknown as { _handle?: { fd?: number } }, vm.access.hopLimit);',
+        replace: 'void setSocketTtl;',
+      },
+    ],
+    tests: SECURITY,
+  },
+  {
+    name: 'probe-header-trusted',
+    fear: "identity from a header: the probe header is honoured without the daemon's secret",
+    edits: [{ file: 'src/server/guest-api.ts', find: 'if (secret.length !== PROBE_SECRET_BYTES.length || !timingSafeEqual(secret, PROBE_SECRET_BYTES)) return undefined;', replace: 'void timingSafeEqual;' }],
+    tests: SECURITY,
+  },
+  {
+    name: 'listener-reachable-directly',
+    fear: "a guest can reach the listener's port directly, around port 80's rules",
+    edits: [{ file: 'src/netns/nft.ts', find: 'rules: [`tcp dport ${port} ct status dnat accept`, `tcp dport ${port} counter drop`],', replace: 'rules: [`tcp dport ${port} accept`],' }],
+    tests: DATAPATH,
+  },
+  {
+    name: 'no-header-timeout',
+    fear: 'a guest that connects and sends nothing holds its connection forever (slow loris)',
+    edits: [{ file: 'src/server/listeners.ts', find: 'requestTimeout: timeouts.requestTimeoutMs,\n      headersTimeout: timeouts.headersTimeoutMs,', replace: 'requestTimeout: 0,\n      headersTimeout: 0,' }],
+    tests: DATAPATH,
+  },
+  {
+    name: 'teardown-leaves-bridge',
+    fear: '`imds down` (and removing a network) leaves the bridge behind',
+    edits: [{ file: 'src/controller/plan.ts', find: 'const lines = [...e.veths.sort(), ...e.bridges.sort()].map', replace: 'const lines = [...e.veths.sort()].map' }],
+    tests: { files: ['test/integration/lifecycle.test.ts'] },
+  },
+  {
+    name: 'password-accepted-twice',
+    fear: 'the write-once password can be overwritten by a second POST',
+    edits: [
+      {
+        file: 'src/store/inventory.ts',
+        find: "    if ((this.passwords.get(vm.id) ?? '') !== '') return false;\n    if (value === '') return true;\n    if (!this.store.setPasswordOnce(vm.id, value)) return false;",
+        replace: "    if (value === '') return true;\n    this.store.clearPassword(vm.id);\n    if (!this.store.setPasswordOnce(vm.id, value)) return false;",
+      },
+    ],
+    tests: { files: ['test/integration/nova-tree.test.ts'] },
+  },
+  {
+    name: 'import-applied-half-way',
+    fear: 'a rejected import leaves the records before the bad one applied (the CLI sends it in pieces)',
+    edits: [
+      {
+        file: 'src/cli/vm.ts',
+        find: "const r = await clientOf(cmd).call<{ networks: Record<string, string[]>; vms: Record<string, string[]> }>('POST', '/v1/import', body);",
+        replace:
+          "type R = { networks: Record<string, string[]>; vms: Record<string, string[]> };\n      let r: R = { networks: {}, vms: {} };\n      for (let i = 0; i < Math.max(1, body.vms.length); i += 10) r = await clientOf(cmd).call<R>('POST', '/v1/import', { ...body, vms: body.vms.slice(i, i + 10) });",
+      },
+    ],
+    tests: { files: ['test/integration/cli.test.ts'] },
+  },
+  {
+    name: 'batch-without-transaction',
+    fear: 'a crash half-way through a batch leaves half of it in the store',
+    edits: [{ file: 'src/store/sqlite-store.ts', find: 'const run = this.db.transaction((c: BatchChange) => {', replace: 'const run = ((c: BatchChange) => {' }],
+    tests: { files: ['test/integration/service.test.ts'], pattern: 'all or nothing' },
+  },
+  {
+    name: 'vm-removal-not-live',
+    fear: 'a removed VM is still served until the daemon restarts',
+    edits: [{ file: 'src/store/inventory.ts', find: '    this.forgetVm(vm.id);\n    this.currentIndex.removeVm(vm.id);', replace: '    this.forgetVm(vm.id);' }],
+    tests: { files: ['test/integration/cli.test.ts'] },
+  },
+  {
+    name: 'drift-never-repaired',
+    fear: 'kernel damage (a deleted veth, a flushed table) is noticed but never repaired',
+    edits: [{ file: 'src/controller/drift-watch.ts', find: '  schedule(network: string, reason: string): void {\n    if (this.stopped) return;', replace: '  schedule(network: string, reason: string): void {\n    if (this.stopped || reason !== "") return;' }],
+    tests: { files: ['test/integration/drift.test.ts'] },
+  },
+  {
+    name: 'interception-not-updated',
+    fear: 'a VM added to a running network is not steered to the service on the bridge (default-route guests get nothing)',
+    edits: [{ file: 'src/controller/network-services.ts', find: '        await this.syncGuests(d);\n        if (this.deps.network(network)?.dhcp === true)', replace: '        if (this.deps.network(network)?.dhcp === true)' }],
+    tests: { files: ['test/integration/dhcp.test.ts'] },
+  },
+  {
+    name: 'reload-kills-daemon',
+    fear: 'a reload (SIGHUP) ends the daemon: it has no handler once it is ready',
+    edits: [{ file: 'src/daemon.ts', find: "    process.on('SIGHUP', onHup);\n", replace: "    process.off('SIGHUP', onHup);\n" }],
+    tests: { files: ['test/integration/lifecycle.test.ts'], pattern: 'SIGHUP' },
+  },
+  {
+    name: 'empty-password-stored',
+    fear: 'an empty password POST stores the empty value, and the real one the guest posts next is refused',
+    edits: [{ file: 'src/store/inventory.ts', find: "    if (value === '') return true;\n    if (!this.store.setPasswordOnce", replace: "    if (!this.store.setPasswordOnce" }],
+    tests: DATAPATH,
+  },
+  {
+    name: 'other-methods-as-get',
+    fear: 'TRACE, PROPFIND and other unrouted methods are answered like a GET (the VM\'s documents)',
+    edits: [
+      {
+        file: 'src/server/metadata-app.ts',
+        find: "app.setNotFoundHandler((request, reply) => (request.method === 'GET' || request.method === 'HEAD' ? answer(request, reply) : otherMethod(request, reply)));",
+        replace: 'app.setNotFoundHandler(answer);',
+      },
+    ],
+    tests: DATAPATH,
+  },
+  {
+    name: 'connect-unanswered',
+    fear: 'a CONNECT gets no answer: the connection is dropped without a word',
+    edits: [{ file: 'src/server/listeners.ts', find: "server.on('connect', (_req: IncomingMessage, socket: Socket) => {", replace: "server.on('connect-never', (_req: IncomingMessage, socket: Socket) => {" }],
+    tests: DATAPATH,
+  },
+  {
+    name: 'head-limit-raised',
+    fear: 'request heads far over 8 KiB are read and served (memory per connection unbounded by the documented limit)',
+    edits: [{ file: 'src/server/listeners.ts', find: 'maxHeaderSize: 8192,', replace: 'maxHeaderSize: 65536,' }],
+    tests: DATAPATH,
+  },
+  {
+    name: 'admin-answers-before-kernel',
+    fear: '`vm add` returns before the bridge steers the new VM: a default-route guest asking at once is not served',
+    edits: [{ file: 'src/server/admin-app.ts', find: "if (request.method !== 'GET' && request.method !== 'HEAD') await deps.vmChangesApplied?.();", replace: 'void request;' }],
+    tests: { files: ['test/integration/dhcp.test.ts'] },
+  },
+  {
+    name: 'guest-request-kills-daemon',
+    fear: 'a hostile guest request (a NUL in the path) ends the daemon',
+    edits: [{ file: 'src/server/guest-api.ts', find: '      segment = decodeURIComponent(raw);', replace: "      segment = decodeURIComponent(raw);\n      if (segment.includes('\\0')) process.abort();" }],
+    tests: { files: ['test/integration/security.test.ts'], pattern: 'hostile' },
+  },
+];
