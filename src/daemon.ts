@@ -121,8 +121,8 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     // Fault injection for the crash-consistency test: pause half-way through a batch transaction.
     const pauseMs = Number(process.env['IMDS_FAULT_PAUSE_MID_BATCH_MS'] ?? 0);
     if (pauseMs > 0) {
-      store.midBatchHook = () => {
-        writeSync(2, 'imds-fault: batch half written, pausing\n');
+      store.midBatchHook = (written, total) => {
+        writeSync(2, `imds-fault: batch half written (${written} of ${total} VMs), pausing\n`);
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, pauseMs);
       };
     }

@@ -95,8 +95,14 @@ export const MUTANTS: Mutant[] = [
     tests: DATAPATH,
   },
   {
+    name: 'no-idle-timeout',
+    fear: 'a guest that connects and sends nothing holds its connection forever',
+    edits: [{ file: 'src/server/fast-path.ts', find: '    socket.setTimeout(deps.headersTimeoutMs);', replace: '    socket.setTimeout(0);' }],
+    tests: DATAPATH,
+  },
+  {
     name: 'no-header-timeout',
-    fear: 'a guest that connects and sends nothing holds its connection forever (slow loris)',
+    fear: 'a guest that sends part of a request head and stalls holds its connection forever (slow loris)',
     edits: [{ file: 'src/server/listeners.ts', find: 'requestTimeout: timeouts.requestTimeoutMs,\n      headersTimeout: timeouts.headersTimeoutMs,', replace: 'requestTimeout: 0,\n      headersTimeout: 0,' }],
     tests: DATAPATH,
   },

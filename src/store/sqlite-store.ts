@@ -76,8 +76,11 @@ export class SqliteStore {
     setPassword: Database.Statement;
     clearPassword: Database.Statement;
   };
-  /** Called inside a batch transaction after half of it is written (fault-injection for tests). */
-  midBatchHook: (() => void) | undefined;
+  /**
+   * Called inside a batch transaction of two VMs or more once half of its VMs are written, with
+   * how many of how many (fault injection for tests).
+   */
+  midBatchHook: ((written: number, total: number) => void) | undefined;
 
   private constructor(path: string, db: Database.Database) {
     this.path = path;
@@ -145,7 +148,7 @@ export class SqliteStore {
       const vms = c.vms ?? [];
       const half = Math.floor(vms.length / 2);
       vms.forEach(({ vm, origin }, i) => {
-        if (i === half && this.midBatchHook !== undefined) this.midBatchHook();
+        if (i === half && vms.length >= 2 && this.midBatchHook !== undefined) this.midBatchHook(i, vms.length);
         this.stmt.putVm.run({ id: vm.id, network: vm.network, ip: vm.ip, mac: vm.mac, spec: vmSpec(vm), user_data: vm.user_data ?? null, origin });
       });
     });
