@@ -15,7 +15,12 @@ await sb.setup();
 try {
   await buildStorm();
   // No per-guest rate limit (the steady load comes from one guest); an older tree has no such key.
-  const cfg: Record<string, unknown> = { log_level: 'info', networks: networks(4), vms: vms(4), ...(side === 'this' ? { rate_limit_per_second: 0 } : {}) };
+  const cfg: Record<string, unknown> = {
+    log_level: 'info',
+    networks: networks(4),
+    vms: vms(4),
+    ...(side === 'this' ? { rate_limit_per_second: 0 } : {}),
+  };
   const d = await sb.startDaemon(sb.writeConfig(sb.config(cfg)), { readyTimeoutMs: 120_000 });
   const guests = await addGuests(sb, vms(4));
   const files = writeStormFiles(`${sb.dir}/s1000`, guests);

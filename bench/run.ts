@@ -96,7 +96,13 @@ function medianOf<T>(rows: T[], key: keyof T): number {
   return median(rows.map((r) => Number(r[key])));
 }
 
-async function measureServer(server: Server, pids: () => number[], guests: GuestRef[], f100: { guestsFile: string; pathsFile: string }, f1000: { guestsFile: string; pathsFile: string }): Promise<void> {
+async function measureServer(
+  server: Server,
+  pids: () => number[],
+  guests: GuestRef[],
+  f100: { guestsFile: string; pathsFile: string },
+  f1000: { guestsFile: string; pathsFile: string },
+): Promise<void> {
   log(`[${server}] boot storm, 100 guests`);
   const s100 = await stormRuns(f100, pids);
   log(`[${server}] boot storm, 1,000 guests`);
@@ -109,15 +115,28 @@ async function measureServer(server: Server, pids: () => number[], guests: Guest
 }
 
 /** imds: from the admin call to the new VM's guest getting its document, and the same for a user-data change. */
-async function imdsVmChange(sb: Sandbox, client: AdminClient): Promise<{ served_after_call_ms: number[]; served_after_response_ms: number[]; call_ms: number[]; userdata_ms: number[] }> {
+async function imdsVmChange(
+  sb: Sandbox,
+  client: AdminClient,
+): Promise<{ served_after_call_ms: number[]; served_after_response_ms: number[]; call_ms: number[]; userdata_ms: number[] }> {
   const network = 'b3';
   const vm: BenchVm = { ...vmOf(3, 250), ip: '198.51.100.253' };
   const [guest] = await addGuests(sb, [vm], 'new');
-  const out = { served_after_call_ms: [] as number[], served_after_response_ms: [] as number[], call_ms: [] as number[], userdata_ms: [] as number[] };
+  const out = {
+    served_after_call_ms: [] as number[],
+    served_after_response_ms: [] as number[],
+    call_ms: [] as number[],
+    userdata_ms: [] as number[],
+  };
   for (let r = 0; r < RUNS * 3; r++) {
     const expect = `vm-new-${r}`;
     const body = { ...vm, hostname: expect, id: `c0000000-0000-4000-8000-${String(r).padStart(12, '0')}` };
-    const polled = pollUntil((guest as GuestRef).netns, '/openstack/latest/meta_data.json', (a) => a.status === 200 && a.body.includes(expect), 10_000);
+    const polled = pollUntil(
+      (guest as GuestRef).netns,
+      '/openstack/latest/meta_data.json',
+      (a) => a.status === 200 && a.body.includes(expect),
+      10_000,
+    );
     await sleep(50);
     const t0 = performance.now();
     await client.call('POST', '/v1/vms', body);
@@ -128,7 +147,12 @@ async function imdsVmChange(sb: Sandbox, client: AdminClient): Promise<{ served_
     out.served_after_response_ms.push(seen.at - t1);
     // A user-data change.
     const newData = `#cloud-config\n# change ${r}\n`;
-    const polled2 = pollUntil((guest as GuestRef).netns, '/openstack/latest/user_data', (a) => a.status === 200 && a.body === newData, 10_000);
+    const polled2 = pollUntil(
+      (guest as GuestRef).netns,
+      '/openstack/latest/user_data',
+      (a) => a.status === 200 && a.body === newData,
+      10_000,
+    );
     await sleep(50);
     const t2 = performance.now();
     await client.call('PATCH', `/v1/vms/${body.id}`, { user_data: newData });
@@ -152,7 +176,12 @@ async function imdsNetworkCreate(client: AdminClient): Promise<number[]> {
 }
 
 /** The peer: write the VM's files and the whole config, restart lighttpd, until the new VM is answered; another VM's outage meanwhile. */
-async function peerVmChange(sb: Sandbox, peers: Map<string, ChildProcess>, all: BenchVm[], guests: GuestRef[]): Promise<{ served_after_change_ms: number[]; write_ms: number[]; other_failed_probes: number[]; other_outage_ms: number[] }> {
+async function peerVmChange(
+  sb: Sandbox,
+  peers: Map<string, ChildProcess>,
+  all: BenchVm[],
+  guests: GuestRef[],
+): Promise<{ served_after_change_ms: number[]; write_ms: number[]; other_failed_probes: number[]; other_outage_ms: number[] }> {
   const network = 'b3';
   const ns = `${sb.nsPrefix}${network}`;
   const dir = join(sb.dir, 'peer', network);
@@ -161,7 +190,12 @@ async function peerVmChange(sb: Sandbox, peers: Map<string, ChildProcess>, all: 
   const vm: BenchVm = { ...vmOf(3, 250), ip: '198.51.100.253' };
   const newGuest = guests.find((g) => g.vm.ip === '198.51.100.253' && g.vm.network === network) as GuestRef;
   const other = guests.find((g) => g.vm.network === network) as GuestRef;
-  const out = { served_after_change_ms: [] as number[], write_ms: [] as number[], other_failed_probes: [] as number[], other_outage_ms: [] as number[] };
+  const out = {
+    served_after_change_ms: [] as number[],
+    write_ms: [] as number[],
+    other_failed_probes: [] as number[],
+    other_outage_ms: [] as number[],
+  };
   for (let r = 0; r < RUNS * 3; r++) {
     const expect = `vm-new-${r}`;
     const added = { ...vm, hostname: expect, id: `c0000000-0000-4000-8000-${String(r).padStart(12, '0')}` };
@@ -180,7 +214,12 @@ async function peerVmChange(sb: Sandbox, peers: Map<string, ChildProcess>, all: 
         } else failed++;
       }
     })();
-    const polled = pollUntil(newGuest.netns, '/openstack/latest/meta_data.json', (a) => a.status === 200 && a.body.includes(expect), 20_000);
+    const polled = pollUntil(
+      newGuest.netns,
+      '/openstack/latest/meta_data.json',
+      (a) => a.status === 200 && a.body.includes(expect),
+      20_000,
+    );
     await sleep(100);
     const t0 = performance.now();
     writeVmFiles(join(dir, 'docroot'), netDef, added);
@@ -204,9 +243,19 @@ async function peerVmChange(sb: Sandbox, peers: Map<string, ChildProcess>, all: 
 }
 
 /** Time from starting the daemon until a guest on every network has its answer. */
-async function imdsRestart(sb: Sandbox, count: number): Promise<{ to_serving_ms: number[]; to_ready_ms: number[]; daemon_listening_ms: number[]; guests: GuestRef[] }> {
+async function imdsRestart(
+  sb: Sandbox,
+  count: number,
+): Promise<{ to_serving_ms: number[]; to_ready_ms: number[]; daemon_listening_ms: number[]; guests: GuestRef[] }> {
   const nets = Array.from({ length: count }, (_, k) => ({ id: `r${k}`, cidr: '192.0.2.0/24', service_ip: '192.0.2.2' }));
-  const vmsR: BenchVm[] = nets.map((n, k) => ({ ...vmOf(0, 0), id: `d0000000-0000-4000-8000-${String(k).padStart(12, '0')}`, network: n.id, ip: '192.0.2.10', mac: '52:54:00:aa:00:10', hostname: `r${k}` }));
+  const vmsR: BenchVm[] = nets.map((n, k) => ({
+    ...vmOf(0, 0),
+    id: `d0000000-0000-4000-8000-${String(k).padStart(12, '0')}`,
+    network: n.id,
+    ip: '192.0.2.10',
+    mac: '52:54:00:aa:00:10',
+    hostname: `r${k}`,
+  }));
   // The first start seeds the store from the file; restarts then run as an operator's would, with
   // the networks and VMs in the store and only daemon settings in the file.
   const seedPath = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: vmsR }, 'restart'), 'restart-seed.yaml');
@@ -220,7 +269,8 @@ async function imdsRestart(sb: Sandbox, count: number): Promise<{ to_serving_ms:
     const d = await sb.startDaemon(path, { waitReady: false });
     out.to_serving_ms.push(await allAnswer(guests, t0));
     await d.waitFor((l) => l['msg'] === 'ready', 60_000);
-    const serving = d.logs.find((l) => l['msg'] === 'serving existing networks') as { ms_since_start?: number; phases?: unknown } | undefined;
+    const serving = d.logs.find((l) => l['msg'] === 'serving existing networks') as
+      { ms_since_start?: number; phases?: unknown } | undefined;
     out.daemon_listening_ms.push(serving?.ms_since_start ?? Number.NaN);
     if (process.env['PHASES']) log(JSON.stringify(serving?.phases));
     out.to_ready_ms.push(performance.now() - t0);
@@ -279,24 +329,43 @@ async function floor(sb: Sandbox): Promise<void> {
     const s = await stormRuns(f1000, pids);
     const w: WrkResult[] = [];
     for (let r = 0; r < RUNS; r++) w.push(await wrk(loadGuest.netns, 16, SECONDS, '/openstack/latest/meta_data.json'));
-    rows.push(`| ${name} | ${fmt(medianOf(s, 'wall_ms'))} | ${fmt(medianOf(s, 'server_cpu_us_per_req'))} | ${s.map((x) => x.cpu_busy.join('/')).join(', ')} | ${fmt(medianOf(w, 'rps'))} |`);
+    rows.push(
+      `| ${name} | ${fmt(medianOf(s, 'wall_ms'))} | ${fmt(medianOf(s, 'server_cpu_us_per_req'))} | ${s.map((x) => x.cpu_busy.join('/')).join(', ')} | ${fmt(medianOf(w, 'rps'))} |`,
+    );
     log(rows[rows.length - 1] as string);
   };
   await measure('imds', () => [d.pid]);
   await d.stop();
   const nsList = nets.map((n) => `${sb.nsPrefix}${n.id}`).join(',');
-  for (const [mode, threads] of [['raw', 1], ['raw', 2], ['http', 1]] as const) {
-    const p = spawn('nsenter', [`--net=/run/netns/${sb.hv}`, '--', process.execPath, join(ROOT, 'bench', 'lib', 'canned-server.mjs'), mode, nsList, String(threads)], { stdio: 'ignore' });
+  for (const [mode, threads] of [
+    ['raw', 1],
+    ['raw', 2],
+    ['http', 1],
+  ] as const) {
+    const p = spawn(
+      'nsenter',
+      [`--net=/run/netns/${sb.hv}`, '--', process.execPath, join(ROOT, 'bench', 'lib', 'canned-server.mjs'), mode, nsList, String(threads)],
+      { stdio: 'ignore' },
+    );
     await sleep(1000);
-    await measure(`canned ${mode === 'raw' ? 'net' : 'node:http'}, ${threads} event loop${threads > 1 ? 's' : ''}`, () => [p.pid as number]);
+    await measure(`canned ${mode === 'raw' ? 'net' : 'node:http'}, ${threads} event loop${threads > 1 ? 's' : ''}`, () => [
+      p.pid as number,
+    ]);
     p.kill('SIGKILL');
     await sleep(300);
   }
-  const peers = nets.map((n, k) => startLighttpd(`${sb.nsPrefix}${n.id}`, writePeer(join(sb.dir, 'peer', n.id), n, all.slice(k * VMS_PER_NETWORK, (k + 1) * VMS_PER_NETWORK), 8775)));
+  const peers = nets.map((n, k) =>
+    startLighttpd(
+      `${sb.nsPrefix}${n.id}`,
+      writePeer(join(sb.dir, 'peer', n.id), n, all.slice(k * VMS_PER_NETWORK, (k + 1) * VMS_PER_NETWORK), 8775),
+    ),
+  );
   await sleep(1500);
   await measure('peer (lighttpd)', () => peers.map((p) => p.pid as number));
   for (const p of peers) p.kill('SIGKILL');
-  process.stdout.write(`\n| server | storm 1,000 wall ms | server CPU µs/req | CPU busy % per core (runs) | c=16 req/s |\n|---|---|---|---|---|\n${rows.join('\n')}\n`);
+  process.stdout.write(
+    `\n| server | storm 1,000 wall ms | server CPU µs/req | CPU busy % per core (runs) | c=16 req/s |\n|---|---|---|---|---|\n${rows.join('\n')}\n`,
+  );
 }
 
 async function memory(sb: Sandbox): Promise<Record<string, number>> {
@@ -308,12 +377,18 @@ async function memory(sb: Sandbox): Promise<Record<string, number>> {
   out['imds_first_start_ms_10000_vms'] = Number(d.logs.find((l) => l['msg'] === 'ready')?.['ms'] ?? NaN);
   const admin = new AdminClient(sb.adminSocket());
   // One request per network as its first VM (the daemon's own probe, through the namespace).
-  for (const n of nets) await admin.call('POST', `/v1/vms/${vmOf(Number(n.id.slice(1)), 0).id}/fetch`, { path: '/openstack/latest/meta_data.json' });
+  for (const n of nets)
+    await admin.call('POST', `/v1/vms/${vmOf(Number(n.id.slice(1)), 0).id}/fetch`, { path: '/openstack/latest/meta_data.json' });
   await sleep(1000);
   out['imds_rss_kb_10000_vms'] = rssKb([d.pid]);
   await d.stop();
   // The peer with 10,000 VMs: 40 lighttpd, 250 VMs each, in the namespaces imds left in place.
-  const procs = nets.map((n, k) => startLighttpd(`${sb.nsPrefix}${n.id}`, writePeer(join(sb.dir, 'peer-big', n.id), n, vms(BIG_NETWORKS).slice(k * VMS_PER_NETWORK, (k + 1) * VMS_PER_NETWORK), 8775)));
+  const procs = nets.map((n, k) =>
+    startLighttpd(
+      `${sb.nsPrefix}${n.id}`,
+      writePeer(join(sb.dir, 'peer-big', n.id), n, vms(BIG_NETWORKS).slice(k * VMS_PER_NETWORK, (k + 1) * VMS_PER_NETWORK), 8775),
+    ),
+  );
   await sleep(2000);
   for (const n of nets) await probeOnce(`${sb.nsPrefix}${n.id}`, '/openstack/latest/meta_data.json');
   out['peer_rss_kb_10000_vms'] = rssKb(procs.map((p) => p.pid as number));
@@ -322,16 +397,30 @@ async function memory(sb: Sandbox): Promise<Record<string, number>> {
   // Extra memory per network: 1 network vs 201 networks, no VMs; the daemon's own accounting
   // (V8 heap + external) after its post-start GC, which RSS noise would drown.
   const heapKb = async (instance: string): Promise<number> => {
-    const st = JSON.parse((await sh([process.execPath, join(ROOT, 'dist', 'main.js'), '--admin-socket', sb.adminSocket(instance), 'status', '--json'])).stdout) as { daemon: { memory_kb: Record<string, number> } };
+    const st = JSON.parse(
+      (await sh([process.execPath, join(ROOT, 'dist', 'main.js'), '--admin-socket', sb.adminSocket(instance), 'status', '--json'])).stdout,
+    ) as { daemon: { memory_kb: Record<string, number> } };
     return (st.daemon.memory_kb['heapUsed'] ?? 0) + (st.daemon.memory_kb['external'] ?? 0);
   };
-  const one = sb.writeConfig(sb.config({ log_level: 'info', networks: [{ id: 'm0', cidr: '203.0.113.0/24', service_ip: '203.0.113.2' }] }, 'mem1'), 'mem1.yaml');
+  const one = sb.writeConfig(
+    sb.config({ log_level: 'info', networks: [{ id: 'm0', cidr: '203.0.113.0/24', service_ip: '203.0.113.2' }] }, 'mem1'),
+    'mem1.yaml',
+  );
   let m = await sb.startDaemon(one);
   await sleep(1000);
   out['imds_rss_kb_1_network'] = rssKb([m.pid]);
   const heapOne = await heapKb('mem1');
   await m.stop();
-  const many = sb.writeConfig(sb.config({ log_level: 'info', networks: Array.from({ length: 201 }, (_, k) => ({ id: `m${k}`, cidr: '203.0.113.0/24', service_ip: '203.0.113.2' })) }, 'mem201'), 'mem201.yaml');
+  const many = sb.writeConfig(
+    sb.config(
+      {
+        log_level: 'info',
+        networks: Array.from({ length: 201 }, (_, k) => ({ id: `m${k}`, cidr: '203.0.113.0/24', service_ip: '203.0.113.2' })),
+      },
+      'mem201',
+    ),
+    'mem201.yaml',
+  );
   // 201 networks built from nothing: also the figure for a first start at that size.
   m = await sb.startDaemon(many, { readyTimeoutMs: 180_000 });
   out['imds_first_start_ms_201_networks'] = Number(m.logs.find((l) => l['msg'] === 'ready')?.['ms'] ?? NaN);
@@ -355,9 +444,27 @@ function report(): string {
     const a = st(im, k);
     const b = st(pe, k);
     const g = k === 'storm100' ? '100' : '1,000';
-    rows.push([`boot storm ${g} guests: wall ms`, fmt(medianOf(a, 'wall_ms')), fmt(medianOf(b, 'wall_ms')), `${fmt(medianOf(b, 'wall_ms') / medianOf(a, 'wall_ms'), 2)}x faster`, k === 'storm1000' ? '>= 1.6x faster' : '']);
-    rows.push([`  request p50 / p99 ms`, `${fmt(medianOf(a, 'p50_ms'), 1)} / ${fmt(medianOf(a, 'p99_ms'), 1)}`, `${fmt(medianOf(b, 'p50_ms'), 1)} / ${fmt(medianOf(b, 'p99_ms'), 1)}`, '', '']);
-    rows.push([`  failures (all runs)`, fmt(a.reduce((s, x) => s + x.failures, 0)), fmt(b.reduce((s, x) => s + x.failures, 0)), '', k === 'storm1000' ? '0' : '']);
+    rows.push([
+      `boot storm ${g} guests: wall ms`,
+      fmt(medianOf(a, 'wall_ms')),
+      fmt(medianOf(b, 'wall_ms')),
+      `${fmt(medianOf(b, 'wall_ms') / medianOf(a, 'wall_ms'), 2)}x faster`,
+      k === 'storm1000' ? '>= 1.6x faster' : '',
+    ]);
+    rows.push([
+      `  request p50 / p99 ms`,
+      `${fmt(medianOf(a, 'p50_ms'), 1)} / ${fmt(medianOf(a, 'p99_ms'), 1)}`,
+      `${fmt(medianOf(b, 'p50_ms'), 1)} / ${fmt(medianOf(b, 'p99_ms'), 1)}`,
+      '',
+      '',
+    ]);
+    rows.push([
+      `  failures (all runs)`,
+      fmt(a.reduce((s, x) => s + x.failures, 0)),
+      fmt(b.reduce((s, x) => s + x.failures, 0)),
+      '',
+      k === 'storm1000' ? '0' : '',
+    ]);
     rows.push([`  server CPU µs/request`, fmt(medianOf(a, 'server_cpu_us_per_req')), fmt(medianOf(b, 'server_cpu_us_per_req')), '', '']);
   }
   const sa = im['steady'] as Record<string, WrkResult[]>;
@@ -365,27 +472,81 @@ function report(): string {
   for (const c of ['c1', 'c16', 'c128']) {
     const a = sa[c] as WrkResult[];
     const b = sp[c] as WrkResult[];
-    rows.push([`steady ${c}: req/s`, fmt(medianOf(a, 'rps')), fmt(medianOf(b, 'rps')), `${fmt(medianOf(a, 'rps') / medianOf(b, 'rps'), 2)}x`, c === 'c16' ? '>= 1.5x' : '']);
-    rows.push([`  p50 / p99 µs`, `${fmt(medianOf(a, 'p50_us'))} / ${fmt(medianOf(a, 'p99_us'))}`, `${fmt(medianOf(b, 'p50_us'))} / ${fmt(medianOf(b, 'p99_us'))}`, `p99 ${fmt(medianOf(a, 'p99_us') / medianOf(b, 'p99_us'), 2)}x`, c === 'c16' ? 'p99 no worse' : '']);
+    rows.push([
+      `steady ${c}: req/s`,
+      fmt(medianOf(a, 'rps')),
+      fmt(medianOf(b, 'rps')),
+      `${fmt(medianOf(a, 'rps') / medianOf(b, 'rps'), 2)}x`,
+      c === 'c16' ? '>= 1.5x' : '',
+    ]);
+    rows.push([
+      `  p50 / p99 µs`,
+      `${fmt(medianOf(a, 'p50_us'))} / ${fmt(medianOf(a, 'p99_us'))}`,
+      `${fmt(medianOf(b, 'p50_us'))} / ${fmt(medianOf(b, 'p99_us'))}`,
+      `p99 ${fmt(medianOf(a, 'p99_us') / medianOf(b, 'p99_us'), 2)}x`,
+      c === 'c16' ? 'p99 no worse' : '',
+    ]);
   }
   const ivc = im['vm_change'] as Record<string, number[]>;
   const pvc = pe['vm_change'] as Record<string, number[]>;
-  rows.push(['VM added -> guest served, ms after the call', fmt(median(ivc['served_after_call_ms'] ?? []), 1), fmt(median(pvc['served_after_change_ms'] ?? []), 1), `${fmt(median(pvc['served_after_change_ms'] ?? []) / median(ivc['served_after_call_ms'] ?? []), 0)}x faster`, '<= 5 ms']);
+  rows.push([
+    'VM added -> guest served, ms after the call',
+    fmt(median(ivc['served_after_call_ms'] ?? []), 1),
+    fmt(median(pvc['served_after_change_ms'] ?? []), 1),
+    `${fmt(median(pvc['served_after_change_ms'] ?? []) / median(ivc['served_after_call_ms'] ?? []), 0)}x faster`,
+    '<= 5 ms',
+  ]);
   rows.push(['  admin call itself, ms', fmt(median(ivc['call_ms'] ?? []), 1), '', '', '']);
   rows.push(['  user data changed -> served, ms', fmt(median(ivc['userdata_ms'] ?? []), 1), '', '', '']);
-  rows.push(['  another VM: failed probes / outage ms', '0 / 0', `${fmt(median(pvc['other_failed_probes'] ?? []))} / ${fmt(median(pvc['other_outage_ms'] ?? []))}`, '', '']);
+  rows.push([
+    '  another VM: failed probes / outage ms',
+    '0 / 0',
+    `${fmt(median(pvc['other_failed_probes'] ?? []))} / ${fmt(median(pvc['other_outage_ms'] ?? []))}`,
+    '',
+    '',
+  ]);
   rows.push(['network creation, ms', fmt(median(im['network_create_ms'] as number[]), 1), 'n/a', '', '< 50 ms']);
   const rs = im['restart'] as Record<string, number[]>;
-  rows.push([`restart to all ${RESTART_NETWORKS} networks serving, ms`, fmt(median(rs['to_serving_ms'] ?? [])), fmt(median(pe['restart_ms'] as number[])), `${fmt(median(pe['restart_ms'] as number[]) / median(rs['to_serving_ms'] ?? []), 2)}x faster`, '< 1,000 ms']);
+  rows.push([
+    `restart to all ${RESTART_NETWORKS} networks serving, ms`,
+    fmt(median(rs['to_serving_ms'] ?? [])),
+    fmt(median(pe['restart_ms'] as number[])),
+    `${fmt(median(pe['restart_ms'] as number[]) / median(rs['to_serving_ms'] ?? []), 2)}x faster`,
+    '< 1,000 ms',
+  ]);
   rows.push(['  sockets open (daemon log), ms after start', fmt(median(rs['daemon_listening_ms'] ?? [])), '', '', '']);
   rows.push(['  to READY (all verified), ms', fmt(median(rs['to_ready_ms'] ?? [])), '', '', '']);
   const mem = results['memory'] as Record<string, number>;
-  rows.push(['RSS with 1,000 VMs, MB', fmt((im['rss_kb_after_load_1000_vms'] as number) / 1024, 1), fmt((pe['rss_kb_after_load_1000_vms'] as number) / 1024, 1), '', '']);
-  rows.push(['RSS with 10,000 VMs, MB', fmt((mem['imds_rss_kb_10000_vms'] ?? 0) / 1024, 1), fmt((mem['peer_rss_kb_10000_vms'] ?? 0) / 1024, 1), '', '< 150 MB']);
-  rows.push(['extra memory per network, kB', fmt(mem['imds_extra_kb_per_network'] ?? 0, 1), fmt(mem['peer_extra_kb_per_network'] ?? 0), '', '']);
+  rows.push([
+    'RSS with 1,000 VMs, MB',
+    fmt((im['rss_kb_after_load_1000_vms'] as number) / 1024, 1),
+    fmt((pe['rss_kb_after_load_1000_vms'] as number) / 1024, 1),
+    '',
+    '',
+  ]);
+  rows.push([
+    'RSS with 10,000 VMs, MB',
+    fmt((mem['imds_rss_kb_10000_vms'] ?? 0) / 1024, 1),
+    fmt((mem['peer_rss_kb_10000_vms'] ?? 0) / 1024, 1),
+    '',
+    '< 150 MB',
+  ]);
+  rows.push([
+    'extra memory per network, kB',
+    fmt(mem['imds_extra_kb_per_network'] ?? 0, 1),
+    fmt(mem['peer_extra_kb_per_network'] ?? 0),
+    '',
+    '',
+  ]);
   const fl = results['flood'] as FloodResult['runs'];
   const flm = (k: 'unloaded' | 'loaded') => median(fl.map((x) => x[k].p99));
-  rows.push(['neighbour p99 ms, quiet / another guest flooding', `${fmt(flm('unloaded'), 2)} / ${fmt(flm('loaded'), 2)}`, '', `${fmt(flm('loaded') / flm('unloaded'), 2)}x`, '']);
+  rows.push([
+    'neighbour p99 ms, quiet / another guest flooding',
+    `${fmt(flm('unloaded'), 2)} / ${fmt(flm('loaded'), 2)}`,
+    '',
+    `${fmt(flm('loaded') / flm('unloaded'), 2)}x`,
+    '',
+  ]);
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
   return rows.map((r) => `| ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`).join('\n');
 }
@@ -423,7 +584,8 @@ async function main(): Promise<void> {
     };
     const nets = networks(NETWORKS);
     const all = vms(NETWORKS);
-    if (ONLY.has('floor')) { // only when asked for: it replaces the comparison run
+    if (ONLY.has('floor')) {
+      // only when asked for: it replaces the comparison run
       await floor(sb);
       return;
     }
@@ -434,7 +596,9 @@ async function main(): Promise<void> {
       }
       if (wanted('restart')) {
         const restart = await imdsRestart(sb, RESTART_NETWORKS);
-        log(`restart to serving: ${restart.to_serving_ms.map((x) => x.toFixed(0)).join(', ')} ms; daemon listening at ${restart.daemon_listening_ms.join(', ')} ms; to ready: ${restart.to_ready_ms.map((x) => x.toFixed(0)).join(', ')} ms`);
+        log(
+          `restart to serving: ${restart.to_serving_ms.map((x) => x.toFixed(0)).join(', ')} ms; daemon listening at ${restart.daemon_listening_ms.join(', ')} ms; to ready: ${restart.to_ready_ms.map((x) => x.toFixed(0)).join(', ')} ms`,
+        );
       }
       if (wanted('memory')) log(JSON.stringify(await memory(sb)));
       return;
@@ -473,7 +637,11 @@ async function main(): Promise<void> {
 
     log(`[imds] restart with ${RESTART_NETWORKS} networks`);
     const restart = await imdsRestart(sb, RESTART_NETWORKS);
-    (results['imds'] as Record<string, unknown>)['restart'] = { to_serving_ms: restart.to_serving_ms, to_ready_ms: restart.to_ready_ms, daemon_listening_ms: restart.daemon_listening_ms };
+    (results['imds'] as Record<string, unknown>)['restart'] = {
+      to_serving_ms: restart.to_serving_ms,
+      to_ready_ms: restart.to_ready_ms,
+      daemon_listening_ms: restart.daemon_listening_ms,
+    };
     log(`[peer] start ${RESTART_NETWORKS} lighttpd`);
     (results['peer'] as Record<string, unknown>)['restart_ms'] = await peerRestart(sb, restart.guests);
     log('memory with 10,000 VMs and per network');

@@ -41,7 +41,11 @@ async function main(sb: Sandbox): Promise<void> {
   say((await sb.hvRun(['ip', '-br', 'link', 'show'])).stdout.trimEnd().replace(/^/gm, '  hypervisor: '));
   const ns = `${sb.nsPrefix}demo`;
   say((await sb.hvRun(['ip', '-n', ns, '-br', 'addr', 'show', 'imds0'])).stdout.trimEnd().replace(/^/gm, `  ${ns}: `));
-  say((await sb.hvRun(['nsenter', `--net=/run/netns/${ns}`, 'nft', 'list', 'table', 'ip', 'imds'])).stdout.trimEnd().replace(/^/gm, '  nft: '));
+  say(
+    (await sb.hvRun(['nsenter', `--net=/run/netns/${ns}`, 'nft', 'list', 'table', 'ip', 'imds'])).stdout
+      .trimEnd()
+      .replace(/^/gm, '  nft: '),
+  );
   say();
 
   const guests: Guest[] = [];
@@ -53,11 +57,19 @@ async function main(sb: Sandbox): Promise<void> {
     const md = await g.http('/openstack/latest/meta_data.json');
     const doc = JSON.parse(md.body.toString()) as Record<string, unknown>;
     say(`  HTTP ${md.status} ${md.headers['content-type']}`);
-    say(`  uuid=${String(doc['uuid'])} hostname=${String(doc['hostname'])} meta=${JSON.stringify(doc['meta'])} keys=${Object.keys(doc['public_keys'] as object).join(',')}`);
+    say(
+      `  uuid=${String(doc['uuid'])} hostname=${String(doc['hostname'])} meta=${JSON.stringify(doc['meta'])} keys=${Object.keys(doc['public_keys'] as object).join(',')}`,
+    );
     const ud = await g.http('/openstack/latest/user_data');
     say(`  user_data (HTTP ${ud.status}): ${JSON.stringify(ud.body.toString())}`);
   }
-  const stranger = await sb.addGuest('stranger', { bridge: 'imdsb-demo', ip: '192.0.2.99', prefix: 24, mac: '52:54:00:c0:00:99', metadataVia: '192.0.2.2' });
+  const stranger = await sb.addGuest('stranger', {
+    bridge: 'imdsb-demo',
+    ip: '192.0.2.99',
+    prefix: 24,
+    mac: '52:54:00:c0:00:99',
+    metadataVia: '192.0.2.2',
+  });
   const r = await stranger.http('/openstack/latest/meta_data.json');
   say(bold(`unregistered guest 192.0.2.99: HTTP ${r.status}`));
   say();
@@ -65,10 +77,14 @@ async function main(sb: Sandbox): Promise<void> {
   const g0 = guests[0] as Guest;
   say(bold(`guest ${g0.name}: IMDSv2 session token (PUT /latest/api/token), then a GET with it`));
   const tok = await g0.http('/latest/api/token', { method: 'PUT', headers: ['X-aws-ec2-metadata-token-ttl-seconds: 300'] });
-  say(`  PUT: HTTP ${tok.status}, token ${tok.body.toString().slice(0, 12)}… (${tok.body.length} characters, valid 300 s, for ${g0.name} only)`);
+  say(
+    `  PUT: HTTP ${tok.status}, token ${tok.body.toString().slice(0, 12)}… (${tok.body.length} characters, valid 300 s, for ${g0.name} only)`,
+  );
   const withTok = await g0.http('/latest/meta-data/instance-id', { headers: [`X-aws-ec2-metadata-token: ${tok.body.toString()}`] });
   say(`  GET /latest/meta-data/instance-id with it: HTTP ${withTok.status} ${withTok.body.toString()}`);
-  const stolen = await (guests[1] as Guest).http('/latest/meta-data/instance-id', { headers: [`X-aws-ec2-metadata-token: ${tok.body.toString()}`] });
+  const stolen = await (guests[1] as Guest).http('/latest/meta-data/instance-id', {
+    headers: [`X-aws-ec2-metadata-token: ${tok.body.toString()}`],
+  });
   say(`  the same token from ${(guests[1] as Guest).name}: HTTP ${stolen.status}`);
   say();
 
@@ -77,7 +93,9 @@ async function main(sb: Sandbox): Promise<void> {
   const t0 = performance.now();
   await sb.hvRun(['ip', 'link', 'del', 'imdsv-demo']);
   const repaired = await daemon.waitFor((l) => l['msg'] === 'repaired kernel drift' && daemon.logs.indexOf(l) >= mark, 10_000);
-  say(`  daemon log after ${Math.round(performance.now() - t0)} ms: repaired kernel drift — wrong: ${JSON.stringify(repaired['wrong'])}, done: ${JSON.stringify(repaired['done'])}`);
+  say(
+    `  daemon log after ${Math.round(performance.now() - t0)} ms: repaired kernel drift — wrong: ${JSON.stringify(repaired['wrong'])}, done: ${JSON.stringify(repaired['done'])}`,
+  );
   const again = await g0.http('/openstack/latest/meta_data.json');
   say(`  guest ${g0.name} asks again: HTTP ${again.status}`);
   say();

@@ -53,7 +53,12 @@ function runTests(dir: string, s: Selection, log: string): { passed: boolean; ms
   const argv = ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-timeout=900000', '--test-reporter=spec'];
   if (s.pattern !== undefined) argv.push(`--test-name-pattern=${s.pattern}`);
   argv.push(...s.files);
-  const r = spawnSync(process.execPath, argv, { cwd: dir, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, env: { ...process.env, IMDS_TEST_SKIPS: '/dev/null' } });
+  const r = spawnSync(process.execPath, argv, {
+    cwd: dir,
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+    env: { ...process.env, IMDS_TEST_SKIPS: '/dev/null' },
+  });
   writeFileSync(log, `${r.stdout}\n${r.stderr}`);
   return { passed: r.status === 0, ms: performance.now() - t0 };
 }
@@ -73,7 +78,9 @@ function apply(dir: string, m: Mutant): Map<string, string> {
     const at = current.indexOf(e.find);
     if (at === -1 || current.indexOf(e.find, at + 1) !== -1) {
       for (const [p, t] of originals) writeFileSync(p, t);
-      throw new Error(`mutant ${m.name}: the text to replace occurs ${at === -1 ? 'nowhere' : 'more than once'} in ${e.file}: ${JSON.stringify(e.find)}`);
+      throw new Error(
+        `mutant ${m.name}: the text to replace occurs ${at === -1 ? 'nowhere' : 'more than once'} in ${e.file}: ${JSON.stringify(e.find)}`,
+      );
     }
     writeFileSync(path, current.slice(0, at) + e.replace + current.slice(at + e.find.length));
   }
@@ -83,7 +90,8 @@ function apply(dir: string, m: Mutant): Map<string, string> {
 function main(): number {
   const only = flag('--only')?.split(',').filter(Boolean);
   const chosen = only === undefined ? MUTANTS : MUTANTS.filter((m) => only.includes(m.name));
-  if (only !== undefined && chosen.length !== only.length) throw new Error(`unknown mutant: ${only.filter((n) => !MUTANTS.some((m) => m.name === n)).join(', ')}`);
+  if (only !== undefined && chosen.length !== only.length)
+    throw new Error(`unknown mutant: ${only.filter((n) => !MUTANTS.some((m) => m.name === n)).join(', ')}`);
   if (args.includes('--list')) {
     for (const m of chosen) say(`${m.name.padEnd(30)} ${m.fear}\n${' '.repeat(31)}caught by: ${selectionKey(m.tests)}`);
     return 0;

@@ -45,7 +45,7 @@ export const configSchema = z
       .min(0, 'must be 0 (off) or more')
       .max(100_000, 'must be at most 100000')
       .default(20)
-      .describe("requests a second one guest address may make after its burst; 0 turns the limit off"),
+      .describe('requests a second one guest address may make after its burst; 0 turns the limit off'),
     rate_limit_burst: z
       .number()
       .int('must be an integer')
@@ -120,9 +120,11 @@ export function parseConfig(text: string, path: string): Config {
     throw configError(
       path,
       parsed.error.issues.map((issue) => {
-        const field =
-          issue.code === 'unrecognized_keys' ? formatPath([...issue.path, issue.keys[0] ?? '']) : formatPath(issue.path);
-        const message = issue.code === 'unrecognized_keys' ? `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}` : issue.message;
+        const field = issue.code === 'unrecognized_keys' ? formatPath([...issue.path, issue.keys[0] ?? '']) : formatPath(issue.path);
+        const message =
+          issue.code === 'unrecognized_keys'
+            ? `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`
+            : issue.message;
         const line = lineOf(issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0] ?? ''] : issue.path);
         return { ...(line === undefined ? {} : { line }), field, message };
       }),
@@ -145,10 +147,14 @@ export function parseConfig(text: string, path: string): Config {
 function configError(path: string, problems: ConfigProblem[]): ImdsError {
   const lines = problems.map((p) => `${path}${p.line === undefined ? '' : `:${p.line}`}: ${p.field}: ${p.message}`);
   const first = problems[0];
-  return new ImdsError('CONFIG_INVALID', `invalid configuration (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${lines.join('\n  ')}`, {
-    ...(first === undefined ? {} : { field: first.field }),
-    details: { file: path, problems },
-  });
+  return new ImdsError(
+    'CONFIG_INVALID',
+    `invalid configuration (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  ${lines.join('\n  ')}`,
+    {
+      ...(first === undefined ? {} : { field: first.field }),
+      details: { file: path, problems },
+    },
+  );
 }
 
 function deepFreeze<T>(value: T): T {

@@ -80,7 +80,8 @@ async function groupId(runner: Runner, name: string | undefined): Promise<number
   if (name === undefined) return undefined;
   const out = await runner.run(['getent', 'group', name], { allowFailure: true });
   const gid = Number(out.stdout.split(':')[2]);
-  if (out.code !== 0 || !Number.isInteger(gid)) throw new ImdsError('CONFIG_INVALID', `admin_group: no group "${name}" on this host`, { field: 'admin_group' });
+  if (out.code !== 0 || !Number.isInteger(gid))
+    throw new ImdsError('CONFIG_INVALID', `admin_group: no group "${name}" on this host`, { field: 'admin_group' });
   return gid;
 }
 
@@ -136,7 +137,8 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     const stats = new Stats();
     const guard: GuestGuard = {
       tokens: TokenKeys.load(cfg.state_dir),
-      limiter: cfg.rate_limit_per_second > 0 ? new RateLimiter({ perSecond: cfg.rate_limit_per_second, burst: cfg.rate_limit_burst }) : undefined,
+      limiter:
+        cfg.rate_limit_per_second > 0 ? new RateLimiter({ perSecond: cfg.rate_limit_per_second, burst: cfg.rate_limit_burst }) : undefined,
       stats,
     };
     // node:http hands requests the fast path does not answer to the Fastify app; that app (and its
@@ -194,8 +196,15 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     let desiredMemo: { networks: Network[]; desired: DesiredNetwork[] } | undefined;
     const desiredNetworks = (): DesiredNetwork[] => {
       const networks = inventory.networkList();
-      if (desiredMemo === undefined || desiredMemo.networks.length !== networks.length || desiredMemo.networks.some((n, i) => n !== networks[i])) {
-        desiredMemo = { networks, desired: [...desiredState({ namespacePrefix: cfg.namespace_prefix, listenPort: cfg.listen_port, networks }).networks.values()] };
+      if (
+        desiredMemo === undefined ||
+        desiredMemo.networks.length !== networks.length ||
+        desiredMemo.networks.some((n, i) => n !== networks[i])
+      ) {
+        desiredMemo = {
+          networks,
+          desired: [...desiredState({ namespacePrefix: cfg.namespace_prefix, listenPort: cfg.listen_port, networks }).networks.values()],
+        };
       }
       return desiredMemo.desired;
     };
@@ -205,12 +214,16 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
       networks: desiredNetworks,
       repair: (id) => rec.reconcile(inventory.networkList(), [id]),
       intervalMs: cfg.drift_check_interval_s * 1000,
-      guestSets: { own: (network, where) => services.ownSetWrite(network, where), check: (network, where) => services.checkGuestSets(network, where) },
+      guestSets: {
+        own: (network, where) => services.ownSetWrite(network, where),
+        check: (network, where) => services.checkGuestSets(network, where),
+      },
       ports: (bridges) => bridgePorts(bridges),
       reattach: async (bridge, ports) => {
         const now = await linksNamed(ports);
         const loose = ports.filter((p) => now?.get(p) !== undefined && now.get(p)?.master === undefined);
-        if (loose.length > 0) await runner.run(['ip', '-batch', '-'], { stdin: loose.map((p) => `link set ${p} master ${bridge}\n`).join('') });
+        if (loose.length > 0)
+          await runner.run(['ip', '-batch', '-'], { stdin: loose.map((p) => `link set ${p} master ${bridge}\n`).join('') });
         return loose;
       },
     });
@@ -249,7 +262,13 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     mark('listening');
     if (opened > 0) log.info({ networks: opened, ms_since_start: Math.round(performance.now()), phases }, 'serving existing networks');
     const { buildMetadataApp } = await import('./server/metadata-app.ts');
-    const { app, handler: fastifyHandler } = await buildMetadataApp({ index: () => inventory.index, passwords: inventory, log, stats, guard });
+    const { app, handler: fastifyHandler } = await buildMetadataApp({
+      index: () => inventory.index,
+      passwords: inventory,
+      log,
+      stats,
+      guard,
+    });
     cleanups.push(() => app.close());
     appHandler = fastifyHandler;
     for (const [req, res] of held.splice(0)) fastifyHandler(req, res);
@@ -308,7 +327,10 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
       writeSync(2, 'imds-fault: pausing before ready\n');
       await new Promise((resolve) => setTimeout(resolve, startPauseMs));
     }
-    log.info({ networks: summary.networks.length, serving, vms: inventory.vmCount(), ms: summary.ms, admin_socket: cfg.admin_socket }, 'ready');
+    log.info(
+      { networks: summary.networks.length, serving, vms: inventory.vmCount(), ms: summary.ms, admin_socket: cfg.admin_socket },
+      'ready',
+    );
     await notifier.ready(`serving ${serving}/${summary.networks.length} networks, ${inventory.vmCount()} VMs`);
 
     let stopping: Promise<void> | undefined;

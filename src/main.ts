@@ -23,13 +23,13 @@ for (const sub of [networkCommand(), vmCommand(), statusCommand(), tokenCommand(
 
 try {
   await program.parseAsync(process.argv);
-
 } catch (err) {
   if (err instanceof CommanderError) {
     process.exitCode = err.exitCode === 0 ? 0 : 2;
   } else {
     const code = err instanceof ImdsError ? err.code : 'INTERNAL';
-    const field = err instanceof ImdsError && err.field !== undefined && !messageOf(err).startsWith(err.field) ? ` (field ${err.field})` : '';
+    const field =
+      err instanceof ImdsError && err.field !== undefined && !messageOf(err).startsWith(err.field) ? ` (field ${err.field})` : '';
     process.stderr.write(`imds: ${code}: ${messageOf(err)}${field}\n`);
     if (process.env['IMDS_DEBUG'] && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`);
     process.exitCode = exitCodeOf(err);

@@ -62,14 +62,27 @@ export class Metrics {
     add('imds_request_duration_seconds', 'Time to answer a guest metadata request, from the request to the response', 'histogram', () =>
       [...stats.requests].flatMap(([network, s]) => histogramValues('imds_request_duration_seconds', s.duration, { network })),
     );
-    add('imds_rejected_requests_total', 'Guest requests refused before an answer, by reason', 'counter', () => byLabel(stats.rejections, 'reason'));
-    add('imds_spoofed_packets_total', "Metadata packets dropped in a namespace for carrying a registered VM's address from another MAC", 'counter', () =>
-      byLabel(stats.spoofedPackets, 'network'),
+    add('imds_rejected_requests_total', 'Guest requests refused before an answer, by reason', 'counter', () =>
+      byLabel(stats.rejections, 'reason'),
     );
-    add('imds_metadata_no_token_total', 'Guest requests without an IMDSv2 session token, by network and VM', 'counter', () => byLabels(stats.noTokens, 'network', 'vm'));
-    add('imds_repairs_total', 'Kernel drift repaired, by network and kind of damage', 'counter', () => byLabels(stats.repairs, 'network', 'kind'));
-    add('imds_repairs_failed_total', 'Repairs of kernel drift that did not leave the network serving, by network', 'counter', () => byLabel(stats.repairFailures, 'network'));
-    add('imds_reconcile_errors_total', 'Networks that failed to converge, by network', 'counter', () => byLabel(stats.reconcileErrors, 'network'));
+    add(
+      'imds_spoofed_packets_total',
+      "Metadata packets dropped in a namespace for carrying a registered VM's address from another MAC",
+      'counter',
+      () => byLabel(stats.spoofedPackets, 'network'),
+    );
+    add('imds_metadata_no_token_total', 'Guest requests without an IMDSv2 session token, by network and VM', 'counter', () =>
+      byLabels(stats.noTokens, 'network', 'vm'),
+    );
+    add('imds_repairs_total', 'Kernel drift repaired, by network and kind of damage', 'counter', () =>
+      byLabels(stats.repairs, 'network', 'kind'),
+    );
+    add('imds_repairs_failed_total', 'Repairs of kernel drift that did not leave the network serving, by network', 'counter', () =>
+      byLabel(stats.repairFailures, 'network'),
+    );
+    add('imds_reconcile_errors_total', 'Networks that failed to converge, by network', 'counter', () =>
+      byLabel(stats.reconcileErrors, 'network'),
+    );
     add('imds_reconcile_duration_seconds', 'Duration of a reconcile run (observe, plan, apply)', 'histogram', () =>
       histogramValues('imds_reconcile_duration_seconds', stats.reconcileDuration, {}),
     );

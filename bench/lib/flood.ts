@@ -32,7 +32,9 @@ export interface FloodResult {
 }
 
 async function probe(netns: string, seconds: number): Promise<Probe> {
-  const out = await sh(['ip', 'netns', 'exec', netns, process.execPath, LOAD, 'probe', String(seconds), '60'], { timeoutMs: (seconds + 60) * 1000 });
+  const out = await sh(['ip', 'netns', 'exec', netns, process.execPath, LOAD, 'probe', String(seconds), '60'], {
+    timeoutMs: (seconds + 60) * 1000,
+  });
   return JSON.parse(out.stdout.trim().split('\n').pop() as string) as Probe;
 }
 
@@ -45,7 +47,9 @@ export async function floodBench(sb: Sandbox, runs: number, seconds: number, log
   ];
   // The default rate limit (rate_limit_per_second and rate_limit_burst unset). In a full run this
   // daemon first removes what the earlier sections left under the same prefix: time for that.
-  const d = await sb.startDaemon(sb.writeConfig(sb.config({ log_level: 'info', networks: [net], vms }, 'flood'), 'flood.yaml'), { readyTimeoutMs: 180_000 });
+  const d = await sb.startDaemon(sb.writeConfig(sb.config({ log_level: 'info', networks: [net], vms }, 'flood'), 'flood.yaml'), {
+    readyTimeoutMs: 180_000,
+  });
   const on = { bridge: 'imdsb-fl', prefix: 24, metadataVia: '203.0.113.2' };
   const flooder = await sb.addGuest('fl-a', { ...on, ip: '203.0.113.10', mac: '52:54:00:f1:00:10' });
   const neighbour = await sb.addGuest('fl-b', { ...on, ip: '203.0.113.11', mac: '52:54:00:f1:00:11' });
@@ -72,7 +76,15 @@ export async function floodBench(sb: Sandbox, runs: number, seconds: number, log
   }
   const m = (k: 'unloaded' | 'loaded', f: 'p50' | 'p99' | 'max') => median(out.map((x) => x[k][f]));
   const fmt = (v: number) => v.toFixed(2);
-  const refused = (k: 'unloaded' | 'loaded') => out.reduce((s, x) => s + Object.entries(x[k].statuses).filter(([c]) => c !== '200').reduce((a, [, n]) => a + n, 0), 0);
+  const refused = (k: 'unloaded' | 'loaded') =>
+    out.reduce(
+      (s, x) =>
+        s +
+        Object.entries(x[k].statuses)
+          .filter(([c]) => c !== '200')
+          .reduce((a, [, n]) => a + n, 0),
+      0,
+    );
   const rows = [
     '| neighbour, new connection per request (medians of runs) | p50 ms | p99 ms | max ms | samples | not 200 |',
     '|---|---|---|---|---|---|',

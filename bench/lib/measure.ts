@@ -53,9 +53,26 @@ function toMicros(value: string): number {
 
 /** wrk from inside a guest namespace against 169.254.169.254 (through bridge and DNAT). */
 export async function wrk(netns: string, connections: number, seconds: number, path: string): Promise<WrkResult> {
-  const out = await sh(['ip', 'netns', 'exec', netns, 'wrk', '-t', connections > 1 ? '2' : '1', '-c', String(connections), '-d', `${seconds}s`, '--latency', `http://169.254.169.254${path}`], {
-    timeoutMs: (seconds + 30) * 1000,
-  });
+  const out = await sh(
+    [
+      'ip',
+      'netns',
+      'exec',
+      netns,
+      'wrk',
+      '-t',
+      connections > 1 ? '2' : '1',
+      '-c',
+      String(connections),
+      '-d',
+      `${seconds}s`,
+      '--latency',
+      `http://169.254.169.254${path}`,
+    ],
+    {
+      timeoutMs: (seconds + 30) * 1000,
+    },
+  );
   const text = out.stdout;
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1]);
   const p50 = toMicros(/\n\s+50%\s+(\S+)/.exec(text)?.[1] ?? '');
@@ -77,7 +94,12 @@ export function rssKb(pids: number[]): number {
 }
 
 /** One GET from inside a namespace to 169.254.169.254:80; resolves with the status (0 on error). */
-export function probeOnce(netns: string, path: string, headers: Record<string, string> = {}, timeoutMs = 1000): Promise<{ status: number; body: string }> {
+export function probeOnce(
+  netns: string,
+  path: string,
+  headers: Record<string, string> = {},
+  timeoutMs = 1000,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
     let fd: number;
     try {
@@ -88,7 +110,12 @@ export function probeOnce(netns: string, path: string, headers: Record<string, s
     }
     const socket = new Socket({ fd, readable: true, writable: true });
     const req = request(
-      { createConnection: () => socket.connect(80, '169.254.169.254'), path, headers: { host: '169.254.169.254', connection: 'close', ...headers }, timeout: timeoutMs },
+      {
+        createConnection: () => socket.connect(80, '169.254.169.254'),
+        path,
+        headers: { host: '169.254.169.254', connection: 'close', ...headers },
+        timeout: timeoutMs,
+      },
       (res) => {
         let body = '';
         res.on('data', (c: Buffer) => (body += c.toString()));
@@ -102,7 +129,13 @@ export function probeOnce(netns: string, path: string, headers: Record<string, s
 }
 
 /** Polls until `ok` holds for the answer; resolves with the time (performance.now) it first did. */
-export async function pollUntil(netns: string, path: string, ok: (r: { status: number; body: string }) => boolean, limitMs = 20_000, headers: Record<string, string> = {}): Promise<{ at: number; attempts: number; failures: number }> {
+export async function pollUntil(
+  netns: string,
+  path: string,
+  ok: (r: { status: number; body: string }) => boolean,
+  limitMs = 20_000,
+  headers: Record<string, string> = {},
+): Promise<{ at: number; attempts: number; failures: number }> {
   const end = performance.now() + limitMs;
   let attempts = 0;
   let failures = 0;

@@ -40,7 +40,20 @@ export function writeVmFiles(docroot: string, net: { id: string; cidr: string; s
   const ec2 = e.ec2();
   const md = (segments: string[]) => resolveMetaData(ec2, '2009-04-04', segments) ?? '';
   write(join(base, 'meta-data', 'index'), md([]));
-  for (const leaf of ['ami-id', 'ami-launch-index', 'ami-manifest-path', 'hostname', 'instance-action', 'instance-id', 'instance-type', 'local-hostname', 'local-ipv4', 'public-hostname', 'reservation-id', 'security-groups']) {
+  for (const leaf of [
+    'ami-id',
+    'ami-launch-index',
+    'ami-manifest-path',
+    'hostname',
+    'instance-action',
+    'instance-id',
+    'instance-type',
+    'local-hostname',
+    'local-ipv4',
+    'public-hostname',
+    'reservation-id',
+    'security-groups',
+  ]) {
     write(join(base, 'meta-data', leaf), md([leaf]));
   }
   write(join(base, 'meta-data', 'placement', 'index'), md(['placement']));
@@ -86,12 +99,24 @@ export function lighttpdConfig(docroot: string, port: number, vmIps: string[]): 
   ].join('\n');
 }
 
-export function writePeer(dir: string, net: { id: string; cidr: string; service_ip: string; gateway: string }, vms: BenchVm[], port: number): string {
+export function writePeer(
+  dir: string,
+  net: { id: string; cidr: string; service_ip: string; gateway: string },
+  vms: BenchVm[],
+  port: number,
+): string {
   rmSync(dir, { recursive: true, force: true });
   const docroot = join(dir, 'docroot');
   for (const vm of vms) writeVmFiles(docroot, net, vm);
   const conf = join(dir, 'lighttpd.conf');
-  writeFileSync(conf, lighttpdConfig(docroot, port, vms.map((v) => v.ip)));
+  writeFileSync(
+    conf,
+    lighttpdConfig(
+      docroot,
+      port,
+      vms.map((v) => v.ip),
+    ),
+  );
   return conf;
 }
 

@@ -78,7 +78,11 @@ export async function addGuests(sb: Sandbox, list: BenchVm[], tag = 'g', service
   const hostLines: string[] = [];
   refs.forEach((r, j) => {
     const end = `${tag}${j}`.slice(0, 15);
-    hostLines.push(`link add ${end} type veth peer name eth0 netns ${r.netns}`, `link set ${end} master imdsb-${r.vm.network}`, `link set ${end} up`);
+    hostLines.push(
+      `link add ${end} type veth peer name eth0 netns ${r.netns}`,
+      `link set ${end} master imdsb-${r.vm.network}`,
+      `link set ${end} up`,
+    );
   });
   await sb.hvRun(['ip', '-batch', '-'], { stdin: `${hostLines.join('\n')}\n` });
   const concurrency = 8;

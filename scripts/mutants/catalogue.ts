@@ -53,7 +53,8 @@ export const MUTANTS: Mutant[] = [
       {
         file: 'src/netns/nft.ts',
         find: 'rules: [`ip daddr ${METADATA_IP} ip saddr @${VM_IP_SET} ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}" drop`],',
-        replace: 'rules: [`ip daddr ${METADATA_IP} ip saddr @${VM_IP_SET} ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}"`],',
+        replace:
+          'rules: [`ip daddr ${METADATA_IP} ip saddr @${VM_IP_SET} ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}"`],',
       },
     ],
     tests: SECURITY,
@@ -61,13 +62,25 @@ export const MUTANTS: Mutant[] = [
   {
     name: 'tokens-required-ignored',
     fear: '`http_tokens: required` is ignored: the EC2 tree answers without a token',
-    edits: [{ file: 'src/server/guest-guard.ts', find: 'return vm.access.tokensRequired && isEc2Tree(path)', replace: 'return false && isEc2Tree(path)' }],
+    edits: [
+      {
+        file: 'src/server/guest-guard.ts',
+        find: 'return vm.access.tokensRequired && isEc2Tree(path)',
+        replace: 'return false && isEc2Tree(path)',
+      },
+    ],
     tests: SECURITY,
   },
   {
     name: 'rate-limit-off',
     fear: 'the per-guest rate limit never refuses: one guest can flood the service',
-    edits: [{ file: 'src/server/guest-guard.ts', find: 'const wait = guard.limiter?.take(`${network}|${source}`) ?? 0;', replace: 'const wait = 0;' }],
+    edits: [
+      {
+        file: 'src/server/guest-guard.ts',
+        find: 'const wait = guard.limiter?.take(`${network}|${source}`) ?? 0;',
+        replace: 'const wait = 0;',
+      },
+    ],
     tests: SECURITY,
   },
   {
@@ -85,31 +98,57 @@ export const MUTANTS: Mutant[] = [
   {
     name: 'probe-header-trusted',
     fear: "identity from a header: the probe header is honoured without the daemon's secret",
-    edits: [{ file: 'src/server/guest-api.ts', find: 'if (secret.length !== PROBE_SECRET_BYTES.length || !timingSafeEqual(secret, PROBE_SECRET_BYTES)) return undefined;', replace: 'void timingSafeEqual;' }],
+    edits: [
+      {
+        file: 'src/server/guest-api.ts',
+        find: 'if (secret.length !== PROBE_SECRET_BYTES.length || !timingSafeEqual(secret, PROBE_SECRET_BYTES)) return undefined;',
+        replace: 'void timingSafeEqual;',
+      },
+    ],
     tests: SECURITY,
   },
   {
     name: 'listener-reachable-directly',
     fear: "a guest can reach the listener's port directly, around port 80's rules",
-    edits: [{ file: 'src/netns/nft.ts', find: 'rules: [`tcp dport ${port} ct status dnat accept`, `tcp dport ${port} counter drop`],', replace: 'rules: [`tcp dport ${port} accept`],' }],
+    edits: [
+      {
+        file: 'src/netns/nft.ts',
+        find: 'rules: [`tcp dport ${port} ct status dnat accept`, `tcp dport ${port} counter drop`],',
+        replace: 'rules: [`tcp dport ${port} accept`],',
+      },
+    ],
     tests: DATAPATH,
   },
   {
     name: 'no-idle-timeout',
     fear: 'a guest that connects and sends nothing holds its connection forever',
-    edits: [{ file: 'src/server/fast-path.ts', find: '    socket.setTimeout(deps.headersTimeoutMs);', replace: '    socket.setTimeout(0);' }],
+    edits: [
+      { file: 'src/server/fast-path.ts', find: '    socket.setTimeout(deps.headersTimeoutMs);', replace: '    socket.setTimeout(0);' },
+    ],
     tests: DATAPATH,
   },
   {
     name: 'no-header-timeout',
     fear: 'a guest that sends part of a request head and stalls holds its connection forever (slow loris)',
-    edits: [{ file: 'src/server/listeners.ts', find: 'requestTimeout: timeouts.requestTimeoutMs,\n      headersTimeout: timeouts.headersTimeoutMs,', replace: 'requestTimeout: 0,\n      headersTimeout: 0,' }],
+    edits: [
+      {
+        file: 'src/server/listeners.ts',
+        find: 'requestTimeout: timeouts.requestTimeoutMs,\n      headersTimeout: timeouts.headersTimeoutMs,',
+        replace: 'requestTimeout: 0,\n      headersTimeout: 0,',
+      },
+    ],
     tests: DATAPATH,
   },
   {
     name: 'teardown-leaves-bridge',
     fear: '`imds down` (and removing a network) leaves the bridge behind',
-    edits: [{ file: 'src/controller/plan.ts', find: 'const lines = [...e.veths.sort(), ...e.bridges.sort()].map', replace: 'const lines = [...e.veths.sort()].map' }],
+    edits: [
+      {
+        file: 'src/controller/plan.ts',
+        find: 'const lines = [...e.veths.sort(), ...e.bridges.sort()].map',
+        replace: 'const lines = [...e.veths.sort()].map',
+      },
+    ],
     tests: { files: ['test/integration/lifecycle.test.ts'] },
   },
   {
@@ -119,7 +158,8 @@ export const MUTANTS: Mutant[] = [
       {
         file: 'src/store/inventory.ts',
         find: "    if ((this.passwords.get(vm.id) ?? '') !== '') return false;\n    if (value === '') return true;\n    if (!this.store.setPasswordOnce(vm.id, value)) return false;",
-        replace: "    if (value === '') return true;\n    this.store.clearPassword(vm.id);\n    if (!this.store.setPasswordOnce(vm.id, value)) return false;",
+        replace:
+          "    if (value === '') return true;\n    this.store.clearPassword(vm.id);\n    if (!this.store.setPasswordOnce(vm.id, value)) return false;",
       },
     ],
     tests: { files: ['test/integration/nova-tree.test.ts'] },
@@ -140,25 +180,49 @@ export const MUTANTS: Mutant[] = [
   {
     name: 'batch-without-transaction',
     fear: 'a crash half-way through a batch leaves half of it in the store',
-    edits: [{ file: 'src/store/sqlite-store.ts', find: 'const run = this.db.transaction((c: BatchChange) => {', replace: 'const run = ((c: BatchChange) => {' }],
+    edits: [
+      {
+        file: 'src/store/sqlite-store.ts',
+        find: 'const run = this.db.transaction((c: BatchChange) => {',
+        replace: 'const run = ((c: BatchChange) => {',
+      },
+    ],
     tests: { files: ['test/integration/service.test.ts'], pattern: 'all or nothing' },
   },
   {
     name: 'vm-removal-not-live',
     fear: 'a removed VM is still served until the daemon restarts',
-    edits: [{ file: 'src/store/inventory.ts', find: '    this.forgetVm(vm.id);\n    this.currentIndex.removeVm(vm.id);', replace: '    this.forgetVm(vm.id);' }],
+    edits: [
+      {
+        file: 'src/store/inventory.ts',
+        find: '    this.forgetVm(vm.id);\n    this.currentIndex.removeVm(vm.id);',
+        replace: '    this.forgetVm(vm.id);',
+      },
+    ],
     tests: { files: ['test/integration/cli.test.ts'] },
   },
   {
     name: 'drift-never-repaired',
     fear: 'kernel damage (a deleted veth, a flushed table) is noticed but never repaired',
-    edits: [{ file: 'src/controller/drift-watch.ts', find: '  schedule(network: string, reason: string): void {\n    if (this.stopped) return;', replace: '  schedule(network: string, reason: string): void {\n    if (this.stopped || reason !== "") return;' }],
+    edits: [
+      {
+        file: 'src/controller/drift-watch.ts',
+        find: '  schedule(network: string, reason: string): void {\n    if (this.stopped) return;',
+        replace: '  schedule(network: string, reason: string): void {\n    if (this.stopped || reason !== "") return;',
+      },
+    ],
     tests: { files: ['test/integration/drift.test.ts'] },
   },
   {
     name: 'interception-not-updated',
     fear: 'a VM added to a running network is not steered to the service on the bridge (default-route guests get nothing)',
-    edits: [{ file: 'src/controller/network-services.ts', find: '        await this.syncGuests(d);\n        if (this.deps.network(network)?.dhcp === true)', replace: '        if (this.deps.network(network)?.dhcp === true)' }],
+    edits: [
+      {
+        file: 'src/controller/network-services.ts',
+        find: '        await this.syncGuests(d);\n        if (this.deps.network(network)?.dhcp === true)',
+        replace: '        if (this.deps.network(network)?.dhcp === true)',
+      },
+    ],
     tests: { files: ['test/integration/dhcp.test.ts'] },
   },
   {
@@ -170,12 +234,18 @@ export const MUTANTS: Mutant[] = [
   {
     name: 'empty-password-stored',
     fear: 'an empty password POST stores the empty value, and the real one the guest posts next is refused',
-    edits: [{ file: 'src/store/inventory.ts', find: "    if (value === '') return true;\n    if (!this.store.setPasswordOnce", replace: "    if (!this.store.setPasswordOnce" }],
+    edits: [
+      {
+        file: 'src/store/inventory.ts',
+        find: "    if (value === '') return true;\n    if (!this.store.setPasswordOnce",
+        replace: '    if (!this.store.setPasswordOnce',
+      },
+    ],
     tests: DATAPATH,
   },
   {
     name: 'other-methods-as-get',
-    fear: 'TRACE, PROPFIND and other unrouted methods are answered like a GET (the VM\'s documents)',
+    fear: "TRACE, PROPFIND and other unrouted methods are answered like a GET (the VM's documents)",
     edits: [
       {
         file: 'src/server/metadata-app.ts',
@@ -188,7 +258,13 @@ export const MUTANTS: Mutant[] = [
   {
     name: 'connect-unanswered',
     fear: 'a CONNECT gets no answer: the connection is dropped without a word',
-    edits: [{ file: 'src/server/listeners.ts', find: "server.on('connect', (_req: IncomingMessage, socket: Socket) => {", replace: "server.on('connect-never', (_req: IncomingMessage, socket: Socket) => {" }],
+    edits: [
+      {
+        file: 'src/server/listeners.ts',
+        find: "server.on('connect', (_req: IncomingMessage, socket: Socket) => {",
+        replace: "server.on('connect-never', (_req: IncomingMessage, socket: Socket) => {",
+      },
+    ],
     tests: DATAPATH,
   },
   {
@@ -200,13 +276,25 @@ export const MUTANTS: Mutant[] = [
   {
     name: 'admin-answers-before-kernel',
     fear: '`vm add` returns before the bridge steers the new VM: a default-route guest asking at once is not served',
-    edits: [{ file: 'src/server/admin-app.ts', find: "if (request.method !== 'GET' && request.method !== 'HEAD') await deps.vmChangesApplied?.();", replace: 'void request;' }],
+    edits: [
+      {
+        file: 'src/server/admin-app.ts',
+        find: "if (request.method !== 'GET' && request.method !== 'HEAD') await deps.vmChangesApplied?.();",
+        replace: 'void request;',
+      },
+    ],
     tests: { files: ['test/integration/dhcp.test.ts'] },
   },
   {
     name: 'guest-request-kills-daemon',
     fear: 'a hostile guest request (a NUL in the path) ends the daemon',
-    edits: [{ file: 'src/server/guest-api.ts', find: '      segment = decodeURIComponent(raw);', replace: "      segment = decodeURIComponent(raw);\n      if (segment.includes('\\0')) process.abort();" }],
+    edits: [
+      {
+        file: 'src/server/guest-api.ts',
+        find: '      segment = decodeURIComponent(raw);',
+        replace: "      segment = decodeURIComponent(raw);\n      if (segment.includes('\\0')) process.abort();",
+      },
+    ],
     tests: { files: ['test/integration/security.test.ts'], pattern: 'hostile' },
   },
 ];

@@ -55,11 +55,22 @@ export class AdminClient {
         },
       );
       req.on('error', (err: NodeJS.ErrnoException) => {
-        const why = err.code === 'ENOENT' ? 'no such socket' : err.code === 'ECONNREFUSED' ? 'connection refused' : err.code === 'EACCES' ? 'permission denied (are you root or in admin_group?)' : err.message;
+        const why =
+          err.code === 'ENOENT'
+            ? 'no such socket'
+            : err.code === 'ECONNREFUSED'
+              ? 'connection refused'
+              : err.code === 'EACCES'
+                ? 'permission denied (are you root or in admin_group?)'
+                : err.message;
         reject(
-          new ImdsError('DAEMON_UNREACHABLE', `cannot reach the daemon at ${this.socketPath}: ${why}; is it running (imds serve, systemctl status imds)? Use --admin-socket or IMDS_ADMIN_SOCKET for another socket`, {
-            cause: err,
-          }),
+          new ImdsError(
+            'DAEMON_UNREACHABLE',
+            `cannot reach the daemon at ${this.socketPath}: ${why}; is it running (imds serve, systemctl status imds)? Use --admin-socket or IMDS_ADMIN_SOCKET for another socket`,
+            {
+              cause: err,
+            },
+          ),
         );
       });
       req.end(payload);

@@ -60,6 +60,7 @@ export function jsonObject(value: string | undefined, flag: string): Record<stri
   } catch (err) {
     throw new ImdsError('VALIDATION_FAILED', `${flag}: not valid JSON: ${(err as Error).message}`, { field: flag });
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ImdsError('VALIDATION_FAILED', `${flag}: must be a JSON object`, { field: flag });
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new ImdsError('VALIDATION_FAILED', `${flag}: must be a JSON object`, { field: flag });
   return parsed as Record<string, unknown>;
 }

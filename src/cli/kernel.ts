@@ -22,7 +22,9 @@ export function registerKernelCommands(program: Command): void {
       const { loadConfig } = await import('../config.ts');
       const cfg = loadConfig(opts.config);
       const result = { ok: true, file: cfg.path, networks: cfg.networks.length, vms: cfg.vms.length };
-      process.stdout.write(opts.json ? `${JSON.stringify(result)}\n` : `${cfg.path}: valid (${result.networks} networks, ${result.vms} VMs)\n`);
+      process.stdout.write(
+        opts.json ? `${JSON.stringify(result)}\n` : `${cfg.path}: valid (${result.networks} networks, ${result.vms} VMs)\n`,
+      );
     });
 
   program
@@ -39,7 +41,10 @@ export function registerKernelCommands(program: Command): void {
       const cfg = loadConfig(opts.config);
       const runner = createRunner();
       const desired = desiredState({ namespacePrefix: cfg.namespace_prefix, listenPort: cfg.listen_port, networks: cfg.networks });
-      const observed = await observe(runner, { namespacePrefix: cfg.namespace_prefix, lookInto: [...desired.networks.values()].map((d) => d.netns) });
+      const observed = await observe(runner, {
+        namespacePrefix: cfg.namespace_prefix,
+        lookInto: [...desired.networks.values()].map((d) => d.netns),
+      });
       const p = plan(desired, observed);
       if (opts.json) process.stdout.write(`${JSON.stringify(p)}\n`);
       else process.stdout.write(isEmpty(p) ? 'nothing to change\n' : `${formatPlan(p)}\n`);
@@ -61,7 +66,9 @@ export function registerKernelCommands(program: Command): void {
       const cfg = loadConfig(opts.config);
       const pid = runningDaemon(cfg.state_dir);
       if (pid !== undefined) {
-        throw new ImdsError('DAEMON_RUNNING', `the daemon (pid ${pid}) is running; stop it first (systemctl stop imds)`, { details: { pid } });
+        throw new ImdsError('DAEMON_RUNNING', `the daemon (pid ${pid}) is running; stop it first (systemctl stop imds)`, {
+          details: { pid },
+        });
       }
       const log = createLogger({ level: 'warn', destination: process.stderr });
       const result = await teardown(createRunner(), { namespacePrefix: cfg.namespace_prefix, dhcpDir: cfg.dhcp_dir }, log);

@@ -45,7 +45,7 @@ export function printNetworks(rows: NetworkView[]): void {
 }
 
 export function networkCommand(): Command {
-  const network = new Command('network').description('manage networks (through the daemon\'s admin API)');
+  const network = new Command('network').description("manage networks (through the daemon's admin API)");
 
   network
     .command('add')
@@ -140,7 +140,8 @@ export function networkCommand(): Command {
         vendor_data: jsonObject(opts.vendorData, '--vendor-data'),
       });
       for (const field of opts.clear ?? []) {
-        if (!CLEARABLE.includes(field)) throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
+        if (!CLEARABLE.includes(field))
+          throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
         body[field.replace(/-/g, '_')] = null;
       }
       const n = await clientOf(cmd).call<NetworkView>('PATCH', `/v1/networks/${encodeURIComponent(id)}`, body);
@@ -155,7 +156,10 @@ export function networkCommand(): Command {
     .option('--force', 'also delete its VMs')
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
-      const r = await clientOf(cmd).call<{ deleted: string; vms_deleted: number }>('DELETE', `/v1/networks/${encodeURIComponent(id)}${opts.force ? '?force=true' : ''}`);
+      const r = await clientOf(cmd).call<{ deleted: string; vms_deleted: number }>(
+        'DELETE',
+        `/v1/networks/${encodeURIComponent(id)}${opts.force ? '?force=true' : ''}`,
+      );
       if (opts.json) printJson(r);
       else process.stdout.write(`network ${r.deleted} deleted${r.vms_deleted > 0 ? ` with ${r.vms_deleted} VMs` : ''}\n`);
     });

@@ -8,7 +8,10 @@ export function statusCommand(): Command {
     .description('show the daemon and the state of every network (exit 1 when a network is degraded)')
     .option('--json', 'print JSON')
     .action(async (opts, cmd) => {
-      const s = await clientOf(cmd).call<{ daemon: Record<string, unknown>; networks: Parameters<typeof printNetworks>[0]; vms: number }>('GET', '/v1/status');
+      const s = await clientOf(cmd).call<{ daemon: Record<string, unknown>; networks: Parameters<typeof printNetworks>[0]; vms: number }>(
+        'GET',
+        '/v1/status',
+      );
       if (opts.json) printJson(s);
       else {
         printFields({ ...s.daemon, vms: s.vms });

@@ -115,7 +115,10 @@ function vmOptions<T extends Command<[string], Record<string, unknown>>>(cmd: T,
 export function vmCommand(): Command {
   const vm = new Command('vm').description("manage VMs (through the daemon's admin API)");
 
-  vmOptions(vm.command('add').description('register a VM; its guest is served as soon as this returns').argument('<id>', 'instance UUID'), true)
+  vmOptions(
+    vm.command('add').description('register a VM; its guest is served as soon as this returns').argument('<id>', 'instance UUID'),
+    true,
+  )
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
       const created = await clientOf(cmd).call<VmView>('POST', '/v1/vms', { id, ...vmBody(opts as VmFlags) });
@@ -128,7 +131,10 @@ export function vmCommand(): Command {
     .option('--network <id>', 'only this network')
     .option('--json', 'print JSON')
     .action(async (opts, cmd) => {
-      const rows = await clientOf(cmd).call<VmView[]>('GET', `/v1/vms${opts.network ? `?network=${encodeURIComponent(opts.network)}` : ''}`);
+      const rows = await clientOf(cmd).call<VmView[]>(
+        'GET',
+        `/v1/vms${opts.network ? `?network=${encodeURIComponent(opts.network)}` : ''}`,
+      );
       if (opts.json) printJson(rows);
       else
         printTable(rows, {
@@ -162,7 +168,8 @@ export function vmCommand(): Command {
       const body = vmBody(opts as VmFlags);
       for (const field of (opts['clear'] as string[] | undefined) ?? []) {
         const key = CLEAR_FIELD[field];
-        if (key === undefined) throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
+        if (key === undefined)
+          throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
         body[key] = null;
       }
       const v = await clientOf(cmd).call<VmView>('PATCH', `/v1/vms/${encodeURIComponent(id)}`, body);
@@ -228,7 +235,7 @@ export function vmCommand(): Command {
     });
 
   vm.command('configdrive')
-    .description('write the VM\'s config drive image (label config-2; the same documents as the HTTP tree, no password)')
+    .description("write the VM's config drive image (label config-2; the same documents as the HTTP tree, no password)")
     .argument('<id>', 'instance UUID')
     .requiredOption('-o, --output <file|->', 'where to write the image (- for stdout); replaced atomically')
     .option('--format <iso|vfat>', 'iso: ISO 9660 with Rock Ridge and Joliet (default); vfat: a 64 MiB FAT filesystem', 'iso')
@@ -255,13 +262,22 @@ export function vmCommand(): Command {
     .option('-i, --include', 'print the status line and headers first')
     .option('--json', 'print {status, headers, body_b64}')
     .action(async (id, path, opts, cmd) => {
-      const r = await clientOf(cmd).call<{ status: number; headers: Record<string, string>; body_b64: string }>('POST', `/v1/vms/${encodeURIComponent(id)}/fetch`, {
-        path,
-        method: opts.method.toUpperCase(),
-      });
+      const r = await clientOf(cmd).call<{ status: number; headers: Record<string, string>; body_b64: string }>(
+        'POST',
+        `/v1/vms/${encodeURIComponent(id)}/fetch`,
+        {
+          path,
+          method: opts.method.toUpperCase(),
+        },
+      );
       if (opts.json) printJson(r);
       else {
-        if (opts.include) process.stdout.write(`HTTP ${r.status}\n${Object.entries(r.headers).map(([k, v]) => `${k}: ${v}`).join('\n')}\n\n`);
+        if (opts.include)
+          process.stdout.write(
+            `HTTP ${r.status}\n${Object.entries(r.headers)
+              .map(([k, v]) => `${k}: ${v}`)
+              .join('\n')}\n\n`,
+          );
         process.stdout.write(Buffer.from(r.body_b64, 'base64'));
       }
       if (r.status === 404) process.exitCode = 4;
@@ -280,7 +296,12 @@ function checkWritable(file: string): void {
     else accessSync(dirname(path), constants.W_OK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    reason = code === 'ENOENT' ? `directory ${dirname(path)} does not exist` : code === 'EACCES' ? `directory ${dirname(path)} is not writable` : (err as Error).message;
+    reason =
+      code === 'ENOENT'
+        ? `directory ${dirname(path)} does not exist`
+        : code === 'EACCES'
+          ? `directory ${dirname(path)} is not writable`
+          : (err as Error).message;
   }
   if (reason !== undefined) throw new ImdsError('VALIDATION_FAILED', `--output: cannot write ${file}: ${reason}`, { field: '--output' });
 }
@@ -290,6 +311,9 @@ function writeAtomically(file: string, bytes: Buffer): void {
   try {
     writeFileAtomic(resolve(file), bytes);
   } catch (err) {
-    throw new ImdsError('VALIDATION_FAILED', `--output: cannot write ${file}: ${(err as Error).message}`, { field: '--output', cause: err });
+    throw new ImdsError('VALIDATION_FAILED', `--output: cannot write ${file}: ${(err as Error).message}`, {
+      field: '--output',
+      cause: err,
+    });
   }
 }

@@ -24,28 +24,54 @@ async function run(runner: Runner, argv: string[]): Promise<void> {
   } catch (err) {
     const program = argv[0] as string;
     if (isImdsError(err, 'COMMAND_NOT_FOUND')) {
-      throw new ImdsError('COMMAND_NOT_FOUND', `${program} is not installed: install the Debian package ${PACKAGE_OF[program] ?? program} (apt-get install ${PACKAGE_OF[program] ?? program})`, {
-        details: { program, package: PACKAGE_OF[program] ?? program },
-        cause: err,
-      });
+      throw new ImdsError(
+        'COMMAND_NOT_FOUND',
+        `${program} is not installed: install the Debian package ${PACKAGE_OF[program] ?? program} (apt-get install ${PACKAGE_OF[program] ?? program})`,
+        {
+          details: { program, package: PACKAGE_OF[program] ?? program },
+          cause: err,
+        },
+      );
     }
     throw err;
   }
 }
 
-export async function buildConfigDrive(runner: Runner, files: readonly DriveFile[], format: DriveFormat, publisher = 'imds'): Promise<Buffer> {
+export async function buildConfigDrive(
+  runner: Runner,
+  files: readonly DriveFile[],
+  format: DriveFormat,
+  publisher = 'imds',
+): Promise<Buffer> {
   const work = mkdtempSync(join(tmpdir(), 'imds-configdrive-'));
   try {
     const tree = join(work, 'tree');
     for (const f of files) {
-      if (f.path.split('/').some((s) => s === '' || s === '.' || s === '..')) throw new ImdsError('INTERNAL', `bad config drive path ${f.path}`);
+      if (f.path.split('/').some((s) => s === '' || s === '.' || s === '..'))
+        throw new ImdsError('INTERNAL', `bad config drive path ${f.path}`);
       const path = join(tree, ...f.path.split('/'));
       mkdirSync(dirname(path), { recursive: true });
       writeFileSync(path, f.body);
     }
     const image = join(work, `config.${format}`);
     if (format === 'iso') {
-      await run(runner, ['genisoimage', '-o', image, '-ldots', '-allow-lowercase', '-allow-multidot', '-l', '-publisher', publisher, '-quiet', '-J', '-r', '-V', DRIVE_LABEL, tree]);
+      await run(runner, [
+        'genisoimage',
+        '-o',
+        image,
+        '-ldots',
+        '-allow-lowercase',
+        '-allow-multidot',
+        '-l',
+        '-publisher',
+        publisher,
+        '-quiet',
+        '-J',
+        '-r',
+        '-V',
+        DRIVE_LABEL,
+        tree,
+      ]);
     } else {
       await run(runner, ['mkfs.vfat', '-C', '-n', DRIVE_LABEL, image, String(VFAT_KIB)]);
       await run(runner, ['mcopy', '-s', '-i', image, join(tree, 'openstack'), join(tree, 'ec2'), '::/']);

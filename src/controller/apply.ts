@@ -26,7 +26,9 @@ export function commandOf(step: Step): { argv: string[]; stdin?: string; netns?:
         ? { argv: ['ip', '-batch', '-'], stdin: `${step.lines.join('\n')}\n` }
         : { argv: ['ip', '-batch', '-'], stdin: `${step.lines.join('\n')}\n`, netns: step.netns };
     case 'nft':
-      return step.netns === undefined ? { argv: ['nft', '-f', '-'], stdin: step.script } : { argv: ['nft', '-f', '-'], stdin: step.script, netns: step.netns };
+      return step.netns === undefined
+        ? { argv: ['nft', '-f', '-'], stdin: step.script }
+        : { argv: ['nft', '-f', '-'], stdin: step.script, netns: step.netns };
   }
 }
 
@@ -49,12 +51,19 @@ export async function runStep(exec: StepRunner | Runner, step: Step): Promise<vo
       addon.createNetns(NETNS_RUN_DIR, step.netns);
       return;
     } catch (err) {
-      throw new ImdsError('COMMAND_FAILED', `cannot create namespace ${step.netns}: ${messageOf(err)}`, { details: { netns: step.netns }, cause: err });
+      throw new ImdsError('COMMAND_FAILED', `cannot create namespace ${step.netns}: ${messageOf(err)}`, {
+        details: { netns: step.netns },
+        cause: err,
+      });
     }
   }
   const { argv, stdin, netns } = commandOf(step);
   const bestEffort = step.kind === 'ip' && step.bestEffort === true;
-  await runner.run(argv, { ...(stdin === undefined ? {} : { stdin }), ...(netns === undefined ? {} : { netns }), ...(bestEffort ? { allowFailure: true } : {}) });
+  await runner.run(argv, {
+    ...(stdin === undefined ? {} : { stdin }),
+    ...(netns === undefined ? {} : { netns }),
+    ...(bestEffort ? { allowFailure: true } : {}),
+  });
 }
 
 /**

@@ -76,7 +76,13 @@ function eventSocket(mod: NetlinkModule, protocol: number, rcvbuf: number, onErr
   return sock;
 }
 
-function rtEvents(mod: NetlinkModule, groups: number[], rcvbuf: number, onMessages: (msgs: RtMessage[]) => void, onError: (err: Error) => void): RawSocket {
+function rtEvents(
+  mod: NetlinkModule,
+  groups: number[],
+  rcvbuf: number,
+  onMessages: (msgs: RtMessage[]) => void,
+  onError: (err: Error) => void,
+): RawSocket {
   const sock = eventSocket(mod, NETLINK_ROUTE, rcvbuf, onError);
   for (const g of groups) sock.addMembership(g);
   sock.on('message', (raw) => {
@@ -222,13 +228,22 @@ export class DriftWatch {
       this.deps.log.warn('netlink unavailable: kernel drift is noticed by the periodic check only');
     } else {
       try {
-        const rt = rtEvents(mod, [RTNLGRP_LINK], HOST_EVENTS_RCVBUF, (msgs) => this.onHostLinks(msgs), (err) => this.eventsLost('link', err));
+        const rt = rtEvents(
+          mod,
+          [RTNLGRP_LINK],
+          HOST_EVENTS_RCVBUF,
+          (msgs) => this.onHostLinks(msgs),
+          (err) => this.eventsLost('link', err),
+        );
         const nf = eventSocket(mod, NETLINK_NETFILTER, HOST_EVENTS_RCVBUF, (err) => this.eventsLost('nftables', err));
         nf.addMembership(NFNLGRP_NFTABLES);
         nf.on('message', (msgs) => this.onHostNft(msgs));
         this.hostSockets = [rt, nf];
       } catch (err) {
-        this.deps.log.warn({ err: messageOf(err) }, 'cannot subscribe to kernel events: kernel drift is noticed by the periodic check only');
+        this.deps.log.warn(
+          { err: messageOf(err) },
+          'cannot subscribe to kernel events: kernel drift is noticed by the periodic check only',
+        );
       }
     }
     try {
@@ -284,9 +299,17 @@ export class DriftWatch {
     const sockets: { close(): void }[] = [];
     const saved = addon.enterNetns(netnsPath(d.netns));
     try {
-      const rt = rtEvents(mod, [RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR], NAMESPACE_EVENTS_RCVBUF, (msgs) => this.onInnerLinks(d.id, msgs), () => this.schedule(d.id, 'link events lost in the namespace'));
+      const rt = rtEvents(
+        mod,
+        [RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR],
+        NAMESPACE_EVENTS_RCVBUF,
+        (msgs) => this.onInnerLinks(d.id, msgs),
+        () => this.schedule(d.id, 'link events lost in the namespace'),
+      );
       sockets.push(rt);
-      const nf = eventSocket(mod, NETLINK_NETFILTER, NAMESPACE_EVENTS_RCVBUF, () => this.schedule(d.id, 'nftables events lost in the namespace'));
+      const nf = eventSocket(mod, NETLINK_NETFILTER, NAMESPACE_EVENTS_RCVBUF, () =>
+        this.schedule(d.id, 'nftables events lost in the namespace'),
+      );
       nf.addMembership(NFNLGRP_NFTABLES);
       sockets.push(nf);
       nf.on('message', (msgs) => {
@@ -334,7 +357,8 @@ export class DriftWatch {
   schedule(network: string, reason: string): void {
     if (this.stopped) return;
     let p = this.pending.get(network);
-    if (p === undefined) this.pending.set(network, (p = { timer: undefined, reasons: new Set(), running: false, again: false, failures: 0, notBefore: 0 }));
+    if (p === undefined)
+      this.pending.set(network, (p = { timer: undefined, reasons: new Set(), running: false, again: false, failures: 0, notBefore: 0 }));
     p.reasons.add(reason);
     if (p.running) {
       p.again = true;
@@ -381,7 +405,10 @@ export class DriftWatch {
         p.failures++;
         p.notBefore = Date.now() + Math.min(30_000, 500 * 2 ** (p.failures - 1));
         stats.repairFailed(network);
-        log.error({ network, noticed: reasons, wrong: steps.map((s) => s.why), err: status.reason, retry_in_ms: p.notBefore - Date.now() }, 'kernel drift not repaired');
+        log.error(
+          { network, noticed: reasons, wrong: steps.map((s) => s.why), err: status.reason, retry_in_ms: p.notBefore - Date.now() },
+          'kernel drift not repaired',
+        );
         p.again = true;
       }
     } catch (err) {
@@ -400,7 +427,11 @@ export class DriftWatch {
   }
 
   /** A repair is logged once (what was noticed, wrong and done) and counted by kind. */
-  private reportRepair(network: string, what: { noticed: string[]; wrong: string[]; done: string[]; kinds: string[] }, started: number): void {
+  private reportRepair(
+    network: string,
+    what: { noticed: string[]; wrong: string[]; done: string[]; kinds: string[] },
+    started: number,
+  ): void {
     for (const kind of what.kinds) this.deps.stats.repaired(network, kind);
     this.deps.log.warn({ network, ...what, ms: Math.round(performance.now() - started) }, 'repaired kernel drift');
   }
@@ -457,7 +488,7 @@ export class DriftWatch {
     for (const m of msgs) {
       const name = m.attrs?.ifname;
       if (name === undefined) continue;
-      this.deps.log.trace({ type: m.type, name, index: m.data?.index, master: m.attrs?.master }, "host link event");
+      this.deps.log.trace({ type: m.type, name, index: m.data?.index, master: m.attrs?.master }, 'host link event');
       this.trackPorts(m, name);
       const network = this.owner(name);
       if (network === undefined) continue;
@@ -505,7 +536,16 @@ export class DriftWatch {
         (wrong) => {
           if (wrong === undefined) return;
           const place = where === 'bridge' ? 'the bridge table' : 'the namespace table';
-          this.reportRepair(network, { noticed: [`set elements changed in ${place}`], wrong: [wrong], done: [`guest sets rewritten in ${place}`], kinds: ['guest_set'] }, started);
+          this.reportRepair(
+            network,
+            {
+              noticed: [`set elements changed in ${place}`],
+              wrong: [wrong],
+              done: [`guest sets rewritten in ${place}`],
+              kinds: ['guest_set'],
+            },
+            started,
+          );
         },
         (err: unknown) => {
           this.deps.stats.repairFailed(network);
@@ -520,7 +560,8 @@ export class DriftWatch {
     for (const m of msgs) {
       if (m.type === RTM_DELLINK) this.schedule(network, `${m.attrs?.ifname ?? 'a link'} deleted in the namespace`);
       else if (m.type === RTM_DELADDR) this.schedule(network, 'an address removed in the namespace');
-      else if (m.type === RTM_NEWLINK && m.data?.flags?.up === false) this.schedule(network, `${m.attrs?.ifname ?? 'a link'} down in the namespace`);
+      else if (m.type === RTM_NEWLINK && m.data?.flags?.up === false)
+        this.schedule(network, `${m.attrs?.ifname ?? 'a link'} down in the namespace`);
     }
   }
 }

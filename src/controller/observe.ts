@@ -45,7 +45,10 @@ export async function observeHostLinksNamed(runner: Runner, names: readonly stri
   if (names.length === 0) return out;
   const viaNetlink = await linksNamed(names).catch(() => undefined); // then `ip`, below
   if (viaNetlink !== undefined) return viaNetlink;
-  const result = await runner.run(['ip', '-j', '-d', '-force', '-batch', '-'], { stdin: `${names.map((n) => `link show dev ${n}`).join('\n')}\n`, allowFailure: true });
+  const result = await runner.run(['ip', '-j', '-d', '-force', '-batch', '-'], {
+    stdin: `${names.map((n) => `link show dev ${n}`).join('\n')}\n`,
+    allowFailure: true,
+  });
   for (const line of result.stdout.split('\n')) {
     if (line.trim() === '') continue;
     for (const [name, link] of parseLinks(line)) out.set(name, link);

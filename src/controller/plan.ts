@@ -161,22 +161,50 @@ export function planNetwork(d: DesiredNetwork, observed: ObservedState): Network
   for (const addr of d.addresses) if (!have.has(addr)) insideLines.push(`addr add ${addr} dev ${d.inner}`);
   for (const addr of have) if (!d.addresses.includes(addr)) insideLines.push(`addr del ${addr} dev ${d.inner}`);
 
-  if (outerAlone) steps.push({ kind: 'ip', network, netns: undefined, lines: [`link del ${d.outer}`], why: 'half veth pair (outer end alone)', bestEffort: true });
+  if (outerAlone)
+    steps.push({
+      kind: 'ip',
+      network,
+      netns: undefined,
+      lines: [`link del ${d.outer}`],
+      why: 'half veth pair (outer end alone)',
+      bestEffort: true,
+    });
   if (hostLines.length > 0) steps.push({ kind: 'ip', network, netns: undefined, lines: hostLines, why: why.join(', ') });
   if (insideLines.length > 0) steps.push({ kind: 'ip', network, netns: d.netns, lines: insideLines, why: 'namespace links and addresses' });
   if (!tableMatches(inside.table, d.nft)) {
-    steps.push({ kind: 'nft', network, netns: d.netns, script: d.nft.script, why: inside.table === undefined ? 'nft table missing' : 'nft table differs' });
+    steps.push({
+      kind: 'nft',
+      network,
+      netns: d.netns,
+      script: d.nft.script,
+      why: inside.table === undefined ? 'nft table missing' : 'nft table differs',
+    });
   }
   const bridgeTable = observed.bridgeTables.get(d.bridgeTable.name);
   if (!tableMatches(bridgeTable, d.bridgeTable)) {
-    steps.push({ kind: 'nft', network, netns: undefined, script: d.bridgeTable.script, why: bridgeTable === undefined ? 'bridge table missing' : 'bridge table differs' });
+    steps.push({
+      kind: 'nft',
+      network,
+      netns: undefined,
+      script: d.bridgeTable.script,
+      why: bridgeTable === undefined ? 'bridge table missing' : 'bridge table differs',
+    });
   }
   const rollback: Step[] = [];
   if (fresh) {
     const undo = [`link del ${d.outer}`, ...(bridge === undefined ? [`link del ${d.bridge}`] : [])];
-    rollback.push(...undo.map((line): Step => ({ kind: 'ip', network, netns: undefined, lines: [line], why: 'roll back a failed new network' })));
+    rollback.push(
+      ...undo.map((line): Step => ({ kind: 'ip', network, netns: undefined, lines: [line], why: 'roll back a failed new network' })),
+    );
     if (bridgeTable === undefined) {
-      rollback.push({ kind: 'nft', network, netns: undefined, script: deleteTableScript(d.bridgeTable.name), why: 'roll back a failed new network' });
+      rollback.push({
+        kind: 'nft',
+        network,
+        netns: undefined,
+        script: deleteTableScript(d.bridgeTable.name),
+        why: 'roll back a failed new network',
+      });
     }
     rollback.push({ kind: 'netns-del', network, netns: d.netns, why: 'roll back a failed new network' });
   }
@@ -213,13 +241,15 @@ export function planRemovals(desired: DesiredState, observed: ObservedState): Ne
   }
   const desiredTables = new Set([...desired.networks.values()].map((d) => d.bridgeTable.name));
   for (const name of observed.bridgeTables.keys()) {
-    if (name.startsWith(desired.namespacePrefix) && !desiredTables.has(name)) entry(name.slice(desired.namespacePrefix.length)).table = name;
+    if (name.startsWith(desired.namespacePrefix) && !desiredTables.has(name))
+      entry(name.slice(desired.namespacePrefix.length)).table = name;
   }
   const removals: NetworkPlan[] = [];
   for (const [network, e] of [...byNetwork.entries()].sort(([a], [b]) => a.localeCompare(b))) {
     const steps: Step[] = [];
     const lines = [...e.veths.sort(), ...e.bridges.sort()].map((name) => `link del ${name}`);
-    if (e.table !== undefined) steps.push({ kind: 'nft', network, netns: undefined, script: deleteTableScript(e.table), why: 'bridge table no network declares' });
+    if (e.table !== undefined)
+      steps.push({ kind: 'nft', network, netns: undefined, script: deleteTableScript(e.table), why: 'bridge table no network declares' });
     if (lines.length > 0) steps.push({ kind: 'ip', network, netns: undefined, lines, why: 'owned links no network declares' });
     if (e.netns !== undefined) steps.push({ kind: 'netns-del', network, netns: e.netns, why: 'namespace no network declares' });
     removals.push({ network, steps, fresh: false, rollback: [], conflict: undefined });
@@ -234,7 +264,12 @@ export function formatPlan(p: Plan): string {
     if (np.conflict !== undefined) out.push(`${verb} ${np.network}: CONFLICT: ${np.conflict}`);
     for (const s of np.steps) {
       const where = s.kind === 'ip' || s.kind === 'nft' ? (s.netns ?? 'host') : s.netns;
-      const what = s.kind === 'ip' ? s.lines.map((l) => `ip ${l}`).join('; ') : s.kind === 'nft' ? `nft -f (${s.script.startsWith('delete') ? 'delete' : 'replace'} table)` : s.kind;
+      const what =
+        s.kind === 'ip'
+          ? s.lines.map((l) => `ip ${l}`).join('; ')
+          : s.kind === 'nft'
+            ? `nft -f (${s.script.startsWith('delete') ? 'delete' : 'replace'} table)`
+            : s.kind;
       out.push(`${verb} ${np.network} [${where}] ${what}  # ${s.why}`);
     }
   };

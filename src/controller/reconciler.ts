@@ -118,7 +118,10 @@ export class Reconciler {
       lookInto: targets.map((d) => d.netns),
       ...(only === undefined
         ? {}
-        : { hostLinks: targets.flatMap((d) => [d.bridge, d.outer, ...(d.uplink === undefined ? [] : [d.uplink])]), bridgeTables: targets.map((d) => d.bridgeTable.name) }),
+        : {
+            hostLinks: targets.flatMap((d) => [d.bridge, d.outer, ...(d.uplink === undefined ? [] : [d.uplink])]),
+            bridgeTables: targets.map((d) => d.bridgeTable.name),
+          }),
     });
     const p: Plan = only === undefined ? plan(desired, observed) : { removals: [], networks: targets.map((d) => planNetwork(d, observed)) };
 
@@ -166,7 +169,10 @@ export class Reconciler {
       const steps = np.steps.map((s) => {
         if (d === undefined || guests === undefined || s.kind !== 'nft' || s.script.startsWith('delete')) return s;
         seeded.set(np.network, new Set(guests.map(guestKey)));
-        return { ...s, script: s.script + (s.netns === undefined ? renderGuestElements(d.bridgeTable.name, guests) : renderInnerGuestElements(guests)) };
+        return {
+          ...s,
+          script: s.script + (s.netns === undefined ? renderGuestElements(d.bridgeTable.name, guests) : renderInnerGuestElements(guests)),
+        };
       });
       const host = steps.filter((s) => s.kind === 'nft' && s.netns === undefined);
       if (host.length > 0) hostTables.set(np.network, host);
@@ -221,15 +227,28 @@ export class Reconciler {
     );
     for (const [i, result] of results.entries()) {
       const reason = reasons[i];
-      const status: NetworkStatus = { network: result.network, state: reason === undefined ? 'serving' : 'degraded', reason, changed: result.stepsRun };
+      const status: NetworkStatus = {
+        network: result.network,
+        state: reason === undefined ? 'serving' : 'degraded',
+        reason,
+        changed: result.stepsRun,
+      };
       this.status.set(result.network, status);
       if (reason !== undefined) log.error({ network: result.network, err: reason }, 'network not serving');
-      else if (result.stepsRun > 0) log.info({ network: result.network, steps: result.stepsRun, ms: round(result.ms) }, 'network converged');
+      else if (result.stepsRun > 0)
+        log.info({ network: result.network, steps: result.stepsRun, ms: round(result.ms) }, 'network converged');
     }
     const applied = new Map<string, AppliedStep[]>();
     for (const np of p.networks) {
       if (np.steps.length === 0 && !hostTables.has(np.network)) continue;
-      applied.set(np.network, [...(hostTables.get(np.network) ?? []), ...np.steps].map((s) => ({ kind: s.kind, where: s.kind === 'netns-add' || s.kind === 'netns-del' ? s.netns : (s.netns ?? 'host'), why: s.why })));
+      applied.set(
+        np.network,
+        [...(hostTables.get(np.network) ?? []), ...np.steps].map((s) => ({
+          kind: s.kind,
+          where: s.kind === 'netns-add' || s.kind === 'netns-del' ? s.netns : (s.netns ?? 'host'),
+          why: s.why,
+        })),
+      );
     }
     const summary: ReconcileSummary = {
       networks: results.map((r) => this.status.get(r.network) as NetworkStatus),

@@ -58,7 +58,10 @@ export class SpoofWatch {
         const grew = before === undefined ? packets : packets - before;
         if (grew > 0) {
           stats.spoofed(id, grew);
-          log.warn({ network: id, packets: grew, total: packets }, "dropped metadata traffic carrying a registered VM's address from another MAC (spoofing)");
+          log.warn(
+            { network: id, packets: grew, total: packets },
+            "dropped metadata traffic carrying a registered VM's address from another MAC (spoofing)",
+          );
         }
       } catch (err) {
         log.debug({ network: id, err: messageOf(err) }, 'spoof counter not read');

@@ -216,9 +216,13 @@ export class DhcpServers {
 function assertSearchable(dir: string): void {
   for (let d = resolve(dir); ; d = dirname(d)) {
     if ((statSync(d).mode & 0o001) === 0) {
-      throw new ImdsError('CONFIG_INVALID', `dhcp_dir: ${dir} is not reachable by user nobody (dnsmasq): ${d} lacks o+x; choose another dhcp_dir or chmod o+x ${d}`, {
-        field: 'dhcp_dir',
-      });
+      throw new ImdsError(
+        'CONFIG_INVALID',
+        `dhcp_dir: ${dir} is not reachable by user nobody (dnsmasq): ${d} lacks o+x; choose another dhcp_dir or chmod o+x ${d}`,
+        {
+          field: 'dhcp_dir',
+        },
+      );
     }
     if (d === dirname(d)) return;
   }

@@ -30,9 +30,7 @@ export interface DhcpHost {
 
 /** `--dhcp-hostsfile`: one `MAC,ADDRESS,NAME` line per VM (the name's first label). */
 export function renderHosts(hosts: readonly DhcpHost[]): string {
-  const lines = hosts
-    .map((h) => `${h.mac.toLowerCase()},${h.ip},${h.hostname.split('.')[0] ?? h.hostname}`)
-    .sort();
+  const lines = hosts.map((h) => `${h.mac.toLowerCase()},${h.ip},${h.hostname.split('.')[0] ?? h.hostname}`).sort();
   return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
 

@@ -2,7 +2,17 @@
 // get_ec2_metadata builds it, gated by version, and its listings as ec2_md_print prints them.
 import { derivedIds, type InstanceFacts } from './instance.ts';
 
-export const EC2_VERSIONS = ['1.0', '2007-01-19', '2007-03-01', '2007-08-29', '2007-10-10', '2007-12-15', '2008-02-01', '2008-09-01', '2009-04-04'] as const;
+export const EC2_VERSIONS = [
+  '1.0',
+  '2007-01-19',
+  '2007-03-01',
+  '2007-08-29',
+  '2007-10-10',
+  '2007-12-15',
+  '2008-02-01',
+  '2008-09-01',
+  '2009-04-04',
+] as const;
 export type Ec2Version = (typeof EC2_VERSIONS)[number];
 export const EC2_LATEST: Ec2Version = '2009-04-04';
 

@@ -80,7 +80,8 @@ export function instanceFacts(vm: Vm, network: Network, defaults: Defaults): Ins
     meta,
     publicKeys: Object.entries(vm.public_keys ?? {}),
     userData: vm.user_data,
-    vendorData: vm.vendor_data === undefined ? (network.vendor_data ?? NO_VENDOR_DATA) : { ...(network.vendor_data ?? {}), ...vm.vendor_data },
+    vendorData:
+      vm.vendor_data === undefined ? (network.vendor_data ?? NO_VENDOR_DATA) : { ...(network.vendor_data ?? {}), ...vm.vendor_data },
     network,
     vm,
   };

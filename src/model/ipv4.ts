@@ -46,7 +46,7 @@ export function parseCidr(text: string): CidrParse {
 }
 
 export function cidrContains(cidr: Cidr, address: number): boolean {
-  return ((address & maskOf(cidr.prefix)) >>> 0) === cidr.network;
+  return (address & maskOf(cidr.prefix)) >>> 0 === cidr.network;
 }
 
 export function broadcastOf(cidr: Cidr): number {
@@ -61,5 +61,5 @@ export function isReservedInCidr(cidr: Cidr, address: number): boolean {
 
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   const prefix = Math.min(a.prefix, b.prefix);
-  return ((a.network & maskOf(prefix)) >>> 0) === ((b.network & maskOf(prefix)) >>> 0);
+  return (a.network & maskOf(prefix)) >>> 0 === (b.network & maskOf(prefix)) >>> 0;
 }

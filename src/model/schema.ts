@@ -39,7 +39,10 @@ export const macSchema = z
 
 export const uuidSchema = z
   .string()
-  .regex(/^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/, 'must be a UUID like 1b4e28ba-2fa1-11d2-883f-0016d3cca427')
+  .regex(
+    /^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/,
+    'must be a UUID like 1b4e28ba-2fa1-11d2-883f-0016d3cca427',
+  )
   .transform((v) => v.toLowerCase());
 
 const LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
@@ -115,7 +118,11 @@ export const vmSchema = z
     instance_type: z.string().min(1).max(255).optional().describe('flavor name (EC2 instance-type); default m1.small'),
     image_id: z.string().min(1).max(255).optional().describe('image id; EC2 ami-id derives from it'),
     public_ipv4: ipv4Schema.optional().describe('floating address (EC2 public-ipv4)'),
-    root_device_name: z.string().regex(/^\/dev\/[a-z][a-z0-9]{1,15}$/, 'must look like /dev/vda').optional().describe('EC2 block-device-mapping; default /dev/vda'),
+    root_device_name: z
+      .string()
+      .regex(/^\/dev\/[a-z][a-z0-9]{1,15}$/, 'must look like /dev/vda')
+      .optional()
+      .describe('EC2 block-device-mapping; default /dev/vda'),
     security_groups: z.array(z.string().min(1).max(255)).max(64).optional().describe("default ['default']"),
     vendor_data: vendorDataSchema.optional().describe("merged over the network's vendor_data"),
     http_tokens: z
@@ -132,7 +139,7 @@ export const vmSchema = z
       .min(1, 'must be 1..64')
       .max(64, 'must be 1..64')
       .optional()
-      .describe("IP TTL of the token response (default 1: a container behind NAT in the guest cannot get a token)"),
+      .describe('IP TTL of the token response (default 1: a container behind NAT in the guest cannot get a token)'),
   })
   .strict();
 

@@ -30,7 +30,10 @@ export function networkProblems(net: Network, lookups: NetworkLookups, at: (fiel
   const bridge = bridgeNameOf(net);
   const bridgeUser = lookups.bridgeUser(bridge, net.id);
   if (bridgeUser !== undefined) {
-    problems.push({ path: at('bridge'), message: `bridge "${bridge}" is already used by ${bridgeUser}; two networks on one bridge would both answer ARP for ${METADATA_IP}` });
+    problems.push({
+      path: at('bridge'),
+      message: `bridge "${bridge}" is already used by ${bridgeUser}; two networks on one bridge would both answer ARP for ${METADATA_IP}`,
+    });
   }
   if (net.bridge !== undefined && net.bridge.startsWith('imdsv-')) {
     problems.push({ path: at('bridge'), message: `"${net.bridge}" uses the prefix imdsv-, which imds reserves for its veths` });
@@ -43,7 +46,8 @@ export function networkProblems(net: Network, lookups: NetworkLookups, at: (fiel
   const parsed = parseCidr(net.cidr);
   if (!parsed.ok) return problems; // reported by the schema
   const cidr = parsed.cidr;
-  if (cidrContains(cidr, METADATA)) problems.push({ path: at('cidr'), message: `${cidr.text} contains the metadata address ${METADATA_IP}` });
+  if (cidrContains(cidr, METADATA))
+    problems.push({ path: at('cidr'), message: `${cidr.text} contains the metadata address ${METADATA_IP}` });
   const service = parseIpv4(net.service_ip) as number;
   checkHostAddress(problems, cidr, service, at('service_ip'), 'service_ip');
   if (net.gateway !== undefined) {
@@ -74,9 +78,7 @@ export function checkNetworks(networks: readonly Network[], root = 'networks'): 
     }
     ids.set(net.id, i);
     const label = (j: number | undefined): string | undefined => (j === undefined ? undefined : `${root}[${j}]`);
-    problems.push(
-      ...networkProblems(net, { bridgeUser: (b) => label(bridges.get(b)), uplinkUser: (u) => label(uplinks.get(u)) }, at),
-    );
+    problems.push(...networkProblems(net, { bridgeUser: (b) => label(bridges.get(b)), uplinkUser: (u) => label(uplinks.get(u)) }, at));
     if (!bridges.has(bridgeNameOf(net))) bridges.set(bridgeNameOf(net), i);
     if (net.uplink !== undefined && !uplinks.has(net.uplink)) uplinks.set(net.uplink, i);
   });
@@ -113,7 +115,8 @@ export function vmProblems(vm: Vm, lookups: VmLookups, at: (field: string) => Pa
   const ipUser = lookups.ipUser(vm.network, vm.ip, vm.id);
   if (ipUser !== undefined) problems.push({ path: at('ip'), message: `${vm.ip} is already used in network "${vm.network}" by ${ipUser}` });
   const macUser = lookups.macUser(vm.network, vm.mac, vm.id);
-  if (macUser !== undefined) problems.push({ path: at('mac'), message: `${vm.mac} is already used in network "${vm.network}" by ${macUser}` });
+  if (macUser !== undefined)
+    problems.push({ path: at('mac'), message: `${vm.mac} is already used in network "${vm.network}" by ${macUser}` });
   return problems;
 }
 
@@ -143,7 +146,11 @@ export function checkVmSet(networks: readonly Network[], vms: readonly LabelledV
     }
     ids.set(vm.id, label);
     problems.push(
-      ...vmProblems(vm, { network: (id) => byId.get(id), ipUser: (n, ip) => ips.get(`${n}/${ip}`), macUser: (n, mac) => macs.get(`${n}/${mac}`) }, at),
+      ...vmProblems(
+        vm,
+        { network: (id) => byId.get(id), ipUser: (n, ip) => ips.get(`${n}/${ip}`), macUser: (n, mac) => macs.get(`${n}/${mac}`) },
+        at,
+      ),
     );
     if (!ips.has(`${vm.network}/${vm.ip}`)) ips.set(`${vm.network}/${vm.ip}`, label);
     if (!macs.has(`${vm.network}/${vm.mac}`)) macs.set(`${vm.network}/${vm.mac}`, label);

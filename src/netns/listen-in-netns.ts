@@ -26,9 +26,13 @@ export function loadAddon(): Addon {
       loadError = err;
     }
   }
-  throw new ImdsError('ADDON_UNAVAILABLE', `the native addon imds-netns cannot be loaded (run \`npm ci\` with a C toolchain): ${(loadError as Error).message}`, {
-    cause: loadError,
-  });
+  throw new ImdsError(
+    'ADDON_UNAVAILABLE',
+    `the native addon imds-netns cannot be loaded (run \`npm ci\` with a C toolchain): ${(loadError as Error).message}`,
+    {
+      cause: loadError,
+    },
+  );
 }
 
 export interface ListenOptions {
@@ -42,7 +46,13 @@ export interface ListenOptions {
 export function listenInNetns(netns: string, options: ListenOptions): number {
   const native = loadAddon();
   try {
-    return native.listenInNetns(netnsPath(netns), options.host ?? '0.0.0.0', options.port, options.backlog ?? 4096, options.reusePort ?? false);
+    return native.listenInNetns(
+      netnsPath(netns),
+      options.host ?? '0.0.0.0',
+      options.port,
+      options.backlog ?? 4096,
+      options.reusePort ?? false,
+    );
   } catch (err) {
     throw new ImdsError('NETNS_LISTEN_FAILED', `cannot listen on port ${options.port} in namespace ${netns}: ${(err as Error).message}`, {
       details: { netns, port: options.port },
@@ -57,7 +67,10 @@ export function socketInNetns(netns: string): number {
   try {
     return native.socketInNetns(netnsPath(netns));
   } catch (err) {
-    throw new ImdsError('NETNS_LISTEN_FAILED', `cannot open a socket in namespace ${netns}: ${(err as Error).message}`, { details: { netns }, cause: err });
+    throw new ImdsError('NETNS_LISTEN_FAILED', `cannot open a socket in namespace ${netns}: ${(err as Error).message}`, {
+      details: { netns },
+      cause: err,
+    });
   }
 }
 

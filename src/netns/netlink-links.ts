@@ -111,7 +111,11 @@ function linkState(m: LinkMessage, byIndex: ReadonlyMap<number, string>): LinkSt
  * Links and IPv4 addresses inside a namespace, over an rtnetlink socket opened in it (through the
  * addon); undefined when that is not possible (the caller runs `ip` instead).
  */
-export async function namespaceLinks(enter: ((path: string) => number) | undefined, restore: ((fd: number) => void) | undefined, nsPath: string): Promise<Map<string, LinkState> | undefined> {
+export async function namespaceLinks(
+  enter: ((path: string) => number) | undefined,
+  restore: ((fd: number) => void) | undefined,
+  nsPath: string,
+): Promise<Map<string, LinkState> | undefined> {
   const mod = load();
   if (mod === undefined || enter === undefined || restore === undefined) return undefined;
   const saved = enter(nsPath);
@@ -187,7 +191,8 @@ export async function bridgePorts(bridges: readonly string[]): Promise<Map<strin
   for (const m of all) if (m.data.index !== undefined && m.attrs.ifname !== undefined) byIndex.set(m.data.index, m.attrs.ifname);
   const out = new Map<string, { index: number; ports: string[] }>();
   for (const m of all) {
-    if (m.attrs.ifname !== undefined && m.data.index !== undefined && bridges.includes(m.attrs.ifname)) out.set(m.attrs.ifname, { index: m.data.index, ports: [] });
+    if (m.attrs.ifname !== undefined && m.data.index !== undefined && bridges.includes(m.attrs.ifname))
+      out.set(m.attrs.ifname, { index: m.data.index, ports: [] });
   }
   for (const m of all) {
     const master = m.attrs.master === undefined ? undefined : byIndex.get(m.attrs.master);

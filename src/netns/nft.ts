@@ -42,13 +42,19 @@ export function renderTable(
   counters: readonly string[] = [],
 ): RenderedTable {
   const hash = createHash('sha256')
-    .update(JSON.stringify(sets.length === 0 && counters.length === 0 ? chains : counters.length === 0 ? { chains, sets } : { chains, sets, counters }))
+    .update(
+      JSON.stringify(
+        sets.length === 0 && counters.length === 0 ? chains : counters.length === 0 ? { chains, sets } : { chains, sets, counters },
+      ),
+    )
     .digest('hex')
     .slice(0, 16);
   const body = [
     ...counters.map((c) => `  counter ${c} {\n  }`),
     ...sets.map((s) => `  set ${s.name} {\n    type ${s.type};\n  }`),
-    ...chains.map((c) => [`  chain ${c.name} {`, `    ${c.hook}`, ...c.rules.map((r) => `    ${r} comment "imds:${hash}"`), '  }'].join('\n')),
+    ...chains.map((c) =>
+      [`  chain ${c.name} {`, `    ${c.hook}`, ...c.rules.map((r) => `    ${r} comment "imds:${hash}"`), '  }'].join('\n'),
+    ),
   ].join('\n');
   const script = `table ${family} ${name} {}\ndelete table ${family} ${name}\ntable ${family} ${name} {\n${body}\n}\n`;
   return { family, name, script, hash, ruleCount: chains.reduce((n, c) => n + c.rules.length, 0), sets: sets.map((s) => s.name) };
@@ -71,33 +77,41 @@ export const SPOOF_COUNTER = 'spoofed';
  */
 export function renderNatTable(input: NatTableInput): RenderedTable {
   const port = input.listenPort;
-  return renderTable('ip', NFT_TABLE, [
-    {
-      name: 'guard',
-      hook: 'type filter hook prerouting priority mangle; policy accept;',
-      rules: [`ip daddr ${METADATA_IP} ip saddr @${VM_IP_SET} ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}" drop`],
-    },
-    {
-      name: 'prerouting',
-      hook: 'type nat hook prerouting priority dstnat; policy accept;',
-      rules: [`ip daddr ${METADATA_IP} tcp dport 80 counter dnat to ${METADATA_IP}:${port}`],
-    },
-    {
-      // The daemon's own probes (`imds vm get`) connect from inside the namespace.
-      name: 'output',
-      hook: 'type nat hook output priority -100; policy accept;',
-      rules: [`ip daddr ${METADATA_IP} tcp dport 80 counter dnat to ${METADATA_IP}:${port}`],
-    },
-    {
-      // The listener is reachable only through the DNAT: a guest cannot bypass port 80's rules.
-      name: 'input',
-      hook: 'type filter hook input priority filter; policy accept;',
-      rules: [`tcp dport ${port} ct status dnat accept`, `tcp dport ${port} counter drop`],
-    },
-  ], [
-    { name: VM_IP_SET, type: 'ipv4_addr' },
-    { name: GUEST_SET, type: 'ether_addr . ipv4_addr' },
-  ], [SPOOF_COUNTER]);
+  return renderTable(
+    'ip',
+    NFT_TABLE,
+    [
+      {
+        name: 'guard',
+        hook: 'type filter hook prerouting priority mangle; policy accept;',
+        rules: [
+          `ip daddr ${METADATA_IP} ip saddr @${VM_IP_SET} ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}" drop`,
+        ],
+      },
+      {
+        name: 'prerouting',
+        hook: 'type nat hook prerouting priority dstnat; policy accept;',
+        rules: [`ip daddr ${METADATA_IP} tcp dport 80 counter dnat to ${METADATA_IP}:${port}`],
+      },
+      {
+        // The daemon's own probes (`imds vm get`) connect from inside the namespace.
+        name: 'output',
+        hook: 'type nat hook output priority -100; policy accept;',
+        rules: [`ip daddr ${METADATA_IP} tcp dport 80 counter dnat to ${METADATA_IP}:${port}`],
+      },
+      {
+        // The listener is reachable only through the DNAT: a guest cannot bypass port 80's rules.
+        name: 'input',
+        hook: 'type filter hook input priority filter; policy accept;',
+        rules: [`tcp dport ${port} ct status dnat accept`, `tcp dport ${port} counter drop`],
+      },
+    ],
+    [
+      { name: VM_IP_SET, type: 'ipv4_addr' },
+      { name: GUEST_SET, type: 'ether_addr . ipv4_addr' },
+    ],
+    [SPOOF_COUNTER],
+  );
 }
 
 /** The set of the network's registered VMs as `MAC . IPv4` pairs, in its bridge table. */
@@ -128,9 +142,14 @@ export function renderBridgeTable(input: BridgeTableInput): RenderedTable {
   const chains: ChainSpec[] = [];
   const up = input.uplink;
   if (up !== undefined) {
-    prerouting.push(`iifname "${up}" ether type arp arp daddr ip ${METADATA_IP} counter drop`, `iifname "${up}" ip daddr ${METADATA_IP} counter drop`);
+    prerouting.push(
+      `iifname "${up}" ether type arp arp daddr ip ${METADATA_IP} counter drop`,
+      `iifname "${up}" ip daddr ${METADATA_IP} counter drop`,
+    );
   }
-  prerouting.push(`ether saddr . ip saddr @${GUEST_SET} ip daddr ${METADATA_IP} tcp dport 80 ether daddr != ${mac} ether daddr set ${mac} counter`);
+  prerouting.push(
+    `ether saddr . ip saddr @${GUEST_SET} ip daddr ${METADATA_IP} tcp dport 80 ether daddr != ${mac} ether daddr set ${mac} counter`,
+  );
   chains.push({ name: 'prerouting', hook: 'type filter hook prerouting priority dstnat; policy accept;', rules: prerouting });
   if (up !== undefined) {
     chains.push({

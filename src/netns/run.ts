@@ -58,7 +58,13 @@ function settle(
   return result;
 }
 
-async function runThroughSpawner(spawner: Spawner, argvIn: readonly string[], runOptions: RunOptions, defaultTimeout: number, log: Logger | undefined): Promise<RunResult> {
+async function runThroughSpawner(
+  spawner: Spawner,
+  argvIn: readonly string[],
+  runOptions: RunOptions,
+  defaultTimeout: number,
+  log: Logger | undefined,
+): Promise<RunResult> {
   const argv = runOptions.netns === undefined ? [...argvIn] : inNetns(runOptions.netns, argvIn);
   const file = argv[0];
   if (file === undefined) throw new ImdsError('INTERNAL', 'empty argv');
@@ -66,10 +72,18 @@ async function runThroughSpawner(spawner: Spawner, argvIn: readonly string[], ru
   const started = performance.now();
   const a = await spawner.run(argv, runOptions.stdin ?? '', timeoutMs);
   if (a.error !== undefined) {
-    if (a.error === 'ENOENT') throw new ImdsError('COMMAND_NOT_FOUND', `${file}: not found; install it (see docs/install.md)`, { details: { argv } });
+    if (a.error === 'ENOENT')
+      throw new ImdsError('COMMAND_NOT_FOUND', `${file}: not found; install it (see docs/install.md)`, { details: { argv } });
     throw new ImdsError('COMMAND_FAILED', `${file}: ${a.message ?? a.error}`, { details: { argv } });
   }
-  return settle(argv, { code: a.code ?? -1, signal: a.signal ?? null, stdout: a.stdout ?? '', stderr: a.stderr ?? '', timedOut: a.timedOut === true }, started, timeoutMs, runOptions, log);
+  return settle(
+    argv,
+    { code: a.code ?? -1, signal: a.signal ?? null, stdout: a.stdout ?? '', stderr: a.stderr ?? '', timedOut: a.timedOut === true },
+    started,
+    timeoutMs,
+    runOptions,
+    log,
+  );
 }
 
 export interface RunnerOptions {
@@ -137,7 +151,8 @@ class Spawner {
     // tries a new one. (An 'error' event with no listener would end the daemon.)
     child.on('error', (err) => {
       if (this.child === child) this.child = undefined;
-      for (const [id, done] of this.pending) done({ id, error: (err as NodeJS.ErrnoException).code ?? 'ESPAWNER', message: `the spawner failed: ${err.message}` });
+      for (const [id, done] of this.pending)
+        done({ id, error: (err as NodeJS.ErrnoException).code ?? 'ESPAWNER', message: `the spawner failed: ${err.message}` });
       this.pending.clear();
       this.log?.warn({ err: err.message }, 'spawner failed; the next command starts a new one');
     });
@@ -223,14 +238,22 @@ export function createRunner(options: RunnerOptions = {}): Runner {
         child.on('error', (e: NodeJS.ErrnoException) => {
           clearTimeout(timer);
           if (e.code === 'ENOENT') {
-            reject(new ImdsError('COMMAND_NOT_FOUND', `${file}: not found; install it (see docs/install.md)`, { details: { argv }, cause: e }));
+            reject(
+              new ImdsError('COMMAND_NOT_FOUND', `${file}: not found; install it (see docs/install.md)`, { details: { argv }, cause: e }),
+            );
           } else {
             reject(new ImdsError('COMMAND_FAILED', `${file}: ${e.message}`, { details: { argv }, cause: e }));
           }
         });
         child.on('close', (code, signal) => {
           clearTimeout(timer);
-          const outcome = { code: code ?? -1, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), timedOut };
+          const outcome = {
+            code: code ?? -1,
+            signal,
+            stdout: Buffer.concat(out).toString('utf8'),
+            stderr: Buffer.concat(err).toString('utf8'),
+            timedOut,
+          };
           try {
             resolve(settle(argv, outcome, started, timeoutMs, runOptions, log));
           } catch (e) {
@@ -327,4 +350,3 @@ export function startService(argv: readonly string[], options: ServiceOptions = 
 export function inNetns(netnsName: string, argv: readonly string[]): string[] {
   return ['nsenter', `--net=${netnsPath(netnsName)}`, '--', ...argv];
 }
-

@@ -56,7 +56,14 @@ function run(req: Request): void {
       answer({ id: req.id, error: failed.code ?? 'ESPAWN', message: failed.message });
       return;
     }
-    answer({ id: req.id, code: code ?? -1, signal, timedOut, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(errs).toString('utf8') });
+    answer({
+      id: req.id,
+      code: code ?? -1,
+      signal,
+      timedOut,
+      stdout: Buffer.concat(out).toString('utf8'),
+      stderr: Buffer.concat(errs).toString('utf8'),
+    });
   });
 }
 

@@ -43,7 +43,10 @@ export class TokenKeys {
       writeFileAtomic(path, key, 0o600);
     }
     if (key.length !== KEY_BYTES) {
-      throw new ImdsError('STORE_FAILED', `token key ${path} is ${key.length} bytes, not ${KEY_BYTES}: delete it to have a new one made (outstanding tokens die)`);
+      throw new ImdsError(
+        'STORE_FAILED',
+        `token key ${path} is ${key.length} bytes, not ${KEY_BYTES}: delete it to have a new one made (outstanding tokens die)`,
+      );
     }
     return new TokenKeys(path, key);
   }

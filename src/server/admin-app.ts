@@ -99,7 +99,10 @@ function parseModel<T>(schema: z.ZodType<T>, input: unknown, prefix: (string | n
 
 /** `/vms/3/ip` (a JSON pointer from schema validation) -> `vms[3].ip`. */
 function pointerPath(context: string | undefined, pointer: string): string {
-  const parts: (string | number)[] = pointer.split('/').filter(Boolean).map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+  const parts: (string | number)[] = pointer
+    .split('/')
+    .filter(Boolean)
+    .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
   if (context !== undefined && context !== 'body') parts.unshift(context);
   return formatPath(parts);
 }
@@ -119,7 +122,8 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
       info: {
         title: 'imds admin API',
         version: API_VERSION,
-        description: 'Manage the networks and VMs imds serves. Served on the daemon\'s Unix socket (admin_socket). Errors are {code, message, field?}; codes are listed in docs/errors.md.',
+        description:
+          "Manage the networks and VMs imds serves. Served on the daemon's Unix socket (admin_socket). Errors are {code, message, field?}; codes are listed in docs/errors.md.",
       },
     },
     transform: jsonSchemaTransform,
@@ -132,7 +136,13 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
       const field = first === undefined ? undefined : pointerPath(err.validationContext, first.instancePath);
       const lines = issues.slice(0, 20).map((v) => `${pointerPath(err.validationContext, v.instancePath)}: ${v.message}`);
       if (issues.length > 20) lines.push(`… and ${issues.length - 20} more`);
-      return reply.code(400).send({ code: 'VALIDATION_FAILED', message: lines.join('; '), ...(field === undefined || field === '(top level)' ? {} : { field }) });
+      return reply
+        .code(400)
+        .send({
+          code: 'VALIDATION_FAILED',
+          message: lines.join('; '),
+          ...(field === undefined || field === '(top level)' ? {} : { field }),
+        });
     }
     if (isImdsError(err)) {
       const status = httpStatusOf(err.code);
@@ -146,7 +156,9 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
     request.log.error({ err: messageOf(err) }, 'admin request failed');
     return reply.code(500).send({ code: 'INTERNAL', message: messageOf(err) });
   });
-  app.setNotFoundHandler((request, reply) => reply.code(404).send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` }));
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` }),
+  );
   // No change is answered before the kernel has it (guest sets, DHCP hosts): see vmChangesApplied.
   app.addHook('onSend', async (request) => {
     if (request.method !== 'GET' && request.method !== 'HEAD') await deps.vmChangesApplied?.();
@@ -183,124 +195,284 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
     if (status !== undefined && status.state !== 'serving') {
       undo();
       await deps.converge();
-      throw new ImdsError('KERNEL_CONFLICT', `network ${network} cannot be built, nothing was changed: ${status.reason ?? 'unknown reason'}`, { details: { network } });
+      throw new ImdsError(
+        'KERNEL_CONFLICT',
+        `network ${network} cannot be built, nothing was changed: ${status.reason ?? 'unknown reason'}`,
+        { details: { network } },
+      );
     }
   };
 
   const r = app.withTypeProvider<ZodTypeProvider>();
   const errors = { 400: errorBody, 404: errorBody, 409: errorBody, 500: errorBody };
 
-  r.get('/v1/health', { schema: { tags: ['daemon'], summary: 'Liveness and a summary', response: { 200: z.object({ status: z.enum(['ok', 'degraded']), networks: z.object({ serving: z.number(), degraded: z.number() }), vms: z.number() }) } } }, () => {
-    const states = inventory.networkList().map((n) => deps.statusOf(n.id)?.state ?? 'pending');
-    const degraded = states.filter((s) => s !== 'serving').length;
-    return { status: degraded === 0 ? ('ok' as const) : ('degraded' as const), networks: { serving: states.length - degraded, degraded }, vms: inventory.vmCount() };
-  });
+  r.get(
+    '/v1/health',
+    {
+      schema: {
+        tags: ['daemon'],
+        summary: 'Liveness and a summary',
+        response: {
+          200: z.object({
+            status: z.enum(['ok', 'degraded']),
+            networks: z.object({ serving: z.number(), degraded: z.number() }),
+            vms: z.number(),
+          }),
+        },
+      },
+    },
+    () => {
+      const states = inventory.networkList().map((n) => deps.statusOf(n.id)?.state ?? 'pending');
+      const degraded = states.filter((s) => s !== 'serving').length;
+      return {
+        status: degraded === 0 ? ('ok' as const) : ('degraded' as const),
+        networks: { serving: states.length - degraded, degraded },
+        vms: inventory.vmCount(),
+      };
+    },
+  );
 
-  r.get('/v1/status', { schema: { tags: ['daemon'], summary: 'Daemon state and every network with its state', response: { 200: z.object({ daemon: z.record(z.string(), z.unknown()), networks: z.array(networkView), vms: z.number() }) } } }, () => ({
-    daemon: deps.info(),
-    networks: inventory.networkList().map((n) => networkViewOf(inventory.requireNetwork(n.id))),
-    vms: inventory.vmCount(),
-  }));
+  r.get(
+    '/v1/status',
+    {
+      schema: {
+        tags: ['daemon'],
+        summary: 'Daemon state and every network with its state',
+        response: { 200: z.object({ daemon: z.record(z.string(), z.unknown()), networks: z.array(networkView), vms: z.number() }) },
+      },
+    },
+    () => ({
+      daemon: deps.info(),
+      networks: inventory.networkList().map((n) => networkViewOf(inventory.requireNetwork(n.id))),
+      vms: inventory.vmCount(),
+    }),
+  );
 
   // -- networks --
   r.get('/v1/networks', { schema: { tags: ['networks'], summary: 'List networks', response: { 200: z.array(networkView) } } }, () =>
     inventory.networkList().map((n) => networkViewOf(inventory.requireNetwork(n.id))),
   );
-  r.post('/v1/token-key/rotate', { schema: { tags: ['daemon'], summary: 'Replace the IMDSv2 token key; tokens issued before are refused from now on', response: { 200: z.object({ rotated_at: z.string() }), ...errors } } }, () => {
-    deps.rotateTokenKey();
-    deps.log.info('token key rotated');
-    return { rotated_at: new Date().toISOString() };
-  });
-  r.post('/v1/networks', { schema: { tags: ['networks'], summary: 'Create a network; returns once it serves', body: networkCreate, response: { 201: networkView, ...errors } } }, async (req, reply) => {
-    const network = req.body;
-    inventory.createNetwork(network, 'api');
-    await convergeOrUndo(network.id, () => inventory.deleteNetwork(network.id, true));
-    return reply.code(201).send(networkViewOf(inventory.requireNetwork(network.id)));
-  });
-  r.get('/v1/networks/:id', { schema: { tags: ['networks'], summary: 'Show a network', params: idParam, response: { 200: networkView, 404: errorBody } } }, (req) =>
-    networkViewOf(inventory.requireNetwork(req.params.id)),
+  r.post(
+    '/v1/token-key/rotate',
+    {
+      schema: {
+        tags: ['daemon'],
+        summary: 'Replace the IMDSv2 token key; tokens issued before are refused from now on',
+        response: { 200: z.object({ rotated_at: z.string() }), ...errors },
+      },
+    },
+    () => {
+      deps.rotateTokenKey();
+      deps.log.info('token key rotated');
+      return { rotated_at: new Date().toISOString() };
+    },
   );
-  r.patch('/v1/networks/:id', { schema: { tags: ['networks'], summary: 'Change a network; null clears a field', params: idParam, body: networkPatch, response: { 200: networkView, ...errors } } }, async (req) => {
-    const current = inventory.requireNetwork(req.params.id).network;
-    const merged: Record<string, unknown> = { ...current };
-    for (const [k, v] of Object.entries(req.body)) {
-      if (v === null) delete merged[k];
-      else if (v !== undefined) merged[k] = v;
-    }
-    const next: Network = parseModel(networkSchema, merged);
-    const before = inventory.updateNetwork(next);
-    await convergeOrUndo(next.id, () => inventory.updateNetwork(before));
-    return networkViewOf(inventory.requireNetwork(next.id));
-  });
+  r.post(
+    '/v1/networks',
+    {
+      schema: {
+        tags: ['networks'],
+        summary: 'Create a network; returns once it serves',
+        body: networkCreate,
+        response: { 201: networkView, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const network = req.body;
+      inventory.createNetwork(network, 'api');
+      await convergeOrUndo(network.id, () => inventory.deleteNetwork(network.id, true));
+      return reply.code(201).send(networkViewOf(inventory.requireNetwork(network.id)));
+    },
+  );
+  r.get(
+    '/v1/networks/:id',
+    { schema: { tags: ['networks'], summary: 'Show a network', params: idParam, response: { 200: networkView, 404: errorBody } } },
+    (req) => networkViewOf(inventory.requireNetwork(req.params.id)),
+  );
+  r.patch(
+    '/v1/networks/:id',
+    {
+      schema: {
+        tags: ['networks'],
+        summary: 'Change a network; null clears a field',
+        params: idParam,
+        body: networkPatch,
+        response: { 200: networkView, ...errors },
+      },
+    },
+    async (req) => {
+      const current = inventory.requireNetwork(req.params.id).network;
+      const merged: Record<string, unknown> = { ...current };
+      for (const [k, v] of Object.entries(req.body)) {
+        if (v === null) delete merged[k];
+        else if (v !== undefined) merged[k] = v;
+      }
+      const next: Network = parseModel(networkSchema, merged);
+      const before = inventory.updateNetwork(next);
+      await convergeOrUndo(next.id, () => inventory.updateNetwork(before));
+      return networkViewOf(inventory.requireNetwork(next.id));
+    },
+  );
   r.delete(
     '/v1/networks/:id',
-    { schema: { tags: ['networks'], summary: 'Delete a network (force: with its VMs)', params: idParam, querystring: z.object({ force: z.enum(['true', 'false']).optional() }), response: { 200: z.object({ deleted: z.string(), vms_deleted: z.number() }), ...errors } } },
+    {
+      schema: {
+        tags: ['networks'],
+        summary: 'Delete a network (force: with its VMs)',
+        params: idParam,
+        querystring: z.object({ force: z.enum(['true', 'false']).optional() }),
+        response: { 200: z.object({ deleted: z.string(), vms_deleted: z.number() }), ...errors },
+      },
+    },
     async (req) => {
       const removed = inventory.deleteNetwork(req.params.id, req.query.force === 'true');
       const summary = await deps.converge();
       if (!summary.removed.includes(req.params.id) && summary.removalFailures.some((f) => f.network === req.params.id)) {
-        throw new ImdsError('COMMAND_FAILED', `network ${req.params.id} was deleted, but removing its kernel objects failed; the daemon retries on the next reconcile`);
+        throw new ImdsError(
+          'COMMAND_FAILED',
+          `network ${req.params.id} was deleted, but removing its kernel objects failed; the daemon retries on the next reconcile`,
+        );
       }
       return { deleted: req.params.id, vms_deleted: removed.length };
     },
   );
 
   // -- VMs --
-  r.get('/v1/vms', { schema: { tags: ['vms'], summary: 'List VMs (user data omitted)', querystring: z.object({ network: z.string().optional() }), response: { 200: z.array(vmView) } } }, (req) =>
-    inventory.vmList(req.query.network).map((v) => vmViewOf(v, false)),
+  r.get(
+    '/v1/vms',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'List VMs (user data omitted)',
+        querystring: z.object({ network: z.string().optional() }),
+        response: { 200: z.array(vmView) },
+      },
+    },
+    (req) => inventory.vmList(req.query.network).map((v) => vmViewOf(v, false)),
   );
-  r.post('/v1/vms', { schema: { tags: ['vms'], summary: 'Create a VM; guests see it when this returns', body: vmCreate, response: { 201: vmView, ...errors } } }, async (req, reply) => {
-    const vm = parseModel(vmSchema, vmInput(req.body));
-    inventory.createVm(vm, 'api');
-    return reply.code(201).send(vmViewOf(inventory.requireVm(vm.id), false));
-  });
-  r.get('/v1/vms/:id', { schema: { tags: ['vms'], summary: 'Show a VM, with its user data', params: idParam, response: { 200: vmView, 404: errorBody } } }, (req) =>
-    vmViewOf(inventory.requireVm(req.params.id), true),
+  r.post(
+    '/v1/vms',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Create a VM; guests see it when this returns',
+        body: vmCreate,
+        response: { 201: vmView, ...errors },
+      },
+    },
+    async (req, reply) => {
+      const vm = parseModel(vmSchema, vmInput(req.body));
+      inventory.createVm(vm, 'api');
+      return reply.code(201).send(vmViewOf(inventory.requireVm(vm.id), false));
+    },
   );
-  r.patch('/v1/vms/:id', { schema: { tags: ['vms'], summary: 'Change a VM; null clears a field', params: idParam, body: vmPatch, response: { 200: vmView, ...errors } } }, (req) => {
-    const current = inventory.requireVm(req.params.id).vm;
-    const merged: Record<string, unknown> = vmAsBody(current);
-    const body = req.body as Record<string, unknown>;
-    if (body['user_data'] !== undefined || body['user_data_b64'] !== undefined) delete merged['user_data_b64'];
-    for (const [k, v] of Object.entries(body)) {
-      if (v === null) delete merged[k];
-      else if (v !== undefined) merged[k] = v;
-    }
-    const vm = parseModel(vmSchema, vmInput(merged));
-    inventory.updateVm(vm);
-    return vmViewOf(inventory.requireVm(vm.id), false);
-  });
-  r.delete('/v1/vms/:id', { schema: { tags: ['vms'], summary: 'Delete a VM', params: idParam, response: { 200: z.object({ deleted: z.string() }), 404: errorBody } } }, (req) => {
-    const { vm } = inventory.requireVm(req.params.id);
-    inventory.deleteVm(vm.id);
-    return { deleted: vm.id };
-  });
-  r.post('/v1/import', { schema: { tags: ['vms'], summary: 'Create or update networks and VMs, all or nothing', body: importBody, response: { 200: batchResult, ...errors } } }, async (req) => {
-    const networks = req.body.networks ?? [];
-    const vms = (req.body.vms ?? []).map((v, i) => parseModel(vmSchema, vmInput(v), ['vms', i]));
-    const before = new Set(inventory.networkList().map((n) => n.id));
-    const result = inventory.applyBatch({ networks, vms }, { origin: 'api' });
-    if (vms.length >= 1000) collectGarbage();
-    if (networks.length > 0) {
-      const summary = await deps.converge();
-      const failed = summary.networks.filter((s) => s.state !== 'serving' && networks.some((n) => n.id === s.network));
-      if (failed.length > 0) deps.log.warn({ networks: failed.map((f) => f.network), before: [...before] }, 'imported networks not serving yet');
-    }
-    return result;
-  });
-  r.get('/v1/vms/:id/password', { schema: { tags: ['vms'], summary: "The password the guest posted (Nova's os-server-password); empty when none", params: idParam, response: { 200: z.object({ password: z.string() }), 404: errorBody } } }, (req) => ({
-    password: inventory.getPassword(req.params.id) ?? '',
-  }));
-  r.delete('/v1/vms/:id/password', { schema: { tags: ['vms'], summary: 'Clear the password so the guest may post a new one', params: idParam, response: { 204: z.null(), 404: errorBody } } }, async (req, reply) => {
-    inventory.clearPassword(req.params.id);
-    return reply.code(204).send(null);
-  });
+  r.get(
+    '/v1/vms/:id',
+    { schema: { tags: ['vms'], summary: 'Show a VM, with its user data', params: idParam, response: { 200: vmView, 404: errorBody } } },
+    (req) => vmViewOf(inventory.requireVm(req.params.id), true),
+  );
+  r.patch(
+    '/v1/vms/:id',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Change a VM; null clears a field',
+        params: idParam,
+        body: vmPatch,
+        response: { 200: vmView, ...errors },
+      },
+    },
+    (req) => {
+      const current = inventory.requireVm(req.params.id).vm;
+      const merged: Record<string, unknown> = vmAsBody(current);
+      const body = req.body as Record<string, unknown>;
+      if (body['user_data'] !== undefined || body['user_data_b64'] !== undefined) delete merged['user_data_b64'];
+      for (const [k, v] of Object.entries(body)) {
+        if (v === null) delete merged[k];
+        else if (v !== undefined) merged[k] = v;
+      }
+      const vm = parseModel(vmSchema, vmInput(merged));
+      inventory.updateVm(vm);
+      return vmViewOf(inventory.requireVm(vm.id), false);
+    },
+  );
+  r.delete(
+    '/v1/vms/:id',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Delete a VM',
+        params: idParam,
+        response: { 200: z.object({ deleted: z.string() }), 404: errorBody },
+      },
+    },
+    (req) => {
+      const { vm } = inventory.requireVm(req.params.id);
+      inventory.deleteVm(vm.id);
+      return { deleted: vm.id };
+    },
+  );
+  r.post(
+    '/v1/import',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Create or update networks and VMs, all or nothing',
+        body: importBody,
+        response: { 200: batchResult, ...errors },
+      },
+    },
+    async (req) => {
+      const networks = req.body.networks ?? [];
+      const vms = (req.body.vms ?? []).map((v, i) => parseModel(vmSchema, vmInput(v), ['vms', i]));
+      const before = new Set(inventory.networkList().map((n) => n.id));
+      const result = inventory.applyBatch({ networks, vms }, { origin: 'api' });
+      if (vms.length >= 1000) collectGarbage();
+      if (networks.length > 0) {
+        const summary = await deps.converge();
+        const failed = summary.networks.filter((s) => s.state !== 'serving' && networks.some((n) => n.id === s.network));
+        if (failed.length > 0)
+          deps.log.warn({ networks: failed.map((f) => f.network), before: [...before] }, 'imported networks not serving yet');
+      }
+      return result;
+    },
+  );
+  r.get(
+    '/v1/vms/:id/password',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: "The password the guest posted (Nova's os-server-password); empty when none",
+        params: idParam,
+        response: { 200: z.object({ password: z.string() }), 404: errorBody },
+      },
+    },
+    (req) => ({
+      password: inventory.getPassword(req.params.id) ?? '',
+    }),
+  );
+  r.delete(
+    '/v1/vms/:id/password',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Clear the password so the guest may post a new one',
+        params: idParam,
+        response: { 204: z.null(), 404: errorBody },
+      },
+    },
+    async (req, reply) => {
+      inventory.clearPassword(req.params.id);
+      return reply.code(204).send(null);
+    },
+  );
   r.get(
     '/v1/vms/:id/configdrive',
     {
       schema: {
         tags: ['vms'],
-        summary: 'The VM\'s config drive (label config-2): an ISO 9660 image (Rock Ridge, Joliet) or a 64 MiB vfat image, as application/octet-stream',
+        summary:
+          "The VM's config drive (label config-2): an ISO 9660 image (Rock Ridge, Joliet) or a 64 MiB vfat image, as application/octet-stream",
         params: idParam,
         querystring: z.object({ format: z.enum(DRIVE_FORMATS, "must be 'iso' or 'vfat'").default('iso') }),
       },
@@ -314,11 +486,23 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
         .send(image);
     },
   );
-  r.post('/v1/vms/:id/fetch', { schema: { tags: ['vms'], summary: 'Fetch a path as the VM sees it, through its namespace, DNAT and listener', params: idParam, body: fetchBody, response: { 200: fetchResult, ...errors } } }, async (req) => {
-    const { vm } = inventory.requireVm(req.params.id);
-    const result = await deps.probe(vm.network, vm.id, req.body.path, req.body.method);
-    return { status: result.status, headers: result.headers, body_b64: result.body.toString('base64') };
-  });
+  r.post(
+    '/v1/vms/:id/fetch',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Fetch a path as the VM sees it, through its namespace, DNAT and listener',
+        params: idParam,
+        body: fetchBody,
+        response: { 200: fetchResult, ...errors },
+      },
+    },
+    async (req) => {
+      const { vm } = inventory.requireVm(req.params.id);
+      const result = await deps.probe(vm.network, vm.id, req.body.path, req.body.method);
+      return { status: result.status, headers: result.headers, body_b64: result.body.toString('base64') };
+    },
+  );
 
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
     const body = await deps.metrics.registry.metrics();

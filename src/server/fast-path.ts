@@ -68,7 +68,8 @@ export function parseHead(text: string): Head | undefined {
   const method = requestLine.slice(0, sp1);
   const target = requestLine.slice(sp1 + 1, sp2);
   const version = requestLine.slice(sp2 + 1);
-  if ((method !== 'GET' && method !== 'HEAD') || (version !== 'HTTP/1.1' && version !== 'HTTP/1.0') || !TARGET.test(target)) return undefined;
+  if ((method !== 'GET' && method !== 'HEAD') || (version !== 'HTTP/1.1' && version !== 'HTTP/1.0') || !TARGET.test(target))
+    return undefined;
   let keepAlive = version === 'HTTP/1.1';
   let token: string | undefined;
   if (eol !== -1) {
@@ -152,11 +153,25 @@ export function createFastPath(deps: FastPathDeps): (socket: TaggedSocket, handO
         const vm = deps.index().lookup(network, source);
         const path = normalisePath(head.target);
         const answer =
-          admit(deps.guard, network, source ?? "", vm) ?? checkToken(deps.guard, network, vm, path, head.token) ?? answerGet(vm, path, deps.password, head.method);
+          admit(deps.guard, network, source ?? '', vm) ??
+          checkToken(deps.guard, network, vm, path, head.token) ??
+          answerGet(vm, path, deps.password, head.method);
         write(socket, head, answer);
         deps.stats?.observeRequest(network, answer.status, (performance.now() - started) / 1000);
         if (log.isLevelEnabled('debug')) {
-          log.debug({ network, vm: vm?.facts.uuid, src: source, method: head.method, path: head.target, status: answer.status, ms: Math.round((performance.now() - started) * 100) / 100, fast: true }, 'request');
+          log.debug(
+            {
+              network,
+              vm: vm?.facts.uuid,
+              src: source,
+              method: head.method,
+              path: head.target,
+              status: answer.status,
+              ms: Math.round((performance.now() - started) * 100) / 100,
+              fast: true,
+            },
+            'request',
+          );
         }
         fresh = false;
         if (!head.keepAlive) {

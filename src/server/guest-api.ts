@@ -51,8 +51,16 @@ const EC2_LISTING = Buffer.from([...EC2_VERSIONS, 'latest'].join('\n'));
 const OS_LISTING = Buffer.from(OPENSTACK_LISTING);
 const EMPTY = Buffer.alloc(0);
 
-export const NOT_FOUND: Answer = { status: 404, type: CONTENT_TYPE.text, body: Buffer.from('404 Not Found\n\nThe resource could not be found.\n') };
-export const PASSWORD_METHOD: Answer = { status: 400, type: CONTENT_TYPE.text, body: Buffer.from('400 Bad Request\n\nGET and POST only are supported.\n') };
+export const NOT_FOUND: Answer = {
+  status: 404,
+  type: CONTENT_TYPE.text,
+  body: Buffer.from('404 Not Found\n\nThe resource could not be found.\n'),
+};
+export const PASSWORD_METHOD: Answer = {
+  status: 400,
+  type: CONTENT_TYPE.text,
+  body: Buffer.from('400 Bad Request\n\nGET and POST only are supported.\n'),
+};
 
 const ok = (type: string, body: Buffer): Answer => ({ status: 200, type, body });
 
@@ -109,7 +117,8 @@ function ec2(vm: VmEntry, segments: string[]): Answer {
   const version = resolveEc2Version(segments[0] as string);
   if (version === undefined) return NOT_FOUND;
   if (segments.length === 1) return ok(CONTENT_TYPE.text, Buffer.from(versionListing(vm.userData !== undefined)));
-  if (segments[1] === 'user-data' && segments.length === 2) return vm.userData === undefined ? NOT_FOUND : ok(CONTENT_TYPE.text, vm.userData);
+  if (segments[1] === 'user-data' && segments.length === 2)
+    return vm.userData === undefined ? NOT_FOUND : ok(CONTENT_TYPE.text, vm.userData);
   if (segments[1] !== 'meta-data') return NOT_FOUND;
   const body = resolveMetaData(vm.ec2(), version, segments.slice(2));
   return body === undefined ? NOT_FOUND : ok(CONTENT_TYPE.text, Buffer.from(body));

@@ -52,7 +52,13 @@ export function admit(guard: GuestGuard, network: string, source: string, vm: Vm
 }
 
 /** Session-token rules for a GET/HEAD/POST of `path` (normalised) carrying `token` (or none). */
-export function checkToken(guard: GuestGuard, network: string, vm: VmEntry | undefined, path: string, token: string | undefined): Answer | undefined {
+export function checkToken(
+  guard: GuestGuard,
+  network: string,
+  vm: VmEntry | undefined,
+  path: string,
+  token: string | undefined,
+): Answer | undefined {
   if (vm === undefined) return undefined; // nothing to guard: the answer is 404
   if (token === undefined) {
     guard.stats?.noToken(network, vm.facts.uuid);
@@ -62,4 +68,3 @@ export function checkToken(guard: GuestGuard, network: string, vm: VmEntry | und
   if (check === 'valid') return undefined;
   return reject(guard, check === 'expired' ? 'token_expired' : 'token_invalid', UNAUTHORIZED);
 }
-

@@ -104,7 +104,13 @@ export class NetnsListeners {
  * through `front` (the fast path) first. node:http's own connection listener (it attaches the
  * parser) runs only for the connections the front hands over.
  */
-export function guestServer(network: string, handler: RequestHandler, timeouts: Timeouts, log: Logger, front?: ConnectionFront): { server: Server; sockets: Set<Socket> } {
+export function guestServer(
+  network: string,
+  handler: RequestHandler,
+  timeouts: Timeouts,
+  log: Logger,
+  front?: ConnectionFront,
+): { server: Server; sockets: Set<Socket> } {
   const server = createServer(
     {
       requestTimeout: timeouts.requestTimeoutMs,
@@ -142,7 +148,12 @@ export function guestServer(network: string, handler: RequestHandler, timeouts: 
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     log.debug({ network, err: err.code ?? messageOf(err) }, 'client error');
     if (socket.writable && err.code !== 'ECONNRESET') {
-      const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      const status =
+        err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? '408 Request Timeout'
+          : err.code === 'HPE_HEADER_OVERFLOW'
+            ? '431 Request Header Fields Too Large'
+            : '400 Bad Request';
       socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     }
     socket.destroy();

@@ -23,7 +23,6 @@ export { CONTENT_TYPE, normalisePath, PROBE_HEADER };
 export const PASSWORD_MAX = 1020;
 const PASSWORD_PATH = /^openstack\/[^/]+\/password\/?$/;
 
-
 export interface PasswordStore {
   /** The posted password, '' when none. */
   password(vmId: string): string;
@@ -103,20 +102,29 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
     if (network === undefined) return undefined;
     const source = socket.remoteAddress ?? '';
     const ownProbe = source === METADATA_IP && probedVmId(request.headers[PROBE_HEADER]) !== undefined;
-    return (ownProbe ? undefined : admit(guard, network, source, vm)) ?? (withToken ? checkToken(guard, network, vm, request.url, headerOf(request, TOKEN_HEADER)) : undefined);
+    return (
+      (ownProbe ? undefined : admit(guard, network, source, vm)) ??
+      (withToken ? checkToken(guard, network, vm, request.url, headerOf(request, TOKEN_HEADER)) : undefined)
+    );
   };
   /** A method other than GET and HEAD where none is served: 400 at the password (as Nova), else 405. */
   const otherMethod = (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
-    if (PASSWORD_PATH.test(request.url.replace(/^\/+/, '').split('?')[0] ?? '')) return badRequest(reply, 'GET and POST only are supported.');
+    if (PASSWORD_PATH.test(request.url.replace(/^\/+/, '').split('?')[0] ?? ''))
+      return badRequest(reply, 'GET and POST only are supported.');
     return reply.code(405).header('allow', 'GET, HEAD').header('content-type', CONTENT_TYPE.text).send('405 Method Not Allowed\n');
   };
   const answer = (request: FastifyRequest, reply: FastifyReply): FastifyReply => {
     const vm = callerOf(deps.index(), request);
-    return send(reply, refusal(request, vm, true) ?? answerGet(vm, request.url, deps.passwords.password.bind(deps.passwords), request.method));
+    return send(
+      reply,
+      refusal(request, vm, true) ?? answerGet(vm, request.url, deps.passwords.password.bind(deps.passwords), request.method),
+    );
   };
   // Routes exist for GET, HEAD, POST, PUT, DELETE, PATCH and OPTIONS; any other method (TRACE,
   // PROPFIND, …) lands here and is refused like the routed ones, never answered as a GET.
-  app.setNotFoundHandler((request, reply) => (request.method === 'GET' || request.method === 'HEAD' ? answer(request, reply) : otherMethod(request, reply)));
+  app.setNotFoundHandler((request, reply) =>
+    request.method === 'GET' || request.method === 'HEAD' ? answer(request, reply) : otherMethod(request, reply),
+  );
   app.setErrorHandler((err: { statusCode?: number; message: string }, request, reply) => {
     const status = err.statusCode ?? 500;
     if (status >= 500) {
@@ -135,7 +143,15 @@ export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataA
     if (log.isLevelEnabled('debug')) {
       const vm = callerOf(deps.index(), request);
       log.debug(
-        { network, vm: vm?.facts.uuid, src: request.raw.socket.remoteAddress, method: request.method, path: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100 },
+        {
+          network,
+          vm: vm?.facts.uuid,
+          src: request.raw.socket.remoteAddress,
+          method: request.method,
+          path: request.url,
+          status: reply.statusCode,
+          ms: Math.round(reply.elapsedTime * 100) / 100,
+        },
         'request',
       );
     }

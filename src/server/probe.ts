@@ -39,7 +39,9 @@ export function probe(netns: string, vmId: string, path: string, method = 'GET',
       },
     );
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => reject(new ImdsError('COMMAND_FAILED', `probe of ${path} in ${netns} failed: ${err.message}`, { cause: err })));
+    req.on('error', (err) =>
+      reject(new ImdsError('COMMAND_FAILED', `probe of ${path} in ${netns} failed: ${err.message}`, { cause: err })),
+    );
     req.end();
   });
 }

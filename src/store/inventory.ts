@@ -120,11 +120,13 @@ export class Inventory {
 
   private networkLookups() {
     const bridgeUser = (bridge: string, self: string): string | undefined => {
-      for (const { network } of this.networks.values()) if (network.id !== self && bridgeNameOf(network) === bridge) return `network "${network.id}"`;
+      for (const { network } of this.networks.values())
+        if (network.id !== self && bridgeNameOf(network) === bridge) return `network "${network.id}"`;
       return undefined;
     };
     const uplinkUser = (uplink: string, self: string): string | undefined => {
-      for (const { network } of this.networks.values()) if (network.id !== self && network.uplink === uplink) return `network "${network.id}"`;
+      for (const { network } of this.networks.values())
+        if (network.id !== self && network.uplink === uplink) return `network "${network.id}"`;
       return undefined;
     };
     return { bridgeUser, uplinkUser };
@@ -146,7 +148,8 @@ export class Inventory {
     const problems = networkProblems(next, this.networkLookups(), (f) => [f]);
     const lookups: VmLookups = { network: () => next, ipUser: () => undefined, macUser: () => undefined };
     for (const { vm } of this.vmList(next.id)) {
-      for (const p of vmProblems(vm, lookups, (f) => ['vms', vm.id, f])) problems.push({ path: ['cidr'], message: `VM ${vm.id} (${vm.ip}): ${p.message}` });
+      for (const p of vmProblems(vm, lookups, (f) => ['vms', vm.id, f]))
+        problems.push({ path: ['cidr'], message: `VM ${vm.id} (${vm.ip}): ${p.message}` });
     }
     if (problems.length > 0) throw validationError(problems);
     this.store.apply({ networks: [{ network: next, origin: current.origin }] });
@@ -160,9 +163,13 @@ export class Inventory {
     this.requireNetwork(id);
     const vmIds = [...(this.vmsOf.get(id) ?? [])];
     if (vmIds.length > 0 && !force) {
-      throw new ImdsError('NETWORK_NOT_EMPTY', `network "${id}" still has ${vmIds.length} VM${vmIds.length > 1 ? 's' : ''}; remove them first or use --force`, {
-        details: { vms: vmIds.length },
-      });
+      throw new ImdsError(
+        'NETWORK_NOT_EMPTY',
+        `network "${id}" still has ${vmIds.length} VM${vmIds.length > 1 ? 's' : ''}; remove them first or use --force`,
+        {
+          details: { vms: vmIds.length },
+        },
+      );
     }
     this.store.apply({ deleteVms: vmIds, deleteNetworks: [id] });
     for (const vmId of vmIds) this.forgetVm(vmId);
@@ -250,15 +257,24 @@ export class Inventory {
     const seenNet = new Map<string, number>();
     inNets.forEach((n, i) => {
       const first = seenNet.get(n.id);
-      if (first !== undefined) problems.push({ path: [...root, 'networks', i, 'id'], message: `duplicate network id "${n.id}" (also networks[${first}])` });
+      if (first !== undefined)
+        problems.push({ path: [...root, 'networks', i, 'id'], message: `duplicate network id "${n.id}" (also networks[${first}])` });
       else seenNet.set(n.id, i);
     });
 
     // The resulting networks: current ones, replaced or added by the batch, minus pruned ones.
     const batchNetIds = new Set(inNets.map((n) => n.id));
     const batchVmIds = new Set(inVms.map((v) => v.id));
-    const prunedNetworks = options.pruneOrigin === undefined ? [] : [...this.networks.values()].filter((n) => n.origin === options.pruneOrigin && !batchNetIds.has(n.network.id)).map((n) => n.network.id);
-    const prunedVms = options.pruneOrigin === undefined ? [] : [...this.vms.values()].filter((v) => v.origin === options.pruneOrigin && !batchVmIds.has(v.vm.id)).map((v) => v.vm.id);
+    const prunedNetworks =
+      options.pruneOrigin === undefined
+        ? []
+        : [...this.networks.values()]
+            .filter((n) => n.origin === options.pruneOrigin && !batchNetIds.has(n.network.id))
+            .map((n) => n.network.id);
+    const prunedVms =
+      options.pruneOrigin === undefined
+        ? []
+        : [...this.vms.values()].filter((v) => v.origin === options.pruneOrigin && !batchVmIds.has(v.vm.id)).map((v) => v.vm.id);
     const prunedNetSet = new Set(prunedNetworks);
     const resultNets = new Map<string, Network>();
     for (const { network } of this.networks.values()) if (!prunedNetSet.has(network.id)) resultNets.set(network.id, network);
@@ -267,7 +283,8 @@ export class Inventory {
     const netLabels = new Map<string, string>();
     inNets.forEach((n, i) => netLabels.set(n.id, `networks[${i}]`));
     const bridgeUser = (bridge: string, self: string): string | undefined => {
-      for (const n of resultNets.values()) if (n.id !== self && bridgeNameOf(n) === bridge) return netLabels.get(n.id) ?? `network "${n.id}"`;
+      for (const n of resultNets.values())
+        if (n.id !== self && bridgeNameOf(n) === bridge) return netLabels.get(n.id) ?? `network "${n.id}"`;
       return undefined;
     };
     const uplinkUser = (uplink: string, self: string): string | undefined => {
@@ -306,8 +323,12 @@ export class Inventory {
 
     // Memory and index follow the committed state.
     const networks: StoredNetwork[] = [];
-    for (const [id, network] of resultNets) networks.push({ network, origin: batchNetIds.has(id) ? origin : (this.networks.get(id) as StoredNetwork).origin });
-    const vms: StoredVm[] = labelled.map(({ vm }) => ({ vm, origin: batchVmIds.has(vm.id) ? origin : (this.vms.get(vm.id) as StoredVm).origin }));
+    for (const [id, network] of resultNets)
+      networks.push({ network, origin: batchNetIds.has(id) ? origin : (this.networks.get(id) as StoredNetwork).origin });
+    const vms: StoredVm[] = labelled.map(({ vm }) => ({
+      vm,
+      origin: batchVmIds.has(vm.id) ? origin : (this.vms.get(vm.id) as StoredVm).origin,
+    }));
     const touched = new Set<string>([...inVms.map((v) => v.network), ...prunedVms.map((id) => this.vms.get(id)?.vm.network ?? '')]);
     for (const id of prunedVms) this.passwords.delete(id);
     this.reset(networks, vms);

@@ -69,12 +69,22 @@ export class VmEntry {
     this.userData = facts.userData;
     const newest = metaDataFields(facts, META_DATA_CHANGES[META_DATA_CHANGES.length - 1] as OpenStackVersion);
     const seedAt = newest.findIndex(([k]) => k === 'random_seed');
-    this.metaHead = Buffer.from(`{${newest.slice(0, seedAt).map(([k, v]) => `${pythonJson(k)}: ${pythonJson(v)}`).join(', ')}`);
+    this.metaHead = Buffer.from(
+      `{${newest
+        .slice(0, seedAt)
+        .map(([k, v]) => `${pythonJson(k)}: ${pythonJson(v)}`)
+        .join(', ')}`,
+    );
     this.metaTails = META_DATA_CHANGES.map((base) => {
       const fields = metaDataFields(facts, base);
       const at = fields.findIndex(([k]) => k === 'random_seed');
       if (at === -1) return undefined;
-      return intern(`"${fields.slice(at + 1).map(([k, v]) => `, ${pythonJson(k)}: ${pythonJson(v)}`).join('')}}`);
+      return intern(
+        `"${fields
+          .slice(at + 1)
+          .map(([k, v]) => `, ${pythonJson(k)}: ${pythonJson(v)}`)
+          .join('')}}`,
+      );
     });
     this.vendor = intern(pythonJson(facts.vendorData));
     this.vendor2 = intern(pythonJson({ static: facts.vendorData }));
@@ -115,7 +125,11 @@ export function buildVmEntry(vm: Vm, network: Network, defaults: Defaults): VmEn
   const access =
     vm.http_tokens === undefined && vm.http_endpoint === undefined && vm.http_hop_limit === undefined
       ? DEFAULT_ACCESS
-      : { tokensRequired: vm.http_tokens === 'required', endpointEnabled: vm.http_endpoint !== 'disabled', hopLimit: vm.http_hop_limit ?? 1 };
+      : {
+          tokensRequired: vm.http_tokens === 'required',
+          endpointEnabled: vm.http_endpoint !== 'disabled',
+          hopLimit: vm.http_hop_limit ?? 1,
+        };
   return new VmEntry(instanceFacts(vm, network, defaults), access);
 }
 
@@ -151,7 +165,8 @@ export class MetadataIndex {
     const current = this.networks.get(network.id);
     const entry: NetworkEntry = { network, byIp: new Map() };
     this.networks.set(network.id, entry);
-    for (const vmEntry of current?.byIp.values() ?? []) entry.byIp.set(vmEntry.facts.vm.ip, buildVmEntry(vmEntry.facts.vm, network, this.defaults));
+    for (const vmEntry of current?.byIp.values() ?? [])
+      entry.byIp.set(vmEntry.facts.vm.ip, buildVmEntry(vmEntry.facts.vm, network, this.defaults));
   }
 
   removeNetwork(id: string): void {

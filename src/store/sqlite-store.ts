@@ -131,7 +131,11 @@ export class SqliteStore {
   }
 
   loadVms(): StoredVm[] {
-    const rows = this.db.prepare('SELECT spec, user_data, origin FROM vms ORDER BY rowid').all() as { spec: string; user_data: Buffer | null; origin: Origin }[];
+    const rows = this.db.prepare('SELECT spec, user_data, origin FROM vms ORDER BY rowid').all() as {
+      spec: string;
+      user_data: Buffer | null;
+      origin: Origin;
+    }[];
     return rows.map((r) => {
       const spec = JSON.parse(r.spec) as Record<string, unknown>;
       if (r.user_data !== null) spec['user_data'] = r.user_data;
@@ -144,12 +148,21 @@ export class SqliteStore {
     const run = this.db.transaction((c: BatchChange) => {
       for (const id of c.deleteVms ?? []) this.stmt.deleteVm.run(id);
       for (const id of c.deleteNetworks ?? []) this.stmt.deleteNetwork.run(id);
-      for (const { network, origin } of c.networks ?? []) this.stmt.putNetwork.run({ id: network.id, spec: JSON.stringify(network), origin });
+      for (const { network, origin } of c.networks ?? [])
+        this.stmt.putNetwork.run({ id: network.id, spec: JSON.stringify(network), origin });
       const vms = c.vms ?? [];
       const half = Math.floor(vms.length / 2);
       vms.forEach(({ vm, origin }, i) => {
         if (i === half && vms.length >= 2 && this.midBatchHook !== undefined) this.midBatchHook(i, vms.length);
-        this.stmt.putVm.run({ id: vm.id, network: vm.network, ip: vm.ip, mac: vm.mac, spec: vmSpec(vm), user_data: vm.user_data ?? null, origin });
+        this.stmt.putVm.run({
+          id: vm.id,
+          network: vm.network,
+          ip: vm.ip,
+          mac: vm.mac,
+          spec: vmSpec(vm),
+          user_data: vm.user_data ?? null,
+          origin,
+        });
       });
     });
     try {
@@ -186,7 +199,10 @@ export class SqliteStore {
 function migrate(db: Database.Database): void {
   const current = db.pragma('user_version', { simple: true }) as number;
   if (current > MIGRATIONS.length) {
-    throw new ImdsError('STORE_FAILED', `the store has schema version ${current}, newer than this imds knows (${MIGRATIONS.length}); upgrade imds`);
+    throw new ImdsError(
+      'STORE_FAILED',
+      `the store has schema version ${current}, newer than this imds knows (${MIGRATIONS.length}); upgrade imds`,
+    );
   }
   for (let v = current; v < MIGRATIONS.length; v++) {
     db.transaction(() => {

@@ -21,7 +21,8 @@ export function createNotifier(runner: Runner, log: Logger, env: NodeJS.ProcessE
       log.warn({ err: (err as Error).message }, 'sd_notify failed');
     }
   };
-  const monotonicUsec = (): string => String(BigInt(Math.round(performance.timeOrigin * 1000)) + BigInt(Math.round(performance.now() * 1000)));
+  const monotonicUsec = (): string =>
+    String(BigInt(Math.round(performance.timeOrigin * 1000)) + BigInt(Math.round(performance.now() * 1000)));
   return {
     ready: (status) => send(['--ready', `--status=${status}`]),
     reloading: () => send(['RELOADING=1', `MONOTONIC_USEC=${monotonicUsec()}`]),

@@ -53,10 +53,28 @@ export class Capture {
  * listening. Stop it only once the packets a test needs were printed (`waitForPackets`), or once a
  * packet sent after them was: packets come out in capture order.
  */
-export async function startCapture(netns: string, iface: string, flags: readonly string[], filter: string, timeoutMs = 15_000): Promise<Capture> {
+export async function startCapture(
+  netns: string,
+  iface: string,
+  flags: readonly string[],
+  filter: string,
+  timeoutMs = 15_000,
+): Promise<Capture> {
   // --immediate-mode: each packet reaches tcpdump as it is captured. Without it packets wait in a
   // ring block for up to a second, and those of the last block are lost when tcpdump is stopped.
-  const proc = new Streamed(['nsenter', `--net=/run/netns/${netns}`, '--', 'tcpdump', '--immediate-mode', '-l', '-n', '-i', iface, ...flags, filter]);
+  const proc = new Streamed([
+    'nsenter',
+    `--net=/run/netns/${netns}`,
+    '--',
+    'tcpdump',
+    '--immediate-mode',
+    '-l',
+    '-n',
+    '-i',
+    iface,
+    ...flags,
+    filter,
+  ]);
   try {
     await proc.waitForStderr('listening on', timeoutMs);
   } catch (err) {

@@ -53,7 +53,9 @@ export class DaemonProcess {
           this.unexpected = `daemon ${this.pid} exited on its own (code ${code}, signal ${signal}); its last output:\n${this.tail()}`;
           spec.onUnexpectedExit(this);
         }
-        const why = new Error(`daemon exited (code ${code}, signal ${signal}) before the expected log line; its last output:\n${this.tail()}`);
+        const why = new Error(
+          `daemon exited (code ${code}, signal ${signal}) before the expected log line; its last output:\n${this.tail()}`,
+        );
         for (const w of this.waiters.splice(0)) w.reject(why);
         resolve(this.exit);
       });
@@ -74,7 +76,8 @@ export class DaemonProcess {
   waitFor(predicate: (line: LogLine) => boolean, timeoutMs = 20_000): Promise<LogLine> {
     const seen = this.logs.find(predicate);
     if (seen) return Promise.resolve(seen);
-    if (this.exit) return Promise.reject(new Error(`daemon already exited (code ${this.exit.code}, signal ${this.exit.signal}):\n${this.tail()}`));
+    if (this.exit)
+      return Promise.reject(new Error(`daemon already exited (code ${this.exit.code}, signal ${this.exit.signal}):\n${this.tail()}`));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.splice(this.waiters.indexOf(entry), 1);
@@ -97,7 +100,10 @@ export class DaemonProcess {
   waitForStderr(text: string, timeoutMs = 20_000): Promise<void> {
     if (this.stderr.includes(text)) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`daemon: no "${text}" on stderr within ${timeoutMs} ms:\n${this.tail()}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`daemon: no "${text}" on stderr within ${timeoutMs} ms:\n${this.tail()}`)),
+        timeoutMs,
+      );
       this.stderrWaiters.push({ text, resolve: () => (clearTimeout(timer), resolve()) });
     });
   }
@@ -130,7 +136,8 @@ export class DaemonProcess {
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
     const exit = await this.exited;
     clearTimeout(timer);
-    if (exit.code !== 0) throw new Error(`daemon ${this.pid} did not stop cleanly on ${signal} (code ${exit.code}, signal ${exit.signal}):\n${this.tail()}`);
+    if (exit.code !== 0)
+      throw new Error(`daemon ${this.pid} did not stop cleanly on ${signal} (code ${exit.code}, signal ${exit.signal}):\n${this.tail()}`);
     return exit.code;
   }
 

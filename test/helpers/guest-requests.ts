@@ -80,7 +80,11 @@ async function main() {
 type Wire = { status?: number; headers?: Record<string, string | string[]>; body?: string; reused?: boolean; error?: string };
 
 /** Runs the requests in order (fresh: up to `concurrency` at once); throws when one got no HTTP answer. */
-export async function guestRequests(guest: Guest, requests: readonly GuestRequest[], options: { mode?: 'fresh' | 'handed'; concurrency?: number } = {}): Promise<GuestReply[]> {
+export async function guestRequests(
+  guest: Guest,
+  requests: readonly GuestRequest[],
+  options: { mode?: 'fresh' | 'handed'; concurrency?: number } = {},
+): Promise<GuestReply[]> {
   const job = {
     mode: options.mode ?? 'fresh',
     concurrency: options.concurrency ?? 1,
@@ -90,7 +94,8 @@ export async function guestRequests(guest: Guest, requests: readonly GuestReques
   const wire = JSON.parse(out.stdout) as Wire[];
   return wire.map((w, i) => {
     const r = requests[i] as GuestRequest;
-    if (w.error !== undefined || w.status === undefined) throw new Error(`${r.method ?? 'GET'} ${r.path} from guest ${guest.name}: no answer (${w.error})`);
+    if (w.error !== undefined || w.status === undefined)
+      throw new Error(`${r.method ?? 'GET'} ${r.path} from guest ${guest.name}: no answer (${w.error})`);
     const headers = Object.fromEntries(Object.entries(w.headers ?? {}).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : v]));
     return { status: w.status, headers, body: Buffer.from(w.body ?? '', 'base64'), reused: w.reused === true };
   });
@@ -98,6 +103,9 @@ export async function guestRequests(guest: Guest, requests: readonly GuestReques
 
 /** Raw exchanges, one connection each: `text` is everything the server sent (latin1) before it closed. */
 export async function guestRaw(guest: Guest, exchanges: readonly Buffer[]): Promise<{ text: string; error: string | undefined }[]> {
-  const out = await guest.exec([process.execPath, '-e', SCRIPT], { stdin: JSON.stringify({ raw: exchanges.map((b) => b.toString('base64')) }), timeoutMs: 120_000 });
+  const out = await guest.exec([process.execPath, '-e', SCRIPT], {
+    stdin: JSON.stringify({ raw: exchanges.map((b) => b.toString('base64')) }),
+    timeoutMs: 120_000,
+  });
   return JSON.parse(out.stdout) as { text: string; error: string | undefined }[];
 }

@@ -41,7 +41,17 @@ export class LoopbackApp {
     const log = createLogger({ level: 'silent' });
     this.app = await buildMetadataApp({ index: () => index, passwords, log, guard: this.guard });
     const timeouts = { requestTimeoutMs: 10_000, headersTimeoutMs: options.headersTimeoutMs ?? 5000, keepAliveTimeoutMs: 5000 };
-    const front = options.fast === true ? createFastPath({ index: () => index, password: passwords.password, log, guard: this.guard, headersTimeoutMs: timeouts.headersTimeoutMs, keepAliveTimeoutMs: timeouts.keepAliveTimeoutMs }) : undefined;
+    const front =
+      options.fast === true
+        ? createFastPath({
+            index: () => index,
+            password: passwords.password,
+            log,
+            guard: this.guard,
+            headersTimeoutMs: timeouts.headersTimeoutMs,
+            keepAliveTimeoutMs: timeouts.keepAliveTimeoutMs,
+          })
+        : undefined;
     this.server = guestServer(tag, this.app.handler, timeouts, log, front).server;
     await new Promise<void>((r) => this.server?.listen(0, '127.0.0.1', r));
     this.port = (this.server.address() as AddressInfo).port;
@@ -49,11 +59,16 @@ export class LoopbackApp {
 
   fetch(path: string, options: { method?: string; body?: Buffer | string; headers?: Record<string, string> } = {}): Promise<Reply> {
     return new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: this.port, path, method: options.method ?? 'GET', headers: options.headers ?? {} }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'], headers: res.headers, body: Buffer.concat(chunks) }));
-      });
+      const req = request(
+        { host: '127.0.0.1', port: this.port, path, method: options.method ?? 'GET', headers: options.headers ?? {} },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'], headers: res.headers, body: Buffer.concat(chunks) }),
+          );
+        },
+      );
       req.on('error', reject);
       req.end(options.body);
     });

@@ -33,7 +33,10 @@ export const RUN_OWNER = ((): string => {
 
 const runner = createRunner({ defaultTimeoutMs: 60_000 });
 
-export function sh(argv: readonly string[], options: { stdin?: string; allowFailure?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
+export function sh(
+  argv: readonly string[],
+  options: { stdin?: string; allowFailure?: boolean; timeoutMs?: number } = {},
+): Promise<RunResult> {
   return runner.run(argv, options);
 }
 
@@ -67,10 +70,24 @@ export class Guest {
   }
 
   /** HTTP through the guest's own stack: bridge, DNAT, the daemon. */
-  async http(path: string, options: { method?: string; host?: string; data?: string; headers?: string[]; maxTimeS?: number } = {}): Promise<HttpResult> {
+  async http(
+    path: string,
+    options: { method?: string; host?: string; data?: string; headers?: string[]; maxTimeS?: number } = {},
+  ): Promise<HttpResult> {
     const dir = mkdtempSync(join(tmpdir(), `${TEST_PREFIX}${RUN_OWNER}-http-`));
     try {
-      const argv = ['curl', '-sS', '--max-time', String(options.maxTimeS ?? 10), '-D', join(dir, 'h'), '-o', join(dir, 'b'), '-w', '%{http_code}'];
+      const argv = [
+        'curl',
+        '-sS',
+        '--max-time',
+        String(options.maxTimeS ?? 10),
+        '-D',
+        join(dir, 'h'),
+        '-o',
+        join(dir, 'b'),
+        '-w',
+        '%{http_code}',
+      ];
       if (options.method === 'HEAD') argv.push('-I');
       else if (options.method !== undefined) argv.push('-X', options.method);
       if (options.data !== undefined) argv.push('--data-binary', '@-');
@@ -133,8 +150,15 @@ export class Sandbox {
     return sh(['nsenter', `--net=/run/netns/${this.hv}`, '--', ...argv], options);
   }
 
-  async hvLinks(): Promise<Record<string, { ifindex: number; ifalias?: string; master?: string; flags: string[]; mtu: number; linkinfo?: { info_kind?: string } }>> {
-    const rows = JSON.parse((await sh(['ip', '-n', this.hv, '-j', '-d', 'link', 'show'])).stdout) as { ifname: string; ifindex: number; flags: string[]; mtu: number }[];
+  async hvLinks(): Promise<
+    Record<string, { ifindex: number; ifalias?: string; master?: string; flags: string[]; mtu: number; linkinfo?: { info_kind?: string } }>
+  > {
+    const rows = JSON.parse((await sh(['ip', '-n', this.hv, '-j', '-d', 'link', 'show'])).stdout) as {
+      ifname: string;
+      ifindex: number;
+      flags: string[];
+      mtu: number;
+    }[];
     return Object.fromEntries(rows.map((r) => [r.ifname, r]));
   }
 

@@ -8,7 +8,8 @@ export default async function* skipReporter(source) {
     if (event.type !== 'test:pass' && event.type !== 'test:fail') continue;
     const { name, file, skip, todo } = event.data;
     if (skip === undefined && todo === undefined) continue;
-    const why = skip !== undefined ? `skipped: ${skip === true ? 'no reason given' : skip}` : `todo: ${todo === true ? 'no reason given' : todo}`;
+    const why =
+      skip !== undefined ? `skipped: ${skip === true ? 'no reason given' : skip}` : `todo: ${todo === true ? 'no reason given' : todo}`;
     yield `${file ? relative(process.cwd(), file) : '?'}: "${name}" ${why}\n`;
   }
 }

@@ -17,5 +17,8 @@ export function rsaKeyPair(bits = 2048, comment = 'test@imds'): { sshPublic: str
   const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: bits });
   const jwk = publicKey.export({ format: 'jwk' }) as { n: string; e: string };
   const blob = Buffer.concat([field(Buffer.from('ssh-rsa')), field(mpint(jwk.e)), field(mpint(jwk.n))]);
-  return { sshPublic: `ssh-rsa ${blob.toString('base64')} ${comment}`, privatePem: privateKey.export({ format: 'pem', type: 'pkcs8' }) as string };
+  return {
+    sshPublic: `ssh-rsa ${blob.toString('base64')} ${comment}`,
+    privatePem: privateKey.export({ format: 'pem', type: 'pkcs8' }) as string,
+  };
 }

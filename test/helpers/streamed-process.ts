@@ -44,7 +44,8 @@ export class Streamed {
   waitFor(test: (all: { stdout: string; stderr: string }) => boolean, timeoutMs = 15_000, what = 'output'): Promise<void> {
     const t = (): boolean => test({ stdout: this.stdout, stderr: this.stderr });
     if (t()) return Promise.resolve();
-    if (this.exitCode !== undefined) return Promise.reject(new Error(`${this.describe()} already exited (code ${this.exitCode}) before ${what}:\n${this.tailText()}`));
+    if (this.exitCode !== undefined)
+      return Promise.reject(new Error(`${this.describe()} already exited (code ${this.exitCode}) before ${what}:\n${this.tailText()}`));
     return new Promise((resolve, reject) => {
       const w: Waiter = {
         test: t,
@@ -70,7 +71,10 @@ export class Streamed {
       await Promise.race([
         this.exited,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`${this.describe()} did not exit within ${timeoutMs} ms:\n${this.tailText()}`)), timeoutMs);
+          timer = setTimeout(
+            () => reject(new Error(`${this.describe()} did not exit within ${timeoutMs} ms:\n${this.tailText()}`)),
+            timeoutMs,
+          );
         }),
       ]);
     } finally {

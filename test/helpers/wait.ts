@@ -7,7 +7,12 @@ import type { Readable } from 'node:stream';
 import type { Guest } from './sandbox.ts';
 
 /** Polls `probe` every `everyMs` until it returns a value other than undefined; fails naming `what` after `timeoutMs`. */
-export async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000, everyMs = 50): Promise<T> {
+export async function until<T>(
+  what: string,
+  probe: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 10_000,
+  everyMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -57,7 +62,10 @@ export function lineOn(stream: Readable, what: string, match: (line: string) => 
       }
     };
     const onEnd = (): void => finish(new Error(`${what}: the stream ended first; it printed:\n${all}`));
-    const timer = setTimeout(() => finish(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; it printed:\n${all}`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; it printed:\n${all}`)),
+      timeoutMs,
+    );
     stream.on('data', onData);
     stream.once('end', onEnd);
   });
@@ -66,7 +74,11 @@ export function lineOn(stream: Readable, what: string, match: (line: string) => 
 /** Waits for a child to exit (its code, or its signal's name); rejects after `timeoutMs`. */
 export function exitOf(child: ChildProcess, what: string, timeoutMs: number): Promise<number | string> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode ?? (child.signalCode as string));
-  return within(`${what} to exit`, new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal as string)))), timeoutMs);
+  return within(
+    `${what} to exit`,
+    new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal as string)))),
+    timeoutMs,
+  );
 }
 
 /** A guest's TCP counter from /proc/net/netstat or /proc/net/snmp (read inside its namespace), e.g. `TcpExt.TCPSynRetrans`. */
@@ -96,10 +108,16 @@ export interface ArmedResult {
  * A GET armed in a guest (test/helpers/guest/armed-get.mjs): started now, it sends its request only
  * when `fire()` is called, on a new connection, with no process start in between.
  */
-export async function armGet(guest: Guest, path: string, timeoutMs = 10_000): Promise<{ fire(): Promise<ArmedResult>; child: ChildProcess }> {
+export async function armGet(
+  guest: Guest,
+  path: string,
+  timeoutMs = 10_000,
+): Promise<{ fire(): Promise<ArmedResult>; child: ChildProcess }> {
   const script = new URL('./guest/armed-get.mjs', import.meta.url).pathname;
   readFileSync(script); // fail here, not in the guest, if it is missing
-  const child = spawn('ip', ['netns', 'exec', guest.netns, process.execPath, script, path, String(timeoutMs)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', guest.netns, process.execPath, script, path, String(timeoutMs)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => void (stderr += d.toString()));
   try {

@@ -62,7 +62,10 @@ export class Watcher {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.splice(this.waiters.indexOf(entry), 1);
-        const last = this.requests.slice(-5).map((r) => JSON.stringify(r)).join('\n  ');
+        const last = this.requests
+          .slice(-5)
+          .map((r) => JSON.stringify(r))
+          .join('\n  ');
         reject(new Error(`${this.name}: timed out after ${timeoutMs} ms waiting for ${what}; its last requests:\n  ${last}`));
       }, timeoutMs);
       const entry: Waiter = {

@@ -14,7 +14,9 @@ const VM2 = '2b4e28ba-2fa1-11d2-883f-0016d3cca427';
 /** Packets counted by the DNAT rule of `table ip imds`'s `output` chain in a network's namespace (what `vm get` crosses). */
 async function outputDnatPackets(sb: Sandbox, network: string): Promise<number> {
   const out = await sh(['nsenter', `--net=/run/netns/${sb.nsPrefix}${network}`, 'nft', '-j', 'list', 'chain', 'ip', 'imds', 'output']);
-  const rules = (JSON.parse(out.stdout) as { nftables: { rule?: { expr: Record<string, unknown>[] } }[] }).nftables.flatMap((i) => (i.rule ? [i.rule.expr] : []));
+  const rules = (JSON.parse(out.stdout) as { nftables: { rule?: { expr: Record<string, unknown>[] } }[] }).nftables.flatMap((i) =>
+    i.rule ? [i.rule.expr] : [],
+  );
   const dnat = rules.filter((expr) => expr.some((e) => 'dnat' in e));
   assert.equal(dnat.length, 1, `one DNAT rule in the output chain of ${network}: ${out.stdout}`);
   const counter = (dnat[0] as Record<string, unknown>[]).find((e) => 'counter' in e)?.['counter'] as { packets: number } | undefined;
@@ -38,14 +40,30 @@ describe('operator surface: CLI and admin API', () => {
   });
 
   it('adds, lists, shows and changes networks', async () => {
-    const added = await json<{ id: string; state: string; bridge: string }>(['network', 'add', 'net1', '--cidr', '198.51.100.0/24', '--service-ip', '198.51.100.2', '--gateway', '198.51.100.1']);
+    const added = await json<{ id: string; state: string; bridge: string }>([
+      'network',
+      'add',
+      'net1',
+      '--cidr',
+      '198.51.100.0/24',
+      '--service-ip',
+      '198.51.100.2',
+      '--gateway',
+      '198.51.100.1',
+    ]);
     assert.deepEqual([added.id, added.state, added.bridge], ['net1', 'serving', 'imdsb-net1']);
     const human = await imds(['network', 'add', 'net2', '--cidr', '198.51.100.0/24', '--service-ip', '198.51.100.2', '--mtu', '1400']);
     assert.match(human.stdout, /^network net2 created: serving \(bridge imdsb-net2\)/);
     assert.ok((await sb.namespaces()).includes(`${sb.nsPrefix}net2`), 'the namespace exists when `network add` returns');
 
     const list = await json<{ id: string; vms: number; state: string }[]>(['network', 'list']);
-    assert.deepEqual(list.map((n) => [n.id, n.state]), [['net1', 'serving'], ['net2', 'serving']]);
+    assert.deepEqual(
+      list.map((n) => [n.id, n.state]),
+      [
+        ['net1', 'serving'],
+        ['net2', 'serving'],
+      ],
+    );
     const table = (await imds(['network', 'list'])).stdout.split('\n');
     assert.match(table[0] as string, /^ID\s+CIDR\s+SERVICE_IP\s+GATEWAY\s+BRIDGE\s+MTU\s+VMS\s+STATE/);
     const shown = await json<{ mtu: number }>(['network', 'show', 'net2']);
@@ -62,19 +80,28 @@ describe('operator surface: CLI and admin API', () => {
     const dup = await imds(['network', 'add', 'net1', '--cidr', '203.0.113.0/24', '--service-ip', '203.0.113.2'], { allowFailure: true });
     assert.equal(dup.code, 5);
     assert.match(dup.stderr, /^imds: ALREADY_EXISTS: network "net1" already exists/);
-    const outside = await imds(['network', 'add', 'net3', '--cidr', '198.51.100.0/24', '--service-ip', '203.0.113.2'], { allowFailure: true });
+    const outside = await imds(['network', 'add', 'net3', '--cidr', '198.51.100.0/24', '--service-ip', '203.0.113.2'], {
+      allowFailure: true,
+    });
     assert.equal(outside.code, 2);
     assert.match(outside.stderr, /VALIDATION_FAILED: service_ip: service_ip is outside 198\.51\.100\.0\/24/);
-    const hostBits = await imds(['network', 'add', 'net3', '--cidr', '198.51.100.7/24', '--service-ip', '198.51.100.2'], { allowFailure: true });
+    const hostBits = await imds(['network', 'add', 'net3', '--cidr', '198.51.100.7/24', '--service-ip', '198.51.100.2'], {
+      allowFailure: true,
+    });
     assert.equal(hostBits.code, 2);
     assert.match(hostBits.stderr, /cidr: invalid CIDR "198\.51\.100\.7\/24": host bits are set/);
-    const mtu = await imds(['network', 'add', 'net3', '--cidr', '192.0.2.0/24', '--service-ip', '192.0.2.2', '--mtu', 'big'], { allowFailure: true });
+    const mtu = await imds(['network', 'add', 'net3', '--cidr', '192.0.2.0/24', '--service-ip', '192.0.2.2', '--mtu', 'big'], {
+      allowFailure: true,
+    });
     assert.equal(mtu.code, 2);
     assert.match(mtu.stderr, /--mtu: "big" is not a whole number/);
     const usage = await imds(['network', 'add', 'net3', '--cidr', '192.0.2.0/24'], { allowFailure: true });
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /required option '--service-ip <ip>' not specified/);
-    const conflict = await imds(['network', 'add', 'net3', '--cidr', '192.0.2.0/24', '--service-ip', '192.0.2.2', '--bridge', 'imdsb-net1'], { allowFailure: true });
+    const conflict = await imds(
+      ['network', 'add', 'net3', '--cidr', '192.0.2.0/24', '--service-ip', '192.0.2.2', '--bridge', 'imdsb-net1'],
+      { allowFailure: true },
+    );
     assert.equal(conflict.code, 2);
     assert.match(conflict.stderr, /bridge: bridge "imdsb-net1" is already used by network "net1"/);
     assert.equal((await json<unknown[]>(['network', 'list'])).length, 2);
@@ -82,14 +109,42 @@ describe('operator surface: CLI and admin API', () => {
   });
 
   it('registers a VM that its guest gets at once, with user data from a file, keys and metadata', async () => {
-    guest = await sb.addGuest('one', { bridge: 'imdsb-net1', ip: '198.51.100.10', prefix: 24, mac: '52:54:00:12:34:56', metadataVia: '198.51.100.2' });
+    guest = await sb.addGuest('one', {
+      bridge: 'imdsb-net1',
+      ip: '198.51.100.10',
+      prefix: 24,
+      mac: '52:54:00:12:34:56',
+      metadataVia: '198.51.100.2',
+    });
     assert.equal((await guest.http('/openstack/latest/meta_data.json')).status, 404, 'unregistered yet');
     const userData = join(sb.dir, 'user-data');
     writeFileSync(userData, '#cloud-config\nhostname: one\n');
     const key = join(sb.dir, 'key.pub');
     writeFileSync(key, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOne one@example\n');
 
-    const added = await imds(['vm', 'add', VM1, '--network', 'net1', '--ip', '198.51.100.10', '--mac', '52:54:00:12:34:56', '--hostname', 'one', '--user-data', `@${userData}`, '--ssh-key', `deploy=@${key}`, '--meta', 'role=web', '--meta', 'tier=1', '--az', 'az1']);
+    const added = await imds([
+      'vm',
+      'add',
+      VM1,
+      '--network',
+      'net1',
+      '--ip',
+      '198.51.100.10',
+      '--mac',
+      '52:54:00:12:34:56',
+      '--hostname',
+      'one',
+      '--user-data',
+      `@${userData}`,
+      '--ssh-key',
+      `deploy=@${key}`,
+      '--meta',
+      'role=web',
+      '--meta',
+      'tier=1',
+      '--az',
+      'az1',
+    ]);
     assert.match(added.stdout, /^vm 1b4e28ba-2fa1-11d2-883f-0016d3cca427 added: one 198\.51\.100\.10 on net1/);
     // Served as soon as the CLI returns: the very first request after it gets the document (no
     // polling, no retry). How fast that is belongs to the bench (VM change -> served).
@@ -104,11 +159,19 @@ describe('operator surface: CLI and admin API', () => {
   });
 
   it('serves new user data at once after `vm set`, and reads user data from stdin', async () => {
-    assert.equal((await guest.http('/openstack/latest/user_data')).body.toString(), '#cloud-config\nhostname: one\n', 'the old user data before `vm set`');
+    assert.equal(
+      (await guest.http('/openstack/latest/user_data')).body.toString(),
+      '#cloud-config\nhostname: one\n',
+      'the old user data before `vm set`',
+    );
     await imds(['vm', 'set', VM1, '--user-data', '-'], { stdin: '#cloud-config\n# version two\n' });
     // The very first request after the CLI returned gets the new user data.
     const first = await guest.http('/openstack/latest/user_data');
-    assert.deepEqual([first.status, first.body.toString()], [200, '#cloud-config\n# version two\n'], 'the first request after `vm set` returned');
+    assert.deepEqual(
+      [first.status, first.body.toString()],
+      [200, '#cloud-config\n# version two\n'],
+      'the first request after `vm set` returned',
+    );
     const cleared = await json<{ user_data_bytes: number; meta?: unknown }>(['vm', 'set', VM1, '--clear', 'user-data', '--clear', 'meta']);
     assert.deepEqual([cleared.user_data_bytes, cleared.meta], [0, undefined]);
     assert.equal((await guest.http('/openstack/latest/user_data')).status, 404);
@@ -116,20 +179,79 @@ describe('operator surface: CLI and admin API', () => {
 
   it('lists and shows VMs, and rejects bad VM input', async () => {
     const rows = await json<{ id: string; ip: string; password_set: boolean }[]>(['vm', 'list', '--network', 'net1']);
-    assert.deepEqual(rows.map((r) => [r.id, r.ip, r.password_set]), [[VM1, '198.51.100.10', false]]);
+    assert.deepEqual(
+      rows.map((r) => [r.id, r.ip, r.password_set]),
+      [[VM1, '198.51.100.10', false]],
+    );
     assert.match((await imds(['vm', 'list'])).stdout, /^ID\s+NETWORK\s+IP\s+MAC\s+HOSTNAME\s+USER_DATA\s+PASSWORD\n1b4e28ba/);
     const shown = await json<{ hostname: string; public_keys: Record<string, string> }>(['vm', 'show', VM1]);
     assert.equal(shown.hostname, 'one');
     assert.ok(shown.public_keys['deploy']);
 
     const cases: [string[], number, RegExp][] = [
-      [['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.10', '--mac', '52:54:00:12:34:57', '--hostname', 'two'], 2, /ip: 198\.51\.100\.10 is already used in network "net1" by VM 1b4e28ba/],
-      [['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:56', '--hostname', 'two'], 2, /mac: 52:54:00:12:34:56 is already used/],
-      [['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two_bad'], 2, /hostname: must be an RFC 1123 host name/],
-      [['vm', 'add', VM2, '--network', 'nope', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two'], 2, /network: unknown network "nope"/],
-      [['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two', '--user-data', 'x'.repeat(49150)], 2, /user_data: is 49150 bytes, 65536 once base64-encoded/],
-      [['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two', '--meta', 'novalue'], 2, /--meta: "novalue" is not KEY=VALUE/],
-      [['vm', 'add', 'not-a-uuid', '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two'], 2, /id: must be a UUID/],
+      [
+        ['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.10', '--mac', '52:54:00:12:34:57', '--hostname', 'two'],
+        2,
+        /ip: 198\.51\.100\.10 is already used in network "net1" by VM 1b4e28ba/,
+      ],
+      [
+        ['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:56', '--hostname', 'two'],
+        2,
+        /mac: 52:54:00:12:34:56 is already used/,
+      ],
+      [
+        ['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two_bad'],
+        2,
+        /hostname: must be an RFC 1123 host name/,
+      ],
+      [
+        ['vm', 'add', VM2, '--network', 'nope', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two'],
+        2,
+        /network: unknown network "nope"/,
+      ],
+      [
+        [
+          'vm',
+          'add',
+          VM2,
+          '--network',
+          'net1',
+          '--ip',
+          '198.51.100.11',
+          '--mac',
+          '52:54:00:12:34:57',
+          '--hostname',
+          'two',
+          '--user-data',
+          'x'.repeat(49150),
+        ],
+        2,
+        /user_data: is 49150 bytes, 65536 once base64-encoded/,
+      ],
+      [
+        [
+          'vm',
+          'add',
+          VM2,
+          '--network',
+          'net1',
+          '--ip',
+          '198.51.100.11',
+          '--mac',
+          '52:54:00:12:34:57',
+          '--hostname',
+          'two',
+          '--meta',
+          'novalue',
+        ],
+        2,
+        /--meta: "novalue" is not KEY=VALUE/,
+      ],
+      [
+        ['vm', 'add', 'not-a-uuid', '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:12:34:57', '--hostname', 'two'],
+        2,
+        /id: must be a UUID/,
+      ],
       [['vm', 'show', VM2], 4, /NOT_FOUND: no VM 2b4e28ba/],
       [['vm', 'set', VM1, '--clear', 'colour'], 2, /--clear: "colour" is not one of/],
     ];
@@ -175,20 +297,39 @@ describe('operator surface: CLI and admin API', () => {
     const missing = await imds(['vm', 'get', VM1, '/openstack/latest/user_data'], { allowFailure: true });
     assert.equal(missing.code, 4, 'a 404 exits 4');
     const other = await imds(['vm', 'get', '00000000-0000-4000-8000-000000000003', '/openstack/latest/meta_data.json', '--json']);
-    assert.equal((JSON.parse(Buffer.from((JSON.parse(other.stdout) as { body_b64: string }).body_b64, 'base64').toString()) as { hostname: string }).hostname, 'bulk3.novalocal');
+    assert.equal(
+      (JSON.parse(Buffer.from((JSON.parse(other.stdout) as { body_b64: string }).body_b64, 'base64').toString()) as { hostname: string })
+        .hostname,
+      'bulk3.novalocal',
+    );
     // Each probe really crossed its network's namespace and the DNAT of its output chain: one
     // connection (the first packet: NAT chains see nothing else of it) per `vm get`, nothing else.
-    assert.equal((await outputDnatPackets(sb, 'net1')) - net1Before, 3, 'three `vm get` of VM1 crossed net1\'s output DNAT');
-    assert.equal((await outputDnatPackets(sb, 'net2')) - net2Before, 1, 'one `vm get` of a net2 VM crossed net2\'s output DNAT');
+    assert.equal((await outputDnatPackets(sb, 'net1')) - net1Before, 3, "three `vm get` of VM1 crossed net1's output DNAT");
+    assert.equal((await outputDnatPackets(sb, 'net2')) - net2Before, 1, "one `vm get` of a net2 VM crossed net2's output DNAT");
   });
 
   it('sets the EC2 and network_data fields from flags', async () => {
-    await imds(['vm', 'set', VM1, '--public-ip', '203.0.113.9', '--instance-type', 'm1.tiny', '--security-group', 'web', '--vendor-data', '{"owner":"ops"}']);
+    await imds([
+      'vm',
+      'set',
+      VM1,
+      '--public-ip',
+      '203.0.113.9',
+      '--instance-type',
+      'm1.tiny',
+      '--security-group',
+      'web',
+      '--vendor-data',
+      '{"owner":"ops"}',
+    ]);
     await imds(['network', 'set', 'net1', '--dns', '192.0.2.53', '--vendor-data', '{"site":"east"}']);
     assert.equal((await imds(['vm', 'get', VM1, '/latest/meta-data/public-ipv4'])).stdout, '203.0.113.9');
     assert.equal((await imds(['vm', 'get', VM1, '/2009-04-04/meta-data/instance-type'])).stdout, 'm1.tiny');
     assert.equal((await imds(['vm', 'get', VM1, '/latest/meta-data/security-groups'])).stdout, 'web');
-    assert.deepEqual(JSON.parse((await imds(['vm', 'get', VM1, '/openstack/latest/vendor_data.json'])).stdout), { site: 'east', owner: 'ops' });
+    assert.deepEqual(JSON.parse((await imds(['vm', 'get', VM1, '/openstack/latest/vendor_data.json'])).stdout), {
+      site: 'east',
+      owner: 'ops',
+    });
     const nd = JSON.parse((await imds(['vm', 'get', VM1, '/openstack/latest/network_data.json'])).stdout) as { services: unknown[] };
     assert.deepEqual(nd.services, [{ type: 'dns', address: '192.0.2.53' }]);
     const bad = await imds(['vm', 'set', VM1, '--vendor-data', '[1]'], { allowFailure: true });
@@ -205,7 +346,9 @@ describe('operator surface: CLI and admin API', () => {
   });
 
   it('reports status and metrics', async () => {
-    const s = await json<{ daemon: { pid: number; listen_port: number }; networks: { id: string; state: string }[]; vms: number }>(['status']);
+    const s = await json<{ daemon: { pid: number; listen_port: number }; networks: { id: string; state: string }[]; vms: number }>([
+      'status',
+    ]);
     assert.equal(s.daemon.listen_port, 8775);
     assert.equal(s.vms, 51);
     assert.ok(s.networks.every((n) => n.state === 'serving'));
@@ -222,7 +365,13 @@ describe('operator surface: CLI and admin API', () => {
     assert.equal((await guest.http('/metrics')).status, 404);
     // …no TCP listener anywhere a guest could reach but the DNATed metadata port…
     const inNs = await sh(['ip', 'netns', 'exec', `${sb.nsPrefix}net1`, 'ss', '-Hltn']);
-    assert.deepEqual(inNs.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/)[3]), ['0.0.0.0:8775']);
+    assert.deepEqual(
+      inNs.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.trim().split(/\s+/)[3]),
+      ['0.0.0.0:8775'],
+    );
     const inHv = await sb.hvRun(['ss', '-Hltn']);
     assert.equal(inHv.stdout.trim(), '', 'nothing listens in the hypervisor namespace');
     const direct = await guest.exec(['curl', '-s', '--max-time', '2', 'http://198.51.100.2:8775/'], { allowFailure: true });
@@ -232,11 +381,21 @@ describe('operator surface: CLI and admin API', () => {
     assert.equal(st.stdout.trim(), 'socket 660 root');
     // Unix sockets are listed per network namespace: look in the daemon's own (the hypervisor
     // namespace), where its admin socket must show (else this check could see nothing).
-    const unix = (await sb.hvRun(['ss', '-Hxap'])).stdout.split('\n').filter(Boolean).map((l) => l.trim().split(/\s+/));
+    const unix = (await sb.hvRun(['ss', '-Hxap'])).stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.trim().split(/\s+/));
     const local = unix.map((f) => f[4] as string);
-    assert.ok(local.includes(sb.adminSocket()), `the daemon's admin socket is listed in its namespace:\n${unix.map((f) => f.join(' ')).join('\n')}`);
+    assert.ok(
+      local.includes(sb.adminSocket()),
+      `the daemon's admin socket is listed in its namespace:\n${unix.map((f) => f.join(' ')).join('\n')}`,
+    );
     const abstract = unix.filter((f) => (f[4] as string).startsWith('@'));
-    assert.deepEqual(abstract.map((f) => f.join(' ')), [], 'no abstract unix socket in the daemon\'s namespace');
+    assert.deepEqual(
+      abstract.map((f) => f.join(' ')),
+      [],
+      "no abstract unix socket in the daemon's namespace",
+    );
   });
 
   it('removes VMs and networks', async () => {
@@ -256,8 +415,11 @@ describe('operator surface: CLI and admin API', () => {
     const main = join(process.cwd(), 'dist', 'main.js');
     const nowhere = join(sb.dir, 'nowhere', 'admin.sock');
     const elsewhere = join(sb.dir, 'elsewhere.sock');
-    const named = (path: string) => new RegExp(`^imds: DAEMON_UNREACHABLE: cannot reach the daemon at ${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: `);
-    const flag = await sh(['env', `IMDS_ADMIN_SOCKET=${sb.adminSocket()}`, process.execPath, main, '--admin-socket', nowhere, 'status'], { allowFailure: true });
+    const named = (path: string) =>
+      new RegExp(`^imds: DAEMON_UNREACHABLE: cannot reach the daemon at ${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: `);
+    const flag = await sh(['env', `IMDS_ADMIN_SOCKET=${sb.adminSocket()}`, process.execPath, main, '--admin-socket', nowhere, 'status'], {
+      allowFailure: true,
+    });
     assert.equal(flag.code, 3, flag.stderr);
     assert.match(flag.stderr, named(nowhere), '--admin-socket wins over IMDS_ADMIN_SOCKET');
     const env = await sh(['env', `IMDS_ADMIN_SOCKET=${elsewhere}`, process.execPath, main, 'status'], { allowFailure: true });

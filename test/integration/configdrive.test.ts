@@ -3,7 +3,18 @@
 // HTTP tree serves the VM's guest, and read by cloud-init's own ConfigDriveReader.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+  existsSync,
+} from 'node:fs';
 import { join, relative } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
@@ -50,7 +61,16 @@ describe('config drive', () => {
       sb.writeConfig(
         sb.config({
           log_level: 'info',
-          networks: [{ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', gateway: '198.51.100.1', dns: ['192.0.2.53'], vendor_data: { site: 'east' } }],
+          networks: [
+            {
+              id: 'net1',
+              cidr: '198.51.100.0/24',
+              service_ip: '198.51.100.2',
+              gateway: '198.51.100.1',
+              dns: ['192.0.2.53'],
+              vendor_data: { site: 'east' },
+            },
+          ],
           vms: [
             {
               id: VM,
@@ -69,7 +89,13 @@ describe('config drive', () => {
       ),
       { env: { TMPDIR: tmp } },
     );
-    guest = await sb.addGuest('a', { bridge: 'imdsb-net1', prefix: 24, ip: '198.51.100.10', mac: '52:54:00:00:00:0a', metadataVia: '198.51.100.2' });
+    guest = await sb.addGuest('a', {
+      bridge: 'imdsb-net1',
+      prefix: 24,
+      ip: '198.51.100.10',
+      mac: '52:54:00:00:00:0a',
+      metadataVia: '198.51.100.2',
+    });
   });
 
   for (const format of ['iso', 'vfat'] as const) {
@@ -90,7 +116,9 @@ describe('config drive', () => {
 
       const dir = join(work, `x-${format}`);
       extract(image, format, dir);
-      const files = walk(dir).map((p) => relative(dir, p)).sort();
+      const files = walk(dir)
+        .map((p) => relative(dir, p))
+        .sort();
       assert.ok(files.length >= 40, files.join('\n'));
       assert.ok(!files.some((f) => f.includes('password')), 'no password file');
       for (const f of files) {
@@ -151,8 +179,28 @@ describe('config drive', () => {
     writeFileSync(image, 'old content');
     await cli(['vm', 'configdrive', VM, '-o', image]);
     assert.match(execFileSync('blkid', ['-o', 'export', image]).toString(), /^LABEL=config-2$/m);
-    assert.deepEqual(readdirSync(work).filter((n) => n.includes('.tmp-')), [], 'no temporary file left');
-    const out = execFileSync('nsenter', [`--net=/run/netns/${sb.hv}`, '--', process.execPath, join(process.cwd(), 'dist', 'main.js'), '--admin-socket', sb.adminSocket(), 'vm', 'configdrive', VM, '-o', '-'], { maxBuffer: 16 << 20 });
+    assert.deepEqual(
+      readdirSync(work).filter((n) => n.includes('.tmp-')),
+      [],
+      'no temporary file left',
+    );
+    const out = execFileSync(
+      'nsenter',
+      [
+        `--net=/run/netns/${sb.hv}`,
+        '--',
+        process.execPath,
+        join(process.cwd(), 'dist', 'main.js'),
+        '--admin-socket',
+        sb.adminSocket(),
+        'vm',
+        'configdrive',
+        VM,
+        '-o',
+        '-',
+      ],
+      { maxBuffer: 16 << 20 },
+    );
     assert.equal(out.subarray(0x8001, 0x8006).toString(), 'CD001', 'an ISO 9660 volume descriptor');
   });
 
@@ -176,19 +224,20 @@ describe('config drive', () => {
     // A second daemon whose PATH has everything in /usr/sbin except mkfs.vfat.
     const bin = join(work, 'sbin');
     mkdirSync(bin);
-    for (const name of readdirSync('/usr/sbin')) if (!name.startsWith('mkfs.vfat') && !name.startsWith('mkfs.fat')) symlinkSync(join('/usr/sbin', name), join(bin, name));
+    for (const name of readdirSync('/usr/sbin'))
+      if (!name.startsWith('mkfs.vfat') && !name.startsWith('mkfs.fat')) symlinkSync(join('/usr/sbin', name), join(bin, name));
     await daemon.stop();
     const cfg = join(sb.dir, 'imds.yaml');
     daemon = await sb.startDaemon(cfg, { env: { PATH: `${bin}:/usr/bin`, TMPDIR: tmp } });
     // The earlier builds worked in the daemon's TMPDIR and left nothing there; date it again.
-    assert.ok(statSync(tmp).mtimeMs > new Date(2001, 0, 1).getTime(), 'the earlier builds worked in the daemon\'s TMPDIR');
-    assert.deepEqual(readdirSync(tmp), [], 'nothing left in the daemon\'s TMPDIR by the earlier builds');
+    assert.ok(statSync(tmp).mtimeMs > new Date(2001, 0, 1).getTime(), "the earlier builds worked in the daemon's TMPDIR");
+    assert.deepEqual(readdirSync(tmp), [], "nothing left in the daemon's TMPDIR by the earlier builds");
     utimesSync(tmp, new Date(2000, 0, 1), new Date(2000, 0, 1));
     const r = await cli(['vm', 'configdrive', VM, '-o', join(work, 'nofat.img'), '--format', 'vfat'], true);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /COMMAND_NOT_FOUND: mkfs\.vfat is not installed: install the Debian package dosfstools/);
     assert.ok(!existsSync(join(work, 'nofat.img')));
-    assert.ok(statSync(tmp).mtimeMs > new Date(2001, 0, 1).getTime(), 'the failed build worked in the daemon\'s TMPDIR');
+    assert.ok(statSync(tmp).mtimeMs > new Date(2001, 0, 1).getTime(), "the failed build worked in the daemon's TMPDIR");
     assert.deepEqual(readdirSync(tmp), [], 'the work directory was removed');
     rmSync(bin, { recursive: true, force: true });
   });

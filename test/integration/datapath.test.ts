@@ -17,7 +17,8 @@ const USER_DATA_C = gzipSync(Buffer.from('#!/bin/sh\necho charlie\n'));
 function listed(path: string, body: string): string[] {
   const lines = body.split('\n').filter(Boolean);
   if (path === '/') return lines.map((v) => `/${v}`);
-  if (path === '/ec2' || path === '/openstack' || /^\/openstack\/[^/]+$/.test(path) || /^(\/ec2)?\/[^/]+$/.test(path)) return lines.map((l) => `${path}/${l}`);
+  if (path === '/ec2' || path === '/openstack' || /^\/openstack\/[^/]+$/.test(path) || /^(\/ec2)?\/[^/]+$/.test(path))
+    return lines.map((l) => `${path}/${l}`);
   if (path.endsWith('/')) return lines.map((l) => (/^\d+=/.test(l) ? `${path}${l.split('=')[0]}/` : `${path}${l}`));
   return [];
 }
@@ -30,7 +31,11 @@ async function crawl(guest: Guest): Promise<Map<string, GuestReply>> {
   const tree = new Map<string, GuestReply>();
   let frontier = ['/', '/ec2', '/openstack'];
   while (frontier.length > 0) {
-    const replies = await guestRequests(guest, frontier.map((path) => ({ path })), { concurrency: 4 });
+    const replies = await guestRequests(
+      guest,
+      frontier.map((path) => ({ path })),
+      { concurrency: 4 },
+    );
     const next = new Set<string>();
     frontier.forEach((path, i) => {
       const r = replies[i] as GuestReply;
@@ -136,7 +141,20 @@ describe('data path', () => {
   });
 
   it('reaches the listener only through the DNAT, not directly', async () => {
-    const direct = await gA.exec(['curl', '-s', '--max-time', '2', '-o', '/dev/null', '-w', '%{http_code}', 'http://198.51.100.2:8775/openstack/latest/meta_data.json'], { allowFailure: true });
+    const direct = await gA.exec(
+      [
+        'curl',
+        '-s',
+        '--max-time',
+        '2',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        'http://198.51.100.2:8775/openstack/latest/meta_data.json',
+      ],
+      { allowFailure: true },
+    );
     assert.notEqual(direct.code, 0, 'direct access to the in-namespace port must be dropped');
     assert.equal(direct.stdout, '000');
   });
@@ -148,13 +166,21 @@ describe('data path', () => {
     assert.equal(links['imdsv-net1']?.master, 'imdsb-net1');
     assert.equal(links['imdsv-net2']?.mtu, 1400);
     const ns = `${sb.nsPrefix}net2`;
-    const addrs = JSON.parse((await gA.exec(['ip', '-n', ns, '-j', 'addr', 'show', 'imds0'])).stdout) as { mtu: number; addr_info: { family: string; local: string; prefixlen: number }[] }[];
+    const addrs = JSON.parse((await gA.exec(['ip', '-n', ns, '-j', 'addr', 'show', 'imds0'])).stdout) as {
+      mtu: number;
+      addr_info: { family: string; local: string; prefixlen: number }[];
+    }[];
     assert.deepEqual(
-      addrs[0]?.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`).sort(),
+      addrs[0]?.addr_info
+        .filter((a) => a.family === 'inet')
+        .map((a) => `${a.local}/${a.prefixlen}`)
+        .sort(),
       ['169.254.169.254/32', '198.51.100.2/24'],
     );
     assert.equal(addrs[0]?.mtu, 1400);
-    const nft = JSON.parse((await sb.hvRun(['nsenter', `--net=/run/netns/${ns}`, 'nft', '-j', 'list', 'table', 'ip', 'imds'])).stdout) as { nftables: { rule?: { expr: unknown[] } }[] };
+    const nft = JSON.parse((await sb.hvRun(['nsenter', `--net=/run/netns/${ns}`, 'nft', '-j', 'list', 'table', 'ip', 'imds'])).stdout) as {
+      nftables: { rule?: { expr: unknown[] } }[];
+    };
     const dnat = nft.nftables.flatMap((i) => i.rule?.expr ?? []).find((e) => typeof e === 'object' && e !== null && 'dnat' in e);
     assert.deepEqual(dnat, { dnat: { addr: '169.254.169.254', port: 8775 } });
     const again = await sb.cli(['plan', '--config', `${sb.dir}/imds.yaml`]);
@@ -167,7 +193,10 @@ describe('data path', () => {
     // handed to node:http, whose headers timeout must cut it off too.
     const stall = (first: string): string =>
       `const s=require('net').connect(80,'169.254.169.254');const t=Date.now();let d='';s.on('connect',()=>{if(${JSON.stringify(first)})s.write(${JSON.stringify(first)})});s.on('data',c=>d+=c);s.on('close',()=>{console.log(JSON.stringify({ms:Date.now()-t,d}));process.exit(0)});setTimeout(()=>{console.log(JSON.stringify({ms:-1}));process.exit(0)},15000);`;
-    for (const [what, first] of [['nothing', ''], ['a partial head', 'GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n']] as const) {
+    for (const [what, first] of [
+      ['nothing', ''],
+      ['a partial head', 'GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n'],
+    ] as const) {
       const out = await gA.exec([process.execPath, '-e', stall(first)]);
       const { ms, d } = JSON.parse(out.stdout.trim()) as { ms: number; d: string };
       assert.ok(ms > 0, `${what}: the server must close the connection`);
@@ -203,14 +232,26 @@ describe('data path', () => {
   });
 
   it('answers 431 to a request head over 8 KiB, and serves one just under it', async () => {
-    const head = (pad: number) => Buffer.from(`GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Pad: ${'p'.repeat(pad)}\r\nConnection: close\r\n\r\n`);
+    const head = (pad: number) =>
+      Buffer.from(
+        `GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Pad: ${'p'.repeat(pad)}\r\nConnection: close\r\n\r\n`,
+      );
     const [over, under] = await guestRaw(gA, [head(9 * 1024), head(7 * 1024)]);
     assert.match(over?.text ?? '', /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/, `a 9 KiB head: ${JSON.stringify(over)}`);
-    assert.match(under?.text ?? '', /^HTTP\/1\.1 200 OK\r\n[\s\S]*"uuid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427"/, `a 7 KiB head: ${JSON.stringify(under?.text.slice(0, 200))}`);
+    assert.match(
+      under?.text ?? '',
+      /^HTTP\/1\.1 200 OK\r\n[\s\S]*"uuid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427"/,
+      `a 7 KiB head: ${JSON.stringify(under?.text.slice(0, 200))}`,
+    );
   });
 
   it('answers 400 to a body over 64 KiB (any route, the password too) and stores nothing', async () => {
-    const token = (body: Buffer) => ({ method: 'PUT', path: '/latest/api/token', headers: { 'x-aws-ec2-metadata-token-ttl-seconds': '60' }, body });
+    const token = (body: Buffer) => ({
+      method: 'PUT',
+      path: '/latest/api/token',
+      headers: { 'x-aws-ec2-metadata-token-ttl-seconds': '60' },
+      body,
+    });
     const password = (body: Buffer) => ({ method: 'POST', path: '/openstack/latest/password', body });
     const [tokenUnder, tokenOver, passwordOver, passwordLong, stored] = await guestRequests(gB, [
       token(Buffer.alloc(60 * 1024, 'a')),
@@ -223,11 +264,25 @@ describe('data path', () => {
     // of body is served, one with 64 KiB + 1 is refused.
     assert.equal(tokenUnder?.status, 200, `a 60 KiB body to the token endpoint: ${tokenUnder?.body.toString()}`);
     assert.match(tokenUnder?.body.toString() ?? '', /^[A-Za-z0-9_-]{20,}$/, 'a token');
-    assert.deepEqual([tokenOver?.status, tokenOver?.body.toString()], [400, '400 Bad Request\n\nRequest is too large.\n'], 'a body of 64 KiB + 1');
-    assert.deepEqual([passwordOver?.status, passwordOver?.body.toString()], [400, '400 Bad Request\n\nRequest is too large.\n'], 'a 70 KiB password');
-    assert.deepEqual([passwordLong?.status, passwordLong?.body.toString()], [400, '400 Bad Request\n\nRequest is too large.\n'], 'a password of 1021 bytes (Nova\'s 4 x 255 + 1)');
+    assert.deepEqual(
+      [tokenOver?.status, tokenOver?.body.toString()],
+      [400, '400 Bad Request\n\nRequest is too large.\n'],
+      'a body of 64 KiB + 1',
+    );
+    assert.deepEqual(
+      [passwordOver?.status, passwordOver?.body.toString()],
+      [400, '400 Bad Request\n\nRequest is too large.\n'],
+      'a 70 KiB password',
+    );
+    assert.deepEqual(
+      [passwordLong?.status, passwordLong?.body.toString()],
+      [400, '400 Bad Request\n\nRequest is too large.\n'],
+      "a password of 1021 bytes (Nova's 4 x 255 + 1)",
+    );
     assert.deepEqual([stored?.status, stored?.body.length], [200, 0], 'no password stored');
-    assert.deepEqual(JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'password', VM_B, '--json'])).stdout), { password: '' });
+    assert.deepEqual(JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'password', VM_B, '--json'])).stdout), {
+      password: '',
+    });
   });
 
   it('stores nothing for an empty password POST: the password stays unset and a later one is taken, once', async () => {
@@ -236,19 +291,42 @@ describe('data path', () => {
     const [empty, afterEmpty] = await guestRequests(gB, [post(''), get]);
     assert.deepEqual([empty?.status, empty?.body.toString()], [200, ''], 'an empty POST is answered 200, as Nova answers it');
     assert.deepEqual([afterEmpty?.status, afterEmpty?.body.toString()], [200, ''], 'GET: still no password');
-    assert.deepEqual(JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'password', VM_B, '--json'])).stdout), { password: '' }, 'the admin API: none');
-    const [real, afterReal, again, afterAgain, emptyAgain] = await guestRequests(gB, [post('c2VjcmV0'), get, post('b3RoZXI='), get, post('')]);
+    assert.deepEqual(
+      JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'password', VM_B, '--json'])).stdout),
+      { password: '' },
+      'the admin API: none',
+    );
+    const [real, afterReal, again, afterAgain, emptyAgain] = await guestRequests(gB, [
+      post('c2VjcmV0'),
+      get,
+      post('b3RoZXI='),
+      get,
+      post(''),
+    ]);
     assert.equal(real?.status, 200, 'the first real password is taken');
     assert.equal(afterReal?.body.toString(), 'c2VjcmV0');
-    assert.deepEqual([again?.status, again?.body.toString()], [409, '409 Conflict\n\nA password has already been set.\n'], 'a second one is refused');
+    assert.deepEqual(
+      [again?.status, again?.body.toString()],
+      [409, '409 Conflict\n\nA password has already been set.\n'],
+      'a second one is refused',
+    );
     assert.equal(afterAgain?.body.toString(), 'c2VjcmV0', 'and changes nothing');
     assert.equal(emptyAgain?.status, 409, 'an empty POST does not clear it either');
-    assert.deepEqual(JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'password', VM_B, '--json'])).stdout), { password: 'c2VjcmV0' });
+    assert.deepEqual(JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'password', VM_B, '--json'])).stdout), {
+      password: 'c2VjcmV0',
+    });
   });
 
   it('answers 405 with Allow: GET, HEAD to other methods outside the password endpoint (400 there, as Nova)', async () => {
     const methods = ['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
-    const paths = ['/', '/openstack', '/openstack/latest/meta_data.json', '/latest/meta-data/hostname', '/2009-04-04/user-data', '/ec2/latest/meta-data/'];
+    const paths = [
+      '/',
+      '/openstack',
+      '/openstack/latest/meta_data.json',
+      '/latest/meta-data/hostname',
+      '/2009-04-04/user-data',
+      '/ec2/latest/meta-data/',
+    ];
     const asked = methods.flatMap((method) => paths.map((path) => ({ method, path, headers: { 'content-length': '0' } })));
     const replies = await guestRequests(gA, asked, { concurrency: 4 });
     const wrong = asked
@@ -262,12 +340,19 @@ describe('data path', () => {
       Buffer.from('PROPFIND /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n'),
       Buffer.from('CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254:443\r\n\r\n'),
     ]);
-    for (const [method, reply] of [['TRACE', trace], ['PROPFIND', propfind], ['CONNECT', connect]] as const) {
+    for (const [method, reply] of [
+      ['TRACE', trace],
+      ['PROPFIND', propfind],
+      ['CONNECT', connect],
+    ] as const) {
       assert.match(reply?.text ?? '', /^HTTP\/1\.1 405 Method Not Allowed\r\n/, `${method}: ${JSON.stringify(reply?.text.slice(0, 200))}`);
       assert.match(reply?.text ?? '', /\r\nallow: GET, HEAD\r\n/i, `${method} carries Allow`);
       assert.doesNotMatch(reply?.text ?? '', /user-data|uuid/, `${method} is not answered as a GET`);
     }
-    const password = await guestRequests(gA, ['PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'].map((method) => ({ method, path: '/openstack/latest/password' })));
+    const password = await guestRequests(
+      gA,
+      ['PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'].map((method) => ({ method, path: '/openstack/latest/password' })),
+    );
     for (const a of password) {
       assert.equal(a.status, 400);
       assert.equal(a.headers['allow'], undefined, 'no Allow on the password endpoint (Nova answers 400)');
@@ -280,20 +365,47 @@ describe('data path', () => {
     const notOk = paths.filter((p) => tree.get(p)?.status !== 200);
     assert.deepEqual(notOk, [], 'every listed path loads');
     // The crawl found the whole tree: both listings, every version, the deep EC2 leaves.
-    for (const p of ['/openstack/2012-08-10/meta_data.json', '/openstack/latest/user_data', '/openstack/latest/password', '/openstack/latest/vendor_data2.json', '/1.0/meta-data/hostname', '/latest/user-data', '/ec2/2009-04-04/meta-data/placement/availability-zone', '/latest/meta-data/public-keys/0/openssh-key']) {
+    for (const p of [
+      '/openstack/2012-08-10/meta_data.json',
+      '/openstack/latest/user_data',
+      '/openstack/latest/password',
+      '/openstack/latest/vendor_data2.json',
+      '/1.0/meta-data/hostname',
+      '/latest/user-data',
+      '/ec2/2009-04-04/meta-data/placement/availability-zone',
+      '/latest/meta-data/public-keys/0/openssh-key',
+    ]) {
       assert.ok(tree.has(p), `the crawl reached ${p}`);
     }
     assert.ok(paths.length > 300, `${paths.length} paths`);
 
-    const heads = await guestRequests(gA, paths.map((path) => ({ method: 'HEAD', path })), { concurrency: 4 });
+    const heads = await guestRequests(
+      gA,
+      paths.map((path) => ({ method: 'HEAD', path })),
+      { concurrency: 4 },
+    );
     // The same through node:http and the Fastify app (a connection the fast path handed over).
-    const handedGets = await guestRequests(gA, paths.map((path) => ({ path })), { mode: 'handed' });
-    const handedHeads = await guestRequests(gA, paths.map((path) => ({ method: 'HEAD', path })), { mode: 'handed' });
-    assert.ok([...handedGets, ...handedHeads].every((r) => r.reused), 'every handed request came on the handed-over connection');
+    const handedGets = await guestRequests(
+      gA,
+      paths.map((path) => ({ path })),
+      { mode: 'handed' },
+    );
+    const handedHeads = await guestRequests(
+      gA,
+      paths.map((path) => ({ method: 'HEAD', path })),
+      { mode: 'handed' },
+    );
+    assert.ok(
+      [...handedGets, ...handedHeads].every((r) => r.reused),
+      'every handed request came on the handed-over connection',
+    );
 
     const wrong: string[] = [];
     paths.forEach((path, i) => {
-      for (const [how, get, head] of [['fast path', tree.get(path), heads[i]], ['handed over', handedGets[i], handedHeads[i]]] as const) {
+      for (const [how, get, head] of [
+        ['fast path', tree.get(path), heads[i]],
+        ['handed over', handedGets[i], handedHeads[i]],
+      ] as const) {
         if (get === undefined || head === undefined) throw new Error(`no answer for ${path}`);
         if (get.status !== 200) wrong.push(`${how}: GET ${path}: ${get.status}`);
         if (path.endsWith('/password')) {
@@ -303,7 +415,8 @@ describe('data path', () => {
         }
         if (head.status !== get.status) wrong.push(`${how}: HEAD ${path}: ${head.status}, GET ${get.status}`);
         if (head.body.length !== 0) wrong.push(`${how}: HEAD ${path}: a body of ${head.body.length} bytes`);
-        if (head.headers['content-length'] !== String(get.body.length)) wrong.push(`${how}: HEAD ${path}: content-length ${head.headers['content-length']}, GET's body ${get.body.length}`);
+        if (head.headers['content-length'] !== String(get.body.length))
+          wrong.push(`${how}: HEAD ${path}: content-length ${head.headers['content-length']}, GET's body ${get.body.length}`);
         try {
           assert.deepEqual(stable(head.headers), stable(get.headers));
         } catch {
@@ -327,7 +440,9 @@ describe('data path', () => {
     assert.equal(typeof served['ms'], 'number');
     // VM C's (gzip) user data was served during this run, so the check below could see it.
     assert.ok(
-      requests.some((l) => l['vm'] === VM_C && l['network'] === 'net2' && l['path'] === '/openstack/latest/user_data' && l['status'] === 200),
+      requests.some(
+        (l) => l['vm'] === VM_C && l['network'] === 'net2' && l['path'] === '/openstack/latest/user_data' && l['status'] === 200,
+      ),
       'VM C fetched its user data',
     );
     // Neither user data in the daemon's output (stdout and stderr, from its start), in any form a
@@ -335,7 +450,10 @@ describe('data path', () => {
     const out = output.bytes;
     assert.ok(out.length > 0 && out.includes(VM_C), 'the output was captured');
     const text = out.toString('utf8');
-    for (const [what, data] of [['VM A', Buffer.from(USER_DATA_A, 'utf8')], ['VM C', USER_DATA_C]] as const) {
+    for (const [what, data] of [
+      ['VM A', Buffer.from(USER_DATA_A, 'utf8')],
+      ['VM C', USER_DATA_C],
+    ] as const) {
       const forms = {
         raw: data,
         latin1: Buffer.from(data.toString('latin1'), 'utf8'),
@@ -345,7 +463,8 @@ describe('data path', () => {
         hex: Buffer.from(data.toString('hex')),
         'a Buffer as JSON': Buffer.from(JSON.stringify([...data]).slice(1, -1)),
       };
-      for (const [form, bytes] of Object.entries(forms)) assert.ok(!out.includes(bytes), `${what}'s user data (${form}) is in the daemon's output`);
+      for (const [form, bytes] of Object.entries(forms))
+        assert.ok(!out.includes(bytes), `${what}'s user data (${form}) is in the daemon's output`);
     }
     assert.ok(!text.includes('hostname: alpha') && !text.includes('echo charlie'), 'user data never reaches the log');
   });

@@ -51,7 +51,8 @@ describe('DHCP and L2 interception', () => {
   let dhcpDir: string;
   let g1: Guest;
 
-  const show = async (): Promise<NetworkShow> => JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'network', 'show', 'dh', '--json'])).stdout) as NetworkShow;
+  const show = async (): Promise<NetworkShow> =>
+    JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'network', 'show', 'dh', '--json'])).stdout) as NetworkShow;
   const dnsmasqPid = async (): Promise<number> =>
     until('dnsmasq to run', async () => {
       const s = await show();
@@ -65,7 +66,10 @@ describe('DHCP and L2 interception', () => {
     await sh(['ip', 'netns', 'add', far]);
     await sh(['ip', '-n', sb.hv, 'link', 'add', 'upl0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', far]);
     await sh(['ip', '-n', far, '-batch', '-'], { stdin: 'link set lo up\nlink set eth0 up\naddr add 198.51.100.200/24 dev eth0\n' });
-    const config = sb.config({ networks: [NET], vms: [{ id: VM1, network: 'dh', ip: '198.51.100.11', mac: '52:54:00:00:01:11', hostname: 'dhcp-one' }] });
+    const config = sb.config({
+      networks: [NET],
+      vms: [{ id: VM1, network: 'dh', ip: '198.51.100.11', mac: '52:54:00:00:01:11', hostname: 'dhcp-one' }],
+    });
     dhcpDir = config['dhcp_dir'] as string;
     configPath = sb.writeConfig(config);
     daemon = await sb.startDaemon(configPath);
@@ -103,7 +107,21 @@ describe('DHCP and L2 interception', () => {
 
   it('a VM added while dnsmasq runs gets its lease, without a restart', async () => {
     const pid = await dnsmasqPid();
-    await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'add', VM2, '--network', 'dh', '--ip', '198.51.100.12', '--mac', '52:54:00:00:01:12', '--hostname', 'dhcp-two']);
+    await sb.cli([
+      '--admin-socket',
+      sb.adminSocket(),
+      'vm',
+      'add',
+      VM2,
+      '--network',
+      'dh',
+      '--ip',
+      '198.51.100.12',
+      '--mac',
+      '52:54:00:00:01:12',
+      '--hostname',
+      'dhcp-two',
+    ]);
     const g2 = await sb.addGuest('two', { bridge: BRIDGE, mac: '52:54:00:00:01:12' });
     const lease = await udhcpc(g2, sb.dir);
     assert.equal(lease['ip'], '198.51.100.12');
@@ -111,9 +129,31 @@ describe('DHCP and L2 interception', () => {
     assert.equal((JSON.parse((await g2.http('/openstack/latest/meta_data.json')).body.toString()) as { uuid: string }).uuid, VM2);
     // Removed again: its host line goes, and dnsmasq (still the same) no longer offers it.
     await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'rm', VM2]);
-    await until('the hosts file to lose VM2', async () => (readFileSync(join(dhcpDir, 'dh', 'hosts'), 'utf8').includes('01:12') ? undefined : true));
+    await until('the hosts file to lose VM2', async () =>
+      readFileSync(join(dhcpDir, 'dh', 'hosts'), 'utf8').includes('01:12') ? undefined : true,
+    );
     await g2.exec(['ip', 'addr', 'flush', 'dev', 'eth0']);
-    const refused = await sh(['nsenter', `--net=/run/netns/${g2.netns}`, '--', 'busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '2', '-T', '1', '-s', '/bin/true'], { allowFailure: true });
+    const refused = await sh(
+      [
+        'nsenter',
+        `--net=/run/netns/${g2.netns}`,
+        '--',
+        'busybox',
+        'udhcpc',
+        '-i',
+        'eth0',
+        '-f',
+        '-q',
+        '-n',
+        '-t',
+        '2',
+        '-T',
+        '1',
+        '-s',
+        '/bin/true',
+      ],
+      { allowFailure: true },
+    );
     assert.notEqual(refused.code, 0, 'no lease for a VM that is gone');
     assert.equal(await dnsmasqPid(), pid);
   });
@@ -136,7 +176,13 @@ describe('DHCP and L2 interception', () => {
     await sb.addGuest('rtr', { bridge: BRIDGE, ip: '198.51.100.1', prefix: 24, mac: '52:54:00:00:0f:01' });
     // The guest is up before its VM is registered (a VM that boots early, or retries), and already
     // knows its gateway's MAC.
-    const g3 = await sb.addGuest('three', { bridge: BRIDGE, ip: '198.51.100.13', prefix: 24, mac: '52:54:00:00:01:13', defaultVia: '198.51.100.1' });
+    const g3 = await sb.addGuest('three', {
+      bridge: BRIDGE,
+      ip: '198.51.100.13',
+      prefix: 24,
+      mac: '52:54:00:00:01:13',
+      defaultVia: '198.51.100.1',
+    });
     const via = (await g3.exec(['ip', 'route', 'get', '169.254.169.254'])).stdout;
     assert.match(via, /via 198\.51\.100\.1 /, 'the guest sends metadata traffic to its gateway');
     await g3.exec(['busybox', 'ping', '-c', '1', '-W', '5', '198.51.100.1']);
@@ -146,10 +192,26 @@ describe('DHCP and L2 interception', () => {
     // document, and its first SYN must have reached imds (a SYN the router dropped would be
     // retransmitted after 1 s and answered late: that is not "as soon as").
     const armed = await armGet(g3, '/openstack/latest/meta_data.json', 10_000);
-    await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'add', VM3, '--network', 'dh', '--ip', '198.51.100.13', '--mac', '52:54:00:00:01:13', '--hostname', 'static-three']);
+    await sb.cli([
+      '--admin-socket',
+      sb.adminSocket(),
+      'vm',
+      'add',
+      VM3,
+      '--network',
+      'dh',
+      '--ip',
+      '198.51.100.13',
+      '--mac',
+      '52:54:00:00:01:13',
+      '--hostname',
+      'static-three',
+    ]);
     const first = await armed.fire();
     const synRetrans = (await guestCounter(g3, 'TcpExt.TCPSynRetrans')) - synRetransBefore;
-    process.stdout.write(`# measured: first request after \`vm add\` returned (L2 interception): ${JSON.stringify({ status: first.status ?? first.error, connect_ms: first.connect_ms, ms: first.ms, syn_retransmissions: synRetrans })}\n`);
+    process.stdout.write(
+      `# measured: first request after \`vm add\` returned (L2 interception): ${JSON.stringify({ status: first.status ?? first.error, connect_ms: first.connect_ms, ms: first.ms, syn_retransmissions: synRetrans })}\n`,
+    );
     assert.equal(first.status, 200, `the first request after the CLI returned: ${JSON.stringify(first)}`);
     assert.equal((JSON.parse(first.body as string) as { uuid: string }).uuid, VM3);
     const table = (await sb.hvRun(['nft', 'list', 'table', 'bridge', `${sb.nsPrefix}dh`])).stdout;
@@ -158,24 +220,41 @@ describe('DHCP and L2 interception', () => {
 
     // Control: an unregistered guest, same setup, is not steered; the router answers nothing
     // (steered to imds, it would get a 404).
-    const gx = await sb.addGuest('stranger', { bridge: BRIDGE, ip: '198.51.100.99', prefix: 24, mac: '52:54:00:00:0f:99', defaultVia: '198.51.100.1' });
-    const r = await gx.exec(['curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', 'http://169.254.169.254/openstack'], { allowFailure: true });
+    const gx = await sb.addGuest('stranger', {
+      bridge: BRIDGE,
+      ip: '198.51.100.99',
+      prefix: 24,
+      mac: '52:54:00:00:0f:99',
+      defaultVia: '198.51.100.1',
+    });
+    const r = await gx.exec(['curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', 'http://169.254.169.254/openstack'], {
+      allowFailure: true,
+    });
     assert.equal(r.stdout, '000', 'nothing answers a guest imds does not know');
 
     // Last, as it is the strictest: the answer was not merely eventual.
-    assert.equal(synRetrans, 0, `the first request's SYN was retransmitted ${synRetrans} time(s): the bridge did not steer it yet when \`vm add\` returned (answered after ${first.ms} ms, connected after ${first.connect_ms} ms)`);
+    assert.equal(
+      synRetrans,
+      0,
+      `the first request's SYN was retransmitted ${synRetrans} time(s): the bridge did not steer it yet when \`vm add\` returned (answered after ${first.ms} ms, connected after ${first.connect_ms} ms)`,
+    );
   });
 
   it('no ARP reply for 169.254.169.254 appears on the uplink, and local ARP requests for it do not leave', async () => {
     const pcap = join(sb.dir, 'uplink.pcap');
-    const dump = spawn('nsenter', [`--net=/run/netns/${sb.hv}`, '--', 'tcpdump', '-i', 'upl0', '-n', '-U', '-w', pcap, 'arp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const dump = spawn('nsenter', [`--net=/run/netns/${sb.hv}`, '--', 'tcpdump', '-i', 'upl0', '-n', '-U', '-w', pcap, 'arp'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     const captured = async (): Promise<string> => (await sh(['tcpdump', '-r', pcap, '-n'], { allowFailure: true })).stdout;
     try {
       await lineOn(dump.stderr, 'tcpdump to listen on upl0', (l) => l.includes('listening on'), 20_000);
       // From beyond the uplink: who has 169.254.169.254? (nobody here may say)
       await sh(['ip', '-n', far, 'route', 'add', '169.254.169.254/32', 'dev', 'eth0']);
-      const farTry = await sh(['ip', 'netns', 'exec', far, 'curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', 'http://169.254.169.254/'], { allowFailure: true });
-      assert.equal(farTry.stdout, '000', 'the far side cannot reach this hypervisor\'s metadata');
+      const farTry = await sh(
+        ['ip', 'netns', 'exec', far, 'curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', 'http://169.254.169.254/'],
+        { allowFailure: true },
+      );
+      assert.equal(farTry.stdout, '000', "the far side cannot reach this hypervisor's metadata");
       // A local guest asks on the link: imds answers it, and the question stays on this host.
       const g4 = await sb.addGuest('four', { bridge: BRIDGE, ip: '198.51.100.14', prefix: 24, mac: '52:54:00:00:01:14' });
       await g4.exec(['ip', 'route', 'add', '169.254.169.254/32', 'dev', 'eth0']);
@@ -185,7 +264,9 @@ describe('DHCP and L2 interception', () => {
       // A marker from the far side, sent after all of the above: once the capture holds it, it
       // holds everything that crossed upl0 before it.
       await sh(['ip', 'netns', 'exec', far, 'busybox', 'ping', '-c', '1', '-W', '1', '198.51.100.201'], { allowFailure: true });
-      await until('the marker ARP request in the capture', async () => ((await captured()).includes('who-has 198.51.100.201 tell 198.51.100.200') ? true : undefined));
+      await until('the marker ARP request in the capture', async () =>
+        (await captured()).includes('who-has 198.51.100.201 tell 198.51.100.200') ? true : undefined,
+      );
     } finally {
       dump.kill('SIGINT');
       await exitOf(dump, 'tcpdump', 10_000).catch(() => dump.kill('SIGKILL'));
@@ -206,7 +287,10 @@ describe('DHCP and L2 interception', () => {
     assert.ok(!existsSync(join(dhcpDir, 'dh')), 'its files are gone');
     await sb.cli(['--admin-socket', sb.adminSocket(), 'network', 'set', 'dh', '--dhcp']);
     assert.notEqual(await dnsmasqPid(), pid);
-    assert.equal(readFileSync(join(dhcpDir, 'dh', 'hosts'), 'utf8'), '52:54:00:00:01:11,198.51.100.11,dhcp-one\n52:54:00:00:01:13,198.51.100.13,static-three\n');
+    assert.equal(
+      readFileSync(join(dhcpDir, 'dh', 'hosts'), 'utf8'),
+      '52:54:00:00:01:11,198.51.100.11,dhcp-one\n52:54:00:00:01:13,198.51.100.13,static-three\n',
+    );
   });
 
   it('stopping the daemon stops dnsmasq; a restart starts it again with the leases kept', async () => {
@@ -231,7 +315,10 @@ describe('DHCP and L2 interception', () => {
     assert.deepEqual(result.removed, ['dh']);
     assert.ok(!alive(pid), 'dnsmasq is gone');
     assert.ok(!existsSync(dhcpDir), 'dhcp_dir is gone');
-    assert.deepEqual((await sb.namespaces()).filter((n) => n.startsWith(sb.nsPrefix)), []);
+    assert.deepEqual(
+      (await sb.namespaces()).filter((n) => n.startsWith(sb.nsPrefix)),
+      [],
+    );
     const tables = (await sb.hvRun(['nft', 'list', 'tables', 'bridge'])).stdout;
     assert.equal(tables.trim(), '', `no bridge table left: ${tables}`);
     const procs = (await sh(['pgrep', '-f', `--pid-file=${join(dhcpDir, 'dh')}`], { allowFailure: true })).stdout;

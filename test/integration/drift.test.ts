@@ -42,7 +42,9 @@ describe('self-healing', () => {
     const since = quiet;
     quiet = undefined; // set again by a test that passes all its checks
     if (since === undefined) return;
-    const late = daemon.logs.slice(since.mark).filter((l) => l['msg'] === 'repaired kernel drift' || l['msg'] === 'kernel drift not repaired');
+    const late = daemon.logs
+      .slice(since.mark)
+      .filter((l) => l['msg'] === 'repaired kernel drift' || l['msg'] === 'kernel drift not repaired');
     assert.deepEqual(late, [], `nothing repaired (or tried) after "${since.after}" was repaired`);
   };
 
@@ -66,12 +68,28 @@ describe('self-healing', () => {
         }),
       ),
     );
-    const g1 = await sb.addGuest('a', { bridge: 'imdsb-net1', prefix: 24, ip: '198.51.100.10', mac: '52:54:00:00:00:0a', metadataVia: '198.51.100.2' });
-    const g2 = await sb.addGuest('b', { bridge: 'imdsb-net2', prefix: 24, ip: '203.0.113.10', mac: '52:54:00:00:00:0b', metadataVia: '203.0.113.2' });
+    const g1 = await sb.addGuest('a', {
+      bridge: 'imdsb-net1',
+      prefix: 24,
+      ip: '198.51.100.10',
+      mac: '52:54:00:00:00:0a',
+      metadataVia: '198.51.100.2',
+    });
+    const g2 = await sb.addGuest('b', {
+      bridge: 'imdsb-net2',
+      prefix: 24,
+      ip: '203.0.113.10',
+      mac: '52:54:00:00:00:0b',
+      metadataVia: '203.0.113.2',
+    });
     // Foreign objects beside imds's: a link in the hypervisor namespace, a table there and one in net1's namespace.
     hv('link', 'add', 'foreign0', 'type', 'veth', 'peer', 'name', 'foreign1');
-    execFileSync('nsenter', [`--net=/run/netns/${sb.hv}`, '--', 'nft', '-f', '-'], { input: 'table ip foreign {\n  chain c {\n    type filter hook input priority 0; policy accept;\n    counter\n  }\n}\n' });
-    execFileSync('nsenter', [`--net=/run/netns/${ns1}`, '--', 'nft', '-f', '-'], { input: 'table inet neighbour {\n  set s {\n    type ipv4_addr;\n    elements = { 192.0.2.1 }\n  }\n}\n' });
+    execFileSync('nsenter', [`--net=/run/netns/${sb.hv}`, '--', 'nft', '-f', '-'], {
+      input: 'table ip foreign {\n  chain c {\n    type filter hook input priority 0; policy accept;\n    counter\n  }\n}\n',
+    });
+    execFileSync('nsenter', [`--net=/run/netns/${ns1}`, '--', 'nft', '-f', '-'], {
+      input: 'table inet neighbour {\n  set s {\n    type ipv4_addr;\n    elements = { 192.0.2.1 }\n  }\n}\n',
+    });
     // net1's watcher times out after 200 ms (the granularity of the measured outage); net2's after
     // 900 ms, so that a busy machine is not taken for an interruption, while a lost SYN (first
     // retransmission after 1 s) still fails its request.
@@ -84,7 +102,10 @@ describe('self-healing', () => {
   after(() => {
     w1?.stop();
     w2?.stop();
-    if (measured.length > 0) process.stdout.write(`# measured: net1's guest after each damage (ms after the damage; a failed request in flight across it counts): ${measured.join('; ')}\n`);
+    if (measured.length > 0)
+      process.stdout.write(
+        `# measured: net1's guest after each damage (ms after the damage; a failed request in flight across it counts): ${measured.join('; ')}\n`,
+      );
   });
 
   /**
@@ -110,13 +131,20 @@ describe('self-healing', () => {
     ['nft table flushed in the namespace', 'nft_table', () => inNs1('nft', 'flush', 'table', 'ip', 'imds')],
     ['bridge deleted', 'host_links', () => hv('link', 'del', 'imdsb-net1')],
   ];
-  const namespaceDeleted: [string, string, () => void] = ['namespace deleted', 'namespace', () => execFileSync('ip', ['netns', 'del', ns1])];
+  const namespaceDeleted: [string, string, () => void] = [
+    'namespace deleted',
+    'namespace',
+    () => execFileSync('ip', ['netns', 'del', ns1]),
+  ];
 
   const damageTest = ([name, kind, damage]: [string, string, () => void]) => {
     it(`${name}: net1's guest is served again (within 1 s), the repair is counted and logged once; net2's guest is never interrupted`, async () => {
       const start = Date.now();
       // Both guests are served now, whatever the test before did.
-      await Promise.all([w1.servedAfter(start, 5000, "net1's guest to be served before the damage"), w2.servedAfter(start, 5000, "net2's guest to be served before the damage")]);
+      await Promise.all([
+        w1.servedAfter(start, 5000, "net1's guest to be served before the damage"),
+        w2.servedAfter(start, 5000, "net2's guest to be served before the damage"),
+      ]);
       assertQuiet();
       const before = sb.metric('imds_repairs_total', { network: 'net1' });
       const logMark = daemon.logs.length;
@@ -168,7 +196,9 @@ describe('self-healing', () => {
     // the daemon could otherwise look, or even recreate the bridge).
     daemon.signal('SIGSTOP');
     try {
-      execFileSync('ip', ['-n', sb.hv, '-batch', '-'], { input: 'link del imdsb-net1\nlink add imdsb-net1 type veth peer name impostor1\n' });
+      execFileSync('ip', ['-n', sb.hv, '-batch', '-'], {
+        input: 'link del imdsb-net1\nlink add imdsb-net1 type veth peer name impostor1\n',
+      });
     } finally {
       daemon.signal('SIGCONT');
     }
@@ -183,11 +213,22 @@ describe('self-healing', () => {
     const times = three.map((l) => Number(l['time']));
     const gaps = times.slice(1).map((t, i) => t - (times[i] as number));
     measured.push(`backoff: announced ${delays.join(', ')} ms; attempts ${gaps.join(', ')} ms apart`);
-    delays.forEach((d, i) => assert.ok(Math.abs(d - 500 * 2 ** i) <= 25, `attempt ${i + 1} announced a retry in ${d} ms, not ${500 * 2 ** i} (delays ${delays.join(', ')})`));
+    delays.forEach((d, i) =>
+      assert.ok(
+        Math.abs(d - 500 * 2 ** i) <= 25,
+        `attempt ${i + 1} announced a retry in ${d} ms, not ${500 * 2 ** i} (delays ${delays.join(', ')})`,
+      ),
+    );
     // Each attempt came no earlier than the one before it announced.
-    gaps.forEach((g, i) => assert.ok(g >= (delays[i] as number) - 10, `attempt ${i + 2} came ${g} ms after attempt ${i + 1}, which announced ${delays[i]} ms`));
+    gaps.forEach((g, i) =>
+      assert.ok(g >= (delays[i] as number) - 10, `attempt ${i + 2} came ${g} ms after attempt ${i + 1}, which announced ${delays[i]} ms`),
+    );
     assert.ok(sb.metric('imds_repairs_failed_total', { network: 'net1' }) >= failedBefore + 3, 'failed attempts counted');
-    assert.deepEqual(daemon.logs.slice(logMark).filter(repaired('net1')), [], 'nothing reported repaired while the impostor holds the name');
+    assert.deepEqual(
+      daemon.logs.slice(logMark).filter(repaired('net1')),
+      [],
+      'nothing reported repaired while the impostor holds the name',
+    );
     hv('link', 'del', 'imdsb-net1');
     const line = await daemon.waitForAfter(logMark, repaired('net1'), 40_000);
     await w1.servedAfter(Number(line['time']), 3000, "net1's guest to be served again once the impostor is gone");
@@ -236,15 +277,43 @@ describe('self-healing', () => {
     // changes caused has run (and would have logged a repair).
     const mark3 = daemon.logs.length;
     // A foreign set beside ours (the namespace was rebuilt above: the earlier one is gone).
-    execFileSync('nsenter', [`--net=/run/netns/${ns1}`, '--', 'nft', '-f', '-'], { input: 'table inet neighbour {\n  set s {\n    type ipv4_addr;\n  }\n}\n' });
+    execFileSync('nsenter', [`--net=/run/netns/${ns1}`, '--', 'nft', '-f', '-'], {
+      input: 'table inet neighbour {\n  set s {\n    type ipv4_addr;\n  }\n}\n',
+    });
     const vm3 = '3c1f9a52-0d1e-4a7b-9c2d-5e6f7a8b9c0d';
-    await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'add', vm3, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:00:00:0c', '--hostname', 'three']);
-    await until('VM three in both guest sets', () => (/198\.51\.100\.11/.test(innerSet()) && /198\.51\.100\.11/.test(bridgeSet()) ? true : undefined));
+    await sb.cli([
+      '--admin-socket',
+      sb.adminSocket(),
+      'vm',
+      'add',
+      vm3,
+      '--network',
+      'net1',
+      '--ip',
+      '198.51.100.11',
+      '--mac',
+      '52:54:00:00:00:0c',
+      '--hostname',
+      'three',
+    ]);
+    await until('VM three in both guest sets', () =>
+      /198\.51\.100\.11/.test(innerSet()) && /198\.51\.100\.11/.test(bridgeSet()) ? true : undefined,
+    );
     inNs1('nft', 'add', 'element', 'inet', 'neighbour', 's', '{ 192.0.2.7 }');
     await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'rm', vm3]);
-    await until('VM three gone from both guest sets', () => (!/198\.51\.100\.11/.test(innerSet()) && !/198\.51\.100\.11/.test(bridgeSet()) ? true : undefined));
-    assert.deepEqual(daemon.logs.slice(mark3).filter((l) => l['msg'] === 'repaired kernel drift'), [], 'no repair for our own writes or a foreign set');
-    assert.match(inNs1('nft', 'list', 'set', 'inet', 'neighbour', 's'), /elements = \{[^}]*\b192\.0\.2\.7\b/, 'the foreign set kept its new element');
+    await until('VM three gone from both guest sets', () =>
+      !/198\.51\.100\.11/.test(innerSet()) && !/198\.51\.100\.11/.test(bridgeSet()) ? true : undefined,
+    );
+    assert.deepEqual(
+      daemon.logs.slice(mark3).filter((l) => l['msg'] === 'repaired kernel drift'),
+      [],
+      'no repair for our own writes or a foreign set',
+    );
+    assert.match(
+      inNs1('nft', 'list', 'set', 'inet', 'neighbour', 's'),
+      /elements = \{[^}]*\b192\.0\.2\.7\b/,
+      'the foreign set kept its new element',
+    );
     assert.match(innerSet(), /52:54:00:00:00:0a \. 198\.51\.100\.10/);
   });
 
@@ -257,7 +326,9 @@ describe('self-healing', () => {
     // repair.
     daemon.signal('SIGSTOP');
     try {
-      const churn = Array.from({ length: 400 }, (_, i) => `link add churn${i} type veth peer name churnp${i}\nlink del churn${i}\n`).join('');
+      const churn = Array.from({ length: 400 }, (_, i) => `link add churn${i} type veth peer name churnp${i}\nlink del churn${i}\n`).join(
+        '',
+      );
       execFileSync('ip', ['-n', sb.hv, '-batch', '-'], { input: churn });
       hv('link', 'set', 'imdsv-net1', 'nomaster');
     } finally {
@@ -265,7 +336,10 @@ describe('self-healing', () => {
     }
     const t0 = Date.now();
     const line = await daemon.waitForAfter(logMark, (l) => repaired('net1')(l) && (l['kinds'] as string[]).includes('host_links'), 20_000);
-    assert.ok((line['noticed'] as string[]).some((r) => r.includes('imdsv-net1')), JSON.stringify(line));
+    assert.ok(
+      (line['noticed'] as string[]).some((r) => r.includes('imdsv-net1')),
+      JSON.stringify(line),
+    );
     assert.match(hv('link', 'show', 'imdsv-net1'), /master imdsb-net1/);
     await Promise.all([
       w1.servedAfter(Number(line['time']), 3000, "net1's guest to be served again"),

@@ -51,7 +51,13 @@ describe('lifecycle', () => {
     const sb = current();
     const cfg = sb.writeConfig(sb.config({ networks: [NET1], vms: VMS.slice(0, 1) }, 'restart'));
     const first = await sb.startDaemon(cfg);
-    const g1 = await sb.addGuest('one', { bridge: 'imdsb-net1', ip: '203.0.113.10', prefix: 24, mac: '52:54:00:00:01:01', metadataVia: '203.0.113.2' });
+    const g1 = await sb.addGuest('one', {
+      bridge: 'imdsb-net1',
+      ip: '203.0.113.10',
+      prefix: 24,
+      mac: '52:54:00:00:01:01',
+      metadataVia: '203.0.113.2',
+    });
     assert.equal(await uuidOf(sb, g1), VM1);
     const before1 = await sb.hvLinks();
     const handle1 = await nftHandle(sb, 'net1');
@@ -75,7 +81,13 @@ describe('lifecycle', () => {
     const cfg = (extra: Record<string, unknown>) => sb.config({ seed_mode: 'authoritative', ...extra }, 'hup');
     const path = sb.writeConfig(cfg({ networks: [NET1], vms: VMS.slice(0, 1) }));
     const daemon = await sb.startDaemon(path);
-    const g1 = await sb.addGuest('hup1', { bridge: 'imdsb-net1', ip: '203.0.113.10', prefix: 24, mac: '52:54:00:00:01:01', metadataVia: '203.0.113.2' });
+    const g1 = await sb.addGuest('hup1', {
+      bridge: 'imdsb-net1',
+      ip: '203.0.113.10',
+      prefix: 24,
+      mac: '52:54:00:00:01:01',
+      metadataVia: '203.0.113.2',
+    });
 
     // Each reload is awaited by its own log line (after the signal); a daemon that died on the
     // SIGHUP fails the wait (and the test, through the sandbox).
@@ -84,16 +96,29 @@ describe('lifecycle', () => {
     daemon.signal('SIGHUP');
     const added = await daemon.waitForAfter(mark, (l) => l['msg'] === 'reloaded');
     assert.deepEqual(added['removed'], [], JSON.stringify(added));
-    const g2 = await sb.addGuest('hup2', { bridge: 'imdsb-net2', ip: '192.0.2.10', prefix: 24, mac: '52:54:00:00:02:02', metadataVia: '192.0.2.2' });
+    const g2 = await sb.addGuest('hup2', {
+      bridge: 'imdsb-net2',
+      ip: '192.0.2.10',
+      prefix: 24,
+      mac: '52:54:00:00:02:02',
+      metadataVia: '192.0.2.2',
+    });
     assert.equal(await uuidOf(sb, g2), VM2);
     assert.equal(await uuidOf(sb, g1), VM1);
 
     mark = daemon.logs.length;
     sb.writeConfig(cfg({ networks: [NET1, NET2], vms: [{ ...VMS[1], ip: 'not-an-ip' }] }));
     daemon.signal('SIGHUP');
-    const rejected = await daemon.waitForAfter(mark, (l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('reload rejected'));
+    const rejected = await daemon.waitForAfter(
+      mark,
+      (l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('reload rejected'),
+    );
     assert.match(String(rejected['err']), /vms\[0\]\.ip/);
-    assert.deepEqual(daemon.logs.slice(mark).filter((l) => l['msg'] === 'reloaded'), [], 'the invalid configuration was not applied');
+    assert.deepEqual(
+      daemon.logs.slice(mark).filter((l) => l['msg'] === 'reloaded'),
+      [],
+      'the invalid configuration was not applied',
+    );
     assert.equal(await uuidOf(sb, g2), VM2, 'still serving the previous configuration');
     assert.equal(await uuidOf(sb, g1), VM1, 'still serving the previous configuration');
 
@@ -128,7 +153,13 @@ describe('lifecycle', () => {
     assert.ok(links['imdsb-foreign'], 'a link without the owner mark is never removed');
     assert.equal(links['extbr0']?.ifalias, undefined, 'the operator bridge is used, not claimed');
     assert.equal(links['imdsv-net2']?.master, 'extbr0');
-    const g = await sb.addGuest('ext', { bridge: 'extbr0', ip: '192.0.2.10', prefix: 24, mac: '52:54:00:00:02:02', metadataVia: '192.0.2.2' });
+    const g = await sb.addGuest('ext', {
+      bridge: 'extbr0',
+      ip: '192.0.2.10',
+      prefix: 24,
+      mac: '52:54:00:00:02:02',
+      metadataVia: '192.0.2.2',
+    });
     assert.equal(await uuidOf(sb, g), VM2);
 
     assert.equal(await daemon.stop(), 0);

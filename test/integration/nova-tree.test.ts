@@ -26,7 +26,17 @@ describe('Nova faithfulness through the data path', () => {
     sb = current();
     cfgPath = sb.writeConfig(
       sb.config({
-        networks: [{ id: 'nova', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', gateway: '198.51.100.1', mtu: 1450, dns: ['192.0.2.53'], vendor_data: { 'cloud-init': '#cloud-config\nruncmd: [[touch, /vendor]]\n' } }],
+        networks: [
+          {
+            id: 'nova',
+            cidr: '198.51.100.0/24',
+            service_ip: '198.51.100.2',
+            gateway: '198.51.100.1',
+            mtu: 1450,
+            dns: ['192.0.2.53'],
+            vendor_data: { 'cloud-init': '#cloud-config\nruncmd: [[touch, /vendor]]\n' },
+          },
+        ],
         vms: [
           {
             id: VM,
@@ -76,8 +86,15 @@ describe('Nova faithfulness through the data path', () => {
     assert.equal(phys['mac_address'], MAC);
     assert.equal(phys['mtu'], 1450);
     const subnet = (phys['subnets'] as Record<string, unknown>[])[0] as Record<string, unknown>;
-    assert.deepEqual({ type: subnet['type'], address: subnet['address'], netmask: subnet['netmask'] }, { type: 'static', address: '198.51.100.10', netmask: '255.255.255.0' });
-    assert.deepEqual(net.config.find((c) => c['type'] === 'nameserver'), { type: 'nameserver', address: '192.0.2.53' }, 'services become a nameserver entry');
+    assert.deepEqual(
+      { type: subnet['type'], address: subnet['address'], netmask: subnet['netmask'] },
+      { type: 'static', address: '198.51.100.10', netmask: '255.255.255.0' },
+    );
+    assert.deepEqual(
+      net.config.find((c) => c['type'] === 'nameserver'),
+      { type: 'nameserver', address: '192.0.2.53' },
+      'services become a nameserver entry',
+    );
     assert.deepEqual((subnet['routes'] as unknown[])[0], { network: '0.0.0.0', netmask: '0.0.0.0', gateway: '198.51.100.1' });
     assert.match(String(res['ec2_id']), /^i-[0-9a-f]{8}$/);
     assert.deepEqual(res['ec2_keys'], { deploy: key.sshPublic });
@@ -113,8 +130,18 @@ describe('Nova faithfulness through the data path', () => {
       const counts = new Map<string, number>();
       for (const l of seen) counts.set(String(l['path']), (counts.get(String(l['path'])) ?? 0) + 1);
       assert.ok(seen.length >= 18, `crawled ${seen.length} paths`);
-      assert.ok(seen.every((l) => l['status'] === 200), seen.filter((l) => l['status'] !== 200).map((l) => `${l['status']} ${l['path']}`).join(', '));
-      assert.deepEqual([...counts.entries()].filter(([, n]) => n > 1), [], 'every path was requested once: no retries');
+      assert.ok(
+        seen.every((l) => l['status'] === 200),
+        seen
+          .filter((l) => l['status'] !== 200)
+          .map((l) => `${l['status']} ${l['path']}`)
+          .join(', '),
+      );
+      assert.deepEqual(
+        [...counts.entries()].filter(([, n]) => n > 1),
+        [],
+        'every path was requested once: no retries',
+      );
     });
   }
 
@@ -124,7 +151,11 @@ describe('Nova faithfulness through the data path', () => {
     assert.equal((await guest.http('/2009-04-04/meta-data/public-keys')).body.toString(), '0=deploy');
     assert.equal((await guest.http('/2009-04-04/meta-data/public-keys/0/openssh-key')).body.toString(), key.sshPublic);
     assert.equal((await guest.http('/2009-04-04/user-data')).body.toString(), USER_DATA);
-    assert.equal((await guest.http('/2021-03-23/meta-data/instance-id')).status, 404, 'newer AWS versions are absent, as cloud-init expects');
+    assert.equal(
+      (await guest.http('/2021-03-23/meta-data/instance-id')).status,
+      404,
+      'newer AWS versions are absent, as cloud-init expects',
+    );
   });
 
   it("cloudbase-init's password flow: encrypt to the ssh-rsa key, POST once, 409 after, admin reads it, it survives a restart", async () => {
@@ -158,7 +189,11 @@ const req = (method, path, body) => new Promise((resolve, reject) => {
     const out = await guest.exec([process.execPath, '-e', script, secret]);
     type Answer = { status: number; type: string; body: string };
     const r = JSON.parse(out.stdout.trim()) as { before: Answer; first: Answer; second: Answer; after: Answer; enc: string };
-    assert.deepEqual([r.before.status, r.before.body, r.before.type], [200, '', 'text/html; charset=UTF-8'], 'empty before a password is set');
+    assert.deepEqual(
+      [r.before.status, r.before.body, r.before.type],
+      [200, '', 'text/html; charset=UTF-8'],
+      'empty before a password is set',
+    );
     assert.equal(r.enc.length, 344, 'a 2048-bit key gives 344 base64 characters');
     assert.equal(r.first.status, 200);
     assert.equal(r.second.status, 409);

@@ -76,7 +76,15 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
         vms: [
           { id: VM_A, network: 'net1', ip: '198.51.100.10', mac: '52:54:00:00:00:0a', hostname: 'alpha', user_data: 'user-data-of-alpha' },
           { id: VM_B, network: 'net1', ip: '198.51.100.11', mac: '52:54:00:00:00:0b', hostname: 'bravo', user_data: SECRET_B },
-          { id: VM_R, network: 'net1', ip: '198.51.100.12', mac: '52:54:00:00:00:0c', hostname: 'romeo', http_tokens: 'required', user_data: 'user-data-of-romeo' },
+          {
+            id: VM_R,
+            network: 'net1',
+            ip: '198.51.100.12',
+            mac: '52:54:00:00:00:0c',
+            hostname: 'romeo',
+            http_tokens: 'required',
+            user_data: 'user-data-of-romeo',
+          },
           { id: VM_H, network: 'net1', ip: '198.51.100.13', mac: '52:54:00:00:00:0d', hostname: 'hotel', http_hop_limit: 2 },
           { id: VM_D, network: 'net1', ip: '198.51.100.14', mac: '52:54:00:00:00:0e', hostname: 'delta', http_endpoint: 'disabled' },
           // Registered, but its guest is not running: the forger takes its address.
@@ -91,7 +99,8 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     gH = await sb.addGuest('h', { ...on1, ip: '198.51.100.13', mac: '52:54:00:00:00:0d' });
   });
 
-  const token = async (g: Guest, ttl = '21600', extra: string[] = [], path = '/latest/api/token') => g.http(path, { method: 'PUT', headers: [`${TTL}: ${ttl}`, ...extra] });
+  const token = async (g: Guest, ttl = '21600', extra: string[] = [], path = '/latest/api/token') =>
+    g.http(path, { method: 'PUT', headers: [`${TTL}: ${ttl}`, ...extra] });
 
   it('issues tokens that serve their VM, refuses them elsewhere, when expired, forwarded or under a dated path', async () => {
     const t = await token(gA);
@@ -101,12 +110,20 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     const ok = await gA.http('/latest/meta-data/instance-id', { headers: [`${TOKEN}: ${tokA}`] });
     assert.equal(ok.status, 200);
     assert.equal((await gA.http('/latest/user-data', { headers: [`${TOKEN}: ${tokA}`] })).body.toString(), 'user-data-of-alpha');
-    assert.equal((await gB.http('/latest/meta-data/instance-id', { headers: [`${TOKEN}: ${tokA}`] })).status, 401, "another VM presenting A's token");
+    assert.equal(
+      (await gB.http('/latest/meta-data/instance-id', { headers: [`${TOKEN}: ${tokA}`] })).status,
+      401,
+      "another VM presenting A's token",
+    );
     assert.equal((await gA.http('/latest/meta-data/instance-id', { headers: [`${TOKEN}: ${tokA.slice(0, -3)}AAA`] })).status, 401);
     const short = (await token(gA, '1')).body.toString();
     assert.equal((await gA.http('/latest/meta-data/', { headers: [`${TOKEN}: ${short}`] })).status, 200);
     // Polled until it stops working (expiry is kept in whole seconds): the first refusal is 401.
-    const expired = await until(async () => (await gA.http('/latest/meta-data/', { headers: [`${TOKEN}: ${short}`] })).status, (st) => st !== 200, 10_000);
+    const expired = await until(
+      async () => (await gA.http('/latest/meta-data/', { headers: [`${TOKEN}: ${short}`] })).status,
+      (st) => st !== 200,
+      10_000,
+    );
     assert.equal(expired, 401, 'expired');
     for (const ttl of ['0', '21601', 'x']) assert.equal((await token(gA, ttl)).status, 400, `ttl ${ttl}`);
     assert.equal((await gA.http('/latest/api/token', { method: 'PUT' })).status, 400, 'no ttl header');
@@ -137,7 +154,9 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     try {
       const t = await token(gA);
       assert.equal(t.status, 200);
-      packets = await cap.waitForPackets((ps) => ps.some((p) => p.ttl === 64) && ps.some((p) => p.ttl === 1), 10_000).catch(() => cap.packets());
+      packets = await cap
+        .waitForPackets((ps) => ps.some((p) => p.ttl === 64) && ps.some((p) => p.ttl === 1), 10_000)
+        .catch(() => cap.packets());
     } finally {
       await cap.stop();
     }
@@ -158,7 +177,9 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       sh(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
       sh(['ip', '-n', ns, 'route', 'add', 'default', 'via', '203.0.113.1']);
       sh(['ip', 'netns', 'exec', g.netns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-      execFileSync('ip', ['netns', 'exec', g.netns, 'nft', '-f', '-'], { input: 'table ip ctr {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    oifname "eth0" masquerade\n  }\n}\n' });
+      execFileSync('ip', ['netns', 'exec', g.netns, 'nft', '-f', '-'], {
+        input: 'table ip ctr {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    oifname "eth0" masquerade\n  }\n}\n',
+      });
       return new Guest(`${g.name}-ctr`, ns, '203.0.113.2', '');
     };
     const cA = await container(gA, 'a');
@@ -196,13 +217,19 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     } finally {
       await cap.stop();
     }
-    assert.deepEqual(r.answers.map((a) => a.status), [200, 200, 200, 200, 404], JSON.stringify(r.answers));
+    assert.deepEqual(
+      r.answers.map((a) => a.status),
+      [200, 200, 200, 200, 404],
+      JSON.stringify(r.answers),
+    );
     assert.equal(r.answers[1]?.body, '198.51.100.13');
     assert.equal(r.answers[2]?.headers[TTL.toLowerCase()], '21600', 'the third answer is the token');
     assert.equal(r.answers[3]?.body, 'hotel.novalocal', 'served with that token, on the same connection');
     // The wire: one segment per answer, in order (each carries its own body), with its TTL.
     assert.equal(mine.length, sequence.length, `one status line per answer on port ${r.port}:\n${cap.text}`);
-    mine.forEach((p, i) => assert.ok(p.text.includes((r.answers[i]?.body as string).split('\n')[0] as string), `segment ${i} carries answer ${i}:\n${p.text}`));
+    mine.forEach((p, i) =>
+      assert.ok(p.text.includes((r.answers[i]?.body as string).split('\n')[0] as string), `segment ${i} carries answer ${i}:\n${p.text}`),
+    );
     assert.deepEqual(
       mine.map((p) => p.ttl),
       [64, 64, 2, 2, 2],
@@ -222,14 +249,15 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       `h = lambda url: {'${TOKEN}': tok}`,
       "md = ec2.get_instance_metadata(api_version='latest', headers_cb=h, retries=0)",
       "ud = ec2.get_instance_userdata(api_version='latest', headers_cb=h, retries=0)",
-      'bare = ec2.get_instance_metadata(api_version=\'latest\', retries=0)',
+      "bare = ec2.get_instance_metadata(api_version='latest', retries=0)",
       "print(json.dumps({'md': md, 'ud': ud.decode(), 'bare': bare}))",
     ]);
     assert.equal((res['md'] as Record<string, unknown>)['local-ipv4'], '198.51.100.12');
     assert.equal(res['ud'], 'user-data-of-romeo');
     assert.deepEqual(res['bare'], {}, 'without a token cloud-init reads nothing (401)');
     const gD = await sb.addGuest('d', { ...on1, ip: '198.51.100.14', mac: '52:54:00:00:00:0e' });
-    for (const path of ['/', '/openstack/latest/meta_data.json', '/latest/meta-data/']) assert.equal((await gD.http(path)).status, 403, path);
+    for (const path of ['/', '/openstack/latest/meta_data.json', '/latest/meta-data/'])
+      assert.equal((await gD.http(path)).status, 403, path);
   });
 
   it("drops a guest that forges a registered VM's address with its own MAC, counts it and logs it", async () => {
@@ -242,10 +270,16 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       assert.ok(!r.body.includes(Buffer.from(SECRET_E)));
       const line = await daemon.waitFor((l) => l['component'] === 'spoofing' && l['network'] === 'net1', 5000);
       assert.ok(Number(line['packets']) > 0);
-      const counter = (await sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'nft', '-j', 'list', 'counter', 'ip', 'imds', 'spoofed'])).stdout;
+      const counter = (
+        await sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'nft', '-j', 'list', 'counter', 'ip', 'imds', 'spoofed'])
+      ).stdout;
       assert.ok((JSON.parse(counter).nftables[1].counter.packets as number) > 0, counter);
       // The daemon reads the counter every spoof_check_interval_s (0.5 s): polled until it moved.
-      const counted = await until(() => sb.metric('imds_spoofed_packets_total', { network: 'net1' }), (n) => n > before, 10_000);
+      const counted = await until(
+        () => sb.metric('imds_spoofed_packets_total', { network: 'net1' }),
+        (n) => n > before,
+        10_000,
+      );
       assert.ok(counted > before, `imds_spoofed_packets_total ${counted}, was ${before}`);
       // Control: the same namespace with E's registered MAC is E, and is served.
       await forger.exec(['ip', 'link', 'set', 'eth0', 'address', '52:54:00:00:00:0f']);
@@ -260,8 +294,10 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
 
   it('a guest forging 169.254.169.254 as its source gets nothing; the probe header without the secret gets 404', async () => {
     const ns = `${sb.nsPrefix}net1`;
-    const inNs = (argv: string[], stdin?: string) => sh(['nsenter', `--net=/run/netns/${ns}`, '--', ...argv], stdin === undefined ? {} : { stdin });
-    const imds0Mac = (JSON.parse((await inNs(['ip', '-j', 'link', 'show', 'imds0'])).stdout) as { address: string }[])[0]?.address as string;
+    const inNs = (argv: string[], stdin?: string) =>
+      sh(['nsenter', `--net=/run/netns/${ns}`, '--', ...argv], stdin === undefined ? {} : { stdin });
+    const imds0Mac = (JSON.parse((await inNs(['ip', '-j', 'link', 'show', 'imds0'])).stdout) as { address: string }[])[0]
+      ?.address as string;
     const X_IP = '198.51.100.30'; // no VM has it: the guard lets it through, the daemon would answer 404
     const X_MAC = '52:54:00:00:00:30';
     const gX = await sb.addGuest('x', { ...on1, ip: X_IP, mac: X_MAC });
@@ -269,19 +305,31 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     // what comes in on imds0 (before anything else sees it) and what reaches local delivery.
     const TABLE = 'b_forge';
     const counters = async (): Promise<number[]> => {
-      const doc = JSON.parse((await inNs(['nft', '-j', 'list', 'table', 'ip', TABLE])).stdout) as { nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[] };
+      const doc = JSON.parse((await inNs(['nft', '-j', 'list', 'table', 'ip', TABLE])).stdout) as {
+        nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[];
+      };
       return doc.nftables.flatMap((i) => (i.rule ? [i.rule.expr.find((e) => e.counter)?.counter?.packets ?? -1] : []));
     };
     const outputDnat = async (): Promise<number> => {
-      const doc = JSON.parse((await inNs(['nft', '-j', 'list', 'chain', 'ip', 'imds', 'output'])).stdout) as { nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[] };
-      return doc.nftables.flatMap((i) => (i.rule ? [i.rule.expr.find((e) => e.counter)?.counter?.packets ?? 0] : [])).reduce((a, b) => a + b, 0);
+      const doc = JSON.parse((await inNs(['nft', '-j', 'list', 'chain', 'ip', 'imds', 'output'])).stdout) as {
+        nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[];
+      };
+      return doc.nftables
+        .flatMap((i) => (i.rule ? [i.rule.expr.find((e) => e.counter)?.counter?.packets ?? 0] : []))
+        .reduce((a, b) => a + b, 0);
     };
     const captures: { stop(): Promise<unknown> }[] = [];
     const mark = daemon.logs.length;
     try {
       // rp_filter off in the guest (the issue's forger) and in the namespace: the drop must not
       // depend on it (a local source address is a martian whatever rp_filter says).
-      await gX.exec(['sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', 'net.ipv4.conf.eth0.rp_filter=0']);
+      await gX.exec([
+        'sysctl',
+        '-qw',
+        'net.ipv4.conf.all.rp_filter=0',
+        'net.ipv4.conf.default.rp_filter=0',
+        'net.ipv4.conf.eth0.rp_filter=0',
+      ]);
       await inNs(['sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.imds0.rp_filter=0']);
       await inNs(
         ['nft', '-f', '-'],
@@ -309,7 +357,8 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       const base = 40_000 + (randomBytes(2).readUInt16BE(0) % 20_000);
       const forgedPorts = [base, base + 1, base + 2, base + 3];
       const controlPorts = [base + 10, base + 11];
-      const forge = (mode: string, src: string, ports: number[]) => gX.exec(['/usr/bin/python3', join(GUEST_DIR, 'forge.py'), mode, src, X_MAC, imds0Mac, VM_B, ...ports.map(String)]);
+      const forge = (mode: string, src: string, ports: number[]) =>
+        gX.exec(['/usr/bin/python3', join(GUEST_DIR, 'forge.py'), mode, src, X_MAC, imds0Mac, VM_B, ...ports.map(String)]);
       // Forged: SYN, then the GET with the probe header naming B; through the guest's routing
       // (IPPROTO_RAW) and as whole frames to imds0's MAC (AF_PACKET).
       await forge('raw', '169.254.169.254', forgedPorts.slice(0, 2));
@@ -321,12 +370,29 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       // (a) All eight forged segments reached the namespace.
       const arrived = await nsCap.waitForPackets((ps) => ps.length >= 8, 10_000).catch(() => nsCap.packets());
       assert.equal(arrived.length, 8, `the forged segments arrive on imds0:\n${nsCap.text}`);
-      for (const port of forgedPorts) assert.equal(arrived.filter((p) => p.text.includes(`169.254.169.254.${port} > 169.254.169.254.80: `)).length, 2, `SYN and GET from port ${port}:\n${nsCap.text}`);
-      assert.ok(arrived.every((p) => p.text.includes(`${X_MAC} > ${imds0Mac}`)), `from the guest's MAC to imds0's:\n${nsCap.text}`);
+      for (const port of forgedPorts)
+        assert.equal(
+          arrived.filter((p) => p.text.includes(`169.254.169.254.${port} > 169.254.169.254.80: `)).length,
+          2,
+          `SYN and GET from port ${port}:\n${nsCap.text}`,
+        );
+      assert.ok(
+        arrived.every((p) => p.text.includes(`${X_MAC} > ${imds0Mac}`)),
+        `from the guest's MAC to imds0's:\n${nsCap.text}`,
+      );
       // The control was answered: SYN-ACKs come back to the guest. Anything sent to the forged
       // segments (sent before it, on the same path) would have come back before these.
-      const back = await guestCap.waitForPackets((ps) => controlPorts.every((port) => ps.some((p) => p.text.includes(`169.254.169.254.80 > ${X_IP}.${port}: Flags [S.]`))), 10_000).catch(() => guestCap.packets());
-      for (const port of controlPorts) assert.ok(back.some((p) => p.text.includes(`169.254.169.254.80 > ${X_IP}.${port}: Flags [S.]`)), `control from port ${port} answered with a SYN-ACK:\n${guestCap.text}`);
+      const back = await guestCap
+        .waitForPackets(
+          (ps) => controlPorts.every((port) => ps.some((p) => p.text.includes(`169.254.169.254.80 > ${X_IP}.${port}: Flags [S.]`))),
+          10_000,
+        )
+        .catch(() => guestCap.packets());
+      for (const port of controlPorts)
+        assert.ok(
+          back.some((p) => p.text.includes(`169.254.169.254.80 > ${X_IP}.${port}: Flags [S.]`)),
+          `control from port ${port} answered with a SYN-ACK:\n${guestCap.text}`,
+        );
 
       // (b) Nothing answered the forged segments and nothing of them got past routing.
       const [preForged, preControl, inForged, inControl] = await counters();
@@ -335,17 +401,40 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       assert.equal(inForged, 0, 'no forged segment reached local delivery (dropped by routing: a local source address from outside)');
       assert.ok((inControl ?? 0) >= 1, `the control reached local delivery: ${inControl}`);
       const toForged = back.filter((p) => forgedPorts.some((port) => p.text.includes(`.${port}: `)) || /ICMP/.test(p.text));
-      assert.deepEqual(toForged.map((p) => p.text), [], 'no segment or ICMP came back for the forged ones');
+      assert.deepEqual(
+        toForged.map((p) => p.text),
+        [],
+        'no segment or ICMP came back for the forged ones',
+      );
       const sockets = (await inNs(['ss', '-Htan'])).stdout;
-      for (const port of forgedPorts) assert.doesNotMatch(sockets, new RegExp(`169\\.254\\.169\\.254:${port}\\b`), `no socket for forged port ${port}:\n${sockets}`);
+      for (const port of forgedPorts)
+        assert.doesNotMatch(sockets, new RegExp(`169\\.254\\.169\\.254:${port}\\b`), `no socket for forged port ${port}:\n${sockets}`);
       assert.equal(sb.metric('imds_requests_total', { network: 'net1' }), requestsBefore, 'no request reached the daemon');
-      assert.deepEqual(daemon.logs.slice(mark).filter((l) => l['msg'] === 'repaired kernel drift'), [], "the test's own table is foreign: the daemon left it and its own alone");
+      assert.deepEqual(
+        daemon.logs.slice(mark).filter((l) => l['msg'] === 'repaired kernel drift'),
+        [],
+        "the test's own table is foreign: the daemon left it and its own alone",
+      );
 
       // (c) From inside the namespace (the only place 169.254.169.254 can be a source), the header
       // without the secret is a stranger's: 404. `imds vm get` (with it) gets B's document.
       const dnatBefore = await outputDnat();
       const curlAs = async (probe: string): Promise<{ status: number; body: string }> => {
-        const out = (await inNs(['curl', '-sS', '--max-time', '10', '--interface', '169.254.169.254', '-H', `x-imds-probe: ${probe}`, '-w', '\n%{http_code}', 'http://169.254.169.254/openstack/latest/meta_data.json'])).stdout;
+        const out = (
+          await inNs([
+            'curl',
+            '-sS',
+            '--max-time',
+            '10',
+            '--interface',
+            '169.254.169.254',
+            '-H',
+            `x-imds-probe: ${probe}`,
+            '-w',
+            '\n%{http_code}',
+            'http://169.254.169.254/openstack/latest/meta_data.json',
+          ])
+        ).stdout;
         const i = out.lastIndexOf('\n');
         return { status: Number(out.slice(i + 1)), body: out.slice(0, i) };
       };
@@ -354,10 +443,16 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
         assert.equal(r.status, 404, `x-imds-probe: ${probe}`);
         assert.ok(!r.body.includes(VM_B), r.body);
       }
-      const got = JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'get', '--json', VM_B, '/openstack/latest/meta_data.json'])).stdout) as { status: number; body_b64: string };
-      assert.equal(got.status, 200, 'imds vm get: the daemon\'s own probe, with the secret');
+      const got = JSON.parse(
+        (await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'get', '--json', VM_B, '/openstack/latest/meta_data.json'])).stdout,
+      ) as { status: number; body_b64: string };
+      assert.equal(got.status, 200, "imds vm get: the daemon's own probe, with the secret");
       assert.equal((JSON.parse(Buffer.from(got.body_b64, 'base64').toString()) as { uuid: string }).uuid, VM_B);
-      assert.equal((await outputDnat()) - dnatBefore, 3, 'both curls and the probe went through the output chain\'s DNAT to the same listener');
+      assert.equal(
+        (await outputDnat()) - dnatBefore,
+        3,
+        "both curls and the probe went through the output chain's DNAT to the same listener",
+      );
     } finally {
       for (const c of captures) await c.stop();
       await inNs(['nft', 'delete', 'table', 'ip', TABLE]).catch(() => undefined);
@@ -374,7 +469,11 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     const flushNeigh = () => sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'ip', 'neigh', 'flush', 'all']);
     await cli('vm', 'set', VM_G, '--mac', '52:54:00:00:02:16');
     // The old MAC is now a forger of golf's address: dropped once the set is rewritten (ms).
-    const status = await until(async () => (await tryHttp(g, '/openstack/latest/meta_data.json', { maxTimeS: 1 })).status, (st) => st === 0, 10_000);
+    const status = await until(
+      async () => (await tryHttp(g, '/openstack/latest/meta_data.json', { maxTimeS: 1 })).status,
+      (st) => st === 0,
+      10_000,
+    );
     assert.equal(status, 0, 'the old MAC is refused');
     await g.exec(['ip', 'link', 'set', 'eth0', 'address', '52:54:00:00:02:16']);
     await flushNeigh();
@@ -409,7 +508,15 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       ]);
       assert.deepEqual(
         boot,
-        { ok: true, uuid: VM_B, hostname: 'bravo.novalocal', user_data: SECRET_B, ec2_local_ipv4: '198.51.100.11', ec2_hostname: 'bravo.novalocal', ec2_keys: [] },
+        {
+          ok: true,
+          uuid: VM_B,
+          hostname: 'bravo.novalocal',
+          user_data: SECRET_B,
+          ec2_local_ipv4: '198.51.100.11',
+          ec2_hostname: 'bravo.novalocal',
+          ec2_keys: [],
+        },
         `boot ${i + 1} read B's metadata`,
       );
     }
@@ -422,7 +529,17 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     type Probe = { n: number; p99: number; p50: number; max: number; statuses: Record<string, number>; t0: number; t1: number };
     type Flood = { sent: number; statuses: Record<string, number>; t0: number; t1: number };
     const PROBE_S = 8;
-    const flooder = new Streamed(['nsenter', `--net=/run/netns/${gA.netns}`, '--', process.execPath, join(GUEST_DIR, 'load.mjs'), 'flood', '2000', '0', '8']);
+    const flooder = new Streamed([
+      'nsenter',
+      `--net=/run/netns/${gA.netns}`,
+      '--',
+      process.execPath,
+      join(GUEST_DIR, 'load.mjs'),
+      'flood',
+      '2000',
+      '0',
+      '8',
+    ]);
     let loaded: Probe;
     try {
       await flooder.waitForStderr('flooding', 30_000);
@@ -431,13 +548,22 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       await flooder.stop(20_000);
     }
     const flood = JSON.parse(flooder.stdout.trim().split('\n').pop() as string) as Flood;
-    process.stdout.write(`# measured: neighbour p50/p99/max ms ${loaded.p50.toFixed(2)}/${loaded.p99.toFixed(2)}/${loaded.max.toFixed(2)} (n=${loaded.n}) during a flood of ${flood.sent} requests in ${flood.t1 - flood.t0} ms: ${JSON.stringify(flood.statuses)}\n`);
+    process.stdout.write(
+      `# measured: neighbour p50/p99/max ms ${loaded.p50.toFixed(2)}/${loaded.p99.toFixed(2)}/${loaded.max.toFixed(2)} (n=${loaded.n}) during a flood of ${flood.sent} requests in ${flood.t1 - flood.t0} ms: ${JSON.stringify(flood.statuses)}\n`,
+    );
     assert.ok(flood.t0 <= loaded.t0 && loaded.t1 <= flood.t1, `the probe ran inside the flood: ${JSON.stringify({ flood, loaded })}`);
     // The budget: the burst (300) plus 20/s over the flood, with 5 s for its last answers.
     const allowance = 300 + Math.ceil((20 * (flood.t1 - flood.t0 + 5000)) / 1000);
     assert.ok(flood.sent > 2 * allowance, `the flood was far over its budget (${flood.sent} requests, ${allowance} allowed)`);
-    assert.deepEqual(Object.keys(flood.statuses).filter((st) => st !== '200' && st !== '429'), [], `the flooder got 200 or 429: ${JSON.stringify(flood.statuses)}`);
-    assert.ok((flood.statuses['200'] ?? 0) <= allowance, `no more than the burst and the rate got through: ${JSON.stringify(flood.statuses)}, ${allowance} allowed`);
+    assert.deepEqual(
+      Object.keys(flood.statuses).filter((st) => st !== '200' && st !== '429'),
+      [],
+      `the flooder got 200 or 429: ${JSON.stringify(flood.statuses)}`,
+    );
+    assert.ok(
+      (flood.statuses['200'] ?? 0) <= allowance,
+      `no more than the burst and the rate got through: ${JSON.stringify(flood.statuses)}, ${allowance} allowed`,
+    );
     assert.deepEqual(Object.keys(loaded.statuses), ['200'], `the neighbour was never refused: ${JSON.stringify(loaded.statuses)}`);
     assert.ok(loaded.n >= 10, `the neighbour probed throughout: ${loaded.n} answers`);
     assert.ok(loaded.max < 5000, `every neighbour probe answered within 5 s: max ${loaded.max.toFixed(1)} ms`);
@@ -446,7 +572,13 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
   it('answers a guest over its budget 429 with Retry-After: 1, on the fast path and in the Fastify app', async () => {
     // 1,000 requests at once, far over A's burst (300) plus 20/s while they run; half of them GETs
     // (the fast path), half token PUTs (the Fastify app).
-    type Burst = { get: Record<string, number>; put: Record<string, number>; retry_after: Record<string, number>; missing_retry_after: number; elapsed_ms: number };
+    type Burst = {
+      get: Record<string, number>;
+      put: Record<string, number>;
+      retry_after: Record<string, number>;
+      missing_retry_after: number;
+      elapsed_ms: number;
+    };
     const b = await node<Burst>(gA, 'burst.mjs', [1000, 8]);
     const n = (k: Record<string, number>, st: string) => k[st] ?? 0;
     const ok = n(b.get, '200') + n(b.put, '200');
@@ -478,13 +610,34 @@ describe('security: bounded fuzz from a guest', () => {
           headers_timeout_ms: 2000,
           networks: [{ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' }],
           vms: [
-            { id: VM_A, network: 'net1', ip: '198.51.100.10', mac: '52:54:00:00:00:0a', hostname: 'alpha', user_data: 'user-data-of-alpha' },
-            { id: VM_B, network: 'net1', ip: '198.51.100.11', mac: '52:54:00:00:00:0b', hostname: 'bravo', user_data: SECRET_B, public_keys: { b: 'ssh-ed25519 AAAAbravokey b@x' } },
+            {
+              id: VM_A,
+              network: 'net1',
+              ip: '198.51.100.10',
+              mac: '52:54:00:00:00:0a',
+              hostname: 'alpha',
+              user_data: 'user-data-of-alpha',
+            },
+            {
+              id: VM_B,
+              network: 'net1',
+              ip: '198.51.100.11',
+              mac: '52:54:00:00:00:0b',
+              hostname: 'bravo',
+              user_data: SECRET_B,
+              public_keys: { b: 'ssh-ed25519 AAAAbravokey b@x' },
+            },
           ],
         }),
       ),
     );
-    gA = await sb.addGuest('a', { bridge: 'imdsb-net1', prefix: 24, ip: '198.51.100.10', mac: '52:54:00:00:00:0a', metadataVia: '198.51.100.2' });
+    gA = await sb.addGuest('a', {
+      bridge: 'imdsb-net1',
+      prefix: 24,
+      ip: '198.51.100.10',
+      mac: '52:54:00:00:00:0a',
+      metadataVia: '198.51.100.2',
+    });
   });
 
   it('answers 100,000 hostile requests with no 5xx, no crash, nothing of another VM, and an answer on every connection owed one', async () => {
@@ -500,7 +653,12 @@ describe('security: bounded fuzz from a guest', () => {
     };
     // On the wire, what the server sent this guest: every connection's SYN-ACK, every status line's
     // first segment and every reset (to check the connections whose answer the client could not read).
-    const cap = await startCapture(gA.netns, 'eth0', ['-Q', 'in', '-B', '32768', '-tt', '-S'], '(tcp src port 80) and (tcp[13] & 4 != 0 or tcp[13] & 0x12 = 0x12 or tcp[((tcp[12] & 0xf0) >> 2):4] = 0x48545450)');
+    const cap = await startCapture(
+      gA.netns,
+      'eth0',
+      ['-Q', 'in', '-B', '32768', '-tt', '-S'],
+      '(tcp src port 80) and (tcp[13] & 4 != 0 or tcp[13] & 0x12 = 0x12 or tcp[((tcp[12] & 0xf0) >> 2):4] = 0x48545450)',
+    );
     let r: Fuzz;
     let afterFuzz: Awaited<ReturnType<Guest['http']>>;
     try {
@@ -508,14 +666,25 @@ describe('security: bounded fuzz from a guest', () => {
       // A request after the fuzz: once its answer is printed, so is everything before it.
       const marker = Date.now();
       afterFuzz = await gA.http('/openstack/latest/user_data');
-      await cap.proc.waitFor(({ stdout }) => parseSegments(stdout.slice(-4000)).some((sg) => sg.t >= marker && !sg.flags.includes('R') && !sg.flags.includes('S')), 30_000, 'the answer sent after the fuzz');
+      await cap.proc.waitFor(
+        ({ stdout }) =>
+          parseSegments(stdout.slice(-4000)).some((sg) => sg.t >= marker && !sg.flags.includes('R') && !sg.flags.includes('S')),
+        30_000,
+        'the answer sent after the fuzz',
+      );
     } finally {
       await cap.stop();
     }
-    process.stdout.write(`# measured: fuzz ${r.sent} requests on ${r.connections} connections in ${r.ms} ms; statuses ${JSON.stringify(r.statuses)}; connections without any answer ${JSON.stringify(r.silent)}\n`);
+    process.stdout.write(
+      `# measured: fuzz ${r.sent} requests on ${r.connections} connections in ${r.ms} ms; statuses ${JSON.stringify(r.statuses)}; connections without any answer ${JSON.stringify(r.silent)}\n`,
+    );
     assert.ok(r.sent >= 100_000);
     assert.deepEqual(r.leaks, []);
-    assert.deepEqual(Object.keys(r.statuses).filter((s) => s.startsWith('5')), [], JSON.stringify(r.statuses));
+    assert.deepEqual(
+      Object.keys(r.statuses).filter((s) => s.startsWith('5')),
+      [],
+      JSON.stringify(r.statuses),
+    );
     assert.ok((r.statuses['200'] ?? 0) > 1000 && (r.statuses['400'] ?? 0) > 1000, JSON.stringify(r.statuses));
     // Every connection that sent a complete request head got a status line, but for the named cases
     // (test/helpers/guest/fuzz.mjs): a reset while the client was still sending (its answer was on
@@ -536,18 +705,24 @@ describe('security: bounded fuzz from a guest', () => {
       const mine = (byPort.get(port) ?? []).filter((sg) => sg.t >= t0 - 5000 && sg.t <= t1 + 5);
       const synAck = mine.filter((sg) => sg.flags === 'S.' && sg.t < t0 + 1).pop(); // t0: whole ms, after it
       if (synAck === undefined) return false;
-      const inStream = (seq: number) => ((seq - synAck.seq) >>> 0) < 1 << 24;
+      const inStream = (seq: number) => (seq - synAck.seq) >>> 0 < 1 << 24;
       const resets = mine.filter((sg) => sg.flags.includes('R') && inStream(sg.seq));
-      return resets.some((rst) => mine.some((sg) => !/[RS]/.test(sg.flags) && inStream(sg.seq) && ((rst.seq - sg.end) >>> 0) < 1 << 24));
+      return resets.some((rst) => mine.some((sg) => !/[RS]/.test(sg.flags) && inStream(sg.seq) && (rst.seq - sg.end) >>> 0 < 1 << 24));
     };
-    const around = (u: { port: number; t0: number }) => (byPort.get(u.port) ?? []).filter((sg) => Math.abs(sg.t - u.t0) < 2000).map((sg) => `${sg.t.toFixed(3)} [${sg.flags}] ${sg.seq}:${sg.end} ack ${sg.ack}${sg.rest.slice(0, 80)}`);
+    const around = (u: { port: number; t0: number }) =>
+      (byPort.get(u.port) ?? [])
+        .filter((sg) => Math.abs(sg.t - u.t0) < 2000)
+        .map((sg) => `${sg.t.toFixed(3)} [${sg.flags}] ${sg.seq}:${sg.end} ack ${sg.ack}${sg.rest.slice(0, 80)}`);
     assert.deepEqual(
       r.resets.filter((u) => !answered(u)).map((u) => ({ ...u, segments: around(u) })),
       [],
       `reset connections with no status line on the wire (of ${r.resets.length})`,
     );
     assert.equal(daemon.child.exitCode, null, 'the daemon is alive');
-    assert.ok(!daemon.logs.some((l) => Number(l['level']) >= 50), JSON.stringify(daemon.logs.filter((l) => Number(l['level']) >= 50).slice(0, 3)));
+    assert.ok(
+      !daemon.logs.some((l) => Number(l['level']) >= 50),
+      JSON.stringify(daemon.logs.filter((l) => Number(l['level']) >= 50).slice(0, 3)),
+    );
     assert.equal(afterFuzz.status, 200);
     assert.equal(afterFuzz.body.toString(), 'user-data-of-alpha');
   });

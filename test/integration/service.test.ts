@@ -27,7 +27,17 @@ describe('the daemon as a service', () => {
 
   it('keeps a batch import all or nothing across kill -9, and serves the same documents after restart', async () => {
     const net = { id: 'crash', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' };
-    const path = sb.writeConfig(sb.config({ log_level: 'info', networks: [net], vms: [{ id: uuid(1), network: 'crash', ip: '198.51.100.10', mac: '52:54:00:00:00:01', hostname: 'first' }] }, 'crash'), 'crash.yaml');
+    const path = sb.writeConfig(
+      sb.config(
+        {
+          log_level: 'info',
+          networks: [net],
+          vms: [{ id: uuid(1), network: 'crash', ip: '198.51.100.10', mac: '52:54:00:00:00:01', hostname: 'first' }],
+        },
+        'crash',
+      ),
+      'crash.yaml',
+    );
     const strip = (b: Buffer): string => b.toString().replace(/"random_seed": "[^"]*"/, '');
 
     // A large import (7 more networks on the same TEST-NET CIDR, 1600 VMs with 4 KiB of user data
@@ -46,7 +56,13 @@ describe('the daemon as a service', () => {
     writeFileSync(batch, JSON.stringify({ networks: extra, vms }));
 
     let daemon = await sb.startDaemon(path, { env: { IMDS_FAULT_PAUSE_MID_BATCH_MS: '10000' } });
-    const guest = await sb.addGuest('crash', { bridge: 'imdsb-crash', ip: '198.51.100.10', prefix: 24, mac: '52:54:00:00:00:01', metadataVia: '198.51.100.2' });
+    const guest = await sb.addGuest('crash', {
+      bridge: 'imdsb-crash',
+      ip: '198.51.100.10',
+      prefix: 24,
+      mac: '52:54:00:00:00:01',
+      metadataVia: '198.51.100.2',
+    });
     const before1 = strip((await guest.http('/openstack/latest/meta_data.json')).body);
     const importing = imds('crash', ['vm', 'import', batch], { allowFailure: true });
     // The import's own batch (a batch of the configuration's seed would pause too, were it two VMs or more).
@@ -57,7 +73,11 @@ describe('the daemon as a service', () => {
     daemon = await sb.startDaemon(path);
     const afterCrash = JSON.parse((await imds('crash', ['vm', 'list', '--json'])).stdout) as unknown[];
     assert.equal(afterCrash.length, 1, 'none of the interrupted batch is in the store');
-    assert.deepEqual((JSON.parse((await imds('crash', ['network', 'list', '--json'])).stdout) as { id: string }[]).map((n) => n.id), ['crash'], 'the networks of the batch were rolled back too');
+    assert.deepEqual(
+      (JSON.parse((await imds('crash', ['network', 'list', '--json'])).stdout) as { id: string }[]).map((n) => n.id),
+      ['crash'],
+      'the networks of the batch were rolled back too',
+    );
     assert.equal(strip((await guest.http('/openstack/latest/meta_data.json')).body), before1, 'the same document after the crash');
 
     // The same import, uninterrupted, then kill -9 right after it returned: all of it is there.
@@ -68,17 +88,25 @@ describe('the daemon as a service', () => {
     assert.equal((JSON.parse((await imds('crash', ['vm', 'list', '--json'])).stdout) as unknown[]).length, 1601);
     assert.equal((JSON.parse((await imds('crash', ['network', 'list', '--json'])).stdout) as unknown[]).length, 8);
     assert.equal(strip((await guest.http('/openstack/latest/meta_data.json')).body), before1);
-    const some = JSON.parse((await imds('crash', ['vm', 'get', uuid(2321), '/openstack/latest/meta_data.json'])).stdout) as { hostname: string };
+    const some = JSON.parse((await imds('crash', ['vm', 'get', uuid(2321), '/openstack/latest/meta_data.json'])).stdout) as {
+      hostname: string;
+    };
     assert.equal(some.hostname, 'bulk1321.novalocal');
     const ud = await imds('crash', ['vm', 'get', uuid(2321), '/openstack/latest/user_data']);
     assert.equal(ud.stdout.length, 4113);
     assert.equal(await daemon.stop(), 0);
   });
 
-  it('restarts with 100 networks (the restart claim\'s scale): every listener back, the first and last networks\' guests served, ready with 100/100', async () => {
+  it("restarts with 100 networks (the restart claim's scale): every listener back, the first and last networks' guests served, ready with 100/100", async () => {
     const N = 100;
     const networks = Array.from({ length: N }, (_, i) => ({ id: `r${i}`, cidr: '203.0.113.0/24', service_ip: '203.0.113.2' }));
-    const vms = networks.map((n, i) => ({ id: uuid(i + 1), network: n.id, ip: '203.0.113.10', mac: '52:54:00:00:10:10', hostname: `r${i}` }));
+    const vms = networks.map((n, i) => ({
+      id: uuid(i + 1),
+      network: n.id,
+      ip: '203.0.113.10',
+      mac: '52:54:00:00:10:10',
+      hostname: `r${i}`,
+    }));
     // As an operator restarts (and as bench/run.ts measures): the first start seeds the store from
     // the file; the restarts run with only daemon settings in the file.
     const seed = sb.writeConfig(sb.config({ log_level: 'info', networks, vms }, 'hundred'), 'hundred-seed.yaml');
@@ -88,7 +116,17 @@ describe('the daemon as a service', () => {
     const firstMs = performance.now() - t;
     const built = first.logs.find((l) => l['msg'] === 'ready') as { serving: number; networks: number; ms: number };
     assert.deepEqual([built.serving, built.networks], [N, N], 'the first start built every network');
-    const guests = await Promise.all([0, N - 1].map((i) => sb.addGuest(`t${i}`, { bridge: `imdsb-r${i}`, ip: '203.0.113.10', prefix: 24, mac: '52:54:00:00:10:10', metadataVia: '203.0.113.2' })));
+    const guests = await Promise.all(
+      [0, N - 1].map((i) =>
+        sb.addGuest(`t${i}`, {
+          bridge: `imdsb-r${i}`,
+          ip: '203.0.113.10',
+          prefix: 24,
+          mac: '52:54:00:00:10:10',
+          metadataVia: '203.0.113.2',
+        }),
+      ),
+    );
     const servedBy = async (label: string): Promise<void> => {
       for (const [k, g] of guests.entries()) {
         const r = await g.http('/openstack/latest/meta_data.json');
@@ -132,7 +170,9 @@ describe('the daemon as a service', () => {
       assert.equal(await d.stop(), 0);
     }
     const sorted = [...times].sort((a, b) => a - b);
-    process.stdout.write(`# measured: first start building ${N} networks: ${firstMs.toFixed(0)} ms to ready (reconcile ${built.ms} ms); restart, process start to ready (every network verified), 3 runs: ${times.map((x) => x.toFixed(0)).join(', ')} ms, median ${sorted[1]?.toFixed(0)} ms (the claim's figure, < 1 s to all guests served, is measured by bench/run.ts)\n`);
+    process.stdout.write(
+      `# measured: first start building ${N} networks: ${firstMs.toFixed(0)} ms to ready (reconcile ${built.ms} ms); restart, process start to ready (every network verified), 3 runs: ${times.map((x) => x.toFixed(0)).join(', ')} ms, median ${sorted[1]?.toFixed(0)} ms (the claim's figure, < 1 s to all guests served, is measured by bench/run.ts)\n`,
+    );
   });
 
   it('tells systemd it is ready once every network serves, and when it reloads and stops', async () => {
@@ -151,9 +191,19 @@ describe('the daemon as a service', () => {
         until(what, () => (pred(messages) ? true : undefined), 20_000, 20).catch((err: Error) => {
           throw new Error(`${err.message}; messages so far: ${messages.join(' | ')}`);
         });
-      const path = sb.writeConfig(sb.config({ log_level: 'info', admin_group: 'daemon', networks: [{ id: 'nt', cidr: '192.0.2.0/24', service_ip: '192.0.2.2' }] }, 'notify'), 'notify.yaml');
+      const path = sb.writeConfig(
+        sb.config(
+          { log_level: 'info', admin_group: 'daemon', networks: [{ id: 'nt', cidr: '192.0.2.0/24', service_ip: '192.0.2.2' }] },
+          'notify',
+        ),
+        'notify.yaml',
+      );
       const d = await sb.startDaemon(path, { env: { NOTIFY_SOCKET: sock } });
-      assert.equal((await sh(['stat', '-c', '%a %U:%G', sb.adminSocket('notify')])).stdout.trim(), '660 root:daemon', 'admin_group owns the socket');
+      assert.equal(
+        (await sh(['stat', '-c', '%a %U:%G', sb.adminSocket('notify')])).stdout.trim(),
+        '660 root:daemon',
+        'admin_group owns the socket',
+      );
       await message('READY=1', (m) => m.some((x) => x.includes('READY=1')));
       assert.match(messages[0] ?? '', /READY=1/, 'READY=1 is the first message');
       assert.match(messages[0] ?? '', /STATUS=serving 1\/1 networks/);
@@ -165,7 +215,10 @@ describe('the daemon as a service', () => {
       await message('a second READY=1 after the reload', (m) => m.filter((x) => x.includes('READY=1')).length >= 2);
       const reloading = messages.findIndex((m) => m.includes('RELOADING=1'));
       assert.ok(reloading > 0 && messages[reloading]?.includes('MONOTONIC_USEC='), messages.join(' | '));
-      assert.ok(messages.findIndex((m, i) => i > reloading && m.includes('READY=1')) > reloading, `READY=1 after RELOADING=1: ${messages.join(' | ')}`);
+      assert.ok(
+        messages.findIndex((m, i) => i > reloading && m.includes('READY=1')) > reloading,
+        `READY=1 after RELOADING=1: ${messages.join(' | ')}`,
+      );
       assert.ok(d.alive, 'alive after the reload');
       assert.equal(await d.stop(), 0);
       await message('STOPPING=1', (m) => m.some((x) => x.includes('STOPPING=1')));
@@ -190,7 +243,9 @@ describe('the daemon as a service: signals while it starts', () => {
     await d.waitForStderr('imds-fault: pausing before ready');
     d.signal('SIGHUP');
     await d.waitFor((l) => l['msg'] === 'reloaded');
-    const order = d.logs.map((l) => l['msg']).filter((m) => m === 'ready' || m === 'a reload was requested while starting' || m === 'reloaded');
+    const order = d.logs
+      .map((l) => l['msg'])
+      .filter((m) => m === 'ready' || m === 'a reload was requested while starting' || m === 'reloaded');
     assert.deepEqual(order, ['ready', 'a reload was requested while starting', 'reloaded']);
     assert.ok(d.alive, 'still running: not killed by the SIGHUP');
     // A reload right after `ready` (the window between the log line and READY=1 being sent).
@@ -215,7 +270,12 @@ describe('systemd unit and install script', () => {
   const unit = readFileSync(join(ROOT, 'systemd', 'imds.service'), 'utf8');
 
   it('is a Type=notify unit with least privilege and no mount sandboxing', () => {
-    const directives = new Map(unit.split('\n').filter((l) => /^[A-Za-z]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    const directives = new Map(
+      unit
+        .split('\n')
+        .filter((l) => /^[A-Za-z]+=/.test(l))
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
     assert.equal(directives.get('Type'), 'notify');
     assert.equal(directives.get('NotifyAccess'), 'all');
     assert.equal(directives.get('Restart'), 'on-failure');
@@ -224,7 +284,19 @@ describe('systemd unit and install script', () => {
     assert.equal(directives.get('NoNewPrivileges'), 'yes');
     assert.match(directives.get('CapabilityBoundingSet') ?? '', /^CAP_NET_ADMIN CAP_SYS_ADMIN/);
     // Options that give the service a private mount namespace hide /run/netns from the host (decision 7).
-    for (const forbidden of ['ProtectSystem', 'ProtectHome', 'PrivateTmp', 'ReadWritePaths', 'PrivateDevices', 'ProtectKernelTunables', 'ProtectControlGroups', 'ProtectKernelModules', 'MountFlags', 'TemporaryFileSystem', 'BindPaths']) {
+    for (const forbidden of [
+      'ProtectSystem',
+      'ProtectHome',
+      'PrivateTmp',
+      'ReadWritePaths',
+      'PrivateDevices',
+      'ProtectKernelTunables',
+      'ProtectControlGroups',
+      'ProtectKernelModules',
+      'MountFlags',
+      'TemporaryFileSystem',
+      'BindPaths',
+    ]) {
       assert.ok(!directives.has(forbidden), `${forbidden}= would isolate /run/netns`);
     }
   });

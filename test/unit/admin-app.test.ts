@@ -26,7 +26,11 @@ describe('admin API', () => {
     store = SqliteStore.open(dir);
     const inventory = Inventory.open(store, { dhcpDomain: 'novalocal' });
     const stats = new Stats();
-    const metrics = new Metrics({ stats, vmCount: () => inventory.vmCount(), networkStates: () => inventory.networkList().map(() => ({ state: 'serving' })) });
+    const metrics = new Metrics({
+      stats,
+      vmCount: () => inventory.vmCount(),
+      networkStates: () => inventory.networkList().map(() => ({ state: 'serving' })),
+    });
     stats.observeRequest('net1', 200, 0.0004);
     stats.reconcileFailed('net9');
     stats.reconcileDuration.observe(0.02);
@@ -36,11 +40,23 @@ describe('admin API', () => {
       metrics,
       converge: async () => {
         converged++;
-        return { networks: inventory.networkList().map((n) => ({ network: n.id, state: 'serving' as const, reason: undefined, changed: 0 })), removed: [], removalFailures: [], applied: new Map(), ms: 1 };
+        return {
+          networks: inventory.networkList().map((n) => ({ network: n.id, state: 'serving' as const, reason: undefined, changed: 0 })),
+          removed: [],
+          removalFailures: [],
+          applied: new Map(),
+          ms: 1,
+        };
       },
       convergeNetwork: async (id) => {
         converged++;
-        return { networks: [{ network: id, state: 'serving' as const, reason: undefined, changed: 0 }], removed: [], removalFailures: [], applied: new Map(), ms: 1 };
+        return {
+          networks: [{ network: id, state: 'serving' as const, reason: undefined, changed: 0 }],
+          removed: [],
+          removalFailures: [],
+          applied: new Map(),
+          ms: 1,
+        };
       },
       statusOf: (network) => ({ network, state: 'serving', reason: undefined, changed: 0 }),
       probe: () => Promise.reject(new Error('no kernel here')),
@@ -56,24 +72,44 @@ describe('admin API', () => {
   });
 
   it('creates a network (converging the kernel) and lists it', async () => {
-    const r = await app.inject({ method: 'POST', url: '/v1/networks', payload: { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' } });
+    const r = await app.inject({
+      method: 'POST',
+      url: '/v1/networks',
+      payload: { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' },
+    });
     assert.equal(r.statusCode, 201, r.body);
     assert.equal(r.json().bridge, 'imdsb-net1');
     assert.equal(r.json().state, 'serving');
     assert.equal(converged, 1);
     const list = await app.inject({ method: 'GET', url: '/v1/networks' });
-    assert.deepEqual(list.json().map((n: { id: string }) => n.id), ['net1']);
+    assert.deepEqual(
+      list.json().map((n: { id: string }) => n.id),
+      ['net1'],
+    );
   });
 
   it('answers validation errors as {code, message, field}', async () => {
-    const bad = await app.inject({ method: 'POST', url: '/v1/networks', payload: { id: 'net2', cidr: '198.51.100.0/24', service_ip: 'x' } });
+    const bad = await app.inject({
+      method: 'POST',
+      url: '/v1/networks',
+      payload: { id: 'net2', cidr: '198.51.100.0/24', service_ip: 'x' },
+    });
     assert.equal(bad.statusCode, 400);
     assert.equal(bad.json().code, 'VALIDATION_FAILED');
     assert.equal(bad.json().field, 'service_ip');
-    const unknown = await app.inject({ method: 'POST', url: '/v1/networks', payload: { id: 'net2', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', colour: 'red' } });
+    const unknown = await app.inject({
+      method: 'POST',
+      url: '/v1/networks',
+      payload: { id: 'net2', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', colour: 'red' },
+    });
     assert.equal(unknown.statusCode, 400);
     assert.match(unknown.json().message, /colour/);
-    const notJson = await app.inject({ method: 'POST', url: '/v1/networks', headers: { 'content-type': 'application/json' }, payload: '{' });
+    const notJson = await app.inject({
+      method: 'POST',
+      url: '/v1/networks',
+      headers: { 'content-type': 'application/json' },
+      payload: '{',
+    });
     assert.equal(notJson.statusCode, 400);
     assert.equal(notJson.json().code, 'VALIDATION_FAILED');
     const missing = await app.inject({ method: 'GET', url: '/v1/vms/00000000-0000-4000-8000-000000000000' });
@@ -86,7 +122,15 @@ describe('admin API', () => {
     const created = await app.inject({
       method: 'POST',
       url: '/v1/vms',
-      payload: { id: VM, network: 'net1', ip: '198.51.100.10', mac: '52:54:00:12:34:56', hostname: 'vm1', user_data_b64: Buffer.from([0x1f, 0x8b, 8, 0]).toString('base64'), meta: { a: 'b' } },
+      payload: {
+        id: VM,
+        network: 'net1',
+        ip: '198.51.100.10',
+        mac: '52:54:00:12:34:56',
+        hostname: 'vm1',
+        user_data_b64: Buffer.from([0x1f, 0x8b, 8, 0]).toString('base64'),
+        meta: { a: 'b' },
+      },
     });
     assert.equal(created.statusCode, 201, created.body);
     assert.equal(created.json().user_data_bytes, 4);
@@ -99,7 +143,17 @@ describe('admin API', () => {
     assert.equal(patched.statusCode, 200, patched.body);
     assert.equal(patched.json().meta, undefined);
     assert.equal(patched.json().user_data_bytes, 4);
-    const clash = await app.inject({ method: 'POST', url: '/v1/vms', payload: { id: '2b4e28ba-2fa1-11d2-883f-0016d3cca427', network: 'net1', ip: '198.51.100.10', mac: '52:54:00:12:34:57', hostname: 'vm2' } });
+    const clash = await app.inject({
+      method: 'POST',
+      url: '/v1/vms',
+      payload: {
+        id: '2b4e28ba-2fa1-11d2-883f-0016d3cca427',
+        network: 'net1',
+        ip: '198.51.100.10',
+        mac: '52:54:00:12:34:57',
+        hostname: 'vm2',
+      },
+    });
     assert.deepEqual([clash.statusCode, clash.json().code, clash.json().field], [400, 'VALIDATION_FAILED', 'ip']);
   });
 

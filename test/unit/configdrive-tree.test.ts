@@ -7,9 +7,19 @@ import { answerGet } from '../../src/server/guest-api.ts';
 import { MetadataIndex } from '../../src/store/metadata-index.ts';
 
 const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
-const net = networkSchema.parse({ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', gateway: '198.51.100.1', vendor_data: { a: 1 } });
+const net = networkSchema.parse({
+  id: 'net1',
+  cidr: '198.51.100.0/24',
+  service_ip: '198.51.100.2',
+  gateway: '198.51.100.1',
+  vendor_data: { a: 1 },
+});
 const entryOf = (extra: Record<string, unknown>) =>
-  MetadataIndex.build([net], [vmSchema.parse({ id: VM, network: 'net1', ip: '198.51.100.10', mac: '52:54:00:00:00:0a', hostname: 'vm1', ...extra })], { dhcpDomain: 'novalocal' }).lookupById('net1', VM);
+  MetadataIndex.build(
+    [net],
+    [vmSchema.parse({ id: VM, network: 'net1', ip: '198.51.100.10', mac: '52:54:00:00:00:0a', hostname: 'vm1', ...extra })],
+    { dhcpDomain: 'novalocal' },
+  ).lookupById('net1', VM);
 
 const SEED = /"random_seed": "[^"]*"/;
 
@@ -40,7 +50,8 @@ describe('config drive tree', () => {
     for (const f of configDriveFiles(vm).filter((x) => x.path.startsWith('openstack/'))) {
       const http = answerGet(vm, `/${f.path}`, () => '');
       assert.equal(http.status, 200, f.path);
-      if (f.path.endsWith('meta_data.json')) assert.equal(f.body.toString().replace(SEED, ''), http.body.toString().replace(SEED, ''), f.path);
+      if (f.path.endsWith('meta_data.json'))
+        assert.equal(f.body.toString().replace(SEED, ''), http.body.toString().replace(SEED, ''), f.path);
       else assert.deepEqual(f.body, http.body, f.path);
     }
   });

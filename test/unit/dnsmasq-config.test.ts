@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import { dhcpPaths, dnsmasqArgv, renderHosts, renderOptions } from '../../src/dhcp/dnsmasq-config.ts';
 import { networkSchema, type NetworkInput } from '../../src/model/schema.ts';
 
-const net = (extra: Partial<NetworkInput> = {}) => networkSchema.parse({ id: 'n1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', ...extra });
+const net = (extra: Partial<NetworkInput> = {}) =>
+  networkSchema.parse({ id: 'n1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', ...extra });
 
 describe('dnsmasq config', () => {
   it('writes one MAC,address,short-name line per VM, sorted, MACs lower-cased', () => {
@@ -16,7 +17,10 @@ describe('dnsmasq config', () => {
   });
 
   it('hands out router, DNS, domain, MTU, NTP and the metadata route plus the default route (RFC 3442)', () => {
-    const text = renderOptions(net({ gateway: '198.51.100.1', dns: ['192.0.2.53', '192.0.2.54'], mtu: 1450, ntp: ['192.0.2.123'] }), 'example.org');
+    const text = renderOptions(
+      net({ gateway: '198.51.100.1', dns: ['192.0.2.53', '192.0.2.54'], mtu: 1450, ntp: ['192.0.2.123'] }),
+      'example.org',
+    );
     assert.deepEqual(text.trimEnd().split('\n'), [
       'option:router,198.51.100.1',
       'option:dns-server,192.0.2.53,192.0.2.54',
@@ -43,9 +47,18 @@ describe('dnsmasq config', () => {
     assert.equal(paths.pid, '/run/imds/dhcp/n1/dnsmasq.pid');
     const argv = dnsmasqArgv(net({ dhcp_lease_time: 3600 }), paths);
     assert.equal(argv[0], 'dnsmasq');
-    for (const a of ['--port=0', '--interface=imds0', '--bind-interfaces', '--keep-in-foreground', '--conf-file=/dev/null',
-      '--dhcp-range=198.51.100.0,static,255.255.255.0,3600', '--dhcp-hostsfile=/run/imds/dhcp/n1/hosts',
-      '--dhcp-optsfile=/run/imds/dhcp/n1/options', '--dhcp-leasefile=/run/imds/dhcp/n1/leases', '--pid-file=/run/imds/dhcp/n1/dnsmasq.pid']) {
+    for (const a of [
+      '--port=0',
+      '--interface=imds0',
+      '--bind-interfaces',
+      '--keep-in-foreground',
+      '--conf-file=/dev/null',
+      '--dhcp-range=198.51.100.0,static,255.255.255.0,3600',
+      '--dhcp-hostsfile=/run/imds/dhcp/n1/hosts',
+      '--dhcp-optsfile=/run/imds/dhcp/n1/options',
+      '--dhcp-leasefile=/run/imds/dhcp/n1/leases',
+      '--pid-file=/run/imds/dhcp/n1/dnsmasq.pid',
+    ]) {
       assert.ok(argv.includes(a), `${a} in ${argv.join(' ')}`);
     }
     assert.ok(dnsmasqArgv(net(), paths).includes('--dhcp-range=198.51.100.0,static,255.255.255.0,86400'));

@@ -32,14 +32,36 @@ describe('python-compatible JSON', () => {
 });
 
 describe('meta_data.json', () => {
-  it('has Nova\'s key order and every field at the newest version', () => {
+  it("has Nova's key order and every field at the newest version", () => {
     const keys = metaDataFields(facts, '2025-04-04').map(([k]) => k);
-    assert.deepEqual(keys, ['uuid', 'meta', 'public_keys', 'keys', 'hostname', 'name', 'launch_index', 'availability_zone', 'random_seed', 'project_id', 'devices', 'dedicated_cpus']);
+    assert.deepEqual(keys, [
+      'uuid',
+      'meta',
+      'public_keys',
+      'keys',
+      'hostname',
+      'name',
+      'launch_index',
+      'availability_zone',
+      'random_seed',
+      'project_id',
+      'devices',
+      'dedicated_cpus',
+    ]);
   });
 
   it('gates fields by version', () => {
     const keysAt = (v: (typeof OPENSTACK_VERSIONS)[number]) => metaDataFields(facts, v).map(([k]) => k);
-    assert.deepEqual(keysAt('2012-08-10'), ['uuid', 'meta', 'public_keys', 'keys', 'hostname', 'name', 'launch_index', 'availability_zone']);
+    assert.deepEqual(keysAt('2012-08-10'), [
+      'uuid',
+      'meta',
+      'public_keys',
+      'keys',
+      'hostname',
+      'name',
+      'launch_index',
+      'availability_zone',
+    ]);
     assert.ok(keysAt('2013-04-04').includes('random_seed') && !keysAt('2013-04-04').includes('project_id'));
     assert.ok(keysAt('2015-10-15').includes('project_id') && !keysAt('2015-10-15').includes('devices'));
     assert.ok(keysAt('2016-06-30').includes('devices') && !keysAt('2018-08-27').includes('dedicated_cpus'));
@@ -75,7 +97,11 @@ describe('meta_data.json', () => {
   });
 
   it('omits meta and keys when the VM has none, and keeps dotted host names as they are', () => {
-    const bare = instanceFacts(vmSchema.parse({ ...vm, user_data: undefined, public_keys: undefined, meta: {}, hostname: 'db.example.org' }), network, { dhcpDomain: 'novalocal' });
+    const bare = instanceFacts(
+      vmSchema.parse({ ...vm, user_data: undefined, public_keys: undefined, meta: {}, hostname: 'db.example.org' }),
+      network,
+      { dhcpDomain: 'novalocal' },
+    );
     const keys = metaDataFields(bare, '2025-04-04').map(([k]) => k);
     assert.ok(!keys.includes('meta') && !keys.includes('public_keys') && !keys.includes('keys'));
     assert.equal(bare.hostname, 'db.example.org');
@@ -95,8 +121,22 @@ describe('EC2 tree', () => {
 
   it('gates top-level keys by version, as Nova', () => {
     const at = (v: (typeof EC2_VERSIONS)[number]) => (resolveMetaData(md, v, []) ?? '').split('\n');
-    assert.deepEqual(at('1.0'), ['ami-id', 'ami-launch-index', 'ami-manifest-path', 'hostname', 'instance-id', 'local-ipv4', 'public-keys/', 'reservation-id', 'security-groups']);
-    assert.ok(at('2007-01-19').includes('local-hostname') && at('2007-01-19').includes('public-ipv4') && !at('2007-01-19').includes('instance-type'));
+    assert.deepEqual(at('1.0'), [
+      'ami-id',
+      'ami-launch-index',
+      'ami-manifest-path',
+      'hostname',
+      'instance-id',
+      'local-ipv4',
+      'public-keys/',
+      'reservation-id',
+      'security-groups',
+    ]);
+    assert.ok(
+      at('2007-01-19').includes('local-hostname') &&
+        at('2007-01-19').includes('public-ipv4') &&
+        !at('2007-01-19').includes('instance-type'),
+    );
     assert.ok(at('2007-08-29').includes('instance-type') && !at('2007-08-29').includes('block-device-mapping/'));
     assert.ok(at('2007-12-15').includes('block-device-mapping/') && !at('2007-12-15').includes('placement/'));
     assert.ok(at('2008-02-01').includes('placement/') && !at('2008-02-01').includes('instance-action'));
@@ -122,7 +162,9 @@ describe('EC2 tree', () => {
   it('derives ids stably from the VM', () => {
     const again = ec2MetaData(instanceFacts(ec2vm, network, { dhcpDomain: 'novalocal' }));
     assert.equal(again['instance-id'], md['instance-id']);
-    const other = ec2MetaData(instanceFacts({ ...ec2vm, id: '2b4e28ba-2fa1-11d2-883f-0016d3cca427' }, network, { dhcpDomain: 'novalocal' }));
+    const other = ec2MetaData(
+      instanceFacts({ ...ec2vm, id: '2b4e28ba-2fa1-11d2-883f-0016d3cca427' }, network, { dhcpDomain: 'novalocal' }),
+    );
     assert.notEqual(other['instance-id'], md['instance-id']);
   });
 });
@@ -130,7 +172,10 @@ describe('EC2 tree', () => {
 describe('OpenStack directories', () => {
   it('lists files in fixed order, user_data only when present', () => {
     assert.equal(versionDirectory('2012-08-10', false), 'meta_data.json');
-    assert.equal(versionDirectory('2025-04-04', true), 'meta_data.json\nuser_data\npassword\nvendor_data.json\nnetwork_data.json\nvendor_data2.json');
+    assert.equal(
+      versionDirectory('2025-04-04', true),
+      'meta_data.json\nuser_data\npassword\nvendor_data.json\nnetwork_data.json\nvendor_data2.json',
+    );
     assert.ok(hasFile('2013-04-04', 'password') && !hasFile('2012-08-10', 'password'));
     assert.ok(!hasFile('2015-10-15', 'vendor_data2.json') && hasFile('2016-10-06', 'vendor_data2.json'));
   });

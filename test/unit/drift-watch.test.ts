@@ -18,7 +18,16 @@ function nftMessage(msgType: number, attrs: [number, string][]): { type: number;
 
 describe('drift watch', () => {
   it('reads the table an nftables event is about', () => {
-    assert.equal(nftEventTable(nftMessage(6, [[1, 'imds-net1'], [2, 'prerouting']])), 'imds-net1', 'a rule');
+    assert.equal(
+      nftEventTable(
+        nftMessage(6, [
+          [1, 'imds-net1'],
+          [2, 'prerouting'],
+        ]),
+      ),
+      'imds-net1',
+      'a rule',
+    );
     assert.equal(nftEventTable(nftMessage(2, [[1, 'imds']])), 'imds', 'a table');
     assert.equal(nftEventTable(nftMessage(16, [])), undefined, 'a generation message names no table');
     assert.equal(nftEventTable({ type: (1 << 8) | 6, data: Buffer.alloc(8) }), undefined, 'not nftables');
@@ -31,7 +40,16 @@ describe('drift watch', () => {
     for (const t of [12, 14]) assert.equal(nftSetElementEvent(nftMessage(t, [[1, 'imds']])), true, `type ${t}`);
     for (const t of [0, 2, 6, 9, 11, 15]) assert.equal(nftSetElementEvent(nftMessage(t, [[1, 'imds']])), false, `type ${t}`);
     assert.equal(nftSetElementEvent({ type: (1 << 8) | 12, data: Buffer.alloc(8) }), false, 'another subsystem');
-    assert.equal(nftEventTable(nftMessage(14, [[1, 'imds-net1'], [2, 'guests']])), 'imds-net1', 'an element names its table');
+    assert.equal(
+      nftEventTable(
+        nftMessage(14, [
+          [1, 'imds-net1'],
+          [2, 'guests'],
+        ]),
+      ),
+      'imds-net1',
+      'an element names its table',
+    );
   });
 
   it('names the kinds of damage a repair fixed from its steps', () => {

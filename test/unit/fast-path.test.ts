@@ -8,7 +8,12 @@ import { LoopbackApp } from '../helpers/loopback-app.ts';
 
 describe('fast path reader', () => {
   it('takes complete GET and HEAD heads, with keep-alive as HTTP says', () => {
-    assert.deepEqual(parseHead('GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nAccept: */*'), { method: 'GET', target: '/latest/meta-data/', keepAlive: true, token: undefined });
+    assert.deepEqual(parseHead('GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nAccept: */*'), {
+      method: 'GET',
+      target: '/latest/meta-data/',
+      keepAlive: true,
+      token: undefined,
+    });
     assert.deepEqual(parseHead('HEAD / HTTP/1.0'), { method: 'HEAD', target: '/', keepAlive: false, token: undefined });
     assert.equal(parseHead('GET / HTTP/1.0\r\nConnection: Keep-Alive')?.keepAlive, true);
     assert.equal(parseHead('GET / HTTP/1.1\r\nConnection: close')?.keepAlive, false);
@@ -56,10 +61,17 @@ describe('fast path on the wire', () => {
   after(() => app.stop());
 
   /** Sends the chunks (with pauses), collects everything until the server closes or `idleMs` passes. */
-  function exchange(chunks: string[], options: { pauseMs?: number; idleMs?: number; from?: string } = {}): Promise<{ text: string; closedByServer: boolean; ms: number }> {
+  function exchange(
+    chunks: string[],
+    options: { pauseMs?: number; idleMs?: number; from?: string } = {},
+  ): Promise<{ text: string; closedByServer: boolean; ms: number }> {
     return new Promise((resolve, reject) => {
       const started = performance.now();
-      const s = connect({ port: app.address.port, host: app.address.host, ...(options.from === undefined ? {} : { localAddress: options.from }) });
+      const s = connect({
+        port: app.address.port,
+        host: app.address.host,
+        ...(options.from === undefined ? {} : { localAddress: options.from }),
+      });
       let text = '';
       let timer: NodeJS.Timeout | undefined;
       const finish = (closedByServer: boolean) => {
@@ -88,10 +100,15 @@ describe('fast path on the wire', () => {
   }
 
   it('answers pipelined requests in order on one connection, keeping it alive', async () => {
-    const r = await exchange(['GET /openstack/latest/user_data HTTP/1.1\r\nHost: x\r\n\r\nGET /latest/meta-data/hostname HTTP/1.1\r\n\r\n']);
+    const r = await exchange([
+      'GET /openstack/latest/user_data HTTP/1.1\r\nHost: x\r\n\r\nGET /latest/meta-data/hostname HTTP/1.1\r\n\r\n',
+    ]);
     const answers = r.text.split('HTTP/1.1 ').filter(Boolean);
     assert.equal(answers.length, 2);
-    assert.match(answers[0] as string, /^200 OK\r\ncontent-type: text\/plain; charset=UTF-8\r\ncontent-length: 5\r\nDate: .+ GMT\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nhello$/);
+    assert.match(
+      answers[0] as string,
+      /^200 OK\r\ncontent-type: text\/plain; charset=UTF-8\r\ncontent-length: 5\r\nDate: .+ GMT\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nhello$/,
+    );
     assert.match(answers[1] as string, /\r\n\r\nvm1\.novalocal$/);
     assert.equal(r.closedByServer, false);
   });
@@ -99,7 +116,13 @@ describe('fast path on the wire', () => {
   it('sends the same headers node:http and Fastify would, but for the order', async () => {
     const fast = await exchange(['GET /openstack/latest/user_data HTTP/1.1\r\n\r\n']);
     const slow = await exchange(['GET /openstack/latest/user_data HTTP/1.1\r\n', '\r\n'], { pauseMs: 50 });
-    const names = (t: string) => t.split('\r\n\r\n')[0]?.split('\r\n').slice(1).map((l) => l.split(':')[0]?.toLowerCase()).sort();
+    const names = (t: string) =>
+      t
+        .split('\r\n\r\n')[0]
+        ?.split('\r\n')
+        .slice(1)
+        .map((l) => l.split(':')[0]?.toLowerCase())
+        .sort();
     assert.deepEqual(names(fast.text), names(slow.text));
     assert.equal(fast.text.split('\r\n\r\n')[1], slow.text.split('\r\n\r\n')[1]);
   });
@@ -110,7 +133,10 @@ describe('fast path on the wire', () => {
   });
 
   it('hands a POST to the Fastify app, then keeps answering on that connection', async () => {
-    const r = await exchange(['POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 4\r\n\r\nc2Vj', 'GET /openstack/latest/password HTTP/1.1\r\n\r\n'], { pauseMs: 30 });
+    const r = await exchange(
+      ['POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 4\r\n\r\nc2Vj', 'GET /openstack/latest/password HTTP/1.1\r\n\r\n'],
+      { pauseMs: 30 },
+    );
     const answers = r.text.split('HTTP/1.1 ').filter(Boolean);
     assert.equal(answers.length, 2, r.text);
     assert.match(answers[0] as string, /^200 /);
@@ -138,9 +164,17 @@ describe('fast path on the wire', () => {
     const path = '/openstack/latest/meta_data.json';
     const stranger = await exchange([`GET ${path} HTTP/1.1\r\nConnection: close\r\n\r\n`], { from: '127.0.0.3', idleMs: 1000 });
     assert.match(stranger.text, /^HTTP\/1\.1 404 Not Found\r\n[\s\S]*\r\n\r\n404 Not Found\n\nThe resource could not be found\.\n$/);
-    const strangerSlow = await exchange([`GET ${path} HTTP/1.1\r\n`, 'Connection: close\r\n\r\n'], { from: '127.0.0.3', pauseMs: 50, idleMs: 1000 });
+    const strangerSlow = await exchange([`GET ${path} HTTP/1.1\r\n`, 'Connection: close\r\n\r\n'], {
+      from: '127.0.0.3',
+      pauseMs: 50,
+      idleMs: 1000,
+    });
     assert.match(strangerSlow.text, /^HTTP\/1\.1 404 Not Found\r\n/);
-    assert.match((await exchange([`GET / HTTP/1.1\r\nConnection: close\r\n\r\n`], { from: '127.0.0.3', idleMs: 1000 })).text, /^HTTP\/1\.1 200 OK\r\n/, '`/` answers anyone');
+    assert.match(
+      (await exchange([`GET / HTTP/1.1\r\nConnection: close\r\n\r\n`], { from: '127.0.0.3', idleMs: 1000 })).text,
+      /^HTTP\/1\.1 200 OK\r\n/,
+      '`/` answers anyone',
+    );
     const vm = await exchange([`GET ${path} HTTP/1.1\r\nConnection: close\r\n\r\n`], { from: '127.0.0.1', idleMs: 1000 });
     assert.match(vm.text, /^HTTP\/1\.1 200 OK\r\n[\s\S]*"uuid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427"/, 'the VM itself gets its document');
 

@@ -11,7 +11,15 @@ import { networkSchema, vmSchema } from '../../src/model/schema.ts';
 import { LoopbackApp } from '../helpers/loopback-app.ts';
 
 const FULL = {
-  network: networkSchema.parse({ id: 'full', cidr: '127.0.0.0/8', service_ip: '127.0.0.2', gateway: '127.0.0.254', mtu: 1450, dns: ['192.0.2.53', '192.0.2.54'], vendor_data: { 'cloud-init': '#cloud-config\nruncmd: [[touch, /vendor]]\n', site: 'east' } }),
+  network: networkSchema.parse({
+    id: 'full',
+    cidr: '127.0.0.0/8',
+    service_ip: '127.0.0.2',
+    gateway: '127.0.0.254',
+    mtu: 1450,
+    dns: ['192.0.2.53', '192.0.2.54'],
+    vendor_data: { 'cloud-init': '#cloud-config\nruncmd: [[touch, /vendor]]\n', site: 'east' },
+  }),
   vm: vmSchema.parse({
     id: '1b4e28ba-2fa1-11d2-883f-0016d3cca427',
     network: 'full',
@@ -20,7 +28,10 @@ const FULL = {
     hostname: 'web-01',
     name: 'Web server 01',
     user_data: '#cloud-config\nhostname: web-01\n',
-    public_keys: { deploy: 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ deploy@build', ops: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOps ops@example' },
+    public_keys: {
+      deploy: 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ deploy@build',
+      ops: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOps ops@example',
+    },
     meta: { role: 'web', admin_username: 'ops' },
     availability_zone: 'az-east',
     project_id: '8e1f0c2d4b6a49c7a3e5d7f9b1c2e4a6',
@@ -33,7 +44,13 @@ const FULL = {
 };
 const BARE = {
   network: networkSchema.parse({ id: 'bare', cidr: '127.0.0.0/8', service_ip: '127.0.0.2', dhcp: true }),
-  vm: vmSchema.parse({ id: '9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d', network: 'bare', ip: '127.0.0.1', mac: '52:54:00:00:00:0c', hostname: 'bare' }),
+  vm: vmSchema.parse({
+    id: '9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d',
+    network: 'bare',
+    ip: '127.0.0.1',
+    mac: '52:54:00:00:00:0c',
+    hostname: 'bare',
+  }),
 };
 
 type Tree = Record<string, { status: number; type: string | undefined; body: string }>;
@@ -66,7 +83,12 @@ async function crawl(app: LoopbackApp): Promise<Tree> {
   return tree;
 }
 
-for (const [name, fixture, fast] of [['full', FULL, false], ['bare', BARE, false], ['full', FULL, true], ['bare', BARE, true]] as const) {
+for (const [name, fixture, fast] of [
+  ['full', FULL, false],
+  ['bare', BARE, false],
+  ['full', FULL, true],
+  ['bare', BARE, true],
+] as const) {
   describe(`golden tree: ${name} (${fast ? 'fast path' : 'Fastify app'})`, () => {
     const app = new LoopbackApp();
     before(() => app.start([fixture.network], [fixture.vm], fixture.network.id, { fast }));
@@ -88,7 +110,10 @@ for (const [name, fixture, fast] of [['full', FULL, false], ['bare', BARE, false
       const tree = await crawl(app);
       const listed = Object.entries(tree).filter(([p]) => !p.endsWith('/user_data') && !p.endsWith('/user-data'));
       for (const [path, r] of listed) assert.equal(r.status, 200, `${path} was listed but answers ${r.status}`);
-      assert.equal(Object.keys(tree).filter((p) => p.startsWith('/openstack/') && p.endsWith('/meta_data.json')).length, OPENSTACK_VERSIONS.length + 1);
+      assert.equal(
+        Object.keys(tree).filter((p) => p.startsWith('/openstack/') && p.endsWith('/meta_data.json')).length,
+        OPENSTACK_VERSIONS.length + 1,
+      );
     });
   });
 }

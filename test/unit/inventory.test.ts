@@ -19,7 +19,14 @@ function open(): { inv: Inventory; store: SqliteStore; dir: string } {
 const net1 = networkSchema.parse({ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', gateway: '198.51.100.1' });
 const net2 = networkSchema.parse({ id: 'net2', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' });
 const vm = (n: number, extra: Record<string, unknown> = {}): Vm =>
-  vmSchema.parse({ id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, network: 'net1', ip: `198.51.100.${10 + n}`, mac: `52:54:00:00:00:${n.toString(16).padStart(2, '0')}`, hostname: `vm${n}`, ...extra });
+  vmSchema.parse({
+    id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+    network: 'net1',
+    ip: `198.51.100.${10 + n}`,
+    mac: `52:54:00:00:00:${n.toString(16).padStart(2, '0')}`,
+    hostname: `vm${n}`,
+    ...extra,
+  });
 
 function rejects(fn: () => unknown, code: string, field?: string, message?: RegExp): void {
   try {
@@ -53,7 +60,12 @@ describe('inventory', () => {
     rejects(() => inv.createNetwork(net1, 'api'), 'ALREADY_EXISTS', 'id');
     rejects(() => inv.createNetwork({ ...net2, bridge: 'imdsb-net1' }, 'api'), 'VALIDATION_FAILED', 'bridge');
     rejects(() => inv.createVm(vm(1), 'api'), 'ALREADY_EXISTS', 'id');
-    rejects(() => inv.createVm(vm(2, { ip: '198.51.100.11' }), 'api'), 'VALIDATION_FAILED', 'ip', /already used in network "net1" by VM 0{8}-/);
+    rejects(
+      () => inv.createVm(vm(2, { ip: '198.51.100.11' }), 'api'),
+      'VALIDATION_FAILED',
+      'ip',
+      /already used in network "net1" by VM 0{8}-/,
+    );
     rejects(() => inv.createVm(vm(2, { mac: '52:54:00:00:00:01' }), 'api'), 'VALIDATION_FAILED', 'mac');
     rejects(() => inv.createVm(vm(2, { ip: '198.51.100.1' }), 'api'), 'VALIDATION_FAILED', 'ip', /gateway/);
     rejects(() => inv.createVm(vm(2, { network: 'nope' }), 'api'), 'VALIDATION_FAILED', 'network');
@@ -71,11 +83,16 @@ describe('inventory', () => {
     assert.equal(inv.vmCount('net1'), 2);
   });
 
-  it("refuses a network change its VMs would not fit, and rebuilds documents on a domain change", () => {
+  it('refuses a network change its VMs would not fit, and rebuilds documents on a domain change', () => {
     const { inv } = open();
     inv.createNetwork(net1, 'api');
     inv.createVm(vm(1), 'api');
-    rejects(() => inv.updateNetwork({ ...net1, cidr: '203.0.113.0/24', service_ip: '203.0.113.2', gateway: '203.0.113.1' }), 'VALIDATION_FAILED', 'cidr', /outside network/);
+    rejects(
+      () => inv.updateNetwork({ ...net1, cidr: '203.0.113.0/24', service_ip: '203.0.113.2', gateway: '203.0.113.1' }),
+      'VALIDATION_FAILED',
+      'cidr',
+      /outside network/,
+    );
     inv.updateNetwork({ ...net1, domain: 'example.org' });
     assert.equal(inv.index.lookup('net1', '198.51.100.11')?.facts.hostname, 'vm1.example.org');
   });
@@ -95,7 +112,11 @@ describe('inventory', () => {
     inv.createNetwork(net1, 'api');
     inv.createVm(vm(1), 'api');
     rejects(
-      () => inv.applyBatch({ networks: [net2], vms: [vm(2), vm(3, { ip: '198.51.100.11' }), vm(4, { network: 'net2', ip: '198.51.100.11' })] }, { origin: 'api' }),
+      () =>
+        inv.applyBatch(
+          { networks: [net2], vms: [vm(2), vm(3, { ip: '198.51.100.11' }), vm(4, { network: 'net2', ip: '198.51.100.11' })] },
+          { origin: 'api' },
+        ),
       'VALIDATION_FAILED',
       'vms[1].ip',
       /batch rejected, nothing was changed[\s\S]*vms\[1\]\.ip: 198\.51\.100\.11 is already used in network "net1" by VM/,
@@ -112,7 +133,10 @@ describe('inventory', () => {
     const { inv } = open();
     inv.createNetwork(net1, 'api');
     inv.applyBatch({ vms: [vm(1), vm(2)] }, { origin: 'api' });
-    inv.applyBatch({ vms: [vm(1, { ip: '198.51.100.12', mac: '52:54:00:00:00:02' }), vm(2, { ip: '198.51.100.11', mac: '52:54:00:00:00:01' })] }, { origin: 'api' });
+    inv.applyBatch(
+      { vms: [vm(1, { ip: '198.51.100.12', mac: '52:54:00:00:00:02' }), vm(2, { ip: '198.51.100.11', mac: '52:54:00:00:00:01' })] },
+      { origin: 'api' },
+    );
     assert.equal(inv.index.lookup('net1', '198.51.100.12')?.facts.uuid, vm(1).id);
   });
 
@@ -123,8 +147,20 @@ describe('inventory', () => {
     inv.applyBatch({ networks: [net1], vms: [vm(1)] }, { origin: 'config' });
     assert.equal(inv.vmCount(), 3, 'merge keeps everything');
     inv.applyBatch({ networks: [net1], vms: [vm(1)] }, { origin: 'config', pruneOrigin: 'config' });
-    assert.deepEqual(inv.vmList().map((v) => v.vm.hostname).sort(), ['vm1', 'vm3'], 'the API-made VM stays');
-    rejects(() => inv.applyBatch({ networks: [], vms: [] }, { origin: 'config', pruneOrigin: 'config' }), 'VALIDATION_FAILED', undefined, /unknown network "net1"/);
+    assert.deepEqual(
+      inv
+        .vmList()
+        .map((v) => v.vm.hostname)
+        .sort(),
+      ['vm1', 'vm3'],
+      'the API-made VM stays',
+    );
+    rejects(
+      () => inv.applyBatch({ networks: [], vms: [] }, { origin: 'config', pruneOrigin: 'config' }),
+      'VALIDATION_FAILED',
+      undefined,
+      /unknown network "net1"/,
+    );
   });
 
   it('stores a password once per VM', () => {

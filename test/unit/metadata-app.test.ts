@@ -13,9 +13,20 @@ import { probeHeaderValue, probedVmId } from '../../src/server/guest-api.ts';
 
 const net = networkSchema.parse({ id: 'net1', cidr: '127.0.0.0/8', service_ip: '127.0.0.2' });
 const other = networkSchema.parse({ id: 'net2', cidr: '127.0.0.0/8', service_ip: '127.0.0.2' });
-const vm = vmSchema.parse({ id: '1b4e28ba-2fa1-11d2-883f-0016d3cca427', network: 'net1', ip: '127.0.0.1', mac: '52:54:00:12:34:56', hostname: 'vm1', user_data: 'hello' });
+const vm = vmSchema.parse({
+  id: '1b4e28ba-2fa1-11d2-883f-0016d3cca427',
+  network: 'net1',
+  ip: '127.0.0.1',
+  mac: '52:54:00:12:34:56',
+  hostname: 'vm1',
+  user_data: 'hello',
+});
 
-function get(port: number, path: string, method = 'GET'): Promise<{ status: number; type: string | undefined; body: string; allow: string | undefined }> {
+function get(
+  port: number,
+  path: string,
+  method = 'GET',
+): Promise<{ status: number; type: string | undefined; body: string; allow: string | undefined }> {
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, path, method }, (res) => {
       let body = '';
@@ -34,7 +45,12 @@ describe('metadata app', () => {
 
   before(async () => {
     const index = MetadataIndex.build([net, other], [vm], { dhcpDomain: 'novalocal' });
-    app = await buildMetadataApp({ index: () => index, passwords: { password: () => '', setPasswordOnce: () => true }, log: createLogger({ level: 'silent' }), guard: { tokens: TokenKeys.ephemeral(), limiter: undefined, stats: undefined } });
+    app = await buildMetadataApp({
+      index: () => index,
+      passwords: { password: () => '', setPasswordOnce: () => true },
+      log: createLogger({ level: 'silent' }),
+      guard: { tokens: TokenKeys.ephemeral(), limiter: undefined, stats: undefined },
+    });
     for (const id of ['net1', 'net2']) {
       const server = createServer(app.handler);
       server.on('connection', (s: TaggedSocket) => (s[NETWORK] = id));
@@ -87,7 +103,14 @@ describe('metadata app', () => {
     const genuine = probeHeaderValue(vm.id);
     assert.equal(probedVmId(genuine), vm.id);
     const secret = genuine.slice(0, genuine.indexOf(' '));
-    for (const forged of [vm.id, `x ${vm.id}`, ` ${vm.id}`, `${secret.slice(0, -1)}${secret.endsWith('A') ? 'B' : 'A'} ${vm.id}`, `${secret}x ${vm.id}`, secret]) {
+    for (const forged of [
+      vm.id,
+      `x ${vm.id}`,
+      ` ${vm.id}`,
+      `${secret.slice(0, -1)}${secret.endsWith('A') ? 'B' : 'A'} ${vm.id}`,
+      `${secret}x ${vm.id}`,
+      secret,
+    ]) {
       assert.equal(probedVmId(forged), undefined, forged);
     }
     assert.equal(probedVmId(undefined), undefined);

@@ -35,7 +35,10 @@ describe('NftBatcher', () => {
     const { runner, scripts } = recordingRunner();
     const b = new NftBatcher(runner, 'ns1');
     const results = await Promise.allSettled([b.apply('good 1'), b.apply('BAD 2'), b.apply('good 3')]);
-    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
     const rejected = results[1] as PromiseRejectedResult;
     assert.match((rejected.reason as Error).message, /BAD 2/);
     assert.deepEqual(scripts, ['good 1\nBAD 2\ngood 3\n', 'good 1', 'BAD 2', 'good 3']);

@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { parseCounterPackets, parseRuleset, parseTable, renderBridgeTable, renderGuestElements, renderInnerGuestElements, renderNatTable, tableMatches } from '../../src/netns/nft.ts';
+import {
+  parseCounterPackets,
+  parseRuleset,
+  parseTable,
+  renderBridgeTable,
+  renderGuestElements,
+  renderInnerGuestElements,
+  renderNatTable,
+  tableMatches,
+} from '../../src/netns/nft.ts';
 
 const GOLDEN = new URL('../fixtures/nat-table-8775.nft', import.meta.url);
 
@@ -39,7 +48,10 @@ describe('bridge table', () => {
     assert.deepEqual(t.sets, ['guests']);
     assert.match(t.script, /^table bridge imds-n1 \{\}\ndelete table bridge imds-n1\ntable bridge imds-n1 \{/);
     assert.match(t.script, /set guests \{\n\s+type ether_addr \. ipv4_addr;/);
-    assert.match(t.script, /ether saddr \. ip saddr @guests ip daddr 169\.254\.169\.254 tcp dport 80 ether daddr != 02:11:22:33:44:55 ether daddr set 02:11:22:33:44:55 counter/);
+    assert.match(
+      t.script,
+      /ether saddr \. ip saddr @guests ip daddr 169\.254\.169\.254 tcp dport 80 ether daddr != 02:11:22:33:44:55 ether daddr set 02:11:22:33:44:55 counter/,
+    );
     assert.match(t.script, /iifname "ens4" ether type arp arp daddr ip 169\.254\.169\.254 counter drop/);
     assert.match(t.script, /iifname "imdo-n1" oifname "ens4" counter drop/);
     assert.match(t.script, /oifname "ens4" ether type arp arp daddr ip 169\.254\.169\.254 counter drop/);
@@ -54,7 +66,10 @@ describe('bridge table', () => {
   });
 
   it('replaces the guest set whole, deduplicated, in chunks of 1000', () => {
-    const guests = Array.from({ length: 2500 }, (_, i) => ({ mac: `52:54:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, ip: `198.51.100.${i % 250}` }));
+    const guests = Array.from({ length: 2500 }, (_, i) => ({
+      mac: `52:54:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`,
+      ip: `198.51.100.${i % 250}`,
+    }));
     const script = renderGuestElements('imds-n1', [...guests, guests[0] as (typeof guests)[number]]);
     const lines = script.trimEnd().split('\n');
     assert.equal(lines[0], 'flush set bridge imds-n1 guests');
@@ -65,12 +80,22 @@ describe('bridge table', () => {
 
   it('reads every table, its rules and its set elements from one `nft -j list ruleset`', () => {
     const t = renderBridgeTable({ table: 'imds-n1', innerMac: MAC, outer: 'imdo-n1', uplink: undefined });
-    const rule = (table: string, comment?: string) => ({ rule: { family: 'bridge', table, chain: 'prerouting', handle: 3, ...(comment === undefined ? {} : { comment }), expr: [] } });
+    const rule = (table: string, comment?: string) => ({
+      rule: { family: 'bridge', table, chain: 'prerouting', handle: 3, ...(comment === undefined ? {} : { comment }), expr: [] },
+    });
     const json = JSON.stringify({
       nftables: [
         { metainfo: {} },
         { table: { family: 'bridge', name: 'imds-n1' } },
-        { set: { family: 'bridge', table: 'imds-n1', name: 'guests', type: ['ether_addr', 'ipv4_addr'], elem: [{ concat: ['52:54:00:00:00:01', '198.51.100.11'] }] } },
+        {
+          set: {
+            family: 'bridge',
+            table: 'imds-n1',
+            name: 'guests',
+            type: ['ether_addr', 'ipv4_addr'],
+            elem: [{ concat: ['52:54:00:00:00:01', '198.51.100.11'] }],
+          },
+        },
         rule('imds-n1', `imds:${t.hash}`),
         { table: { family: 'bridge', name: 'other' } },
         rule('other'),
@@ -83,7 +108,9 @@ describe('bridge table', () => {
     assert.deepEqual([...(mine.sets.get('guests') ?? [])], ['52:54:00:00:00:01 . 198.51.100.11']);
     assert.equal(tables.get('bridge other')?.ruleCount, 1);
     // The same table without its set is not the desired one.
-    const noSet = parseRuleset(JSON.stringify({ nftables: [{ table: { family: 'bridge', name: 'imds-n1' } }, rule('imds-n1', `imds:${t.hash}`)] }));
+    const noSet = parseRuleset(
+      JSON.stringify({ nftables: [{ table: { family: 'bridge', name: 'imds-n1' } }, rule('imds-n1', `imds:${t.hash}`)] }),
+    );
     assert.ok(!tableMatches(noSet.get('bridge imds-n1'), t));
   });
 });
@@ -103,7 +130,9 @@ describe('namespace guest sets and the spoof counter', () => {
   });
 
   it('reads the packets of a named counter', () => {
-    const json = JSON.stringify({ nftables: [{ metainfo: {} }, { counter: { family: 'ip', name: 'spoofed', table: 'imds', handle: 5, packets: 7, bytes: 420 } }] });
+    const json = JSON.stringify({
+      nftables: [{ metainfo: {} }, { counter: { family: 'ip', name: 'spoofed', table: 'imds', handle: 5, packets: 7, bytes: 420 } }],
+    });
     assert.equal(parseCounterPackets(json), 7);
     assert.equal(parseCounterPackets(JSON.stringify({ nftables: [{ metainfo: {} }] })), undefined);
   });

@@ -15,13 +15,26 @@ const desired = desiredState({
 const d = desired.networks.get('net1') as DesiredNetwork;
 
 function link(name: string, extra: Partial<LinkState> = {}): LinkState {
-  return { name, index: 1, kind: undefined, master: undefined, up: true, mtu: 1400, alias: undefined, mac: undefined, addresses: [], ...extra };
+  return {
+    name,
+    index: 1,
+    kind: undefined,
+    master: undefined,
+    up: true,
+    mtu: 1400,
+    alias: undefined,
+    mac: undefined,
+    addresses: [],
+    ...extra,
+  };
 }
 
 /** Kernel state exactly as the plan for `d` leaves it. */
 function converged(): ObservedState {
   const rules = Array.from({ length: d.nft.ruleCount }, () => ({ rule: { comment: `imds:${d.nft.hash}` } }));
-  const table = parseTable(JSON.stringify({ nftables: [{ table: {} }, { set: { name: 'vm_ips', elem: [] } }, { set: { name: 'guests', elem: [] } }, ...rules] }));
+  const table = parseTable(
+    JSON.stringify({ nftables: [{ table: {} }, { set: { name: 'vm_ips', elem: [] } }, { set: { name: 'guests', elem: [] } }, ...rules] }),
+  );
   const bridgeRules = Array.from({ length: d.bridgeTable.ruleCount }, () => ({ rule: { comment: `imds:${d.bridgeTable.hash}` } }));
   const bridgeTable = parseTable(JSON.stringify({ nftables: [{ table: {} }, { set: { name: 'guests', elem: [] } }, ...bridgeRules] }));
   return {
@@ -54,7 +67,12 @@ function stepsOf(observed: ObservedState): Step[] {
 
 describe('planner', () => {
   it('builds everything from nothing, host objects before the namespace contents', () => {
-    const steps = stepsOf({ hostLinks: new Map([['eth0', link('eth0')]]), namespaces: new Set(), inside: new Map(), bridgeTables: new Map() });
+    const steps = stepsOf({
+      hostLinks: new Map([['eth0', link('eth0')]]),
+      namespaces: new Set(),
+      inside: new Map(),
+      bridgeTables: new Map(),
+    });
     assert.deepEqual(
       steps.map((s) => (s.kind === 'nft' ? `nft@${s.netns ?? 'host'}` : s.kind)),
       ['netns-add', 'ip', 'ip', 'nft@imds-net1', 'nft@host'],
@@ -74,7 +92,12 @@ describe('planner', () => {
     ]);
     const inside = steps[2] as Extract<Step, { kind: 'ip' }>;
     assert.equal(inside.netns, 'imds-net1');
-    assert.deepEqual(inside.lines, ['link set lo up', 'link set imds0 up', 'addr add 198.51.100.2/24 dev imds0', 'addr add 169.254.169.254/32 dev imds0']);
+    assert.deepEqual(inside.lines, [
+      'link set lo up',
+      'link set imds0 up',
+      'addr add 198.51.100.2/24 dev imds0',
+      'addr add 169.254.169.254/32 dev imds0',
+    ]);
     const p = plan(desired, { hostLinks: new Map(), namespaces: new Set(), inside: new Map(), bridgeTables: new Map() });
     assert.equal(p.networks[0]?.fresh, true);
     assert.deepEqual(
@@ -108,7 +131,9 @@ describe('planner', () => {
 
   it('restores the inner MAC and the bridge table, each where it lives', () => {
     const o = converged();
-    o.inside.get('imds-net1')?.links.set('imds0', link('imds0', { kind: 'veth', mac: '02:00:00:00:00:01', addresses: ['198.51.100.2/24', '169.254.169.254/32'] }));
+    o.inside
+      .get('imds-net1')
+      ?.links.set('imds0', link('imds0', { kind: 'veth', mac: '02:00:00:00:00:01', addresses: ['198.51.100.2/24', '169.254.169.254/32'] }));
     o.bridgeTables.delete('imds-net1');
     const steps = stepsOf(o);
     assert.deepEqual(
@@ -123,7 +148,10 @@ describe('planner', () => {
     const t = o.bridgeTables.get('imds-net1');
     assert.ok(t);
     t.sets.clear();
-    assert.deepEqual(stepsOf(o).map((s) => `${s.kind}@${s.netns ?? 'host'}`), ['nft@host']);
+    assert.deepEqual(
+      stepsOf(o).map((s) => `${s.kind}@${s.netns ?? 'host'}`),
+      ['nft@host'],
+    );
   });
 
   it('replaces a flushed nft table', () => {
@@ -131,7 +159,10 @@ describe('planner', () => {
     const ns = o.inside.get('imds-net1');
     assert.ok(ns);
     ns.table = parseTable(JSON.stringify({ nftables: [{ table: {} }] }));
-    assert.deepEqual(stepsOf(o).map((s) => s.kind), ['nft']);
+    assert.deepEqual(
+      stepsOf(o).map((s) => s.kind),
+      ['nft'],
+    );
   });
 
   it('repairs a half veth pair by recreating both ends', () => {
@@ -148,7 +179,10 @@ describe('planner', () => {
     o.namespaces.delete('imds-net1');
     o.inside.delete('imds-net1');
     const steps = stepsOf(o);
-    assert.deepEqual(steps.map((s) => s.kind), ['netns-add', 'ip', 'ip', 'ip', 'nft']);
+    assert.deepEqual(
+      steps.map((s) => s.kind),
+      ['netns-add', 'ip', 'ip', 'ip', 'nft'],
+    );
     const del = steps[1] as Extract<Step, { kind: 'ip' }>;
     assert.deepEqual(del.lines, ['link del imdsv-net1']);
     assert.equal(del.bestEffort, true);
@@ -168,12 +202,28 @@ describe('planner', () => {
   });
 
   it('uses an existing bridge without claiming it', () => {
-    const ext = desiredState({ namespacePrefix: 'imds-', listenPort: 8775, networks: [{ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', bridge: 'br0' }] });
-    const o: ObservedState = { hostLinks: new Map([['br0', link('br0', { kind: 'bridge', up: false })]]), namespaces: new Set(), inside: new Map(), bridgeTables: new Map() };
+    const ext = desiredState({
+      namespacePrefix: 'imds-',
+      listenPort: 8775,
+      networks: [{ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', bridge: 'br0' }],
+    });
+    const o: ObservedState = {
+      hostLinks: new Map([['br0', link('br0', { kind: 'bridge', up: false })]]),
+      namespaces: new Set(),
+      inside: new Map(),
+      bridgeTables: new Map(),
+    };
     const p = plan(ext, o);
     const host = p.networks[0]?.steps.find((s) => s.kind === 'ip' && s.netns === undefined) as Extract<Step, { kind: 'ip' }>;
-    assert.ok(host.lines.every((l) => !l.includes('link set br0') && !l.includes('link add br0')), host.lines.join('\n'));
-    assert.deepEqual(p.networks[0]?.rollback.map((s) => (s.kind === 'ip' ? s.lines[0] : s.kind)), ['link del imdsv-net1', 'nft', 'netns-del'], 'rollback keeps the operator bridge');
+    assert.ok(
+      host.lines.every((l) => !l.includes('link set br0') && !l.includes('link add br0')),
+      host.lines.join('\n'),
+    );
+    assert.deepEqual(
+      p.networks[0]?.rollback.map((s) => (s.kind === 'ip' ? s.lines[0] : s.kind)),
+      ['link del imdsv-net1', 'nft', 'netns-del'],
+      'rollback keeps the operator bridge',
+    );
   });
 
   it('removes owned orphans (veths before bridges, then the namespace) and nothing foreign', () => {
@@ -197,7 +247,12 @@ describe('planner', () => {
 
 describe('apply stages', () => {
   it('creates the namespace first, then loads the nft table while the host batch runs', () => {
-    const steps = stepsOf({ hostLinks: new Map([['eth0', link('eth0')]]), namespaces: new Set(), inside: new Map(), bridgeTables: new Map() });
+    const steps = stepsOf({
+      hostLinks: new Map([['eth0', link('eth0')]]),
+      namespaces: new Set(),
+      inside: new Map(),
+      bridgeTables: new Map(),
+    });
     const stages = stagesOf(steps);
     assert.deepEqual(
       stages.map((stage) => stage.map((s) => `${s.kind}@${s.netns ?? 'host'}`)),

@@ -23,16 +23,25 @@ for (const [name, runner] of [
       assert.equal(res.stdout, 'hello\n');
       assert.equal(res.stderr, 'err\n');
       const many = await Promise.all(Array.from({ length: 12 }, (_, i) => r.run(['sh', '-c', `echo ${i}`])));
-      assert.deepEqual(many.map((m) => m.stdout.trim()), Array.from({ length: 12 }, (_, i) => String(i)));
+      assert.deepEqual(
+        many.map((m) => m.stdout.trim()),
+        Array.from({ length: 12 }, (_, i) => String(i)),
+      );
     });
 
     it('fails with the exit status and stderr, unless told to allow it', async () => {
-      await assert.rejects(r.run(['sh', '-c', 'echo nope >&2; exit 3']), (e) => isImdsError(e, 'COMMAND_FAILED') && /exit 3: nope/.test(e.message));
+      await assert.rejects(
+        r.run(['sh', '-c', 'echo nope >&2; exit 3']),
+        (e) => isImdsError(e, 'COMMAND_FAILED') && /exit 3: nope/.test(e.message),
+      );
       assert.equal((await r.run(['sh', '-c', 'exit 3'], { allowFailure: true })).code, 3);
     });
 
     it('names a missing program and a command that runs too long', async () => {
-      await assert.rejects(r.run(['no-such-program-imds']), (e) => isImdsError(e, 'COMMAND_NOT_FOUND') && /no-such-program-imds: not found/.test(e.message));
+      await assert.rejects(
+        r.run(['no-such-program-imds']),
+        (e) => isImdsError(e, 'COMMAND_NOT_FOUND') && /no-such-program-imds: not found/.test(e.message),
+      );
       await assert.rejects(r.run(['sleep', '5'], { timeoutMs: 200 }), (e) => isImdsError(e, 'COMMAND_TIMEOUT'));
     });
   });

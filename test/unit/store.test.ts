@@ -17,14 +17,24 @@ function tempDir(): string {
 
 const net = networkSchema.parse({ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' });
 const vm = (n: number, extra: Record<string, unknown> = {}) =>
-  vmSchema.parse({ id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, network: 'net1', ip: `198.51.100.${10 + n}`, mac: `52:54:00:00:00:${n.toString(16).padStart(2, '0')}`, hostname: `vm${n}`, ...extra });
+  vmSchema.parse({
+    id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+    network: 'net1',
+    ip: `198.51.100.${10 + n}`,
+    mac: `52:54:00:00:00:${n.toString(16).padStart(2, '0')}`,
+    hostname: `vm${n}`,
+    ...extra,
+  });
 
 describe('SQLite store', () => {
   it('migrates a new store, uses WAL, and round-trips networks, VMs and binary user data', () => {
     const dir = tempDir();
     const store = SqliteStore.open(dir);
     assert.equal(store.schemaVersion(), SCHEMA_VERSION);
-    store.apply({ networks: [{ network: net, origin: 'config' }], vms: [{ vm: vm(1, { user_data: Buffer.from([0x1f, 0x8b, 0, 255]) }), origin: 'api' }] });
+    store.apply({
+      networks: [{ network: net, origin: 'config' }],
+      vms: [{ vm: vm(1, { user_data: Buffer.from([0x1f, 0x8b, 0, 255]) }), origin: 'api' }],
+    });
     store.close();
     const again = SqliteStore.open(dir);
     assert.deepEqual(again.loadNetworks(), [{ network: net, origin: 'config' }]);

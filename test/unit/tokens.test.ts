@@ -39,7 +39,8 @@ describe('session tokens', () => {
     const tampered = Buffer.from(t, 'base64url');
     tampered.writeUInt32BE(tampered.readUInt32BE(1) + 3600, 1);
     assert.equal(keys.check(tampered.toString('base64url'), 'net1', VM, 1_000_000), 'invalid', 'a later expiry breaks the MAC');
-    for (const junk of ['', 'x', `${t}A`, `${t.slice(0, -1)}=`, 'A'.repeat(5000)]) assert.equal(keys.check(junk, 'net1', VM), 'invalid', junk.slice(0, 20));
+    for (const junk of ['', 'x', `${t}A`, `${t.slice(0, -1)}=`, 'A'.repeat(5000)])
+      assert.equal(keys.check(junk, 'net1', VM), 'invalid', junk.slice(0, 20));
   });
 
   it('keep their key in the state directory (0600), survive a reload, and all die on rotation', () => {
@@ -55,7 +56,10 @@ describe('session tokens', () => {
       assert.equal(keys.check(t, 'net1', VM), 'invalid');
       assert.equal(TokenKeys.load(dir).check(keys.issue('net1', VM, 600), 'net1', VM), 'valid', 'the rotated key is the persisted one');
       writeFileSync(tokenKeyPath(dir), 'short');
-      assert.throws(() => TokenKeys.load(dir), (e) => isImdsError(e, 'STORE_FAILED') && /token\.key is 5 bytes/.test(e.message));
+      assert.throws(
+        () => TokenKeys.load(dir),
+        (e) => isImdsError(e, 'STORE_FAILED') && /token\.key is 5 bytes/.test(e.message),
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -65,7 +69,10 @@ describe('session tokens', () => {
 describe('rate limiter', () => {
   it('lets a burst through, then one request per 1/rate seconds, and says when to come back', () => {
     const r = new RateLimiter({ perSecond: 10, burst: 3 });
-    assert.deepEqual([0, 0, 0].map(() => r.take('a', 0)), [0, 0, 0]);
+    assert.deepEqual(
+      [0, 0, 0].map(() => r.take('a', 0)),
+      [0, 0, 0],
+    );
     assert.equal(r.take('a', 0), 1);
     assert.equal(r.take('b', 0), 0, 'buckets are per caller');
     assert.equal(r.take('a', 100), 0, 'refilled one after 100 ms');
@@ -77,12 +84,20 @@ describe('rate limiter', () => {
 
   it('refills at exactly perSecond, caps at the burst, and a refused request costs nothing', () => {
     const r = new RateLimiter({ perSecond: 1, burst: 5 });
-    assert.deepEqual([0, 1, 2, 3, 4].map(() => r.take('a', 0)), [0, 0, 0, 0, 0], 'the burst');
+    assert.deepEqual(
+      [0, 1, 2, 3, 4].map(() => r.take('a', 0)),
+      [0, 0, 0, 0, 0],
+      'the burst',
+    );
     assert.equal(r.take('a', 0), 1, 'spent: come back in 1 s');
     assert.equal(r.take('a', 999), 1, '0.999 of a token after 999 ms: still refused');
     assert.equal(r.take('a', 1000), 0, 'one token after 1 s, although two requests were refused meanwhile');
     assert.equal(r.take('a', 1000), 1);
-    assert.deepEqual([0, 1, 2, 3, 4, 5].map(() => r.take('a', 1_000_000)), [0, 0, 0, 0, 0, 1], 'a long pause refills the burst, no more');
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5].map(() => r.take('a', 1_000_000)),
+      [0, 0, 0, 0, 0, 1],
+      'a long pause refills the burst, no more',
+    );
     // Retry-After is the whole seconds until the next token, at least 1.
     const quarter = new RateLimiter({ perSecond: 0.25, burst: 1 });
     assert.equal(quarter.take('a', 0), 0);
@@ -110,7 +125,17 @@ for (const fast of [false, true]) {
     const start = async (extra: Record<string, unknown>) => {
       await app.start(
         [networkSchema.parse({ id: 'net1', cidr: '127.0.0.0/8', service_ip: '127.0.0.2' })],
-        [vmSchema.parse({ id: VM, network: 'net1', ip: '127.0.0.1', mac: '52:54:00:12:34:56', hostname: 'vm1', user_data: 'hello', ...extra })],
+        [
+          vmSchema.parse({
+            id: VM,
+            network: 'net1',
+            ip: '127.0.0.1',
+            mac: '52:54:00:12:34:56',
+            hostname: 'vm1',
+            user_data: 'hello',
+            ...extra,
+          }),
+        ],
         'net1',
         { fast },
       );
@@ -126,8 +151,15 @@ for (const fast of [false, true]) {
       const token = r.body.toString();
       assert.equal(app.guard.tokens.check(token, 'net1', VM), 'valid');
       assert.equal((await app.fetch('/latest/meta-data/instance-id', { headers: { 'x-aws-ec2-metadata-token': token } })).status, 200);
-      assert.equal((await app.fetch('/latest/meta-data/instance-id', { headers: { 'x-aws-ec2-metadata-token': `${token.slice(0, -2)}AA` } })).status, 401);
-      assert.equal((await app.fetch('/openstack/latest/meta_data.json', { headers: { 'x-aws-ec2-metadata-token': 'junk' } })).status, 401, 'a bad token is refused anywhere');
+      assert.equal(
+        (await app.fetch('/latest/meta-data/instance-id', { headers: { 'x-aws-ec2-metadata-token': `${token.slice(0, -2)}AA` } })).status,
+        401,
+      );
+      assert.equal(
+        (await app.fetch('/openstack/latest/meta_data.json', { headers: { 'x-aws-ec2-metadata-token': 'junk' } })).status,
+        401,
+        'a bad token is refused anywhere',
+      );
       assert.equal((await app.fetch('/latest/meta-data/instance-id')).status, 200, 'optional: token-less is fine');
       for (const ttl of [undefined, '0', '21601', '-1', '1.5', 'abc']) {
         assert.equal((await put(ttl === undefined ? {} : { 'x-aws-ec2-metadata-token-ttl-seconds': ttl })).status, 400, `ttl ${ttl}`);
@@ -158,7 +190,8 @@ for (const fast of [false, true]) {
 
     it('http_endpoint disabled: 403 for everything', async () => {
       await start({ http_endpoint: 'disabled' });
-      for (const path of ['/', '/openstack/latest/meta_data.json', '/latest/meta-data/']) assert.equal((await app.fetch(path)).status, 403, path);
+      for (const path of ['/', '/openstack/latest/meta_data.json', '/latest/meta-data/'])
+        assert.equal((await app.fetch(path)).status, 403, path);
       assert.equal((await put({ 'x-aws-ec2-metadata-token-ttl-seconds': '5' })).status, 403);
       await app.stop();
     });
@@ -176,7 +209,16 @@ for (const fast of [false, true]) {
       for (let i = 0; i < 8; i++) burst.push(await fetch());
       assert.deepEqual(
         burst,
-        [[200, undefined], [200, undefined], [200, undefined], [200, undefined], [200, undefined], [429, '1'], [429, '1'], [429, '1']],
+        [
+          [200, undefined],
+          [200, undefined],
+          [200, undefined],
+          [200, undefined],
+          [200, undefined],
+          [429, '1'],
+          [429, '1'],
+          [429, '1'],
+        ],
         'five (the burst), then 429 with Retry-After: 1',
       );
       limiter.now = 999;

@@ -67,7 +67,7 @@ export const networkView = z.object({
       last_error: z.string().optional(),
     })
     .optional()
-    .describe('the network\'s dnsmasq (DHCP networks)'),
+    .describe("the network's dnsmasq (DHCP networks)"),
   origin: z.enum(['config', 'api']),
   vms: z.number().describe('VMs on this network'),
   state: z.enum(['serving', 'degraded', 'pending']),
@@ -125,7 +125,12 @@ export function vmInput(body: Partial<VmBody> & Record<string, unknown>): Record
   if (user_data !== undefined && user_data !== null && user_data_b64 !== undefined && user_data_b64 !== null) {
     throw new ImdsError('VALIDATION_FAILED', 'user_data: give user_data or user_data_b64, not both', { field: 'user_data' });
   }
-  const bytes = typeof user_data_b64 === 'string' ? Buffer.from(user_data_b64, 'base64') : typeof user_data === 'string' ? Buffer.from(user_data, 'utf8') : undefined;
+  const bytes =
+    typeof user_data_b64 === 'string'
+      ? Buffer.from(user_data_b64, 'base64')
+      : typeof user_data === 'string'
+        ? Buffer.from(user_data, 'utf8')
+        : undefined;
   return bytes === undefined ? rest : { ...rest, user_data: bytes };
 }
 

@@ -32,14 +32,54 @@ function rnd(n) {
   return state % n;
 }
 const pick = (xs) => xs[rnd(xs.length)];
-const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE', 'CONNECT', 'PROPFIND', 'get', 'G ET', '', 'GET\0', 'X'.repeat(100)];
+const METHODS = [
+  'GET',
+  'HEAD',
+  'POST',
+  'PUT',
+  'DELETE',
+  'PATCH',
+  'OPTIONS',
+  'TRACE',
+  'CONNECT',
+  'PROPFIND',
+  'get',
+  'G ET',
+  '',
+  'GET\0',
+  'X'.repeat(100),
+];
 const PATHS = [
-  '/', '/openstack', '/openstack/latest/meta_data.json', '/openstack/latest/user_data', '/openstack/latest/password',
-  '/openstack/2012-08-10/meta_data.json', '/latest/meta-data/', '/latest/meta-data/instance-id', '/latest/user-data', '/latest/api/token',
-  '/2009-04-04/meta-data/public-keys/0/openssh-key', '/ec2/latest/meta-data/', '/../../etc/passwd', '/openstack/../../../etc/shadow',
-  '/%2e%2e/%2e%2e/etc/passwd', '/openstack/latest/%2e%2e/%2e%2e/x', '/%', '/%zz', '/%00', '/openstack//latest///meta_data.json',
-  '/openstack/latest/meta_data.json?x=1&y=../../', '/openstack/latest/meta_data.json#frag', '*', 'http://169.254.169.254/latest/meta-data/',
-  '//evil.example/', '/\\..\\..\\', '/latest/meta-data/' + 'a/'.repeat(500), '/' + '%41'.repeat(2000), '/v1/vms', '/metrics',
+  '/',
+  '/openstack',
+  '/openstack/latest/meta_data.json',
+  '/openstack/latest/user_data',
+  '/openstack/latest/password',
+  '/openstack/2012-08-10/meta_data.json',
+  '/latest/meta-data/',
+  '/latest/meta-data/instance-id',
+  '/latest/user-data',
+  '/latest/api/token',
+  '/2009-04-04/meta-data/public-keys/0/openssh-key',
+  '/ec2/latest/meta-data/',
+  '/../../etc/passwd',
+  '/openstack/../../../etc/shadow',
+  '/%2e%2e/%2e%2e/etc/passwd',
+  '/openstack/latest/%2e%2e/%2e%2e/x',
+  '/%',
+  '/%zz',
+  '/%00',
+  '/openstack//latest///meta_data.json',
+  '/openstack/latest/meta_data.json?x=1&y=../../',
+  '/openstack/latest/meta_data.json#frag',
+  '*',
+  'http://169.254.169.254/latest/meta-data/',
+  '//evil.example/',
+  '/\\..\\..\\',
+  '/latest/meta-data/' + 'a/'.repeat(500),
+  '/' + '%41'.repeat(2000),
+  '/v1/vms',
+  '/metrics',
 ];
 const VERSIONS = ['HTTP/1.1', 'HTTP/1.0', 'HTTP/2.0', 'HTTP/0.9', 'HTTP/1.1 extra', 'HTTX/1.1', ''];
 function junk(n) {
@@ -49,9 +89,12 @@ function junk(n) {
 }
 function randomPath() {
   switch (rnd(6)) {
-    case 0: return junk(1 + rnd(40));
-    case 1: return `${pick(PATHS)}${junk(rnd(8))}`;
-    default: return pick(PATHS);
+    case 0:
+      return junk(1 + rnd(40));
+    case 1:
+      return `${pick(PATHS)}${junk(rnd(8))}`;
+    default:
+      return pick(PATHS);
   }
 }
 /** One request's bytes. */
@@ -59,18 +102,30 @@ function request() {
   const kind = rnd(12);
   const host = 'Host: 169.254.169.254\r\n';
   switch (kind) {
-    case 0: return `${pick(METHODS)} ${randomPath()} ${pick(VERSIONS)}\r\n${host}\r\n`;
-    case 1: return `GET ${pick(PATHS)} HTTP/1.1\r\n${host}X-Big: ${'x'.repeat(8000 + rnd(40000))}\r\n\r\n`;
-    case 2: return `GET ${pick(PATHS)} HTTP/1.1\r\n${host}${Array.from({ length: 50 + rnd(300) }, (_, i) => `X-H${i}: ${junk(10)}`).join('\r\n')}\r\n\r\n`;
-    case 3: return `POST ${pick(PATHS)} HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\n\r\n${pick(['zz\r\nabc\r\n', '5\r\nab', 'ffffffffffffffff\r\n', '3\r\nabc\r\n0\r\n', '-1\r\n\r\n'])}\r\n`;
-    case 4: return `POST /openstack/latest/password HTTP/1.1\r\n${host}Content-Length: ${pick(['5000', '-1', 'abc', '99999999999999999999', '10, 20'])}\r\n\r\n${junk(rnd(100))}`;
-    case 5: return `PUT /latest/api/token HTTP/1.1\r\n${host}X-aws-ec2-metadata-token-ttl-seconds: ${pick(['0', '1', '21600', '21601', '-5', 'x', '1e3', ' 60 ', junk(5)])}\r\n${rnd(2) ? 'X-Forwarded-For: 1.2.3.4\r\n' : ''}\r\n`;
-    case 6: return `GET ${pick(PATHS)} HTTP/1.1\r\n${host}X-aws-ec2-metadata-token: ${pick(['', 'x', 'A'.repeat(50), junk(30), 'A'.repeat(10000)])}\r\n\r\n`;
-    case 7: return `GET ${pick(PATHS)} HTTP/1.1\r\n${host}Content-Length: 1\r\nContent-Length: 2\r\n\r\nab`;
-    case 8: return `GET ${pick(PATHS)} HTTP/1.1\r\n${host} folded: x\r\n\r\n`;
-    case 9: return junk(1 + rnd(200)) + '\r\n\r\n';
-    case 10: return `GET ${pick(PATHS)} HTTP/1.1\n${host.replace('\r\n', '\n')}\n`;
-    default: return `${pick(['GET', 'HEAD'])} ${pick(PATHS)} HTTP/1.1\r\n${host}Connection: keep-alive\r\n\r\n`;
+    case 0:
+      return `${pick(METHODS)} ${randomPath()} ${pick(VERSIONS)}\r\n${host}\r\n`;
+    case 1:
+      return `GET ${pick(PATHS)} HTTP/1.1\r\n${host}X-Big: ${'x'.repeat(8000 + rnd(40000))}\r\n\r\n`;
+    case 2:
+      return `GET ${pick(PATHS)} HTTP/1.1\r\n${host}${Array.from({ length: 50 + rnd(300) }, (_, i) => `X-H${i}: ${junk(10)}`).join('\r\n')}\r\n\r\n`;
+    case 3:
+      return `POST ${pick(PATHS)} HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\n\r\n${pick(['zz\r\nabc\r\n', '5\r\nab', 'ffffffffffffffff\r\n', '3\r\nabc\r\n0\r\n', '-1\r\n\r\n'])}\r\n`;
+    case 4:
+      return `POST /openstack/latest/password HTTP/1.1\r\n${host}Content-Length: ${pick(['5000', '-1', 'abc', '99999999999999999999', '10, 20'])}\r\n\r\n${junk(rnd(100))}`;
+    case 5:
+      return `PUT /latest/api/token HTTP/1.1\r\n${host}X-aws-ec2-metadata-token-ttl-seconds: ${pick(['0', '1', '21600', '21601', '-5', 'x', '1e3', ' 60 ', junk(5)])}\r\n${rnd(2) ? 'X-Forwarded-For: 1.2.3.4\r\n' : ''}\r\n`;
+    case 6:
+      return `GET ${pick(PATHS)} HTTP/1.1\r\n${host}X-aws-ec2-metadata-token: ${pick(['', 'x', 'A'.repeat(50), junk(30), 'A'.repeat(10000)])}\r\n\r\n`;
+    case 7:
+      return `GET ${pick(PATHS)} HTTP/1.1\r\n${host}Content-Length: 1\r\nContent-Length: 2\r\n\r\nab`;
+    case 8:
+      return `GET ${pick(PATHS)} HTTP/1.1\r\n${host} folded: x\r\n\r\n`;
+    case 9:
+      return junk(1 + rnd(200)) + '\r\n\r\n';
+    case 10:
+      return `GET ${pick(PATHS)} HTTP/1.1\n${host.replace('\r\n', '\n')}\n`;
+    default:
+      return `${pick(['GET', 'HEAD'])} ${pick(PATHS)} HTTP/1.1\r\n${host}Connection: keep-alive\r\n\r\n`;
   }
 }
 
@@ -129,9 +184,21 @@ function connection() {
         else if (head < 0 || head > written) why = 'no_complete_head';
         else why = 'owed';
         silent[why]++;
-        if (why === 'reset_while_sending') resets.push({ port, t0, t1: Date.now(), written, length: payload.length, payload: JSON.stringify(payload.slice(0, 200)) });
+        if (why === 'reset_while_sending')
+          resets.push({ port, t0, t1: Date.now(), written, length: payload.length, payload: JSON.stringify(payload.slice(0, 200)) });
         if (why === 'owed' && owedSamples.length < 10) {
-          owedSamples.push({ port, t0, ms: Date.now() - t0, timedOut, connected: t0 !== 0, written, writeError: writeError?.code, got: all.length, payload: JSON.stringify(payload.slice(0, 600)), length: payload.length });
+          owedSamples.push({
+            port,
+            t0,
+            ms: Date.now() - t0,
+            timedOut,
+            connected: t0 !== 0,
+            written,
+            writeError: writeError?.code,
+            got: all.length,
+            payload: JSON.stringify(payload.slice(0, 600)),
+            length: payload.length,
+          });
         }
       }
       resolve();

@@ -53,7 +53,9 @@ const port = sock.localPort;
 const out = [];
 let token = '';
 for (const r of requests) {
-  const headers = Object.entries(r.headers ?? {}).map(([k, v]) => `${k}: ${String(v).replace('{token}', token)}\r\n`).join('');
+  const headers = Object.entries(r.headers ?? {})
+    .map(([k, v]) => `${k}: ${String(v).replace('{token}', token)}\r\n`)
+    .join('');
   sock.write(`${r.method} ${r.path} HTTP/1.1\r\nHost: 169.254.169.254\r\n${headers}\r\n`);
   const a = await answer(r.method);
   if (r.method === 'PUT' && a.status === 200) token = a.body;
