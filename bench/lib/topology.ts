@@ -3,7 +3,8 @@
 // and guest namespaces on the bridges. Everything is named imdsbench-<id>-… and removed by name.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Sandbox, sh } from '../../test/helpers/sandbox.ts';
+import type { Sandbox } from '../../test/helpers/sandbox.ts';
+import { sh } from '../../test/helpers/sandbox.ts';
 
 export const CIDR = '198.51.100.0/24';
 export const SERVICE_IP = '198.51.100.2';

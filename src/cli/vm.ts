@@ -121,7 +121,7 @@ export function vmCommand(): Command {
   )
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
-      const created = await clientOf(cmd).call<VmView>('POST', '/v1/vms', { id, ...vmBody(opts as VmFlags) });
+      const created = await clientOf(cmd).call<VmView>('POST', '/v1/vms', { id, ...vmBody(opts) });
       if (opts['json']) printJson(created);
       else process.stdout.write(`vm ${created.id} added: ${created.hostname} ${created.ip} on ${created.network}\n`);
     });
@@ -165,7 +165,7 @@ export function vmCommand(): Command {
     .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
-      const body = vmBody(opts as VmFlags);
+      const body = vmBody(opts);
       for (const field of (opts['clear'] as string[] | undefined) ?? []) {
         const key = CLEAR_FIELD[field];
         if (key === undefined)

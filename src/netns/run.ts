@@ -128,7 +128,7 @@ class Spawner {
     // It keeps the daemon alive only while a command is pending (see hold()).
     child.unref();
     this.stream(child, 'unref');
-    createInterface({ input: child.stdout! }).on('line', (line) => {
+    createInterface({ input: child.stdout }).on('line', (line) => {
       let a: SpawnerAnswer;
       try {
         a = JSON.parse(line) as SpawnerAnswer;
@@ -257,7 +257,7 @@ export function createRunner(options: RunnerOptions = {}): Runner {
           try {
             resolve(settle(argv, outcome, started, timeoutMs, runOptions, log));
           } catch (e) {
-            reject(e as Error);
+            reject(e);
           }
         });
       });

@@ -136,13 +136,11 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
       const field = first === undefined ? undefined : pointerPath(err.validationContext, first.instancePath);
       const lines = issues.slice(0, 20).map((v) => `${pointerPath(err.validationContext, v.instancePath)}: ${v.message}`);
       if (issues.length > 20) lines.push(`… and ${issues.length - 20} more`);
-      return reply
-        .code(400)
-        .send({
-          code: 'VALIDATION_FAILED',
-          message: lines.join('; '),
-          ...(field === undefined || field === '(top level)' ? {} : { field }),
-        });
+      return reply.code(400).send({
+        code: 'VALIDATION_FAILED',
+        message: lines.join('; '),
+        ...(field === undefined || field === '(top level)' ? {} : { field }),
+      });
     }
     if (isImdsError(err)) {
       const status = httpStatusOf(err.code);

@@ -69,7 +69,7 @@ function badRequest(reply: FastifyReply, why: string): FastifyReply {
 export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataApp> {
   let handler: RequestHandler | undefined;
   const app = Fastify({
-    loggerInstance: deps.log.child({ component: 'metadata' }) as FastifyBaseLogger,
+    loggerInstance: deps.log.child({ component: 'metadata' }),
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, maxParamLength: 256 },
     rewriteUrl: (req) => normalisePath(req.url ?? '/'),

@@ -121,12 +121,12 @@ export async function armGet(
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => void (stderr += d.toString()));
   try {
-    await lineOn(child.stdout as Readable, 'the armed GET to be ready', (l) => l === 'armed', 20_000);
+    await lineOn(child.stdout, 'the armed GET to be ready', (l) => l === 'armed', 20_000);
   } catch (err) {
     child.kill('SIGKILL');
     throw new Error(`${(err as Error).message}\n${stderr}`);
   }
-  const result = lineOn(child.stdout as Readable, 'the armed GET to answer', (l) => l.startsWith('{'), timeoutMs + 10_000);
+  const result = lineOn(child.stdout, 'the armed GET to answer', (l) => l.startsWith('{'), timeoutMs + 10_000);
   return {
     child,
     async fire(): Promise<ArmedResult> {

@@ -6,7 +6,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
-import { Guest, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
+import type { Guest } from '../helpers/sandbox.ts';
+import { sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM1 = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 const VM2 = '2b4e28ba-2fa1-11d2-883f-0016d3cca427';

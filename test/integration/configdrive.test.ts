@@ -18,7 +18,8 @@ import {
 import { join, relative } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { Guest, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
+import type { Guest } from '../helpers/sandbox.ts';
+import { useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 const USER_DATA = gzipSync(Buffer.from('#cloud-config\nruncmd:\n  - [echo, "config drive ☃"]\n'));

@@ -5,7 +5,8 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { guestRaw, guestRequests, type GuestReply } from '../helpers/guest-requests.ts';
 import { CapturedOutput } from '../helpers/captured-output.ts';
-import { Guest, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
+import type { Guest } from '../helpers/sandbox.ts';
+import { useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
 
 const VM_A = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 const VM_B = '6f0c3a7e-91f2-4b8a-a1c4-0f6e2b9d7c31';

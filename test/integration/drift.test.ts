@@ -241,7 +241,7 @@ describe('self-healing', () => {
     const logMark = daemon.logs.length;
     const bridgeTable = inHv('nft', 'list', 'tables', 'bridge').match(/table bridge (\S*net1\S*)/)?.[1];
     assert.ok(bridgeTable, 'the bridge table of net1');
-    const bridgeSet = () => inHv('nft', 'list', 'set', 'bridge', bridgeTable as string, 'guests');
+    const bridgeSet = () => inHv('nft', 'list', 'set', 'bridge', bridgeTable, 'guests');
     const innerSet = () => inNs1('nft', 'list', 'set', 'ip', 'imds', 'guests');
     const before = sb.metric('imds_repairs_total', { network: 'net1', kind: 'guest_set' });
     await w1.servedAfter(Date.now(), 5000, "net1's guest to be served before the damage");

@@ -109,10 +109,7 @@ describe('lifecycle', () => {
     mark = daemon.logs.length;
     sb.writeConfig(cfg({ networks: [NET1, NET2], vms: [{ ...VMS[1], ip: 'not-an-ip' }] }));
     daemon.signal('SIGHUP');
-    const rejected = await daemon.waitForAfter(
-      mark,
-      (l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('reload rejected'),
-    );
+    const rejected = await daemon.waitForAfter(mark, (l) => typeof l['msg'] === 'string' && l['msg'].startsWith('reload rejected'));
     assert.match(String(rejected['err']), /vms\[0\]\.ip/);
     assert.deepEqual(
       daemon.logs.slice(mark).filter((l) => l['msg'] === 'reloaded'),

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { Guest, MAIN, sh, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
+import type { Guest } from '../helpers/sandbox.ts';
+import { MAIN, sh, useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
 import { rsaKeyPair } from '../helpers/ssh.ts';
 
 const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';

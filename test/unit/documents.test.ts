@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { EC2_VERSIONS, ec2MetaData, resolveEc2Version, resolveMetaData } from '../../src/documents/ec2.ts';
+import type { EC2_VERSIONS } from '../../src/documents/ec2.ts';
+import { ec2MetaData, resolveEc2Version, resolveMetaData } from '../../src/documents/ec2.ts';
 import { instanceFacts } from '../../src/documents/instance.ts';
 import { hasFile, versionDirectory } from '../../src/documents/openstack.ts';
 import { metaDataFields } from '../../src/documents/meta-data.ts';
 import { VmEntry } from '../../src/store/metadata-index.ts';
 import { pythonJson } from '../../src/documents/python-json.ts';
-import { OPENSTACK_VERSIONS, resolveOpenStackVersion } from '../../src/documents/versions.ts';
+import type { OPENSTACK_VERSIONS } from '../../src/documents/versions.ts';
+import { resolveOpenStackVersion } from '../../src/documents/versions.ts';
 import { networkSchema, vmSchema } from '../../src/model/schema.ts';
 
 const network = networkSchema.parse({ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' });
