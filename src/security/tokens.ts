@@ -64,7 +64,9 @@ export class TokenKeys {
   }
 
   issue(network: string, vmId: string, ttlSeconds: number, nowMs = Date.now()): string {
-    const expiry = Math.floor(nowMs / 1000) + ttlSeconds;
+    // Whole seconds, rounded up: a token lives at least its TTL (at most a second more). Rounded
+    // down, a 1 s token issued at x.995 s would be dead 5 ms later.
+    const expiry = Math.ceil(nowMs / 1000) + ttlSeconds;
     const out = Buffer.alloc(TOKEN_BYTES);
     out.writeUInt8(VERSION, 0);
     out.writeUInt32BE(expiry, 1);

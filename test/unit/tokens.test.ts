@@ -35,6 +35,13 @@ describe('session tokens', () => {
     assert.equal(keys.check(t, 'net1', OTHER, 1_000_000), 'invalid');
     assert.equal(keys.check(t, 'net2', VM, 1_000_000), 'invalid');
     assert.equal(keys.check(t, 'net1', VM, 1_060_000), 'expired');
+    // It lives at least its TTL whenever in a second it was issued, and at most a second more.
+    const late = keys.issue('net1', VM, 1, 1_000_999);
+    assert.equal(keys.check(late, 'net1', VM, 1_001_998), 'valid', 'a 1 s token issued at x.999 s is valid 999 ms later');
+    assert.equal(keys.check(late, 'net1', VM, 1_002_000), 'expired');
+    const early = keys.issue('net1', VM, 1, 1_000_000);
+    assert.equal(keys.check(early, 'net1', VM, 1_000_999), 'valid');
+    assert.equal(keys.check(early, 'net1', VM, 1_001_000), 'expired');
     assert.equal(TokenKeys.ephemeral().check(t, 'net1', VM, 1_000_000), 'invalid', 'another key');
     const tampered = Buffer.from(t, 'base64url');
     tampered.writeUInt32BE(tampered.readUInt32BE(1) + 3600, 1);
