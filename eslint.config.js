@@ -33,13 +33,20 @@ export default tseslint.config(
       'max-lines-per-function': ['error', { max: 80, skipBlankLines: true, skipComments: true, IIFEs: true }],
       'no-restricted-imports': [
         'error',
-        { paths: [{ name: 'node:child_process', message: 'src/netns/run.ts is the one place that starts processes' }] },
+        {
+          paths: [
+            {
+              name: 'node:child_process',
+              message: 'processes start only in src/netns/run.ts (commands) and src/netns/service.ts (services)',
+            },
+          ],
+        },
       ],
     },
   },
   {
-    // The process runner and its spawner are the one place that starts processes.
-    files: ['src/netns/run.ts', 'src/netns/spawner-child.ts'],
+    // The process runner, its spawner and the service starter are the only modules that start processes.
+    files: ['src/netns/run.ts', 'src/netns/spawner.ts', 'src/netns/spawner-child.ts', 'src/netns/service.ts'],
     rules: { 'no-restricted-imports': 'off' },
   },
   {
@@ -50,6 +57,10 @@ export default tseslint.config(
   {
     files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
     ...tseslint.configs.disableTypeChecked,
+  },
+  {
+    files: ['**/*.cjs'],
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
   prettier,
 );

@@ -1,8 +1,8 @@
-// The nftables tables imds owns: in each network namespace the `ip imds` table (DNAT to the
-// listener), and in the hypervisor namespace one `bridge imds-<network>` table per network (L2
-// interception and the uplink fence). Each is rendered whole as text, applied atomically (declare,
-// delete, redefine in one transaction), and recognised again by a content hash carried in every
-// rule's comment.
+// nftables, pure: rendering a table imds owns whole as text (applied atomically: declare, delete,
+// redefine in one transaction; recognised again by a content hash carried in every rule's
+// comment), the namespace's `ip imds` table (DNAT to the listener, the anti-spoofing guard) and its
+// guest sets, and parsing `nft -j` output. The bridge tables of the hypervisor namespace are
+// src/bridge/bridge-table.ts.
 import { createHash } from 'node:crypto';
 import { METADATA_IP, NFT_TABLE } from '../model/names.ts';
 
@@ -114,56 +114,8 @@ export function renderNatTable(input: NatTableInput): RenderedTable {
   );
 }
 
-/** The set of the network's registered VMs as `MAC . IPv4` pairs, in its bridge table. */
+/** The set of the network's registered VMs as `MAC . IPv4` pairs (in its bridge table and in its namespace table). */
 export const GUEST_SET = 'guests';
-
-export interface BridgeTableInput {
-  /** Table name (bridgeTableName). */
-  table: string;
-  /** MAC of the namespace end of the veth pair. */
-  innerMac: string;
-  /** The veth end on the bridge. */
-  outer: string;
-  uplink: string | undefined;
-}
-
-/**
- * The bridge table of one network. Frames a registered VM sends to 169.254.169.254:80 are steered
- * to the namespace whatever MAC they were sent to (a guest with only a default route sends them to
- * its gateway). The kernel's bridge families cannot all match a frame's bridge (`meta ibrname`
- * needs nft_meta_bridge), so the VM's MAC and address pair identifies the network instead.
- * With an uplink, the namespace is fenced off from it: nothing passes between the two, and ARP for
- * 169.254.169.254 neither comes in nor goes out, so hypervisors on one segment never answer for
- * each other.
- */
-export function renderBridgeTable(input: BridgeTableInput): RenderedTable {
-  const mac = input.innerMac;
-  const prerouting: string[] = [];
-  const chains: ChainSpec[] = [];
-  const up = input.uplink;
-  if (up !== undefined) {
-    prerouting.push(
-      `iifname "${up}" ether type arp arp daddr ip ${METADATA_IP} counter drop`,
-      `iifname "${up}" ip daddr ${METADATA_IP} counter drop`,
-    );
-  }
-  prerouting.push(
-    `ether saddr . ip saddr @${GUEST_SET} ip daddr ${METADATA_IP} tcp dport 80 ether daddr != ${mac} ether daddr set ${mac} counter`,
-  );
-  chains.push({ name: 'prerouting', hook: 'type filter hook prerouting priority dstnat; policy accept;', rules: prerouting });
-  if (up !== undefined) {
-    chains.push({
-      name: 'forward',
-      hook: 'type filter hook forward priority filter; policy accept;',
-      rules: [
-        `iifname "${input.outer}" oifname "${up}" counter drop`,
-        `iifname "${up}" oifname "${input.outer}" counter drop`,
-        `oifname "${up}" ether type arp arp daddr ip ${METADATA_IP} counter drop`,
-      ],
-    });
-  }
-  return renderTable('bridge', input.table, chains, [{ name: GUEST_SET, type: 'ether_addr . ipv4_addr' }]);
-}
 
 export interface GuestAddress {
   mac: string;
@@ -175,18 +127,11 @@ export function guestKey(g: GuestAddress): string {
   return `${g.mac.toLowerCase()} . ${g.ip}`;
 }
 
-function replaceElements(lines: string[], family: TableFamily, table: string, set: string, elements: readonly string[]): void {
+export function replaceElements(lines: string[], family: TableFamily, table: string, set: string, elements: readonly string[]): void {
   lines.push(`flush set ${family} ${table} ${set}`);
   for (let i = 0; i < elements.length; i += 1000) {
     lines.push(`add element ${family} ${table} ${set} { ${elements.slice(i, i + 1000).join(', ')} }`);
   }
-}
-
-/** `nft -f` script that replaces the bridge table's guest set in one transaction. */
-export function renderGuestElements(table: string, guests: readonly GuestAddress[]): string {
-  const lines: string[] = [];
-  replaceElements(lines, 'bridge', table, GUEST_SET, [...new Set(guests.map(guestKey))].sort());
-  return `${lines.join('\n')}\n`;
 }
 
 /** `nft -f` script that replaces the namespace table's address and pair sets in one transaction. */

@@ -2,7 +2,8 @@
 // process from the daemon stalls its event loop while the kernel copies the daemon's page tables
 // (~10 ms at ~150 MB RSS on the test hosts), during which no guest is answered; from this process,
 // a few MB of plain Node, the copy is cheap and the daemon's loop never waits. One request per
-// stdin line, one answer per stdout line (JSON); it exits when its stdin closes (the daemon went).
+// stdin line; per request a `started` line (the command's pid) and an answer line (JSON); it exits
+// when its stdin closes (the daemon went).
 // No imports beyond Node: it must start fast and stay small.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -29,6 +30,8 @@ function run(req: Request): void {
   } catch (err) {
     return answer({ id: req.id, error: (err as NodeJS.ErrnoException).code ?? 'ESPAWN', message: (err as Error).message });
   }
+  // Its pid, at once: nftables events of its transaction can reach the daemon before its exit does.
+  if (child.pid !== undefined) answer({ id: req.id, started: child.pid });
   const out: Buffer[] = [];
   const errs: Buffer[] = [];
   let size = 0;

@@ -1,9 +1,10 @@
-// tuneNetlinkSocket: finds a `netlink` package socket by its port id (through /proc/self/fd) and
-// sets it so an overrun cannot abort the process. Creating a netlink socket needs no privilege.
+// tuneNetlink: finds a `netlink` package socket by its port id (through /proc/self/fd) and sets it
+// so an overrun cannot abort the process. Creating a netlink socket needs no privilege. The addon is
+// required (the test command builds it first).
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
-import { addonIfAvailable, tuneNetlinkSocket } from '../../src/netns/listen-in-netns.ts';
+import { tuneNetlink } from '../../src/netns/addon.ts';
 
 interface Sock {
   address(): { port: number };
@@ -11,12 +12,12 @@ interface Sock {
 }
 const netlink = createRequire(import.meta.url)('netlink') as { createNetlink(protocol: number): Sock };
 
-describe('tuneNetlinkSocket', { skip: addonIfAvailable() === undefined && 'the addon is not built' }, () => {
+describe('tuneNetlink', () => {
   it('finds the socket by its port id and sets it', () => {
     const sock = netlink.createNetlink(0);
     try {
-      assert.equal(tuneNetlinkSocket(sock, 1024 * 1024), true);
-      assert.equal(tuneNetlinkSocket(sock), true, 'again, without a buffer size');
+      assert.equal(tuneNetlink(sock.address().port, 1024 * 1024), true);
+      assert.equal(tuneNetlink(sock.address().port), true, 'again, without a buffer size');
     } finally {
       sock.close();
     }
@@ -26,7 +27,6 @@ describe('tuneNetlinkSocket', { skip: addonIfAvailable() === undefined && 'the a
     const sock = netlink.createNetlink(0);
     const port = sock.address().port;
     sock.close();
-    assert.equal(tuneNetlinkSocket({ address: () => ({ port }) }), false);
-    assert.equal(tuneNetlinkSocket(sock), false);
+    assert.equal(tuneNetlink(port), false);
   });
 });

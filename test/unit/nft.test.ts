@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { renderBridgeGuestElements, renderBridgeTable } from '../../src/bridge/bridge-table.ts';
 import {
   parseCounterPackets,
   parseRuleset,
   parseTable,
-  renderBridgeTable,
-  renderGuestElements,
   renderInnerGuestElements,
   renderNatTable,
   tableMatches,
@@ -70,12 +69,12 @@ describe('bridge table', () => {
       mac: `52:54:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`,
       ip: `198.51.100.${i % 250}`,
     }));
-    const script = renderGuestElements('imds-n1', [...guests, guests[0] as (typeof guests)[number]]);
+    const script = renderBridgeGuestElements('imds-n1', [...guests, guests[0] as (typeof guests)[number]]);
     const lines = script.trimEnd().split('\n');
     assert.equal(lines[0], 'flush set bridge imds-n1 guests');
     assert.equal(lines.length, 4);
     assert.equal((script.match(/ \. /g) ?? []).length, 2500);
-    assert.equal(renderGuestElements('imds-n1', []), 'flush set bridge imds-n1 guests\n');
+    assert.equal(renderBridgeGuestElements('imds-n1', []), 'flush set bridge imds-n1 guests\n');
   });
 
   it('reads every table, its rules and its set elements from one `nft -j list ruleset`', () => {

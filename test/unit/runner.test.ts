@@ -9,10 +9,16 @@ import { createRunner, type Runner } from '../../src/netns/run.ts';
 
 const SPAWNER = fileURLToPath(new URL('../../dist/netns/spawner-child.js', import.meta.url));
 
-for (const [name, runner] of [
-  ['directly', createRunner()],
-  ['through the spawner', existsSync(SPAWNER) ? createRunner({ spawner: SPAWNER }) : undefined],
-] as [string, Runner | undefined][]) {
+/** A runner made with an onStarted that records the pids it is given. */
+function withStarted(make: (onStarted: (pid: number) => void) => Runner | undefined): [number[], Runner | undefined] {
+  const pids: number[] = [];
+  return [pids, make((pid) => pids.push(pid))];
+}
+
+for (const [name, started, runner] of [
+  ['directly', ...withStarted((onStarted) => createRunner({ onStarted }))],
+  ['through the spawner', ...withStarted((onStarted) => (existsSync(SPAWNER) ? createRunner({ spawner: SPAWNER, onStarted }) : undefined))],
+] as [string, number[], Runner | undefined][]) {
   describe(`runner (${name})`, { skip: runner === undefined && 'build first (npm run build)' }, () => {
     const r = runner as Runner;
     after(() => r.close?.());
@@ -43,6 +49,16 @@ for (const [name, runner] of [
         (e) => isImdsError(e, 'COMMAND_NOT_FOUND') && /no-such-program-imds: not found/.test(e.message),
       );
       await assert.rejects(r.run(['sleep', '5'], { timeoutMs: 200 }), (e) => isImdsError(e, 'COMMAND_TIMEOUT'));
+    });
+
+    it('tells the pid of each command as soon as it started, before it finished', async () => {
+      const before = started.length;
+      const running = r.run(['sh', '-c', 'echo $$; sleep 0.3']);
+      const deadline = Date.now() + 5000;
+      while (started.length === before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(started.length, before + 1, 'the pid arrived while the command still ran');
+      const res = await running;
+      assert.equal(Number(res.stdout.trim()), started[before], 'the pid of the command itself');
     });
   });
 }
