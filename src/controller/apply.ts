@@ -2,7 +2,7 @@
 // failure; a network that was new is rolled back so no half-built network stays behind.
 import { ImdsError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { addonIfAvailable } from '../netns/listen-in-netns.ts';
+import { createNetns } from '../netns/addon.ts';
 import type { NftBatcher } from '../netns/nft-batch.ts';
 import { NETNS_RUN_DIR, type Runner } from '../netns/run.ts';
 import type { NetworkPlan, Step } from './plan.ts';
@@ -45,10 +45,9 @@ export async function runStep(exec: StepRunner | Runner, step: Step): Promise<vo
     return;
   }
   // A namespace is created in-process by the addon (what `ip netns add` does, without a process).
-  const addon = step.kind === 'netns-add' ? addonIfAvailable() : undefined;
-  if (step.kind === 'netns-add' && addon !== undefined) {
+  if (step.kind === 'netns-add') {
     try {
-      addon.createNetns(NETNS_RUN_DIR, step.netns);
+      createNetns(NETNS_RUN_DIR, step.netns);
       return;
     } catch (err) {
       throw new ImdsError('COMMAND_FAILED', `cannot create namespace ${step.netns}: ${messageOf(err)}`, {

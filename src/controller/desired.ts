@@ -2,7 +2,8 @@
 import { parseCidr } from '../model/ipv4.ts';
 import { bridgeNameOf, bridgeTableName, INNER_LINK, innerMac, METADATA_IP, namespaceName, outerVethName } from '../model/names.ts';
 import type { Network } from '../model/schema.ts';
-import { renderBridgeTable, renderNatTable, type RenderedTable } from '../netns/nft.ts';
+import { renderBridgeTable } from '../bridge/bridge-table.ts';
+import { renderNatTable, type RenderedTable } from '../netns/nft.ts';
 
 export interface DesiredNetwork {
   id: string;

@@ -1,32 +1,42 @@
 // What each serving network needs beyond links and tables, kept in line with its VMs: the guest
 // set of its bridge table (the `MAC . address` pairs whose metadata traffic is steered to the
-// namespace) and, on DHCP networks, its dnsmasq. The reconciler calls in after a network
-// converged and before its namespace goes; VM changes arrive from the inventory. Work for one
-// network runs in order; VM changes are coalesced, so a batch of a thousand VMs is one write.
+// namespace), the namespace table's guard sets and, on DHCP networks, its dnsmasq. The reconciler
+// calls in after a network converged and before its namespace goes; VM changes arrive from the
+// inventory. Work for one network runs in order; VM changes are coalesced, so a batch of a thousand
+// VMs is one write. A guest set that differs from what was last written there (someone changed
+// it), however it is found, is rewritten and reported as a repair of kind `guest_set`.
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Network } from '../model/schema.ts';
 import type { DhcpHost } from '../dhcp/dnsmasq-config.ts';
 import type { DhcpServers } from '../dhcp/dhcp-servers.ts';
 import { NFT_TABLE } from '../model/names.ts';
-import { GUEST_SET, guestKey, parseRuleset, renderGuestElements, renderInnerGuestElements, VM_IP_SET } from '../netns/nft.ts';
+import { renderBridgeGuestElements } from '../bridge/bridge-table.ts';
+import { GUEST_SET, guestKey, parseRuleset, renderInnerGuestElements, VM_IP_SET } from '../netns/nft.ts';
 import type { NftBatcher } from '../netns/nft-batch.ts';
 import type { Runner } from '../netns/run.ts';
 import type { DesiredNetwork } from './desired.ts';
+import { placeName, type GuestSetPlace } from './drift/causes.ts';
+import type { RepairReporter } from './drift/report.ts';
+
+export type { GuestSetPlace } from './drift/causes.ts';
 
 export interface NetworkHooks {
-  /**
-   * The network serves. `sets` holds the guest sets as observed: the bridge table's and the
-   * namespace table's (empty when the table was just replaced; undefined when unknown).
-   */
+  /** The network serves. `sets` holds its guest sets as the reconciler saw or wrote them (undefined: unknown). */
   converged(d: DesiredNetwork, sets: ObservedGuestSets): Promise<void>;
   /** Its namespace is about to be removed (`removed`: the network is gone) or rebuilt. */
   stopping(network: string, options: { removed: boolean }): Promise<void>;
 }
 
+/** A guest set's `MAC . address` pairs as the reconciler saw them, or wrote them with a table it (re)built. */
+export interface GuestSetSeen {
+  elements: ReadonlySet<string>;
+  written: boolean;
+}
+
 export interface ObservedGuestSets {
-  bridge: ReadonlySet<string> | undefined;
-  inner: ReadonlySet<string> | undefined;
+  bridge: GuestSetSeen | undefined;
+  inner: GuestSetSeen | undefined;
 }
 
 export interface NetworkServicesDeps {
@@ -40,6 +50,8 @@ export interface NetworkServicesDeps {
   hosts(network: string): DhcpHost[];
   /** Domain announced by DHCP when the network declares none (config `dhcp_domain`). */
   defaultDomain(): string;
+  /** Where guest sets rewritten after drift are logged and counted (drift/report.ts RepairLog). */
+  repairs?: RepairReporter;
   /** Coalescing window for VM changes, ms (default SETTLE_MS). */
   settleMs?: number;
 }
@@ -51,20 +63,20 @@ export interface NetworkServicesDeps {
  */
 export const SETTLE_MS = 50;
 
-/** How long after our own guest-set write its set-element events are taken for ours, ms. */
-export const OWN_WRITE_GRACE_MS = 250;
+const PLACES: readonly GuestSetPlace[] = ['bridge', 'inner'];
 
-export type GuestSetPlace = 'bridge' | 'inner';
+/** Sorted, distinct `MAC . address` pairs: the content of a guest set. */
+function contentOf(pairs: Iterable<string>): string[] {
+  return [...new Set(pairs)].sort();
+}
 
 export class NetworkServices implements NetworkHooks {
   private readonly deps: NetworkServicesDeps;
   /** Serving networks, as last converged. */
   private readonly serving = new Map<string, DesiredNetwork>();
-  /** The guest sets' content as last written or observed, by `bridge|inner` and network. */
-  private readonly guestSets = new Map<string, string>();
+  /** The guest pairs last written (or first seen) in each place, by `place|network`; absent: unknown. */
+  private readonly known = new Map<string, string[]>();
   private readonly queues = new Map<string, Promise<void>>();
-  /** Until when (ms) set-element events of a network are taken for our own writes, by `where|network`. */
-  private readonly writingUntil = new Map<string, number>();
   private readonly pending = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
 
@@ -75,11 +87,21 @@ export class NetworkServices implements NetworkHooks {
   converged(d: DesiredNetwork, sets: ObservedGuestSets): Promise<void> {
     return this.enqueue(d.id, async () => {
       this.serving.set(d.id, d);
-      for (const where of ['bridge', 'inner'] as const) {
-        const seen = sets[where];
-        if (seen !== undefined) this.guestSets.set(`${where}|${d.id}`, [...seen].sort().join(','));
-        else this.guestSets.delete(`${where}|${d.id}`);
+      const changed: GuestSetPlace[] = [];
+      for (const place of PLACES) {
+        const seen = sets[place];
+        const slot = `${place}|${d.id}`;
+        if (seen === undefined) {
+          this.known.delete(slot);
+          continue;
+        }
+        const content = contentOf(seen.elements);
+        const known = this.known.get(slot);
+        // Not what we wrote there: looked at again (our own write may have landed after the reconciler looked).
+        if (!seen.written && known !== undefined && known.join(',') !== content.join(',')) changed.push(place);
+        else this.known.set(slot, content);
       }
+      for (const place of changed) await this.mend(d, place, [`guest set in ${placeName(place)} changed, seen by a reconcile`]);
       await this.syncGuests(d);
       await this.syncDhcp(d);
     });
@@ -88,50 +110,26 @@ export class NetworkServices implements NetworkHooks {
   stopping(network: string, options: { removed: boolean }): Promise<void> {
     return this.enqueue(network, async () => {
       this.serving.delete(network);
-      this.guestSets.delete(`bridge|${network}`);
-      this.guestSets.delete(`inner|${network}`);
-      this.writingUntil.delete(`bridge|${network}`);
-      this.writingUntil.delete(`inner|${network}`);
+      for (const place of PLACES) this.known.delete(`${place}|${network}`);
       await this.deps.dhcp.stop(network, { removeFiles: options.removed });
     });
   }
 
-  /** Whether we are writing (or just wrote) the network's guest sets in `where`. */
-  ownSetWrite(network: string, where: GuestSetPlace): boolean {
-    const until = this.writingUntil.get(`${where}|${network}`);
-    return until !== undefined && Date.now() <= until;
-  }
-
   /**
-   * Compares the network's guest sets in `where` (the bridge table's, or the namespace table's
-   * pair and address sets) with its VMs and rewrites them when they differ (someone changed them
-   * by hand). Returns what was wrong, or undefined when they were right (or the network does not
-   * serve, or its table is not there: the reconciler deals with that).
+   * Compares the network's guest sets in `place` (the bridge table's, or the namespace table's
+   * pair and address sets) with what was last written there (the VMs when unknown) and rewrites
+   * them when they differ, reporting the repair. Returns what was wrong, or undefined when they
+   * were right (or the network does not serve, or its table is not there: the reconciler deals
+   * with that).
    */
-  checkGuestSets(network: string, where: GuestSetPlace): Promise<string | undefined> {
+  checkGuestSets(
+    network: string,
+    place: GuestSetPlace,
+    noticed: string[] = [`set elements changed in ${placeName(place)}`],
+  ): Promise<string | undefined> {
     return this.enqueue(network, async () => {
       const d = this.serving.get(network);
-      if (d === undefined) return undefined;
-      const guests = this.deps.hosts(network);
-      const want = new Map<string, Set<string>>([[GUEST_SET, new Set(guests.map(guestKey))]]);
-      if (where === 'inner') want.set(VM_IP_SET, new Set(guests.map((g) => g.ip)));
-      const read =
-        where === 'bridge'
-          ? await this.deps.runner.run(['nft', '-j', 'list', 'set', 'bridge', d.bridgeTable.name, GUEST_SET], { allowFailure: true })
-          : await this.deps.runner.run(['nft', '-j', 'list', 'table', 'ip', NFT_TABLE], { netns: d.netns, allowFailure: true });
-      if (read.code !== 0) return undefined;
-      const table = parseRuleset(read.stdout).get(where === 'bridge' ? `bridge ${d.bridgeTable.name}` : `ip ${NFT_TABLE}`);
-      const wrong: string[] = [];
-      for (const [name, wanted] of want) {
-        const seen = table?.sets.get(name) ?? new Set<string>();
-        const missing = [...wanted].filter((e) => !seen.has(e)).length;
-        const extra = [...seen].filter((e) => !wanted.has(e)).length;
-        if (missing + extra > 0) wrong.push(`set ${name}: ${missing} missing, ${extra} not ours`);
-      }
-      if (wrong.length === 0) return undefined;
-      this.guestSets.delete(`${where}|${network}`);
-      await this.syncGuests(d, [where]);
-      return wrong.join('; ');
+      return d === undefined ? undefined : this.mend(d, place, noticed);
     });
   }
 
@@ -188,24 +186,52 @@ export class NetworkServices implements NetworkHooks {
     return run;
   }
 
+  /** What is wrong with the sets in `place` now (one nft read), against what was last written there. */
+  private async differences(d: DesiredNetwork, place: GuestSetPlace): Promise<string[] | undefined> {
+    const pairs = this.known.get(`${place}|${d.id}`) ?? contentOf(this.deps.hosts(d.id).map(guestKey));
+    const want = new Map<string, Set<string>>([[GUEST_SET, new Set(pairs)]]);
+    if (place === 'inner') want.set(VM_IP_SET, new Set(pairs.map((p) => p.slice(p.indexOf(' . ') + 3))));
+    const read =
+      place === 'bridge'
+        ? await this.deps.runner.run(['nft', '-j', 'list', 'set', 'bridge', d.bridgeTable.name, GUEST_SET], { allowFailure: true })
+        : await this.deps.runner.run(['nft', '-j', 'list', 'table', 'ip', NFT_TABLE], { netns: d.netns, allowFailure: true });
+    if (read.code !== 0) return undefined;
+    const table = parseRuleset(read.stdout).get(place === 'bridge' ? `bridge ${d.bridgeTable.name}` : `ip ${NFT_TABLE}`);
+    const wrong: string[] = [];
+    for (const [name, wanted] of want) {
+      const seen = table?.sets.get(name) ?? new Set<string>();
+      const missing = [...wanted].filter((e) => !seen.has(e)).length;
+      const extra = [...seen].filter((e) => !wanted.has(e)).length;
+      if (missing + extra > 0) wrong.push(`set ${name}: ${missing} missing, ${extra} not ours`);
+    }
+    return wrong;
+  }
+
+  /** Rewrites the sets in `place` if they differ from what was written there, and reports it. Runs in the network's queue. */
+  private async mend(d: DesiredNetwork, place: GuestSetPlace, noticed: string[]): Promise<string | undefined> {
+    const started = performance.now();
+    const wrong = await this.differences(d, place);
+    if (wrong === undefined || wrong.length === 0) return undefined;
+    this.known.delete(`${place}|${d.id}`);
+    await this.syncGuests(d, [place]);
+    const done = [`guest sets rewritten in ${placeName(place)}`];
+    this.deps.repairs?.repaired(d.id, { noticed, wrong, done, kinds: ['guest_set'] }, performance.now() - started);
+    return wrong.join('; ');
+  }
+
   /** Both guest sets: the bridge table's (interception) and the namespace's (anti-spoofing). */
-  private async syncGuests(d: DesiredNetwork, places: readonly GuestSetPlace[] = ['bridge', 'inner']): Promise<void> {
+  private async syncGuests(d: DesiredNetwork, places: readonly GuestSetPlace[] = PLACES): Promise<void> {
     const guests = this.deps.hosts(d.id);
-    const key = [...new Set(guests.map(guestKey))].sort().join(',');
-    const write = async (where: GuestSetPlace, load: () => Promise<unknown>): Promise<void> => {
-      const slot = `${where}|${d.id}`;
-      if (!places.includes(where) || this.guestSets.get(slot) === key) return;
-      this.guestSets.delete(slot); // unknown until the write succeeds
-      this.writingUntil.set(slot, Infinity);
-      try {
-        await load();
-      } finally {
-        this.writingUntil.set(slot, Date.now() + OWN_WRITE_GRACE_MS);
-      }
-      this.guestSets.set(slot, key);
+    const content = contentOf(guests.map(guestKey));
+    const write = async (place: GuestSetPlace, load: () => Promise<unknown>): Promise<void> => {
+      const slot = `${place}|${d.id}`;
+      if (!places.includes(place) || this.known.get(slot)?.join(',') === content.join(',')) return;
+      this.known.delete(slot); // unknown until the write succeeds
+      await load();
+      this.known.set(slot, content);
     };
     await Promise.all([
-      write('bridge', () => this.deps.hostNft.apply(renderGuestElements(d.bridgeTable.name, guests))),
+      write('bridge', () => this.deps.hostNft.apply(renderBridgeGuestElements(d.bridgeTable.name, guests))),
       write('inner', () => this.deps.runner.run(['nft', '-f', '-'], { netns: d.netns, stdin: renderInnerGuestElements(guests) })),
     ]);
   }

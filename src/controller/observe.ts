@@ -3,10 +3,9 @@
 import { readdir } from 'node:fs/promises';
 import { NFT_TABLE } from '../model/names.ts';
 import { parseLinks, type LinkState } from '../netns/iproute.ts';
-import { addonIfAvailable } from '../netns/listen-in-netns.ts';
-import { linksNamed, namespaceLinks } from '../netns/netlink-links.ts';
+import { linksNamed, namespaceLinks } from '../netns/links.ts';
 import { parseRuleset, parseTable, type TableState } from '../netns/nft.ts';
-import { NETNS_RUN_DIR, netnsPath, type Runner } from '../netns/run.ts';
+import { NETNS_RUN_DIR, type Runner } from '../netns/run.ts';
 import { mapLimit } from '../util/concurrency.ts';
 
 export interface ObservedNamespace {
@@ -57,11 +56,9 @@ export async function observeHostLinksNamed(runner: Runner, names: readonly stri
 }
 
 export async function observeNamespace(runner: Runner, netns: string): Promise<ObservedNamespace> {
-  const addon = addonIfAvailable();
+  // A failed netlink read (a timeout, a socket the kernel flagged) falls back to `ip`.
   const [links, nft] = await Promise.all([
-    namespaceLinks(addon?.enterNetns, addon?.restoreNetns, netnsPath(netns))
-      .catch(() => undefined)
-      .then(async (viaNetlink) => viaNetlink ?? parseLinks((await runner.run(['ip', '-j', 'addr', 'show'], { netns })).stdout)),
+    namespaceLinks(netns).catch(async () => parseLinks((await runner.run(['ip', '-j', 'addr', 'show'], { netns })).stdout)),
     runner.run(['nft', '-j', 'list', 'table', 'ip', NFT_TABLE], { netns, allowFailure: true }),
   ]);
   return { links, table: nft.code === 0 ? parseTable(nft.stdout) : undefined };

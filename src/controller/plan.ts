@@ -1,26 +1,35 @@
 // diff(desired, observed) -> steps. Pure: no I/O, so every case is unit-tested, and a plan can be
-// printed as a dry run. Applying a plan and planning again yields no steps.
+// printed as a dry run. Applying a plan and planning again yields no steps. Every step carries a
+// typed `target` (what it builds or repairs: the drift watch counts repairs by it, and puts a
+// bridge's ports back when a step `createsBridge`); `why` is the text for people.
 import { ownerAlias, parseOwnerAlias, type LinkRole } from '../model/names.ts';
 import type { LinkState } from '../netns/iproute.ts';
 import { tableMatches } from '../netns/nft.ts';
 import type { DesiredNetwork, DesiredState } from './desired.ts';
 import type { ObservedNamespace, ObservedState } from './observe.ts';
 
+/** What a step builds or repairs (the kinds of the repairs metric). */
+export type StepTarget = 'namespace' | 'host_links' | 'namespace_links' | 'nft_table' | 'bridge_table';
+
 export type Step =
-  | { kind: 'netns-add'; network: string; netns: string; why: string }
-  | { kind: 'netns-del'; network: string; netns: string; why: string }
+  | { kind: 'netns-add'; target: 'namespace'; network: string; netns: string; why: string }
+  | { kind: 'netns-del'; target: 'namespace'; network: string; netns: string; why: string }
   /** `ip -batch -` in the hypervisor namespace (netns undefined) or `ip -n NETNS -batch -`. */
   | {
       kind: 'ip';
+      /** host_links with netns undefined, namespace_links inside. */
+      target: 'host_links' | 'namespace_links';
       network: string;
       netns: string | undefined;
       lines: string[];
       why: string;
       /** Its failure does not stop the plan (a link that may vanish on its own meanwhile). */
       bestEffort?: boolean;
+      /** It creates the network's bridge (ports that were on a deleted one are to be put back). */
+      createsBridge?: boolean;
     }
   /** `nft -f -` in the network's namespace, or in the hypervisor namespace when netns is undefined. */
-  | { kind: 'nft'; network: string; netns: string | undefined; script: string; why: string };
+  | { kind: 'nft'; target: 'nft_table' | 'bridge_table'; network: string; netns: string | undefined; script: string; why: string };
 
 export interface NetworkPlan {
   network: string;
@@ -53,178 +62,224 @@ function isOwnedBy(link: LinkState, network: string, role: LinkRole): boolean {
   return owner !== undefined && owner.networkId === network && owner.role === role;
 }
 
+/** `ip -batch -` in the hypervisor namespace. */
+function hostIp(network: string, lines: string[], why: string): Extract<Step, { kind: 'ip' }> {
+  return { kind: 'ip', target: 'host_links', network, netns: undefined, lines, why };
+}
+
+/** What the planner looks at for one network. */
+interface Seen {
+  d: DesiredNetwork;
+  nsExists: boolean;
+  inside: ObservedNamespace;
+  bridge: LinkState | undefined;
+  outer: LinkState | undefined;
+  inner: LinkState | undefined;
+  uplink: LinkState | undefined;
+}
+
+/** Why the network cannot be built as declared (a foreign object in the way), if it cannot. */
+function conflictOf(s: Seen, host: ReadonlyMap<string, LinkState>): string | undefined {
+  const { d, bridge, outer } = s;
+  if (bridge !== undefined && bridge.kind !== 'bridge') {
+    return `"${d.bridge}" exists but is ${bridge.kind ? `a ${bridge.kind} device` : 'not a bridge'}`;
+  }
+  if (outer !== undefined && (outer.kind !== 'veth' || parseOwnerAlias(outer.alias)?.networkId !== d.id)) {
+    return `"${d.outer}" exists but is not the veth imds created for network ${d.id}`;
+  }
+  if (d.uplink !== undefined && !host.has(d.uplink)) return `uplink "${d.uplink}" does not exist`;
+  return undefined;
+}
+
+/** Lines and reasons of the host batch, in order. */
+interface HostBatch {
+  lines: string[];
+  why: string[];
+  createsBridge: boolean;
+}
+
+/** Bridge: create and own it, adopt the one we own, or use the operator's as it is. */
+function planBridge(s: Seen, out: HostBatch): void {
+  const { d, bridge } = s;
+  if (bridge === undefined) {
+    out.lines.push(`link add ${d.bridge} type bridge`, `link set ${d.bridge} alias ${ownerAlias(d.id, 'bridge')}`);
+    if (d.mtu !== undefined) out.lines.push(`link set ${d.bridge} mtu ${d.mtu}`);
+    out.lines.push(`link set ${d.bridge} up`);
+    out.why.push('bridge missing');
+    out.createsBridge = true;
+  } else if (parseOwnerAlias(bridge.alias)?.role === 'bridge') {
+    if (!isOwnedBy(bridge, d.id, 'bridge')) {
+      out.lines.push(`link set ${d.bridge} alias ${ownerAlias(d.id, 'bridge')}`);
+      out.why.push('bridge owner mark');
+    }
+    if (d.mtu !== undefined && bridge.mtu !== d.mtu) {
+      out.lines.push(`link set ${d.bridge} mtu ${d.mtu}`);
+      out.why.push('bridge mtu');
+    }
+    if (!bridge.up) {
+      out.lines.push(`link set ${d.bridge} up`);
+      out.why.push('bridge down');
+    }
+  }
+}
+
+function planUplink(s: Seen, out: HostBatch): void {
+  const { d, uplink } = s;
+  if (uplink === undefined || d.uplink === undefined) return;
+  if (uplink.master !== d.bridge) {
+    out.lines.push(`link set ${d.uplink} master ${d.bridge}`);
+    out.why.push('uplink not on the bridge');
+  }
+  if (!uplink.up) {
+    out.lines.push(`link set ${d.uplink} up`);
+    out.why.push('uplink down');
+  }
+}
+
+/** veth pair: both ends must exist, the outer one on the bridge, the inner one in the namespace. */
+function planVeth(s: Seen, out: HostBatch): void {
+  const { d, outer } = s;
+  const mtu = d.mtu === undefined ? '' : ` mtu ${d.mtu}`;
+  if (outer === undefined || s.inner === undefined) {
+    out.lines.push(
+      `link add ${d.outer}${mtu} type veth peer name ${d.inner} address ${d.innerMac}${mtu} netns ${d.netns}`,
+      `link set ${d.outer} alias ${ownerAlias(d.id, 'veth')}`,
+      `link set ${d.outer} master ${d.bridge}`,
+      `link set ${d.outer} up`,
+    );
+    out.why.push('veth missing');
+    return;
+  }
+  if (outer.master !== d.bridge) {
+    out.lines.push(`link set ${d.outer} master ${d.bridge}`);
+    out.why.push('veth not on the bridge');
+  }
+  if (d.mtu !== undefined && outer.mtu !== d.mtu) {
+    out.lines.push(`link set ${d.outer} mtu ${d.mtu}`);
+    out.why.push('veth mtu');
+  }
+  if (!outer.up) {
+    out.lines.push(`link set ${d.outer} up`);
+    out.why.push('veth down');
+  }
+}
+
+/** Inside the namespace: loopback up, the inner end up with exactly the desired addresses. */
+function insideLines(s: Seen): string[] {
+  const { d } = s;
+  const lines: string[] = [];
+  const lo = s.inside.links.get('lo');
+  if (lo === undefined || !lo.up) lines.push('link set lo up');
+  const inner = s.outer === undefined ? undefined : s.inner; // recreated with the pair otherwise
+  if (inner !== undefined && d.mtu !== undefined && inner.mtu !== d.mtu) lines.push(`link set ${d.inner} mtu ${d.mtu}`);
+  if (inner !== undefined && inner.mac?.toLowerCase() !== d.innerMac) lines.push(`link set ${d.inner} address ${d.innerMac}`);
+  if (inner === undefined || !inner.up) lines.push(`link set ${d.inner} up`);
+  const have = new Set(inner?.addresses ?? []);
+  for (const addr of d.addresses) if (!have.has(addr)) lines.push(`addr add ${addr} dev ${d.inner}`);
+  for (const addr of have) if (!d.addresses.includes(addr)) lines.push(`addr del ${addr} dev ${d.inner}`);
+  return lines;
+}
+
+/** The namespace's table and the bridge table, each replaced whole when it does not match. */
+function tableSteps(s: Seen, observed: ObservedState): Step[] {
+  const { d } = s;
+  const steps: Step[] = [];
+  const table = s.inside.table;
+  if (!tableMatches(table, d.nft)) {
+    const why = table === undefined ? 'nft table missing' : 'nft table differs';
+    steps.push({ kind: 'nft', target: 'nft_table', network: d.id, netns: d.netns, script: d.nft.script, why });
+  }
+  const bridgeTable = observed.bridgeTables.get(d.bridgeTable.name);
+  if (!tableMatches(bridgeTable, d.bridgeTable)) {
+    const why = bridgeTable === undefined ? 'bridge table missing' : 'bridge table differs';
+    steps.push({ kind: 'nft', target: 'bridge_table', network: d.id, netns: undefined, script: d.bridgeTable.script, why });
+  }
+  return steps;
+}
+
+/** What undoes a failed new network: its links, its bridge table if it made one, its namespace. */
+function rollbackSteps(s: Seen, observed: ObservedState): Step[] {
+  const { d } = s;
+  const why = 'roll back a failed new network';
+  const undo = [`link del ${d.outer}`, ...(s.bridge === undefined ? [`link del ${d.bridge}`] : [])];
+  const steps: Step[] = undo.map((line) => hostIp(d.id, [line], why));
+  if (!observed.bridgeTables.has(d.bridgeTable.name)) {
+    steps.push({
+      kind: 'nft',
+      target: 'bridge_table',
+      network: d.id,
+      netns: undefined,
+      script: deleteTableScript(d.bridgeTable.name),
+      why,
+    });
+  }
+  steps.push({ kind: 'netns-del', target: 'namespace', network: d.id, netns: d.netns, why });
+  return steps;
+}
+
 export function planNetwork(d: DesiredNetwork, observed: ObservedState): NetworkPlan {
   const network = d.id;
   const host = observed.hostLinks;
   const nsExists = observed.namespaces.has(d.netns);
   const inside: ObservedNamespace = (nsExists ? observed.inside.get(d.netns) : undefined) ?? { links: new Map(), table: undefined };
-  const conflict = (message: string): NetworkPlan => ({ network, steps: [], fresh: false, rollback: [], conflict: message });
-
-  const bridge = host.get(d.bridge);
-  const outer = host.get(d.outer);
-  const inner = inside.links.get(d.inner);
-  const fresh = !nsExists && outer === undefined && (bridge === undefined || !isOwnedBy(bridge, network, 'bridge'));
-
-  if (bridge !== undefined && bridge.kind !== 'bridge') {
-    return conflict(`"${d.bridge}" exists but is ${bridge.kind ? `a ${bridge.kind} device` : 'not a bridge'}`);
-  }
-  if (outer !== undefined && (outer.kind !== 'veth' || parseOwnerAlias(outer.alias)?.networkId !== network)) {
-    return conflict(`"${d.outer}" exists but is not the veth imds created for network ${network}`);
-  }
-  let uplink: LinkState | undefined;
-  if (d.uplink !== undefined) {
-    uplink = host.get(d.uplink);
-    if (uplink === undefined) return conflict(`uplink "${d.uplink}" does not exist`);
-  }
+  const s: Seen = {
+    d,
+    nsExists,
+    inside,
+    bridge: host.get(d.bridge),
+    outer: host.get(d.outer),
+    inner: inside.links.get(d.inner),
+    uplink: d.uplink === undefined ? undefined : host.get(d.uplink),
+  };
+  const conflict = conflictOf(s, host);
+  if (conflict !== undefined) return { network, steps: [], fresh: false, rollback: [], conflict };
+  const fresh = !nsExists && s.outer === undefined && (s.bridge === undefined || !isOwnedBy(s.bridge, network, 'bridge'));
 
   const steps: Step[] = [];
-  const hostLines: string[] = [];
-  const insideLines: string[] = [];
-  const why: string[] = [];
-
-  if (!nsExists) {
-    steps.push({ kind: 'netns-add', network, netns: d.netns, why: 'namespace missing' });
+  if (!nsExists) steps.push({ kind: 'netns-add', target: 'namespace', network, netns: d.netns, why: 'namespace missing' });
+  const batch: HostBatch = { lines: [], why: [], createsBridge: false };
+  planBridge(s, batch);
+  planUplink(s, batch);
+  planVeth(s, batch);
+  // Half a pair: the inner end alone is removed inside; the outer end alone (its peer's namespace is
+  // gone, and the kernel removes the pair once nothing holds that namespace, which may happen while
+  // this plan runs) is removed best effort.
+  if (s.outer === undefined && s.inner !== undefined) {
+    const why = 'half veth pair (inner end alone)';
+    steps.push({ kind: 'ip', target: 'namespace_links', network, netns: d.netns, lines: [`link del ${d.inner}`], why });
   }
-
-  // Bridge: create and own it, adopt the one we own, or use the operator's as it is.
-  if (bridge === undefined) {
-    hostLines.push(`link add ${d.bridge} type bridge`, `link set ${d.bridge} alias ${ownerAlias(network, 'bridge')}`);
-    if (d.mtu !== undefined) hostLines.push(`link set ${d.bridge} mtu ${d.mtu}`);
-    hostLines.push(`link set ${d.bridge} up`);
-    why.push('bridge missing');
-  } else if (parseOwnerAlias(bridge.alias)?.role === 'bridge') {
-    if (!isOwnedBy(bridge, network, 'bridge')) {
-      hostLines.push(`link set ${d.bridge} alias ${ownerAlias(network, 'bridge')}`);
-      why.push('bridge owner mark');
-    }
-    if (d.mtu !== undefined && bridge.mtu !== d.mtu) {
-      hostLines.push(`link set ${d.bridge} mtu ${d.mtu}`);
-      why.push('bridge mtu');
-    }
-    if (!bridge.up) {
-      hostLines.push(`link set ${d.bridge} up`);
-      why.push('bridge down');
-    }
+  if (s.outer !== undefined && s.inner === undefined) {
+    steps.push({ ...hostIp(network, [`link del ${d.outer}`], 'half veth pair (outer end alone)'), bestEffort: true });
   }
-
-  if (uplink !== undefined && d.uplink !== undefined) {
-    if (uplink.master !== d.bridge) {
-      hostLines.push(`link set ${d.uplink} master ${d.bridge}`);
-      why.push('uplink not on the bridge');
-    }
-    if (!uplink.up) {
-      hostLines.push(`link set ${d.uplink} up`);
-      why.push('uplink down');
-    }
+  if (batch.lines.length > 0) {
+    const step = hostIp(network, batch.lines, batch.why.join(', '));
+    steps.push(batch.createsBridge ? { ...step, createsBridge: true } : step);
   }
-
-  // veth pair: both ends must exist, the outer one on the bridge, the inner one in the namespace.
-  const halfPair = (outer === undefined) !== (inner === undefined);
-  const createVeth = outer === undefined || inner === undefined;
-  if (halfPair && inner !== undefined) {
-    steps.push({ kind: 'ip', network, netns: d.netns, lines: [`link del ${d.inner}`], why: 'half veth pair (inner end alone)' });
+  const lines = insideLines(s);
+  if (lines.length > 0) {
+    steps.push({ kind: 'ip', target: 'namespace_links', network, netns: d.netns, lines, why: 'namespace links and addresses' });
   }
-  // The outer end alone: its peer's namespace is gone (the kernel removes the pair once nothing
-  // holds that namespace, which may happen while this plan runs), so its removal may find nothing.
-  const outerAlone = halfPair && outer !== undefined;
-  if (createVeth) {
-    hostLines.push(
-      `link add ${d.outer}${d.mtu === undefined ? '' : ` mtu ${d.mtu}`} type veth peer name ${d.inner} address ${d.innerMac}${d.mtu === undefined ? '' : ` mtu ${d.mtu}`} netns ${d.netns}`,
-      `link set ${d.outer} alias ${ownerAlias(network, 'veth')}`,
-      `link set ${d.outer} master ${d.bridge}`,
-      `link set ${d.outer} up`,
-    );
-    why.push('veth missing');
-  } else if (outer !== undefined) {
-    if (outer.master !== d.bridge) {
-      hostLines.push(`link set ${d.outer} master ${d.bridge}`);
-      why.push('veth not on the bridge');
-    }
-    if (d.mtu !== undefined && outer.mtu !== d.mtu) {
-      hostLines.push(`link set ${d.outer} mtu ${d.mtu}`);
-      why.push('veth mtu');
-    }
-    if (!outer.up) {
-      hostLines.push(`link set ${d.outer} up`);
-      why.push('veth down');
-    }
-  }
-
-  // Inside the namespace: loopback up, the inner end up with exactly the desired addresses.
-  const lo = inside.links.get('lo');
-  if (lo === undefined || !lo.up) insideLines.push('link set lo up');
-  const innerNow = createVeth ? undefined : inner;
-  if (innerNow !== undefined && d.mtu !== undefined && innerNow.mtu !== d.mtu) insideLines.push(`link set ${d.inner} mtu ${d.mtu}`);
-  if (innerNow !== undefined && innerNow.mac?.toLowerCase() !== d.innerMac) insideLines.push(`link set ${d.inner} address ${d.innerMac}`);
-  if (innerNow === undefined || !innerNow.up) insideLines.push(`link set ${d.inner} up`);
-  const have = new Set(innerNow?.addresses ?? []);
-  for (const addr of d.addresses) if (!have.has(addr)) insideLines.push(`addr add ${addr} dev ${d.inner}`);
-  for (const addr of have) if (!d.addresses.includes(addr)) insideLines.push(`addr del ${addr} dev ${d.inner}`);
-
-  if (outerAlone)
-    steps.push({
-      kind: 'ip',
-      network,
-      netns: undefined,
-      lines: [`link del ${d.outer}`],
-      why: 'half veth pair (outer end alone)',
-      bestEffort: true,
-    });
-  if (hostLines.length > 0) steps.push({ kind: 'ip', network, netns: undefined, lines: hostLines, why: why.join(', ') });
-  if (insideLines.length > 0) steps.push({ kind: 'ip', network, netns: d.netns, lines: insideLines, why: 'namespace links and addresses' });
-  if (!tableMatches(inside.table, d.nft)) {
-    steps.push({
-      kind: 'nft',
-      network,
-      netns: d.netns,
-      script: d.nft.script,
-      why: inside.table === undefined ? 'nft table missing' : 'nft table differs',
-    });
-  }
-  const bridgeTable = observed.bridgeTables.get(d.bridgeTable.name);
-  if (!tableMatches(bridgeTable, d.bridgeTable)) {
-    steps.push({
-      kind: 'nft',
-      network,
-      netns: undefined,
-      script: d.bridgeTable.script,
-      why: bridgeTable === undefined ? 'bridge table missing' : 'bridge table differs',
-    });
-  }
-  const rollback: Step[] = [];
-  if (fresh) {
-    const undo = [`link del ${d.outer}`, ...(bridge === undefined ? [`link del ${d.bridge}`] : [])];
-    rollback.push(
-      ...undo.map((line): Step => ({ kind: 'ip', network, netns: undefined, lines: [line], why: 'roll back a failed new network' })),
-    );
-    if (bridgeTable === undefined) {
-      rollback.push({
-        kind: 'nft',
-        network,
-        netns: undefined,
-        script: deleteTableScript(d.bridgeTable.name),
-        why: 'roll back a failed new network',
-      });
-    }
-    rollback.push({ kind: 'netns-del', network, netns: d.netns, why: 'roll back a failed new network' });
-  }
-  return { network, steps, fresh, rollback, conflict: undefined };
+  steps.push(...tableSteps(s, observed));
+  return { network, steps, fresh, rollback: fresh ? rollbackSteps(s, observed) : [], conflict: undefined };
 }
 
 function deleteTableScript(name: string): string {
   return `delete table bridge ${name}\n`;
 }
 
-/**
- * Everything owned that no declared network accounts for: namespaces and bridge tables with our
- * prefix, and links carrying our owner mark (veths before bridges). Links, tables and namespaces
- * without the mark or the prefix are never touched.
- */
-export function planRemovals(desired: DesiredState, observed: ObservedState): NetworkPlan[] {
+interface Orphans {
+  veths: string[];
+  bridges: string[];
+  netns: string | undefined;
+  table: string | undefined;
+}
+
+/** Owned objects no declared network accounts for, by the network named in their mark or name. */
+function orphansOf(desired: DesiredState, observed: ObservedState): Map<string, Orphans> {
   const keep = new Set<string>();
   for (const d of desired.networks.values()) keep.add(d.bridge).add(d.outer);
-  const byNetwork = new Map<string, { veths: string[]; bridges: string[]; netns: string | undefined; table: string | undefined }>();
-  const entry = (network: string) => {
+  const byNetwork = new Map<string, Orphans>();
+  const entry = (network: string): Orphans => {
     let e = byNetwork.get(network);
     if (e === undefined) byNetwork.set(network, (e = { veths: [], bridges: [], netns: undefined, table: undefined }));
     return e;
@@ -235,23 +290,36 @@ export function planRemovals(desired: DesiredState, observed: ObservedState): Ne
     if (owner.role === 'veth') entry(owner.networkId).veths.push(link.name);
     else entry(owner.networkId).bridges.push(link.name);
   }
+  const prefix = desired.namespacePrefix;
   const desiredNamespaces = new Set([...desired.networks.values()].map((d) => d.netns));
   for (const ns of observed.namespaces) {
-    if (!desiredNamespaces.has(ns)) entry(ns.slice(desired.namespacePrefix.length)).netns = ns;
+    if (!desiredNamespaces.has(ns)) entry(ns.slice(prefix.length)).netns = ns;
   }
   const desiredTables = new Set([...desired.networks.values()].map((d) => d.bridgeTable.name));
   for (const name of observed.bridgeTables.keys()) {
-    if (name.startsWith(desired.namespacePrefix) && !desiredTables.has(name))
-      entry(name.slice(desired.namespacePrefix.length)).table = name;
+    if (name.startsWith(prefix) && !desiredTables.has(name)) entry(name.slice(prefix.length)).table = name;
   }
+  return byNetwork;
+}
+
+/**
+ * Everything owned that no declared network accounts for: namespaces and bridge tables with our
+ * prefix, and links carrying our owner mark (veths before bridges). Links, tables and namespaces
+ * without the mark or the prefix are never touched.
+ */
+export function planRemovals(desired: DesiredState, observed: ObservedState): NetworkPlan[] {
   const removals: NetworkPlan[] = [];
-  for (const [network, e] of [...byNetwork.entries()].sort(([a], [b]) => a.localeCompare(b))) {
+  for (const [network, e] of [...orphansOf(desired, observed).entries()].sort(([a], [b]) => a.localeCompare(b))) {
     const steps: Step[] = [];
     const lines = [...e.veths.sort(), ...e.bridges.sort()].map((name) => `link del ${name}`);
-    if (e.table !== undefined)
-      steps.push({ kind: 'nft', network, netns: undefined, script: deleteTableScript(e.table), why: 'bridge table no network declares' });
-    if (lines.length > 0) steps.push({ kind: 'ip', network, netns: undefined, lines, why: 'owned links no network declares' });
-    if (e.netns !== undefined) steps.push({ kind: 'netns-del', network, netns: e.netns, why: 'namespace no network declares' });
+    if (e.table !== undefined) {
+      const script = deleteTableScript(e.table);
+      steps.push({ kind: 'nft', target: 'bridge_table', network, netns: undefined, script, why: 'bridge table no network declares' });
+    }
+    if (lines.length > 0) steps.push(hostIp(network, lines, 'owned links no network declares'));
+    if (e.netns !== undefined) {
+      steps.push({ kind: 'netns-del', target: 'namespace', network, netns: e.netns, why: 'namespace no network declares' });
+    }
     removals.push({ network, steps, fresh: false, rollback: [], conflict: undefined });
   }
   return removals;

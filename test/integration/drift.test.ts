@@ -4,10 +4,10 @@
 // generous 1 s; the measured figures are printed), the repair counted and logged once, net2's guest
 // never interrupted, and a foreign link and foreign nft tables beside imds's untouched.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { until } from '../helpers/wait.ts';
+import { lineOn, until } from '../helpers/wait.ts';
 import { describeOutage, outageSince, Watcher, type WatchedRequest } from '../helpers/watcher.ts';
 import type { LogLine } from '../helpers/daemon.ts';
 import { useSandbox, type DaemonProcess, type Sandbox } from '../helpers/sandbox.ts';
@@ -315,6 +315,92 @@ describe('self-healing', () => {
       'the foreign set kept its new element',
     );
     assert.match(innerSet(), /52:54:00:00:00:0a \. 198\.51\.100\.10/);
+  });
+
+  /** `nft monitor` in net1's namespace, subscribed once a marker element it added shows. Stop it with kill(). */
+  async function monitorNs1(): Promise<ReturnType<typeof spawn>> {
+    execFileSync('nsenter', [`--net=/run/netns/${ns1}`, '--', 'nft', '-f', '-'], {
+      input: 'table inet drift_marker {\n  set s {\n    type ipv4_addr;\n  }\n}\n',
+    });
+    const monitor = spawn('nsenter', [`--net=/run/netns/${ns1}`, '--', 'nft', 'monitor'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // It prints nothing before its first event: marker elements are added until it reports one.
+    const ready = lineOn(monitor.stdout, 'nft monitor: a marker element', (l) => l.includes('drift_marker'), 5000);
+    let n = 0;
+    const mark = () => inNs1('nft', 'add', 'element', 'inet', 'drift_marker', 's', `{ 192.0.2.${++n} }`);
+    const marking = setInterval(mark, 100);
+    try {
+      mark();
+      await ready;
+    } finally {
+      clearInterval(marking);
+    }
+    return monitor;
+  }
+  const innerGuests = () => inNs1('nft', 'list', 'set', 'ip', 'imds', 'guests');
+  const guestSetRepairs = () => sb.metric('imds_repairs_total', { network: 'net1', kind: 'guest_set' });
+
+  it("repairs a guest set emptied 20 ms after one of imds's own writes landed (its own writes are told by the committing pid, not by time)", async () => {
+    await w1.servedAfter(Date.now(), 5000, "net1's guest to be served before the damage");
+    const before = guestSetRepairs();
+    const monitor = await monitorNs1();
+    try {
+      const mark = daemon.logs.length;
+      const landed = lineOn(
+        monitor.stdout!,
+        "imds's write of VM three",
+        (l) => /add element ip imds guests .*198\.51\.100\.11/.test(l),
+        10_000,
+      );
+      const vm3 = '3c1f9a52-0d1e-4a7b-9c2d-5e6f7a8b9c0d';
+      const vm = ['--ip', '198.51.100.11', '--mac', '52:54:00:00:00:0c', '--hostname', 'three'];
+      await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'add', vm3, '--network', 'net1', ...vm]);
+      await landed;
+      // The damage comes 20 ms after imds's own write: inside the window (250 ms) in which set-element
+      // events used to be taken for imds's own, and never checked again.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const t0 = Date.now();
+      inNs1('nft', 'flush', 'set', 'ip', 'imds', 'guests');
+      const line = await daemon.waitForAfter(mark, repaired('net1'), 5000);
+      assert.deepEqual(line['kinds'], ['guest_set']);
+      assert.deepEqual(line['wrong'], ['set guests: 2 missing, 0 not ours']);
+      assert.match(innerGuests(), /52:54:00:00:00:0a \. 198\.51\.100\.10/);
+      assert.match(innerGuests(), /52:54:00:00:00:0c \. 198\.51\.100\.11/);
+      const { end1 } = await servedAgain(Number(line['time']));
+      measured.push(`guest set flushed 20 ms after imds's write: ${describeOutage(outageSince(w1.requests, t0, end1))}`);
+      assert.equal(guestSetRepairs(), before + 1, 'counted once');
+      const removedAt = daemon.logs.length;
+      await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'rm', vm3]);
+      await until('VM three gone from the guest set', () => (/198\.51\.100\.11/.test(innerGuests()) ? undefined : true));
+      assert.deepEqual(daemon.logs.slice(mark).filter(repaired('net1')), [line], 'one repair, none for our own writes');
+      assert.equal(daemon.logs.slice(removedAt).filter(repaired('net1')).length, 0);
+    } finally {
+      monitor.kill();
+      inNs1('nft', 'delete', 'table', 'inet', 'drift_marker');
+    }
+  });
+
+  it('logs and counts a guest set that a reconcile for another change finds emptied (an nft change, then the flush 15 ms later)', async () => {
+    const rounds = 5;
+    const before = guestSetRepairs();
+    for (let round = 1; round <= rounds; round++) {
+      await w1.servedAfter(Date.now(), 5000, `net1's guest to be served before round ${round}`);
+      const mark = daemon.logs.length;
+      // A change to imds's table that the planner does not mind (a chain with no rules): a targeted
+      // reconcile that plans nothing, and finds the guest set emptied 15 ms later.
+      inNs1('nft', 'add', 'chain', 'ip', 'imds', 'extra');
+      await new Promise((resolve) => setTimeout(resolve, 15));
+      const t0 = Date.now();
+      inNs1('nft', 'flush', 'set', 'ip', 'imds', 'guests');
+      const line = await daemon.waitForAfter(mark, repaired('net1'), 5000);
+      assert.deepEqual(line['kinds'], ['guest_set'], `round ${round}: ${JSON.stringify(line)}`);
+      assert.deepEqual(line['wrong'], ['set guests: 1 missing, 0 not ours']);
+      assert.match(innerGuests(), /52:54:00:00:00:0a \. 198\.51\.100\.10/);
+      const { end1 } = await servedAgain(Number(line['time']));
+      if (round === 1) measured.push(`guest set flushed during a reconcile: ${describeOutage(outageSince(w1.requests, t0, end1))}`);
+      assert.deepEqual(daemon.logs.slice(mark).filter(repaired('net1')), [line], `round ${round}: logged once`);
+      inNs1('nft', 'delete', 'chain', 'ip', 'imds', 'extra');
+    }
+    assert.equal(guestSetRepairs(), before + rounds, 'counted, once each');
   });
 
   it('lives through a burst of kernel events while it is busy, and repairs the damage at the end of it', async () => {

@@ -106,6 +106,58 @@ describe('planner', () => {
     );
   });
 
+  it('types what each step repairs, and marks the host batch that creates the bridge (its ports are put back)', () => {
+    const steps = stepsOf({ hostLinks: new Map(), namespaces: new Set(), inside: new Map(), bridgeTables: new Map() });
+    assert.deepEqual(
+      steps.map((s) => s.target),
+      ['namespace', 'host_links', 'namespace_links', 'nft_table', 'bridge_table'],
+    );
+    assert.equal((steps[1] as Extract<Step, { kind: 'ip' }>).createsBridge, true);
+    const halfPair = converged();
+    halfPair.hostLinks.delete('imdsv-net1');
+    const repair = stepsOf(halfPair);
+    assert.deepEqual(
+      repair.map((s) => [s.target, s.kind === 'ip' ? s.createsBridge : undefined]),
+      [
+        ['namespace_links', undefined],
+        ['host_links', undefined],
+        ['namespace_links', undefined],
+      ],
+      'a veth recreated on an existing bridge does not',
+    );
+    const down = converged();
+    down.hostLinks.set('imdsb-net1', link('imdsb-net1', { kind: 'bridge', alias: 'imds:net1:bridge', up: false }));
+    assert.equal((stepsOf(down)[0] as Extract<Step, { kind: 'ip' }>).createsBridge, undefined, 'nor a bridge set up again');
+  });
+
+  it('prints the plan as `imds plan` always has', () => {
+    const p = plan(desired, { hostLinks: new Map(), namespaces: new Set(), inside: new Map(), bridgeTables: new Map() });
+    assert.equal(
+      formatPlan(p),
+      [
+        'ensure net1 [imds-net1] netns-add  # namespace missing',
+        `ensure net1 [host] ip link add imdsb-net1 type bridge; ip link set imdsb-net1 alias imds:net1:bridge; ip link set imdsb-net1 mtu 1400; ip link set imdsb-net1 up; ip link add imdsv-net1 mtu 1400 type veth peer name imds0 address ${d.innerMac} mtu 1400 netns imds-net1; ip link set imdsv-net1 alias imds:net1:veth; ip link set imdsv-net1 master imdsb-net1; ip link set imdsv-net1 up  # bridge missing, veth missing`,
+        'ensure net1 [imds-net1] ip link set lo up; ip link set imds0 up; ip addr add 198.51.100.2/24 dev imds0; ip addr add 169.254.169.254/32 dev imds0  # namespace links and addresses',
+        'ensure net1 [imds-net1] nft -f (replace table)  # nft table missing',
+        'ensure net1 [host] nft -f (replace table)  # bridge table missing',
+      ].join('\n'),
+    );
+    const o = converged();
+    o.hostLinks.set('imdsv-old', link('imdsv-old', { kind: 'veth', alias: 'imds:old:veth' }));
+    o.namespaces.add('imds-old');
+    o.bridgeTables.set('imds-old', parseTable('{"nftables": []}'));
+    o.hostLinks.set('imdsv-net1', link('imdsv-net1', { kind: 'veth', alias: 'imds:net1:veth', master: 'imdsb-net1', up: false }));
+    assert.equal(
+      formatPlan(plan(desired, o)),
+      [
+        'remove old [host] nft -f (delete table)  # bridge table no network declares',
+        'remove old [host] ip link del imdsv-old  # owned links no network declares',
+        'remove old [imds-old] netns-del  # namespace no network declares',
+        'ensure net1 [host] ip link set imdsv-net1 up  # veth down',
+      ].join('\n'),
+    );
+  });
+
   it('plans nothing when the kernel matches (applying twice changes nothing)', () => {
     const p = plan(desired, converged());
     assert.ok(isEmpty(p), formatPlan(p));
