@@ -12,7 +12,7 @@ import type { Stats } from '../stats.ts';
 import { METADATA_IP } from '../model/names.ts';
 import type { MetadataIndex } from '../store/metadata-index.ts';
 import { answerGet, normalisePath, type Answer } from './guest-api.ts';
-import { NETWORK, type TaggedSocket } from './listeners.ts';
+import { NETWORK, type HandOver, type TaggedSocket } from './connection.ts';
 import { admit, checkToken, type GuestGuard } from './guest-guard.ts';
 
 export interface FastPathDeps {
@@ -24,9 +24,6 @@ export interface FastPathDeps {
   keepAliveTimeoutMs: number;
   guard: GuestGuard;
 }
-
-/** Hands a connection, and the bytes read from it so far, to node:http. */
-export type HandOver = (socket: Socket, pending: Buffer | undefined) => void;
 
 /** Heads larger than this go to node:http (which enforces maxHeaderSize). */
 const MAX_FAST_HEAD = 8192;
@@ -101,23 +98,44 @@ function httpDate(): string {
   return dateText;
 }
 
+/** The whole answer in one buffer, one write (the head is ASCII); closes after it unless kept alive. */
+function writeAnswer(socket: Socket, head: Head, a: Answer, keepAliveHeader: string): void {
+  const close = !head.keepAlive;
+  const headText =
+    `HTTP/1.1 ${a.status} ${REASON[a.status]}\r\ncontent-type: ${a.type}\r\ncontent-length: ${a.body.length}\r\n` +
+    `${a.allow === undefined ? '' : `allow: ${a.allow}\r\n`}${a.retryAfter === undefined ? '' : `retry-after: ${a.retryAfter}\r\n`}Date: ${httpDate()}\r\n${close ? 'Connection: close\r\n\r\n' : keepAliveHeader}`;
+  const bodyLength = head.method === 'GET' ? a.body.length : 0;
+  const out = Buffer.allocUnsafe(headText.length + bodyLength);
+  out.write(headText, 0, 'latin1');
+  if (bodyLength > 0) a.body.copy(out, headText.length);
+  if (close) socket.end(out);
+  else socket.write(out);
+}
+
+/** Answers one complete head (guards, then the shared resolver): counted, and logged at debug. */
+function answerHead(deps: FastPathDeps, log: Logger, socket: Socket, network: string, head: Head, keepAliveHeader: string): void {
+  const source = socket.remoteAddress;
+  const started = performance.now();
+  const vm = deps.index().lookup(network, source);
+  const path = normalisePath(head.target);
+  const answer =
+    admit(deps.guard, network, source ?? '', vm) ??
+    checkToken(deps.guard, network, vm, path, head.token) ??
+    answerGet(vm, path, deps.password, head.method);
+  writeAnswer(socket, head, answer, keepAliveHeader);
+  deps.stats?.observeRequest(network, answer.status, (performance.now() - started) / 1000);
+  if (log.isLevelEnabled('debug')) {
+    const ms = Math.round((performance.now() - started) * 100) / 100;
+    log.debug(
+      { network, vm: vm?.facts.uuid, src: source, method: head.method, path: head.target, status: answer.status, ms, fast: true },
+      'request',
+    );
+  }
+}
+
 export function createFastPath(deps: FastPathDeps): (socket: TaggedSocket, handOver: HandOver) => void {
   const keepAliveHeader = `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(deps.keepAliveTimeoutMs / 1000)}\r\n\r\n`;
   const log = deps.log.child({ component: 'metadata' });
-
-  const write = (socket: Socket, head: Head, a: Answer): void => {
-    const close = !head.keepAlive;
-    const headText =
-      `HTTP/1.1 ${a.status} ${REASON[a.status]}\r\ncontent-type: ${a.type}\r\ncontent-length: ${a.body.length}\r\n` +
-      `${a.allow === undefined ? '' : `allow: ${a.allow}\r\n`}${a.retryAfter === undefined ? '' : `retry-after: ${a.retryAfter}\r\n`}Date: ${httpDate()}\r\n${close ? 'Connection: close\r\n\r\n' : keepAliveHeader}`;
-    // One buffer, one write: the head is ASCII.
-    const bodyLength = head.method === 'GET' ? a.body.length : 0;
-    const out = Buffer.allocUnsafe(headText.length + bodyLength);
-    out.write(headText, 0, 'latin1');
-    if (bodyLength > 0) a.body.copy(out, headText.length);
-    if (close) socket.end(out);
-    else socket.write(out);
-  };
 
   return (socket, handOver) => {
     const network = socket[NETWORK] as string;
@@ -147,32 +165,8 @@ export function createFastPath(deps: FastPathDeps): (socket: TaggedSocket, handO
         const end: number = pending.indexOf(CRLFCRLF);
         if (end < 0 || end > MAX_FAST_HEAD) return giveUp();
         const head = parseHead(pending.toString('latin1', 0, end));
-        const source = socket.remoteAddress;
-        if (head === undefined || source === METADATA_IP) return giveUp();
-        const started = performance.now();
-        const vm = deps.index().lookup(network, source);
-        const path = normalisePath(head.target);
-        const answer =
-          admit(deps.guard, network, source ?? '', vm) ??
-          checkToken(deps.guard, network, vm, path, head.token) ??
-          answerGet(vm, path, deps.password, head.method);
-        write(socket, head, answer);
-        deps.stats?.observeRequest(network, answer.status, (performance.now() - started) / 1000);
-        if (log.isLevelEnabled('debug')) {
-          log.debug(
-            {
-              network,
-              vm: vm?.facts.uuid,
-              src: source,
-              method: head.method,
-              path: head.target,
-              status: answer.status,
-              ms: Math.round((performance.now() - started) * 100) / 100,
-              fast: true,
-            },
-            'request',
-          );
-        }
+        if (head === undefined || socket.remoteAddress === METADATA_IP) return giveUp();
+        answerHead(deps, log, socket, network, head, keepAliveHeader);
         fresh = false;
         if (!head.keepAlive) {
           socket.removeListener('data', onData);

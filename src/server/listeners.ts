@@ -1,24 +1,17 @@
 // One listening socket per network namespace, each wrapped in its own http.Server (so Node's
 // header, request and keep-alive timeouts apply to every guest connection) and all feeding the
 // same request handler. Every accepted socket is tagged with the network it arrived on.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { listenInNetns } from '../netns/listen-in-netns.ts';
-import type { HandOver } from './fast-path.ts';
+import { listenInNetns } from '../netns/addon.ts';
+import { NETWORK, type ConnectionFront, type HandOver, type RequestHandler, type TaggedSocket } from './connection.ts';
 
 const METHOD_NOT_ALLOWED_BODY = '405 Method Not Allowed\n';
 const METHOD_NOT_ALLOWED = `HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: ${METHOD_NOT_ALLOWED_BODY.length}\r\nConnection: close\r\n\r\n${METHOD_NOT_ALLOWED_BODY}`;
 
-export const NETWORK = Symbol('imds.network');
-
-export type TaggedSocket = Socket & { [NETWORK]?: string };
-
-export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
-
-/** Takes a new connection first; calls `handOver` for whatever it does not answer itself. */
-export type ConnectionFront = (socket: TaggedSocket, handOver: HandOver) => void;
+export { NETWORK, type ConnectionFront, type RequestHandler, type TaggedSocket } from './connection.ts';
 
 export interface Timeouts {
   requestTimeoutMs: number;

@@ -6,7 +6,7 @@ import { request } from 'node:http';
 import { Socket } from 'node:net';
 import { ImdsError } from '../errors.ts';
 import { METADATA_IP } from '../model/names.ts';
-import { socketInNetns } from '../netns/listen-in-netns.ts';
+import { socketInNetns } from '../netns/addon.ts';
 import { PROBE_HEADER, probeHeaderValue } from './guest-api.ts';
 
 export interface ProbeResult {

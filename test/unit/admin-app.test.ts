@@ -14,6 +14,29 @@ import { SqliteStore } from '../../src/store/sqlite-store.ts';
 
 const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 
+/** The bodies this test reads (the admin API's JSON; the schemas are in src/server/admin/). */
+interface ErrorJson {
+  code: string;
+  message: string;
+  field?: string;
+}
+interface NetworkJson {
+  id: string;
+  bridge: string;
+  state: string;
+  mtu?: number;
+  domain?: string;
+}
+interface VmJson {
+  id: string;
+  user_data_bytes: number;
+  user_data_b64?: string;
+  meta?: Record<string, string>;
+}
+interface BatchJson {
+  vms: { created: string[] };
+}
+
 describe('admin API', () => {
   let app: FastifyInstance;
   let store: SqliteStore;
@@ -38,25 +61,25 @@ describe('admin API', () => {
       inventory,
       log: createLogger({ level: 'silent' }),
       metrics,
-      converge: async () => {
+      converge: () => {
         converged++;
-        return {
+        return Promise.resolve({
           networks: inventory.networkList().map((n) => ({ network: n.id, state: 'serving' as const, reason: undefined, changed: 0 })),
           removed: [],
           removalFailures: [],
           applied: new Map(),
           ms: 1,
-        };
+        });
       },
-      convergeNetwork: async (id) => {
+      convergeNetwork: (id) => {
         converged++;
-        return {
+        return Promise.resolve({
           networks: [{ network: id, state: 'serving' as const, reason: undefined, changed: 0 }],
           removed: [],
           removalFailures: [],
           applied: new Map(),
           ms: 1,
-        };
+        });
       },
       statusOf: (network) => ({ network, state: 'serving', reason: undefined, changed: 0 }),
       probe: () => Promise.reject(new Error('no kernel here')),
@@ -78,14 +101,25 @@ describe('admin API', () => {
       payload: { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' },
     });
     assert.equal(r.statusCode, 201, r.body);
-    assert.equal(r.json().bridge, 'imdsb-net1');
-    assert.equal(r.json().state, 'serving');
+    assert.equal(r.json<NetworkJson>().bridge, 'imdsb-net1');
+    assert.equal(r.json<NetworkJson>().state, 'serving');
     assert.equal(converged, 1);
     const list = await app.inject({ method: 'GET', url: '/v1/networks' });
     assert.deepEqual(
-      list.json().map((n: { id: string }) => n.id),
+      list.json<NetworkJson[]>().map((n) => n.id),
       ['net1'],
     );
+  });
+
+  it('patches a network: null clears a field, an absent one is kept', async () => {
+    const set = await app.inject({ method: 'PATCH', url: '/v1/networks/net1', payload: { mtu: 1400, domain: 'example.test' } });
+    assert.equal(set.statusCode, 200, set.body);
+    assert.deepEqual([set.json<NetworkJson>().mtu, set.json<NetworkJson>().domain], [1400, 'example.test']);
+    const cleared = await app.inject({ method: 'PATCH', url: '/v1/networks/net1', payload: { mtu: null } });
+    assert.equal(cleared.statusCode, 200, cleared.body);
+    assert.deepEqual([cleared.json<NetworkJson>().mtu, cleared.json<NetworkJson>().domain], [undefined, 'example.test']);
+    const required = await app.inject({ method: 'PATCH', url: '/v1/networks/net1', payload: { cidr: null } });
+    assert.deepEqual([required.statusCode, required.json<ErrorJson>().field], [400, 'cidr']);
   });
 
   it('answers validation errors as {code, message, field}', async () => {
@@ -95,15 +129,15 @@ describe('admin API', () => {
       payload: { id: 'net2', cidr: '198.51.100.0/24', service_ip: 'x' },
     });
     assert.equal(bad.statusCode, 400);
-    assert.equal(bad.json().code, 'VALIDATION_FAILED');
-    assert.equal(bad.json().field, 'service_ip');
+    assert.equal(bad.json<ErrorJson>().code, 'VALIDATION_FAILED');
+    assert.equal(bad.json<ErrorJson>().field, 'service_ip');
     const unknown = await app.inject({
       method: 'POST',
       url: '/v1/networks',
       payload: { id: 'net2', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', colour: 'red' },
     });
     assert.equal(unknown.statusCode, 400);
-    assert.match(unknown.json().message, /colour/);
+    assert.match(unknown.json<ErrorJson>().message, /colour/);
     const notJson = await app.inject({
       method: 'POST',
       url: '/v1/networks',
@@ -111,11 +145,20 @@ describe('admin API', () => {
       payload: '{',
     });
     assert.equal(notJson.statusCode, 400);
-    assert.equal(notJson.json().code, 'VALIDATION_FAILED');
+    assert.equal(notJson.json<ErrorJson>().code, 'VALIDATION_FAILED');
     const missing = await app.inject({ method: 'GET', url: '/v1/vms/00000000-0000-4000-8000-000000000000' });
-    assert.deepEqual([missing.statusCode, missing.json().code], [404, 'NOT_FOUND']);
+    assert.deepEqual([missing.statusCode, missing.json<ErrorJson>().code], [404, 'NOT_FOUND']);
     const route = await app.inject({ method: 'GET', url: '/v2/nothing' });
-    assert.deepEqual([route.statusCode, route.json().code], [404, 'NOT_FOUND']);
+    assert.deepEqual([route.statusCode, route.json<ErrorJson>().code], [404, 'NOT_FOUND']);
+  });
+
+  it('lists the first 20 problems of a body, then counts the rest', async () => {
+    const vms = Array.from({ length: 25 }, (_, i) => ({ id: `v${i}`, network: 'net1', ip: 'x', mac: 'y', hostname: 'h' }));
+    const bad = await app.inject({ method: 'POST', url: '/v1/import', payload: { vms } });
+    assert.deepEqual([bad.statusCode, bad.json<ErrorJson>().field], [400, 'vms[0].id']);
+    const problems = bad.json<ErrorJson>().message.split('; ');
+    assert.equal(problems.length, 21);
+    assert.equal(problems.at(-1), '… and 55 more', '25 VMs with 3 problems each');
   });
 
   it('creates, shows, patches (null clears) and deletes a VM with binary user data', async () => {
@@ -133,16 +176,16 @@ describe('admin API', () => {
       },
     });
     assert.equal(created.statusCode, 201, created.body);
-    assert.equal(created.json().user_data_bytes, 4);
-    assert.equal(created.json().user_data_b64, undefined, 'no user data in create/list responses');
+    assert.equal(created.json<VmJson>().user_data_bytes, 4);
+    assert.equal(created.json<VmJson>().user_data_b64, undefined, 'no user data in create/list responses');
     const shown = await app.inject({ method: 'GET', url: `/v1/vms/${VM}` });
-    assert.deepEqual([...Buffer.from(shown.json().user_data_b64 as string, 'base64')], [0x1f, 0x8b, 8, 0]);
+    assert.deepEqual([...Buffer.from(shown.json<VmJson>().user_data_b64 ?? '', 'base64')], [0x1f, 0x8b, 8, 0]);
     const both = await app.inject({ method: 'PATCH', url: `/v1/vms/${VM}`, payload: { user_data: 'x', user_data_b64: 'eA==' } });
-    assert.deepEqual([both.statusCode, both.json().field], [400, 'user_data']);
+    assert.deepEqual([both.statusCode, both.json<ErrorJson>().field], [400, 'user_data']);
     const patched = await app.inject({ method: 'PATCH', url: `/v1/vms/${VM}`, payload: { meta: null, user_data: 'text' } });
     assert.equal(patched.statusCode, 200, patched.body);
-    assert.equal(patched.json().meta, undefined);
-    assert.equal(patched.json().user_data_bytes, 4);
+    assert.equal(patched.json<VmJson>().meta, undefined);
+    assert.equal(patched.json<VmJson>().user_data_bytes, 4);
     const clash = await app.inject({
       method: 'POST',
       url: '/v1/vms',
@@ -154,12 +197,12 @@ describe('admin API', () => {
         hostname: 'vm2',
       },
     });
-    assert.deepEqual([clash.statusCode, clash.json().code, clash.json().field], [400, 'VALIDATION_FAILED', 'ip']);
+    assert.deepEqual([clash.statusCode, clash.json<ErrorJson>().code, clash.json<ErrorJson>().field], [400, 'VALIDATION_FAILED', 'ip']);
   });
 
   it('refuses to delete a non-empty network unless forced', async () => {
     const refused = await app.inject({ method: 'DELETE', url: '/v1/networks/net1' });
-    assert.deepEqual([refused.statusCode, refused.json().code], [409, 'NETWORK_NOT_EMPTY']);
+    assert.deepEqual([refused.statusCode, refused.json<ErrorJson>().code], [409, 'NETWORK_NOT_EMPTY']);
   });
 
   it('imports all or nothing', async () => {
@@ -169,11 +212,11 @@ describe('admin API', () => {
     ];
     const bad = await app.inject({ method: 'POST', url: '/v1/import', payload: { vms } });
     assert.equal(bad.statusCode, 400);
-    assert.equal(bad.json().field, 'vms[1].ip');
-    assert.equal((await app.inject({ method: 'GET', url: '/v1/vms' })).json().length, 1);
+    assert.equal(bad.json<ErrorJson>().field, 'vms[1].ip');
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/vms' })).json<VmJson[]>().length, 1);
     const good = await app.inject({ method: 'POST', url: '/v1/import', payload: { vms: [vms[0], { ...vms[1], ip: '198.51.100.22' }] } });
     assert.equal(good.statusCode, 200, good.body);
-    assert.equal(good.json().vms.created.length, 2);
+    assert.equal(good.json<BatchJson>().vms.created.length, 2);
   });
 
   it('reads and clears passwords', async () => {
@@ -198,13 +241,13 @@ describe('admin API', () => {
     assert.match(metrics.body, /imds_reconcile_duration_seconds_bucket\{le="0\.025"\} 1/);
     assert.match(metrics.body, /# TYPE imds_request_duration_seconds histogram/);
     const doc = await app.inject({ method: 'GET', url: '/openapi.json' });
-    assert.equal(doc.json().info.title, 'imds admin API');
+    assert.equal(doc.json<{ info: { title: string } }>().info.title, 'imds admin API');
   });
 
   it('rotates the token key on request', async () => {
     const r = await app.inject({ method: 'POST', url: '/v1/token-key/rotate' });
     assert.equal(r.statusCode, 200);
-    assert.match(r.json().rotated_at, /^\d{4}-\d\d-\d\dT/);
+    assert.match(r.json<{ rotated_at: string }>().rotated_at, /^\d{4}-\d\d-\d\dT/);
     assert.equal(rotations, 1);
   });
 });

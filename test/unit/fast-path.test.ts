@@ -89,12 +89,15 @@ describe('fast path on the wire', () => {
       });
       s.on('end', () => finish(true));
       s.on('error', reject);
-      s.on('connect', async () => {
+      const send = async () => {
         for (const c of chunks) {
           s.write(c);
           if (options.pauseMs) await new Promise((r) => setTimeout(r, options.pauseMs));
         }
         arm();
+      };
+      s.on('connect', () => {
+        send().catch(reject);
       });
     });
   }

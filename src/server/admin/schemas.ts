@@ -1,5 +1,6 @@
-// Admin API request and response schemas. Bodies reuse the model schemas, so the API accepts exactly
-// what the configuration file accepts; JSON carries user data as text or base64.
+// Admin API schemas shared by several routes (a route's own schemas live beside it). Bodies reuse the
+// model schemas, so the API accepts exactly what the configuration file accepts; JSON carries user
+// data as text or base64.
 import { z } from 'zod';
 import { ImdsError } from '../../errors.ts';
 import { networkSchema, vmSchema, type Vm } from '../../model/schema.ts';
@@ -13,10 +14,13 @@ export const errorBody = z
   })
   .describe('error');
 
+/** The error responses of a route that validates input, looks records up and changes them. */
+export const errorResponses = { 400: errorBody, 404: errorBody, 409: errorBody, 500: errorBody };
+
 export const networkCreate = networkSchema;
 
 /** Every optional field of a create schema becomes nullable (null clears it); required ones stay non-null. */
-function patchOf<S extends z.ZodRawShape>(shape: S, required: readonly string[]) {
+export function patchOf<S extends z.ZodRawShape>(shape: S, required: readonly string[]) {
   const out: Record<string, z.ZodType> = {};
   for (const [key, schema] of Object.entries(shape)) {
     const inner = schema instanceof z.ZodOptional ? (schema.unwrap() as z.ZodType) : (schema as z.ZodType);
@@ -25,23 +29,12 @@ function patchOf<S extends z.ZodRawShape>(shape: S, required: readonly string[])
   return z.object(out).strict().describe('fields to change; null clears an optional field');
 }
 
-export const networkPatch = patchOf(networkSchema.omit({ id: true }).shape, ['cidr', 'service_ip']);
-
 const userDataFields = {
   user_data: z.string().optional().describe('user data as UTF-8 text'),
   user_data_b64: z.base64().optional().describe('user data as base64 (binary, gzip)'),
 };
 
 export const vmCreate = vmSchema.omit({ user_data: true }).extend(userDataFields).strict();
-
-export const vmPatch = patchOf(vmCreate.omit({ id: true }).shape, ['network', 'ip', 'mac', 'hostname']);
-
-export const importBody = z
-  .object({
-    networks: z.array(networkCreate).optional(),
-    vms: z.array(vmCreate).optional(),
-  })
-  .strict();
 
 export const idParam = z.object({ id: z.string().min(1).max(64) });
 
@@ -99,24 +92,6 @@ export const vmView = z.object({
   origin: z.enum(['config', 'api']),
 });
 
-export const batchResult = z.object({
-  networks: z.object({ created: z.array(z.string()), updated: z.array(z.string()), deleted: z.array(z.string()) }),
-  vms: z.object({ created: z.array(z.string()), updated: z.array(z.string()), deleted: z.array(z.string()) }),
-});
-
-export const fetchBody = z
-  .object({
-    path: z.string().min(1).max(2048).describe('the path to fetch, e.g. /openstack/latest/meta_data.json'),
-    method: z.enum(['GET', 'HEAD', 'POST', 'PUT', 'DELETE']).default('GET'),
-  })
-  .strict();
-
-export const fetchResult = z.object({
-  status: z.number(),
-  headers: z.record(z.string(), z.string()),
-  body_b64: z.string(),
-});
-
 type VmBody = z.output<typeof vmCreate>;
 
 /** A VM body (create, or a patched one) as the model input: user data as bytes. */
@@ -139,5 +114,3 @@ export function vmAsBody(vm: Vm): Record<string, unknown> {
   const { user_data, ...rest } = vm;
   return user_data === undefined ? { ...rest } : { ...rest, user_data_b64: user_data.toString('base64') };
 }
-
-export { vmSchema, networkSchema };

@@ -1,0 +1,46 @@
+// What the admin API needs from the daemon (src/daemon/admin-side.ts builds it); every route plugin gets it as
+// its `deps` option.
+import type { DriveFormat } from '../../configdrive/image.ts';
+import type { NetworkStatus, ReconcileSummary } from '../../controller/reconciler.ts';
+import type { DhcpStatus } from '../../dhcp/dhcp-servers.ts';
+import type { Logger } from '../../log.ts';
+import type { Metrics } from '../../metrics.ts';
+import type { Inventory } from '../../store/inventory.ts';
+import type { ProbeResult } from '../probe.ts';
+import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
+
+export interface AdminDeps {
+  inventory: Inventory;
+  log: Logger;
+  metrics: Metrics;
+  /** Converges the kernel to the inventory's networks (all of them; orphans removed). */
+  converge(): Promise<ReconcileSummary>;
+  /** Converges one network only (nothing else is observed). */
+  convergeNetwork(id: string): Promise<ReconcileSummary>;
+  statusOf(network: string): NetworkStatus | undefined;
+  /** The network's DHCP server, when it has one. */
+  dhcpStatusOf?(network: string): DhcpStatus | undefined;
+  probe(network: string, vmId: string, path: string, method: string): Promise<ProbeResult>;
+  info(): Record<string, unknown>;
+  /** Replaces the IMDSv2 token key (persisted first). */
+  rotateTokenKey(): void;
+  /** The VM's config drive image. */
+  configDrive(vmId: string, format: DriveFormat): Promise<Buffer>;
+  /**
+   * Resolves once VM changes made so far are in the kernel too (the bridge's interception set, the
+   * namespace's guard sets, dnsmasq's hosts): a change is answered only then, so every guest —
+   * also one reached by interception, or one whose MAC changed — is served when the call returns.
+   */
+  vmChangesApplied?(): Promise<void>;
+}
+
+/** The options every admin route plugin is registered with. */
+export interface RouteOptions {
+  deps: AdminDeps;
+}
+
+/** The Fastify instance a route plugin registers its routes on (zod schemas, typed requests). */
+export type AdminRouter = Parameters<FastifyPluginCallbackZod<RouteOptions>>[0];
+
+/** An admin route plugin: registered by buildAdminApp with a prefix and the deps. */
+export type AdminPlugin = FastifyPluginCallbackZod<RouteOptions>;

@@ -1,0 +1,55 @@
+// Stored records as the admin API shows them: a network with its bridge, state and DHCP server; a
+// VM with its user data's size (and the data itself only when asked).
+import type { z } from 'zod';
+import type { DhcpStatus } from '../../dhcp/dhcp-servers.ts';
+import { bridgeNameOf } from '../../model/names.ts';
+import type { StoredNetwork, StoredVm } from '../../store/sqlite-store.ts';
+import type { AdminDeps } from './deps.ts';
+import type { networkView, vmView } from './schemas.ts';
+
+type NetworkView = z.infer<typeof networkView>;
+type VmView = z.infer<typeof vmView>;
+
+function dhcpView(s: DhcpStatus | undefined): { dhcp_server?: NonNullable<NetworkView['dhcp_server']> } {
+  if (s === undefined) return {};
+  return {
+    dhcp_server: {
+      state: s.state,
+      restarts: s.restarts,
+      ...(s.pid === undefined ? {} : { pid: s.pid }),
+      ...(s.last_error === undefined ? {} : { last_error: s.last_error }),
+    },
+  };
+}
+
+export function networkViewOf(deps: AdminDeps, stored: StoredNetwork): NetworkView {
+  const n = stored.network;
+  const status = deps.statusOf(n.id);
+  return {
+    ...n,
+    bridge: bridgeNameOf(n),
+    origin: stored.origin,
+    vms: deps.inventory.vmCount(n.id),
+    state: status?.state ?? 'pending',
+    ...(status?.reason === undefined ? {} : { reason: status.reason }),
+    ...dhcpView(deps.dhcpStatusOf?.(n.id)),
+  };
+}
+
+/** Every network, as listed by GET /v1/networks and GET /v1/status. */
+export function networkViews(deps: AdminDeps): NetworkView[] {
+  const { inventory } = deps;
+  return inventory.networkList().map((n) => networkViewOf(deps, inventory.requireNetwork(n.id)));
+}
+
+/** `full`: with the user data itself (GET /v1/vms/{id} only). */
+export function vmViewOf(deps: AdminDeps, stored: StoredVm, full: boolean): VmView {
+  const { user_data, ...vm } = stored.vm;
+  return {
+    ...vm,
+    user_data_bytes: user_data?.length ?? 0,
+    ...(full && user_data !== undefined ? { user_data_b64: user_data.toString('base64') } : {}),
+    password_set: (deps.inventory.getPassword(vm.id) ?? '') !== '',
+    origin: stored.origin,
+  };
+}

@@ -1,0 +1,205 @@
+// /v1/vms: list, create, show, change, delete; a VM's password, config drive, and a fetch as the VM
+// sees it. Guests see a change when the call returns (the admin app's onSend hook waits for the kernel).
+import { z } from 'zod';
+import { DRIVE_FORMATS } from '../../configdrive/image.ts';
+import { vmSchema } from '../../model/schema.ts';
+import type { AdminDeps, AdminPlugin, AdminRouter } from './deps.ts';
+import { mergePatch } from './merge-patch.ts';
+import { errorBody, errorResponses, idParam, patchOf, vmAsBody, vmCreate, vmInput, vmView } from './schemas.ts';
+import { parseModel } from './validation.ts';
+import { vmViewOf } from './views.ts';
+
+/** Registered with the prefix /v1/vms. */
+export const vmRoutes: AdminPlugin = (app, { deps }, done) => {
+  listVms(app, deps);
+  createVm(app, deps);
+  showVm(app, deps);
+  patchVm(app, deps);
+  deleteVm(app, deps);
+  passwordRoutes(app, deps);
+  configDrive(app, deps);
+  fetchAsVm(app, deps);
+  done();
+};
+
+const listQuery = z.object({ network: z.string().optional() });
+
+function listVms(app: AdminRouter, deps: AdminDeps): void {
+  app.get(
+    '',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'List VMs (user data omitted)',
+        querystring: listQuery,
+        response: { 200: z.array(vmView) },
+      },
+    },
+    (req) => deps.inventory.vmList(req.query.network).map((v) => vmViewOf(deps, v, false)),
+  );
+}
+
+function createVm(app: AdminRouter, deps: AdminDeps): void {
+  app.post(
+    '',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Create a VM; guests see it when this returns',
+        body: vmCreate,
+        response: { 201: vmView, ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      const vm = parseModel(vmSchema, vmInput(req.body));
+      deps.inventory.createVm(vm, 'api');
+      return reply.code(201).send(vmViewOf(deps, deps.inventory.requireVm(vm.id), false));
+    },
+  );
+}
+
+function showVm(app: AdminRouter, deps: AdminDeps): void {
+  app.get(
+    '/:id',
+    { schema: { tags: ['vms'], summary: 'Show a VM, with its user data', params: idParam, response: { 200: vmView, 404: errorBody } } },
+    (req) => vmViewOf(deps, deps.inventory.requireVm(req.params.id), true),
+  );
+}
+
+const vmPatch = patchOf(vmCreate.omit({ id: true }).shape, ['network', 'ip', 'mac', 'hostname']);
+
+function patchVm(app: AdminRouter, deps: AdminDeps): void {
+  const { inventory } = deps;
+  app.patch(
+    '/:id',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Change a VM; null clears a field',
+        params: idParam,
+        body: vmPatch,
+        response: { 200: vmView, ...errorResponses },
+      },
+    },
+    (req) => {
+      const current = vmAsBody(inventory.requireVm(req.params.id).vm);
+      const body: Record<string, unknown> = req.body;
+      // The stored user data is in the body as user_data_b64: user data given either way replaces it.
+      if (body['user_data'] !== undefined || body['user_data_b64'] !== undefined) delete current['user_data_b64'];
+      const vm = parseModel(vmSchema, vmInput(mergePatch(current, body)));
+      inventory.updateVm(vm);
+      return vmViewOf(deps, inventory.requireVm(vm.id), false);
+    },
+  );
+}
+
+function deleteVm(app: AdminRouter, deps: AdminDeps): void {
+  app.delete(
+    '/:id',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Delete a VM',
+        params: idParam,
+        response: { 200: z.object({ deleted: z.string() }), 404: errorBody },
+      },
+    },
+    (req) => {
+      const { vm } = deps.inventory.requireVm(req.params.id);
+      deps.inventory.deleteVm(vm.id);
+      return { deleted: vm.id };
+    },
+  );
+}
+
+function passwordRoutes(app: AdminRouter, deps: AdminDeps): void {
+  app.get(
+    '/:id/password',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: "The password the guest posted (Nova's os-server-password); empty when none",
+        params: idParam,
+        response: { 200: z.object({ password: z.string() }), 404: errorBody },
+      },
+    },
+    (req) => ({
+      password: deps.inventory.getPassword(req.params.id) ?? '',
+    }),
+  );
+  app.delete(
+    '/:id/password',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Clear the password so the guest may post a new one',
+        params: idParam,
+        response: { 204: z.null(), 404: errorBody },
+      },
+    },
+    async (req, reply) => {
+      deps.inventory.clearPassword(req.params.id);
+      return reply.code(204).send(null);
+    },
+  );
+}
+
+const driveQuery = z.object({ format: z.enum(DRIVE_FORMATS, "must be 'iso' or 'vfat'").default('iso') });
+
+function configDrive(app: AdminRouter, deps: AdminDeps): void {
+  app.get(
+    '/:id/configdrive',
+    {
+      schema: {
+        tags: ['vms'],
+        summary:
+          "The VM's config drive (label config-2): an ISO 9660 image (Rock Ridge, Joliet) or a 64 MiB vfat image, as application/octet-stream",
+        params: idParam,
+        querystring: driveQuery,
+      },
+    },
+    async (req, reply) => {
+      const { id } = req.params;
+      const { format } = req.query;
+      deps.inventory.requireVm(id);
+      const image = await deps.configDrive(id, format);
+      return reply
+        .header('content-type', 'application/octet-stream')
+        .header('content-disposition', `attachment; filename="${id}-config-2.${format === 'iso' ? 'iso' : 'img'}"`)
+        .send(image);
+    },
+  );
+}
+
+const fetchBody = z
+  .object({
+    path: z.string().min(1).max(2048).describe('the path to fetch, e.g. /openstack/latest/meta_data.json'),
+    method: z.enum(['GET', 'HEAD', 'POST', 'PUT', 'DELETE']).default('GET'),
+  })
+  .strict();
+
+const fetchResult = z.object({
+  status: z.number(),
+  headers: z.record(z.string(), z.string()),
+  body_b64: z.string(),
+});
+
+function fetchAsVm(app: AdminRouter, deps: AdminDeps): void {
+  app.post(
+    '/:id/fetch',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Fetch a path as the VM sees it, through its namespace, DNAT and listener',
+        params: idParam,
+        body: fetchBody,
+        response: { 200: fetchResult, ...errorResponses },
+      },
+    },
+    async (req) => {
+      const { vm } = deps.inventory.requireVm(req.params.id);
+      const result = await deps.probe(vm.network, vm.id, req.body.path, req.body.method);
+      return { status: result.status, headers: result.headers, body_b64: result.body.toString('base64') };
+    },
+  );
+}
