@@ -2,7 +2,7 @@
 // to a scratch copy of the tree, each followed by the tests that should catch it. Every mutant
 // must be killed (its tests fail); each selection of tests is first run unmutated and must pass,
 // so that a kill means the mutant was caught, not that the tests were red anyway.
-//   node --import tsx scripts/mutants.ts [--list] [--only NAME[,NAME…]] [--no-control]
+//   node --import tsx scripts/mutants.ts [--list] [--check] [--only NAME[,NAME…]] [--no-control] [--keep]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -92,6 +92,21 @@ function main(): number {
   const chosen = only === undefined ? MUTANTS : MUTANTS.filter((m) => only.includes(m.name));
   if (only !== undefined && chosen.length !== only.length)
     throw new Error(`unknown mutant: ${only.filter((n) => !MUTANTS.some((m) => m.name === n)).join(', ')}`);
+  if (args.includes('--check')) {
+    // Every mutant still applies to the tree as it is (its `find` occurs exactly once).
+    const bad: string[] = [];
+    for (const m of chosen) {
+      for (const e of m.edits) {
+        const text = readFileSync(join(ROOT, e.file), 'utf8');
+        const at = text.indexOf(e.find);
+        if (at === -1 || text.indexOf(e.find, at + 1) !== -1)
+          bad.push(`${m.name}: ${e.file}: ${at === -1 ? 'not found' : 'found more than once'}`);
+      }
+    }
+    for (const b of bad) say(b);
+    say(bad.length === 0 ? `mutants: all ${chosen.length} apply` : `mutants: ${bad.length} do not apply`);
+    return bad.length === 0 ? 0 : 1;
+  }
   if (args.includes('--list')) {
     for (const m of chosen) say(`${m.name.padEnd(30)} ${m.fear}\n${' '.repeat(31)}caught by: ${selectionKey(m.tests)}`);
     return 0;

@@ -23,21 +23,43 @@ export interface LogOptions {
   destination?: NodeJS.WritableStream;
 }
 
+/**
+ * Sets the level of a logger made by createLogger and of every child made from it since (a child
+ * keeps the level it was made with otherwise: a reload's new `log_level` would not reach them).
+ */
+export function setLogLevel(root: Logger, level: LevelWithSilent): void {
+  root.level = level;
+  for (const ref of children.get(root) ?? []) {
+    const child = ref.deref();
+    if (child !== undefined) child.level = level;
+  }
+}
+
+const children = new WeakMap<Logger, WeakRef<Logger>[]>();
+
 export function createLogger(options: LogOptions = {}): Logger {
   const out = options.destination ?? process.stdout;
   const journald = options.journald ?? process.env['INVOCATION_ID'] !== undefined;
+  const family: WeakRef<Logger>[] = [];
   const opts = {
     level: options.level ?? 'info',
     base: { svc: 'imds' },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    onChild: (child: Logger) => void family.push(new WeakRef(child)),
   };
-  if (!journald) return pino(opts, out);
+  const root = journald ? pino(opts, journaldDestination(out)) : pino(opts, out);
+  children.set(root, family);
+  return root;
+}
+
+function journaldDestination(out: NodeJS.WritableStream): { write(line: string): void } {
+  // pino sets `lastLevel` on a destination that carries the metadata symbol, before each write.
   const destination = {
     [Symbol.for('pino.metadata')]: true,
     lastLevel: 30,
     write(line: string): void {
-      out.write(`<${SYSLOG_PRIORITY[this.lastLevel] ?? 6}>${line}`);
+      out.write(`<${SYSLOG_PRIORITY[destination.lastLevel] ?? 6}>${line}`);
     },
   };
-  return pino(opts, destination);
+  return destination;
 }

@@ -6,10 +6,11 @@ import { statusCommand } from './cli/status.ts';
 import { tokenCommand } from './cli/token.ts';
 import { vmCommand } from './cli/vm.ts';
 import { exitCodeOf, ImdsError, messageOf } from './errors.ts';
+import { VERSION } from './version.ts';
 
 const program = new Command('imds')
   .description('host-side instance metadata service (OpenStack and EC2 metadata for cloud-init and cloudbase-init)')
-  .version('0.1.0')
+  .version(VERSION)
   .exitOverride()
   .showHelpAfterError('(run with --help for usage)')
   .option('--admin-socket <path>', "the daemon's admin socket (default: $IMDS_ADMIN_SOCKET or /run/imds/admin.sock)");

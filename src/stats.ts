@@ -86,6 +86,6 @@ export class Stats {
 
 function increment(counts: Map<string, Map<string, number>>, outer: string, inner: string): void {
   let byInner = counts.get(outer);
-  if (byInner === undefined) counts.set(outer, (byInner = new Map()));
+  if (byInner === undefined) counts.set(outer, (byInner = new Map<string, number>()));
   byInner.set(inner, (byInner.get(inner) ?? 0) + 1);
 }

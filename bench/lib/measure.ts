@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
-import { socketInNetns } from '../../src/netns/listen-in-netns.ts';
+import { socketInNetns } from '../../src/netns/addon.ts';
 import { ROOT, sh } from '../../test/helpers/sandbox.ts';
 
 export const STORM = join(ROOT, 'bench', '.build', 'storm');

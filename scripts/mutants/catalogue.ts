@@ -52,9 +52,8 @@ export const MUTANTS: Mutant[] = [
     edits: [
       {
         file: 'src/netns/nft.ts',
-        find: 'rules: [`ip daddr ${METADATA_IP} ip saddr @${VM_IP_SET} ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}" drop`],',
-        replace:
-          'rules: [`ip daddr ${METADATA_IP} ip saddr @${VM_IP_SET} ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}"`],',
+        find: 'ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}" drop`',
+        replace: 'ether saddr . ip saddr != @${GUEST_SET} counter name "${SPOOF_COUNTER}"`',
       },
     ],
     tests: SECURITY,
@@ -88,7 +87,7 @@ export const MUTANTS: Mutant[] = [
     fear: 'a token leaves with the default TTL: a container behind a NAT on the guest gets one',
     edits: [
       {
-        file: 'src/server/metadata-app.ts',
+        file: 'src/server/guest-routes.ts',
         find: 'setSocketTtl(request.raw.socket as unknown as { _handle?: { fd?: number } }, vm.access.hopLimit);',
         replace: 'void setSocketTtl;',
       },
@@ -206,9 +205,9 @@ export const MUTANTS: Mutant[] = [
     fear: 'kernel damage (a deleted veth, a flushed table) is noticed but never repaired',
     edits: [
       {
-        file: 'src/controller/drift-watch.ts',
-        find: '  schedule(network: string, reason: string): void {\n    if (this.stopped) return;',
-        replace: '  schedule(network: string, reason: string): void {\n    if (this.stopped || reason !== "") return;',
+        file: 'src/controller/drift/scheduler.ts',
+        find: '  add(cause: Cause): void {\n    if (this.stopped) return;',
+        replace: '  add(cause: Cause): void {\n    if (this.stopped || cause.network !== "") return;',
       },
     ],
     tests: { files: ['test/integration/drift.test.ts'] },
@@ -228,7 +227,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: 'reload-kills-daemon',
     fear: 'a reload (SIGHUP) ends the daemon: it has no handler once it is ready',
-    edits: [{ file: 'src/daemon.ts', find: "    process.on('SIGHUP', onHup);\n", replace: "    process.off('SIGHUP', onHup);\n" }],
+    edits: [{ file: 'src/daemon/signals.ts', find: "    process.on('SIGHUP', hup);\n", replace: "    process.off('SIGHUP', hup);\n" }],
     tests: { files: ['test/integration/lifecycle.test.ts'], pattern: 'SIGHUP' },
   },
   {
@@ -249,8 +248,8 @@ export const MUTANTS: Mutant[] = [
     edits: [
       {
         file: 'src/server/metadata-app.ts',
-        find: "app.setNotFoundHandler((request, reply) => (request.method === 'GET' || request.method === 'HEAD' ? answer(request, reply) : otherMethod(request, reply)));",
-        replace: 'app.setNotFoundHandler(answer);',
+        find: "request.method === 'GET' || request.method === 'HEAD' ? replies.answer(request, reply) : otherMethod(request, reply),",
+        replace: 'replies.answer(request, reply),',
       },
     ],
     tests: DATAPATH,

@@ -1,6 +1,13 @@
 // Commands that act on the configuration and the kernel directly (no daemon): serve, check, plan,
 // down. Their heavy modules are imported when the command runs, so the other commands start fast.
 import type { Command } from '@commander-js/extra-typings';
+import type { Config } from '../config.ts';
+
+/** The configuration file of `-c`; its module is imported only when a command needs it. */
+async function loadConfigOf(opts: { config: string }): Promise<Config> {
+  const { loadConfig } = await import('../config.ts');
+  return loadConfig(opts.config);
+}
 
 export function registerKernelCommands(program: Command): void {
   program
@@ -8,7 +15,7 @@ export function registerKernelCommands(program: Command): void {
     .description('run the daemon: build every network and serve metadata (SIGHUP reloads, SIGTERM stops)')
     .requiredOption('-c, --config <file>', 'configuration file (YAML)')
     .action(async (opts) => {
-      const { serve } = await import('../daemon.ts');
+      const { serve } = await import('../daemon/serve.ts');
       const daemon = await serve(opts.config);
       await daemon.done;
     });
@@ -19,8 +26,7 @@ export function registerKernelCommands(program: Command): void {
     .requiredOption('-c, --config <file>', 'configuration file (YAML)')
     .option('--json', 'print the result as JSON')
     .action(async (opts) => {
-      const { loadConfig } = await import('../config.ts');
-      const cfg = loadConfig(opts.config);
+      const cfg = await loadConfigOf(opts);
       const result = { ok: true, file: cfg.path, networks: cfg.networks.length, vms: cfg.vms.length };
       process.stdout.write(
         opts.json ? `${JSON.stringify(result)}\n` : `${cfg.path}: valid (${result.networks} networks, ${result.vms} VMs)\n`,
@@ -33,12 +39,11 @@ export function registerKernelCommands(program: Command): void {
     .requiredOption('-c, --config <file>', 'configuration file (YAML)')
     .option('--json', 'print the plan as JSON')
     .action(async (opts) => {
-      const { loadConfig } = await import('../config.ts');
       const { createRunner } = await import('../netns/run.ts');
       const { desiredState } = await import('../controller/desired.ts');
       const { observe } = await import('../controller/observe.ts');
       const { formatPlan, isEmpty, plan } = await import('../controller/plan.ts');
-      const cfg = loadConfig(opts.config);
+      const cfg = await loadConfigOf(opts);
       const runner = createRunner();
       const desired = desiredState({ namespacePrefix: cfg.namespace_prefix, listenPort: cfg.listen_port, networks: cfg.networks });
       const observed = await observe(runner, {
@@ -57,13 +62,12 @@ export function registerKernelCommands(program: Command): void {
     .option('--json', 'print the result as JSON')
     .option('--purge-state', 'also delete state_dir (the store: networks, VMs, passwords)')
     .action(async (opts) => {
-      const { loadConfig } = await import('../config.ts');
       const { runningDaemon } = await import('../pidfile.ts');
       const { ImdsError } = await import('../errors.ts');
       const { createLogger } = await import('../log.ts');
       const { teardown } = await import('../controller/teardown.ts');
       const { createRunner } = await import('../netns/run.ts');
-      const cfg = loadConfig(opts.config);
+      const cfg = await loadConfigOf(opts);
       const pid = runningDaemon(cfg.state_dir);
       if (pid !== undefined) {
         throw new ImdsError('DAEMON_RUNNING', `the daemon (pid ${pid}) is running; stop it first (systemctl stop imds)`, {

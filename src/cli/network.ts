@@ -25,6 +25,13 @@ interface NetworkView {
   reason?: string;
 }
 
+/** The flags `network add` and `network set` share, as commander parses them. */
+type NetworkFlags = Partial<
+  Record<'cidr' | 'serviceIp' | 'gateway' | 'bridge' | 'uplink' | 'domain' | 'vendorData', string> &
+    Record<'mtu' | 'dhcpLeaseTime', number> &
+    Record<'dns' | 'ntp', string[]> & { dhcp: boolean }
+>;
+
 const CLEARABLE = ['gateway', 'bridge', 'uplink', 'mtu', 'domain', 'dhcp', 'dns', 'ntp', 'dhcp-lease-time', 'vendor-data'];
 
 export function clientOf(cmd: { optsWithGlobals(): Record<string, unknown> }): AdminClient {
@@ -44,10 +51,38 @@ export function printNetworks(rows: NetworkView[]): void {
   });
 }
 
+/** The API body for the flags given (only those), with the id when creating. */
+function networkBody(opts: NetworkFlags, id?: string): Record<string, unknown> {
+  return defined({
+    id,
+    cidr: opts.cidr,
+    service_ip: opts.serviceIp,
+    gateway: opts.gateway,
+    bridge: opts.bridge,
+    uplink: opts.uplink,
+    mtu: opts.mtu,
+    domain: opts.domain,
+    dhcp: opts.dhcp,
+    dns: opts.dns,
+    ntp: opts.ntp,
+    dhcp_lease_time: opts.dhcpLeaseTime,
+    vendor_data: jsonObject(opts.vendorData, '--vendor-data'),
+  });
+}
+
+function pathOf(id: string): string {
+  return `/v1/networks/${encodeURIComponent(id)}`;
+}
+
 export function networkCommand(): Command {
   const network = new Command('network').description("manage networks (through the daemon's admin API)");
+  const subcommands = [addNetworkCommand, listNetworksCommand, showNetworkCommand, setNetworkCommand, rmNetworkCommand];
+  for (const register of subcommands) register(network);
+  return network;
+}
 
-  network
+function addNetworkCommand(parent: Command): void {
+  parent
     .command('add')
     .description('create a network; returns once it serves')
     .argument('<id>', 'network id (1-9 characters of a-z, 0-9, -)')
@@ -65,27 +100,14 @@ export function networkCommand(): Command {
     .option('--vendor-data <@file|json>', "vendor data defaults (a JSON object) for the network's VMs")
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
-      const body = defined({
-        id,
-        cidr: opts.cidr,
-        service_ip: opts.serviceIp,
-        gateway: opts.gateway,
-        bridge: opts.bridge,
-        uplink: opts.uplink,
-        mtu: opts.mtu,
-        domain: opts.domain,
-        dhcp: opts.dhcp,
-        dns: opts.dns,
-        ntp: opts.ntp,
-        dhcp_lease_time: opts.dhcpLeaseTime,
-        vendor_data: jsonObject(opts.vendorData, '--vendor-data'),
-      });
-      const created = await clientOf(cmd).call<NetworkView>('POST', '/v1/networks', body);
+      const created = await clientOf(cmd).call<NetworkView>('POST', '/v1/networks', networkBody(opts, id));
       if (opts.json) printJson(created);
       else process.stdout.write(`network ${created.id} created: ${created.state} (bridge ${created.bridge})\n`);
     });
+}
 
-  network
+function listNetworksCommand(parent: Command): void {
+  parent
     .command('list')
     .description('list networks with their state')
     .option('--json', 'print JSON')
@@ -94,19 +116,23 @@ export function networkCommand(): Command {
       if (opts.json) printJson(rows);
       else printNetworks(rows);
     });
+}
 
-  network
+function showNetworkCommand(parent: Command): void {
+  parent
     .command('show')
     .description('show one network')
     .argument('<id>')
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
-      const n = await clientOf(cmd).call<NetworkView>('GET', `/v1/networks/${encodeURIComponent(id)}`);
+      const n = await clientOf(cmd).call<NetworkView>('GET', pathOf(id));
       if (opts.json) printJson(n);
       else printFields({ ...n });
     });
+}
 
-  network
+function setNetworkCommand(parent: Command): void {
+  parent
     .command('set')
     .description('change a network (its VMs must still fit); --clear FIELD removes an optional field')
     .argument('<id>')
@@ -125,31 +151,20 @@ export function networkCommand(): Command {
     .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
-      const body: Record<string, unknown> = defined({
-        cidr: opts.cidr,
-        service_ip: opts.serviceIp,
-        gateway: opts.gateway,
-        bridge: opts.bridge,
-        uplink: opts.uplink,
-        mtu: opts.mtu,
-        domain: opts.domain,
-        dhcp: opts.dhcp,
-        dns: opts.dns,
-        ntp: opts.ntp,
-        dhcp_lease_time: opts.dhcpLeaseTime,
-        vendor_data: jsonObject(opts.vendorData, '--vendor-data'),
-      });
+      const body = networkBody(opts);
       for (const field of opts.clear ?? []) {
         if (!CLEARABLE.includes(field))
           throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
         body[field.replace(/-/g, '_')] = null;
       }
-      const n = await clientOf(cmd).call<NetworkView>('PATCH', `/v1/networks/${encodeURIComponent(id)}`, body);
+      const n = await clientOf(cmd).call<NetworkView>('PATCH', pathOf(id), body);
       if (opts.json) printJson(n);
       else process.stdout.write(`network ${n.id} updated: ${n.state}\n`);
     });
+}
 
-  network
+function rmNetworkCommand(parent: Command): void {
+  parent
     .command('rm')
     .description('delete a network and its kernel objects (refused while it has VMs, unless --force)')
     .argument('<id>')
@@ -158,11 +173,9 @@ export function networkCommand(): Command {
     .action(async (id, opts, cmd) => {
       const r = await clientOf(cmd).call<{ deleted: string; vms_deleted: number }>(
         'DELETE',
-        `/v1/networks/${encodeURIComponent(id)}${opts.force ? '?force=true' : ''}`,
+        `${pathOf(id)}${opts.force ? '?force=true' : ''}`,
       );
       if (opts.json) printJson(r);
       else process.stdout.write(`network ${r.deleted} deleted${r.vms_deleted > 0 ? ` with ${r.vms_deleted} VMs` : ''}\n`);
     });
-
-  return network;
 }

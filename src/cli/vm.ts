@@ -112,11 +112,30 @@ function vmOptions<T extends Command<[string], Record<string, unknown>>>(cmd: T,
     .option('--http-hop-limit <n>', 'IP TTL of the token response, 1..64 (default 1)', integer('--http-hop-limit'));
 }
 
+function pathOf(id: string): string {
+  return `/v1/vms/${encodeURIComponent(id)}`;
+}
+
 export function vmCommand(): Command {
   const vm = new Command('vm').description("manage VMs (through the daemon's admin API)");
+  const subcommands = [
+    addVmCommand,
+    listVmsCommand,
+    showVmCommand,
+    setVmCommand,
+    rmVmCommand,
+    importCommand,
+    passwordCommand,
+    configdriveCommand,
+    getCommand,
+  ];
+  for (const register of subcommands) register(vm);
+  return vm;
+}
 
+function addVmCommand(parent: Command): void {
   vmOptions(
-    vm.command('add').description('register a VM; its guest is served as soon as this returns').argument('<id>', 'instance UUID'),
+    parent.command('add').description('register a VM; its guest is served as soon as this returns').argument('<id>', 'instance UUID'),
     true,
   )
     .option('--json', 'print JSON')
@@ -125,8 +144,11 @@ export function vmCommand(): Command {
       if (opts['json']) printJson(created);
       else process.stdout.write(`vm ${created.id} added: ${created.hostname} ${created.ip} on ${created.network}\n`);
     });
+}
 
-  vm.command('list')
+function listVmsCommand(parent: Command): void {
+  parent
+    .command('list')
     .description('list VMs')
     .option('--network <id>', 'only this network')
     .option('--json', 'print JSON')
@@ -147,21 +169,26 @@ export function vmCommand(): Command {
           PASSWORD: (v) => (v.password_set ? 'set' : '-'),
         });
     });
+}
 
-  vm.command('show')
+function showVmCommand(parent: Command): void {
+  parent
+    .command('show')
     .description('show one VM (with --json, its user data as base64)')
     .argument('<id>')
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
-      const v = await clientOf(cmd).call<VmView>('GET', `/v1/vms/${encodeURIComponent(id)}`);
+      const v = await clientOf(cmd).call<VmView>('GET', pathOf(id));
       if (opts.json) printJson(v);
       else {
         const { user_data_b64: _b64, ...rest } = v;
         printFields(rest);
       }
     });
+}
 
-  vmOptions(vm.command('set').description('change a VM; guests see the change as soon as this returns').argument('<id>'), false)
+function setVmCommand(parent: Command): void {
+  vmOptions(parent.command('set').description('change a VM; guests see the change as soon as this returns').argument('<id>'), false)
     .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
@@ -172,41 +199,33 @@ export function vmCommand(): Command {
           throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
         body[key] = null;
       }
-      const v = await clientOf(cmd).call<VmView>('PATCH', `/v1/vms/${encodeURIComponent(id)}`, body);
+      const v = await clientOf(cmd).call<VmView>('PATCH', pathOf(id), body);
       if (opts['json']) printJson(v);
       else process.stdout.write(`vm ${v.id} updated\n`);
     });
+}
 
-  vm.command('rm')
+function rmVmCommand(parent: Command): void {
+  parent
+    .command('rm')
     .description('delete a VM')
     .argument('<id>')
     .option('--json', 'print JSON')
     .action(async (id, opts, cmd) => {
-      const r = await clientOf(cmd).call<{ deleted: string }>('DELETE', `/v1/vms/${encodeURIComponent(id)}`);
+      const r = await clientOf(cmd).call<{ deleted: string }>('DELETE', pathOf(id));
       if (opts.json) printJson(r);
       else process.stdout.write(`vm ${r.deleted} deleted\n`);
     });
+}
 
-  vm.command('import')
+function importCommand(parent: Command): void {
+  parent
+    .command('import')
     .description('create or update many networks and VMs from a YAML or JSON file, all or nothing')
     .argument('<file>', 'file with `networks:` and/or `vms:` lists (the configuration file format); - for stdin')
     .option('--json', 'print JSON')
     .action(async (file, opts, cmd) => {
-      let doc: unknown;
-      try {
-        doc = parse(readFileSync(file === '-' ? 0 : file, 'utf8'), { customTags: ['binary'] });
-      } catch (err) {
-        throw new ImdsError('VALIDATION_FAILED', `${file}: ${(err as Error).message}`, { field: 'file' });
-      }
-      const { networks, vms } = (doc ?? {}) as { networks?: unknown[]; vms?: Record<string, unknown>[] };
-      const body = {
-        ...(networks === undefined ? {} : { networks }),
-        vms: (vms ?? []).map((v) => {
-          const { user_data, ...rest } = v;
-          if (user_data instanceof Uint8Array) return { ...rest, user_data_b64: Buffer.from(user_data).toString('base64') };
-          return user_data === undefined ? rest : { ...rest, user_data };
-        }),
-      };
+      const body = importBody(file);
       const r = await clientOf(cmd).call<{ networks: Record<string, string[]>; vms: Record<string, string[]> }>('POST', '/v1/import', body);
       if (opts.json) printJson(r);
       else
@@ -215,8 +234,30 @@ export function vmCommand(): Command {
             `VMs ${r.vms['created']?.length ?? 0} created, ${r.vms['updated']?.length ?? 0} updated\n`,
         );
     });
+}
 
-  vm.command('password')
+/** The import request for a YAML or JSON file (- for stdin): `!!binary` user data is sent as base64. */
+function importBody(file: string): { networks?: unknown[]; vms: Record<string, unknown>[] } {
+  let doc: unknown;
+  try {
+    doc = parse(readFileSync(file === '-' ? 0 : file, 'utf8'), { customTags: ['binary'] });
+  } catch (err) {
+    throw new ImdsError('VALIDATION_FAILED', `${file}: ${(err as Error).message}`, { field: 'file' });
+  }
+  const { networks, vms } = (doc ?? {}) as { networks?: unknown[]; vms?: Record<string, unknown>[] };
+  return {
+    ...(networks === undefined ? {} : { networks }),
+    vms: (vms ?? []).map((v) => {
+      const { user_data, ...rest } = v;
+      if (user_data instanceof Uint8Array) return { ...rest, user_data_b64: Buffer.from(user_data).toString('base64') };
+      return user_data === undefined ? rest : { ...rest, user_data };
+    }),
+  };
+}
+
+function passwordCommand(parent: Command): void {
+  parent
+    .command('password')
     .description('print the password the guest posted (encrypted to its key, base64), or clear it')
     .argument('<id>')
     .option('--clear', 'clear it, so the guest may post a new one')
@@ -224,17 +265,20 @@ export function vmCommand(): Command {
     .action(async (id, opts, cmd) => {
       const client = clientOf(cmd);
       if (opts.clear) {
-        await client.call('DELETE', `/v1/vms/${encodeURIComponent(id)}/password`);
+        await client.call('DELETE', `${pathOf(id)}/password`);
         if (opts.json) printJson({ cleared: true });
         else process.stdout.write('password cleared\n');
         return;
       }
-      const r = await client.call<{ password: string }>('GET', `/v1/vms/${encodeURIComponent(id)}/password`);
+      const r = await client.call<{ password: string }>('GET', `${pathOf(id)}/password`);
       if (opts.json) printJson(r);
       else process.stdout.write(`${r.password}\n`);
     });
+}
 
-  vm.command('configdrive')
+function configdriveCommand(parent: Command): void {
+  parent
+    .command('configdrive')
     .description("write the VM's config drive image (label config-2; the same documents as the HTTP tree, no password)")
     .argument('<id>', 'instance UUID')
     .requiredOption('-o, --output <file|->', 'where to write the image (- for stdout); replaced atomically')
@@ -245,7 +289,7 @@ export function vmCommand(): Command {
       }
       const out = opts.output;
       if (out !== '-') checkWritable(out);
-      const image = await clientOf(cmd).download(`/v1/vms/${encodeURIComponent(id)}/configdrive?format=${opts.format}`);
+      const image = await clientOf(cmd).download(`${pathOf(id)}/configdrive?format=${opts.format}`);
       if (out === '-') {
         process.stdout.write(image);
         return;
@@ -253,8 +297,11 @@ export function vmCommand(): Command {
       writeAtomically(out, image);
       process.stderr.write(`wrote ${out} (${opts.format}, ${image.length} bytes, label config-2)\n`);
     });
+}
 
-  vm.command('get')
+function getCommand(parent: Command): void {
+  parent
+    .command('get')
     .description("fetch a path exactly as the VM sees it, through its network's namespace, DNAT and listener")
     .argument('<id>')
     .argument('<path>', 'e.g. /openstack/latest/meta_data.json')
@@ -264,11 +311,8 @@ export function vmCommand(): Command {
     .action(async (id, path, opts, cmd) => {
       const r = await clientOf(cmd).call<{ status: number; headers: Record<string, string>; body_b64: string }>(
         'POST',
-        `/v1/vms/${encodeURIComponent(id)}/fetch`,
-        {
-          path,
-          method: opts.method.toUpperCase(),
-        },
+        `${pathOf(id)}/fetch`,
+        { path, method: opts.method.toUpperCase() },
       );
       if (opts.json) printJson(r);
       else {
@@ -283,8 +327,6 @@ export function vmCommand(): Command {
       if (r.status === 404) process.exitCode = 4;
       else if (r.status >= 400) process.exitCode = 1;
     });
-
-  return vm;
 }
 
 /** Refuses an output path that cannot be written before anything is fetched. */

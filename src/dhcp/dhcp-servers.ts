@@ -9,7 +9,7 @@ import { dirname, resolve } from 'node:path';
 import { ImdsError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Network } from '../model/schema.ts';
-import { startService, type ServiceHandle } from '../netns/run.ts';
+import { startService, type ServiceHandle } from '../netns/service.ts';
 import { dhcpPaths, dnsmasqArgv, renderHosts, renderOptions, type DhcpHost, type DhcpPaths } from './dnsmasq-config.ts';
 
 export type DhcpState = 'running' | 'restarting' | 'stopped';

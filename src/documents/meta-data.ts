@@ -2,7 +2,6 @@
 // builds it (metadata-api.md §4): the same key order, gated by version.
 import { randomBytes } from 'node:crypto';
 import type { InstanceFacts } from './instance.ts';
-import { pythonJson } from './python-json.ts';
 import { atLeast, type OpenStackVersion } from './versions.ts';
 
 /** Placeholder value for random_seed, which Nova regenerates on every request. */

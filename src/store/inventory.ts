@@ -1,7 +1,7 @@
 // The authoritative in-memory inventory of networks and VMs, mirrored to the SQLite store. Every
 // change is validated first (nothing half-written), then committed to the store in one
 // transaction, then applied to memory and to the metadata index — so guests see it at once.
-import { ImdsError } from '../errors.ts';
+import { ImdsError, listProblems } from '../errors.ts';
 import type { Defaults } from '../documents/instance.ts';
 import { bridgeNameOf } from '../model/names.ts';
 import type { Network, Vm } from '../model/schema.ts';
@@ -28,6 +28,11 @@ export interface BatchResult {
   vms: { created: string[]; updated: string[]; deleted: string[] };
 }
 
+export interface InventoryEvents {
+  /** VMs of these networks changed (after the store and the index have the change). */
+  onVmsChanged?: (networks: ReadonlySet<string>) => void;
+}
+
 export interface BatchOptions {
   origin: Origin;
   /** Delete records of this origin that the batch no longer declares (seed_mode: authoritative). */
@@ -36,13 +41,10 @@ export interface BatchOptions {
   root?: Path;
 }
 
-/** Problems spelled out in one error message; the rest are counted (all are in details). */
-const MAX_LISTED = 20;
-
+/** The first problems spelled out in one error message, the rest counted (all are in details). */
 export function validationError(problems: Problem[], context?: string): ImdsError {
   const first = problems[0];
-  const lines = problems.slice(0, MAX_LISTED).map((p) => `${formatPath(p.path)}: ${p.message}`);
-  if (problems.length > MAX_LISTED) lines.push(`… and ${problems.length - MAX_LISTED} more`);
+  const lines = listProblems(problems, (p) => `${formatPath(p.path)}: ${p.message}`);
   const body = problems.length === 1 ? (lines[0] as string) : `${problems.length} problems:\n  ${lines.join('\n  ')}`;
   return new ImdsError('VALIDATION_FAILED', context === undefined ? body : `${context}: ${body}`, {
     ...(first === undefined ? {} : { field: formatPath(first.path) }),
@@ -62,16 +64,17 @@ export class Inventory {
   private readonly passwords = new Map<string, string>();
   private currentIndex: MetadataIndex;
   /** Called after VMs of a network changed (DHCP and anti-spoofing sets hang off this). */
-  onVmsChanged: ((networks: ReadonlySet<string>) => void) | undefined;
+  private readonly onVmsChanged: ((networks: ReadonlySet<string>) => void) | undefined;
 
-  private constructor(store: SqliteStore, defaults: Defaults) {
+  private constructor(store: SqliteStore, defaults: Defaults, events: InventoryEvents) {
     this.store = store;
     this.defaults = defaults;
     this.currentIndex = new MetadataIndex(defaults);
+    this.onVmsChanged = events.onVmsChanged;
   }
 
-  static open(store: SqliteStore, defaults: Defaults): Inventory {
-    const inv = new Inventory(store, defaults);
+  static open(store: SqliteStore, defaults: Defaults, events: InventoryEvents = {}): Inventory {
+    const inv = new Inventory(store, defaults, events);
     inv.reset(store.loadNetworks(), store.loadVms());
     for (const [vm, value] of store.loadPasswords()) inv.passwords.set(vm, value);
     return inv;

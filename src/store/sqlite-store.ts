@@ -80,11 +80,12 @@ export class SqliteStore {
    * Called inside a batch transaction of two VMs or more once half of its VMs are written, with
    * how many of how many (fault injection for tests).
    */
-  midBatchHook: ((written: number, total: number) => void) | undefined;
+  private readonly midBatchHook: ((written: number, total: number) => void) | undefined;
 
-  private constructor(path: string, db: Database.Database) {
+  private constructor(path: string, db: Database.Database, midBatchHook?: (written: number, total: number) => void) {
     this.path = path;
     this.db = db;
+    this.midBatchHook = midBatchHook;
     this.stmt = {
       putNetwork: db.prepare(
         `INSERT INTO networks (id, spec, origin) VALUES (@id, @spec, @origin)
@@ -104,7 +105,7 @@ export class SqliteStore {
     };
   }
 
-  static open(stateDir: string): SqliteStore {
+  static open(stateDir: string, options: { midBatchHook?: ((written: number, total: number) => void) | undefined } = {}): SqliteStore {
     const path = join(stateDir, 'imds.sqlite');
     try {
       mkdirSync(stateDir, { recursive: true, mode: 0o750 });
@@ -114,7 +115,7 @@ export class SqliteStore {
       db.pragma('foreign_keys = ON');
       db.pragma('busy_timeout = 5000');
       migrate(db);
-      return new SqliteStore(path, db);
+      return new SqliteStore(path, db, options.midBatchHook);
     } catch (err) {
       if (err instanceof ImdsError) throw err;
       throw new ImdsError('STORE_FAILED', `cannot open the store ${path}: ${(err as Error).message}`, { cause: err });

@@ -6,7 +6,6 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TestContext } from 'node:test';
 import { stringify } from 'yaml';
 import { createRunner, type RunResult } from '../../src/netns/run.ts';
 import { DaemonProcess } from './daemon.ts';
@@ -162,8 +161,8 @@ export class Sandbox {
     return Object.fromEntries(rows.map((r) => [r.ifname, r]));
   }
 
-  async namespaces(): Promise<string[]> {
-    return existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(this.base)) : [];
+  namespaces(): Promise<string[]> {
+    return Promise.resolve(existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(this.base)) : []);
   }
 
   async addGuest(name: string, options: GuestOptions): Promise<Guest> {

@@ -124,7 +124,7 @@ export async function armGet(
     await lineOn(child.stdout, 'the armed GET to be ready', (l) => l === 'armed', 20_000);
   } catch (err) {
     child.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}\n${stderr}`);
+    throw new Error(`${(err as Error).message}\n${stderr}`, { cause: err });
   }
   const result = lineOn(child.stdout, 'the armed GET to answer', (l) => l.startsWith('{'), timeoutMs + 10_000);
   return {

@@ -129,7 +129,7 @@ describe('DHCP and L2 interception', () => {
     assert.equal((JSON.parse((await g2.http('/openstack/latest/meta_data.json')).body.toString()) as { uuid: string }).uuid, VM2);
     // Removed again: its host line goes, and dnsmasq (still the same) no longer offers it.
     await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'rm', VM2]);
-    await until('the hosts file to lose VM2', async () =>
+    await until('the hosts file to lose VM2', () =>
       readFileSync(join(dhcpDir, 'dh', 'hosts'), 'utf8').includes('01:12') ? undefined : true,
     );
     await g2.exec(['ip', 'addr', 'flush', 'dev', 'eth0']);

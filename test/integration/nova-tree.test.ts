@@ -13,6 +13,9 @@ const MAC = '52:54:00:12:34:56';
 const USER_DATA = '#cloud-config\nhostname: nova-1\n';
 const key = rsaKeyPair(2048, 'deploy@build');
 
+/** The daemon's debug line for one guest request (src/server/metadata-app.ts, fast-path.ts): the fields read here. */
+type RequestLine = { msg: 'request'; src: string; path: string; status: number };
+
 describe('Nova faithfulness through the data path', () => {
   const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
@@ -21,7 +24,8 @@ describe('Nova faithfulness through the data path', () => {
   let cfgPath: string;
 
   /** Requests the daemon logged from the guest since `mark`. */
-  const requestsSince = (mark: number) => daemon.logs.slice(mark).filter((l) => l['msg'] === 'request' && l['src'] === '198.51.100.10');
+  const requestsSince = (mark: number) =>
+    daemon.logs.slice(mark).filter((l) => l['msg'] === 'request' && l['src'] === '198.51.100.10') as RequestLine[];
 
   before(async () => {
     sb = current();

@@ -165,7 +165,7 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     assert.ok(ttls.includes(1), `the token reply leaves with TTL 1:\n${cap.text}`);
 
     // A container behind NAT in guest A (default hop limit 1) and in guest H (hop limit 2).
-    const container = async (g: Guest, tag: string): Promise<Guest> => {
+    const container = (g: Guest, tag: string): Guest => {
       const ns = `${g.netns}-ctr`;
       const sh = (argv: string[]) => execFileSync(argv[0] as string, argv.slice(1), { stdio: 'pipe' });
       sh(['ip', 'netns', 'add', ns]);
@@ -182,8 +182,8 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       });
       return new Guest(`${g.name}-ctr`, ns, '203.0.113.2', '');
     };
-    const cA = await container(gA, 'a');
-    const cH = await container(gH, 'h');
+    const cA = container(gA, 'a');
+    const cH = container(gH, 'h');
     try {
       assert.equal((await cA.http('/openstack/latest/meta_data.json')).status, 200, 'GETs work through the NAT (TTL 64)');
       const lost = await tryHttp(cA, '/latest/api/token', { method: 'PUT', headers: [`${TTL}: 60`], maxTimeS: 3 });
@@ -273,7 +273,9 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
       const counter = (
         await sb.hvRun(['nsenter', `--net=/run/netns/${sb.nsPrefix}net1`, 'nft', '-j', 'list', 'counter', 'ip', 'imds', 'spoofed'])
       ).stdout;
-      assert.ok((JSON.parse(counter).nftables[1].counter.packets as number) > 0, counter);
+      // `nft -j list counter`: [metainfo, {counter}].
+      const listed = JSON.parse(counter) as { nftables: [unknown, { counter: { packets: number } }] };
+      assert.ok(listed.nftables[1].counter.packets > 0, counter);
       // The daemon reads the counter every spoof_check_interval_s (0.5 s): polled until it moved.
       const counted = await until(
         () => sb.metric('imds_spoofed_packets_total', { network: 'net1' }),

@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import type { Cause } from '../../src/controller/drift/causes.ts';
 import type { RepairFailure, RepairReport } from '../../src/controller/drift/report.ts';
 import { backoffMs, RepairScheduler, type RepairOutcome } from '../../src/controller/drift/scheduler.ts';
-import { FakeClock } from './drift-fakes.ts';
+import { FakeClock } from '../helpers/drift-fakes.ts';
 
 interface Call {
   network: string;

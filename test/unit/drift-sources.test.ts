@@ -14,7 +14,7 @@ import { parseNftEvent } from '../../src/controller/drift/nft-events.ts';
 import { ATTRIBUTION_WAIT_MS, NftSource, UNCOMMITTED_WAIT_MS } from '../../src/controller/drift/nft-source.ts';
 import { OWN_PID_CAPACITY, OWN_PID_TTL_MS, OwnProcesses } from '../../src/controller/drift/own-processes.ts';
 import { parseRtMessage } from '../../src/netns/netlink.ts';
-import { addressMessage, FakeClock, linkMessage, newGen, nftMessage, nla, cstr, setElement } from './drift-fakes.ts';
+import { addressMessage, FakeClock, linkMessage, newGen, nftMessage, nla, cstr, setElement } from '../helpers/drift-fakes.ts';
 
 const log = pino({ level: 'silent' });
 const IP = 2;

@@ -48,16 +48,31 @@ describe('SQLite store', () => {
   });
 
   it('writes a batch all or nothing', () => {
-    const store = SqliteStore.open(tempDir());
+    const dir = tempDir();
+    let fail = true;
+    const halves: [number, number][] = [];
+    const store = SqliteStore.open(dir, {
+      midBatchHook: (written, total) => {
+        halves.push([written, total]);
+        if (fail) throw new Error('injected failure half-way');
+      },
+    });
     store.apply({ networks: [{ network: net, origin: 'api' }] });
-    store.midBatchHook = () => {
-      throw new Error('injected failure half-way');
-    };
     assert.throws(() => store.apply({ vms: [1, 2, 3, 4].map((n) => ({ vm: vm(n), origin: 'api' as const })) }), /STORE_FAILED|injected/);
     assert.equal(store.loadVms().length, 0, 'no VM of the failed batch was written');
-    store.midBatchHook = undefined;
+    assert.deepEqual(halves, [[2, 4]], 'the hook ran half-way, and was told where');
+    fail = false;
     store.apply({ vms: [1, 2].map((n) => ({ vm: vm(n), origin: 'api' as const })) });
     assert.equal(store.loadVms().length, 2);
+    store.apply({ vms: [{ vm: vm(3), origin: 'api' as const }] });
+    assert.deepEqual(
+      halves,
+      [
+        [2, 4],
+        [1, 2],
+      ],
+      'a batch of one VM has no middle: no hook',
+    );
     store.close();
   });
 

@@ -1,0 +1,83 @@
+// The daemon's admin side: the admin API (Fastify on the Unix socket) and its metrics, loaded only
+// once guests are served (its modules are not needed for that).
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../config.ts';
+import { buildConfigDrive } from '../configdrive/image.ts';
+import { configDriveFiles } from '../configdrive/tree.ts';
+import { ImdsError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { Runner } from '../netns/run.ts';
+import { probe } from '../server/probe.ts';
+import type { Stats } from '../stats.ts';
+import type { Inventory } from '../store/inventory.ts';
+import type { SqliteStore } from '../store/sqlite-store.ts';
+import { VERSION } from '../version.ts';
+import type { GuestSide } from './guest-side.ts';
+import type { KernelSide } from './kernel-side.ts';
+
+export interface AdminSideDeps {
+  config: { current: Config };
+  inventory: Inventory;
+  store: SqliteStore;
+  runner: Runner;
+  kernel: KernelSide;
+  guests: GuestSide;
+  stats: Stats;
+  log: Logger;
+  startedAt: number;
+}
+
+/** What `imds status` shows of the daemon itself. */
+function info(deps: AdminSideDeps, apiVersion: string): Record<string, unknown> {
+  const cfg = deps.config.current;
+  return {
+    version: VERSION,
+    api_version: apiVersion,
+    pid: process.pid,
+    uptime_s: Math.round((Date.now() - deps.startedAt) / 1000),
+    config: cfg.path,
+    state_dir: cfg.state_dir,
+    store: deps.store.path,
+    admin_socket: cfg.admin_socket,
+    listen_port: cfg.listen_port,
+    namespace_prefix: cfg.namespace_prefix,
+    seed_mode: cfg.seed_mode,
+    memory_kb: Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 1024)])),
+  };
+}
+
+export async function buildAdminSide(
+  deps: AdminSideDeps,
+): Promise<{ app: FastifyInstance; listen(gid: number | undefined): Promise<void> }> {
+  const { API_VERSION, buildAdminApp, listenAdmin } = await import('../server/admin-app.ts');
+  const { Metrics } = await import('../metrics.ts');
+  const { inventory, kernel, guests, runner } = deps;
+  const metrics = new Metrics({ stats: deps.stats, vmCount: () => inventory.vmCount(), networkStates: () => kernel.reconciler.statuses() });
+  const app = await buildAdminApp({
+    inventory,
+    log: deps.log,
+    metrics,
+    converge: kernel.converge,
+    convergeNetwork: kernel.convergeNetwork,
+    statusOf: (network) => kernel.reconciler.statusOf(network),
+    dhcpStatusOf: (network) => kernel.dhcp.statusOf(network),
+    probe: (network, vmId, path, method) => {
+      const netns = guests.listeners.netnsOf(network);
+      if (netns === undefined) return Promise.reject(new ImdsError('NOT_FOUND', `network ${network} is not serving`));
+      return probe(netns, vmId, path, method);
+    },
+    rotateTokenKey: () => guests.guard.tokens.rotate(),
+    configDrive: (vmId, format) => {
+      const stored = inventory.requireVm(vmId);
+      const entry = inventory.index.lookupById(stored.vm.network, vmId);
+      if (entry === undefined) return Promise.reject(new ImdsError('NOT_FOUND', `vm ${vmId} is not in the index`));
+      return buildConfigDrive(runner, configDriveFiles(entry), format, `imds ${VERSION}`);
+    },
+    vmChangesApplied: () => kernel.services.idle(),
+    info: () => info(deps, API_VERSION),
+  });
+  return {
+    app,
+    listen: (gid) => listenAdmin(app, { path: deps.config.current.admin_socket, ...(gid === undefined ? {} : { gid }) }),
+  };
+}

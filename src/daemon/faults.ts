@@ -1,0 +1,32 @@
+// Fault injection, for tests only (documented in docs/architecture.md): set by environment
+// variables, off unless set.
+//   IMDS_FAULT_PAUSE_MID_BATCH_MS    the store pauses half-way through a batch of two VMs or more
+//                                    (the crash-consistency test kills the daemon there)
+//   IMDS_FAULT_PAUSE_BEFORE_READY_MS the start pauses just before `ready` (the signal tests)
+import { writeSync } from 'node:fs';
+
+export interface Faults {
+  /** For SqliteStore: called half-way through a batch. */
+  midBatchHook: ((written: number, total: number) => void) | undefined;
+  /** Awaited just before the daemon says it is ready. */
+  beforeReady(): Promise<void>;
+}
+
+export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
+  const batchPauseMs = Number(env['IMDS_FAULT_PAUSE_MID_BATCH_MS'] ?? 0);
+  const readyPauseMs = Number(env['IMDS_FAULT_PAUSE_BEFORE_READY_MS'] ?? 0);
+  return {
+    midBatchHook:
+      batchPauseMs > 0
+        ? (written, total) => {
+            writeSync(2, `imds-fault: batch half written (${written} of ${total} VMs), pausing\n`);
+            Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, batchPauseMs);
+          }
+        : undefined,
+    beforeReady: async () => {
+      if (readyPauseMs <= 0) return;
+      writeSync(2, 'imds-fault: pausing before ready\n');
+      await new Promise((resolve) => setTimeout(resolve, readyPauseMs));
+    },
+  };
+}

@@ -1,0 +1,5 @@
+// The one version string: package.json's (shipped beside dist/ in a checkout and in the package).
+import { readFileSync } from 'node:fs';
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
+  .version;
