@@ -375,7 +375,7 @@ async function memory(sb: Sandbox): Promise<Record<string, number>> {
   const path = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: vms(BIG_NETWORKS) }, 'big'), 'big.yaml');
   const d = await sb.startDaemon(path, { readyTimeoutMs: 120_000 });
   out['imds_first_start_ms_10000_vms'] = Number(d.logs.find((l) => l['msg'] === 'ready')?.['ms'] ?? NaN);
-  const admin = new AdminClient(sb.adminSocket());
+  const admin = new AdminClient(sb.adminSocket('big'));
   // One request per network as its first VM (the daemon's own probe, through the namespace).
   for (const n of nets)
     await admin.call('POST', `/v1/vms/${vmOf(Number(n.id.slice(1)), 0).id}/fetch`, { path: '/openstack/latest/meta_data.json' });

@@ -74,7 +74,7 @@ async function serviceMac(sb: Sandbox, network: string): Promise<string> {
 export async function addGuests(sb: Sandbox, list: BenchVm[], tag = 'g', serviceIp = SERVICE_IP): Promise<GuestRef[]> {
   const macs = new Map<string, string>();
   for (const network of new Set(list.map((v) => v.network))) macs.set(network, await serviceMac(sb, network));
-  const refs = list.map((vm, j) => ({ vm, netns: `${sb.prefix}${sb.id}-${tag}${j}` }));
+  const refs = list.map((vm, j) => ({ vm, netns: `${sb.base}${tag}${j}` }));
   await sh(['ip', '-batch', '-'], { stdin: `${refs.map((r) => `netns add ${r.netns}`).join('\n')}\n` });
   const hostLines: string[] = [];
   refs.forEach((r, j) => {

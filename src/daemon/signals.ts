@@ -1,7 +1,9 @@
 // Signals of the daemon's life. From the moment the gate exists (early in start), SIGHUP, SIGTERM
-// and SIGINT are held: without a handler Node's default action ends the process at once (a reload
-// sent right after READY=1, or a stop during start, would kill the service). Once the daemon is
-// ready, `open` hands them to reload and stop, and acts on what was held.
+// and SIGINT have a handler: without one Node's default action ends the process at once (a reload
+// sent right after READY=1, or a stop during start, would kill the service). Until the daemon is
+// ready they are held; `open` hands them to reload and stop, and acts on what was held. The
+// handlers stay the same from start to end: removing a signal's last listener drops a signal
+// that arrived and is not yet dispatched (seen: a SIGTERM sent right after `ready` was lost).
 import type { Logger } from '../log.ts';
 
 export interface SignalActions {
@@ -11,25 +13,25 @@ export interface SignalActions {
 
 export class SignalGate {
   private readonly held = new Set<'stop' | 'reload'>();
-  private readonly holdStop = (): void => void this.held.add('stop');
-  private readonly holdReload = (): void => void this.held.add('reload');
-  private actions: { hup: () => void; stop: () => void } | undefined;
+  private actions: SignalActions | undefined;
+  private readonly onStop = (): void => {
+    if (this.actions === undefined) this.held.add('stop');
+    else this.actions.stop();
+  };
+  private readonly onHup = (): void => {
+    if (this.actions === undefined) this.held.add('reload');
+    else this.actions.reload();
+  };
 
   constructor() {
-    process.on('SIGTERM', this.holdStop);
-    process.on('SIGINT', this.holdStop);
-    process.on('SIGHUP', this.holdReload);
+    process.on('SIGTERM', this.onStop);
+    process.on('SIGINT', this.onStop);
+    process.on('SIGHUP', this.onHup);
   }
 
   /** From now on signals act; what was held acts now (a stop wins over a reload). */
   open(actions: SignalActions, log: Logger): void {
-    this.release();
-    const hup = (): void => actions.reload();
-    const stop = (): void => actions.stop();
-    this.actions = { hup, stop };
-    process.on('SIGHUP', hup);
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    this.actions = actions;
     if (this.held.has('stop')) {
       log.info('a stop was requested while starting');
       actions.stop();
@@ -37,21 +39,14 @@ export class SignalGate {
       log.info('a reload was requested while starting');
       actions.reload();
     }
+    this.held.clear();
   }
 
-  /** No handler of ours any more (on stop, or when start failed). */
+  /** No handler of ours any more (the daemon has stopped, or its start failed). */
   close(): void {
-    this.release();
-    if (this.actions === undefined) return;
-    process.off('SIGHUP', this.actions.hup);
-    process.off('SIGTERM', this.actions.stop);
-    process.off('SIGINT', this.actions.stop);
     this.actions = undefined;
-  }
-
-  private release(): void {
-    process.off('SIGTERM', this.holdStop);
-    process.off('SIGINT', this.holdStop);
-    process.off('SIGHUP', this.holdReload);
+    process.off('SIGTERM', this.onStop);
+    process.off('SIGINT', this.onStop);
+    process.off('SIGHUP', this.onHup);
   }
 }
