@@ -227,7 +227,13 @@ export const MUTANTS: Mutant[] = [
   {
     name: 'reload-kills-daemon',
     fear: 'a reload (SIGHUP) ends the daemon: it has no handler once it is ready',
-    edits: [{ file: 'src/daemon/signals.ts', find: "    process.on('SIGHUP', this.onHup);\n", replace: "    process.off('SIGHUP', this.onHup);\n" }],
+    edits: [
+      {
+        file: 'src/daemon/signals.ts',
+        find: "    process.on('SIGHUP', this.onHup);\n",
+        replace: "    process.off('SIGHUP', this.onHup);\n",
+      },
+    ],
     tests: { files: ['test/integration/lifecycle.test.ts'], pattern: 'SIGHUP' },
   },
   {
