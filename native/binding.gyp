@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "imds_netns",
-      "sources": ["netns.c"],
+      "sources": ["netns.c", "common.c", "notify.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
     }
   ]

@@ -12,3 +12,9 @@ export function restoreNetns(savedFd: number): void;
 export function createNetns(dir: string, name: string): void;
 /** Sets NETLINK_NO_ENOBUFS and a receive buffer of rcvbuf bytes on this process's netlink socket bound to port; false if none is. */
 export function tuneNetlink(port: number, rcvbuf: number): boolean;
+/** sd_notify(3) from this process: `state` to $NOTIFY_SOCKET, with `fds` attached (SCM_RIGHTS); false when $NOTIFY_SOCKET is unset. */
+export function sdNotify(state: string, fds?: number[]): boolean;
+/** What an fd is: a listening TCP (IPv4) socket or not, its local port, its network namespace's inode (0 when unknown). */
+export function socketInfo(fd: number): { listening: boolean; tcp: boolean; port: number; netnsInode: number };
+/** Marks an fd close-on-exec. */
+export function setCloexec(fd: number): void;

@@ -52,43 +52,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *errno_name(int err) {
-  switch (err) {
-    case ENOENT: return "ENOENT";
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case EINVAL: return "EINVAL";
-    case EADDRINUSE: return "EADDRINUSE";
-    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
-    case EBADF: return "EBADF";
-    case EEXIST: return "EEXIST";
-    case ENOTSOCK: return "ENOTSOCK";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case ENOMEM: return "ENOMEM";
-    default: return "EUNKNOWN";
-  }
-}
+#include "common.h"
 
-static napi_value throw_errno(napi_env env, const char *step, int err) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s", step, strerror(err));
-  napi_value code, message, error, syscall, errnum;
-  napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
-  napi_create_error(env, code, message, &error);
-  napi_create_string_utf8(env, step, NAPI_AUTO_LENGTH, &syscall);
-  napi_set_named_property(env, error, "syscall", syscall);
-  napi_create_int32(env, err, &errnum);
-  napi_set_named_property(env, error, "errno", errnum);
-  napi_throw(env, error);
-  return NULL;
-}
-
-static napi_value throw_type(napi_env env, const char *msg) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-  return NULL;
-}
+#define throw_errno imds_throw_errno
+#define throw_type imds_throw_type
 
 // Reads a namespace path argument into buf; false (with a TypeError thrown) when it is not one.
 static bool get_ns_path(napi_env env, napi_value value, char *buf, size_t size) {
@@ -362,6 +329,7 @@ static napi_value tune_netlink(napi_env env, napi_callback_info info) {
 
 NAPI_MODULE_INIT() {
   napi_value fn;
+  imds_register_notify(env, exports);
   napi_create_function(env, "listenInNetns", NAPI_AUTO_LENGTH, listen_in_netns, NULL, &fn);
   napi_set_named_property(env, exports, "listenInNetns", fn);
   napi_create_function(env, "socketInNetns", NAPI_AUTO_LENGTH, socket_in_netns, NULL, &fn);

@@ -2,6 +2,8 @@
 import { Command, CommanderError } from '@commander-js/extra-typings';
 import { registerKernelCommands } from './cli/kernel.ts';
 import { networkCommand } from './cli/network.ts';
+import { reloadCommand } from './cli/reload.ts';
+import { restartCommand } from './cli/restart.ts';
 import { statusCommand } from './cli/status.ts';
 import { tokenCommand } from './cli/token.ts';
 import { vmCommand } from './cli/vm.ts';
@@ -16,7 +18,7 @@ const program = new Command('imds')
   .option('--admin-socket <path>', "the daemon's admin socket (default: $IMDS_ADMIN_SOCKET or /run/imds/admin.sock)");
 
 registerKernelCommands(program);
-for (const sub of [networkCommand(), vmCommand(), statusCommand(), tokenCommand()]) {
+for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand(), restartCommand(), tokenCommand()]) {
   sub.exitOverride();
   for (const c of sub.commands) c.exitOverride();
   program.addCommand(sub);

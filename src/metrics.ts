@@ -6,7 +6,10 @@ import type { Histogram, Stats } from './stats.ts';
 export interface MetricsSources {
   stats: Stats;
   vmCount(): number;
+  /** Every declared network's effective state (DHCP included). */
   networkStates(): { state: string }[];
+  /** Every network's DHCP server: up (serving) and restarts so far. */
+  dhcpServers(): { network: string; up: boolean; restarts: number }[];
 }
 
 type Value = { labels: Record<string, string | number>; value: number; metricName?: string };
@@ -86,6 +89,19 @@ export class Metrics {
     add('imds_reconcile_duration_seconds', 'Duration of a reconcile run (observe, plan, apply)', 'histogram', () =>
       histogramValues('imds_reconcile_duration_seconds', stats.reconcileDuration, {}),
     );
+    add('imds_dhcp_server_restarts_total', "Restarts of a network's DHCP server (dnsmasq) after it died", 'counter', () =>
+      sources.dhcpServers().map((d) => ({ labels: { network: d.network }, value: d.restarts })),
+    );
+    new Gauge({
+      name: 'imds_dhcp_server_up',
+      help: "Whether a network's DHCP server (dnsmasq) serves: 1 running, 0 dead or restarting",
+      labelNames: ['network'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const d of sources.dhcpServers()) this.set({ network: d.network }, d.up ? 1 : 0);
+      },
+    });
     new Gauge({
       name: 'imds_vms',
       help: 'VMs registered',
@@ -96,7 +112,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'imds_networks',
-      help: 'Networks by state (serving, degraded)',
+      help: 'Networks by state (serving, degraded: its kernel side or its DHCP server does not serve)',
       labelNames: ['state'],
       registers: [this.registry],
       collect() {

@@ -14,6 +14,7 @@ import type { SqliteStore } from '../store/sqlite-store.ts';
 import { VERSION } from '../version.ts';
 import type { GuestSide } from './guest-side.ts';
 import type { KernelSide } from './kernel-side.ts';
+import type { Health } from './health.ts';
 
 export interface AdminSideDeps {
   config: { current: Config };
@@ -25,6 +26,22 @@ export interface AdminSideDeps {
   stats: Stats;
   log: Logger;
   startedAt: number;
+  health: Health;
+  /** A reload of the configuration file: the reason when refused. */
+  reload: () => Promise<string | undefined>;
+  /** `imds restart` without systemd: hands over to a successor; its pid. */
+  restart: () => Promise<number>;
+}
+
+export interface AdminSide {
+  app: FastifyInstance;
+  listen(gid: number | undefined): Promise<void>;
+  /** Stops taking connections (a hand-over; the request in flight is answered). */
+  pause(): Promise<void>;
+  /** Takes connections again (a hand-over that failed). */
+  resume(): Promise<void>;
+  /** Closes the admin API (on stop), paused or not. */
+  close(): Promise<void>;
 }
 
 /** What `imds status` shows of the daemon itself. */
@@ -46,20 +63,27 @@ function info(deps: AdminSideDeps, apiVersion: string): Record<string, unknown> 
   };
 }
 
-export async function buildAdminSide(
-  deps: AdminSideDeps,
-): Promise<{ app: FastifyInstance; listen(gid: number | undefined): Promise<void> }> {
-  const { API_VERSION, buildAdminApp, listenAdmin } = await import('../server/admin-app.ts');
+export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
+  const { API_VERSION, buildAdminApp, listenAdmin, secureAdminSocket } = await import('../server/admin-app.ts');
   const { Metrics } = await import('../metrics.ts');
   const { inventory, kernel, guests, runner } = deps;
-  const metrics = new Metrics({ stats: deps.stats, vmCount: () => inventory.vmCount(), networkStates: () => kernel.reconciler.statuses() });
+  const metrics = new Metrics({
+    stats: deps.stats,
+    vmCount: () => inventory.vmCount(),
+    networkStates: () => inventory.networkList().map((n) => ({ state: deps.health.statusOf(n.id)?.state ?? 'pending' })),
+    dhcpServers: () =>
+      kernel.dhcp.networks().flatMap((network) => {
+        const d = kernel.dhcp.statusOf(network);
+        return d === undefined ? [] : [{ network, up: d.healthy, restarts: d.restarts }];
+      }),
+  });
   const app = await buildAdminApp({
     inventory,
     log: deps.log,
     metrics,
     converge: kernel.converge,
     convergeNetwork: kernel.convergeNetwork,
-    statusOf: (network) => kernel.reconciler.statusOf(network),
+    statusOf: (network) => deps.health.statusOf(network),
     dhcpStatusOf: (network) => kernel.dhcp.statusOf(network),
     probe: (network, vmId, path, method) => {
       const netns = guests.listeners.netnsOf(network);
@@ -74,10 +98,27 @@ export async function buildAdminSide(
       return buildConfigDrive(runner, configDriveFiles(entry), format, `imds ${VERSION}`);
     },
     vmChangesApplied: () => kernel.services.idle(),
+    reload: deps.reload,
+    restart: deps.restart,
     info: () => info(deps, API_VERSION),
   });
+  let gidUsed: number | undefined;
+  const path = deps.config.current.admin_socket;
   return {
     app,
-    listen: (gid) => listenAdmin(app, { path: deps.config.current.admin_socket, ...(gid === undefined ? {} : { gid }) }),
+    listen: (gid) => {
+      gidUsed = gid;
+      return listenAdmin(app, { path, ...(gid === undefined ? {} : { gid }) });
+    },
+    pause: () => {
+      app.server.close();
+      return Promise.resolve();
+    },
+    // Fastify's close waits for its server's 'close', which a paused server has already had.
+    close: () => (app.server.listening ? app.close() : Promise.resolve(app.server.closeAllConnections())),
+    resume: async () => {
+      await new Promise<void>((resolve, reject) => app.server.once('error', reject).listen({ path }, () => resolve()));
+      await secureAdminSocket(path, gidUsed);
+    },
   };
 }

@@ -9,6 +9,7 @@ import { RateLimiter } from '../security/rate-limit.ts';
 import { TokenKeys } from '../security/tokens.ts';
 import { createFastPath } from '../server/fast-path.ts';
 import type { GuestGuard } from '../server/guest-guard.ts';
+import type { ListenSockets } from '../server/listen-sockets.ts';
 import { NetnsListeners, type RequestHandler } from '../server/listeners.ts';
 import type { Stats } from '../stats.ts';
 import type { Inventory } from '../store/inventory.ts';
@@ -20,7 +21,7 @@ export interface GuestSide {
   loadApp(): Promise<{ close(): Promise<void> }>;
 }
 
-export function buildGuestSide(cfg: Config, inventory: Inventory, stats: Stats, log: Logger): GuestSide {
+export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: ListenSockets, stats: Stats, log: Logger): GuestSide {
   const guard: GuestGuard = {
     tokens: TokenKeys.load(cfg.state_dir),
     limiter:
@@ -49,7 +50,7 @@ export function buildGuestSide(cfg: Config, inventory: Inventory, stats: Stats, 
     headersTimeoutMs: cfg.headers_timeout_ms,
     keepAliveTimeoutMs: cfg.keep_alive_timeout_ms,
   };
-  const listeners = new NetnsListeners(handler, cfg.listen_port, timeouts, log, front);
+  const listeners = new NetnsListeners(handler, sockets, timeouts, log, front);
   return {
     guard,
     listeners,

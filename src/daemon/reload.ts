@@ -41,28 +41,32 @@ export interface ReloadDeps {
   setLogLevel(level: Config['log_level']): void;
 }
 
-/** Reloads the file; the summary of the converge, or undefined when the reload was refused. */
-export async function reload(deps: ReloadDeps): Promise<ReconcileSummary | undefined> {
+/** The outcome of a reload: applied (with the converge's summary), or refused and why. */
+export type ReloadResult = { applied: true; summary: ReconcileSummary } | { applied: false; reason: string };
+
+/** Reloads the file; refused (nothing changed) when anything in it is wrong. */
+export async function reload(deps: ReloadDeps): Promise<ReloadResult> {
   const { log } = deps;
-  await deps.notifier.reloading();
+  deps.notifier.reloading();
+  const refuse = (reason: string, fields: Record<string, unknown>): ReloadResult => {
+    log.error(fields, `reload rejected: ${reason}`);
+    return { applied: false, reason };
+  };
   try {
     let next: Config;
     try {
       next = loadConfig(deps.configPath);
     } catch (err) {
-      log.error({ err: messageOf(err) }, 'reload rejected: configuration invalid; keeping the running one');
-      return undefined;
+      return refuse('configuration invalid; keeping the running one', { err: messageOf(err) });
     }
     const changed = RESTART_ONLY.filter((k) => next[k] !== deps.config.current[k]);
     if (changed.length > 0) {
-      log.error({ keys: changed }, 'reload rejected: these keys take effect only at start; restart the daemon');
-      return undefined;
+      return refuse(`these keys take effect only at start; restart the daemon: ${changed.join(', ')}`, { keys: changed });
     }
     try {
       seed(deps.inventory, next);
     } catch (err) {
-      log.error({ err: messageOf(err) }, 'reload rejected: configuration invalid; keeping the running one');
-      return undefined;
+      return refuse(`configuration invalid; keeping the running one: ${messageOf(err)}`, { err: messageOf(err) });
     }
     if (next.dhcp_domain !== deps.config.current.dhcp_domain) deps.inventory.setDefaults({ dhcpDomain: next.dhcp_domain });
     deps.config.current = next;
@@ -70,8 +74,8 @@ export async function reload(deps: ReloadDeps): Promise<ReconcileSummary | undef
     const result = await deps.converge();
     collectGarbage();
     log.info({ networks: result.networks.length, removed: result.removed, vms: deps.inventory.vmCount(), ms: result.ms }, 'reloaded');
-    return result;
+    return { applied: true, summary: result };
   } finally {
-    await deps.notifier.ready(deps.status());
+    deps.notifier.ready(deps.status());
   }
 }

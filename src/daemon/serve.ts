@@ -1,27 +1,31 @@
 // `imds serve`: the composition root. It builds the parts and connects them through their
 // constructors; what each part does lives in its own module (guest-side, kernel-side, admin-side,
-// signals, reload, faults). Order matters and is the point of this file: the configuration is
-// checked before any side effect; sockets of surviving namespaces serve guests before anything
-// else is verified; systemd hears READY=1 once every network serves.
-import { loadConfig, type Config } from '../config.ts';
-import type { ReconcileSummary } from '../controller/reconciler.ts';
+// signals, reload, health, faults). Order matters and is the point of this file: the configuration
+// is checked before any side effect; sockets passed from a previous run are taken before any child
+// process starts; sockets of surviving namespaces serve guests before anything else is verified;
+// systemd hears READY=1 once every network serves.
+import type { Config } from '../config.ts';
+import { loadConfig } from '../config.ts';
+import { OwnProcesses } from '../controller/drift/own-processes.ts';
 import { ImdsError } from '../errors.ts';
 import { createLogger, setLogLevel, type Logger } from '../log.ts';
 import { requireAddon } from '../netns/addon.ts';
 import { requireNetlink } from '../netns/netlink.ts';
 import { createRunner, spawnerScript, type Runner } from '../netns/run.ts';
 import { acquirePidFile } from '../pidfile.ts';
+import { inheritedSockets, ListenSockets } from '../server/listen-sockets.ts';
 import { Stats } from '../stats.ts';
 import { Inventory } from '../store/inventory.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
-import { createNotifier } from '../systemd/notify.ts';
-import { OwnProcesses } from '../controller/drift/own-processes.ts';
+import { createNotifier, type Notifier } from '../systemd/notify.ts';
 import { collectGarbage } from '../util/gc.ts';
-import { buildAdminSide } from './admin-side.ts';
+import { buildAdminSide, type AdminSide } from './admin-side.ts';
 import { Cleanups } from './cleanups.ts';
 import { faultsFromEnv } from './faults.ts';
-import { buildGuestSide } from './guest-side.ts';
-import { buildKernelSide } from './kernel-side.ts';
+import { exitOf, handOver, predecessor } from './handover.ts';
+import { buildGuestSide, type GuestSide } from './guest-side.ts';
+import { health, type Health } from './health.ts';
+import { buildKernelSide, type KernelSide } from './kernel-side.ts';
 import { reload } from './reload.ts';
 import { seed } from './seed.ts';
 import { SignalGate } from './signals.ts';
@@ -29,8 +33,45 @@ import { SignalGate } from './signals.ts';
 export interface Daemon {
   /** Resolves when the daemon has stopped. */
   done: Promise<void>;
-  reload(): Promise<ReconcileSummary | undefined>;
+  /** Reloads the configuration file: the reason when refused (nothing changed), else undefined. */
+  reload(): Promise<string | undefined>;
   stop(): Promise<void>;
+}
+
+/** What a running daemon is made of (built by `serve`, used by `running`). */
+interface Parts {
+  config: { current: Config };
+  configPath: string;
+  log: Logger;
+  notifier: Notifier;
+  inventory: Inventory;
+  kernel: KernelSide;
+  guests: GuestSide;
+  health: Health;
+  signals: SignalGate;
+  cleanups: Cleanups;
+}
+
+/** `imds restart` without systemd: a successor takes over the sockets, then this daemon stops. */
+function restartOf(
+  parts: Parts,
+  admin: { pause(): Promise<void>; resume(): Promise<void> },
+  stop: () => Promise<void>,
+): () => Promise<number> {
+  return () =>
+    handOver({
+      log: parts.log,
+      fds: () => parts.guests.listeners.fds(),
+      quiesce: async () => {
+        await admin.pause();
+        await parts.kernel.drift.stop();
+      },
+      resume: async () => {
+        await admin.resume();
+        parts.log.error('self-healing stays off until the daemon restarts (a hand-over failed after it was stopped)');
+      },
+      stop,
+    });
 }
 
 async function groupId(runner: Runner, name: string | undefined): Promise<number | undefined> {
@@ -42,117 +83,196 @@ async function groupId(runner: Runner, name: string | undefined): Promise<number
   return gid;
 }
 
+/** The parts, built and connected (nothing serves yet); what they hold is released by `cleanups`. */
+async function build(cfg: Config, config: { current: Config }, log: Logger, notifier: Notifier, cleanups: Cleanups, handingOver: boolean) {
+  // Sockets a previous run left in systemd's store (or handed over): taken, and made
+  // close-on-exec, before any child process starts.
+  const inherited = inheritedSockets();
+  const ownProcesses = new OwnProcesses(); // our own `nft` runs: their transactions are not drift
+  const runner = createRunner({
+    log: log.child({ component: 'runner' }),
+    spawner: spawnerScript(),
+    onStarted: (pid) => ownProcesses.started(pid),
+  });
+  cleanups.add('process runner', () => runner.close?.());
+  const gid = await groupId(runner, cfg.admin_group);
+  // A successor (a hand-over) takes the pid file once the daemon it replaces has exited.
+  if (!handingOver) cleanups.add('pid file', acquirePidFile(cfg.state_dir));
+  const faults = faultsFromEnv();
+  const store = SqliteStore.open(cfg.state_dir, { midBatchHook: faults.midBatchHook });
+  cleanups.add('store', () => store.close());
+  const stats = new Stats();
+  // The inventory reports VM changes to the kernel side, built next (a change reaches it only once
+  // the configuration is seeded).
+  const inventory = Inventory.open(
+    store,
+    { dhcpDomain: cfg.dhcp_domain },
+    { onVmsChanged: (networks) => kernel.services.vmsChanged(networks) },
+  );
+  const sockets = new ListenSockets({ port: cfg.listen_port, notifier, log, inherited });
+  const guests = buildGuestSide(cfg, inventory, sockets, stats, log);
+  cleanups.add('guest listeners', () => guests.listeners.stopAll());
+  const kernel = buildKernelSide({ config, runner, inventory, listeners: guests.listeners, stats, log, ownProcesses });
+  cleanups.add('DHCP servers and guest sets', () => kernel.services.stopAll()); // before the listeners close (cleanups run in reverse)
+  return { runner, gid, faults, store, stats, inventory, sockets, guests, kernel };
+}
+
+type Built = Awaited<ReturnType<typeof build>>;
+
+/** Guests first: the configuration seeded, and every network whose namespace survived served. */
+async function serveGuests(b: Built, cfg: Config, log: Logger, cleanups: Cleanups): Promise<void> {
+  seed(b.inventory, cfg);
+  b.kernel.spoofWatch.start();
+  cleanups.add('spoof watch', () => b.kernel.spoofWatch.stop());
+  const opened = await b.kernel.reconciler.listenExisting(b.inventory.networkList());
+  if (opened > 0)
+    log.info({ networks: opened, sockets: b.sockets.counts, ms_since_start: Math.round(performance.now()) }, 'serving existing networks');
+  const app = await b.guests.loadApp();
+  cleanups.add('guest app', () => app.close());
+}
+
+/** The admin side, with reload and (without systemd) restart; its socket is not bound yet. */
+async function openAdmin(b: Built, parts: Parts, life: Lifecycle): Promise<AdminSide> {
+  const control = { pause: () => Promise.resolve(), resume: () => Promise.resolve() };
+  const admin = await buildAdminSide({
+    ...b,
+    config: parts.config,
+    log: parts.log,
+    startedAt: Date.now(),
+    health: parts.health,
+    reload: reloadOf(parts),
+    restart: restartOf(parts, control, () => life.stop()),
+  });
+  control.pause = () => admin.pause();
+  control.resume = () => admin.resume();
+  parts.cleanups.add('admin API', () => admin.close());
+  return admin;
+}
+
+/** Everything verified and converged, the admin socket bound, the pid file taken: ready. */
+async function finishStart(b: Built, parts: Parts, admin: AdminSide, replacing: ReturnType<typeof predecessor>): Promise<void> {
+  const { log, cleanups } = parts;
+  const cfg = parts.config.current;
+  const summary = await b.kernel.converge();
+  const dropped = b.sockets.dropUnadopted();
+  if (dropped.length > 0) log.info({ sockets: dropped }, 'closed stored sockets of networks no longer declared');
+  await admin.listen(b.gid);
+  if (replacing !== undefined) {
+    replacing.tell('ready');
+    await exitOf(replacing.pid);
+    cleanups.add('pid file', acquirePidFile(cfg.state_dir));
+  }
+  collectGarbage(); // the configuration's seed and the store's load leave their garbage behind
+  b.kernel.drift.start();
+  cleanups.add('drift watch', () => b.kernel.drift.stop()); // runs first on shutdown: teardown is not drift
+  await b.faults.beforeReady();
+  const serving = summary.networks.filter((n) => n.state === 'serving').length;
+  const vms = b.inventory.vmCount();
+  log.info(
+    { networks: summary.networks.length, serving, vms, ms: summary.ms, sockets: b.sockets.counts, admin_socket: cfg.admin_socket },
+    'ready',
+  );
+  parts.notifier.ready(parts.health.line());
+}
+
 export async function serve(configPath: string, logger?: Logger): Promise<Daemon> {
   const config = { current: loadConfig(configPath) };
-  const cfg: Config = config.current;
+  const cfg = config.current;
   const log = logger ?? createLogger({ level: cfg.log_level });
   requireAddon(); // required, not optional: a clear error now rather than a failure later
   requireNetlink();
+  const notifier = createNotifier(log);
+  const replacing = predecessor();
   const signals = new SignalGate();
-  const cleanups = new Cleanups();
-  cleanups.add(() => signals.close());
+  const cleanups = new Cleanups(log);
+  cleanups.add('signals', () => signals.close());
   try {
-    // Our own `nft` runs, known by pid: their nftables transactions are not drift.
-    const ownProcesses = new OwnProcesses();
-    const runner = createRunner({
-      log: log.child({ component: 'runner' }),
-      spawner: spawnerScript(),
-      onStarted: (pid) => ownProcesses.started(pid),
-    });
-    cleanups.add(() => runner.close?.());
-    const gid = await groupId(runner, cfg.admin_group);
-    cleanups.add(acquirePidFile(cfg.state_dir));
-    const faults = faultsFromEnv();
-    const store = SqliteStore.open(cfg.state_dir, { midBatchHook: faults.midBatchHook });
-    cleanups.add(() => store.close());
-    const stats = new Stats();
-    // The inventory reports VM changes to the kernel side, built next (a change reaches it only
-    // once the configuration is seeded below).
-    const inventory = Inventory.open(
-      store,
-      { dhcpDomain: cfg.dhcp_domain },
-      { onVmsChanged: (networks) => kernel.services.vmsChanged(networks) },
-    );
-    const guests = buildGuestSide(cfg, inventory, stats, log);
-    cleanups.add(() => guests.listeners.closeAll());
-    const kernel = buildKernelSide({ config, runner, inventory, listeners: guests.listeners, stats, log, ownProcesses });
-    cleanups.add(() => kernel.services.stopAll()); // before the listeners close (cleanups run in reverse)
-    seed(inventory, cfg);
-    kernel.spoofWatch.start();
-    cleanups.add(() => kernel.spoofWatch.stop());
-
+    const b = await build(cfg, config, log, notifier, cleanups, replacing !== undefined);
     // Serve first: every network whose namespace survived (a restart) answers guests from here on.
-    const opened = await kernel.reconciler.listenExisting(inventory.networkList());
-    if (opened > 0) log.info({ networks: opened, ms_since_start: Math.round(performance.now()) }, 'serving existing networks');
-    const app = await guests.loadApp();
-    cleanups.add(() => app.close());
-    const admin = await buildAdminSide({ config, inventory, store, runner, kernel, guests, stats, log, startedAt: Date.now() });
-    cleanups.add(() => admin.app.close());
-
-    const summary = await kernel.converge();
-    await admin.listen(gid);
-    collectGarbage(); // the configuration's seed and the store's load leave their garbage behind
-    kernel.drift.start();
-    cleanups.add(() => kernel.drift.stop()); // runs first on shutdown: teardown is not drift
-    await faults.beforeReady();
-    const serving = summary.networks.filter((n) => n.state === 'serving').length;
-    log.info(
-      { networks: summary.networks.length, serving, vms: inventory.vmCount(), ms: summary.ms, admin_socket: cfg.admin_socket },
-      'ready',
-    );
-    const notifier = createNotifier(runner, log);
-    await notifier.ready(`serving ${serving}/${summary.networks.length} networks, ${inventory.vmCount()} VMs`);
-    return running({ config, configPath, inventory, kernel, notifier, log, signals, cleanups });
+    await serveGuests(b, cfg, log, cleanups);
+    const { inventory, kernel, guests } = b;
+    const parts: Parts = {
+      config,
+      configPath,
+      log,
+      notifier,
+      inventory,
+      kernel,
+      guests,
+      health: health(kernel, inventory),
+      signals,
+      cleanups,
+    };
+    const life = new Lifecycle(parts);
+    const admin = await openAdmin(b, parts, life);
+    await finishStart(b, parts, admin, replacing);
+    return life.begin();
   } catch (err) {
     await cleanups.run();
     throw err;
   }
 }
 
-/** The daemon once ready: reload and stop, wired to the signals. */
-function running(parts: {
-  config: { current: Config };
-  configPath: string;
-  inventory: Inventory;
-  kernel: ReturnType<typeof buildKernelSide>;
-  notifier: ReturnType<typeof createNotifier>;
-  log: Logger;
-  signals: SignalGate;
-  cleanups: Cleanups;
-}): Daemon {
-  const { inventory, kernel, notifier, log } = parts;
-  let resolveDone: () => void = () => undefined;
-  const done = new Promise<void>((resolve) => (resolveDone = resolve));
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> =>
-    (stopping ??= (async () => {
-      log.info('stopping; namespaces stay in place');
-      await notifier.stopping();
-      await parts.cleanups.run();
-      resolveDone();
-    })());
-  const reloadNow = (): Promise<ReconcileSummary | undefined> =>
-    reload({
+/** A reload with what it needs; the reason when refused. */
+function reloadOf(parts: Parts): () => Promise<string | undefined> {
+  return async () => {
+    const result = await reload({
       configPath: parts.configPath,
       config: parts.config,
-      inventory,
-      log,
-      notifier,
-      converge: kernel.converge,
-      status: () =>
-        `serving ${kernel.reconciler.statuses().filter((s) => s.state === 'serving').length}/${inventory.networkList().length} networks, ${inventory.vmCount()} VMs`,
-      setLogLevel: (level) => setLogLevel(log, level),
+      inventory: parts.inventory,
+      log: parts.log,
+      notifier: parts.notifier,
+      converge: parts.kernel.converge,
+      status: () => parts.health.line(),
+      setLogLevel: (level) => setLogLevel(parts.log, level),
     });
-  parts.signals.open(
-    {
-      reload: () => {
-        if (stopping !== undefined) return; // a reload while stopping has nothing left to reload
-        log.info('SIGHUP: reloading the configuration');
-        reloadNow().catch((err: unknown) => log.error({ err: (err as Error).message }, 'reload failed'));
+    return result.applied ? undefined : result.reason;
+  };
+}
+
+/** Stop, the watchdog and STATUS= of a daemon, and its signals once it is ready. */
+class Lifecycle {
+  readonly done: Promise<void>;
+  private resolveDone: () => void = () => undefined;
+  private stopping: Promise<void> | undefined;
+  private stopWatchdog: () => void = () => undefined;
+  private statusTimer: NodeJS.Timeout | undefined;
+  private readonly parts: Parts;
+
+  constructor(parts: Parts) {
+    this.parts = parts;
+    this.done = new Promise<void>((resolve) => (this.resolveDone = resolve));
+  }
+
+  stop(): Promise<void> {
+    const { log, notifier } = this.parts;
+    return (this.stopping ??= (async () => {
+      log.info('stopping; namespaces stay in place');
+      clearInterval(this.statusTimer);
+      notifier.stopping();
+      this.stopWatchdog();
+      await this.parts.cleanups.run();
+      this.resolveDone();
+    })());
+  }
+
+  /** Ready: the watchdog, STATUS= current within a second of any change, and the signals. */
+  begin(): Daemon {
+    const { log, notifier } = this.parts;
+    this.stopWatchdog = notifier.startWatchdog();
+    this.statusTimer = setInterval(() => notifier.status(this.parts.health.line()), 1000);
+    this.statusTimer.unref();
+    this.parts.signals.open(
+      {
+        reload: () => {
+          if (this.stopping !== undefined) return; // a reload while stopping has nothing left to reload
+          log.info('SIGHUP: reloading the configuration');
+          reloadOf(this.parts)().catch((err: unknown) => log.error({ err: (err as Error).message }, 'reload failed'));
+        },
+        stop: () => void this.stop(),
       },
-      stop: () => void stop(),
-    },
-    log,
-  );
-  return { done, reload: reloadNow, stop };
+      log,
+    );
+    return { done: this.done, reload: reloadOf(this.parts), stop: () => this.stop() };
+  }
 }

@@ -21,7 +21,15 @@ export interface DhcpStatus {
   restarts: number;
   /** Why it last exited, when it was not asked to. */
   last_error: string | undefined;
+  /**
+   * It serves: running, and either it never died or it has stayed up a while since it last did (a
+   * dnsmasq that cannot bind dies within milliseconds of every restart).
+   */
+  healthy: boolean;
 }
+
+/** How long a restarted dnsmasq must stay up before it counts as serving again. */
+export const UP_AGAIN_MS = 2000;
 
 interface Server {
   network: string;
@@ -77,6 +85,7 @@ export class DhcpServers {
       pid: s.handle?.pid,
       restarts: s.restarts,
       last_error: s.lastError,
+      healthy: s.handle !== undefined && (s.restarts === 0 || Date.now() - s.startedAt >= UP_AGAIN_MS),
     };
   }
 

@@ -2,6 +2,7 @@
 // (the child inherits the namespace of the thread that forks it: withNetns), stdin closed, output
 // handed over line by line, exit reported. The caller (src/dhcp/dhcp-servers.ts) supervises.
 import { spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { ImdsError } from '../errors.ts';
 import { withNetns } from './addon.ts';
 
@@ -74,4 +75,27 @@ export function startService(argv: readonly string[], options: ServiceOptions = 
       clearTimeout(timer);
     },
   };
+}
+
+export interface DetachedChild {
+  pid: number;
+  /** The pipe passed as the fd after `fds` (the child's first words come through it). */
+  pipe: Readable;
+  kill(): void;
+}
+
+/**
+ * Starts a process in a session of its own that outlives this one (the daemon's successor in a
+ * hand-over): `fds` become its fds 3.., followed by a pipe back to us; its output goes where ours
+ * goes.
+ */
+export function startDetached(argv: readonly string[], options: { fds: number[]; env: NodeJS.ProcessEnv }): DetachedChild {
+  const [file, ...args] = argv;
+  if (file === undefined) throw new ImdsError('INTERNAL', 'empty argv');
+  const child = spawn(file, args, { stdio: ['ignore', 'inherit', 'inherit', ...options.fds, 'pipe'], env: options.env, detached: true });
+  const pipe = child.stdio[3 + options.fds.length];
+  if (child.pid === undefined || pipe === null || pipe === undefined || !('on' in pipe))
+    throw new ImdsError('COMMAND_FAILED', `${file}: cannot start`);
+  child.unref();
+  return { pid: child.pid, pipe: pipe as Readable, kill: () => void child.kill('SIGKILL') };
 }

@@ -116,6 +116,12 @@ export async function listenAdmin(app: FastifyInstance, options: SocketOptions):
     rmSync(options.path, { force: true });
   }
   await app.listen({ path: options.path });
-  chmodSync(options.path, 0o660);
-  if (options.gid !== undefined) chownSync(options.path, 0, options.gid);
+  await secureAdminSocket(options.path, options.gid);
+}
+
+/** The admin socket is 0660, owned by root and `admin_group` when set. */
+export function secureAdminSocket(path: string, gid: number | undefined): Promise<void> {
+  chmodSync(path, 0o660);
+  if (gid !== undefined) chownSync(path, 0, gid);
+  return Promise.resolve();
 }

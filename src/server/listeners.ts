@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { listenInNetns } from '../netns/addon.ts';
+import type { ListenSockets } from './listen-sockets.ts';
 import { NETWORK, type ConnectionFront, type HandOver, type RequestHandler, type TaggedSocket } from './connection.ts';
 
 const METHOD_NOT_ALLOWED_BODY = '405 Method Not Allowed\n';
@@ -30,15 +30,18 @@ export class NetnsListeners {
   private readonly open = new Map<string, Listener>();
 
   private readonly handler: RequestHandler;
-  private readonly port: number;
+  private readonly sockets: ListenSockets;
   private readonly timeouts: Timeouts;
   private readonly log: Logger;
   private readonly front: ConnectionFront | undefined;
 
-  /** `front` (the fast path), when given, sees every connection before node:http does. */
-  constructor(handler: RequestHandler, port: number, timeouts: Timeouts, log: Logger, front?: ConnectionFront) {
+  /**
+   * `sockets` gives each network its listening socket (adopted from a restart, or opened and
+   * stored); `front` (the fast path), when given, sees every connection before node:http does.
+   */
+  constructor(handler: RequestHandler, sockets: ListenSockets, timeouts: Timeouts, log: Logger, front?: ConnectionFront) {
     this.handler = handler;
-    this.port = port;
+    this.sockets = sockets;
     this.timeouts = timeouts;
     this.log = log;
     this.front = front;
@@ -56,10 +59,10 @@ export class NetnsListeners {
     return [...this.open.keys()];
   }
 
-  /** Opens the network's socket in `netns` (synchronously, through the addon) and starts serving. */
+  /** Serves the network on its socket in `netns` (adopted, or opened through the addon). */
   async listen(network: string, netns: string): Promise<void> {
     if (this.open.has(network)) return;
-    const fd = listenInNetns(netns, { port: this.port });
+    const fd = this.sockets.acquire(network, netns);
     const { server, sockets } = guestServer(network, this.handler, this.timeouts, this.log, this.front);
     this.open.set(network, { netns, server, sockets });
     await new Promise<void>((resolve, reject) => {
@@ -75,19 +78,49 @@ export class NetnsListeners {
     server.on('error', (err) => this.log.error({ network, err: messageOf(err) }, 'listener error'));
   }
 
-  /** Stops accepting, drops the network's connections and releases the socket (and so the namespace). */
+  /**
+   * The network is removed or its namespace rebuilt: stops accepting, drops its connections and
+   * releases the socket for good (and so the namespace), in the store too.
+   */
   async close(network: string): Promise<void> {
     const listener = this.open.get(network);
     if (listener === undefined) return;
     this.open.delete(network);
+    this.sockets.released(network);
     const closed = new Promise<void>((resolve) => listener.server.close(() => resolve()));
     listener.server.closeAllConnections();
     for (const socket of listener.sockets) socket.destroy();
     await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   }
 
-  async closeAll(): Promise<void> {
-    await Promise.all(this.networks().map((n) => this.close(n)));
+  /**
+   * The daemon stops: every listener stops accepting (the sockets stay in systemd's store, so
+   * connections keep queuing for the next process), idle connections close, requests in flight
+   * are answered (up to `drainMs`), then what is left is dropped.
+   */
+  async stopAll(drainMs = 1000): Promise<void> {
+    const listeners = [...this.open.values()];
+    this.open.clear();
+    for (const l of listeners) {
+      l.server.close();
+      l.server.closeIdleConnections();
+    }
+    const deadline = Date.now() + drainMs;
+    while (listeners.some((l) => l.sockets.size > 0) && Date.now() < deadline) {
+      for (const l of listeners) l.server.closeIdleConnections();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    for (const l of listeners) for (const socket of l.sockets) socket.destroy();
+  }
+
+  /** Each serving network's listening fd (for a hand-over to a new process). */
+  fds(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [network, l] of this.open) {
+      const fd = (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (typeof fd === 'number' && fd >= 0) out.set(network, fd);
+    }
+    return out;
   }
 }
 

@@ -15,6 +15,26 @@ import { MAIN, ROOT, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts'
 
 const uuid = (n: number): string => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
 
+/** A datagram receiver as systemd's notify socket is: one JSON line per message with the sender's pid and the fds it carried. */
+const NOTIFY_RECEIVER = `
+import socket, sys, struct, json, os
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+print('bound', flush=True)
+while True:
+    msg, anc, flags, addr = s.recvmsg(4096, socket.CMSG_SPACE(4 * 64) + socket.CMSG_SPACE(12))
+    pid, fds = 0, 0
+    for level, typ, data in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+            pid = struct.unpack('iII', data[:12])[0]
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            got = [struct.unpack('i', data[i:i + 4])[0] for i in range(0, len(data) - len(data) % 4, 4)]
+            fds = len(got)
+            for f in got: os.close(f)
+    print(json.dumps({'pid': pid, 'fds': fds, 'text': msg.decode().replace(chr(10), ' ')}), flush=True)
+`;
+
 describe('the daemon as a service', () => {
   const current = useSandbox({ before, after, afterEach });
   let sb: Sandbox;
@@ -175,21 +195,21 @@ describe('the daemon as a service', () => {
     );
   });
 
-  it('tells systemd it is ready once every network serves, and when it reloads and stops', async () => {
+  it('tells systemd, from the daemon process itself, that it is ready, its status, its sockets, reloads, watchdog and stop', async () => {
     const sock = join(sb.dir, 'notify.sock');
-    const receiver = spawn('/usr/bin/python3', [
-      '-u',
-      '-c',
-      `import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(sock)})\nprint('bound',flush=True)\nwhile True:\n  m=s.recv(4096).decode()\n  print(m.replace(chr(10),' '),flush=True)`,
-    ]);
+    // A receiver like systemd's: credentials of the sender (NotifyAccess=main) and fds (the store).
+    const receiver = spawn('/usr/bin/python3', ['-u', '-c', NOTIFY_RECEIVER, sock]);
     try {
       await lineOn(receiver.stdout, 'the notify receiver to bind its socket', (l) => l === 'bound', 20_000);
-      const messages: string[] = [];
-      // systemd-notify follows each message with a BARRIER=1 of its own: not the daemon's.
-      createInterface({ input: receiver.stdout }).on('line', (line) => void (line.trim() === 'BARRIER=1' || messages.push(line)));
-      const message = (what: string, pred: (m: string[]) => boolean) =>
+      const messages: { pid: number; fds: number; text: string }[] = [];
+      createInterface({ input: receiver.stdout }).on(
+        'line',
+        (line) => void messages.push(JSON.parse(line) as { pid: number; fds: number; text: string }),
+      );
+      const texts = (): string => messages.map((m) => m.text).join(' | ');
+      const message = (what: string, pred: (m: { text: string }[]) => boolean) =>
         until(what, () => (pred(messages) ? true : undefined), 20_000, 20).catch((err: Error) => {
-          throw new Error(`${err.message}; messages so far: ${messages.join(' | ')}`);
+          throw new Error(`${err.message}; messages so far: ${texts()}`);
         });
       const path = sb.writeConfig(
         sb.config(
@@ -198,31 +218,56 @@ describe('the daemon as a service', () => {
         ),
         'notify.yaml',
       );
-      const d = await sb.startDaemon(path, { env: { NOTIFY_SOCKET: sock } });
+      const d = await sb.startDaemon(path, { env: { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '300000' } });
       assert.equal(
         (await sh(['stat', '-c', '%a %U:%G', sb.adminSocket('notify')])).stdout.trim(),
         '660 root:daemon',
         'admin_group owns the socket',
       );
-      await message('READY=1', (m) => m.some((x) => x.includes('READY=1')));
-      assert.match(messages[0] ?? '', /READY=1/, 'READY=1 is the first message');
-      assert.match(messages[0] ?? '', /STATUS=serving 1\/1 networks/);
-      // A reload: RELOADING=1 (with MONOTONIC_USEC), then READY=1 again; the daemon lives through it
-      // (a death on the SIGHUP fails the waits below and the test).
+      await message('READY=1', (m) => m.some((x) => x.text.includes('READY=1')));
+      assert.deepEqual(
+        [...new Set(messages.map((m) => m.pid))],
+        [d.pid],
+        `every message from the daemon process itself: ${JSON.stringify(messages)}`,
+      );
+      // The network's listening socket went into the store (with its fd) before READY=1.
+      const stored = messages.findIndex((m) => m.text.includes('FDSTORE=1') && m.text.includes('FDNAME=net-nt') && m.fds === 1);
+      const ready = messages.findIndex((m) => m.text.includes('READY=1'));
+      assert.ok(stored >= 0 && stored < ready, `FDSTORE of net-nt with one fd before READY=1: ${texts()}`);
+      assert.match(messages[ready]?.text ?? '', /STATUS=serving 1\/1 networks, 0 VMs/);
+      await message('watchdog keep-alives', (m) => m.filter((x) => x.text === 'WATCHDOG=1').length >= 3);
+      // STATUS= follows a change (a second network) within a couple of seconds.
+      await sh([
+        process.execPath,
+        MAIN,
+        '--admin-socket',
+        sb.adminSocket('notify'),
+        'network',
+        'add',
+        'nu',
+        '--cidr',
+        '203.0.113.0/24',
+        '--service-ip',
+        '203.0.113.2',
+      ]);
+      await message('STATUS= with the new network', (m) => m.some((x) => x.text.includes('STATUS=serving 2/2 networks')));
+      // A reload: RELOADING=1 (with MONOTONIC_USEC), then READY=1 again; the daemon lives through it.
       const mark = d.logs.length;
       d.signal('SIGHUP');
       await d.waitForAfter(mark, (l) => l['msg'] === 'reloaded', 20_000);
-      await message('a second READY=1 after the reload', (m) => m.filter((x) => x.includes('READY=1')).length >= 2);
-      const reloading = messages.findIndex((m) => m.includes('RELOADING=1'));
-      assert.ok(reloading > 0 && messages[reloading]?.includes('MONOTONIC_USEC='), messages.join(' | '));
+      await message('a second READY=1 after the reload', (m) => m.filter((x) => x.text.includes('READY=1')).length >= 2);
+      const reloading = messages.findIndex((m) => m.text.includes('RELOADING=1'));
+      assert.ok(reloading > ready && messages[reloading]?.text.includes('MONOTONIC_USEC='), texts());
       assert.ok(
-        messages.findIndex((m, i) => i > reloading && m.includes('READY=1')) > reloading,
-        `READY=1 after RELOADING=1: ${messages.join(' | ')}`,
+        messages.findIndex((m, i) => i > reloading && m.text.includes('READY=1')) > reloading,
+        `READY=1 after RELOADING=1: ${texts()}`,
       );
       assert.ok(d.alive, 'alive after the reload');
       assert.equal(await d.stop(), 0);
-      await message('STOPPING=1', (m) => m.some((x) => x.includes('STOPPING=1')));
-      assert.match(messages.at(-1) ?? '', /STOPPING=1/, `STOPPING=1 is the last message: ${messages.join(' | ')}`);
+      await message('STOPPING=1', (m) => m.some((x) => x.text.includes('STOPPING=1')));
+      // A stop keeps the sockets stored (the next start adopts them): nothing unstores net-nt after
+      // it was stored (a fresh socket first clears what an older namespace left under its name).
+      assert.ok(!messages.slice(stored).some((m) => m.text.includes('FDSTOREREMOVE=1') && m.text.includes('FDNAME=net-nt')), texts());
     } finally {
       receiver.kill('SIGKILL');
       await exitOf(receiver, 'the notify receiver', 5000).catch(() => undefined);
@@ -277,8 +322,18 @@ describe('systemd unit and install script', () => {
         .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
     );
     assert.equal(directives.get('Type'), 'notify');
-    assert.equal(directives.get('NotifyAccess'), 'all');
+    // sd_notify comes from the daemon process itself (the addon), so only the main process may notify.
+    assert.equal(directives.get('NotifyAccess'), 'main');
     assert.equal(directives.get('Restart'), 'on-failure');
+    // systemctl reload returns the daemon's verdict; the event loop keeps a watchdog fed; the
+    // listening sockets live in the fd store across restarts.
+    assert.equal(directives.get('ExecReload'), '/usr/bin/imds reload');
+    assert.match(directives.get('WatchdogSec') ?? '', /^\d+s$/);
+    assert.ok(Number(directives.get('FileDescriptorStoreMax')) >= 1024, 'room for a socket per network');
+    // dnsmasq (port 67, its ICMP check, dropping to nobody) runs under the same bounding set.
+    for (const cap of ['CAP_NET_BIND_SERVICE', 'CAP_NET_RAW', 'CAP_SETUID', 'CAP_SETGID']) {
+      assert.ok((directives.get('CapabilityBoundingSet') ?? '').split(' ').includes(cap), `${cap} for dnsmasq`);
+    }
     assert.equal(directives.get('StateDirectory'), 'imds');
     assert.equal(directives.get('RuntimeDirectory'), 'imds');
     assert.equal(directives.get('NoNewPrivileges'), 'yes');

@@ -38,6 +38,8 @@ interface BatchJson {
 }
 
 describe('admin API', () => {
+  const degraded = new Set<string>();
+  let reloadRefusal: string | undefined;
   let app: FastifyInstance;
   let store: SqliteStore;
   let dir: string;
@@ -53,6 +55,7 @@ describe('admin API', () => {
       stats,
       vmCount: () => inventory.vmCount(),
       networkStates: () => inventory.networkList().map(() => ({ state: 'serving' })),
+      dhcpServers: () => [],
     });
     stats.observeRequest('net1', 200, 0.0004);
     stats.reconcileFailed('net9');
@@ -81,7 +84,11 @@ describe('admin API', () => {
           ms: 1,
         });
       },
-      statusOf: (network) => ({ network, state: 'serving', reason: undefined, changed: 0 }),
+      statusOf: (network) =>
+        degraded.has(network)
+          ? { network, state: 'degraded', reason: 'DHCP server restarting', changed: 0 }
+          : { network, state: 'serving', reason: undefined, changed: 0 },
+      reload: () => Promise.resolve(reloadRefusal),
       probe: () => Promise.reject(new Error('no kernel here')),
       rotateTokenKey: () => rotations++,
       configDrive: (id, format) => Promise.resolve(Buffer.from(`image of ${id} as ${format}`)),
@@ -228,7 +235,13 @@ describe('admin API', () => {
 
   it('serves health, Prometheus metrics and the OpenAPI document', async () => {
     const health = await app.inject({ method: 'GET', url: '/v1/health' });
+    assert.equal(health.statusCode, 200);
     assert.deepEqual(health.json(), { status: 'ok', networks: { serving: 1, degraded: 0 }, vms: 3 });
+    degraded.add('net1');
+    const sick = await app.inject({ method: 'GET', url: '/v1/health' });
+    degraded.clear();
+    assert.equal(sick.statusCode, 503, 'a degraded network makes the daemon unhealthy');
+    assert.deepEqual(sick.json(), { status: 'degraded', networks: { serving: 0, degraded: 1 }, vms: 3 });
     const metrics = await app.inject({ method: 'GET', url: '/metrics' });
     assert.match(metrics.headers['content-type'] as string, /^text\/plain/);
     assert.match(metrics.body, /imds_requests_total\{network="net1",status="200"\} 1/);
@@ -249,5 +262,16 @@ describe('admin API', () => {
     assert.equal(r.statusCode, 200);
     assert.match(r.json<{ rotated_at: string }>().rotated_at, /^\d{4}-\d\d-\d\dT/);
     assert.equal(rotations, 1);
+  });
+
+  it('reloads through the API and answers with the verdict', async () => {
+    reloadRefusal = 'configuration invalid; keeping the running one: networks[0].cidr: bad';
+    const refused = await app.inject({ method: 'POST', url: '/v1/reload' });
+    assert.equal(refused.statusCode, 400);
+    assert.deepEqual(refused.json<{ code: string; message: string }>().code, 'CONFIG_INVALID');
+    assert.match(refused.json<{ message: string }>().message, /^reload rejected: configuration invalid.*networks\[0\]\.cidr: bad$/);
+    reloadRefusal = undefined;
+    const applied = await app.inject({ method: 'POST', url: '/v1/reload' });
+    assert.deepEqual([applied.statusCode, applied.json()], [200, { reloaded: true }]);
   });
 });

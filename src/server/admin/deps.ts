@@ -17,6 +17,7 @@ export interface AdminDeps {
   converge(): Promise<ReconcileSummary>;
   /** Converges one network only (nothing else is observed). */
   convergeNetwork(id: string): Promise<ReconcileSummary>;
+  /** The network's effective status (degraded when its kernel side or its DHCP server does not serve). */
   statusOf(network: string): NetworkStatus | undefined;
   /** The network's DHCP server, when it has one. */
   dhcpStatusOf?(network: string): DhcpStatus | undefined;
@@ -32,6 +33,13 @@ export interface AdminDeps {
    * also one reached by interception, or one whose MAC changed — is served when the call returns.
    */
   vmChangesApplied?(): Promise<void>;
+  /**
+   * Reloads the configuration file (what SIGHUP does): the reason when it was refused (nothing
+   * changed then), undefined when it was applied. `imds reload` (systemd's ExecReload) waits for it.
+   */
+  reload?(): Promise<string | undefined>;
+  /** `imds restart` without systemd: hands over to a successor (same command line); its pid. */
+  restart?(): Promise<number>;
 }
 
 /** The options every admin route plugin is registered with. */

@@ -2,13 +2,16 @@
 // served beside the API (Prometheus metrics and the OpenAPI document itself, hidden from it).
 import { z } from 'zod';
 import type { AdminDeps, AdminPlugin, AdminRouter } from './deps.ts';
-import { networkView } from './schemas.ts';
+import { ImdsError } from '../../errors.ts';
+import { errorResponses, networkView } from './schemas.ts';
 import { networkViews } from './views.ts';
 
 /** Registered with the prefix /v1. */
 export const systemRoutes: AdminPlugin = (app, { deps }, done) => {
   health(app, deps);
   status(app, deps);
+  reload(app, deps);
+  restart(app, deps);
   done();
 };
 
@@ -30,15 +33,63 @@ const healthView = z.object({
 
 function health(app: AdminRouter, deps: AdminDeps): void {
   const { inventory } = deps;
-  app.get('/health', { schema: { tags: ['daemon'], summary: 'Liveness and a summary', response: { 200: healthView } } }, () => {
-    const states = inventory.networkList().map((n) => deps.statusOf(n.id)?.state ?? 'pending');
-    const degraded = states.filter((s) => s !== 'serving').length;
-    return {
-      status: degraded === 0 ? ('ok' as const) : ('degraded' as const),
-      networks: { serving: states.length - degraded, degraded },
-      vms: inventory.vmCount(),
-    };
-  });
+  app.get(
+    '/health',
+    {
+      schema: {
+        tags: ['daemon'],
+        summary: 'Liveness and a summary: 200 when every network serves, 503 when one is degraded (or not built yet)',
+        response: { 200: healthView, 503: healthView },
+      },
+    },
+    (_req, reply) => {
+      const states = inventory.networkList().map((n) => deps.statusOf(n.id)?.state ?? 'pending');
+      const degraded = states.filter((s) => s !== 'serving').length;
+      void reply.code(degraded === 0 ? 200 : 503);
+      return {
+        status: degraded === 0 ? ('ok' as const) : ('degraded' as const),
+        networks: { serving: states.length - degraded, degraded },
+        vms: inventory.vmCount(),
+      };
+    },
+  );
+}
+
+function reload(app: AdminRouter, deps: AdminDeps): void {
+  app.post(
+    '/reload',
+    {
+      schema: {
+        tags: ['daemon'],
+        summary: 'Reload the configuration file, as SIGHUP does, and answer with the verdict (400 CONFIG_INVALID when refused)',
+        response: { 200: z.object({ reloaded: z.literal(true) }), ...errorResponses },
+      },
+    },
+    async () => {
+      if (deps.reload === undefined) throw new ImdsError('INTERNAL', 'this daemon cannot reload through the API');
+      const refused = await deps.reload();
+      if (refused !== undefined) throw new ImdsError('CONFIG_INVALID', `reload rejected: ${refused}`);
+      return { reloaded: true as const };
+    },
+  );
+}
+
+function restart(app: AdminRouter, deps: AdminDeps): void {
+  app.post(
+    '/restart',
+    {
+      schema: {
+        tags: ['daemon'],
+        summary:
+          'Without systemd: start a new daemon (the same command line: after an upgrade, the new code), hand it the listening sockets, and stop this one once it is ready; answers with its pid',
+        response: { 200: z.object({ successor: z.number() }), ...errorResponses },
+      },
+    },
+    async () => {
+      if (deps.restart === undefined) throw new ImdsError('INTERNAL', 'this daemon cannot restart through the API');
+      return { successor: await deps.restart() };
+    },
+  );
 }
 
 const statusView = z.object({ daemon: z.record(z.string(), z.unknown()), networks: z.array(networkView), vms: z.number() });

@@ -1,0 +1,15 @@
+// imds native helper: shared declarations.
+#ifndef IMDS_COMMON_H
+#define IMDS_COMMON_H
+
+#include <node_api.h>
+
+/** Throws an Error with code = the errno name, syscall = step; returns NULL. */
+napi_value imds_throw_errno(napi_env env, const char *step, int err);
+/** Throws a TypeError (ERR_INVALID_ARG_TYPE); returns NULL. */
+napi_value imds_throw_type(napi_env env, const char *msg);
+
+/** Registers sdNotify and socketInfo (notify.c). */
+void imds_register_notify(napi_env env, napi_value exports);
+
+#endif
