@@ -25,6 +25,7 @@ import {
   type WrkResult,
 } from './lib/measure.ts';
 import { floodBench, type FloodResult } from './lib/flood.ts';
+import { restartStormTable, restartUnderStorm, type RestartStormRun } from './lib/restart-storm.ts';
 import { lighttpdConfig, startLighttpd, writePeer, writeVmFiles } from './lib/peer.ts';
 import { addGuests, networks, vmOf, vms, writeStormFiles, VMS_PER_NETWORK, type BenchVm, type GuestRef } from './lib/topology.ts';
 
@@ -246,7 +247,7 @@ async function peerVmChange(
 async function imdsRestart(
   sb: Sandbox,
   count: number,
-): Promise<{ to_serving_ms: number[]; to_ready_ms: number[]; daemon_listening_ms: number[]; guests: GuestRef[] }> {
+): Promise<{ to_serving_ms: number[]; to_ready_ms: number[]; daemon_listening_ms: number[]; guests: GuestRef[]; path: string }> {
   const nets = Array.from({ length: count }, (_, k) => ({ id: `r${k}`, cidr: '192.0.2.0/24', service_ip: '192.0.2.2' }));
   const vmsR: BenchVm[] = nets.map((n, k) => ({
     ...vmOf(0, 0),
@@ -263,7 +264,7 @@ async function imdsRestart(
   const guests = await addGuests(sb, vmsR, 'rg', '192.0.2.2');
   await first.stop();
   const path = sb.writeConfig(sb.config({ log_level: 'info' }, 'restart'), 'restart.yaml');
-  const out = { to_serving_ms: [] as number[], to_ready_ms: [] as number[], daemon_listening_ms: [] as number[], guests };
+  const out = { to_serving_ms: [] as number[], to_ready_ms: [] as number[], daemon_listening_ms: [] as number[], guests, path };
   for (let r = 0; r < RUNS; r++) {
     const t0 = performance.now();
     const d = await sb.startDaemon(path, { waitReady: false });
@@ -293,6 +294,11 @@ async function allAnswer(guests: GuestRef[], t0: number): Promise<number> {
     if (pending.size > 0) await sleep(20);
   }
   return performance.now() - t0;
+}
+
+/** Failed requests while the daemon is replaced, under back-to-back storms from a guest per network. */
+function restartStorm(sb: Sandbox, restart: { guests: GuestRef[]; path: string }): Promise<RestartStormRun[]> {
+  return restartUnderStorm(sb, restart.path, 'restart', writeStormFiles(join(sb.dir, 'srestart'), restart.guests), '192.0.2.2');
 }
 
 async function peerRestart(sb: Sandbox, guests: GuestRef[]): Promise<number[]> {
@@ -516,6 +522,8 @@ function report(): string {
   ]);
   rows.push(['  sockets open (daemon log), ms after start', fmt(median(rs['daemon_listening_ms'] ?? [])), '', '', '']);
   rows.push(['  to READY (all verified), ms', fmt(median(rs['to_ready_ms'] ?? [])), '', '', '']);
+  for (const r of results['restart_storm'] as RestartStormRun[])
+    rows.push([`failed of ${r.requests} storm requests across ${r.mode}`, String(r.failed), '', '', r.mode.startsWith('imds') ? '0' : '']);
   const mem = results['memory'] as Record<string, number>;
   rows.push([
     'RSS with 1,000 VMs, MB',
@@ -599,6 +607,7 @@ async function main(): Promise<void> {
         log(
           `restart to serving: ${restart.to_serving_ms.map((x) => x.toFixed(0)).join(', ')} ms; daemon listening at ${restart.daemon_listening_ms.join(', ')} ms; to ready: ${restart.to_ready_ms.map((x) => x.toFixed(0)).join(', ')} ms`,
         );
+        process.stdout.write(restartStormTable(await restartStorm(sb, restart)));
       }
       if (wanted('memory')) log(JSON.stringify(await memory(sb)));
       return;
@@ -642,6 +651,8 @@ async function main(): Promise<void> {
       to_ready_ms: restart.to_ready_ms,
       daemon_listening_ms: restart.daemon_listening_ms,
     };
+    log(`[imds] replacing the daemon under boot storms (${RESTART_NETWORKS} networks, a guest each)`);
+    results['restart_storm'] = await restartStorm(sb, restart);
     log(`[peer] start ${RESTART_NETWORKS} lighttpd`);
     (results['peer'] as Record<string, unknown>)['restart_ms'] = await peerRestart(sb, restart.guests);
     log('memory with 10,000 VMs and per network');

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then echo "mutants: must run as root (it runs integration tests)" >&2; exit 1; fi
-./scripts/setup.sh >/dev/null
+./scripts/setup.sh --test >/dev/null
 ./scripts/sweep.sh imdstest-
 trap './scripts/sweep.sh imdstest-' EXIT
 node --import tsx scripts/mutants.ts "$@"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what imds needs on a Debian machine (root), then its npm dependencies, then builds it.
 # Idempotent: packages already present are not reinstalled, npm ci runs only when the lockfile changed.
+#   --test    also what the tests need (cloud-init's readers, busybox, lintian, debootstrap, systemd-nspawn, …)
 #   --bench   also what the benchmarks need (lighttpd for the peer, wrk, a C compiler)
+# A production host needs none of this: it installs the .deb (docs/install.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,18 +19,25 @@ if [ -z "$have" ] || ! node -e 'const [a, b] = process.versions.node.split(".").
 fi
 
 PACKAGES=(
-  iproute2 nftables util-linux procps curl ca-certificates   # the data path and the test harness
+  iproute2 nftables util-linux procps curl ca-certificates   # the data path and the harness
   python3 make g++                                          # node-gyp: the setns addon
-  systemd                                                   # systemd-notify (sd_notify), systemd-analyze verify (tests)
-  cloud-init                                                # its readers are the client in tests
   dnsmasq-base                                              # per-network DHCP (the daemon runs it, no service)
-  busybox tcpdump                                           # tests: udhcpc as a guest DHCP client, uplink capture
   genisoimage dosfstools mtools                             # config drives: ISO 9660, vfat (mkfs.vfat + mcopy)
-  xorriso                                                   # tests: extract ISO images without mounting
 )
-if [ "${1:-}" = "--bench" ]; then
-  PACKAGES+=(lighttpd wrk gcc)                              # the peer, steady load, bench/storm.c
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --test) PACKAGES+=(
+      cloud-init                                            # its readers are the client in tests
+      busybox tcpdump                                       # udhcpc as a guest DHCP client, uplink capture
+      xorriso                                               # extract ISO images without mounting
+      systemd                                               # systemd-analyze verify and security
+      dpkg-dev binutils lintian                             # the package: dpkg-shlibdeps, strip, lintian
+      debootstrap systemd-container                         # the system test: a Debian root booted by systemd-nspawn
+    ) ;;
+    --bench) PACKAGES+=(lighttpd wrk gcc) ;;                # the peer, steady load, bench/storm.c
+    *) echo "setup: unknown argument: $arg (usage: scripts/setup.sh [--test] [--bench])" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -44,10 +53,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    trap 'exit 130' INT TERM HUP   # an interrupted install removes it too (through the EXIT trap)
   fi
-  # The tests use cloud-init's readers as the client. Installing it must not make it act on this
-  # host at the next boot: only when this script installs it (never when the host has its own),
-  # it is disabled, and that is said.
+  # The tests (--test only) use cloud-init's readers as the client. Installing it must not make it
+  # act on this host at the next boot: only when this script installs it (never when the host has
+  # its own), it is disabled, and that is said.
   for p in "${missing[@]}"; do
     if [ "$p" = cloud-init ] && [ ! -e /etc/cloud/cloud-init.disabled ]; then
       mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled

@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "test: (a run without root would test nothing of the data path; it is refused, not skipped)" >&2
   exit 1
 fi
-./scripts/setup.sh
+./scripts/setup.sh --test
 ./scripts/sweep.sh imdstest-
 skips="$(mktemp -d -t imds-test-skips.XXXXXX)"
 trap 'rm -rf "$skips"; ./scripts/sweep.sh imdstest-' EXIT
