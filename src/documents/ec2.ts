@@ -70,7 +70,8 @@ export function ec2MetaData(facts: InstanceFacts): Ec2Dir {
     'reservation-id': ids.reservation,
     'security-groups': vm.security_groups ?? ['default'],
   };
-  if (vm.public_ipv4 !== undefined) md['public-ipv4'] = vm.public_ipv4;
+  // Nova lists it always: the first floating IP, or 200 with an empty body (metadata-api.md §8.1).
+  md['public-ipv4'] = vm.public_ipv4 ?? '';
   const first = facts.publicKeys[0];
   // Nova serves one key (the instance's key pair); `_name` is what the public-keys listing prints.
   if (first !== undefined) md['public-keys'] = { '0': { 'openssh-key': first[1], _name: `0=${first[0]}` } };
