@@ -24,6 +24,14 @@ for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand
   program.addCommand(sub);
 }
 
+// A reader that stops early (`imds status | head`) is not an error of the CLI's: exit quietly. The
+// daemon (`serve`) is left alone: its stdout is the journal.
+if (!process.argv.includes('serve'))
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+  });
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {

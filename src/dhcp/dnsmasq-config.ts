@@ -38,7 +38,9 @@ export function renderHosts(hosts: readonly DhcpHost[]): string {
  * `--dhcp-optsfile`. Router, DNS servers and domain are sent empty when not declared (dnsmasq
  * would otherwise announce itself). Classless static routes (RFC 3442, option 121, and the
  * Microsoft option 249 older Windows asks for) carry 169.254.169.254/32 via the service address
- * and, because a client given option 121 ignores option 3, the default route too.
+ * and, because a client given option 121 ignores option 3, the default route too. Option 249 has no
+ * name in dnsmasq: it is given by number (`option:249` is refused as a bad option), and dnsmasq
+ * encodes its routes as it does 121's.
  */
 export function renderOptions(net: Network, domain: string): string {
   const lines: string[] = [];
@@ -48,7 +50,7 @@ export function renderOptions(net: Network, domain: string): string {
   if (net.mtu !== undefined) lines.push(`option:mtu,${net.mtu}`);
   if (net.ntp !== undefined && net.ntp.length > 0) lines.push(`option:ntp-server,${net.ntp.join(',')}`);
   const routes = [`${METADATA_IP}/32,${net.service_ip}`, ...(net.gateway === undefined ? [] : [`0.0.0.0/0,${net.gateway}`])].join(',');
-  lines.push(`option:classless-static-route,${routes}`, `option:249,${routes}`);
+  lines.push(`option:classless-static-route,${routes}`, `249,${routes}`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -13,7 +13,7 @@ case "$1" in
     ip link set "$interface" up
     ;;
   bound|renew)
-    env | grep -E '^(ip|mask|router|dns|domain|mtu|staticroutes|ntpsrv|lease|serverid|hostname)=' > "$IMDSTEST_LEASE_FILE"
+    env | grep -E '^(ip|mask|router|dns|domain|mtu|staticroutes|msstaticroutes|ntpsrv|lease|serverid|hostname)=' > "$IMDSTEST_LEASE_FILE"
     ip addr flush dev "$interface"
     ip addr add "$ip/$mask" dev "$interface"
     [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
@@ -71,6 +71,8 @@ export async function udhcpc(guest: Guest, dir: string): Promise<Lease> {
       'dns',
       '-O',
       'router',
+      '-O',
+      'msstaticroutes', // option 249, Microsoft's classless static routes (older Windows)
     ],
     { timeoutMs: 30_000 },
   );

@@ -88,6 +88,8 @@ describe('DHCP and L2 interception', () => {
     assert.equal(lease['serverid'], '198.51.100.2');
     assert.equal(lease['lease'], '86400');
     assert.equal(lease['staticroutes'], '169.254.169.254/32 198.51.100.2 0.0.0.0/0 198.51.100.1');
+    // Option 249 (what older Windows asks for) carries the same routes.
+    assert.equal(lease['msstaticroutes'], '169.254.169.254/32 198.51.100.2 0.0.0.0/0 198.51.100.1');
 
     const routes = JSON.parse((await g1.exec(['ip', '-j', 'route', 'show'])).stdout) as { dst: string; gateway?: string }[];
     assert.deepEqual(routes.find((r) => r.dst === '169.254.169.254')?.gateway, '198.51.100.2', 'the metadata route came from DHCP');
@@ -321,7 +323,7 @@ describe('DHCP and L2 interception', () => {
     );
     const tables = (await sb.hvRun(['nft', 'list', 'tables', 'bridge'])).stdout;
     assert.equal(tables.trim(), '', `no bridge table left: ${tables}`);
-    const procs = (await sh(['pgrep', '-f', `--pid-file=${join(dhcpDir, 'dh')}`], { allowFailure: true })).stdout;
+    const procs = (await sh(['pgrep', '-f', '--', `--pid-file=${join(dhcpDir, 'dh')}`], { allowFailure: true })).stdout;
     assert.equal(procs.trim(), '');
   });
 });
