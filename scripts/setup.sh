@@ -30,7 +30,7 @@ for arg in "$@"; do
       cloud-init                                            # its readers are the client in tests
       busybox tcpdump                                       # udhcpc as a guest DHCP client, uplink capture
       xorriso                                               # extract ISO images without mounting
-      systemd                                               # systemd-analyze verify and security
+      systemd man-db                                        # systemd-analyze verify and security (man: the unit's Documentation=)
       dpkg-dev binutils lintian                             # the package: dpkg-shlibdeps, strip, lintian
       debootstrap systemd-container                         # the system test: a Debian root booted by systemd-nspawn
     ) ;;
