@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "imds_netns",
-      "sources": ["netns.c", "common.c", "notify.c"],
+      "sources": ["netns.c", "common.c", "notify.c", "http_head.c", "http_head_napi.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
     }
   ]

@@ -11,5 +11,7 @@ napi_value imds_throw_type(napi_env env, const char *msg);
 
 /** Registers sdNotify and socketInfo (notify.c). */
 void imds_register_notify(napi_env env, napi_value exports);
+/** Registers parseHttpHead (http_head_napi.c). */
+void imds_register_http_head(napi_env env, napi_value exports);
 
 #endif

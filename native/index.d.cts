@@ -18,3 +18,9 @@ export function sdNotify(state: string, fds?: number[]): boolean;
 export function socketInfo(fd: number): { listening: boolean; tcp: boolean; port: number; netnsInode: number };
 /** Marks an fd close-on-exec. */
 export function setCloexec(fd: number): void;
+/** What the guest request reader (http_head.c) makes of a read: wait for more, hand over to node:http, or a head for the fast path. */
+export function parseHttpHead(
+  buf: Buffer,
+):
+  | { status: 'incomplete' | 'handover' }
+  | { status: 'ok'; method: 'GET' | 'HEAD'; target: string; keepAlive: boolean; token?: string; headLength: number };
