@@ -4,18 +4,18 @@
 //
 //   request line   "GET " or "HEAD ", a target matching /^\/[\x21-\x7e]*$/, " HTTP/1.1" or
 //                  " HTTP/1.0", then the head's end or CRLF. (Exactly three parts split on spaces.)
-//   ODD_LINE       after the request line, every line is CRLF, a header name of tchars (possibly
-//                  empty: ODD_LINE lets ":x" through), ':', and a value with no CR or LF. Anything
-//                  else (a line without a colon, obs-fold, a separator, a byte >= 0x80 or a control
-//                  in a name, a bare CR or LF anywhere) hands over.
+//   ODD_LINE       after the request line, every line is CRLF, a header name of one or more tchars,
+//                  ':', and a value with no CR or LF. Anything else (a line without a colon, an
+//                  empty name, obs-fold, a separator, a byte >= 0x80 or a control in a name, a bare
+//                  CR or LF anywhere) hands over.
+//   CONTROL        a control byte (0x00-0x08, 0x0b, 0x0c, 0x0e-0x1f, 0x7f) anywhere hands over.
 //   toLowerCase    lowercases A-Z and latin1's À-Þ; only names (tchars: ASCII) are matched against
 //                  words, and no latin1 letter lowercases to ASCII, so ASCII case folding is all.
-//   \s and trim()  in latin1: HT, LF, VT, FF, CR and SP, and NBSP (0xa0). (Not 0x85, not 0x1c-0x1f.)
 //   BODY_OR_UPGRADE  a transfer-encoding, upgrade or expect header hands over. (The \s* before the
 //                  colon can only be empty once ODD_LINE passed: whitespace is no tchar.)
-//   CONTENT_LENGTH every content-length header's value must trim to "0".
-//   CONNECTION     the first connection header only: an element (split on ',', trimmed) "close"
-//                  clears keep-alive, else one "keep-alive" sets it.
+//   CONTENT_LENGTH at most one content-length header, its value "0" with SP and HT around.
+//   CONNECTION     at most one connection header: an element (split on ',', SP and HT trimmed)
+//                  "close" clears keep-alive, else one "keep-alive" sets it.
 //   TOKEN          each x-aws-ec2-metadata-token header, its value without leading and trailing SP
 //                  and HT; the JS joins several with ", ".
 
@@ -34,11 +34,6 @@ static bool is_tchar(unsigned char c) {
     default:
       return false;
   }
-}
-
-// JS whitespace in latin1: what the regex class \s and String#trim take.
-static bool is_js_space(unsigned char c) {
-  return c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r' || c == ' ' || c == 0xa0;
 }
 
 static unsigned char ascii_lower(unsigned char c) { return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c; }
@@ -64,13 +59,15 @@ static struct imds_span trim(const unsigned char *s, struct imds_span v, bool (*
 
 static bool is_sp_ht(unsigned char c) { return c == ' ' || c == '\t'; }
 
+static bool is_control(unsigned char c) { return (c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f; }
+
 /** Whether the comma-separated list in v has an element that is `word` once trimmed (/(^|,)\s*word\s*(,|$)/). */
 static bool list_has(const unsigned char *s, struct imds_span v, const char *word) {
   uint32_t start = v.off, stop = v.off + v.len;
   for (uint32_t i = v.off; i <= stop; i++) {
     if (i < stop && s[i] != ',') continue;
     struct imds_span element = {start, i - start};
-    if (span_is(s, trim(s, element, is_js_space), word)) return true;
+    if (span_is(s, trim(s, element, is_sp_ht), word)) return true;
     start = i + 1;
   }
   return false;
@@ -84,7 +81,7 @@ static bool list_has(const unsigned char *s, struct imds_span v, const char *wor
 static bool header_line(const unsigned char *s, size_t end, size_t p, struct imds_span *name, struct imds_span *value) {
   size_t q = p + 2;
   while (q < end && is_tchar(s[q])) q++;
-  if (q >= end || s[q] != ':') return false;
+  if (q == p + 2 || q >= end || s[q] != ':') return false;
   size_t e = q + 1;
   while (e < end && s[e] != '\r' && s[e] != '\n') e++;
   if (e < end && (s[e] == '\n' || e + 1 >= end || s[e + 1] != '\n')) return false;
@@ -147,11 +144,13 @@ int imds_parse_head(const char *buf, size_t len, struct imds_head *out) {
   h.keep_alive = s[p + 7] == '1';
   p += 8;
   if (p < end && (p + 1 >= end || s[p] != '\r' || s[p + 1] != '\n')) return IMDS_HEAD_HANDOVER;
+  for (size_t i = p; i < end; i++)
+    if (is_control(s[i])) return IMDS_HEAD_HANDOVER;
 
   // The header lines: p is at the CRLF before each.
   h.token_count = 0;
   h.token.off = h.token.len = 0;
-  bool have_connection = false;
+  bool have_connection = false, have_length = false;
   struct imds_span connection = {0, 0};
   while (p < end) {
     struct imds_span name, value;
@@ -160,10 +159,12 @@ int imds_parse_head(const char *buf, size_t len, struct imds_head *out) {
     if (span_is(s, name, "transfer-encoding") || span_is(s, name, "upgrade") || span_is(s, name, "expect"))
       return IMDS_HEAD_HANDOVER;
     if (span_is(s, name, "content-length")) {
-      struct imds_span v = trim(s, value, is_js_space);
-      if (v.len != 1 || s[v.off] != '0') return IMDS_HEAD_HANDOVER;
+      struct imds_span v = trim(s, value, is_sp_ht);
+      if (have_length || v.len != 1 || s[v.off] != '0') return IMDS_HEAD_HANDOVER;
+      have_length = true;
     } else if (span_is(s, name, "connection")) {
-      if (!have_connection) connection = value;
+      if (have_connection) return IMDS_HEAD_HANDOVER;
+      connection = value;
       have_connection = true;
     } else if (span_is(s, name, TOKEN_HEADER)) {
       if (h.token_count++ == 0) h.token = trim(s, value, is_sp_ht);

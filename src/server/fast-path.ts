@@ -47,12 +47,17 @@ interface Head {
   token: string | undefined;
 }
 
-// Anything unusual in a head sends it to node:http: a line without a colon or with whitespace before
-// it (obs-fold), a bare CR or LF, a non-token header name, a body, an upgrade, an expectation.
-const ODD_LINE = /\r\n(?:[^:\r\n]*(?:\r\n|$)|[^:\r\n]*[^!#$%&'*+\-.^_`|~0-9A-Za-z:\r\n][^:\r\n]*:)|[^\r]\n|\r(?!\n)/;
+// Anything unusual in a head sends it to node:http (which answers 400 where it would, as it does
+// when the fast path is off): a line without a colon or with whitespace before it (obs-fold), an
+// empty or non-token header name, a bare CR or LF, a control character (HT aside), a body, an
+// upgrade, an expectation, a content-length other than one `0`, more than one connection header.
+const ODD_LINE = /\r\n(?:[^:\r\n]*(?:\r\n|$)|:|[^:\r\n]*[^!#$%&'*+\-.^_`|~0-9A-Za-z:\r\n][^:\r\n]*:)|[^\r]\n|\r(?!\n)/;
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const CONTROL = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/;
 const BODY_OR_UPGRADE = /\r\n(?:transfer-encoding|upgrade|expect)\s*:/;
 const CONTENT_LENGTH = /\r\ncontent-length\s*:([^\r]*)/g;
-const CONNECTION = /\r\nconnection\s*:([^\r]*)/;
+const ZERO_LENGTH = /^[ \t]*0[ \t]*$/;
+const CONNECTION = /\r\nconnection\s*:([^\r]*)/g;
 const TOKEN = /\r\nx-aws-ec2-metadata-token[ \t]*:[ \t]*([^\r]*?)[ \t]*(?=\r\n|$)/gi;
 
 /** Parses a complete head strictly; undefined when the request is not for the fast path. */
@@ -70,14 +75,17 @@ export function parseHead(text: string): Head | undefined {
   let keepAlive = version === 'HTTP/1.1';
   let token: string | undefined;
   if (eol !== -1) {
-    if (ODD_LINE.test(text.slice(eol))) return undefined;
+    if (ODD_LINE.test(text.slice(eol)) || CONTROL.test(text)) return undefined;
     const lower = text.slice(eol).toLowerCase();
     if (BODY_OR_UPGRADE.test(lower)) return undefined;
-    for (const m of lower.matchAll(CONTENT_LENGTH)) if ((m[1] as string).trim() !== '0') return undefined;
-    const connection = CONNECTION.exec(lower)?.[1];
+    const lengths = [...lower.matchAll(CONTENT_LENGTH)];
+    if (lengths.length > 1 || (lengths.length === 1 && !ZERO_LENGTH.test(lengths[0]?.[1] as string))) return undefined;
+    const connections = [...lower.matchAll(CONNECTION)];
+    if (connections.length > 1) return undefined;
+    const connection = connections[0]?.[1];
     if (connection !== undefined) {
-      if (/(^|,)\s*close\s*(,|$)/.test(connection)) keepAlive = false;
-      else if (/(^|,)\s*keep-alive\s*(,|$)/.test(connection)) keepAlive = true;
+      if (/(^|,)[ \t]*close[ \t]*(,|$)/.test(connection)) keepAlive = false;
+      else if (/(^|,)[ \t]*keep-alive[ \t]*(,|$)/.test(connection)) keepAlive = true;
     }
     const tokens = [...text.slice(eol).matchAll(TOKEN)];
     // Two token headers: node:http would join them (", "), which no token matches; so does this.
