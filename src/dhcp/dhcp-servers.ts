@@ -3,7 +3,7 @@
 // (SIGHUP) when VMs or options change, restarted only when its command line changes, and stopped
 // before its namespace goes. Its files live in dhcp_dir/<network>/ (readable by the unprivileged
 // user dnsmasq drops to; nothing in them is secret).
-import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.ts';
 import { dirname, resolve } from 'node:path';
 import { ImdsError, messageOf } from '../errors.ts';
@@ -104,11 +104,11 @@ export class DhcpServers {
       s = undefined;
     }
     if (s === undefined) {
-      mkdirSync(paths.dir, { recursive: true, mode: 0o755 });
+      makeReadableDir(paths.dir);
       assertSearchable(this.dir);
       await stopByPidFile(paths.pid, this.log);
-      writeFileAtomic(paths.hosts, hostsText);
-      writeFileAtomic(paths.options, optionsText);
+      writeForDnsmasq(paths.hosts, hostsText);
+      writeForDnsmasq(paths.options, optionsText);
       s = {
         network: net.id,
         netns,
@@ -131,12 +131,12 @@ export class DhcpServers {
     }
     let changed = false;
     if (s.hostsText !== hostsText) {
-      writeFileAtomic(paths.hosts, hostsText);
+      writeForDnsmasq(paths.hosts, hostsText);
       s.hostsText = hostsText;
       changed = true;
     }
     if (s.optionsText !== optionsText) {
-      writeFileAtomic(paths.options, optionsText);
+      writeForDnsmasq(paths.options, optionsText);
       s.optionsText = optionsText;
       changed = true;
     }
@@ -149,7 +149,7 @@ export class DhcpServers {
     if (s === undefined) return;
     const text = renderHosts(hosts);
     if (text === s.hostsText) return;
-    writeFileAtomic(s.paths.hosts, text);
+    writeForDnsmasq(s.paths.hosts, text);
     s.hostsText = text;
     this.reread(s);
   }
@@ -216,6 +216,24 @@ export class DhcpServers {
     s.handle = handle;
     log.info({ pid: handle.pid }, 'dnsmasq started');
   }
+}
+
+/**
+ * dnsmasq reads its files as user nobody: the directories imds creates are 0755 and its files 0644
+ * whatever the service's umask (the unit's UMask=0027 would make them 0750 and 0640, and dnsmasq
+ * could not read its hosts file).
+ */
+function makeReadableDir(dir: string): void {
+  const first = mkdirSync(dir, { recursive: true, mode: 0o755 });
+  if (first === undefined) return;
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    chmodSync(d, 0o755);
+    if (d === resolve(first) || d === dirname(d)) return;
+  }
+}
+
+function writeForDnsmasq(path: string, text: string): void {
+  writeFileAtomic(path, text, 0o644, { exactMode: true });
 }
 
 /**
