@@ -3,7 +3,7 @@
 // with the ratios and writes the raw results as JSON (bench/results/). Medians of --runs runs.
 //
 //   npm run bench -- [--runs N] [--seconds S] [--quick] [--only load|restart|memory|flood|floor]
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname, cpus } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -25,6 +25,7 @@ import {
   type WrkResult,
 } from './lib/measure.ts';
 import { floodBench, type FloodResult } from './lib/flood.ts';
+import { peersTable, startNginxPeers, type NginxKind } from './lib/nginx.ts';
 import { restartStormTable, restartUnderStorm, type RestartStormRun } from './lib/restart-storm.ts';
 import { lighttpdConfig, startLighttpd, writePeer, writeVmFiles } from './lib/peer.ts';
 import { addGuests, networks, vmOf, vms, writeStormFiles, VMS_PER_NETWORK, type BenchVm, type GuestRef } from './lib/topology.ts';
@@ -45,7 +46,7 @@ const NETWORKS = 4; // 4 × 250 = 1,000 VMs, all on the TEST-NET 198.51.100.0/24
 const RESTART_NETWORKS = args.quick ? 20 : 100;
 const BIG_NETWORKS = 40; // 40 × 250 = 10,000 VMs
 
-type Server = 'imds' | 'peer';
+type Server = 'imds' | 'peer' | 'nginx_map' | 'nginx_const';
 const results: Record<string, unknown> = {};
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -56,6 +57,8 @@ interface StormStats {
   p99_ms: number;
   guest_slowest_ms: number;
   failures: number;
+  /** Answers by HTTP status (every answer is counted; the peers must give the same as imds). */
+  status: Record<string, number>;
   server_cpu_us_per_req: number;
   cpu_busy: number[];
 }
@@ -73,6 +76,7 @@ async function stormRuns(files: { guestsFile: string; pathsFile: string }, pids:
       p99_ms: s.p99_ms,
       guest_slowest_ms: s.guest_slowest_ms,
       failures: s.failures,
+      status: s.status,
       server_cpu_us_per_req: Math.round(((processCpuMs(pids()) - p0) * 1000) / s.requests),
       cpu_busy: cpuBusy(c0, cpuTimes()),
     });
@@ -643,6 +647,24 @@ async function main(): Promise<void> {
     (results['peer'] as Record<string, unknown>)['vm_change'] = await peerVmChange(sb, peers, all, [...guests, newRef]);
     for (const p of peers.values()) p.kill('SIGKILL');
     peers.clear();
+    const constBody = readFileSync(join(sb.dir, 'peer', nets[0]?.id ?? '', 'docroot', all[0]?.ip ?? '', 'meta_data.json'), 'utf8');
+    for (const kind of ['map', 'const'] as NginxKind[]) {
+      log(`[nginx-${kind}] starting one nginx per network`);
+      const nginx = startNginxPeers(
+        kind,
+        join(sb.dir, `nginx-${kind}`),
+        sb.nsPrefix,
+        nets,
+        (k) => all.slice(k * VMS_PER_NETWORK, (k + 1) * VMS_PER_NETWORK),
+        constBody,
+      );
+      try {
+        await sleep(1500);
+        await measureServer(`nginx_${kind}`, nginx.pids, guests, f100, f1000);
+      } finally {
+        nginx.stop();
+      }
+    }
 
     log(`[imds] restart with ${RESTART_NETWORKS} networks`);
     const restart = await imdsRestart(sb, RESTART_NETWORKS);
@@ -661,7 +683,7 @@ async function main(): Promise<void> {
     const flood = await floodBench(sb, RUNS, SECONDS * 2, log);
     results['flood'] = flood.runs;
 
-    const table = report();
+    const table = `${report()}\n${peersTable(results, median)}`;
     process.stdout.write(`\n${table}\n`);
     const dir = join(ROOT, 'bench', 'results');
     mkdirSync(dir, { recursive: true });

@@ -34,7 +34,7 @@ for arg in "$@"; do
       dpkg-dev binutils lintian                             # the package: dpkg-shlibdeps, strip, lintian
       debootstrap systemd-container                         # the system test: a Debian root booted by systemd-nspawn
     ) ;;
-    --bench) PACKAGES+=(lighttpd wrk gcc) ;;                # the peer, steady load, bench/storm.c
+    --bench) PACKAGES+=(lighttpd nginx wrk gcc) ;;          # the peers, steady load, bench/storm.c
     *) echo "setup: unknown argument: $arg (usage: scripts/setup.sh [--test] [--bench])" >&2; exit 2 ;;
   esac
 done
