@@ -3,7 +3,10 @@
 //   IMDS_FAULT_PAUSE_MID_BATCH_MS    the store pauses half-way through a batch of two VMs or more
 //                                    (the crash-consistency test kills the daemon there)
 //   IMDS_FAULT_PAUSE_BEFORE_READY_MS the start pauses just before `ready` (the signal tests)
+//   IMDS_FAULT_SUCCESSOR_FAILS=1     a daemon started by a hand-over (`imds restart`) fails before
+//                                    it is ready (the failed hand-over test)
 import { writeSync } from 'node:fs';
+import { ImdsError } from '../errors.ts';
 
 export interface Faults {
   /** For SqliteStore: called half-way through a batch. */
@@ -29,4 +32,10 @@ export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
       await new Promise((resolve) => setTimeout(resolve, readyPauseMs));
     },
   };
+}
+
+/** Throws when this daemon is a hand-over's successor and the fault says it must fail. */
+export function failAsSuccessor(isSuccessor: boolean, env: NodeJS.ProcessEnv = process.env): void {
+  if (isSuccessor && env['IMDS_FAULT_SUCCESSOR_FAILS'] === '1')
+    throw new ImdsError('INTERNAL', 'imds-fault: this daemon was started by a hand-over and fails before it is ready');
 }

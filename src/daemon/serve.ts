@@ -21,7 +21,7 @@ import { createNotifier, type Notifier } from '../systemd/notify.ts';
 import { collectGarbage } from '../util/gc.ts';
 import { buildAdminSide, type AdminSide } from './admin-side.ts';
 import { Cleanups } from './cleanups.ts';
-import { faultsFromEnv } from './faults.ts';
+import { failAsSuccessor, faultsFromEnv } from './faults.ts';
 import { exitOf, handOver, predecessor } from './handover.ts';
 import { buildGuestSide, type GuestSide } from './guest-side.ts';
 import { health, type Health } from './health.ts';
@@ -183,6 +183,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
   requireNetlink();
   const notifier = createNotifier(log);
   const replacing = predecessor();
+  failAsSuccessor(replacing !== undefined);
   const signals = new SignalGate();
   const cleanups = new Cleanups(log);
   cleanups.add('signals', () => signals.close());

@@ -153,4 +153,29 @@ describe('the service contract', () => {
       15_000,
     );
   });
+  it('a hand-over whose new daemon fails leaves the old one serving: `imds restart` exits 1 with the reason; guests and admin calls go on', async () => {
+    const path = sb.writeConfig(sb.config({ log_level: 'info', networks: [net], vms: [vm] }, 'failover'), 'failover.yaml');
+    const d = await sb.startDaemon(path, { env: { IMDS_FAULT_SUCCESSOR_FAILS: '1' } });
+    const guest = await sb.addGuest('f', {
+      bridge: 'imdsb-net1',
+      ip: '198.51.100.10',
+      prefix: 24,
+      mac: '52:54:00:00:00:0a',
+      metadataVia: '198.51.100.2',
+    });
+    const poller = guest.exec([process.execPath, '-e', POLLER, '20', '4000'], { timeoutMs: 60_000 });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const restart = await imds('failover', ['restart'], { allowFailure: true });
+    assert.equal(restart.code, 1, restart.stderr);
+    assert.match(restart.stderr, /^imds: COMMAND_FAILED: hand-over failed: it exited before it was ready/m);
+    const counts = JSON.parse((await poller).stdout) as { ok: number; failed: number };
+    assert.equal(counts.failed, 0, `failed requests across the failed hand-over: ${JSON.stringify(counts)}`);
+    // The old daemon takes admin calls again, and says what it no longer does.
+    const status = JSON.parse((await imds('failover', ['status', '--json'])).stdout) as { daemon: { pid: number } };
+    assert.equal(status.daemon.pid, d.pid);
+    assert.ok(d.logs.some((l) => l['msg'] === 'hand-over failed: the new daemon did not get ready; serving on'));
+    assert.ok(d.logs.some((l) => String(l['msg']).startsWith('self-healing stays off')));
+    assert.equal((await guest.http('/openstack/latest/meta_data.json')).status, 200);
+    assert.equal(await d.stop(), 0);
+  });
 });
