@@ -206,8 +206,8 @@ export const MUTANTS: Mutant[] = [
     edits: [
       {
         file: 'src/controller/drift/scheduler.ts',
-        find: '  add(cause: Cause): void {\n    if (this.stopped) return;',
-        replace: '  add(cause: Cause): void {\n    if (this.stopped || cause.network !== "") return;',
+        find: '  add(cause: Cause): void {\n    if (this.stopped || this.paused) return;',
+        replace: '  add(cause: Cause): void {\n    if (this.stopped || this.paused || cause.network !== "") return;',
       },
     ],
     tests: { files: ['test/integration/drift.test.ts'] },

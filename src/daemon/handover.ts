@@ -7,7 +7,7 @@
 // sockets, so connections queue for it in the kernel's backlog — binds the admin socket, says
 // `ready` on the pipe, and waits for the old daemon to exit before it takes the pid file. The old
 // daemon then stops (requests in flight are answered) and exits. If the successor does not get
-// ready, it is killed and the old daemon takes its admin socket back.
+// ready, it is killed and the old daemon takes its admin socket back and repairs drift again.
 import { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
@@ -25,7 +25,7 @@ export interface HandoverDeps {
   log: Logger;
   /** Each serving network's listening fd. */
   fds(): Map<string, number>;
-  /** Stop taking admin changes (close the admin socket) and stop repairing drift. */
+  /** Stop taking admin changes (close the admin socket) and pause drift repair. */
   quiesce(): Promise<void>;
   /** The hand-over failed: take the admin socket back and repair drift again. */
   resume(): Promise<void>;

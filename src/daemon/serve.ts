@@ -64,11 +64,11 @@ function restartOf(
       fds: () => parts.guests.listeners.fds(),
       quiesce: async () => {
         await admin.pause();
-        await parts.kernel.drift.stop();
+        await parts.kernel.drift.pause();
       },
       resume: async () => {
         await admin.resume();
-        parts.log.error('self-healing stays off until the daemon restarts (a hand-over failed after it was stopped)');
+        parts.kernel.drift.resume();
       },
       stop,
     });

@@ -44,6 +44,32 @@ const conflict: RepairOutcome = { state: 'degraded', wrong: ['bridge missing'], 
 const deleted = (network: string, link: string): Cause => ({ kind: 'link-deleted', network, link });
 
 describe('drift scheduler', () => {
+  it('paused (a hand-over): waits for the repair running, drops what is noticed, repairs again once resumed', async () => {
+    const clock = new FakeClock();
+    const { calls, repair } = fakeRepair(clock);
+    const { reports } = fakeReports();
+    const s = new RepairScheduler({ repair, reports, clock, settleMs: 20 });
+    s.add(deleted('net1', 'imdsv-net1'));
+    s.add(deleted('net2', 'imdsv-net2'));
+    await clock.advance(20);
+    assert.equal(calls.length, 2);
+    let paused = false;
+    const pausing = s.pause().then(() => (paused = true));
+    await clock.advance(1);
+    assert.equal(paused, false, 'pause waits for the repairs running');
+    calls[0]?.finish(fixed);
+    calls[1]?.finish(fixed);
+    await pausing;
+    s.add(deleted('net1', 'imdsv-net1'));
+    await clock.advance(1000);
+    assert.equal(calls.length, 2, 'nothing runs while paused');
+    s.resume();
+    s.add({ kind: 'repair-resumed', network: 'net1' });
+    await clock.advance(20);
+    assert.equal(calls.length, 3);
+    assert.deepEqual(calls[2]?.causes, [{ kind: 'repair-resumed', network: 'net1' }], 'what was noticed while paused was dropped');
+  });
+
   it('turns a burst of causes into one repair, logged once with everything noticed', async () => {
     const clock = new FakeClock();
     const { calls, repair } = fakeRepair(clock, () => fixed);

@@ -25,7 +25,9 @@ export type Cause =
   /** An event socket failed: what it missed is unknown. */
   | { kind: 'events-lost'; network: string; events: 'link' | 'nftables'; where: 'host' | 'namespace' }
   /** Elements of one of the network's guest sets changed in a transaction that was not ours. */
-  | { kind: 'guest-set-changed'; network: string; place: GuestSetPlace };
+  | { kind: 'guest-set-changed'; network: string; place: GuestSetPlace }
+  /** Repair was paused (a hand-over that failed): what changed meanwhile is unknown. */
+  | { kind: 'repair-resumed'; network: string };
 
 export type CauseSink = (cause: Cause) => void;
 
@@ -56,6 +58,8 @@ export function describeCause(c: Cause): string {
       return `${c.events} events lost${c.where === 'namespace' ? ' in the namespace' : ''}`;
     case 'guest-set-changed':
       return `set elements changed in ${placeName(c.place)}`;
+    case 'repair-resumed':
+      return 'repair resumed after a pause';
   }
 }
 

@@ -59,6 +59,8 @@ export class RepairScheduler {
   /** Repairs running now. */
   private readonly inFlight = new Set<Promise<void>>();
   private stopped = false;
+  /** Paused (a hand-over in progress): causes are dropped, nothing runs. */
+  private paused = false;
 
   constructor(deps: SchedulerDeps) {
     this.deps = deps;
@@ -67,7 +69,7 @@ export class RepairScheduler {
 
   /** A source noticed something about a network. */
   add(cause: Cause): void {
-    if (this.stopped) return;
+    if (this.stopped || this.paused) return;
     let s = this.networks.get(cause.network);
     if (s === undefined) {
       s = { causes: new Map(), timer: undefined, running: false, failures: 0, notBefore: 0 };
@@ -89,6 +91,20 @@ export class RepairScheduler {
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.drain();
+  }
+
+  /** As stop, until `resume()`: what is noticed meanwhile is dropped (the caller checks again after). */
+  async pause(): Promise<void> {
+    this.paused = true;
+    await this.drain();
+  }
+
+  resume(): void {
+    this.paused = false;
+  }
+
+  private async drain(): Promise<void> {
     for (const s of this.networks.values()) if (s.timer !== undefined) this.clock.clearTimeout(s.timer);
     this.networks.clear();
     await Promise.all(this.inFlight);
@@ -96,7 +112,7 @@ export class RepairScheduler {
 
   /** Starts the settle (or backoff) timer unless a repair runs or is already due. */
   private arm(network: string, s: NetworkState): void {
-    if (this.stopped || s.running || s.timer !== undefined || s.causes.size === 0) return;
+    if (this.stopped || this.paused || s.running || s.timer !== undefined || s.causes.size === 0) return;
     const delay = Math.max(this.deps.settleMs ?? SETTLE_MS, s.notBefore - this.clock.now());
     s.timer = this.clock.setTimeout(() => {
       const run = this.run(network, s);
@@ -107,7 +123,7 @@ export class RepairScheduler {
 
   private async run(network: string, s: NetworkState): Promise<void> {
     s.timer = undefined;
-    if (this.stopped) return;
+    if (this.stopped || this.paused) return;
     s.running = true;
     const causes = [...s.causes.values()];
     s.causes.clear();

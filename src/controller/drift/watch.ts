@@ -132,6 +132,17 @@ export class DriftWatch {
     return this.scheduler.stop();
   }
 
+  /** No repair until `resume()` (a hand-over: the successor's changes are not drift); resolves once a running repair ended. */
+  pause(): Promise<void> {
+    return this.scheduler.pause();
+  }
+
+  /** Repairs again, starting with a check of every network (what changed while paused is unknown). */
+  resume(): void {
+    this.scheduler.resume();
+    for (const d of this.deps.networks()) this.scheduler.add({ kind: 'repair-resumed', network: d.id });
+  }
+
   /** Watches the network (its bridge's ports, its namespace: again if it was rebuilt). Called when the network serves. */
   watch(d: DesiredNetwork): void {
     if (this.stopped) return;
