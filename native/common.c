@@ -49,3 +49,15 @@ napi_value imds_throw_type(napi_env env, const char *msg) {
   return NULL;
 }
 
+
+bool imds_fd_arg(napi_env env, napi_callback_info info, int32_t *fd, const char *usage) {
+  size_t argc = 1;
+  napi_value argv[1];
+  *fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], fd) != napi_ok || *fd < 0) {
+    imds_throw_type(env, usage);
+    return false;
+  }
+  return true;
+}

@@ -196,12 +196,8 @@ static napi_value enter_netns(napi_env env, napi_callback_info info) {
 }
 
 static napi_value restore_netns(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
-    return throw_type(env, "restoreNetns(savedFd) needs the fd enterNetns returned");
+  int32_t fd;
+  if (!imds_fd_arg(env, info, &fd, "restoreNetns(savedFd) needs the fd enterNetns returned")) return NULL;
   leave_netns(fd);
   return NULL;
 }

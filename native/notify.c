@@ -134,12 +134,8 @@ static napi_value sd_notify_js(napi_env env, napi_callback_info info) {
 }
 
 static napi_value socket_info(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
-    return imds_throw_type(env, "socketInfo(fd) needs a non-negative fd");
+  int32_t fd;
+  if (!imds_fd_arg(env, info, &fd, "socketInfo(fd) needs a non-negative fd")) return NULL;
 
   int listening = 0, type = 0, domain = 0;
   socklen_t l = sizeof listening;
@@ -175,12 +171,8 @@ static napi_value socket_info(napi_env env, napi_callback_info info) {
 }
 
 static napi_value set_cloexec(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0)
-    return imds_throw_type(env, "setCloexec(fd) needs a non-negative fd");
+  int32_t fd;
+  if (!imds_fd_arg(env, info, &fd, "setCloexec(fd) needs a non-negative fd")) return NULL;
   int flags = fcntl(fd, F_GETFD);
   if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) return imds_throw_errno(env, "fcntl(FD_CLOEXEC)", errno);
   return NULL;
