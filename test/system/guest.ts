@@ -3,6 +3,7 @@
 // of the package's Node so that an upgrade replacing the package's files never touches them).
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { parseLease, udhcpcArgv, UDHCPC_SCRIPT, type Lease } from '../helpers/dhcp-client.ts';
 import type { Container } from './container.ts';
 import type { Result, RunOptions } from './proc.ts';
 
@@ -13,21 +14,15 @@ const HERE = new URL('.', import.meta.url).pathname;
 
 /** Copies the guest scripts into the container. */
 export async function installGuestTools(c: Container): Promise<void> {
-  for (const [file, mode] of [
-    ['poller.mjs', '0644'],
-    ['fetch.mjs', '0644'],
-    ['udhcpc.sh', '0755'],
-  ] as const) {
-    await c.writeFile(`${TOOLS}/${file}`, readFileSync(`${HERE}guest/${file}`), mode);
-  }
+  for (const file of ['poller.mjs', 'fetch.mjs']) await c.writeFile(`${TOOLS}/${file}`, readFileSync(`${HERE}guest/${file}`), '0644');
+  // The DHCP event script is the integration suite's own.
+  await c.writeFile(`${TOOLS}/udhcpc.sh`, readFileSync(UDHCPC_SCRIPT), '0755');
 }
 
 /** The guest tools' Node: a copy of the package's (the container has no other). */
 export async function copyNode(c: Container, from = '/usr/lib/imds/node/bin/node'): Promise<void> {
   await c.exec(['cp', from, NODE]);
 }
-
-export type Lease = Record<string, string>;
 
 export interface FetchResult {
   status?: number;
@@ -92,32 +87,8 @@ export class ContainerGuest {
   async udhcpc(): Promise<Lease> {
     const leaseFile = `${TOOLS}/lease-${this.netns}`;
     await this.c.exec(['rm', '-f', leaseFile]);
-    await this.exec(
-      [
-        'env',
-        `IMDSTEST_LEASE_FILE=${leaseFile}`,
-        'busybox',
-        'udhcpc',
-        '-i',
-        'eth0',
-        '-f',
-        '-q',
-        '-n',
-        '-t',
-        '8',
-        '-T',
-        '1',
-        '-A',
-        '1',
-      ].concat(['-s', `${TOOLS}/udhcpc.sh`, '-O', 'staticroutes', '-O', '249', '-O', 'router']),
-      { timeoutMs: 60_000 },
-    );
-    const lease: Lease = {};
-    for (const line of (await this.c.readFile(leaseFile)).split('\n')) {
-      const i = line.indexOf('=');
-      if (i > 0) lease[line.slice(0, i)] = line.slice(i + 1);
-    }
-    return lease;
+    await this.exec(udhcpcArgv(leaseFile, `${TOOLS}/udhcpc.sh`), { timeoutMs: 60_000 });
+    return parseLease(await this.c.readFile(leaseFile));
   }
 
   async fetch(path = '/openstack/latest/meta_data.json'): Promise<FetchResult> {
