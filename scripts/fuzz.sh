@@ -6,8 +6,9 @@
 # corpus it grew through a coverage build and prints the reader's line and branch coverage.
 #   --seconds N   how long to fuzz (default 60); 0 only replays the committed corpus
 # Builds and works under a temporary directory in /tmp (removed unless something failed); the
-# committed corpus is only read. Installs clang and the libFuzzer runtime when missing (Debian 12:
-# clang, libclang-rt-14-dev; llvm-14 comes with clang and brings llvm-profdata and llvm-cov).
+# committed corpus is only read. scripts/setup.sh --fuzz installs clang and the libFuzzer runtime
+# when missing (Debian 12: clang, libclang-rt-14-dev; llvm-14 comes with clang and brings
+# llvm-profdata and llvm-cov).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,20 +24,7 @@ while [ "$#" -gt 0 ]; do
   esac
 done
 
-PACKAGES=(clang libclang-rt-14-dev)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "fuzz: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
-    exit 1
-  fi
-  echo "fuzz: installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+./scripts/setup.sh --fuzz >/dev/null   # clang and libFuzzer's runtime, installed when missing
 tool() { # the unversioned name, else Debian 12's versioned one
   if command -v "$1" >/dev/null; then echo "$1"; elif command -v "$1-14" >/dev/null; then echo "$1-14"; else return 1; fi
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what imds needs on a Debian machine (root), then its npm dependencies, then builds it.
 # Idempotent: packages already present are not reinstalled, npm ci runs only when the lockfile changed.
-#   --test    also what the tests need (cloud-init's readers, busybox, lintian, debootstrap, systemd-nspawn, …)
+#   --test    also what the tests need (cloud-init's readers, busybox, lintian, and what --system and --fuzz add)
+#   --system  also what the system test needs (debootstrap, systemd-nspawn, the package's build tools)
+#   --fuzz    also what scripts/fuzz.sh needs (clang, libFuzzer)
 #   --bench   also what the benchmarks need (lighttpd for the peer, wrk, a C compiler)
 # A production host needs none of this: it installs the .deb (docs/install.md).
 set -euo pipefail
@@ -24,6 +26,9 @@ PACKAGES=(
   dnsmasq-base                                              # per-network DHCP (the daemon runs it, no service)
   genisoimage dosfstools mtools                             # config drives: ISO 9660, vfat (mkfs.vfat + mcopy)
 )
+PACKAGE_TOOLS=(dpkg-dev binutils)                           # npm run package: dpkg-shlibdeps, strip
+SYSTEM_TOOLS=(debootstrap systemd-container "${PACKAGE_TOOLS[@]}") # the system test: a Debian root booted by systemd-nspawn
+FUZZ_TOOLS=(clang libclang-rt-14-dev)                         # scripts/fuzz.sh: clang and libFuzzer's runtime
 for arg in "$@"; do
   case "$arg" in
     --test) PACKAGES+=(
@@ -31,11 +36,13 @@ for arg in "$@"; do
       busybox tcpdump                                       # udhcpc as a guest DHCP client, uplink capture
       xorriso                                               # extract ISO images without mounting
       systemd man-db                                        # systemd-analyze verify and security (man: the unit's Documentation=)
-      dpkg-dev binutils lintian                             # the package: dpkg-shlibdeps, strip, lintian
-      debootstrap systemd-container                         # the system test: a Debian root booted by systemd-nspawn
+      lintian                                               # the package test
+      "${SYSTEM_TOOLS[@]}" "${FUZZ_TOOLS[@]}"
     ) ;;
+    --system) PACKAGES+=("${SYSTEM_TOOLS[@]}") ;;
+    --fuzz) PACKAGES+=("${FUZZ_TOOLS[@]}") ;;
     --bench) PACKAGES+=(lighttpd nginx wrk gcc) ;;          # the peers, steady load, bench/storm.c
-    *) echo "setup: unknown argument: $arg (usage: scripts/setup.sh [--test] [--bench])" >&2; exit 2 ;;
+    *) echo "setup: unknown argument: $arg (usage: scripts/setup.sh [--test] [--system] [--fuzz] [--bench])" >&2; exit 2 ;;
   esac
 done
 

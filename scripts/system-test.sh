@@ -2,7 +2,7 @@
 # The system test (test/system/system.test.ts): the Debian package under systemd as PID 1, in a
 # Debian 12 container booted by systemd-nspawn (no network; its root is made by debootstrap once
 # and cached in /var/cache/imds-systest). Root only. It installs the host tools it needs
-# (test/system/host-tools.sh), builds two packages from this checkout (this version, and a higher
+# (scripts/setup.sh --system), builds two packages from this checkout (this version, and a higher
 # one for the upgrade), runs the test, and fails when the test fails, when any test was skipped, or
 # when the run left a container, a directory or a cgroup behind.
 #   IMDS_SYSTEST_MIRROR   Debian mirror for debootstrap (default http://deb.debian.org/debian)
@@ -17,10 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 t_start=$SECONDS
 
-./test/system/host-tools.sh
-if [ ! -f dist/main.js ] || [ ! -x node_modules/.bin/tsc ] || [ ! -f native/build/Release/imds_netns.node ]; then
-  ./scripts/setup.sh
-fi
+./scripts/setup.sh --system   # debootstrap, systemd-nspawn, the package's tools; npm ci and the build
 node --import tsx test/system/leftovers.ts --sweep
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/imds-systest-run.XXXXXX")"
