@@ -37,6 +37,8 @@ describe('the service contract', () => {
     sh([process.execPath, MAIN, '--admin-socket', sb.adminSocket(instance), ...args], options);
   const net = { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' };
   const vm = { id: VM, network: 'net1', ip: '198.51.100.10', mac: '52:54:00:00:00:0a', hostname: 'alpha' };
+  /** The VM's guest on the network's bridge. */
+  const vmGuest = { bridge: 'imdsb-net1', ip: vm.ip, prefix: 24, mac: vm.mac, metadataVia: net.service_ip };
 
   before(() => {
     sb = current();
@@ -113,13 +115,7 @@ describe('the service contract', () => {
   it('`imds restart` without systemd hands the sockets to a new daemon: a guest asking every 20 ms sees no failure', async () => {
     const path = sb.writeConfig(sb.config({ log_level: 'info', networks: [net], vms: [vm] }, 'handover'), 'handover.yaml');
     const d = await sb.startDaemon(path);
-    const guest = await sb.addGuest('h', {
-      bridge: 'imdsb-net1',
-      ip: '198.51.100.10',
-      prefix: 24,
-      mac: '52:54:00:00:00:0a',
-      metadataVia: '198.51.100.2',
-    });
+    const guest = await sb.addGuest('h', vmGuest);
     assert.equal((await guest.http('/openstack/latest/meta_data.json')).status, 200);
     const poller = guest.exec([process.execPath, '-e', POLLER, '20', '6000'], { timeoutMs: 60_000 });
     await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -156,13 +152,7 @@ describe('the service contract', () => {
   it('a hand-over whose new daemon fails leaves the old one serving: `imds restart` exits 1 with the reason; guests, admin calls and self-healing go on', async () => {
     const path = sb.writeConfig(sb.config({ log_level: 'info', networks: [net], vms: [vm] }, 'failover'), 'failover.yaml');
     const d = await sb.startDaemon(path, { env: { IMDS_FAULT_SUCCESSOR_FAILS: '1' } });
-    const guest = await sb.addGuest('f', {
-      bridge: 'imdsb-net1',
-      ip: '198.51.100.10',
-      prefix: 24,
-      mac: '52:54:00:00:00:0a',
-      metadataVia: '198.51.100.2',
-    });
+    const guest = await sb.addGuest('f', vmGuest);
     const poller = guest.exec([process.execPath, '-e', POLLER, '20', '4000'], { timeoutMs: 60_000 });
     await new Promise((resolve) => setTimeout(resolve, 500));
     const restart = await imds('failover', ['restart'], { allowFailure: true });
