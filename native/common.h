@@ -20,4 +20,7 @@ void imds_register_notify(napi_env env, napi_value exports);
 /** Registers parseHttpHead (http_head_napi.c). */
 void imds_register_http_head(napi_env env, napi_value exports);
 
+/** Registers the data plane's functions (dp_napi.c). */
+void imds_register_data_plane(napi_env env, napi_value exports);
+
 #endif

@@ -199,3 +199,17 @@ bool imds_head_next_token(const char *buf, const struct imds_head *head, size_t 
   *pos = end;
   return false;
 }
+
+bool imds_route_key(const char *target, size_t len, char *out, size_t *out_len) {
+  const char *q = memchr(target, '?', len);
+  size_t n = q == NULL ? len : (size_t)(q - target);
+  if (n == 0 || target[0] != '/') return false;
+  for (size_t i = 0; i < n; i++) {
+    if (target[i] == '%') return false;
+    if (target[i] == '/' && i + 1 < n && (target[i + 1] == '/' || target[i + 1] == '.')) return false;
+  }
+  if (n > 1 && target[n - 1] == '/') n--;
+  memcpy(out, target, n);
+  *out_len = n;
+  return true;
+}

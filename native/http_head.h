@@ -51,4 +51,14 @@ int imds_parse_head(const char *buf, size_t len, struct imds_head *out);
  */
 bool imds_head_next_token(const char *buf, const struct imds_head *head, size_t *pos, struct imds_span *token);
 
+/**
+ * The route key of a request target for the native data plane's table: the target without its query
+ * ('?' and after) and without one trailing '/' (the root stays "/"). Written to out (at most len
+ * bytes; the key is never longer than the target) with its length in *out_len. false when the target
+ * needs the full normaliser (src/server/guest-api.ts normalisePath) or is not the data plane's to
+ * answer: a '%' escape, a dot segment ("/." anywhere), an empty segment ("//"), or an empty path.
+ * Every target this accepts normalises, in the JS, to a path whose segments are the key's.
+ */
+bool imds_route_key(const char *target, size_t len, char *out, size_t *out_len);
+
 #endif

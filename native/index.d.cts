@@ -24,3 +24,29 @@ export function parseHttpHead(
 ):
   | { status: 'incomplete' | 'handover' }
   | { status: 'ok'; method: 'GET' | 'HEAD'; target: string; keepAlive: boolean; token?: string; headLength: number };
+/** Native data plane (dp_napi.c; src/server/native-plane.ts wraps it). */
+export function dpStart(
+  options: { headersTimeoutMs: number; keepAliveTimeoutMs: number; requestTimeoutMs: number },
+  onHandover: (slot: number, fd: number, bytes: Buffer) => void,
+): void;
+export function dpListen(slot: number, fd: number): void;
+/** false when the slot had no listener. */
+export function dpUnlisten(slot: number, closeFd: boolean): boolean;
+export function dpStop(): void;
+export function dpRateLimit(perSecond: number, burst: number, maxBuckets: number): void;
+/** 0 when allowed, else the seconds until a request is (>= 1). */
+export function dpRateTake(slot: number, ip: number, nowMs: number): number;
+export type DpBlob = { readonly __dpBlob: unique symbol };
+export function dpBlob(bytes: Buffer): DpBlob;
+export function dpRoute(key: string): number;
+export type DpResponse = [status: number, type: number, seedAt: number, ...segments: (Buffer | DpBlob)[]];
+export function dpSetVm(slot: number, ip: number, key: number, flags: number, responses: DpResponse[], routes: Uint32Array): void;
+export function dpRemoveVm(slot: number, ip: number): void;
+export function dpSetGlobal(responses: DpResponse[]): void;
+export function dpDrain(): { nets: number[]; vms: number[]; rejects: number[]; handovers: number };
+export function dpInfo(): { running: boolean; connections: number; vms: number; routes: number; buckets: number };
+export function dpLogRequests(on: boolean): void;
+export function dpDrainLog(): {
+  records: { slot: number; ip: number; key: number; method: 'GET' | 'HEAD'; status: number; path: string; ms: number }[];
+  dropped: number;
+};

@@ -327,6 +327,7 @@ NAPI_MODULE_INIT() {
   napi_value fn;
   imds_register_notify(env, exports);
   imds_register_http_head(env, exports);
+  imds_register_data_plane(env, exports);
   napi_create_function(env, "listenInNetns", NAPI_AUTO_LENGTH, listen_in_netns, NULL, &fn);
   napi_set_named_property(env, exports, "listenInNetns", fn);
   napi_create_function(env, "socketInNetns", NAPI_AUTO_LENGTH, socket_in_netns, NULL, &fn);

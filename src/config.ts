@@ -65,7 +65,14 @@ export const configSchema = z
       .max(3600, 'must be at most 3600')
       .default(2)
       .describe('how often namespaces are checked for removal (a stat each; the kernel sends no event); other drift is noticed by events'),
-    fast_path: z.boolean().default(true).describe('answer complete simple GETs straight from the socket (docs/performance.md)'),
+    data_plane: z
+      .enum(['native', 'node'])
+      .default('native')
+      .describe("what answers guests first: the addon's loop (native) or node:http with the JS fast path (node); docs/performance.md"),
+    fast_path: z
+      .boolean()
+      .default(true)
+      .describe('with data_plane: node, answer complete simple GETs straight from the socket (docs/performance.md)'),
     networks: z.array(networkSchema).default([]),
     vms: z.array(vmSchema).default([]),
   })

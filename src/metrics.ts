@@ -52,9 +52,11 @@ function byLabels(counts: ReadonlyMap<string, ReadonlyMap<string, number>>, oute
 
 export class Metrics {
   readonly registry = new Registry();
+  private readonly stats: Stats;
 
   constructor(sources: MetricsSources) {
     const { stats } = sources;
+    this.stats = stats;
     collectDefaultMetrics({ register: this.registry, prefix: 'imds_' });
     const add = (name: string, help: string, type: 'counter' | 'histogram', values: () => Value[]): void => {
       this.registry.registerMetric(computed(name, help, type, values));
@@ -92,6 +94,9 @@ export class Metrics {
     add('imds_dhcp_server_restarts_total', "Restarts of a network's DHCP server (dnsmasq) after it died", 'counter', () =>
       sources.dhcpServers().map((d) => ({ labels: { network: d.network }, value: d.restarts })),
     );
+    add('imds_unknown_caller_requests_total', 'Guest requests from addresses that are no registered VM of the network, by network', 'counter', () =>
+      byLabel(stats.unknownCallerRequests, 'network'),
+    );
     new Gauge({
       name: 'imds_dhcp_server_up',
       help: "Whether a network's DHCP server (dnsmasq) serves: 1 running, 0 dead or restarting",
@@ -121,5 +126,11 @@ export class Metrics {
         for (const n of sources.networkStates()) this.inc({ state: n.state });
       },
     });
+  }
+
+  /** The Prometheus text, with every counter brought up to date first (the native loop's drained). */
+  async render(): Promise<string> {
+    this.stats.collect();
+    return this.registry.metrics();
   }
 }

@@ -1,5 +1,6 @@
 // Counters the request path and the reconciler update: plain numbers, no library on the hot path.
 // src/metrics.ts exposes them in Prometheus format when /metrics is scraped.
+import { ContactBook } from './contact.ts';
 
 /** Upper bounds (seconds) of the request duration histogram. */
 export const REQUEST_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1] as const;
@@ -33,16 +34,52 @@ export interface NetworkRequestStats {
 }
 
 export class Stats {
+  /** When each VM last reached the service (src/contact.ts). */
+  readonly contacts = new ContactBook();
+  private readonly sources: (() => void)[] = [];
+
+  /** `collect` runs `fn` first: it adds what was counted elsewhere (the native data plane's loop). */
+  addSource(fn: () => void): void {
+    this.sources.push(fn);
+  }
+
+  /** Brings the counters up to date; readers (the metrics scrape, the admin API) call it first. */
+  collect(): this {
+    for (const fn of this.sources) fn();
+    return this;
+  }
+
   readonly requests = new Map<string, NetworkRequestStats>();
   readonly reconcileErrors = new Map<string, number>();
   readonly reconcileDuration = new Histogram(RECONCILE_BUCKETS);
 
   /** One guest request answered. */
   observeRequest(network: string, status: number, seconds: number): void {
-    let s = this.requests.get(network);
-    if (s === undefined) this.requests.set(network, (s = { byStatus: new Map(), duration: new Histogram(REQUEST_BUCKETS) }));
+    const s = this.requestStats(network);
     s.byStatus.set(status, (s.byStatus.get(status) ?? 0) + 1);
     s.duration.observe(seconds);
+  }
+
+  /** Requests the native data plane answered: counts by status, per-bucket durations, their sum and count. */
+  addRequests(network: string, byStatus: readonly [number, number][], buckets: readonly number[], sum: number, count: number): void {
+    const s = this.requestStats(network);
+    for (const [status, n] of byStatus) if (n > 0) s.byStatus.set(status, (s.byStatus.get(status) ?? 0) + n);
+    buckets.forEach((n, i) => (s.duration.counts[i] = (s.duration.counts[i] ?? 0) + n));
+    s.duration.sum += sum;
+    s.duration.count += count;
+  }
+
+  private requestStats(network: string): NetworkRequestStats {
+    let s = this.requests.get(network);
+    if (s === undefined) this.requests.set(network, (s = { byStatus: new Map(), duration: new Histogram(REQUEST_BUCKETS) }));
+    return s;
+  }
+
+  /** Requests from addresses that are no registered VM of the network (what a VM whose registration is wrong sends). */
+  readonly unknownCallerRequests = new Map<string, number>();
+
+  unknownCallers(network: string, n = 1): void {
+    if (n > 0) this.unknownCallerRequests.set(network, (this.unknownCallerRequests.get(network) ?? 0) + n);
   }
 
   /** Guest requests refused before their answer, by reason (rate_limited, token_invalid, …). */
@@ -70,13 +107,13 @@ export class Stats {
     this.repairFailures.set(network, (this.repairFailures.get(network) ?? 0) + 1);
   }
 
-  rejected(reason: string): void {
-    this.rejections.set(reason, (this.rejections.get(reason) ?? 0) + 1);
+  rejected(reason: string, n = 1): void {
+    this.rejections.set(reason, (this.rejections.get(reason) ?? 0) + n);
   }
 
   /** On the request path: no key strings built, two lookups. */
-  noToken(network: string, vm: string): void {
-    increment(this.noTokens, network, vm);
+  noToken(network: string, vm: string, n = 1): void {
+    increment(this.noTokens, network, vm, n);
   }
 
   reconcileFailed(network: string): void {
@@ -84,8 +121,8 @@ export class Stats {
   }
 }
 
-function increment(counts: Map<string, Map<string, number>>, outer: string, inner: string): void {
+function increment(counts: Map<string, Map<string, number>>, outer: string, inner: string, n = 1): void {
   let byInner = counts.get(outer);
   if (byInner === undefined) counts.set(outer, (byInner = new Map<string, number>()));
-  byInner.set(inner, (byInner.get(inner) ?? 0) + 1);
+  byInner.set(inner, (byInner.get(inner) ?? 0) + n);
 }

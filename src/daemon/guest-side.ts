@@ -1,31 +1,41 @@
 // The daemon's guest side: the guards (tokens, rate limit), the listeners of every network's
-// namespace, the fast path in front of them, and the Fastify app behind. The app and its framework
+// namespace, what answers first (the native data plane's loop, or with `data_plane: node` the JS
+// fast path), and the Fastify app behind. The app and its framework
 // load only once the sockets are open (a restart serves guests first): requests node:http receives
 // before are held and answered when it is ready.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
-import { RateLimiter } from '../security/rate-limit.ts';
+import { callerLimiter, RateLimiter } from '../security/rate-limit.ts';
 import { TokenKeys } from '../security/tokens.ts';
 import { createFastPath } from '../server/fast-path.ts';
 import type { GuestGuard } from '../server/guest-guard.ts';
 import type { ListenSockets } from '../server/listen-sockets.ts';
 import { NetnsListeners, type RequestHandler } from '../server/listeners.ts';
+import { NativePlane } from '../server/native-plane.ts';
 import type { Stats } from '../stats.ts';
 import type { Inventory } from '../store/inventory.ts';
+import type { MetadataIndex } from '../store/metadata-index.ts';
 
 export interface GuestSide {
   guard: GuestGuard;
   listeners: NetnsListeners;
+  /** The native data plane, when `data_plane: native`. */
+  native: NativePlane | undefined;
+  /** The inventory's index changed: the native table follows before the change's call returns. */
+  indexChanged(index: MetadataIndex): void;
   /** Loads the Fastify app and answers what was held; returns the app (closed on stop). */
   loadApp(): Promise<{ close(): Promise<void> }>;
 }
 
 export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: ListenSockets, stats: Stats, log: Logger): GuestSide {
+  const native = cfg.data_plane === 'native' ? new NativePlane() : undefined;
   const guard: GuestGuard = {
     tokens: TokenKeys.load(cfg.state_dir),
     limiter:
-      cfg.rate_limit_per_second > 0 ? new RateLimiter({ perSecond: cfg.rate_limit_per_second, burst: cfg.rate_limit_burst }) : undefined,
+      cfg.rate_limit_per_second <= 0
+        ? undefined
+        : (native?.limiter() ?? callerLimiter(new RateLimiter({ perSecond: cfg.rate_limit_per_second, burst: cfg.rate_limit_burst }))),
     stats,
   };
   let appHandler: RequestHandler | undefined;
@@ -34,26 +44,37 @@ export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: Liste
     if (appHandler === undefined) held.push([req, res]);
     else appHandler(req, res);
   };
-  const front = cfg.fast_path
-    ? createFastPath({
-        index: () => inventory.index,
-        password: (id) => inventory.password(id),
-        log,
-        stats,
-        headersTimeoutMs: cfg.headers_timeout_ms,
-        guard,
-        keepAliveTimeoutMs: cfg.keep_alive_timeout_ms,
-      })
-    : undefined;
+  const front =
+    cfg.fast_path && native === undefined
+      ? createFastPath({
+          index: () => inventory.index,
+          password: (id) => inventory.password(id),
+          log,
+          stats,
+          headersTimeoutMs: cfg.headers_timeout_ms,
+          guard,
+          keepAliveTimeoutMs: cfg.keep_alive_timeout_ms,
+        })
+      : undefined;
   const timeouts = {
     requestTimeoutMs: cfg.request_timeout_ms,
     headersTimeoutMs: cfg.headers_timeout_ms,
     keepAliveTimeoutMs: cfg.keep_alive_timeout_ms,
   };
-  const listeners = new NetnsListeners(handler, sockets, timeouts, log, front);
+  const listeners = new NetnsListeners(handler, sockets, timeouts, log, front, native);
+  if (native !== undefined) {
+    native.start({ ...timeouts, ratePerSecond: cfg.rate_limit_per_second, rateBurst: cfg.rate_limit_burst }, (network, fd, bytes) =>
+      listeners.adopt(network, fd, bytes),
+    );
+    native.sync(inventory.index);
+    native.logRequests(log);
+    stats.addSource(() => native.drain(stats));
+  }
   return {
     guard,
     listeners,
+    native,
+    indexChanged: (index) => native?.sync(index),
     async loadApp() {
       const { buildMetadataApp } = await import('../server/metadata-app.ts');
       const { app, handler: fastifyHandler } = await buildMetadataApp({

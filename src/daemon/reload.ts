@@ -26,6 +26,7 @@ export const RESTART_ONLY = [
   'headers_timeout_ms',
   'keep_alive_timeout_ms',
   'fast_path',
+  'data_plane',
 ] as const;
 
 export interface ReloadDeps {

@@ -107,11 +107,14 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
   const inventory = Inventory.open(
     store,
     { dhcpDomain: cfg.dhcp_domain },
-    { onVmsChanged: (networks) => kernel.services.vmsChanged(networks) },
+    { onVmsChanged: (networks) => kernel.services.vmsChanged(networks), onIndexChanged: (index) => guests.indexChanged(index) },
   );
   const sockets = new ListenSockets({ port: cfg.listen_port, notifier, log, inherited });
   const guests = buildGuestSide(cfg, inventory, sockets, stats, log);
-  cleanups.add('guest listeners', () => guests.listeners.stopAll());
+  cleanups.add('guest listeners', async () => {
+    await guests.listeners.stopAll();
+    guests.native?.stop();
+  });
   const kernel = buildKernelSide({ config, runner, inventory, listeners: guests.listeners, stats, log, ownProcesses });
   cleanups.add('DHCP servers and guest sets', () => kernel.services.stopAll()); // before the listeners close (cleanups run in reverse)
   return { runner, gid, faults, store, stats, inventory, sockets, guests, kernel };

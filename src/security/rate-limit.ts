@@ -61,3 +61,8 @@ export class RateLimiter {
     }
   }
 }
+
+/** The limiter as the guest guard asks it: one bucket per (network, source address). */
+export function callerLimiter(limiter: RateLimiter): { take(network: string, source: string): number } {
+  return { take: (network, source) => limiter.take(`${network}|${source}`) };
+}

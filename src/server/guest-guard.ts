@@ -1,7 +1,6 @@
 // What stands before a guest's answer, shared by the fast path and the Fastify app: the per-caller
 // rate limit, the VM's endpoint switch and its IMDSv2 session-token rules. Returns the refusal, or
 // undefined to let the request through. Rejections and token-less requests are counted.
-import type { RateLimiter } from '../security/rate-limit.ts';
 import type { TokenKeys } from '../security/tokens.ts';
 import type { Stats } from '../stats.ts';
 import type { VmEntry } from '../store/metadata-index.ts';
@@ -10,9 +9,14 @@ import { CONTENT_TYPE, type Answer } from './guest-api.ts';
 export const TOKEN_HEADER = 'x-aws-ec2-metadata-token';
 export const TOKEN_TTL_HEADER = 'x-aws-ec2-metadata-token-ttl-seconds';
 
+/** Per-caller rate limit: 0 when the request may go on, else the seconds to wait (≥ 1). */
+export interface CallerLimiter {
+  take(network: string, source: string): number;
+}
+
 export interface GuestGuard {
   tokens: TokenKeys;
-  limiter: RateLimiter | undefined;
+  limiter: CallerLimiter | undefined;
   stats: Stats | undefined;
 }
 
@@ -29,9 +33,9 @@ export type RejectReason =
 const text = (status: Answer['status'], body: string): Answer => ({ status, type: CONTENT_TYPE.text, body: Buffer.from(body) });
 export const UNAUTHORIZED = text(401, '401 Unauthorized\n');
 export const FORBIDDEN = text(403, '403 Forbidden\n');
-const DISABLED = text(403, '403 Forbidden\n\nThe metadata endpoint is disabled for this instance.\n');
+export const DISABLED = text(403, '403 Forbidden\n\nThe metadata endpoint is disabled for this instance.\n');
 export const BAD_TTL = text(400, '400 Bad Request\n\nX-aws-ec2-metadata-token-ttl-seconds must be a whole number from 1 to 21600.\n');
-const TOO_MANY = text(429, '429 Too Many Requests\n');
+export const TOO_MANY = text(429, '429 Too Many Requests\n');
 
 export function reject(guard: GuestGuard, reason: RejectReason, answer: Answer): Answer {
   guard.stats?.rejected(reason);
@@ -45,7 +49,7 @@ function isEc2Tree(path: string): boolean {
 
 /** Rate limit and endpoint switch: every request of a caller, whatever its method. */
 export function admit(guard: GuestGuard, network: string, source: string, vm: VmEntry | undefined): Answer | undefined {
-  const wait = guard.limiter?.take(`${network}|${source}`) ?? 0;
+  const wait = guard.limiter?.take(network, source) ?? 0;
   if (wait > 0) return reject(guard, 'rate_limited', { ...TOO_MANY, retryAfter: wait });
   if (vm !== undefined && !vm.access.endpointEnabled) return reject(guard, 'endpoint_disabled', DISABLED);
   return undefined;

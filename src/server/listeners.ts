@@ -1,11 +1,13 @@
 // One listening socket per network namespace, each wrapped in its own http.Server (so Node's
 // header, request and keep-alive timeouts apply to every guest connection) and all feeding the
 // same request handler. Every accepted socket is tagged with the network it arrived on.
+import { closeSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { ListenSockets } from './listen-sockets.ts';
+import type { NativePlane } from './native-plane.ts';
 import { NETWORK, type ConnectionFront, type HandOver, type RequestHandler, type TaggedSocket } from './connection.ts';
 
 const METHOD_NOT_ALLOWED_BODY = '405 Method Not Allowed\n';
@@ -22,8 +24,12 @@ export interface Timeouts {
 interface Listener {
   netns: string;
   server: Server;
-  /** Every open connection, fast path or node:http. */
+  /** Every open connection node:http (or the JS fast path) has. */
   sockets: Set<Socket>;
+  /** Takes a connection (handed over by the native loop) with the bytes read from it. */
+  accept: HandOver;
+  /** The listening socket, when the native loop serves it. */
+  nativeFd: number | undefined;
 }
 
 export class NetnsListeners {
@@ -34,17 +40,28 @@ export class NetnsListeners {
   private readonly timeouts: Timeouts;
   private readonly log: Logger;
   private readonly front: ConnectionFront | undefined;
+  private readonly native: NativePlane | undefined;
 
   /**
    * `sockets` gives each network its listening socket (adopted from a restart, or opened and
-   * stored); `front` (the fast path), when given, sees every connection before node:http does.
+   * stored); `front` (the JS fast path), when given, sees every connection before node:http does.
+   * With `native` (data_plane: native), the native loop listens and answers instead, and hands
+   * what it does not answer to `adopt`.
    */
-  constructor(handler: RequestHandler, sockets: ListenSockets, timeouts: Timeouts, log: Logger, front?: ConnectionFront) {
+  constructor(
+    handler: RequestHandler,
+    sockets: ListenSockets,
+    timeouts: Timeouts,
+    log: Logger,
+    front?: ConnectionFront,
+    native?: NativePlane,
+  ) {
     this.handler = handler;
     this.sockets = sockets;
     this.timeouts = timeouts;
     this.log = log;
-    this.front = front;
+    this.front = native === undefined ? front : undefined;
+    this.native = native;
   }
 
   has(network: string): boolean {
@@ -63,8 +80,20 @@ export class NetnsListeners {
   async listen(network: string, netns: string): Promise<void> {
     if (this.open.has(network)) return;
     const fd = this.sockets.acquire(network, netns);
-    const { server, sockets } = guestServer(network, this.handler, this.timeouts, this.log, this.front);
-    this.open.set(network, { netns, server, sockets });
+    const { server, sockets, accept } = guestServer(network, this.handler, this.timeouts, this.log, this.front);
+    this.open.set(network, { netns, server, sockets, accept, nativeFd: this.native === undefined ? undefined : fd });
+    if (this.native !== undefined) {
+      try {
+        this.native.listen(network, fd);
+      } catch (err) {
+        this.open.delete(network);
+        throw err;
+      }
+      // node:http starts tracking connections (its header and request timeouts) when its server
+      // listens; this one never does (the loop listens), so it is told it does.
+      server.emit('listening');
+      return;
+    }
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ fd }, () => {
@@ -87,6 +116,7 @@ export class NetnsListeners {
     if (listener === undefined) return;
     this.open.delete(network);
     this.sockets.released(network);
+    this.native?.unlisten(network, true);
     const closed = new Promise<void>((resolve) => listener.server.close(() => resolve()));
     listener.server.closeAllConnections();
     for (const socket of listener.sockets) socket.destroy();
@@ -100,6 +130,7 @@ export class NetnsListeners {
    */
   async stopAll(drainMs = 1000): Promise<void> {
     const listeners = [...this.open.values()];
+    for (const network of this.open.keys()) this.native?.unlisten(network, true);
     this.open.clear();
     for (const l of listeners) {
       l.server.close();
@@ -113,11 +144,32 @@ export class NetnsListeners {
     for (const l of listeners) for (const socket of l.sockets) socket.destroy();
   }
 
+  /**
+   * A connection the native loop did not answer, with the bytes it read: node:http takes it as if
+   * it had accepted it. Closed when its network is no longer served.
+   */
+  adopt(network: string | undefined, fd: number, bytes: Buffer): void {
+    const listener = network === undefined ? undefined : this.open.get(network);
+    if (listener === undefined) {
+      closeSync(fd);
+      return;
+    }
+    let socket: Socket;
+    try {
+      socket = new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+    } catch (err) {
+      this.log.warn({ network, err: messageOf(err) }, 'a connection handed over by the native data plane could not be opened');
+      closeSync(fd);
+      return;
+    }
+    listener.accept(socket, bytes);
+  }
+
   /** Each serving network's listening fd (for a hand-over to a new process). */
   fds(): Map<string, number> {
     const out = new Map<string, number>();
     for (const [network, l] of this.open) {
-      const fd = (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      const fd = l.nativeFd ?? (l.server as unknown as { _handle?: { fd?: number } })._handle?.fd;
       if (typeof fd === 'number' && fd >= 0) out.set(network, fd);
     }
     return out;
@@ -136,7 +188,7 @@ export function guestServer(
   timeouts: Timeouts,
   log: Logger,
   front?: ConnectionFront,
-): { server: Server; sockets: Set<Socket> } {
+): { server: Server; sockets: Set<Socket>; accept: HandOver } {
   const server = createServer(
     {
       requestTimeout: timeouts.requestTimeoutMs,
@@ -158,13 +210,21 @@ export function guestServer(
     if (pending !== undefined && pending.length > 0) socket.emit('data', pending);
   };
   const sockets = new Set<Socket>();
-  server.on('connection', (socket: TaggedSocket) => {
+  const track = (socket: TaggedSocket): void => {
     socket[NETWORK] = network;
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
+  };
+  server.on('connection', (socket: TaggedSocket) => {
+    track(socket);
     if (front === undefined) handOver(socket, undefined);
     else front(socket, handOver);
   });
+  const accept: HandOver = (socket, pending) => {
+    track(socket);
+    socket.setNoDelay(true);
+    handOver(socket, pending);
+  };
   // CONNECT is not served (node:http would drop the connection without a word): 405, as for every
   // method but GET and HEAD.
   server.on('connect', (_req: IncomingMessage, socket: Socket) => {
@@ -184,5 +244,5 @@ export function guestServer(
     }
     socket.destroy();
   });
-  return { server, sockets };
+  return { server, sockets, accept };
 }

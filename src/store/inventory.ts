@@ -31,6 +31,8 @@ export interface BatchResult {
 export interface InventoryEvents {
   /** VMs of these networks changed (after the store and the index have the change). */
   onVmsChanged?: (networks: ReadonlySet<string>) => void;
+  /** The index changed (any network or VM): called before the change's call returns. */
+  onIndexChanged?: (index: MetadataIndex) => void;
 }
 
 export interface BatchOptions {
@@ -65,12 +67,14 @@ export class Inventory {
   private currentIndex: MetadataIndex;
   /** Called after VMs of a network changed (DHCP and anti-spoofing sets hang off this). */
   private readonly onVmsChanged: ((networks: ReadonlySet<string>) => void) | undefined;
+  private readonly events: InventoryEvents;
 
   private constructor(store: SqliteStore, defaults: Defaults, events: InventoryEvents) {
     this.store = store;
     this.defaults = defaults;
     this.currentIndex = new MetadataIndex(defaults);
     this.onVmsChanged = events.onVmsChanged;
+    this.events = events;
   }
 
   static open(store: SqliteStore, defaults: Defaults, events: InventoryEvents = {}): Inventory {
@@ -143,6 +147,7 @@ export class Inventory {
     this.networks.set(network.id, { network, origin });
     this.vmsOf.set(network.id, new Set());
     this.currentIndex.setNetwork(network);
+    this.events.onIndexChanged?.(this.currentIndex);
   }
 
   /** Replaces a network's spec; its VMs must still fit it. */
@@ -158,6 +163,7 @@ export class Inventory {
     this.store.apply({ networks: [{ network: next, origin: current.origin }] });
     this.networks.set(next.id, { network: next, origin: current.origin });
     this.currentIndex.setNetwork(next);
+    this.events.onIndexChanged?.(this.currentIndex);
     return current.network;
   }
 
@@ -179,6 +185,7 @@ export class Inventory {
     this.networks.delete(id);
     this.vmsOf.delete(id);
     this.currentIndex.removeNetwork(id);
+    this.events.onIndexChanged?.(this.currentIndex);
     if (vmIds.length > 0) this.onVmsChanged?.(new Set([id]));
     return vmIds;
   }
@@ -212,6 +219,7 @@ export class Inventory {
     if (before !== undefined) this.forgetVm(vm.id, true);
     this.rememberVm({ vm, origin });
     this.currentIndex.upsertVm(vm);
+    this.events.onIndexChanged?.(this.currentIndex);
     this.onVmsChanged?.(new Set([vm.network, ...(before === undefined ? [] : [before.vm.network])]));
   }
 
@@ -220,6 +228,7 @@ export class Inventory {
     this.store.apply({ deleteVms: [vm.id] });
     this.forgetVm(vm.id);
     this.currentIndex.removeVm(vm.id);
+    this.events.onIndexChanged?.(this.currentIndex);
     this.onVmsChanged?.(new Set([vm.network]));
   }
 
@@ -335,6 +344,7 @@ export class Inventory {
     const touched = new Set<string>([...inVms.map((v) => v.network), ...prunedVms.map((id) => this.vms.get(id)?.vm.network ?? '')]);
     for (const id of prunedVms) this.passwords.delete(id);
     this.reset(networks, vms);
+    this.events.onIndexChanged?.(this.currentIndex);
     if (touched.size > 0) this.onVmsChanged?.(touched);
     return result;
   }
@@ -354,6 +364,7 @@ export class Inventory {
       networks.map((n) => n.network),
       vms.map((v) => v.vm),
       this.defaults,
+      this.currentIndex,
     );
   }
 
@@ -389,5 +400,6 @@ export class Inventory {
   setDefaults(defaults: Defaults): void {
     this.defaults = defaults;
     this.reset([...this.networks.values()], [...this.vms.values()]);
+    this.events.onIndexChanged?.(this.currentIndex);
   }
 }

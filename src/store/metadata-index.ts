@@ -90,6 +90,17 @@ export class VmEntry {
     this.vendor2 = intern(pythonJson({ static: facts.vendorData }));
   }
 
+  /**
+   * meta_data.json at `version` as the bytes around its random seed: `[before, after]` (the seed goes
+   * between), or `[whole]` when the version has no seed. The same Buffers every call (the tail is
+   * shared by VMs), for the native data plane's table.
+   */
+  metaDataTemplate(version: OpenStackVersion): { segments: Buffer[]; seedAt: number | undefined } {
+    const tail = this.metaTails[metaDataBase(version)];
+    if (tail === undefined) return { segments: [this.metaHead, CLOSE], seedAt: undefined };
+    return { segments: [this.metaHead, SEED_OPEN, tail], seedAt: 2 };
+  }
+
   /** meta_data.json at `version`, with a fresh random seed where the version has one. */
   metaData(version: OpenStackVersion): Buffer {
     const tail = this.metaTails[metaDataBase(version)];
@@ -148,10 +159,22 @@ export class MetadataIndex {
     this.defaults = defaults;
   }
 
-  static build(networks: readonly Network[], vms: readonly Vm[], defaults: Defaults): MetadataIndex {
+  /**
+   * The index of these networks and VMs. A VM whose record, network record and defaults are the
+   * objects `previous` built its entry from keeps that entry (the native data plane republishes
+   * only what changed).
+   */
+  static build(networks: readonly Network[], vms: readonly Vm[], defaults: Defaults, previous?: MetadataIndex): MetadataIndex {
     const index = new MetadataIndex(defaults);
     for (const net of networks) index.networks.set(net.id, { network: net, byIp: new Map() });
-    for (const vm of vms) index.upsertVm(vm);
+    for (const vm of vms) {
+      const before = previous?.defaults === defaults ? previous.networks.get(vm.network) : undefined;
+      const kept = before?.network === index.networks.get(vm.network)?.network ? before?.byIp.get(vm.ip) : undefined;
+      if (kept?.facts.vm === vm) {
+        index.networks.get(vm.network)?.byIp.set(vm.ip, kept);
+        index.where.set(vm.id, { networkId: vm.network, ip: vm.ip });
+      } else index.upsertVm(vm);
+    }
     return index;
   }
 

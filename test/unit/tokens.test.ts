@@ -5,20 +5,25 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { isImdsError } from '../../src/errors.ts';
 import { networkSchema, vmSchema } from '../../src/model/schema.ts';
-import { RateLimiter } from '../../src/security/rate-limit.ts';
+import { RateLimiter, type RateLimitOptions } from '../../src/security/rate-limit.ts';
+import type { CallerLimiter } from '../../src/server/guest-guard.ts';
 import { TokenKeys, tokenKeyPath } from '../../src/security/tokens.ts';
 import { LoopbackApp } from '../helpers/loopback-app.ts';
 
 /**
  * The limiter on a clock the test moves. `RateLimiter.take(key, nowMs)` takes the time as an
- * argument; the guard (`admit`) calls `take(key)` and lets it read `performance.now()`, so this
- * subclass supplies the time instead: the requests on the wire then see exact bucket arithmetic,
- * whatever the machine's load.
+ * argument; the guard (`admit`) calls `take(network, source)` and the daemon's limiter reads
+ * `performance.now()`, so this one supplies the time instead: the requests on the wire then see
+ * exact bucket arithmetic, whatever the machine's load.
  */
-class ClockedLimiter extends RateLimiter {
+class ClockedLimiter implements CallerLimiter {
   now = 0;
-  override take(key: string): number {
-    return super.take(key, this.now);
+  private readonly limiter: RateLimiter;
+  constructor(options: RateLimitOptions) {
+    this.limiter = new RateLimiter(options);
+  }
+  take(network: string, source: string): number {
+    return this.limiter.take(`${network}|${source}`, this.now);
   }
 }
 

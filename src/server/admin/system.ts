@@ -18,7 +18,7 @@ export const systemRoutes: AdminPlugin = (app, { deps }, done) => {
 /** Registered without a prefix: /metrics and /openapi.json are not versioned API routes. */
 export const documentRoutes: AdminPlugin = (app, { deps }, done) => {
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
-    const body = await deps.metrics.registry.metrics();
+    const body = await deps.metrics.render();
     return reply.header('content-type', deps.metrics.registry.contentType).send(body);
   });
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());

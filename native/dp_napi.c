@@ -1,0 +1,492 @@
+// imds native data plane seen from JS (src/server/native-plane.ts wraps it; dp.h says who owns what).
+//
+// dpStart({ headersTimeoutMs, keepAliveTimeoutMs, requestTimeoutMs }, onHandover(slot, fd, bytes))
+//   Starts the loop thread. onHandover runs on the JS thread for each connection the loop does not
+//   answer: the connection's fd (now the caller's) and the bytes read from it.
+// dpListen(slot, fd) / dpUnlisten(slot, closeFd) / dpStop()
+//   The loop serves fd as network `slot`'s listening socket / stops (closing its connections, and
+//   the socket when closeFd) / stops everything and ends the thread.
+// dpRateLimit(perSecond, burst, maxBuckets), dpRateTake(slot, ip) -> seconds (0: allowed)
+//   The per-caller token buckets the loop and node:http share.
+// dpBlob(buffer) -> external
+//   Bytes copied once into a shared blob, for responses many VMs share.
+// dpRoute(key) -> id
+//   The id of a route key (imds_route_key's form), added when new.
+// dpSetVm(slot, ip, key, flags, responses, routes) / dpRemoveVm(slot, ip)
+//   Publishes (replaces) / removes the VM at (slot, ip): responses is [[status, type, seedAt, ...segs]]
+//   with each seg a Buffer (copied) or a dpBlob; routes a Uint32Array of [routeId, responseIndex] pairs.
+// dpSetGlobal(responses)
+//   The answers for every caller: GET / , 404, 403 (endpoint disabled), 429 — in that order.
+// dpDrain() -> { nets, vms, rejects, handovers }
+//   The counters since the last drain, zeroed: nets a flat array per network slot of [slot, count
+//   per status (DP_STATUS order)..., per bucket..., sumSeconds, count, unknownCallers]; vms a flat
+//   array of [key, requests, noToken, firstSeenMs, lastSeenMs, lastStatus] for VMs seen since.
+// dpLogRequests(on), dpDrainLog() -> { records: [{ slot, ip, key, method, status, path, ms }], dropped }
+//   The request log: while on, each answer is recorded (the target's first 240 bytes) in a ring of
+//   4096 the JS drains; what does not fit is counted in `dropped`.
+// dpInfo() -> { running, connections, vms, routes, buckets }
+
+#include <node_api.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "dp.h"
+
+extern struct dp_vm *dp_global;
+
+static napi_threadsafe_function handover_tsfn;
+
+#define ARGS(n)                                                                     \
+  size_t argc = n;                                                                  \
+  napi_value argv[n];                                                               \
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < n) \
+    return imds_throw_type(env, "missing arguments");
+
+static bool get_u32(napi_env env, napi_value v, uint32_t *out) { return napi_get_value_uint32(env, v, out) == napi_ok; }
+
+static bool get_i64(napi_env env, napi_value obj, const char *name, int64_t *out) {
+  napi_value v;
+  return napi_get_named_property(env, obj, name, &v) == napi_ok && napi_get_value_int64(env, v, out) == napi_ok && *out > 0;
+}
+
+static napi_value undefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static void call_handover(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void)context;
+  struct dp_handover *h = data;
+  if (env == NULL || js_cb == NULL) {
+    close(h->fd);
+    free(h);
+    return;
+  }
+  napi_value argv[3], global;
+  napi_create_uint32(env, h->slot, &argv[0]);
+  napi_create_int32(env, h->fd, &argv[1]);
+  void *copy;
+  napi_create_buffer_copy(env, h->len, h->bytes, &copy, &argv[2]);
+  free(h);
+  napi_get_global(env, &global);
+  napi_call_function(env, global, js_cb, 3, argv, NULL);
+}
+
+static void queue_handover(struct dp_handover *h) {
+  if (napi_call_threadsafe_function(handover_tsfn, h, napi_tsfn_nonblocking) != napi_ok) {
+    close(h->fd);
+    free(h);
+  }
+}
+
+static napi_value dp_start(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct dp_options opts;
+  if (!get_i64(env, argv[0], "headersTimeoutMs", &opts.headers_timeout_ms) ||
+      !get_i64(env, argv[0], "keepAliveTimeoutMs", &opts.keep_alive_timeout_ms) ||
+      !get_i64(env, argv[0], "requestTimeoutMs", &opts.request_timeout_ms))
+    return imds_throw_type(env, "dpStart: headersTimeoutMs, keepAliveTimeoutMs and requestTimeoutMs must be positive integers");
+  if (dp_loop_running()) return imds_throw_errno(env, "dpStart", EALREADY);
+  napi_value name;
+  napi_create_string_utf8(env, "imds-data-plane", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_handover, &handover_tsfn) != napi_ok)
+    return imds_throw_type(env, "dpStart: onHandover must be a function");
+  napi_unref_threadsafe_function(env, handover_tsfn);  // the loop does not keep the process alive
+  int err = dp_loop_start(&opts, queue_handover);
+  if (err != 0) {
+    napi_release_threadsafe_function(handover_tsfn, napi_tsfn_abort);
+    return imds_throw_errno(env, "dpStart", err);
+  }
+  return undefined(env);
+}
+
+static napi_value dp_listen(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  uint32_t slot, fd;
+  if (!get_u32(env, argv[0], &slot) || !get_u32(env, argv[1], &fd) || slot == 0) return imds_throw_type(env, "dpListen(slot > 0, fd)");
+  int err = dp_loop_command(DP_CMD_LISTEN, slot, (int)fd, false);
+  return err != 0 ? imds_throw_errno(env, "dpListen", err) : undefined(env);
+}
+
+static napi_value dp_unlisten(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  uint32_t slot;
+  bool close_fd = false;
+  if (!get_u32(env, argv[0], &slot) || napi_get_value_bool(env, argv[1], &close_fd) != napi_ok)
+    return imds_throw_type(env, "dpUnlisten(slot, closeFd)");
+  int err = dp_loop_command(DP_CMD_UNLISTEN, slot, -1, close_fd);
+  napi_value out;
+  napi_get_boolean(env, err == 0, &out);
+  return out;
+}
+
+static napi_value dp_stop(napi_env env, napi_callback_info info) {
+  (void)info;
+  if (!dp_loop_running()) return undefined(env);
+  dp_loop_command(DP_CMD_STOP, 0, -1, false);
+  napi_release_threadsafe_function(handover_tsfn, napi_tsfn_release);
+  return undefined(env);
+}
+
+static napi_value dp_rate_limit(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  double per_second, burst, max_buckets;
+  if (napi_get_value_double(env, argv[0], &per_second) != napi_ok || napi_get_value_double(env, argv[1], &burst) != napi_ok ||
+      napi_get_value_double(env, argv[2], &max_buckets) != napi_ok || max_buckets < 2)
+    return imds_throw_type(env, "dpRateLimit(perSecond, burst, maxBuckets)");
+  pthread_mutex_lock(&dp_table.lock);
+  dp_table.per_ms = per_second / 1000;
+  dp_table.burst = burst;
+  dp_table.max_buckets = (size_t)max_buckets;
+  pthread_mutex_unlock(&dp_table.lock);
+  return undefined(env);
+}
+
+static napi_value dp_rate_take_js(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  uint32_t slot, ip;
+  double now_ms;
+  if (!get_u32(env, argv[0], &slot) || !get_u32(env, argv[1], &ip) || napi_get_value_double(env, argv[2], &now_ms) != napi_ok)
+    return imds_throw_type(env, "dpRateTake(slot, ip, nowMs)");
+  pthread_mutex_lock(&dp_table.lock);
+  uint32_t wait = dp_rate_take(slot, ip, now_ms);
+  pthread_mutex_unlock(&dp_table.lock);
+  napi_value out;
+  napi_create_uint32(env, wait, &out);
+  return out;
+}
+
+static void blob_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  dp_blob_unref(data);
+}
+
+static struct dp_blob *blob_copy(const void *data, size_t len) {
+  struct dp_blob *b = malloc(sizeof *b + len);
+  if (b == NULL) return NULL;
+  atomic_init(&b->refs, 1);
+  b->len = (uint32_t)len;
+  memcpy(b->data, data, len);
+  return b;
+}
+
+static napi_value dp_blob(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  void *data;
+  size_t len;
+  bool is_buffer = false;
+  if (napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok)
+    return imds_throw_type(env, "dpBlob(buffer)");
+  struct dp_blob *b = blob_copy(data, len);
+  if (b == NULL) return imds_throw_errno(env, "dpBlob", ENOMEM);
+  napi_value out;
+  napi_create_external(env, b, blob_finalize, NULL, &out);
+  return out;
+}
+
+/** A segment: a Buffer (copied) or a dpBlob (a reference taken); NULL when neither. */
+static struct dp_blob *segment(napi_env env, napi_value v) {
+  napi_valuetype type;
+  napi_typeof(env, v, &type);
+  if (type == napi_external) {
+    void *b;
+    if (napi_get_value_external(env, v, &b) != napi_ok) return NULL;
+    atomic_fetch_add(&((struct dp_blob *)b)->refs, 1);
+    return b;
+  }
+  bool is_buffer = false;
+  void *data;
+  size_t len;
+  if (napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, v, &data, &len) != napi_ok) return NULL;
+  return blob_copy(data, len);
+}
+
+/** Reads [[status, type, seedAt, ...segs]] into resps (nresps entries); false with a TypeError thrown. */
+static bool read_responses(napi_env env, napi_value list, struct dp_resp **out, uint32_t *count) {
+  uint32_t n;
+  if (napi_get_array_length(env, list, &n) != napi_ok || n > 65535) return imds_throw_type(env, "responses must be an array"), false;
+  struct dp_resp *resps = calloc(n == 0 ? 1 : n, sizeof *resps);
+  if (resps == NULL) return imds_throw_errno(env, "responses", ENOMEM), false;
+  *out = resps;
+  *count = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item, v;
+    uint32_t len, status, type, seed_at;
+    if (napi_get_element(env, list, i, &item) != napi_ok || napi_get_array_length(env, item, &len) != napi_ok || len < 3 ||
+        len > 3 + DP_MAX_SEGS)
+      return imds_throw_type(env, "each response is [status, type, seedAt, ...segments]"), false;
+    napi_get_element(env, item, 0, &v);
+    bool ok = get_u32(env, v, &status);
+    napi_get_element(env, item, 1, &v);
+    ok = ok && get_u32(env, v, &type);
+    napi_get_element(env, item, 2, &v);
+    ok = ok && get_u32(env, v, &seed_at);
+    if (!ok || status < 100 || status > 599 || type >= DP_TYPES || (seed_at != DP_NO_SEED && seed_at > len - 3))
+      return imds_throw_type(env, "a response's status, type or seedAt is out of range"), false;
+    struct dp_resp *r = &resps[i];
+    r->status = (uint16_t)status;
+    r->type = (uint8_t)type;
+    r->seed_at = (uint8_t)seed_at;
+    r->body_len = seed_at == DP_NO_SEED ? 0 : DP_SEED_LEN;
+    *count = i + 1;
+    for (uint32_t s = 3; s < len; s++) {
+      napi_get_element(env, item, s, &v);
+      struct dp_blob *b = segment(env, v);
+      if (b == NULL) return imds_throw_type(env, "a response segment must be a Buffer or a dpBlob"), false;
+      r->segs[r->nsegs++] = b;
+      r->body_len += b->len;
+    }
+  }
+  return true;
+}
+
+static void free_responses(struct dp_resp *resps, uint32_t count) {
+  for (uint32_t i = 0; i < count; i++)
+    for (uint8_t s = 0; s < resps[i].nsegs; s++) dp_blob_unref(resps[i].segs[s]);
+  free(resps);
+}
+
+static napi_value dp_set_global(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  struct dp_vm *g = calloc(1, sizeof *g);
+  if (g == NULL) return imds_throw_errno(env, "dpSetGlobal", ENOMEM);
+  atomic_init(&g->refs, 1);
+  if (!read_responses(env, argv[0], &g->resps, &g->nresps) || g->nresps != 4) {
+    free_responses(g->resps, g->nresps);
+    free(g);
+    bool pending;
+    napi_is_exception_pending(env, &pending);
+    return pending ? NULL : imds_throw_type(env, "dpSetGlobal needs four responses: /, 404, 403, 429");
+  }
+  pthread_mutex_lock(&dp_table.lock);
+  struct dp_vm *old = dp_global;
+  dp_global = g;
+  pthread_mutex_unlock(&dp_table.lock);
+  dp_vm_unref(old);
+  return undefined(env);
+}
+
+static napi_value dp_route(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  char key[8200];
+  size_t len;
+  if (napi_get_value_string_latin1(env, argv[0], key, sizeof key, &len) != napi_ok || len == 0 || len >= sizeof key - 1)
+    return imds_throw_type(env, "dpRoute(key)");
+  pthread_mutex_lock(&dp_table.lock);
+  int64_t id = dp_route_add(key, len);
+  pthread_mutex_unlock(&dp_table.lock);
+  if (id < 0) return imds_throw_errno(env, "dpRoute", ENOMEM);
+  napi_value out;
+  napi_create_uint32(env, (uint32_t)id, &out);
+  return out;
+}
+
+static napi_value dp_set_vm(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  uint32_t slot, ip, key, flags;
+  if (!get_u32(env, argv[0], &slot) || !get_u32(env, argv[1], &ip) || !get_u32(env, argv[2], &key) || !get_u32(env, argv[3], &flags) ||
+      slot == 0)
+    return imds_throw_type(env, "dpSetVm(slot > 0, ip, key, flags, responses, routes)");
+  napi_typedarray_type ta_type;
+  size_t pairs_len;
+  void *pairs_data;
+  if (napi_get_typedarray_info(env, argv[5], &ta_type, &pairs_len, &pairs_data, NULL, NULL) != napi_ok || ta_type != napi_uint32_array ||
+      pairs_len % 2 != 0)
+    return imds_throw_type(env, "dpSetVm: routes must be a Uint32Array of [routeId, responseIndex] pairs");
+  struct dp_vm *vm = calloc(1, sizeof *vm);
+  if (vm == NULL) return imds_throw_errno(env, "dpSetVm", ENOMEM);
+  atomic_init(&vm->refs, 1);
+  vm->key = key;
+  vm->flags = flags;
+  if (!read_responses(env, argv[4], &vm->resps, &vm->nresps)) {
+    dp_vm_unref(vm);
+    return NULL;
+  }
+  const uint32_t *pairs = pairs_data;
+  uint32_t max_route = 0;
+  for (size_t i = 0; i < pairs_len; i += 2) {
+    if (pairs[i + 1] >= vm->nresps || pairs[i] >= 65535) {
+      dp_vm_unref(vm);
+      return imds_throw_type(env, "dpSetVm: a route names a response that does not exist");
+    }
+    if (pairs[i] + 1 > max_route) max_route = pairs[i] + 1;
+  }
+  vm->nroutes = max_route;
+  vm->routes = calloc(max_route == 0 ? 1 : max_route, sizeof *vm->routes);
+  if (vm->routes == NULL) {
+    dp_vm_unref(vm);
+    return imds_throw_errno(env, "dpSetVm", ENOMEM);
+  }
+  for (size_t i = 0; i < pairs_len; i += 2) vm->routes[pairs[i]] = (uint16_t)(pairs[i + 1] + 1);
+  pthread_mutex_lock(&dp_table.lock);
+  struct dp_vm *old = dp_vm_put(slot, ip, vm);
+  pthread_mutex_unlock(&dp_table.lock);
+  if (old == vm) {  // not published (no memory for a larger map)
+    dp_vm_unref(vm);
+    return imds_throw_errno(env, "dpSetVm", ENOMEM);
+  }
+  dp_vm_unref(old);
+  return undefined(env);
+}
+
+static napi_value dp_remove_vm(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  uint32_t slot, ip;
+  if (!get_u32(env, argv[0], &slot) || !get_u32(env, argv[1], &ip)) return imds_throw_type(env, "dpRemoveVm(slot, ip)");
+  pthread_mutex_lock(&dp_table.lock);
+  struct dp_vm *old = dp_vm_put(slot, ip, NULL);
+  pthread_mutex_unlock(&dp_table.lock);
+  dp_vm_unref(old);
+  return undefined(env);
+}
+
+static void push(napi_env env, napi_value array, uint32_t *at, double value) {
+  napi_value v;
+  napi_create_double(env, value, &v);
+  napi_set_element(env, array, (*at)++, v);
+}
+
+static napi_value dp_drain(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out, nets, vms, rejects, v;
+  napi_create_object(env, &out);
+  napi_create_array(env, &nets);
+  napi_create_array(env, &vms);
+  napi_create_array(env, &rejects);
+  uint32_t n = 0, m = 0, r = 0;
+  double handovers = 0;
+  {
+    pthread_mutex_lock(&dp_table.lock);
+    for (size_t s = 0; s < dp_table.net_cap; s++) {
+      struct dp_net_stats *ns = &dp_table.nets[s];
+      if (ns->count == 0 && ns->unknown_callers == 0) continue;
+      push(env, nets, &n, (double)s);
+      for (int i = 0; i < DP_STATUSES; i++) push(env, nets, &n, (double)ns->by_status[i]);
+      for (int i = 0; i <= DP_BUCKETS; i++) push(env, nets, &n, (double)ns->buckets[i]);
+      push(env, nets, &n, (double)ns->sum_ns / 1e9);
+      push(env, nets, &n, (double)ns->count);
+      push(env, nets, &n, (double)ns->unknown_callers);
+      memset(ns, 0, sizeof *ns);
+    }
+    for (size_t k = 0; k < dp_table.vms_cap; k++) {
+      struct dp_vm_stats *s = &dp_table.vms[k];
+      if (!s->dirty && s->no_token == 0) continue;
+      push(env, vms, &m, (double)k);
+      push(env, vms, &m, (double)s->requests);
+      push(env, vms, &m, (double)s->no_token);
+      push(env, vms, &m, (double)s->first_seen_ms);
+      push(env, vms, &m, (double)s->last_seen_ms);
+      push(env, vms, &m, (double)s->last_status);
+      memset(s, 0, sizeof *s);
+    }
+    for (int i = 0; i < DP_REJECTS; i++) {
+      push(env, rejects, &r, (double)dp_table.rejects[i]);
+      dp_table.rejects[i] = 0;
+    }
+    handovers = (double)dp_table.handovers;
+    dp_table.handovers = 0;
+    pthread_mutex_unlock(&dp_table.lock);
+  }
+  napi_set_named_property(env, out, "nets", nets);
+  napi_set_named_property(env, out, "vms", vms);
+  napi_set_named_property(env, out, "rejects", rejects);
+  napi_create_double(env, handovers, &v);
+  napi_set_named_property(env, out, "handovers", v);
+  return out;
+}
+
+static napi_value dp_log_requests(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  bool on = false;
+  if (napi_get_value_bool(env, argv[0], &on) != napi_ok) return imds_throw_type(env, "dpLogRequests(on)");
+  atomic_store(&dp_table.log_on, on);
+  return undefined(env);
+}
+
+static napi_value dp_drain_log(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out, records, v;
+  napi_create_object(env, &out);
+  napi_create_array(env, &records);
+  pthread_mutex_lock(&dp_table.lock);
+  uint32_t n = 0;
+  for (size_t i = 0; i < dp_table.log_count; i++) {
+    const struct dp_log_record *r = &dp_table.log[(dp_table.log_head + i) % DP_LOG_RING];
+    napi_value rec;
+    napi_create_object(env, &rec);
+    napi_create_uint32(env, r->slot, &v);
+    napi_set_named_property(env, rec, "slot", v);
+    napi_create_uint32(env, r->ip, &v);
+    napi_set_named_property(env, rec, "ip", v);
+    napi_create_double(env, r->key == UINT32_MAX ? -1 : (double)r->key, &v);
+    napi_set_named_property(env, rec, "key", v);
+    napi_create_uint32(env, r->status, &v);
+    napi_set_named_property(env, rec, "status", v);
+    napi_create_string_utf8(env, r->method == 2 ? "HEAD" : "GET", NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, rec, "method", v);
+    napi_create_string_latin1(env, r->path, r->path_len, &v);
+    napi_set_named_property(env, rec, "path", v);
+    napi_create_double(env, (double)r->ns / 1e6, &v);
+    napi_set_named_property(env, rec, "ms", v);
+    napi_set_element(env, records, n++, rec);
+  }
+  dp_table.log_head = dp_table.log_count = 0;
+  double dropped = (double)dp_table.log_dropped;
+  dp_table.log_dropped = 0;
+  pthread_mutex_unlock(&dp_table.lock);
+  napi_set_named_property(env, out, "records", records);
+  napi_create_double(env, dropped, &v);
+  napi_set_named_property(env, out, "dropped", v);
+  return out;
+}
+
+static napi_value dp_info(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out, v;
+  napi_create_object(env, &out);
+  size_t vms = 0, routes = 0, buckets = 0;
+  {
+    pthread_mutex_lock(&dp_table.lock);
+    vms = dp_table.vm_count;
+    routes = dp_table.route_count;
+    buckets = dp_table.bucket_count;
+    pthread_mutex_unlock(&dp_table.lock);
+  }
+  napi_get_boolean(env, dp_loop_running(), &v);
+  napi_set_named_property(env, out, "running", v);
+  napi_create_double(env, (double)dp_loop_connections(), &v);
+  napi_set_named_property(env, out, "connections", v);
+  napi_create_double(env, (double)vms, &v);
+  napi_set_named_property(env, out, "vms", v);
+  napi_create_double(env, (double)routes, &v);
+  napi_set_named_property(env, out, "routes", v);
+  napi_create_double(env, (double)buckets, &v);
+  napi_set_named_property(env, out, "buckets", v);
+  return out;
+}
+
+void imds_register_data_plane(napi_env env, napi_value exports) {
+  static bool initialised = false;
+  if (!initialised) dp_table_init();
+  initialised = true;
+  static const struct {
+    const char *name;
+    napi_callback fn;
+  } FNS[] = {
+      {"dpStart", dp_start},         {"dpListen", dp_listen},   {"dpUnlisten", dp_unlisten}, {"dpStop", dp_stop},
+      {"dpRateLimit", dp_rate_limit}, {"dpRateTake", dp_rate_take_js}, {"dpBlob", dp_blob}, {"dpRoute", dp_route},
+      {"dpSetVm", dp_set_vm},        {"dpRemoveVm", dp_remove_vm}, {"dpSetGlobal", dp_set_global}, {"dpDrain", dp_drain},
+      {"dpInfo", dp_info},           {"dpLogRequests", dp_log_requests}, {"dpDrainLog", dp_drain_log},
+  };
+  for (size_t i = 0; i < sizeof FNS / sizeof FNS[0]; i++) {
+    napi_value fn;
+    napi_create_function(env, FNS[i].name, NAPI_AUTO_LENGTH, FNS[i].fn, NULL, &fn);
+    napi_set_named_property(env, exports, FNS[i].name, fn);
+  }
+}

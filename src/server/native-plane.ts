@@ -1,0 +1,246 @@
+// The native data plane (`data_plane: native`, docs/architecture.md): the addon's loop thread owns
+// the networks' listening sockets and answers complete GET/HEAD requests from a table of
+// precomputed responses (native-table.ts); every other connection comes back here with the bytes
+// read (`onHandover`) for node:http and the Fastify app. This side publishes the table — a VM's
+// entries are replaced whole, before the admin call that changed it returns — shares the rate
+// limiter with the JS guard, and drains the loop's counters into Stats and the per-VM contact times.
+import type { Logger } from '../log.ts';
+import { requireAddon } from '../netns/addon.ts';
+import type { MetadataIndex, VmEntry } from '../store/metadata-index.ts';
+import type { Stats } from '../stats.ts';
+import type * as NativeAddon from 'imds-netns';
+import { CONTENT_TYPE, NOT_FOUND, type Answer } from './guest-api.ts';
+import { DISABLED, TOO_MANY, type CallerLimiter } from './guest-guard.ts';
+import { sharedText, TYPE_CODE, vmTable, type TableResponse } from './native-table.ts';
+import { EC2_VERSIONS } from '../documents/ec2.ts';
+
+type Addon = typeof NativeAddon;
+
+/** native/dp.h DP_STATUS, DP_BUCKETS: the layout of dpDrain's per-network rows. */
+const STATUSES = [200, 400, 401, 403, 404, 405, 408, 429] as const;
+const BUCKETS = 11;
+const NET_ROW = 1 + STATUSES.length + BUCKETS + 3;
+const VM_ROW = 6;
+const NO_SEED = 255;
+const FLAG_DISABLED = 1;
+const FLAG_HANDOVER = 2;
+
+export interface NativePlaneOptions {
+  headersTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  requestTimeoutMs: number;
+  /** 0: no rate limit. */
+  ratePerSecond: number;
+  rateBurst: number;
+}
+
+/** 192.0.2.1 -> its 32-bit number; undefined for anything that is not a dotted IPv4 address. */
+export function ipv4Number(ip: string | undefined): number | undefined {
+  if (ip === undefined) return undefined;
+  const parts = ip.split('.');
+  if (parts.length !== 4) return undefined;
+  let n = 0;
+  for (const p of parts) {
+    const v = Number(p);
+    if (!/^\d{1,3}$/.test(p) || v > 255) return undefined;
+    n = n * 256 + v;
+  }
+  return n;
+}
+
+export class NativePlane {
+  private readonly addon: Addon;
+  private readonly slots = new Map<string, number>();
+  private readonly networkOfSlot: string[] = [''];
+  /** What the addon holds: network -> ip -> the entry it was built from. */
+  private readonly published = new Map<string, Map<string, VmEntry>>();
+  private readonly keys = new Map<string, number>();
+  private readonly vmOfKey: { id: string; network: string }[] = [];
+  private readonly routeIds = new Map<string, number>();
+  private readonly blobs = new WeakMap<Buffer, NativeAddon.DpBlob>();
+  private running = false;
+  private logTimer: NodeJS.Timeout | undefined;
+
+  constructor(addon: Addon = requireAddon()) {
+    this.addon = addon;
+  }
+
+  /** Starts the loop; `onHandover` gets each connection it does not answer (network, fd, bytes read). */
+  start(options: NativePlaneOptions, onHandover: (network: string | undefined, fd: number, bytes: Buffer) => void): void {
+    this.addon.dpRateLimit(options.ratePerSecond, options.rateBurst, 100_000);
+    this.addon.dpSetGlobal([
+      this.response({ status: 200, type: CONTENT_TYPE.text, segments: [{ bytes: sharedText([...EC2_VERSIONS, 'latest'].join('\n')), shared: true }], seedAt: undefined }),
+      this.answer(NOT_FOUND),
+      this.answer(DISABLED),
+      this.answer(TOO_MANY),
+    ]);
+    this.addon.dpStart(options, (slot, fd, bytes) => onHandover(this.networkOfSlot[slot], fd, bytes));
+    this.running = true;
+  }
+
+  /** The loop serves `fd` (a listening socket in the network's namespace) as `network`. */
+  listen(network: string, fd: number): void {
+    this.addon.dpListen(this.slot(network), fd);
+  }
+
+  /** The loop stops serving `network` and drops its connections; closes the socket when `closeFd`. */
+  unlisten(network: string, closeFd: boolean): void {
+    const slot = this.slots.get(network);
+    if (slot !== undefined && this.running) this.addon.dpUnlisten(slot, closeFd);
+  }
+
+  /** Stops the loop: every listening socket and connection it holds is closed. */
+  stop(): void {
+    if (!this.running) return;
+    this.running = false;
+    this.addon.dpStop();
+    clearInterval(this.logTimer);
+    this.flushLog();
+  }
+
+  /**
+   * The loop's answers in the request log, as the JS paths log theirs (one debug line each, no
+   * body): while `log` is at debug, the loop records them and they are written here every 50 ms.
+   */
+  logRequests(log: Logger): void {
+    this.log = log.child({ component: 'metadata' });
+    this.logTimer = setInterval(() => this.flushLog(), 50).unref();
+  }
+
+  private log: Logger | undefined;
+
+  private flushLog(): void {
+    const log = this.log;
+    if (log === undefined) return;
+    const on = log.isLevelEnabled('debug');
+    this.addon.dpLogRequests(on);
+    if (!on) return;
+    const { records, dropped } = this.addon.dpDrainLog();
+    for (const r of records) {
+      const vm = r.key < 0 ? undefined : this.vmOfKey[r.key];
+      const src = [r.ip >>> 24, (r.ip >>> 16) & 255, (r.ip >>> 8) & 255, r.ip & 255].join('.');
+      const ms = Math.round(r.ms * 100) / 100;
+      log.debug({ network: this.networkOfSlot[r.slot], vm: vm?.id, src, method: r.method, path: r.path, status: r.status, ms, native: true }, 'request');
+    }
+    if (dropped > 0) log.debug({ dropped }, 'request log: records the loop could not keep');
+  }
+
+  /** The per-caller limiter the loop uses, for the requests node:http answers. */
+  limiter(): CallerLimiter {
+    return {
+      take: (network, source) => {
+        const ip = ipv4Number(source);
+        return ip === undefined ? 0 : this.addon.dpRateTake(this.slot(network), ip, performance.now());
+      },
+    };
+  }
+
+  /**
+   * Publishes what changed in `index`: VMs whose entry is not the one published are rebuilt and
+   * swapped in whole; VMs (and networks) gone are removed. Entries the index kept are not touched.
+   */
+  sync(index: MetadataIndex): void {
+    for (const [network, entries] of this.published) {
+      const now = index.networks.get(network)?.byIp;
+      for (const ip of entries.keys()) {
+        if (now?.has(ip) === true) continue;
+        this.addon.dpRemoveVm(this.slot(network), ipv4Number(ip) as number);
+        entries.delete(ip);
+      }
+      if (now === undefined) this.published.delete(network);
+    }
+    for (const [network, { byIp }] of index.networks) {
+      let entries = this.published.get(network);
+      if (entries === undefined) this.published.set(network, (entries = new Map()));
+      for (const [ip, vm] of byIp) {
+        if (entries.get(ip) === vm) continue;
+        this.publish(network, ip, vm);
+        entries.set(ip, vm);
+      }
+    }
+  }
+
+  /** Adds what the loop counted since the last drain to `stats` (and its contact book). */
+  drain(stats: Stats): void {
+    const { nets, vms, rejects } = this.addon.dpDrain();
+    for (let i = 0; i + NET_ROW <= nets.length; i += NET_ROW) {
+      const network = this.networkOfSlot[nets[i] as number];
+      if (network === undefined) continue;
+      const row = nets.slice(i + 1, i + NET_ROW);
+      stats.addRequests(
+        network,
+        STATUSES.map((s, k) => [s, row[k] as number]),
+        row.slice(STATUSES.length, STATUSES.length + BUCKETS),
+        row[STATUSES.length + BUCKETS] as number,
+        row[STATUSES.length + BUCKETS + 1] as number,
+      );
+      stats.unknownCallers(network, row[STATUSES.length + BUCKETS + 2] as number);
+    }
+    for (let i = 0; i + VM_ROW <= vms.length; i += VM_ROW) {
+      const vm = this.vmOfKey[vms[i] as number];
+      if (vm === undefined) continue;
+      const [requests, noToken, first, last, status] = vms.slice(i + 1, i + VM_ROW) as [number, number, number, number, number];
+      if (noToken > 0) stats.noToken(vm.network, vm.id, noToken);
+      if (requests > 0) stats.contacts.merge(vm.id, { requests, firstSeen: first, lastSeen: last, lastStatus: status });
+    }
+    const [rateLimited = 0, disabled = 0] = rejects;
+    if (rateLimited > 0) stats.rejected('rate_limited', rateLimited);
+    if (disabled > 0) stats.rejected('endpoint_disabled', disabled);
+  }
+
+  info(): ReturnType<Addon['dpInfo']> {
+    return this.addon.dpInfo();
+  }
+
+  private slot(network: string): number {
+    let slot = this.slots.get(network);
+    if (slot === undefined) {
+      slot = this.networkOfSlot.push(network) - 1;
+      this.slots.set(network, slot);
+    }
+    return slot;
+  }
+
+  /** The VM's number for the loop's counters (a VM that moves network gets a new one). */
+  private keyOf(vmId: string, network: string): number {
+    const name = `${network}/${vmId}`;
+    let key = this.keys.get(name);
+    if (key === undefined) {
+      key = this.vmOfKey.push({ id: vmId, network }) - 1;
+      this.keys.set(name, key);
+    }
+    return key;
+  }
+
+  private routeId(key: string): number {
+    let id = this.routeIds.get(key);
+    if (id === undefined) this.routeIds.set(key, (id = this.addon.dpRoute(key)));
+    return id;
+  }
+
+  private publish(network: string, ip: string, vm: VmEntry): void {
+    const table = vmTable(vm);
+    const pairs = new Uint32Array(table.routes.size * 2);
+    let i = 0;
+    for (const [key, at] of table.routes) {
+      pairs[i++] = this.routeId(key);
+      pairs[i++] = at;
+    }
+    const flags = (vm.access.endpointEnabled ? 0 : FLAG_DISABLED) | (vm.access.tokensRequired ? FLAG_HANDOVER : 0);
+    this.addon.dpSetVm(this.slot(network), ipv4Number(ip) as number, this.keyOf(vm.facts.uuid, network), flags, table.responses.map((r) => this.response(r)), pairs);
+  }
+
+  private answer(a: Answer): NativeAddon.DpResponse {
+    return this.response({ status: a.status, type: a.type, segments: [{ bytes: a.body, shared: true }], seedAt: undefined });
+  }
+
+  private response(r: TableResponse): NativeAddon.DpResponse {
+    const segments = r.segments.map(({ bytes, shared }) => {
+      if (!shared) return bytes;
+      let blob = this.blobs.get(bytes);
+      if (blob === undefined) this.blobs.set(bytes, (blob = this.addon.dpBlob(bytes)));
+      return blob;
+    });
+    return [r.status, TYPE_CODE[r.type] ?? 1, r.seedAt ?? NO_SEED, ...segments];
+  }
+}
