@@ -141,7 +141,7 @@ struct dp_vm *dp_vm_put(uint32_t slot, uint32_t ip, struct dp_vm *vm);
 int64_t dp_route_find(const char *key, size_t len);
 /** Under the lock: the id of a route key, added when new; -1 when out of memory. */
 int64_t dp_route_add(const char *key, size_t len);
-/** Under the lock: takes one request from (slot, ip)'s bucket: 0 when allowed, else seconds to wait (>= 1). */
+/** Under the lock: takes one request from (slot, ip)'s bucket (now_ms: dp_mono_ms()): 0 when allowed, else seconds to wait (>= 1). */
 uint32_t dp_rate_take(uint32_t slot, uint32_t ip, double now_ms);
 /** Under the lock: the counters of network slot / VM key (NULL when out of memory). */
 struct dp_net_stats *dp_net_stats(uint32_t slot);
@@ -174,5 +174,7 @@ bool dp_loop_running(void);
 size_t dp_loop_connections(void);
 
 int64_t dp_now_ms(void);
+/** The monotonic clock in ms: the one rate-limit buckets are kept on, whichever thread takes. */
+double dp_mono_ms(void);
 
 #endif

@@ -337,7 +337,7 @@ static struct verdict decide(const struct conn *c, const struct imds_head *h, co
              ((vm->flags & DP_VM_HANDOVER) || h->token_count > 0 || route < 0 || (uint64_t)route >= vm->nroutes || vm->routes[route] == 0)) {
     v.handover = true;  // node:http decides (after the same rate limit, which it takes there)
   } else {
-    uint32_t wait = dp_rate_take(c->slot, c->ip, (double)mono_ns() / 1e6);
+    uint32_t wait = dp_rate_take(c->slot, c->ip, dp_mono_ms());
     if (wait > 0) {
       v.resp = &g->resps[G_TOO_MANY];
       v.retry_after = wait;

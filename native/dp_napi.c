@@ -7,7 +7,7 @@
 //   The loop serves fd as network `slot`'s listening socket / stops (closing its connections, and
 //   the socket when closeFd) / stops everything and ends the thread.
 // dpRateLimit(perSecond, burst, maxBuckets), dpRateTake(slot, ip) -> seconds (0: allowed)
-//   The per-caller token buckets the loop and node:http share.
+//   The per-caller token buckets the loop and node:http share, on the loop's monotonic clock.
 // dpBlob(buffer) -> external
 //   Bytes copied once into a shared blob, for responses many VMs share.
 // dpRoute(key) -> id
@@ -148,13 +148,11 @@ static napi_value dp_rate_limit(napi_env env, napi_callback_info info) {
 }
 
 static napi_value dp_rate_take_js(napi_env env, napi_callback_info info) {
-  ARGS(3);
+  ARGS(2);
   uint32_t slot, ip;
-  double now_ms;
-  if (!get_u32(env, argv[0], &slot) || !get_u32(env, argv[1], &ip) || napi_get_value_double(env, argv[2], &now_ms) != napi_ok)
-    return imds_throw_type(env, "dpRateTake(slot, ip, nowMs)");
+  if (!get_u32(env, argv[0], &slot) || !get_u32(env, argv[1], &ip)) return imds_throw_type(env, "dpRateTake(slot, ip)");
   pthread_mutex_lock(&dp_table.lock);
-  uint32_t wait = dp_rate_take(slot, ip, now_ms);
+  uint32_t wait = dp_rate_take(slot, ip, dp_mono_ms());
   pthread_mutex_unlock(&dp_table.lock);
   napi_value out;
   napi_create_uint32(env, wait, &out);

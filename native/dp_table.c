@@ -25,6 +25,12 @@ int64_t dp_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+double dp_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 void dp_blob_unref(struct dp_blob *b) {
   if (b != NULL && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
 }

@@ -63,8 +63,27 @@ static napi_value parse_http_head(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// routeKey(target) -> string | undefined: imds_route_key's key for a target (for its tests).
+static napi_value route_key(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  char target[IMDS_HEAD_BUF], key[IMDS_HEAD_BUF];
+  size_t len = 0, key_len = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_string_latin1(env, argv[0], target, sizeof target, &len) != napi_ok)
+    return imds_throw_type(env, "routeKey(target) needs a string");
+  if (!imds_route_key(target, len, key, &key_len)) {
+    napi_get_undefined(env, &out);
+    return out;
+  }
+  napi_create_string_latin1(env, key, key_len, &out);
+  return out;
+}
+
 void imds_register_http_head(napi_env env, napi_value exports) {
   napi_value fn;
+  napi_create_function(env, "routeKey", NAPI_AUTO_LENGTH, route_key, NULL, &fn);
+  napi_set_named_property(env, exports, "routeKey", fn);
   napi_create_function(env, "parseHttpHead", NAPI_AUTO_LENGTH, parse_http_head, NULL, &fn);
   napi_set_named_property(env, exports, "parseHttpHead", fn);
 }

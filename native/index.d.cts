@@ -35,7 +35,7 @@ export function dpUnlisten(slot: number, closeFd: boolean): boolean;
 export function dpStop(): void;
 export function dpRateLimit(perSecond: number, burst: number, maxBuckets: number): void;
 /** 0 when allowed, else the seconds until a request is (>= 1). */
-export function dpRateTake(slot: number, ip: number, nowMs: number): number;
+export function dpRateTake(slot: number, ip: number): number;
 export type DpBlob = { readonly __dpBlob: unique symbol };
 export function dpBlob(bytes: Buffer): DpBlob;
 export function dpRoute(key: string): number;
@@ -50,3 +50,5 @@ export function dpDrainLog(): {
   records: { slot: number; ip: number; key: number; method: 'GET' | 'HEAD'; status: number; path: string; ms: number }[];
   dropped: number;
 };
+/** The native data plane's route key for a request target (http_head.c imds_route_key); undefined when it hands the request over. */
+export function routeKey(target: string): string | undefined;

@@ -94,8 +94,11 @@ export class Metrics {
     add('imds_dhcp_server_restarts_total', "Restarts of a network's DHCP server (dnsmasq) after it died", 'counter', () =>
       sources.dhcpServers().map((d) => ({ labels: { network: d.network }, value: d.restarts })),
     );
-    add('imds_unknown_caller_requests_total', 'Guest requests from addresses that are no registered VM of the network, by network', 'counter', () =>
-      byLabel(stats.unknownCallerRequests, 'network'),
+    add(
+      'imds_unknown_caller_requests_total',
+      'Guest requests from addresses that are no registered VM of the network, by network',
+      'counter',
+      () => byLabel(stats.unknownCallerRequests, 'network'),
     );
     new Gauge({
       name: 'imds_dhcp_server_up',

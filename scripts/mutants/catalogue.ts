@@ -76,8 +76,13 @@ export const MUTANTS: Mutant[] = [
     edits: [
       {
         file: 'src/server/guest-guard.ts',
-        find: 'const wait = guard.limiter?.take(`${network}|${source}`) ?? 0;',
+        find: 'const wait = guard.limiter?.take(network, source) ?? 0;',
         replace: 'const wait = 0;',
+      },
+      {
+        file: 'src/server/native-plane.ts',
+        find: 'this.addon.dpRateLimit(options.ratePerSecond, options.rateBurst, 100_000);',
+        replace: 'this.addon.dpRateLimit(0, options.rateBurst, 100_000);',
       },
     ],
     tests: SECURITY,

@@ -69,7 +69,12 @@ export class NativePlane {
   start(options: NativePlaneOptions, onHandover: (network: string | undefined, fd: number, bytes: Buffer) => void): void {
     this.addon.dpRateLimit(options.ratePerSecond, options.rateBurst, 100_000);
     this.addon.dpSetGlobal([
-      this.response({ status: 200, type: CONTENT_TYPE.text, segments: [{ bytes: sharedText([...EC2_VERSIONS, 'latest'].join('\n')), shared: true }], seedAt: undefined }),
+      this.response({
+        status: 200,
+        type: CONTENT_TYPE.text,
+        segments: [{ bytes: sharedText([...EC2_VERSIONS, 'latest'].join('\n')), shared: true }],
+        seedAt: undefined,
+      }),
       this.answer(NOT_FOUND),
       this.answer(DISABLED),
       this.answer(TOO_MANY),
@@ -120,7 +125,10 @@ export class NativePlane {
       const vm = r.key < 0 ? undefined : this.vmOfKey[r.key];
       const src = [r.ip >>> 24, (r.ip >>> 16) & 255, (r.ip >>> 8) & 255, r.ip & 255].join('.');
       const ms = Math.round(r.ms * 100) / 100;
-      log.debug({ network: this.networkOfSlot[r.slot], vm: vm?.id, src, method: r.method, path: r.path, status: r.status, ms, native: true }, 'request');
+      log.debug(
+        { network: this.networkOfSlot[r.slot], vm: vm?.id, src, method: r.method, path: r.path, status: r.status, ms, native: true },
+        'request',
+      );
     }
     if (dropped > 0) log.debug({ dropped }, 'request log: records the loop could not keep');
   }
@@ -130,7 +138,7 @@ export class NativePlane {
     return {
       take: (network, source) => {
         const ip = ipv4Number(source);
-        return ip === undefined ? 0 : this.addon.dpRateTake(this.slot(network), ip, performance.now());
+        return ip === undefined ? 0 : this.addon.dpRateTake(this.slot(network), ip);
       },
     };
   }
@@ -151,7 +159,7 @@ export class NativePlane {
     }
     for (const [network, { byIp }] of index.networks) {
       let entries = this.published.get(network);
-      if (entries === undefined) this.published.set(network, (entries = new Map()));
+      if (entries === undefined) this.published.set(network, (entries = new Map<string, VmEntry>()));
       for (const [ip, vm] of byIp) {
         if (entries.get(ip) === vm) continue;
         this.publish(network, ip, vm);
@@ -174,7 +182,7 @@ export class NativePlane {
         row[STATUSES.length + BUCKETS] as number,
         row[STATUSES.length + BUCKETS + 1] as number,
       );
-      stats.unknownCallers(network, row[STATUSES.length + BUCKETS + 2] as number);
+      stats.unknownCallers(network, row[STATUSES.length + BUCKETS + 2]);
     }
     for (let i = 0; i + VM_ROW <= vms.length; i += VM_ROW) {
       const vm = this.vmOfKey[vms[i] as number];
@@ -227,7 +235,14 @@ export class NativePlane {
       pairs[i++] = at;
     }
     const flags = (vm.access.endpointEnabled ? 0 : FLAG_DISABLED) | (vm.access.tokensRequired ? FLAG_HANDOVER : 0);
-    this.addon.dpSetVm(this.slot(network), ipv4Number(ip) as number, this.keyOf(vm.facts.uuid, network), flags, table.responses.map((r) => this.response(r)), pairs);
+    this.addon.dpSetVm(
+      this.slot(network),
+      ipv4Number(ip) as number,
+      this.keyOf(vm.facts.uuid, network),
+      flags,
+      table.responses.map((r) => this.response(r)),
+      pairs,
+    );
   }
 
   private answer(a: Answer): NativeAddon.DpResponse {

@@ -75,7 +75,13 @@ class TableBuilder {
     let at = this.byBody.get(tail);
     if (at === undefined) {
       // The VM's own head; the separator and the tail are shared by every VM.
-      at = this.responses.push({ status: 200, type: CONTENT_TYPE.json, segments: segments.map((bytes, i) => ({ bytes, shared: i > 0 })), seedAt }) - 1;
+      at =
+        this.responses.push({
+          status: 200,
+          type: CONTENT_TYPE.json,
+          segments: segments.map((bytes, i) => ({ bytes, shared: i > 0 })),
+          seedAt,
+        }) - 1;
       this.byBody.set(tail, at);
     }
     this.routes.set(key, at);

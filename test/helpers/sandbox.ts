@@ -221,9 +221,15 @@ export class Sandbox {
     return join(this.dir, instance, 'admin.sock');
   }
 
+  /**
+   * Writes a configuration file. The suite runs once per data plane (scripts/test.sh):
+   * IMDS_TEST_DATA_PLANE (native | node) sets `data_plane` where the test does not.
+   */
   writeConfig(config: Record<string, unknown>, file = 'imds.yaml'): string {
     const path = join(this.dir, file);
-    writeFileSync(path, stringify(config, { customTags: ['binary'] }));
+    const plane = process.env['IMDS_TEST_DATA_PLANE'];
+    const full = plane === undefined || 'data_plane' in config ? config : { ...config, data_plane: plane };
+    writeFileSync(path, stringify(full, { customTags: ['binary'] }));
     return path;
   }
 

@@ -23,9 +23,19 @@ describe('Nova faithfulness through the data path', () => {
   let guest: Guest;
   let cfgPath: string;
 
-  /** Requests the daemon logged from the guest since `mark`. */
-  const requestsSince = (mark: number) =>
-    daemon.logs.slice(mark).filter((l) => l['msg'] === 'request' && l['src'] === '198.51.100.10') as RequestLine[];
+  /**
+   * Requests the daemon logged from the guest since `mark`. The native data plane's lines reach the
+   * log up to 50 ms after their answers (the loop records them; the JS writes them in batches), so
+   * this waits until no new line came for 300 ms.
+   */
+  const requestsSince = async (mark: number): Promise<RequestLine[]> => {
+    const lines = () => daemon.logs.slice(mark).filter((l) => l['msg'] === 'request' && l['src'] === '198.51.100.10') as RequestLine[];
+    for (let seen = -1; lines().length !== seen;) {
+      seen = lines().length;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    return lines();
+  };
 
   before(async () => {
     sb = current();
@@ -104,7 +114,7 @@ describe('Nova faithfulness through the data path', () => {
     assert.match(String(res['ec2_id']), /^i-[0-9a-f]{8}$/);
     assert.deepEqual(res['ec2_keys'], { deploy: key.sshPublic });
 
-    const paths = requestsSince(mark).map((l) => `${l['status']} ${l['path']}`);
+    const paths = (await requestsSince(mark)).map((l) => `${l['status']} ${l['path']}`);
     assert.ok(paths.includes('200 /openstack/2018-08-27/meta_data.json'), paths.join('\n'));
     assert.ok(!paths.some((p) => p.startsWith('5')), 'no 5xx');
     assert.ok(!paths.some((p) => p.startsWith('404 /latest/meta-data')), 'no listed EC2 key 404s');
@@ -131,7 +141,7 @@ describe('Nova faithfulness through the data path', () => {
       assert.deepEqual(md['block-device-mapping'], { ami: 'vda', root: '/dev/vda' });
       assert.equal(md['instance-action'], 'none');
       assert.equal(res['ud'], USER_DATA);
-      const seen = requestsSince(mark);
+      const seen = await requestsSince(mark);
       const counts = new Map<string, number>();
       for (const l of seen) counts.set(String(l['path']), (counts.get(String(l['path'])) ?? 0) + 1);
       assert.ok(seen.length >= 18, `crawled ${seen.length} paths`);
