@@ -46,7 +46,7 @@ const NETWORKS = 4; // 4 × 250 = 1,000 VMs, all on the TEST-NET 198.51.100.0/24
 const RESTART_NETWORKS = args.quick ? 20 : 100;
 const BIG_NETWORKS = 40; // 40 × 250 = 10,000 VMs
 
-type Server = 'imds' | 'peer' | 'nginx_map' | 'nginx_const';
+type Server = 'imds' | 'imds_node' | 'peer' | 'nginx_map' | 'nginx_const';
 const results: Record<string, unknown> = {};
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -119,6 +119,9 @@ async function measureServer(
   results[server] = { ...(results[server] as object), storm100: s100, storm1000: s1000, steady, rss_kb_after_load_1000_vms: rssKb(pids()) };
 }
 
+/** The guest of the VM the VM-change measure adds and removes (made once, for both data planes). */
+let changeGuest: GuestRef | undefined;
+
 /** imds: from the admin call to the new VM's guest getting its document, and the same for a user-data change. */
 async function imdsVmChange(
   sb: Sandbox,
@@ -126,7 +129,8 @@ async function imdsVmChange(
 ): Promise<{ served_after_call_ms: number[]; served_after_response_ms: number[]; call_ms: number[]; userdata_ms: number[] }> {
   const network = 'b3';
   const vm: BenchVm = { ...vmOf(3, 250), ip: '198.51.100.253' };
-  const [guest] = await addGuests(sb, [vm], 'new');
+  changeGuest ??= (await addGuests(sb, [vm], 'new'))[0];
+  const guest = changeGuest;
   const out = {
     served_after_call_ms: [] as number[],
     served_after_response_ms: [] as number[],
@@ -616,7 +620,7 @@ async function main(): Promise<void> {
       if (wanted('memory')) log(JSON.stringify(await memory(sb)));
       return;
     }
-    const cfg = sb.writeConfig(sb.config({ log_level: 'info', rate_limit_per_second: 0, networks: nets, vms: all }));
+    const cfg = sb.writeConfig(sb.config({ log_level: 'info', rate_limit_per_second: 0, data_plane: 'native', networks: nets, vms: all }));
     daemon = await sb.startDaemon(cfg);
     const d = daemon;
     results['imds'] = { rss_kb_idle_1000_vms: rssKb([d.pid]) };
@@ -632,6 +636,14 @@ async function main(): Promise<void> {
     log('[imds] network creation');
     (results['imds'] as Record<string, unknown>)['network_create_ms'] = await imdsNetworkCreate(client);
     await d.stop();
+    // The same with the fallback data plane (node:http and the JS fast path), same store, same guests.
+    const nodeCfg = sb.writeConfig(sb.config({ log_level: 'info', rate_limit_per_second: 0, data_plane: 'node' }), 'imds-node.yaml');
+    const dn = await sb.startDaemon(nodeCfg);
+    results['imds_node'] = { rss_kb_idle_1000_vms: rssKb([dn.pid]) };
+    await measureServer('imds_node', () => [dn.pid], guests, f100, f1000);
+    log('[imds_node] VM changes');
+    (results['imds_node'] as Record<string, unknown>)['vm_change'] = await imdsVmChange(sb, client);
+    await dn.stop();
     const newGuest = (await sb.namespaces()).filter((n) => n.includes('-new'));
 
     log('[peer] starting one lighttpd per network');

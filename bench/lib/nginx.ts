@@ -134,7 +134,8 @@ interface Row {
 /** The data path's peers side by side: imds, lighttpd, nginx-map, nginx-const (issue 16's targets). */
 export function peersTable(results: Record<string, unknown>, median: (v: number[]) => number): string {
   const servers: [string, string][] = [
-    ['imds', 'imds'],
+    ['imds', 'imds (data_plane: native)'],
+    ['imds_node', 'imds (data_plane: node)'],
     ['peer', 'lighttpd (zstack)'],
     ['nginx_map', 'nginx map $remote_addr'],
     ['nginx_const', 'nginx constant body'],

@@ -11,6 +11,7 @@
 //   - the outcome depends on the head alone: the head by itself gives the same, each piece of it
 //     INCOMPLETE, and an incomplete one completed is never INCOMPLETE (each checked in a buffer of
 //     exactly that size).
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +82,32 @@ static void check_ok(const uint8_t *data, size_t size, size_t end, const struct 
   if (h->token_count == 0) CHECK(h->token.off == 0 && h->token.len == 0);
 }
 
+/**
+ * imds_route_key on a target (copied to a buffer of exactly its size): the key is the target up to
+ * its query with at most one trailing '/' dropped, starts with '/', and holds no '%', "//" or "/.";
+ * a target refused has one of those, or an empty path.
+ */
+static void check_route_key(const char *target, size_t len) {
+  char *copy = malloc(len == 0 ? 1 : len), *key = malloc(len == 0 ? 1 : len);
+  CHECK(copy != NULL && key != NULL);
+  memcpy(copy, target, len);
+  size_t key_len = (size_t)-1;
+  bool ok = imds_route_key(copy, len, key, &key_len);
+  const char *q = memchr(copy, '?', len);
+  size_t path = q == NULL ? len : (size_t)(q - copy);
+  bool odd = path == 0 || copy[0] != '/';
+  for (size_t i = 0; i < path; i++)
+    if (copy[i] == '%' || (copy[i] == '/' && i + 1 < path && (copy[i + 1] == '/' || copy[i + 1] == '.'))) odd = true;
+  CHECK(ok == !odd);
+  if (ok) {
+    CHECK(key_len >= 1 && key_len <= path && key[0] == '/' && memcmp(key, copy, key_len) == 0);
+    CHECK(key_len == path || (key_len == path - 1 && copy[path - 1] == '/' && path > 1));
+    CHECK(key_len == 1 || key[key_len - 1] != '/' || key_len == path);
+  }
+  free(copy);
+  free(key);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const char CRLFCRLF[] = "\r\n\r\n";
   struct imds_head h, again;
@@ -112,6 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (r == IMDS_HEAD_OK) {
     check_ok(data, size, end, &h);
     CHECK(same_head(&h, &again));
+    check_route_key((const char *)data + h.target.off, h.target.len);
   }
   size_t cuts[3] = {end + 3, end, (size_t)data[size - 1] * (end + 4) / 256};
   for (int i = 0; i < 3; i++) CHECK(parse_copy(data, cuts[i], NULL, 0, &again) == IMDS_HEAD_INCOMPLETE);
