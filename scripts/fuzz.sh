@@ -46,7 +46,7 @@ if [ "$seconds" -eq 0 ]; then
   echo "fuzz: replaying native/fuzz/corpus/"
 else
   args+=(-max_total_time="$seconds")
-  echo "fuzz: ${seconds}s of libFuzzer on imds_parse_head"
+  echo "fuzz: ${seconds}s of libFuzzer on imds_parse_head and imds_route_key"
 fi
 if ! "$work/fuzz" "${args[@]}" "$work/corpus" > "$work/fuzz.log" 2>&1; then
   keep=1

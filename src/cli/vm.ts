@@ -20,7 +20,16 @@ interface VmView {
   user_data_b64?: string;
   password_set: boolean;
   origin: string;
+  contact?: { requests: number; first_seen: string; last_seen: string; last_status: number };
   [key: string]: unknown;
+}
+
+/** When the VM last asked for metadata: "2026-12-02T18:00:00.000Z (200), 28 requests since 2026-…", or "never". */
+function lastSeen(v: VmView): string {
+  const c = v.contact;
+  return c === undefined
+    ? 'never (since the daemon started)'
+    : `${c.last_seen} (${c.last_status}), ${c.requests} requests since ${c.first_seen}`;
 }
 
 const CLEAR_FIELD: Record<string, string> = {
@@ -167,6 +176,7 @@ function listVmsCommand(parent: Command): void {
           HOSTNAME: (v) => v.hostname,
           USER_DATA: (v) => (v.user_data_bytes > 0 ? `${v.user_data_bytes} B` : '-'),
           PASSWORD: (v) => (v.password_set ? 'set' : '-'),
+          LAST_SEEN: (v) => (v.contact === undefined ? '-' : `${v.contact.last_seen} ${v.contact.last_status}`),
         });
     });
 }
@@ -181,8 +191,8 @@ function showVmCommand(parent: Command): void {
       const v = await clientOf(cmd).call<VmView>('GET', pathOf(id));
       if (opts.json) printJson(v);
       else {
-        const { user_data_b64: _b64, ...rest } = v;
-        printFields(rest);
+        const { user_data_b64: _b64, contact: _contact, ...rest } = v;
+        printFields({ ...rest, last_seen: lastSeen(v) });
       }
     });
 }

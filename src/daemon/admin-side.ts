@@ -91,6 +91,7 @@ export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
       return probe(netns, vmId, path, method);
     },
     rotateTokenKey: () => guests.guard.tokens.rotate(),
+    contactOf: (vmId) => deps.stats.collect().contacts.get(vmId),
     configDrive: (vmId, format) => {
       const stored = inventory.requireVm(vmId);
       const entry = inventory.index.lookupById(stored.vm.network, vmId);

@@ -132,6 +132,8 @@ function answerHead(deps: FastPathDeps, log: Logger, socket: Socket, network: st
     answerGet(vm, path, deps.password, head.method);
   writeAnswer(socket, head, answer, keepAliveHeader);
   deps.stats?.observeRequest(network, answer.status, (performance.now() - started) / 1000);
+  if (vm !== undefined) deps.stats?.contacts.seen(vm.facts.uuid, answer.status);
+  else if (answer.status !== 429) deps.stats?.unknownCallers(network);
   if (log.isLevelEnabled('debug')) {
     const ms = Math.round((performance.now() - started) * 100) / 100;
     log.debug(

@@ -4,6 +4,7 @@
 // looked up in the in-memory index (guest-replies.ts); bodies are precomputed Buffers.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { METADATA_IP } from '../model/names.ts';
 import { NETWORK, type RequestHandler, type TaggedSocket } from './connection.ts';
 import { CONTENT_TYPE, normalisePath, PROBE_HEADER } from './guest-api.ts';
 import { badRequest, callerOf, guestReplies, otherMethod, type MetadataAppDeps } from './guest-replies.ts';
@@ -25,10 +26,15 @@ function countAndLog(app: FastifyInstance, deps: MetadataAppDeps): void {
   app.addHook('onResponse', (request, reply, done) => {
     const network = (request.raw.socket as TaggedSocket)[NETWORK] ?? 'none';
     stats?.observeRequest(network, reply.statusCode, reply.elapsedTime / 1000);
+    const src = request.raw.socket.remoteAddress;
+    const vm = callerOf(deps.index(), request);
+    // The daemon's own probes (from 169.254.169.254) are no contact of the VM they speak for.
+    if (src !== METADATA_IP) {
+      if (vm !== undefined) stats?.contacts.seen(vm.facts.uuid, reply.statusCode);
+      else if (reply.statusCode !== 429) stats?.unknownCallers(network);
+    }
     if (log.isLevelEnabled('debug')) {
-      const vm = callerOf(deps.index(), request);
       const ms = Math.round(reply.elapsedTime * 100) / 100;
-      const src = request.raw.socket.remoteAddress;
       log.debug({ network, vm: vm?.facts.uuid, src, method: request.method, path: request.url, status: reply.statusCode, ms }, 'request');
     }
     done();

@@ -141,6 +141,38 @@ describe('data path', () => {
     assert.equal((await gA.http('/openstack/1999-01-01/meta_data.json')).status, 404, 'unknown version');
   });
 
+  it('counts each VM’s contact and the requests of unregistered callers, whichever side answers', async () => {
+    const show = async (id: string) =>
+      JSON.parse((await sb.cli(['--admin-socket', sb.adminSocket(), 'vm', 'show', id, '--json'])).stdout) as {
+        contact?: { requests: number; first_seen: string; last_seen: string; last_status: number };
+      };
+    const unknown = async (): Promise<number> => {
+      const text = (await sb.hvRun(['curl', '-s', '--unix-socket', sb.adminSocket(), 'http://imds/metrics'])).stdout;
+      return Number(/^imds_unknown_caller_requests_total\{network="net1"\} (\d+)/m.exec(text)?.[1] ?? 0);
+    };
+    const before = (await show(VM_B)).contact?.requests ?? 0;
+    const unknownBefore = await unknown();
+    const t0 = Date.now();
+    // A GET the table holds (the native loop answers it), then a token PUT (node:http answers it).
+    assert.equal((await gB.http('/openstack/latest/meta_data.json')).status, 200);
+    const put = await gB.http('/latest/api/token', { method: 'PUT', headers: ['X-aws-ec2-metadata-token-ttl-seconds: 60'] });
+    assert.equal(put.status, 200);
+    assert.equal((await gB.http('/openstack/latest/user_data')).status, 404);
+    const after = (await show(VM_B)).contact;
+    assert.ok(after !== undefined, 'vm show has the contact');
+    assert.equal(after.requests - before, 3, 'both sides counted');
+    assert.equal(after.last_status, 404);
+    assert.ok(Date.parse(after.last_seen) >= t0 - 1000 && Date.parse(after.last_seen) <= Date.now() + 1000, after.last_seen);
+    assert.ok(Date.parse(after.first_seen) <= Date.parse(after.last_seen));
+    // An address that is no VM of the network: counted per network (not per VM), never shown as a VM's contact.
+    assert.equal((await gX.http('/openstack/latest/meta_data.json')).status, 404);
+    assert.equal(
+      (await gX.http('/latest/api/token', { method: 'PUT', headers: ['X-aws-ec2-metadata-token-ttl-seconds: 60'] })).status,
+      404,
+    );
+    assert.equal((await unknown()) - unknownBefore, 2);
+  });
+
   it('reaches the listener only through the DNAT, not directly', async () => {
     const direct = await gA.exec(
       [

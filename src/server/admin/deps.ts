@@ -3,6 +3,7 @@
 import type { DriveFormat } from '../../configdrive/image.ts';
 import type { NetworkStatus, ReconcileSummary } from '../../controller/reconciler.ts';
 import type { DhcpStatus } from '../../dhcp/dhcp-servers.ts';
+import type { Contact } from '../../contact.ts';
 import type { Logger } from '../../log.ts';
 import type { Metrics } from '../../metrics.ts';
 import type { Inventory } from '../../store/inventory.ts';
@@ -23,6 +24,8 @@ export interface AdminDeps {
   dhcpStatusOf?(network: string): DhcpStatus | undefined;
   probe(network: string, vmId: string, path: string, method: string): Promise<ProbeResult>;
   info(): Record<string, unknown>;
+  /** When the VM last reached the metadata service (counters brought up to date first). */
+  contactOf?(vmId: string): Contact | undefined;
   /** Replaces the IMDSv2 token key (persisted first). */
   rotateTokenKey(): void;
   /** The VM's config drive image. */

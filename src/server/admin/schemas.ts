@@ -90,6 +90,10 @@ export const vmView = z.object({
   user_data_b64: z.string().optional().describe('only on GET /v1/vms/{id}'),
   password_set: z.boolean(),
   origin: z.enum(['config', 'api']),
+  contact: z
+    .object({ requests: z.number(), first_seen: z.string(), last_seen: z.string(), last_status: z.number() })
+    .optional()
+    .describe("the VM's requests to the metadata service since the daemon started: count, first and last (ISO 8601), the last status"),
 });
 
 type VmBody = z.output<typeof vmCreate>;

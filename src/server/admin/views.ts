@@ -51,5 +51,13 @@ export function vmViewOf(deps: AdminDeps, stored: StoredVm, full: boolean): VmVi
     ...(full && user_data !== undefined ? { user_data_b64: user_data.toString('base64') } : {}),
     password_set: (deps.inventory.getPassword(vm.id) ?? '') !== '',
     origin: stored.origin,
+    ...contactView(deps, vm.id),
   };
+}
+
+function contactView(deps: AdminDeps, vmId: string): Pick<VmView, 'contact'> {
+  const c = deps.contactOf?.(vmId);
+  if (c === undefined) return {};
+  const iso = (ms: number) => new Date(ms).toISOString();
+  return { contact: { requests: c.requests, first_seen: iso(c.firstSeen), last_seen: iso(c.lastSeen), last_status: c.lastStatus } };
 }
