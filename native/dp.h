@@ -28,14 +28,14 @@ struct dp_blob {
   char data[];
 };
 
-/** A precomputed answer: status, type and a body made of segments, the fresh seed before segs[seed_at]. */
+/** A precomputed answer: status, type and a body of nsegs segments (the owner's segs[first_seg..]), the fresh seed before the seed_at-th. */
 struct dp_resp {
   uint16_t status;
   uint8_t type;
   uint8_t nsegs;
   uint8_t seed_at;
   uint32_t body_len; /* the seed included */
-  struct dp_blob *segs[DP_MAX_SEGS];
+  uint32_t first_seg;
 };
 
 enum {
@@ -43,15 +43,23 @@ enum {
   DP_VM_HANDOVER = 2, /* every request goes to node:http (http_tokens: required) */
 };
 
-/** One VM's entries: route id -> response. Immutable once published; freed at the last reference. */
+/** At most this many responses per VM: routes are one byte each (response index + 1). */
+#define DP_MAX_RESPS 254
+
+/**
+ * One VM's entries: route id -> response. Immutable once published; freed at the last reference.
+ * (The global answers, dp_global, are one too.) Kept compact: a few kB per VM at most.
+ */
 struct dp_vm {
   atomic_uint refs;
   uint32_t key; /* the JS's number for the VM (counters) */
   uint32_t flags;
   uint32_t nroutes;
-  uint16_t *routes; /* per route id: response index + 1, 0 when the route is not the VM's */
+  uint8_t *routes; /* per route id: response index + 1, 0 when the route is not the VM's */
   uint32_t nresps;
   struct dp_resp *resps;
+  uint32_t nsegs;
+  struct dp_blob **segs; /* each a reference; a blob used twice is referenced twice */
 };
 
 void dp_blob_unref(struct dp_blob *b);

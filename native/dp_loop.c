@@ -128,9 +128,10 @@ static void timer_start(struct conn *c, int kind) {
 
 // ---- connections ----
 
-static void conn_forget(struct conn *c) {
+/** The loop lets go of c (`unwatch`: its fd stays open, so it must leave the epoll set by hand). */
+static void conn_forget(struct conn *c, bool unwatch) {
   timer_stop(c);
-  epoll_ctl(L.ep, EPOLL_CTL_DEL, c->fd, NULL);
+  if (unwatch) epoll_ctl(L.ep, EPOLL_CTL_DEL, c->fd, NULL);
   if (c->prev != NULL) c->prev->next = c->next;
   else L.all = c->next;
   if (c->next != NULL) c->next->prev = c->prev;
@@ -144,7 +145,7 @@ static void conn_forget(struct conn *c) {
 
 static void conn_close(struct conn *c) {
   int fd = c->fd;
-  conn_forget(c);
+  conn_forget(c, false);  // closing the only descriptor takes it out of the epoll set
   close(fd);
 }
 
@@ -159,7 +160,7 @@ static void conn_handover(struct conn *c) {
   h->slot = c->slot;
   h->len = c->len;
   memcpy(h->bytes, c->buf, c->len);
-  conn_forget(c);
+  conn_forget(c, true);
   pthread_mutex_lock(&dp_table.lock);
   dp_table.handovers++;
   pthread_mutex_unlock(&dp_table.lock);
@@ -173,7 +174,11 @@ static void conn_watch(struct conn *c, uint32_t events) {
 
 /** Answer written: close (after a lingering half-close) or wait for the next request. */
 static void conn_after_answer(struct conn *c) {
-  if (c->close_after) {
+  if (c->close_after && c->len == 0) {
+    // Nothing came after the request: closing now sends a FIN after the answer. (Bytes the client
+    // sent after its head would turn a close into a reset that can eat the answer: then linger.)
+    conn_close(c);
+  } else if (c->close_after) {
     shutdown(c->fd, SHUT_WR);
     c->len = 0;
     timer_start(c, T_LINGER);
@@ -254,15 +259,22 @@ static const char BASE64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 /** 512 fresh random bytes as base64 (684 characters, the last two '='), as randomSeed() makes them. */
 static void fresh_seed(char out[DP_SEED_LEN]) {
-  unsigned char raw[512];
-  size_t got = 0;
-  while (got < sizeof raw) {
-    ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
-    if (n > 0) got += (size_t)n;
-    else if (errno != EINTR) abort();  // never serve a seed that is not random
+  // Random bytes are drawn 64 seeds at a time (one getrandom call), each byte used once.
+  static unsigned char pool[512 * 64];
+  static size_t used = sizeof pool;
+  if (used == sizeof pool) {
+    size_t got = 0;
+    while (got < sizeof pool) {
+      ssize_t n = getrandom(pool + got, sizeof pool - got, 0);
+      if (n > 0) got += (size_t)n;
+      else if (errno != EINTR) abort();  // never serve a seed that is not random
+    }
+    used = 0;
   }
+  const unsigned char *raw = pool + used;
+  used += 512;
   size_t o = 0, i = 0;
-  for (; i + 3 <= sizeof raw; i += 3) {
+  for (; i + 3 <= 512; i += 3) {
     uint32_t v = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
     out[o++] = BASE64[v >> 18 & 63];
     out[o++] = BASE64[v >> 12 & 63];
@@ -291,7 +303,8 @@ static const char *http_date(void) {
 }
 
 /** Writes resp as the fast path does (src/server/fast-path.ts writeAnswer): one head, the body unless HEAD. */
-static bool write_answer(struct conn *c, const struct imds_head *h, const struct dp_resp *r, uint32_t retry_after) {
+static bool write_answer(struct conn *c, const struct imds_head *h, const struct dp_vm *owner, const struct dp_resp *r, uint32_t retry_after) {
+  struct dp_blob *const *segs = owner->segs + r->first_seg;
   char head[512], seed[DP_SEED_LEN], retry[48] = "";
   if (retry_after > 0) snprintf(retry, sizeof retry, "retry-after: %u\r\n", retry_after);
   int n = snprintf(head, sizeof head, "HTTP/1.1 %u %s\r\ncontent-type: %s\r\ncontent-length: %u\r\n%sDate: %s\r\n%s", r->status,
@@ -306,7 +319,7 @@ static bool write_answer(struct conn *c, const struct imds_head *h, const struct
         fresh_seed(seed);
         iov[k++] = (struct iovec){seed, DP_SEED_LEN};
       }
-      if (s < r->nsegs && r->segs[s]->len > 0) iov[k++] = (struct iovec){r->segs[s]->data, r->segs[s]->len};
+      if (s < r->nsegs && segs[s]->len > 0) iov[k++] = (struct iovec){segs[s]->data, segs[s]->len};
     }
   }
   return conn_write(c, iov, k);
@@ -438,7 +451,7 @@ static void process(struct conn *c) {
     if (logged) memcpy(target, c->buf + h.target.off, target_len);
     c->len -= h.head_len;
     memmove(c->buf, c->buf + h.head_len, c->len);
-    bool written = write_answer(c, &h, v.resp, v.retry_after);
+    bool written = write_answer(c, &h, v.holder, v.resp, v.retry_after);
     count(c, &v, started, h.method, logged ? target : NULL, target_len);
     dp_vm_unref(v.holder);
     if (!written) return;
@@ -488,8 +501,6 @@ static void on_accept(struct listener *l) {
       close(fd);
       continue;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->ev.kind = EV_CONN;
     c->fd = fd;
     c->slot = l->slot;
@@ -580,6 +591,9 @@ static int run_command(int op, uint32_t slot, int fd, bool close_fd) {
       if (l->active) return EEXIST;
       int flags = fcntl(fd, F_GETFL);
       if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return errno;
+      // Accepted sockets inherit TCP_NODELAY from the listener (one setsockopt, not one per connection).
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       l->fd = fd;
       l->slot = slot;
       struct epoll_event e = {.events = EPOLLIN, .data.ptr = l};

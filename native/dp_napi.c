@@ -24,11 +24,14 @@
 // dpLogRequests(on), dpDrainLog() -> { records: [{ slot, ip, key, method, status, path, ms }], dropped }
 //   The request log: while on, each answer is recorded (the target's first 240 bytes) in a ring of
 //   4096 the JS drains; what does not fit is counted in `dropped`.
+// mallocTrim()
+//   Gives the C heap's free memory back to the system (malloc_trim) after a big table change.
 // dpInfo() -> { running, connections, vms, routes, buckets }
 
 #include <node_api.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -188,66 +191,101 @@ static napi_value dp_blob(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/** A segment: a Buffer (copied) or a dpBlob (a reference taken); NULL when neither. */
-static struct dp_blob *segment(napi_env env, napi_value v) {
+/** The blobs of one call: a Buffer given twice (the same memory) is copied once. */
+struct seg_list {
+  struct dp_blob **segs;
+  const void **from; /* the Buffer's memory each was copied from, NULL for a dpBlob */
+  uint32_t count, cap;
+};
+
+/** Appends a segment: a Buffer (copied, once per call) or a dpBlob (a reference taken); false when neither. */
+static bool add_segment(napi_env env, napi_value v, struct seg_list *l) {
+  if (l->count == l->cap) {
+    uint32_t cap = l->cap == 0 ? 16 : l->cap * 2;
+    struct dp_blob **segs = realloc(l->segs, cap * sizeof *segs);
+    if (segs == NULL) return false;
+    l->segs = segs;
+    const void **from = realloc(l->from, cap * sizeof *from);
+    if (from == NULL) return false;
+    l->from = from;
+    l->cap = cap;
+  }
   napi_valuetype type;
   napi_typeof(env, v, &type);
+  struct dp_blob *b = NULL;
+  const void *from = NULL;
   if (type == napi_external) {
-    void *b;
-    if (napi_get_value_external(env, v, &b) != napi_ok) return NULL;
-    atomic_fetch_add(&((struct dp_blob *)b)->refs, 1);
-    return b;
+    void *ext;
+    if (napi_get_value_external(env, v, &ext) != napi_ok) return false;
+    b = ext;
+    atomic_fetch_add(&b->refs, 1);
+  } else {
+    bool is_buffer = false;
+    void *data;
+    size_t len;
+    if (napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, v, &data, &len) != napi_ok) return false;
+    for (uint32_t i = 0; i < l->count && b == NULL; i++)
+      if (l->from[i] == data && data != NULL && l->segs[i]->len == len) b = l->segs[i];
+    if (b != NULL) atomic_fetch_add(&b->refs, 1);
+    else if ((b = blob_copy(data, len)) == NULL) return false;
+    from = data;
   }
-  bool is_buffer = false;
-  void *data;
-  size_t len;
-  if (napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, v, &data, &len) != napi_ok) return NULL;
-  return blob_copy(data, len);
+  l->segs[l->count] = b;
+  l->from[l->count++] = from;
+  return true;
 }
 
-/** Reads [[status, type, seedAt, ...segs]] into resps (nresps entries); false with a TypeError thrown. */
-static bool read_responses(napi_env env, napi_value list, struct dp_resp **out, uint32_t *count) {
+/** Reads [[status, type, seedAt, ...segs]] into vm's responses and segments; false with a TypeError thrown. */
+static bool read_responses(napi_env env, napi_value list, struct dp_vm *vm) {
   uint32_t n;
-  if (napi_get_array_length(env, list, &n) != napi_ok || n > 65535) return imds_throw_type(env, "responses must be an array"), false;
-  struct dp_resp *resps = calloc(n == 0 ? 1 : n, sizeof *resps);
-  if (resps == NULL) return imds_throw_errno(env, "responses", ENOMEM), false;
-  *out = resps;
-  *count = 0;
-  for (uint32_t i = 0; i < n; i++) {
+  if (napi_get_array_length(env, list, &n) != napi_ok || n > DP_MAX_RESPS)
+    return imds_throw_type(env, "responses must be an array of at most 254"), false;
+  vm->resps = calloc(n == 0 ? 1 : n, sizeof *vm->resps);
+  if (vm->resps == NULL) return imds_throw_errno(env, "responses", ENOMEM), false;
+  struct seg_list l = {0};
+  bool ok = true;
+  for (uint32_t i = 0; i < n && ok; i++) {
     napi_value item, v;
     uint32_t len, status, type, seed_at;
     if (napi_get_element(env, list, i, &item) != napi_ok || napi_get_array_length(env, item, &len) != napi_ok || len < 3 ||
-        len > 3 + DP_MAX_SEGS)
-      return imds_throw_type(env, "each response is [status, type, seedAt, ...segments]"), false;
+        len > 3 + DP_MAX_SEGS) {
+      imds_throw_type(env, "each response is [status, type, seedAt, ...segments]");
+      ok = false;
+      break;
+    }
     napi_get_element(env, item, 0, &v);
-    bool ok = get_u32(env, v, &status);
+    bool fine = get_u32(env, v, &status);
     napi_get_element(env, item, 1, &v);
-    ok = ok && get_u32(env, v, &type);
+    fine = fine && get_u32(env, v, &type);
     napi_get_element(env, item, 2, &v);
-    ok = ok && get_u32(env, v, &seed_at);
-    if (!ok || status < 100 || status > 599 || type >= DP_TYPES || (seed_at != DP_NO_SEED && seed_at > len - 3))
-      return imds_throw_type(env, "a response's status, type or seedAt is out of range"), false;
-    struct dp_resp *r = &resps[i];
+    fine = fine && get_u32(env, v, &seed_at);
+    if (!fine || status < 100 || status > 599 || type >= DP_TYPES || (seed_at != DP_NO_SEED && seed_at > len - 3)) {
+      imds_throw_type(env, "a response's status, type or seedAt is out of range");
+      ok = false;
+      break;
+    }
+    struct dp_resp *r = &vm->resps[i];
     r->status = (uint16_t)status;
     r->type = (uint8_t)type;
     r->seed_at = (uint8_t)seed_at;
     r->body_len = seed_at == DP_NO_SEED ? 0 : DP_SEED_LEN;
-    *count = i + 1;
+    r->first_seg = l.count;
+    vm->nresps = i + 1;
     for (uint32_t s = 3; s < len; s++) {
       napi_get_element(env, item, s, &v);
-      struct dp_blob *b = segment(env, v);
-      if (b == NULL) return imds_throw_type(env, "a response segment must be a Buffer or a dpBlob"), false;
-      r->segs[r->nsegs++] = b;
-      r->body_len += b->len;
+      if (!add_segment(env, v, &l)) {
+        imds_throw_type(env, "a response segment must be a Buffer or a dpBlob");
+        ok = false;
+        break;
+      }
+      r->nsegs++;
+      r->body_len += l.segs[l.count - 1]->len;
     }
   }
-  return true;
-}
-
-static void free_responses(struct dp_resp *resps, uint32_t count) {
-  for (uint32_t i = 0; i < count; i++)
-    for (uint8_t s = 0; s < resps[i].nsegs; s++) dp_blob_unref(resps[i].segs[s]);
-  free(resps);
+  vm->segs = l.segs;
+  vm->nsegs = l.count;
+  free(l.from);
+  return ok;
 }
 
 static napi_value dp_set_global(napi_env env, napi_callback_info info) {
@@ -255,9 +293,8 @@ static napi_value dp_set_global(napi_env env, napi_callback_info info) {
   struct dp_vm *g = calloc(1, sizeof *g);
   if (g == NULL) return imds_throw_errno(env, "dpSetGlobal", ENOMEM);
   atomic_init(&g->refs, 1);
-  if (!read_responses(env, argv[0], &g->resps, &g->nresps) || g->nresps != 4) {
-    free_responses(g->resps, g->nresps);
-    free(g);
+  if (!read_responses(env, argv[0], g) || g->nresps != 4) {
+    dp_vm_unref(g);
     bool pending;
     napi_is_exception_pending(env, &pending);
     return pending ? NULL : imds_throw_type(env, "dpSetGlobal needs four responses: /, 404, 403, 429");
@@ -302,7 +339,7 @@ static napi_value dp_set_vm(napi_env env, napi_callback_info info) {
   atomic_init(&vm->refs, 1);
   vm->key = key;
   vm->flags = flags;
-  if (!read_responses(env, argv[4], &vm->resps, &vm->nresps)) {
+  if (!read_responses(env, argv[4], vm)) {
     dp_vm_unref(vm);
     return NULL;
   }
@@ -321,7 +358,7 @@ static napi_value dp_set_vm(napi_env env, napi_callback_info info) {
     dp_vm_unref(vm);
     return imds_throw_errno(env, "dpSetVm", ENOMEM);
   }
-  for (size_t i = 0; i < pairs_len; i += 2) vm->routes[pairs[i]] = (uint16_t)(pairs[i + 1] + 1);
+  for (size_t i = 0; i < pairs_len; i += 2) vm->routes[pairs[i]] = (uint8_t)(pairs[i + 1] + 1);
   pthread_mutex_lock(&dp_table.lock);
   struct dp_vm *old = dp_vm_put(slot, ip, vm);
   pthread_mutex_unlock(&dp_table.lock);
@@ -444,6 +481,12 @@ static napi_value dp_drain_log(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value dp_trim(napi_env env, napi_callback_info info) {
+  (void)info;
+  malloc_trim(0);
+  return undefined(env);
+}
+
 static napi_value dp_info(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out, v;
@@ -480,7 +523,7 @@ void imds_register_data_plane(napi_env env, napi_value exports) {
       {"dpStart", dp_start},         {"dpListen", dp_listen},   {"dpUnlisten", dp_unlisten}, {"dpStop", dp_stop},
       {"dpRateLimit", dp_rate_limit}, {"dpRateTake", dp_rate_take_js}, {"dpBlob", dp_blob}, {"dpRoute", dp_route},
       {"dpSetVm", dp_set_vm},        {"dpRemoveVm", dp_remove_vm}, {"dpSetGlobal", dp_set_global}, {"dpDrain", dp_drain},
-      {"dpInfo", dp_info},           {"dpLogRequests", dp_log_requests}, {"dpDrainLog", dp_drain_log},
+      {"dpInfo", dp_info},           {"dpLogRequests", dp_log_requests}, {"dpDrainLog", dp_drain_log}, {"mallocTrim", dp_trim},
   };
   for (size_t i = 0; i < sizeof FNS / sizeof FNS[0]; i++) {
     napi_value fn;

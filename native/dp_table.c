@@ -37,8 +37,8 @@ void dp_blob_unref(struct dp_blob *b) {
 
 void dp_vm_unref(struct dp_vm *vm) {
   if (vm == NULL || atomic_fetch_sub(&vm->refs, 1) != 1) return;
-  for (uint32_t i = 0; i < vm->nresps; i++)
-    for (uint8_t s = 0; s < vm->resps[i].nsegs; s++) dp_blob_unref(vm->resps[i].segs[s]);
+  for (uint32_t i = 0; i < vm->nsegs; i++) dp_blob_unref(vm->segs[i]);
+  free(vm->segs);
   free(vm->resps);
   free(vm->routes);
   free(vm);

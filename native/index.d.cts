@@ -52,3 +52,5 @@ export function dpDrainLog(): {
 };
 /** The native data plane's route key for a request target (http_head.c imds_route_key); undefined when it hands the request over. */
 export function routeKey(target: string): string | undefined;
+/** malloc_trim(0): the C heap's free memory back to the system, after a big table change. */
+export function mallocTrim(): void;

@@ -3,11 +3,13 @@
 // query, no trailing '/'), with the answer answerGet (guest-api.ts) gives for it. The loop hands
 // every other path to node:http, so what the table does not hold is still answered — by the JS.
 // Held: `/openstack` and, for every OpenStack version and `latest`, its directory and its files but
-// the password (a value a guest posts, read when asked); for every EC2 version and `latest`, its
-// listing, user-data and the whole meta-data tree. Not held: `/ec2/...`, escapes, dot segments and
-// empty segments (the JS normalises those), the password.
+// the password (a value a guest posts, read when asked); for the EC2 versions clients ask for
+// (`latest` and 2009-04-04: cloud-init's and cloudbase-init's, clients.md), the version listing,
+// user-data and the whole meta-data tree. Not held (the JS answers them): older EC2 versions,
+// `/ec2/...`, escapes, dot segments and empty segments (the JS normalises those), the password.
+// A VM's table stays at a few kB (routes are one byte each in the addon).
 // Pure: the same VM gives the same table; the unit test compares every route with answerGet.
-import { EC2_VERSIONS, resolveEc2Version, resolveMetaData, versionListing, type Ec2Dir, type Ec2Version } from '../documents/ec2.ts';
+import { EC2_LATEST, resolveEc2Version, resolveMetaData, versionListing, type Ec2Dir, type Ec2Version } from '../documents/ec2.ts';
 import { hasFile, OPENSTACK_LISTING, versionDirectory } from '../documents/openstack.ts';
 import { OPENSTACK_VERSIONS, resolveOpenStackVersion, type OpenStackVersion } from '../documents/versions.ts';
 import type { VmEntry } from '../store/metadata-index.ts';
@@ -46,6 +48,9 @@ export function sharedText(text: string): Buffer {
   }
   return buf;
 }
+
+/** The EC2 versions held (the others are rare: node:http answers them). */
+export const NATIVE_EC2_VERSIONS = ['latest', EC2_LATEST] as const;
 
 const OS_FILES = ['meta_data.json', 'user_data', 'vendor_data.json', 'vendor_data2.json', 'network_data.json'] as const;
 
@@ -130,7 +135,7 @@ function metaDataRoutes(t: TableBuilder, md: Ec2Dir, version: Ec2Version, base: 
 
 function ec2Routes(t: TableBuilder, vm: VmEntry): void {
   const md = vm.ec2();
-  for (const name of [...EC2_VERSIONS, 'latest']) {
+  for (const name of NATIVE_EC2_VERSIONS) {
     const version = resolveEc2Version(name) as Ec2Version;
     t.add(`/${name}`, 200, CONTENT_TYPE.text, sharedText(versionListing(vm.userData !== undefined)), true);
     if (vm.userData === undefined) t.addAnswer(`/${name}/user-data`, NOT_FOUND, true);
