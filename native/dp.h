@@ -174,8 +174,8 @@ struct dp_handover {
 typedef void (*dp_handover_fn)(struct dp_handover *h);
 
 int dp_loop_start(const struct dp_options *opts, dp_handover_fn handover);
-/** Runs op on the loop thread and waits for it: listen (fd on slot), unlisten (slot), stop. 0 or an errno. */
-enum { DP_CMD_LISTEN = 1, DP_CMD_UNLISTEN = 2, DP_CMD_STOP = 3 };
+/** Runs op on the loop thread and waits for it: listen (fd on slot), unlisten (slot; drain: let what is owed be answered), stop. 0 or an errno. */
+enum { DP_CMD_LISTEN = 1, DP_CMD_UNLISTEN = 2, DP_CMD_STOP = 3, DP_CMD_DRAIN = 4 };
 int dp_loop_command(int op, uint32_t slot, int fd, bool close_fd);
 bool dp_loop_running(void);
 /** Open connections and listeners (approximate: read without the loop's cooperation). */

@@ -46,6 +46,7 @@ struct conn {
   int fd;
   uint32_t slot, ip;
   bool dead, answered, close_after;
+  bool draining; /* its network stopped accepting: closes after its next answer */
   int timer;
   int64_t deadline;
   struct conn *tprev, *tnext; /* in its timer list */
@@ -128,10 +129,14 @@ static void timer_start(struct conn *c, int kind) {
 
 // ---- connections ----
 
-/** The loop lets go of c (`unwatch`: its fd stays open, so it must leave the epoll set by hand). */
-static void conn_forget(struct conn *c, bool unwatch) {
+/**
+ * The loop lets go of c. Its fd leaves the epoll set first, always: close() alone removes it only
+ * when no other descriptor shares the open file, and a fork in progress (a child process starting,
+ * a hand-over) holds copies for a moment; the set would then report events for a freed connection.
+ */
+static void conn_forget(struct conn *c) {
   timer_stop(c);
-  if (unwatch) epoll_ctl(L.ep, EPOLL_CTL_DEL, c->fd, NULL);
+  epoll_ctl(L.ep, EPOLL_CTL_DEL, c->fd, NULL);
   if (c->prev != NULL) c->prev->next = c->next;
   else L.all = c->next;
   if (c->next != NULL) c->next->prev = c->prev;
@@ -145,7 +150,7 @@ static void conn_forget(struct conn *c, bool unwatch) {
 
 static void conn_close(struct conn *c) {
   int fd = c->fd;
-  conn_forget(c, false);  // closing the only descriptor takes it out of the epoll set
+  conn_forget(c);
   close(fd);
 }
 
@@ -160,7 +165,7 @@ static void conn_handover(struct conn *c) {
   h->slot = c->slot;
   h->len = c->len;
   memcpy(h->bytes, c->buf, c->len);
-  conn_forget(c, true);
+  conn_forget(c);
   pthread_mutex_lock(&dp_table.lock);
   dp_table.handovers++;
   pthread_mutex_unlock(&dp_table.lock);
@@ -444,6 +449,7 @@ static void process(struct conn *c) {
       return;
     }
     c->answered = true;
+    if (c->draining) h.keep_alive = false;  // the daemon is stopping: this answer is the last
     c->close_after = !h.keep_alive;
     char target[DP_LOG_PATH];
     size_t target_len = h.target.len < DP_LOG_PATH ? h.target.len : DP_LOG_PATH;
@@ -566,20 +572,28 @@ static struct listener *listener_of(uint32_t slot, bool create) {
   return L.listeners[slot];
 }
 
-static void close_connections(uint32_t slot, bool every) {
-  for (struct conn *c = L.all, *next; c != NULL; c = next) {
-    next = c->next;
-    if (every || c->slot == slot) conn_close(c);
-  }
+static void close_connections(void) {
+  while (L.all != NULL) conn_close(L.all);
 }
 
-static int unlisten(uint32_t slot, bool close_fd) {
+/**
+ * Stops accepting on slot's socket (closing it when close_fd). Its connections close now, or with
+ * `drain` only those with nothing owed (idle keep-alive ones): the others get their answer, with
+ * `Connection: close`, and the JS waits for them (dpInfo's connections) before dpStop.
+ */
+static int unlisten(uint32_t slot, bool close_fd, bool drain) {
   struct listener *l = listener_of(slot, false);
   if (l == NULL || !l->active) return ENOENT;
   epoll_ctl(L.ep, EPOLL_CTL_DEL, l->fd, NULL);
   if (close_fd) close(l->fd);
   l->active = false;
-  close_connections(slot, false);
+  for (struct conn *c = L.all, *next; c != NULL; c = next) {
+    next = c->next;
+    if (c->slot != slot) continue;
+    bool idle = c->answered && c->out == NULL && c->len == 0 && !c->close_after;
+    if (!drain || idle) conn_close(c);
+    else c->draining = true;
+  }
   return 0;
 }
 
@@ -602,11 +616,12 @@ static int run_command(int op, uint32_t slot, int fd, bool close_fd) {
       return 0;
     }
     case DP_CMD_UNLISTEN:
-      return unlisten(slot, close_fd);
+    case DP_CMD_DRAIN:
+      return unlisten(slot, close_fd, op == DP_CMD_DRAIN);
     case DP_CMD_STOP:
       for (size_t s = 0; s < L.nlisteners; s++)
-        if (L.listeners[s] != NULL && L.listeners[s]->active) unlisten((uint32_t)s, true);
-      close_connections(0, true);
+        if (L.listeners[s] != NULL && L.listeners[s]->active) unlisten((uint32_t)s, true, false);
+      close_connections();
       L.running = false;
       return 0;
     default:

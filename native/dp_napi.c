@@ -3,9 +3,10 @@
 // dpStart({ headersTimeoutMs, keepAliveTimeoutMs, requestTimeoutMs }, onHandover(slot, fd, bytes))
 //   Starts the loop thread. onHandover runs on the JS thread for each connection the loop does not
 //   answer: the connection's fd (now the caller's) and the bytes read from it.
-// dpListen(slot, fd) / dpUnlisten(slot, closeFd) / dpStop()
-//   The loop serves fd as network `slot`'s listening socket / stops (closing its connections, and
-//   the socket when closeFd) / stops everything and ends the thread.
+// dpListen(slot, fd) / dpUnlisten(slot, closeFd, drain) / dpStop()
+//   The loop serves fd as network `slot`'s listening socket / stops accepting on it (the socket
+//   closed when closeFd) and closes its connections, or with drain only the idle ones (the others
+//   close after their answer) / stops everything and ends the thread.
 // dpRateLimit(perSecond, burst, maxBuckets), dpRateTake(slot, ip) -> seconds (0: allowed)
 //   The per-caller token buckets the loop and node:http share, on the loop's monotonic clock.
 // dpBlob(buffer) -> external
@@ -117,12 +118,13 @@ static napi_value dp_listen(napi_env env, napi_callback_info info) {
 }
 
 static napi_value dp_unlisten(napi_env env, napi_callback_info info) {
-  ARGS(2);
+  ARGS(3);
   uint32_t slot;
-  bool close_fd = false;
-  if (!get_u32(env, argv[0], &slot) || napi_get_value_bool(env, argv[1], &close_fd) != napi_ok)
-    return imds_throw_type(env, "dpUnlisten(slot, closeFd)");
-  int err = dp_loop_command(DP_CMD_UNLISTEN, slot, -1, close_fd);
+  bool close_fd = false, drain = false;
+  if (!get_u32(env, argv[0], &slot) || napi_get_value_bool(env, argv[1], &close_fd) != napi_ok ||
+      napi_get_value_bool(env, argv[2], &drain) != napi_ok)
+    return imds_throw_type(env, "dpUnlisten(slot, closeFd, drain)");
+  int err = dp_loop_command(drain ? DP_CMD_DRAIN : DP_CMD_UNLISTEN, slot, -1, close_fd);
   napi_value out;
   napi_get_boolean(env, err == 0, &out);
   return out;

@@ -30,8 +30,8 @@ export function dpStart(
   onHandover: (slot: number, fd: number, bytes: Buffer) => void,
 ): void;
 export function dpListen(slot: number, fd: number): void;
-/** false when the slot had no listener. */
-export function dpUnlisten(slot: number, closeFd: boolean): boolean;
+/** false when the slot had no listener. drain: connections owed an answer get it (then close); the others close now. */
+export function dpUnlisten(slot: number, closeFd: boolean, drain: boolean): boolean;
 export function dpStop(): void;
 export function dpRateLimit(perSecond: number, burst: number, maxBuckets: number): void;
 /** 0 when allowed, else the seconds until a request is (>= 1). */

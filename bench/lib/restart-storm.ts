@@ -70,7 +70,14 @@ export async function restartUnderStorm(
     const load = stormsUntil(files, warm, () => finished);
     await sleep(300);
     const t0 = performance.now();
-    const out = await sh([process.execPath, MAIN, '--admin-socket', sb.adminSocket(instance), 'restart', '--json']);
+    const out = await sh([process.execPath, MAIN, '--admin-socket', sb.adminSocket(instance), 'restart', '--json']).catch(
+      async (err: unknown) => {
+        // What the daemon said and how it ended, for the report.
+        await sleep(500);
+        process.stderr.write(`${d.tail(30)}\nexit ${d.child.exitCode} ${d.child.signalCode}\n`);
+        throw err;
+      },
+    );
     successor = (JSON.parse(out.stdout) as { successor: number }).successor;
     await d.expectExit(60_000);
     const replaceMs = performance.now() - t0;

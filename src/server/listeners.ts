@@ -130,14 +130,15 @@ export class NetnsListeners {
    */
   async stopAll(drainMs = 1000): Promise<void> {
     const listeners = [...this.open.values()];
-    for (const network of this.open.keys()) this.native?.unlisten(network, true);
+    for (const network of this.open.keys()) this.native?.unlisten(network, true, true);
     this.open.clear();
     for (const l of listeners) {
       l.server.close();
       l.server.closeIdleConnections();
     }
     const deadline = Date.now() + drainMs;
-    while (listeners.some((l) => l.sockets.size > 0) && Date.now() < deadline) {
+    const owed = (): boolean => listeners.some((l) => l.sockets.size > 0) || (this.native?.connections() ?? 0) > 0;
+    while (owed() && Date.now() < deadline) {
       for (const l of listeners) l.server.closeIdleConnections();
       await new Promise((resolve) => setTimeout(resolve, 20));
     }

@@ -88,10 +88,18 @@ export class NativePlane {
     this.addon.dpListen(this.slot(network), fd);
   }
 
-  /** The loop stops serving `network` and drops its connections; closes the socket when `closeFd`. */
-  unlisten(network: string, closeFd: boolean): void {
+  /**
+   * The loop stops accepting for `network` and closes the socket when `closeFd`; its connections
+   * close now, or with `drain` those owed an answer get it first (then `connections()` counts them).
+   */
+  unlisten(network: string, closeFd: boolean, drain = false): void {
     const slot = this.slots.get(network);
-    if (slot !== undefined && this.running) this.addon.dpUnlisten(slot, closeFd);
+    if (slot !== undefined && this.running) this.addon.dpUnlisten(slot, closeFd, drain);
+  }
+
+  /** Connections the loop holds. */
+  connections(): number {
+    return this.running ? this.addon.dpInfo().connections : 0;
   }
 
   /** Stops the loop: every listening socket and connection it holds is closed. */
