@@ -43,23 +43,46 @@ enum {
   DP_VM_HANDOVER = 2, /* every request goes to node:http (http_tokens: required) */
 };
 
-/** At most this many responses per VM: routes are one byte each (response index + 1). */
-#define DP_MAX_RESPS 254
+/** At most this many responses of its own per VM. */
+#define DP_MAX_RESPS 0x7ffe
+/**
+ * A route's code in a VM's table: 0 none; 1..0x7fff its own response code-1; DP_ROUTE_SHARED | id a
+ * shared response (dp_shared_resp): an answer many VMs give alike (a listing, vendor data, a 404
+ * body), kept once for every VM and for good.
+ */
+#define DP_ROUTE_SHARED 0x8000
+#define DP_MAX_SHARED 0x7fff
+
+/** A stretch of a body: bytes in the VM's own block, or in a shared blob it holds. */
+struct dp_seg {
+  const char *data;
+  uint32_t len;
+};
 
 /**
  * One VM's entries: route id -> response. Immutable once published; freed at the last reference.
- * (The global answers, dp_global, are one too.) Kept compact: a few kB per VM at most.
+ * (The global answers, dp_global, are one too.) One allocation holds it all — routes, responses,
+ * segments and the bytes only this VM has (a Buffer given twice is kept once) — beside references
+ * to the blobs many VMs share: a few kB per VM and no fragments.
  */
+/** A response many VMs share: one segment, in a blob it holds; never freed (bounded: DP_MAX_SHARED). */
+struct dp_shared_resp {
+  struct dp_resp resp;
+  struct dp_seg seg;
+  struct dp_blob *blob;
+};
+
 struct dp_vm {
   atomic_uint refs;
   uint32_t key; /* the JS's number for the VM (counters) */
   uint32_t flags;
-  uint32_t nroutes;
-  uint8_t *routes; /* per route id: response index + 1, 0 when the route is not the VM's */
-  uint32_t nresps;
+  uint32_t nroutes, nresps, nsegs, nshared;
+  uint32_t size; /* bytes of this block */
+  uint16_t *routes; /* per route id: its code (DP_ROUTE_SHARED) */
   struct dp_resp *resps;
-  uint32_t nsegs;
-  struct dp_blob **segs; /* each a reference; a blob used twice is referenced twice */
+  struct dp_seg *segs;
+  struct dp_blob **shared; /* each a reference */
+  char mem[];
 };
 
 void dp_blob_unref(struct dp_blob *b);
@@ -129,6 +152,8 @@ struct dp_table {
   size_t net_cap;
   struct dp_vm_stats *vms;
   size_t vms_cap;
+  struct dp_shared_resp **shared;
+  size_t shared_count, shared_cap;
   uint64_t rejects[DP_REJECTS];
   uint64_t handovers;
   /* the request log: a ring the JS drains; records that do not fit are counted, not kept */
@@ -139,6 +164,8 @@ struct dp_table {
 };
 
 extern struct dp_table dp_table;
+/** Bytes of the VM blocks and shared blobs alive (dpInfo's tableBytes). */
+extern atomic_size_t dp_table_bytes;
 
 void dp_table_init(void);
 /** Under the lock: the VM at (slot, ip) with a reference taken, or NULL. */
@@ -151,6 +178,10 @@ int64_t dp_route_find(const char *key, size_t len);
 int64_t dp_route_add(const char *key, size_t len);
 /** Under the lock: takes one request from (slot, ip)'s bucket (now_ms: dp_mono_ms()): 0 when allowed, else seconds to wait (>= 1). */
 uint32_t dp_rate_take(uint32_t slot, uint32_t ip, double now_ms);
+/** Under the lock: the shared response `id`, NULL when none. */
+const struct dp_shared_resp *dp_shared_resp(uint32_t id);
+/** Under the lock: registers a shared response (a reference to blob taken); its id, -1 when full. */
+int64_t dp_shared_resp_add(uint16_t status, uint8_t type, struct dp_blob *blob);
 /** Under the lock: the counters of network slot / VM key (NULL when out of memory). */
 struct dp_net_stats *dp_net_stats(uint32_t slot);
 struct dp_vm_stats *dp_vm_stats(uint32_t key);

@@ -308,8 +308,7 @@ static const char *http_date(void) {
 }
 
 /** Writes resp as the fast path does (src/server/fast-path.ts writeAnswer): one head, the body unless HEAD. */
-static bool write_answer(struct conn *c, const struct imds_head *h, const struct dp_vm *owner, const struct dp_resp *r, uint32_t retry_after) {
-  struct dp_blob *const *segs = owner->segs + r->first_seg;
+static bool write_answer(struct conn *c, const struct imds_head *h, const struct dp_seg *segs, const struct dp_resp *r, uint32_t retry_after) {
   char head[512], seed[DP_SEED_LEN], retry[48] = "";
   if (retry_after > 0) snprintf(retry, sizeof retry, "retry-after: %u\r\n", retry_after);
   int n = snprintf(head, sizeof head, "HTTP/1.1 %u %s\r\ncontent-type: %s\r\ncontent-length: %u\r\n%sDate: %s\r\n%s", r->status,
@@ -324,7 +323,7 @@ static bool write_answer(struct conn *c, const struct imds_head *h, const struct
         fresh_seed(seed);
         iov[k++] = (struct iovec){seed, DP_SEED_LEN};
       }
-      if (s < r->nsegs && segs[s]->len > 0) iov[k++] = (struct iovec){segs[s]->data, segs[s]->len};
+      if (s < r->nsegs && segs[s].len > 0) iov[k++] = (struct iovec){(void *)segs[s].data, segs[s].len};
     }
   }
   return conn_write(c, iov, k);
@@ -334,48 +333,75 @@ static bool write_answer(struct conn *c, const struct imds_head *h, const struct
 enum { G_ROOT, G_NOT_FOUND, G_DISABLED, G_TOO_MANY, G_COUNT };
 struct dp_vm *dp_global;
 
-/** What the table says about a request: answer with `resp`, or hand the connection over. */
+/** What the table says about a request: answer with `resp` (its body in `segs`), or hand the connection over. */
 struct verdict {
   bool handover;
-  struct dp_vm *holder; /* keeps resp alive */
+  struct dp_vm *holder; /* keeps resp alive (shared responses live for good) */
   const struct dp_resp *resp;
+  const struct dp_seg *segs;
   uint32_t retry_after;
   uint32_t key; /* the VM's, or UINT32_MAX */
 };
+
+/** Under the lock: the response a VM's route code names (dp.h DP_ROUTE_SHARED), with its segments; NULL for none. */
+static const struct dp_resp *route_resp(const struct dp_vm *vm, int64_t route, const struct dp_seg **segs) {
+  if (route < 0 || (uint64_t)route >= vm->nroutes || vm->routes[route] == 0) return NULL;
+  uint16_t code = vm->routes[route];
+  if (code & DP_ROUTE_SHARED) {
+    const struct dp_shared_resp *sh = dp_shared_resp(code & ~DP_ROUTE_SHARED);
+    if (sh == NULL) return NULL;
+    *segs = &sh->seg;
+    return &sh->resp;
+  }
+  const struct dp_resp *r = &vm->resps[code - 1];
+  *segs = vm->segs + r->first_seg;
+  return r;
+}
+
+static void global_answer(struct verdict *v, const struct dp_vm *g, int which) {
+  v->resp = &g->resps[which];
+  v->segs = g->segs + v->resp->first_seg;
+}
 
 static struct verdict decide(const struct conn *c, const struct imds_head *h, const char *key, size_t key_len) {
   struct verdict v = {.key = UINT32_MAX};
   struct dp_table *t = &dp_table;
   pthread_mutex_lock(&t->lock);
   struct dp_vm *vm = dp_vm_get(c->slot, c->ip), *g = dp_global;
-  int64_t route = dp_route_find(key, key_len);
+  bool root = key_len == 1 && key[0] == '/';
+  const struct dp_seg *segs = NULL;
+  const struct dp_resp *mine = vm == NULL || root ? NULL : route_resp(vm, dp_route_find(key, key_len), &segs);
   if (g == NULL || g->nresps < G_COUNT) {
     v.handover = true;
-  } else if (vm != NULL && !(vm->flags & DP_VM_DISABLED) &&
-             ((vm->flags & DP_VM_HANDOVER) || h->token_count > 0 || route < 0 || (uint64_t)route >= vm->nroutes || vm->routes[route] == 0)) {
+  } else if (vm != NULL && !(vm->flags & DP_VM_DISABLED) && ((vm->flags & DP_VM_HANDOVER) || h->token_count > 0 || (!root && mine == NULL))) {
     v.handover = true;  // node:http decides (after the same rate limit, which it takes there)
   } else {
     uint32_t wait = dp_rate_take(c->slot, c->ip, dp_mono_ms());
     if (wait > 0) {
-      v.resp = &g->resps[G_TOO_MANY];
+      global_answer(&v, g, G_TOO_MANY);
       v.retry_after = wait;
       t->rejects[DP_REJECT_RATE]++;
     } else if (vm != NULL && (vm->flags & DP_VM_DISABLED)) {
-      v.resp = &g->resps[G_DISABLED];
+      global_answer(&v, g, G_DISABLED);
       t->rejects[DP_REJECT_DISABLED]++;
     } else if (vm != NULL) {
-      v.resp = &vm->resps[vm->routes[route] - 1];
+      if (root) global_answer(&v, g, G_ROOT);
+      else {
+        v.resp = mine;
+        v.segs = segs;
+      }
       if (h->token_count == 0) {
         struct dp_vm_stats *s = dp_vm_stats(vm->key);
         if (s != NULL) s->no_token++;
       }
     } else {
-      v.resp = &g->resps[key_len == 1 && key[0] == '/' ? G_ROOT : G_NOT_FOUND];
+      global_answer(&v, g, root ? G_ROOT : G_NOT_FOUND);
       struct dp_net_stats *s = dp_net_stats(c->slot);
       if (s != NULL) s->unknown_callers++;
     }
     if (vm != NULL) v.key = vm->key;
-    v.holder = vm != NULL && v.resp != &g->resps[G_TOO_MANY] && v.resp != &g->resps[G_DISABLED] ? vm : g;
+    // The answer lives in the VM's block (or is shared for good), else in the global one.
+    v.holder = vm != NULL && v.resp == mine ? vm : g;
     atomic_fetch_add(&v.holder->refs, 1);
   }
   pthread_mutex_unlock(&t->lock);
@@ -457,7 +483,7 @@ static void process(struct conn *c) {
     if (logged) memcpy(target, c->buf + h.target.off, target_len);
     c->len -= h.head_len;
     memmove(c->buf, c->buf + h.head_len, c->len);
-    bool written = write_answer(c, &h, v.holder, v.resp, v.retry_after);
+    bool written = write_answer(c, &h, v.segs, v.resp, v.retry_after);
     count(c, &v, started, h.method, logged ? target : NULL, target_len);
     dp_vm_unref(v.holder);
     if (!written) return;

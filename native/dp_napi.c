@@ -13,9 +13,12 @@
 //   Bytes copied once into a shared blob, for responses many VMs share.
 // dpRoute(key) -> id
 //   The id of a route key (imds_route_key's form), added when new.
+// dpSharedResponse(status, type, blob) -> id (-1 when the table of them is full)
+//   A response many VMs give alike, kept once and for good; a route names it as 0x8000 | id.
 // dpSetVm(slot, ip, key, flags, responses, routes) / dpRemoveVm(slot, ip)
 //   Publishes (replaces) / removes the VM at (slot, ip): responses is [[status, type, seedAt, ...segs]]
-//   with each seg a Buffer (copied) or a dpBlob; routes a Uint32Array of [routeId, responseIndex] pairs.
+//   with each seg a Buffer (copied into the VM's block, once) or a dpBlob; routes a Uint32Array of
+//   [routeId, code] pairs, code its response's index + 1 or 0x8000 | a shared response's id.
 // dpSetGlobal(responses)
 //   The answers for every caller: GET / , 404, 403 (endpoint disabled), 429 — in that order.
 // dpDrain() -> { nets, vms, rejects, handovers }
@@ -27,7 +30,7 @@
 //   4096 the JS drains; what does not fit is counted in `dropped`.
 // mallocTrim()
 //   Gives the C heap's free memory back to the system (malloc_trim) after a big table change.
-// dpInfo() -> { running, connections, vms, routes, buckets }
+// dpInfo() -> { running, connections, vms, routes, buckets, tableBytes }
 
 #include <node_api.h>
 
@@ -176,6 +179,7 @@ static struct dp_blob *blob_copy(const void *data, size_t len) {
   atomic_init(&b->refs, 1);
   b->len = (uint32_t)len;
   memcpy(b->data, data, len);
+  atomic_fetch_add(&dp_table_bytes, sizeof *b + len);
   return b;
 }
 
@@ -193,66 +197,60 @@ static napi_value dp_blob(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/** The blobs of one call: a Buffer given twice (the same memory) is copied once. */
-struct seg_list {
-  struct dp_blob **segs;
-  const void **from; /* the Buffer's memory each was copied from, NULL for a dpBlob */
-  uint32_t count, cap;
+/** One segment as given: a dpBlob (shared) or a Buffer's bytes. */
+struct given {
+  struct dp_blob *blob;
+  const char *data;
+  uint32_t len;
 };
 
-/** Appends a segment: a Buffer (copied, once per call) or a dpBlob (a reference taken); false when neither. */
-static bool add_segment(napi_env env, napi_value v, struct seg_list *l) {
-  if (l->count == l->cap) {
-    uint32_t cap = l->cap == 0 ? 16 : l->cap * 2;
-    struct dp_blob **segs = realloc(l->segs, cap * sizeof *segs);
-    if (segs == NULL) return false;
-    l->segs = segs;
-    const void **from = realloc(l->from, cap * sizeof *from);
-    if (from == NULL) return false;
-    l->from = from;
-    l->cap = cap;
-  }
+/** Reads one segment value; false when it is neither a dpBlob nor a Buffer. */
+static bool read_segment(napi_env env, napi_value v, struct given *g) {
   napi_valuetype type;
   napi_typeof(env, v, &type);
-  struct dp_blob *b = NULL;
-  const void *from = NULL;
   if (type == napi_external) {
     void *ext;
     if (napi_get_value_external(env, v, &ext) != napi_ok) return false;
-    b = ext;
-    atomic_fetch_add(&b->refs, 1);
-  } else {
-    bool is_buffer = false;
-    void *data;
-    size_t len;
-    if (napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, v, &data, &len) != napi_ok) return false;
-    for (uint32_t i = 0; i < l->count && b == NULL; i++)
-      if (l->from[i] == data && data != NULL && l->segs[i]->len == len) b = l->segs[i];
-    if (b != NULL) atomic_fetch_add(&b->refs, 1);
-    else if ((b = blob_copy(data, len)) == NULL) return false;
-    from = data;
+    g->blob = ext;
+    g->data = g->blob->data;
+    g->len = g->blob->len;
+    return true;
   }
-  l->segs[l->count] = b;
-  l->from[l->count++] = from;
+  bool is_buffer = false;
+  void *data;
+  size_t len;
+  if (napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, v, &data, &len) != napi_ok ||
+      len > UINT32_MAX)
+    return false;
+  g->blob = NULL;
+  g->data = data;
+  g->len = (uint32_t)len;
   return true;
 }
 
-/** Reads [[status, type, seedAt, ...segs]] into vm's responses and segments; false with a TypeError thrown. */
-static bool read_responses(napi_env env, napi_value list, struct dp_vm *vm) {
+static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+/**
+ * Builds a VM (not yet published) from [[status, type, seedAt, ...segs]] and, when given, the
+ * [routeId, responseIndex] pairs: NULL with an error thrown when they do not fit. Two passes: the
+ * sizes, then one allocation filled.
+ */
+static struct dp_vm *build_vm(napi_env env, napi_value list, const uint32_t *pairs, size_t npairs) {
   uint32_t n;
   if (napi_get_array_length(env, list, &n) != napi_ok || n > DP_MAX_RESPS)
-    return imds_throw_type(env, "responses must be an array of at most 254"), false;
-  vm->resps = calloc(n == 0 ? 1 : n, sizeof *vm->resps);
-  if (vm->resps == NULL) return imds_throw_errno(env, "responses", ENOMEM), false;
-  struct seg_list l = {0};
-  bool ok = true;
-  for (uint32_t i = 0; i < n && ok; i++) {
+    return imds_throw_type(env, "responses must be an array of at most 32766"), NULL;
+  // Pass 1: every segment read and checked; the owned bytes counted once per Buffer.
+  struct given *given = NULL;
+  uint32_t ngiven = 0, cap = 0, nshared = 0, max_route = 0;
+  size_t owned = 0;
+  struct dp_resp *heads = calloc(n == 0 ? 1 : n, sizeof *heads);
+  const char *fail = heads == NULL ? "out of memory" : NULL;
+  for (uint32_t i = 0; i < n && fail == NULL; i++) {
     napi_value item, v;
     uint32_t len, status, type, seed_at;
     if (napi_get_element(env, list, i, &item) != napi_ok || napi_get_array_length(env, item, &len) != napi_ok || len < 3 ||
         len > 3 + DP_MAX_SEGS) {
-      imds_throw_type(env, "each response is [status, type, seedAt, ...segments]");
-      ok = false;
+      fail = "each response is [status, type, seedAt, ...segments]";
       break;
     }
     napi_get_element(env, item, 0, &v);
@@ -262,44 +260,99 @@ static bool read_responses(napi_env env, napi_value list, struct dp_vm *vm) {
     napi_get_element(env, item, 2, &v);
     fine = fine && get_u32(env, v, &seed_at);
     if (!fine || status < 100 || status > 599 || type >= DP_TYPES || (seed_at != DP_NO_SEED && seed_at > len - 3)) {
-      imds_throw_type(env, "a response's status, type or seedAt is out of range");
-      ok = false;
+      fail = "a response's status, type or seedAt is out of range";
       break;
     }
-    struct dp_resp *r = &vm->resps[i];
-    r->status = (uint16_t)status;
-    r->type = (uint8_t)type;
-    r->seed_at = (uint8_t)seed_at;
-    r->body_len = seed_at == DP_NO_SEED ? 0 : DP_SEED_LEN;
-    r->first_seg = l.count;
-    vm->nresps = i + 1;
-    for (uint32_t s = 3; s < len; s++) {
+    heads[i] = (struct dp_resp){.status = (uint16_t)status, .type = (uint8_t)type, .seed_at = (uint8_t)seed_at, .first_seg = ngiven,
+                                .body_len = seed_at == DP_NO_SEED ? 0 : DP_SEED_LEN};
+    for (uint32_t s = 3; s < len && fail == NULL; s++) {
+      if (ngiven == cap) {
+        cap = cap == 0 ? 32 : cap * 2;
+        struct given *more = realloc(given, cap * sizeof *given);
+        if (more == NULL) {
+          fail = "out of memory";
+          break;
+        }
+        given = more;
+      }
+      struct given *g = &given[ngiven];
       napi_get_element(env, item, s, &v);
-      if (!add_segment(env, v, &l)) {
-        imds_throw_type(env, "a response segment must be a Buffer or a dpBlob");
-        ok = false;
+      if (!read_segment(env, v, g)) {
+        fail = "a response segment must be a Buffer or a dpBlob";
         break;
       }
-      r->nsegs++;
-      r->body_len += l.segs[l.count - 1]->len;
+      bool seen = false;
+      for (uint32_t k = 0; k < ngiven && !seen && g->blob == NULL; k++) seen = given[k].blob == NULL && given[k].data == g->data && given[k].len == g->len;
+      if (g->blob != NULL) nshared++;
+      else if (!seen) owned += g->len;
+      heads[i].nsegs++;
+      heads[i].body_len += g->len;
+      ngiven++;
     }
   }
-  vm->segs = l.segs;
-  vm->nsegs = l.count;
-  free(l.from);
-  return ok;
+  for (size_t i = 0; i < npairs && fail == NULL; i += 2) {
+    uint32_t code = pairs[i + 1];
+    bool shared = code & DP_ROUTE_SHARED;
+    if (code == 0 || code > 0xffff || (!shared && code > n) || pairs[i] >= 65535) fail = "a route names a response that does not exist";
+    else if (pairs[i] + 1 > max_route) max_route = pairs[i] + 1;
+  }
+  size_t size = sizeof(struct dp_vm) + align8(max_route * sizeof(uint16_t)) + align8(n * sizeof(struct dp_resp)) + ngiven * sizeof(struct dp_seg) +
+                nshared * sizeof(struct dp_blob *) + owned;
+  struct dp_vm *vm = fail == NULL ? calloc(1, size) : NULL;
+  if (fail == NULL && vm == NULL) fail = "out of memory";
+  if (fail != NULL) {
+    free(heads);
+    free(given);
+    return imds_throw_type(env, fail), NULL;
+  }
+  // Pass 2: the block laid out and filled.
+  atomic_init(&vm->refs, 1);
+  vm->size = (uint32_t)size;
+  atomic_fetch_add(&dp_table_bytes, size);
+  char *at = vm->mem;
+  vm->routes = (uint16_t *)at;
+  at += align8(max_route * sizeof(uint16_t));
+  vm->resps = (struct dp_resp *)at;
+  at += align8(n * sizeof(struct dp_resp));
+  vm->segs = (struct dp_seg *)at;
+  at += ngiven * sizeof(struct dp_seg);
+  vm->shared = (struct dp_blob **)at;
+  at += nshared * sizeof(struct dp_blob *);
+  vm->nroutes = max_route;
+  vm->nresps = n;
+  vm->nsegs = ngiven;
+  memcpy(vm->resps, heads, n * sizeof *heads);
+  for (uint32_t k = 0; k < ngiven; k++) {
+    struct given *g = &given[k];
+    if (g->blob != NULL) {
+      atomic_fetch_add(&g->blob->refs, 1);
+      vm->shared[vm->nshared++] = g->blob;
+      vm->segs[k] = (struct dp_seg){g->blob->data, g->blob->len};
+      continue;
+    }
+    const char *copy = NULL;
+    for (uint32_t j = 0; j < k && copy == NULL; j++)
+      if (given[j].blob == NULL && given[j].data == g->data && given[j].len == g->len) copy = vm->segs[j].data;
+    if (copy == NULL) {
+      if (g->len > 0) memcpy(at, g->data, g->len);
+      copy = at;
+      at += g->len;
+    }
+    vm->segs[k] = (struct dp_seg){copy, g->len};
+  }
+  for (size_t i = 0; i < npairs; i += 2) vm->routes[pairs[i]] = (uint16_t)pairs[i + 1];
+  free(heads);
+  free(given);
+  return vm;
 }
 
 static napi_value dp_set_global(napi_env env, napi_callback_info info) {
   ARGS(1);
-  struct dp_vm *g = calloc(1, sizeof *g);
-  if (g == NULL) return imds_throw_errno(env, "dpSetGlobal", ENOMEM);
-  atomic_init(&g->refs, 1);
-  if (!read_responses(env, argv[0], g) || g->nresps != 4) {
+  struct dp_vm *g = build_vm(env, argv[0], NULL, 0);
+  if (g == NULL) return NULL;
+  if (g->nresps != 4) {
     dp_vm_unref(g);
-    bool pending;
-    napi_is_exception_pending(env, &pending);
-    return pending ? NULL : imds_throw_type(env, "dpSetGlobal needs four responses: /, 404, 403, 429");
+    return imds_throw_type(env, "dpSetGlobal needs four responses: /, 404, 403, 429");
   }
   pthread_mutex_lock(&dp_table.lock);
   struct dp_vm *old = dp_global;
@@ -307,6 +360,23 @@ static napi_value dp_set_global(napi_env env, napi_callback_info info) {
   pthread_mutex_unlock(&dp_table.lock);
   dp_vm_unref(old);
   return undefined(env);
+}
+
+static napi_value dp_shared_response(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  uint32_t status, type;
+  void *ext = NULL;
+  napi_valuetype vt;
+  napi_typeof(env, argv[2], &vt);
+  if (!get_u32(env, argv[0], &status) || !get_u32(env, argv[1], &type) || status < 100 || status > 599 || type >= DP_TYPES ||
+      vt != napi_external || napi_get_value_external(env, argv[2], &ext) != napi_ok)
+    return imds_throw_type(env, "dpSharedResponse(status, type, blob)");
+  pthread_mutex_lock(&dp_table.lock);
+  int64_t id = dp_shared_resp_add((uint16_t)status, (uint8_t)type, ext);
+  pthread_mutex_unlock(&dp_table.lock);
+  napi_value out;
+  napi_create_int32(env, (int32_t)id, &out);
+  return out;
 }
 
 static napi_value dp_route(napi_env env, napi_callback_info info) {
@@ -336,31 +406,10 @@ static napi_value dp_set_vm(napi_env env, napi_callback_info info) {
   if (napi_get_typedarray_info(env, argv[5], &ta_type, &pairs_len, &pairs_data, NULL, NULL) != napi_ok || ta_type != napi_uint32_array ||
       pairs_len % 2 != 0)
     return imds_throw_type(env, "dpSetVm: routes must be a Uint32Array of [routeId, responseIndex] pairs");
-  struct dp_vm *vm = calloc(1, sizeof *vm);
-  if (vm == NULL) return imds_throw_errno(env, "dpSetVm", ENOMEM);
-  atomic_init(&vm->refs, 1);
+  struct dp_vm *vm = build_vm(env, argv[4], pairs_data, pairs_len);
+  if (vm == NULL) return NULL;
   vm->key = key;
   vm->flags = flags;
-  if (!read_responses(env, argv[4], vm)) {
-    dp_vm_unref(vm);
-    return NULL;
-  }
-  const uint32_t *pairs = pairs_data;
-  uint32_t max_route = 0;
-  for (size_t i = 0; i < pairs_len; i += 2) {
-    if (pairs[i + 1] >= vm->nresps || pairs[i] >= 65535) {
-      dp_vm_unref(vm);
-      return imds_throw_type(env, "dpSetVm: a route names a response that does not exist");
-    }
-    if (pairs[i] + 1 > max_route) max_route = pairs[i] + 1;
-  }
-  vm->nroutes = max_route;
-  vm->routes = calloc(max_route == 0 ? 1 : max_route, sizeof *vm->routes);
-  if (vm->routes == NULL) {
-    dp_vm_unref(vm);
-    return imds_throw_errno(env, "dpSetVm", ENOMEM);
-  }
-  for (size_t i = 0; i < pairs_len; i += 2) vm->routes[pairs[i]] = (uint8_t)(pairs[i + 1] + 1);
   pthread_mutex_lock(&dp_table.lock);
   struct dp_vm *old = dp_vm_put(slot, ip, vm);
   pthread_mutex_unlock(&dp_table.lock);
@@ -511,6 +560,8 @@ static napi_value dp_info(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, out, "routes", v);
   napi_create_double(env, (double)buckets, &v);
   napi_set_named_property(env, out, "buckets", v);
+  napi_create_double(env, (double)atomic_load(&dp_table_bytes), &v);
+  napi_set_named_property(env, out, "tableBytes", v);
   return out;
 }
 
@@ -524,7 +575,7 @@ void imds_register_data_plane(napi_env env, napi_value exports) {
   } FNS[] = {
       {"dpStart", dp_start},         {"dpListen", dp_listen},   {"dpUnlisten", dp_unlisten}, {"dpStop", dp_stop},
       {"dpRateLimit", dp_rate_limit}, {"dpRateTake", dp_rate_take_js}, {"dpBlob", dp_blob}, {"dpRoute", dp_route},
-      {"dpSetVm", dp_set_vm},        {"dpRemoveVm", dp_remove_vm}, {"dpSetGlobal", dp_set_global}, {"dpDrain", dp_drain},
+      {"dpSetVm", dp_set_vm},        {"dpSharedResponse", dp_shared_response},        {"dpRemoveVm", dp_remove_vm}, {"dpSetGlobal", dp_set_global}, {"dpDrain", dp_drain},
       {"dpInfo", dp_info},           {"dpLogRequests", dp_log_requests}, {"dpDrainLog", dp_drain_log}, {"mallocTrim", dp_trim},
   };
   for (size_t i = 0; i < sizeof FNS / sizeof FNS[0]; i++) {

@@ -9,6 +9,7 @@
 #include "dp.h"
 
 struct dp_table dp_table = {.lock = PTHREAD_MUTEX_INITIALIZER};
+atomic_size_t dp_table_bytes;
 
 const uint32_t DP_BUCKET_US[DP_BUCKETS] = {100, 250, 500, 1000, 2500, 5000, 10000, 50000, 250000, 1000000};
 const uint16_t DP_STATUS[DP_STATUSES] = {200, 400, 401, 403, 404, 405, 408, 429};
@@ -32,15 +33,15 @@ double dp_mono_ms(void) {
 }
 
 void dp_blob_unref(struct dp_blob *b) {
-  if (b != NULL && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+  if (b == NULL || atomic_fetch_sub(&b->refs, 1) != 1) return;
+  atomic_fetch_sub(&dp_table_bytes, sizeof *b + b->len);
+  free(b);
 }
 
 void dp_vm_unref(struct dp_vm *vm) {
   if (vm == NULL || atomic_fetch_sub(&vm->refs, 1) != 1) return;
-  for (uint32_t i = 0; i < vm->nsegs; i++) dp_blob_unref(vm->segs[i]);
-  free(vm->segs);
-  free(vm->resps);
-  free(vm->routes);
+  for (uint32_t i = 0; i < vm->nshared; i++) dp_blob_unref(vm->shared[i]);
+  atomic_fetch_sub(&dp_table_bytes, vm->size);
   free(vm);
 }
 
@@ -308,4 +309,28 @@ struct dp_vm_stats *dp_vm_stats(uint32_t key) {
     t->vms_cap = n;
   }
   return &t->vms[key];
+}
+
+// ---- shared responses ----
+
+const struct dp_shared_resp *dp_shared_resp(uint32_t id) { return id < dp_table.shared_count ? dp_table.shared[id] : NULL; }
+
+int64_t dp_shared_resp_add(uint16_t status, uint8_t type, struct dp_blob *blob) {
+  struct dp_table *t = &dp_table;
+  if (t->shared_count >= DP_MAX_SHARED) return -1;
+  if (t->shared_count == t->shared_cap) {
+    size_t cap = t->shared_cap == 0 ? 64 : t->shared_cap * 2;
+    struct dp_shared_resp **more = realloc(t->shared, cap * sizeof *more);
+    if (more == NULL) return -1;
+    t->shared = more;
+    t->shared_cap = cap;
+  }
+  struct dp_shared_resp *sh = calloc(1, sizeof *sh);
+  if (sh == NULL) return -1;
+  atomic_fetch_add(&blob->refs, 1);
+  sh->blob = blob;
+  sh->seg = (struct dp_seg){blob->data, blob->len};
+  sh->resp = (struct dp_resp){.status = status, .type = type, .nsegs = 1, .seed_at = DP_NO_SEED, .body_len = blob->len, .first_seg = 0};
+  t->shared[t->shared_count] = sh;
+  return (int64_t)t->shared_count++;
 }

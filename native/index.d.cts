@@ -40,11 +40,13 @@ export type DpBlob = { readonly __dpBlob: unique symbol };
 export function dpBlob(bytes: Buffer): DpBlob;
 export function dpRoute(key: string): number;
 export type DpResponse = [status: number, type: number, seedAt: number, ...segments: (Buffer | DpBlob)[]];
+/** A response many VMs give alike: its id (routes name it as 0x8000 | id); -1 when no more can be kept. */
+export function dpSharedResponse(status: number, type: number, blob: DpBlob): number;
 export function dpSetVm(slot: number, ip: number, key: number, flags: number, responses: DpResponse[], routes: Uint32Array): void;
 export function dpRemoveVm(slot: number, ip: number): void;
 export function dpSetGlobal(responses: DpResponse[]): void;
 export function dpDrain(): { nets: number[]; vms: number[]; rejects: number[]; handovers: number };
-export function dpInfo(): { running: boolean; connections: number; vms: number; routes: number; buckets: number };
+export function dpInfo(): { running: boolean; connections: number; vms: number; routes: number; buckets: number; tableBytes: number };
 export function dpLogRequests(on: boolean): void;
 export function dpDrainLog(): {
   records: { slot: number; ip: number; key: number; method: 'GET' | 'HEAD'; status: number; path: string; ms: number }[];

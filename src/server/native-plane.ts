@@ -24,6 +24,8 @@ const VM_ROW = 6;
 const NO_SEED = 255;
 const FLAG_DISABLED = 1;
 const FLAG_HANDOVER = 2;
+/** A route code naming a shared response (native/dp.h DP_ROUTE_SHARED). */
+const SHARED = 0x8000;
 
 export interface NativePlaneOptions {
   headersTimeoutMs: number;
@@ -58,6 +60,8 @@ export class NativePlane {
   private readonly vmOfKey: { id: string; network: string }[] = [];
   private readonly routeIds = new Map<string, number>();
   private readonly blobs = new WeakMap<Buffer, NativeAddon.DpBlob>();
+  /** Shared responses registered with the addon: by their bytes, then status and type. */
+  private readonly sharedResponses = new WeakMap<Buffer, Map<string, number>>();
   private running = false;
   private logTimer: NodeJS.Timeout | undefined;
 
@@ -236,21 +240,43 @@ export class NativePlane {
 
   private publish(network: string, ip: string, vm: VmEntry): void {
     const table = vmTable(vm);
+    // Each response is the VM's own (code: its index + 1) or shared by many VMs (0x8000 | id).
+    const own: NativeAddon.DpResponse[] = [];
+    const codes = table.responses.map((r) => {
+      const shared = this.sharedCode(r);
+      if (shared !== undefined) return shared;
+      return own.push(this.response(r));
+    });
     const pairs = new Uint32Array(table.routes.size * 2);
     let i = 0;
     for (const [key, at] of table.routes) {
       pairs[i++] = this.routeId(key);
-      pairs[i++] = at;
+      pairs[i++] = codes[at] as number;
     }
     const flags = (vm.access.endpointEnabled ? 0 : FLAG_DISABLED) | (vm.access.tokensRequired ? FLAG_HANDOVER : 0);
-    this.addon.dpSetVm(
-      this.slot(network),
-      ipv4Number(ip) as number,
-      this.keyOf(vm.facts.uuid, network),
-      flags,
-      table.responses.map((r) => this.response(r)),
-      pairs,
-    );
+    this.addon.dpSetVm(this.slot(network), ipv4Number(ip) as number, this.keyOf(vm.facts.uuid, network), flags, own, pairs);
+  }
+
+  /** The route code of a response many VMs give alike (one shared segment, no seed), registered once; else undefined. */
+  private sharedCode(r: TableResponse): number | undefined {
+    const [only, ...more] = r.segments;
+    if (only === undefined || !only.shared || more.length > 0 || r.seedAt !== undefined) return undefined;
+    let byKind = this.sharedResponses.get(only.bytes);
+    if (byKind === undefined) this.sharedResponses.set(only.bytes, (byKind = new Map()));
+    const kind = `${r.status} ${r.type}`;
+    let id = byKind.get(kind);
+    if (id === undefined) {
+      id = this.addon.dpSharedResponse(r.status, TYPE_CODE[r.type] ?? 1, this.blob(only.bytes));
+      if (id < 0) return undefined; // the addon keeps no more: this VM keeps its own copy
+      byKind.set(kind, id);
+    }
+    return SHARED | id;
+  }
+
+  private blob(bytes: Buffer): NativeAddon.DpBlob {
+    let blob = this.blobs.get(bytes);
+    if (blob === undefined) this.blobs.set(bytes, (blob = this.addon.dpBlob(bytes)));
+    return blob;
   }
 
   private answer(a: Answer): NativeAddon.DpResponse {
@@ -258,12 +284,7 @@ export class NativePlane {
   }
 
   private response(r: TableResponse): NativeAddon.DpResponse {
-    const segments = r.segments.map(({ bytes, shared }) => {
-      if (!shared) return bytes;
-      let blob = this.blobs.get(bytes);
-      if (blob === undefined) this.blobs.set(bytes, (blob = this.addon.dpBlob(bytes)));
-      return blob;
-    });
+    const segments = r.segments.map(({ bytes, shared }) => (shared ? this.blob(bytes) : bytes));
     return [r.status, TYPE_CODE[r.type] ?? 1, r.seedAt ?? NO_SEED, ...segments];
   }
 }

@@ -114,6 +114,19 @@ function openstackRoutes(t: TableBuilder, vm: VmEntry): void {
   }
 }
 
+/** Meta-data leaves most VMs share a value of (kept once, like the listings); the others are the VM's own. */
+const COMMON_LEAVES = new Set([
+  'ami-launch-index',
+  'ami-manifest-path',
+  'instance-action',
+  'instance-type',
+  'security-groups',
+  'availability-zone',
+  'ami',
+  'root',
+  'public-ipv4',
+]);
+
 /** Every node of the meta-data tree visible at `version`: listings (shared) and leaves (the VM's). */
 function metaDataRoutes(t: TableBuilder, md: Ec2Dir, version: Ec2Version, base: string, segments: string[], node: Ec2Dir): void {
   for (const key of Object.keys(node)) {
@@ -127,6 +140,8 @@ function metaDataRoutes(t: TableBuilder, md: Ec2Dir, version: Ec2Version, base: 
     if (isDir) {
       t.add(route, 200, CONTENT_TYPE.text, sharedText(body), true);
       metaDataRoutes(t, md, version, base, path, child as Ec2Dir);
+    } else if (COMMON_LEAVES.has(key)) {
+      t.add(route, 200, CONTENT_TYPE.text, sharedText(body), true);
     } else {
       t.add(route, 200, CONTENT_TYPE.text, Buffer.from(body), false, `leaf:${body}`);
     }
