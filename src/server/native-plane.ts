@@ -262,7 +262,7 @@ export class NativePlane {
     const [only, ...more] = r.segments;
     if (only === undefined || !only.shared || more.length > 0 || r.seedAt !== undefined) return undefined;
     let byKind = this.sharedResponses.get(only.bytes);
-    if (byKind === undefined) this.sharedResponses.set(only.bytes, (byKind = new Map()));
+    if (byKind === undefined) this.sharedResponses.set(only.bytes, (byKind = new Map<string, number>()));
     const kind = `${r.status} ${r.type}`;
     let id = byKind.get(kind);
     if (id === undefined) {
