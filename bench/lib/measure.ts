@@ -52,7 +52,7 @@ function toMicros(value: string): number {
 }
 
 /** wrk from inside a guest namespace against 169.254.169.254 (through bridge and DNAT). */
-export async function wrk(netns: string, connections: number, seconds: number, path: string): Promise<WrkResult> {
+export async function wrk(netns: string, connections: number, seconds: number, path: string, headers: string[] = []): Promise<WrkResult> {
   const out = await sh(
     [
       'ip',
@@ -67,6 +67,7 @@ export async function wrk(netns: string, connections: number, seconds: number, p
       '-d',
       `${seconds}s`,
       '--latency',
+      ...headers.flatMap((h) => ['-H', h]),
       `http://169.254.169.254${path}`,
     ],
     {
