@@ -44,18 +44,19 @@ export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: Liste
     if (appHandler === undefined) held.push([req, res]);
     else appHandler(req, res);
   };
-  const front =
-    cfg.fast_path && native === undefined
-      ? createFastPath({
-          index: () => inventory.index,
-          password: (id) => inventory.password(id),
-          log,
-          stats,
-          headersTimeoutMs: cfg.headers_timeout_ms,
-          guard,
-          keepAliveTimeoutMs: cfg.keep_alive_timeout_ms,
-        })
-      : undefined;
+  // The JS fast path: in front of node:http for every connection (data_plane: node), or for those
+  // the native loop hands over (a session token, say).
+  const front = cfg.fast_path
+    ? createFastPath({
+        index: () => inventory.index,
+        password: (id) => inventory.password(id),
+        log,
+        stats,
+        headersTimeoutMs: cfg.headers_timeout_ms,
+        guard,
+        keepAliveTimeoutMs: cfg.keep_alive_timeout_ms,
+      })
+    : undefined;
   const timeouts = {
     requestTimeoutMs: cfg.request_timeout_ms,
     headersTimeoutMs: cfg.headers_timeout_ms,

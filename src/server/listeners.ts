@@ -45,8 +45,8 @@ export class NetnsListeners {
   /**
    * `sockets` gives each network its listening socket (adopted from a restart, or opened and
    * stored); `front` (the JS fast path), when given, sees every connection before node:http does.
-   * With `native` (data_plane: native), the native loop listens and answers instead, and hands
-   * what it does not answer to `adopt`.
+   * With `native` (data_plane: native), the native loop listens and answers first, and hands what
+   * it does not answer to `adopt`: then the front (requests with a session token, say) or node:http.
    */
   constructor(
     handler: RequestHandler,
@@ -60,7 +60,7 @@ export class NetnsListeners {
     this.sockets = sockets;
     this.timeouts = timeouts;
     this.log = log;
-    this.front = native === undefined ? front : undefined;
+    this.front = front;
     this.native = native;
   }
 
@@ -224,7 +224,10 @@ export function guestServer(
   const accept: HandOver = (socket, pending) => {
     track(socket);
     socket.setNoDelay(true);
-    handOver(socket, pending);
+    if (front === undefined) return handOver(socket, pending);
+    // The bytes the native loop read come first, once the front reads.
+    if (pending !== undefined && pending.length > 0) socket.unshift(pending);
+    front(socket, handOver);
   };
   // CONNECT is not served (node:http would drop the connection without a word): 405, as for every
   // method but GET and HEAD.
