@@ -546,7 +546,7 @@ function report(): string {
     return w.length === 0 ? 'n/a' : `${fmt(medianOf(w, 'rps'))} (p99 ${fmt(medianOf(w, 'p99_us'))} µs)`;
   };
   rows.push([
-    'steady c16 with an IMDSv2 token: req/s (native: handed to node:http) / data_plane node',
+    'steady c16 with an IMDSv2 token: req/s (native: handed to the JS fast path) / data_plane node',
     tokenRow(im),
     results['imds_node'] === undefined ? '' : tokenRow(results['imds_node'] as Record<string, unknown>),
     '',
