@@ -66,7 +66,6 @@ static struct {
   int ep, wake;
   pthread_t thread;
   bool running;
-  struct dp_options opts;
   dp_handover_fn handover;
   struct listener **listeners;
   size_t nlisteners;
@@ -710,7 +709,6 @@ static void *loop(void *arg) {
 
 int dp_loop_start(const struct dp_options *opts, dp_handover_fn handover) {
   if (L.running) return EALREADY;
-  L.opts = *opts;
   L.handover = handover;
   L.timers[T_FRESH].ms = opts->headers_timeout_ms;
   L.timers[T_IDLE].ms = opts->keep_alive_timeout_ms;

@@ -283,32 +283,27 @@ uint32_t dp_rate_take(uint32_t slot, uint32_t ip, double now_ms) {
 
 // ---- counters ----
 
+/** Grows *items (of `size` bytes each, *cap of them) to hold index `at`, the new ones zeroed; false when out of memory. */
+static bool grow_zeroed(void **items, size_t *cap, size_t size, size_t at, size_t first) {
+  if (at < *cap) return true;
+  size_t n = *cap == 0 ? first : *cap;
+  while (n <= at) n *= 2;
+  char *more = realloc(*items, n * size);
+  if (more == NULL) return false;
+  memset(more + *cap * size, 0, (n - *cap) * size);
+  *items = more;
+  *cap = n;
+  return true;
+}
+
 struct dp_net_stats *dp_net_stats(uint32_t slot) {
   struct dp_table *t = &dp_table;
-  if (slot >= t->net_cap) {
-    size_t n = t->net_cap == 0 ? 64 : t->net_cap;
-    while (n <= slot) n *= 2;
-    struct dp_net_stats *nets = realloc(t->nets, n * sizeof *nets);
-    if (nets == NULL) return NULL;
-    memset(nets + t->net_cap, 0, (n - t->net_cap) * sizeof *nets);
-    t->nets = nets;
-    t->net_cap = n;
-  }
-  return &t->nets[slot];
+  return grow_zeroed((void **)&t->nets, &t->net_cap, sizeof *t->nets, slot, 64) ? &t->nets[slot] : NULL;
 }
 
 struct dp_vm_stats *dp_vm_stats(uint32_t key) {
   struct dp_table *t = &dp_table;
-  if (key >= t->vms_cap) {
-    size_t n = t->vms_cap == 0 ? 1024 : t->vms_cap;
-    while (n <= key) n *= 2;
-    struct dp_vm_stats *vms = realloc(t->vms, n * sizeof *vms);
-    if (vms == NULL) return NULL;
-    memset(vms + t->vms_cap, 0, (n - t->vms_cap) * sizeof *vms);
-    t->vms = vms;
-    t->vms_cap = n;
-  }
-  return &t->vms[key];
+  return grow_zeroed((void **)&t->vms, &t->vms_cap, sizeof *t->vms, key, 1024) ? &t->vms[key] : NULL;
 }
 
 // ---- shared responses ----

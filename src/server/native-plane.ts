@@ -5,6 +5,7 @@
 // entries are replaced whole, before the admin call that changed it returns — shares the rate
 // limiter with the JS guard, and drains the loop's counters into Stats and the per-VM contact times.
 import type { Logger } from '../log.ts';
+import { formatIpv4, parseIpv4 } from '../model/ipv4.ts';
 import { requireAddon } from '../netns/addon.ts';
 import type { MetadataIndex, VmEntry } from '../store/metadata-index.ts';
 import type { Stats } from '../stats.ts';
@@ -34,20 +35,6 @@ export interface NativePlaneOptions {
   /** 0: no rate limit. */
   ratePerSecond: number;
   rateBurst: number;
-}
-
-/** 192.0.2.1 -> its 32-bit number; undefined for anything that is not a dotted IPv4 address. */
-export function ipv4Number(ip: string | undefined): number | undefined {
-  if (ip === undefined) return undefined;
-  const parts = ip.split('.');
-  if (parts.length !== 4) return undefined;
-  let n = 0;
-  for (const p of parts) {
-    const v = Number(p);
-    if (!/^\d{1,3}$/.test(p) || v > 255) return undefined;
-    n = n * 256 + v;
-  }
-  return n;
 }
 
 export class NativePlane {
@@ -135,7 +122,7 @@ export class NativePlane {
     const { records, dropped } = this.addon.dpDrainLog();
     for (const r of records) {
       const vm = r.key < 0 ? undefined : this.vmOfKey[r.key];
-      const src = [r.ip >>> 24, (r.ip >>> 16) & 255, (r.ip >>> 8) & 255, r.ip & 255].join('.');
+      const src = formatIpv4(r.ip);
       const ms = Math.round(r.ms * 100) / 100;
       log.debug(
         { network: this.networkOfSlot[r.slot], vm: vm?.id, src, method: r.method, path: r.path, status: r.status, ms, native: true },
@@ -149,7 +136,7 @@ export class NativePlane {
   limiter(): CallerLimiter {
     return {
       take: (network, source) => {
-        const ip = ipv4Number(source);
+        const ip = source === undefined ? undefined : parseIpv4(source);
         return ip === undefined ? 0 : this.addon.dpRateTake(this.slot(network), ip);
       },
     };
@@ -164,7 +151,7 @@ export class NativePlane {
       const now = index.networks.get(network)?.byIp;
       for (const ip of entries.keys()) {
         if (now?.has(ip) === true) continue;
-        this.addon.dpRemoveVm(this.slot(network), ipv4Number(ip) as number);
+        this.addon.dpRemoveVm(this.slot(network), parseIpv4(ip) as number);
         entries.delete(ip);
       }
       if (now === undefined) this.published.delete(network);
@@ -254,7 +241,7 @@ export class NativePlane {
       pairs[i++] = codes[at] as number;
     }
     const flags = (vm.access.endpointEnabled ? 0 : FLAG_DISABLED) | (vm.access.tokensRequired ? FLAG_HANDOVER : 0);
-    this.addon.dpSetVm(this.slot(network), ipv4Number(ip) as number, this.keyOf(vm.facts.uuid, network), flags, own, pairs);
+    this.addon.dpSetVm(this.slot(network), parseIpv4(ip) as number, this.keyOf(vm.facts.uuid, network), flags, own, pairs);
   }
 
   /** The route code of a response many VMs give alike (one shared segment, no seed), registered once; else undefined. */

@@ -65,15 +65,13 @@ export class Inventory {
   /** Posted passwords by VM id, mirrored from the store (guests read them from here). */
   private readonly passwords = new Map<string, string>();
   private currentIndex: MetadataIndex;
-  /** Called after VMs of a network changed (DHCP and anti-spoofing sets hang off this). */
-  private readonly onVmsChanged: ((networks: ReadonlySet<string>) => void) | undefined;
+  /** VM changes (DHCP and anti-spoofing sets hang off them) and index changes (the native table). */
   private readonly events: InventoryEvents;
 
   private constructor(store: SqliteStore, defaults: Defaults, events: InventoryEvents) {
     this.store = store;
     this.defaults = defaults;
     this.currentIndex = new MetadataIndex(defaults);
-    this.onVmsChanged = events.onVmsChanged;
     this.events = events;
   }
 
@@ -186,7 +184,7 @@ export class Inventory {
     this.vmsOf.delete(id);
     this.currentIndex.removeNetwork(id);
     this.events.onIndexChanged?.(this.currentIndex);
-    if (vmIds.length > 0) this.onVmsChanged?.(new Set([id]));
+    if (vmIds.length > 0) this.events.onVmsChanged?.(new Set([id]));
     return vmIds;
   }
 
@@ -220,7 +218,7 @@ export class Inventory {
     this.rememberVm({ vm, origin });
     this.currentIndex.upsertVm(vm);
     this.events.onIndexChanged?.(this.currentIndex);
-    this.onVmsChanged?.(new Set([vm.network, ...(before === undefined ? [] : [before.vm.network])]));
+    this.events.onVmsChanged?.(new Set([vm.network, ...(before === undefined ? [] : [before.vm.network])]));
   }
 
   deleteVm(id: string): void {
@@ -229,7 +227,7 @@ export class Inventory {
     this.forgetVm(vm.id);
     this.currentIndex.removeVm(vm.id);
     this.events.onIndexChanged?.(this.currentIndex);
-    this.onVmsChanged?.(new Set([vm.network]));
+    this.events.onVmsChanged?.(new Set([vm.network]));
   }
 
   private rememberVm(entry: StoredVm): void {
@@ -345,7 +343,7 @@ export class Inventory {
     for (const id of prunedVms) this.passwords.delete(id);
     this.reset(networks, vms);
     this.events.onIndexChanged?.(this.currentIndex);
-    if (touched.size > 0) this.onVmsChanged?.(touched);
+    if (touched.size > 0) this.events.onVmsChanged?.(touched);
     return result;
   }
 
