@@ -115,12 +115,15 @@ struct dp_vm_stats {
 
 enum { DP_REJECT_RATE = 0, DP_REJECT_DISABLED = 1, DP_REJECTS = 2 };
 
-/** One request the loop answered, for the request log (logged by the JS at debug). */
+/** One request the loop answered, for the request log (the JS writes it: debug lines, the access log, unknown callers). */
 #define DP_LOG_PATH 240
 #define DP_LOG_RING 4096
+enum { DP_LOG_OFF = 0, DP_LOG_UNKNOWN = 1, DP_LOG_ALL = 2 };
 struct dp_log_record {
   uint32_t slot, ip, key; /* key: the VM's, UINT32_MAX for none */
   uint32_t ns;
+  uint32_t bytes; /* the body's, as written (0 for HEAD) */
+  int64_t at_ms;  /* wall clock, when answered */
   uint16_t status;
   uint8_t method;
   uint16_t path_len;
@@ -157,7 +160,7 @@ struct dp_table {
   uint64_t rejects[DP_REJECTS];
   uint64_t handovers;
   /* the request log: a ring the JS drains; records that do not fit are counted, not kept */
-  atomic_bool log_on;
+  atomic_int log_mode; /* DP_LOG_OFF, DP_LOG_UNKNOWN (callers that are no VM only), DP_LOG_ALL */
   struct dp_log_record *log;
   size_t log_head, log_count;
   uint64_t log_dropped;

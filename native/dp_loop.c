@@ -307,7 +307,8 @@ static const char *http_date(void) {
 }
 
 /** Writes resp as the fast path does (src/server/fast-path.ts writeAnswer): one head, the body unless HEAD. */
-static bool write_answer(struct conn *c, const struct imds_head *h, const struct dp_seg *segs, const struct dp_resp *r, uint32_t retry_after) {
+static bool write_answer(struct conn *c, const struct imds_head *h, const struct dp_seg *segs, const struct dp_resp *r, uint32_t retry_after,
+                         size_t *bytes) {
   char head[512], seed[DP_SEED_LEN], retry[48] = "";
   if (retry_after > 0) snprintf(retry, sizeof retry, "retry-after: %u\r\n", retry_after);
   int n = snprintf(head, sizeof head, "HTTP/1.1 %u %s\r\ncontent-type: %s\r\ncontent-length: %u\r\n%sDate: %s\r\n%s", r->status,
@@ -325,6 +326,8 @@ static bool write_answer(struct conn *c, const struct imds_head *h, const struct
       if (s < r->nsegs && segs[s].len > 0) iov[k++] = (struct iovec){(void *)segs[s].data, segs[s].len};
     }
   }
+  *bytes = 0;  // the body's (as nginx's body_bytes_sent): every segment after the head
+  for (int i = 1; i < k; i++) *bytes += iov[i].iov_len;
   return conn_write(c, iov, k);
 }
 
@@ -409,7 +412,7 @@ static struct verdict decide(const struct conn *c, const struct imds_head *h, co
 }
 
 /** Under the lock: the request joins the log ring (when the JS logs requests). */
-static void log_request(const struct conn *c, const struct verdict *v, int method, const char *target, size_t len, uint64_t ns) {
+static void log_request(const struct conn *c, const struct verdict *v, int method, const char *target, size_t len, uint64_t ns, size_t bytes) {
   struct dp_table *t = &dp_table;
   if (t->log == NULL) t->log = calloc(DP_LOG_RING, sizeof *t->log);
   if (t->log == NULL || t->log_count == DP_LOG_RING) {
@@ -421,17 +424,20 @@ static void log_request(const struct conn *c, const struct verdict *v, int metho
   r->ip = c->ip;
   r->key = v->key;
   r->ns = ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
+  r->bytes = bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)bytes;
+  r->at_ms = dp_now_ms();
   r->status = v->resp->status;
   r->method = (uint8_t)method;
   r->path_len = (uint16_t)(len < DP_LOG_PATH ? len : DP_LOG_PATH);
   memcpy(r->path, target, r->path_len);
 }
 
-static void count(const struct conn *c, const struct verdict *v, uint64_t started_ns, int method, const char *target, size_t target_len) {
+static void count(const struct conn *c, const struct verdict *v, uint64_t started_ns, int method, const char *target, size_t target_len,
+                  size_t bytes) {
   uint64_t ns = mono_ns() - started_ns;
   struct dp_table *t = &dp_table;
   pthread_mutex_lock(&t->lock);
-  if (target != NULL) log_request(c, v, method, target, target_len, ns);
+  if (target != NULL) log_request(c, v, method, target, target_len, ns, bytes);
   struct dp_net_stats *n = dp_net_stats(c->slot);
   if (n != NULL) {
     int si = dp_status_index(v->resp->status);
@@ -478,12 +484,14 @@ static void process(struct conn *c) {
     c->close_after = !h.keep_alive;
     char target[DP_LOG_PATH];
     size_t target_len = h.target.len < DP_LOG_PATH ? h.target.len : DP_LOG_PATH;
-    bool logged = atomic_load(&dp_table.log_on);
+    int mode = atomic_load(&dp_table.log_mode);
+    bool logged = mode == DP_LOG_ALL || (mode == DP_LOG_UNKNOWN && v.key == UINT32_MAX);
     if (logged) memcpy(target, c->buf + h.target.off, target_len);
     c->len -= h.head_len;
     memmove(c->buf, c->buf + h.head_len, c->len);
-    bool written = write_answer(c, &h, v.segs, v.resp, v.retry_after);
-    count(c, &v, started, h.method, logged ? target : NULL, target_len);
+    size_t bytes = 0;
+    bool written = write_answer(c, &h, v.segs, v.resp, v.retry_after, &bytes);
+    count(c, &v, started, h.method, logged ? target : NULL, target_len, bytes);
     dp_vm_unref(v.holder);
     if (!written) return;
     if (c->out == NULL) conn_after_answer(c);

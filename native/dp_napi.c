@@ -25,9 +25,10 @@
 //   The counters since the last drain, zeroed: nets a flat array per network slot of [slot, count
 //   per status (DP_STATUS order)..., per bucket..., sumSeconds, count, unknownCallers]; vms a flat
 //   array of [key, requests, noToken, firstSeenMs, lastSeenMs, lastStatus] for VMs seen since.
-// dpLogRequests(on), dpDrainLog() -> { records: [{ slot, ip, key, method, status, path, ms }], dropped }
-//   The request log: while on, each answer is recorded (the target's first 240 bytes) in a ring of
-//   4096 the JS drains; what does not fit is counted in `dropped`.
+// dpLogRequests(mode), dpDrainLog() -> { records: [{ slot, ip, key, method, status, path, ms, bytes, at }], dropped }
+//   The request log: with mode 2 each answer, with mode 1 only those to callers that are no VM
+//   (key -1), is recorded (the target's first 240 bytes, the body's bytes written, the wall-clock time in
+//   ms) in a ring of 4096 the JS drains; what does not fit is counted in `dropped`. 0: off.
 // mallocTrim()
 //   Gives the C heap's free memory back to the system (malloc_trim) after a big table change.
 // dpInfo() -> { running, connections, vms, routes, buckets, tableBytes }
@@ -489,9 +490,10 @@ static napi_value dp_drain(napi_env env, napi_callback_info info) {
 
 static napi_value dp_log_requests(napi_env env, napi_callback_info info) {
   ARGS(1);
-  bool on = false;
-  if (napi_get_value_bool(env, argv[0], &on) != napi_ok) return imds_throw_type(env, "dpLogRequests(on)");
-  atomic_store(&dp_table.log_on, on);
+  int32_t mode = 0;
+  if (napi_get_value_int32(env, argv[0], &mode) != napi_ok || mode < DP_LOG_OFF || mode > DP_LOG_ALL)
+    return imds_throw_type(env, "dpLogRequests(mode: 0 | 1 | 2)");
+  atomic_store(&dp_table.log_mode, mode);
   return undefined(env);
 }
 
@@ -520,6 +522,10 @@ static napi_value dp_drain_log(napi_env env, napi_callback_info info) {
     napi_set_named_property(env, rec, "path", v);
     napi_create_double(env, (double)r->ns / 1e6, &v);
     napi_set_named_property(env, rec, "ms", v);
+    napi_create_uint32(env, r->bytes, &v);
+    napi_set_named_property(env, rec, "bytes", v);
+    napi_create_double(env, (double)r->at_ms, &v);
+    napi_set_named_property(env, rec, "at", v);
     napi_set_element(env, records, n++, rec);
   }
   dp_table.log_head = dp_table.log_count = 0;

@@ -47,9 +47,21 @@ export function dpRemoveVm(slot: number, ip: number): void;
 export function dpSetGlobal(responses: DpResponse[]): void;
 export function dpDrain(): { nets: number[]; vms: number[]; rejects: number[]; handovers: number };
 export function dpInfo(): { running: boolean; connections: number; vms: number; routes: number; buckets: number; tableBytes: number };
-export function dpLogRequests(on: boolean): void;
+/** 0: off; 1: answers to callers that are no VM only; 2: every answer. */
+export function dpLogRequests(mode: 0 | 1 | 2): void;
 export function dpDrainLog(): {
-  records: { slot: number; ip: number; key: number; method: 'GET' | 'HEAD'; status: number; path: string; ms: number }[];
+  /** key -1: no VM; bytes: the body's, as written (0 for HEAD); at: wall clock (ms since the epoch). */
+  records: {
+    slot: number;
+    ip: number;
+    key: number;
+    method: 'GET' | 'HEAD';
+    status: number;
+    path: string;
+    ms: number;
+    bytes: number;
+    at: number;
+  }[];
   dropped: number;
 };
 /** The native data plane's route key for a request target (http_head.c imds_route_key); undefined when it hands the request over. */

@@ -73,6 +73,17 @@ export const configSchema = z
       .boolean()
       .default(true)
       .describe('with data_plane: node, answer complete simple GETs straight from the socket (docs/performance.md)'),
+    access_log: z
+      .union([z.enum(['off', 'journal']), absolutePath], { error: 'must be off, journal or an absolute file path' })
+      .default('off')
+      .describe('one line per guest request: off, journal (pino lines on standard output) or a file appended to (docs/configuration.md)'),
+    access_log_lines_per_second: z
+      .number()
+      .int('must be an integer')
+      .min(0, 'must be 0 (no limit) or more')
+      .max(1_000_000, 'must be at most 1000000')
+      .default(1000)
+      .describe('access log lines written in one second at most; the rest are counted in a summary line (0: no limit)'),
     networks: z.array(networkSchema).default([]),
     vms: z.array(vmSchema).default([]),
   })

@@ -13,6 +13,11 @@ import type { GuestGuard } from '../server/guest-guard.ts';
 import type { ListenSockets } from '../server/listen-sockets.ts';
 import { NetnsListeners, type RequestHandler } from '../server/listeners.ts';
 import { NativePlane } from '../server/native-plane.ts';
+import { namespaceName } from '../model/names.ts';
+import { neighbourMac } from '../netns/neighbours.ts';
+import { AccessLog } from '../server/access-log.ts';
+import { RequestLog } from '../server/request-log.ts';
+import { UnknownCallerLog } from '../server/unknown-callers.ts';
 import type { Stats } from '../stats.ts';
 import type { Inventory } from '../store/inventory.ts';
 import type { MetadataIndex } from '../store/metadata-index.ts';
@@ -22,6 +27,8 @@ export interface GuestSide {
   listeners: NetnsListeners;
   /** The native data plane, when `data_plane: native`. */
   native: NativePlane | undefined;
+  /** The access log; `configure` it on reload (a file is reopened). */
+  accessLog: AccessLog;
   /** The inventory's index changed: the native table follows before the change's call returns. */
   indexChanged(index: MetadataIndex): void;
   /** Loads the Fastify app and answers what was held; returns the app (closed on stop). */
@@ -38,6 +45,13 @@ export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: Liste
         : (native?.limiter() ?? callerLimiter(new RateLimiter({ perSecond: cfg.rate_limit_per_second, burst: cfg.rate_limit_burst }))),
     stats,
   };
+  // Every answered request ends in `requests` (src/server/request-log.ts), whichever side answered.
+  const accessLog = new AccessLog(log);
+  accessLog.configure(cfg.access_log, cfg.access_log_lines_per_second);
+  const unknownCallers = new UnknownCallerLog(log, {
+    macOf: (network, address) => neighbourMac(namespaceName(cfg.namespace_prefix, network), address),
+  });
+  const requests = new RequestLog(log, accessLog, unknownCallers);
   let appHandler: RequestHandler | undefined;
   const held: [IncomingMessage, ServerResponse][] = [];
   const handler: RequestHandler = (req, res) => {
@@ -55,6 +69,7 @@ export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: Liste
         headersTimeoutMs: cfg.headers_timeout_ms,
         guard,
         keepAliveTimeoutMs: cfg.keep_alive_timeout_ms,
+        requests,
       })
     : undefined;
   const timeouts = {
@@ -68,13 +83,14 @@ export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: Liste
       listeners.adopt(network, fd, bytes),
     );
     native.sync(inventory.index);
-    native.logRequests(log);
+    native.logRequests(requests);
     stats.addSource(() => native.drain(stats));
   }
   return {
     guard,
     listeners,
     native,
+    accessLog,
     indexChanged: (index) => native?.sync(index),
     async loadApp() {
       const { buildMetadataApp } = await import('../server/metadata-app.ts');
@@ -84,6 +100,7 @@ export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: Liste
         log,
         stats,
         guard,
+        requests,
       });
       appHandler = fastifyHandler;
       for (const [req, res] of held.splice(0)) fastifyHandler(req, res);

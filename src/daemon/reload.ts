@@ -40,6 +40,8 @@ export interface ReloadDeps {
   status(): string;
   /** The log level changed: applied to every logger of the daemon. */
   setLogLevel(level: Config['log_level']): void;
+  /** The access log follows `cfg` (its file reopened: logrotate); throws CONFIG_INVALID when the file cannot be opened. */
+  accessLog?(cfg: Config): void;
 }
 
 /** The outcome of a reload: applied (with the converge's summary), or refused and why. */
@@ -51,6 +53,7 @@ export async function reload(deps: ReloadDeps): Promise<ReloadResult> {
   deps.notifier.reloading();
   const refuse = (reason: string, fields: Record<string, unknown>): ReloadResult => {
     log.error(fields, `reload rejected: ${reason}`);
+    reopenAccessLog(deps, deps.config.current);
     return { applied: false, reason };
   };
   try {
@@ -63,6 +66,11 @@ export async function reload(deps: ReloadDeps): Promise<ReloadResult> {
     const changed = RESTART_ONLY.filter((k) => next[k] !== deps.config.current[k]);
     if (changed.length > 0) {
       return refuse(`these keys take effect only at start; restart the daemon: ${changed.join(', ')}`, { keys: changed });
+    }
+    try {
+      deps.accessLog?.(next);
+    } catch (err) {
+      return refuse(`configuration invalid; keeping the running one: ${messageOf(err)}`, { err: messageOf(err) });
     }
     try {
       seed(deps.inventory, next);
@@ -78,5 +86,14 @@ export async function reload(deps: ReloadDeps): Promise<ReloadResult> {
     return { applied: true, summary: result };
   } finally {
     deps.notifier.ready(deps.status());
+  }
+}
+
+/** The running access log, reopened (a refused reload still reopens it: logrotate's postrotate reloads). */
+function reopenAccessLog(deps: ReloadDeps, cfg: Config): void {
+  try {
+    deps.accessLog?.(cfg);
+  } catch (err) {
+    deps.log.error({ err: messageOf(err) }, 'access log: cannot reopen');
   }
 }

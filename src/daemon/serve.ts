@@ -111,6 +111,7 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
   );
   const sockets = new ListenSockets({ port: cfg.listen_port, notifier, log, inherited });
   const guests = buildGuestSide(cfg, inventory, sockets, stats, log);
+  cleanups.add('access log', () => guests.accessLog.close()); // after the listeners (cleanups run in reverse)
   cleanups.add('guest listeners', async () => {
     await guests.listeners.stopAll();
     guests.native?.stop();
@@ -229,6 +230,7 @@ function reloadOf(parts: Parts): () => Promise<string | undefined> {
       converge: parts.kernel.converge,
       status: () => parts.health.line(),
       setLogLevel: (level) => setLogLevel(parts.log, level),
+      accessLog: (c) => parts.guests.accessLog.configure(c.access_log, c.access_log_lines_per_second),
     });
     return result.applied ? undefined : result.reason;
   };

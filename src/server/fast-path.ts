@@ -14,6 +14,7 @@ import type { MetadataIndex } from '../store/metadata-index.ts';
 import { answerGet, normalisePath, type Answer } from './guest-api.ts';
 import { NETWORK, type HandOver, type TaggedSocket } from './connection.ts';
 import { admit, checkToken, type GuestGuard } from './guest-guard.ts';
+import { RequestLog } from './request-log.ts';
 
 export interface FastPathDeps {
   index: () => MetadataIndex;
@@ -23,6 +24,8 @@ export interface FastPathDeps {
   headersTimeoutMs: number;
   keepAliveTimeoutMs: number;
   guard: GuestGuard;
+  /** Where answered requests are logged (debug lines, the access log, unknown callers); default: debug lines on `log`. */
+  requests?: RequestLog;
 }
 
 /** Heads larger than this go to node:http (which enforces maxHeaderSize). */
@@ -106,8 +109,8 @@ function httpDate(): string {
   return dateText;
 }
 
-/** The whole answer in one buffer, one write (the head is ASCII); closes after it unless kept alive. */
-function writeAnswer(socket: Socket, head: Head, a: Answer, keepAliveHeader: string): void {
+/** The whole answer in one buffer, one write (the head is ASCII); closes after it unless kept alive. Returns the body's bytes written. */
+function writeAnswer(socket: Socket, head: Head, a: Answer, keepAliveHeader: string): number {
   const close = !head.keepAlive;
   const headText =
     `HTTP/1.1 ${a.status} ${REASON[a.status]}\r\ncontent-type: ${a.type}\r\ncontent-length: ${a.body.length}\r\n` +
@@ -118,10 +121,11 @@ function writeAnswer(socket: Socket, head: Head, a: Answer, keepAliveHeader: str
   if (bodyLength > 0) a.body.copy(out, headText.length);
   if (close) socket.end(out);
   else socket.write(out);
+  return bodyLength;
 }
 
-/** Answers one complete head (guards, then the shared resolver): counted, and logged at debug. */
-function answerHead(deps: FastPathDeps, log: Logger, socket: Socket, network: string, head: Head, keepAliveHeader: string): void {
+/** Answers one complete head (guards, then the shared resolver): counted, and logged (request-log.ts). */
+function answerHead(deps: FastPathDeps, requests: RequestLog, socket: Socket, network: string, head: Head, keepAliveHeader: string): void {
   const source = socket.remoteAddress;
   const started = performance.now();
   const vm = deps.index().lookup(network, source);
@@ -130,22 +134,20 @@ function answerHead(deps: FastPathDeps, log: Logger, socket: Socket, network: st
     admit(deps.guard, network, source ?? '', vm) ??
     checkToken(deps.guard, network, vm, path, head.token) ??
     answerGet(vm, path, deps.password, head.method);
-  writeAnswer(socket, head, answer, keepAliveHeader);
-  deps.stats?.observeRequest(network, answer.status, (performance.now() - started) / 1000);
+  const bytes = writeAnswer(socket, head, answer, keepAliveHeader);
+  const ms = performance.now() - started;
+  deps.stats?.observeRequest(network, answer.status, ms / 1000);
   if (vm !== undefined) deps.stats?.contacts.seen(vm.facts.uuid, answer.status);
   else if (answer.status !== 429) deps.stats?.unknownCallers(network);
-  if (log.isLevelEnabled('debug')) {
-    const ms = Math.round((performance.now() - started) * 100) / 100;
-    log.debug(
-      { network, vm: vm?.facts.uuid, src: source, method: head.method, path: head.target, status: answer.status, ms, fast: true },
-      'request',
-    );
+  if (requests.wants(vm !== undefined)) {
+    const record = { at: Date.now(), network, vm: vm?.facts.uuid, src: source ?? '', method: head.method, path: head.target };
+    requests.completed({ ...record, status: answer.status, bytes, ms }, 'fast');
   }
 }
 
 export function createFastPath(deps: FastPathDeps): (socket: TaggedSocket, handOver: HandOver) => void {
   const keepAliveHeader = `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(deps.keepAliveTimeoutMs / 1000)}\r\n\r\n`;
-  const log = deps.log.child({ component: 'metadata' });
+  const requests = deps.requests ?? new RequestLog(deps.log);
 
   return (socket, handOver) => {
     const network = socket[NETWORK] as string;
@@ -176,7 +178,7 @@ export function createFastPath(deps: FastPathDeps): (socket: TaggedSocket, handO
         if (end < 0 || end > MAX_FAST_HEAD) return giveUp();
         const head = parseHead(pending.toString('latin1', 0, end));
         if (head === undefined || socket.remoteAddress === METADATA_IP) return giveUp();
-        answerHead(deps, log, socket, network, head, keepAliveHeader);
+        answerHead(deps, requests, socket, network, head, keepAliveHeader);
         fresh = false;
         if (!head.keepAlive) {
           socket.removeListener('data', onData);

@@ -9,6 +9,7 @@ import type { MetadataIndex, VmEntry } from '../store/metadata-index.ts';
 import { NETWORK, type TaggedSocket } from './connection.ts';
 import { answerGet, CONTENT_TYPE, PROBE_HEADER, probedVmId, type Answer } from './guest-api.ts';
 import { admit, checkToken, TOKEN_HEADER, type GuestGuard } from './guest-guard.ts';
+import type { RequestLog } from './request-log.ts';
 
 export const PASSWORD_PATH = /^openstack\/[^/]+\/password\/?$/;
 
@@ -26,6 +27,8 @@ export interface MetadataAppDeps {
   log: Logger;
   stats?: Stats;
   guard: GuestGuard;
+  /** Where answered requests are logged; default: debug lines on `log`. */
+  requests?: RequestLog;
 }
 
 /**

@@ -9,6 +9,7 @@ import { NETWORK, type RequestHandler, type TaggedSocket } from './connection.ts
 import { CONTENT_TYPE, normalisePath, PROBE_HEADER } from './guest-api.ts';
 import { badRequest, callerOf, guestReplies, otherMethod, type MetadataAppDeps } from './guest-replies.ts';
 import { otherMethodRoutes, passwordRoute, tokenRoutes } from './guest-routes.ts';
+import { RequestLog } from './request-log.ts';
 
 export { CONTENT_TYPE, normalisePath, PROBE_HEADER, callerOf };
 export { PASSWORD_MAX } from './guest-routes.ts';
@@ -19,10 +20,10 @@ export interface MetadataApp {
   handler: RequestHandler;
 }
 
-/** Counts every answer; at debug, one line per request (never a body: user data is a secret). */
+/** Counts every answer and logs it (request-log.ts: debug lines, the access log, unknown callers; never a body). */
 function countAndLog(app: FastifyInstance, deps: MetadataAppDeps): void {
   const { stats } = deps;
-  const log = deps.log.child({ component: 'metadata' });
+  const requests = deps.requests ?? new RequestLog(deps.log);
   app.addHook('onResponse', (request, reply, done) => {
     const network = (request.raw.socket as TaggedSocket)[NETWORK] ?? 'none';
     stats?.observeRequest(network, reply.statusCode, reply.elapsedTime / 1000);
@@ -33,9 +34,11 @@ function countAndLog(app: FastifyInstance, deps: MetadataAppDeps): void {
       if (vm !== undefined) stats?.contacts.seen(vm.facts.uuid, reply.statusCode);
       else if (reply.statusCode !== 429) stats?.unknownCallers(network);
     }
-    if (log.isLevelEnabled('debug')) {
-      const ms = Math.round(reply.elapsedTime * 100) / 100;
-      log.debug({ network, vm: vm?.facts.uuid, src, method: request.method, path: request.url, status: reply.statusCode, ms }, 'request');
+    if (requests.wants(vm !== undefined)) {
+      // The path as the guest sent it (request.url is the normalised one); for the password's POST, only that.
+      const bytes = request.method === 'HEAD' ? 0 : Number(reply.getHeader('content-length') ?? 0);
+      const record = { at: Date.now(), network, vm: vm?.facts.uuid, src: src ?? '', method: request.method, path: request.originalUrl };
+      requests.completed({ ...record, status: reply.statusCode, bytes, ms: reply.elapsedTime });
     }
     done();
   });

@@ -4,7 +4,6 @@
 // read (`onHandover`) for node:http and the Fastify app. This side publishes the table — a VM's
 // entries are replaced whole, before the admin call that changed it returns — shares the rate
 // limiter with the JS guard, and drains the loop's counters into Stats and the per-VM contact times.
-import type { Logger } from '../log.ts';
 import { formatIpv4, parseIpv4 } from '../model/ipv4.ts';
 import { requireAddon } from '../netns/addon.ts';
 import type { MetadataIndex, VmEntry } from '../store/metadata-index.ts';
@@ -13,6 +12,7 @@ import type * as NativeAddon from 'imds-netns';
 import { CONTENT_TYPE, NOT_FOUND, type Answer } from './guest-api.ts';
 import { DISABLED, TOO_MANY, type CallerLimiter } from './guest-guard.ts';
 import { sharedText, TYPE_CODE, vmTable, type TableResponse } from './native-table.ts';
+import { NATIVE_LOG, type RequestLog } from './request-log.ts';
 import { EC2_VERSIONS } from '../documents/ec2.ts';
 
 type Addon = typeof NativeAddon;
@@ -103,33 +103,34 @@ export class NativePlane {
   }
 
   /**
-   * The loop's answers in the request log, as the JS paths log theirs (one debug line each, no
-   * body): while `log` is at debug, the loop records them and they are written here every 50 ms.
+   * The loop's answers in the request log (request-log.ts), as the JS paths log theirs: the loop
+   * records every answer while debug lines or the access log want them, else only those to callers
+   * that are no VM, and they are written here every 50 ms.
    */
-  logRequests(log: Logger): void {
-    this.log = log.child({ component: 'metadata' });
+  logRequests(requests: RequestLog): void {
+    this.requests = requests;
     this.logTimer = setInterval(() => this.flushLog(), 50).unref();
   }
 
-  private log: Logger | undefined;
+  private requests: RequestLog | undefined;
 
   private flushLog(): void {
-    const log = this.log;
-    if (log === undefined) return;
-    const on = log.isLevelEnabled('debug');
-    this.addon.dpLogRequests(on);
-    if (!on) return;
+    const requests = this.requests;
+    if (requests === undefined) return;
+    const mode = requests.nativeMode();
+    this.addon.dpLogRequests(mode);
+    if (mode === NATIVE_LOG.off) return;
     const { records, dropped } = this.addon.dpDrainLog();
     for (const r of records) {
       const vm = r.key < 0 ? undefined : this.vmOfKey[r.key];
+      const network = this.networkOfSlot[r.slot] ?? '';
       const src = formatIpv4(r.ip);
-      const ms = Math.round(r.ms * 100) / 100;
-      log.debug(
-        { network: this.networkOfSlot[r.slot], vm: vm?.id, src, method: r.method, path: r.path, status: r.status, ms, native: true },
-        'request',
+      requests.completed(
+        { at: r.at, network, vm: vm?.id, src, method: r.method, path: r.path, status: r.status, bytes: r.bytes, ms: r.ms },
+        'native',
       );
     }
-    if (dropped > 0) log.debug({ dropped }, 'request log: records the loop could not keep');
+    requests.access?.lost(dropped);
   }
 
   /** The per-caller limiter the loop uses, for the requests node:http answers. */
