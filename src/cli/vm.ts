@@ -24,12 +24,11 @@ interface VmView {
   [key: string]: unknown;
 }
 
-/** When the VM last asked for metadata: "2026-12-02T18:00:00.000Z (200), 28 requests since 2026-…", or "never". */
-function lastSeen(v: VmView): string {
+/** The VM's contact as `vm show` prints it: first and last request, last status, count; `last_seen: never` before any. */
+function contactFields(v: VmView): Record<string, string | number> {
   const c = v.contact;
-  return c === undefined
-    ? 'never (since the daemon started)'
-    : `${c.last_seen} (${c.last_status}), ${c.requests} requests since ${c.first_seen}`;
+  if (c === undefined) return { last_seen: 'never (since the daemon started)' };
+  return { first_seen: c.first_seen, last_seen: c.last_seen, last_status: c.last_status, requests: c.requests };
 }
 
 const CLEAR_FIELD: Record<string, string> = {
@@ -176,7 +175,9 @@ function listVmsCommand(parent: Command): void {
           HOSTNAME: (v) => v.hostname,
           USER_DATA: (v) => (v.user_data_bytes > 0 ? `${v.user_data_bytes} B` : '-'),
           PASSWORD: (v) => (v.password_set ? 'set' : '-'),
-          LAST_SEEN: (v) => (v.contact === undefined ? '-' : `${v.contact.last_seen} ${v.contact.last_status}`),
+          LAST_SEEN: (v) => v.contact?.last_seen ?? '-',
+          LAST_STATUS: (v) => (v.contact === undefined ? '-' : String(v.contact.last_status)),
+          REQUESTS: (v) => String(v.contact?.requests ?? 0),
         });
     });
 }
@@ -192,7 +193,7 @@ function showVmCommand(parent: Command): void {
       if (opts.json) printJson(v);
       else {
         const { user_data_b64: _b64, contact: _contact, ...rest } = v;
-        printFields({ ...rest, last_seen: lastSeen(v) });
+        printFields({ ...rest, ...contactFields(v) });
       }
     });
 }

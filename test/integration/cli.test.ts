@@ -184,7 +184,10 @@ describe('operator surface: CLI and admin API', () => {
       rows.map((r) => [r.id, r.ip, r.password_set]),
       [[VM1, '198.51.100.10', false]],
     );
-    assert.match((await imds(['vm', 'list'])).stdout, /^ID\s+NETWORK\s+IP\s+MAC\s+HOSTNAME\s+USER_DATA\s+PASSWORD\s+LAST_SEEN\n1b4e28ba/);
+    assert.match(
+      (await imds(['vm', 'list'])).stdout,
+      /^ID\s+NETWORK\s+IP\s+MAC\s+HOSTNAME\s+USER_DATA\s+PASSWORD\s+LAST_SEEN\s+LAST_STATUS\s+REQUESTS\n1b4e28ba/,
+    );
     const shown = await json<{ hostname: string; public_keys: Record<string, string> }>(['vm', 'show', VM1]);
     assert.equal(shown.hostname, 'one');
     assert.ok(shown.public_keys['deploy']);
