@@ -74,7 +74,8 @@ export const configSchema = z
       .default(true)
       .describe('with data_plane: node, answer complete simple GETs straight from the socket (docs/performance.md)'),
     access_log: z
-      .union([z.enum(['off', 'journal']), absolutePath], { error: 'must be off, journal or an absolute file path' })
+      .string({ error: 'must be off, journal or an absolute file path' })
+      .refine((v) => v === 'off' || v === 'journal' || isAbsolute(v), 'must be off, journal or an absolute file path')
       .default('off')
       .describe('one line per guest request: off, journal (pino lines on standard output) or a file appended to (docs/configuration.md)'),
     access_log_lines_per_second: z

@@ -212,4 +212,18 @@ describe('configuration', () => {
       );
     }
   });
+
+  it('takes access_log off, journal or an absolute path, and names anything else', () => {
+    const cfg = parseConfig(VALID, 'imds.yaml');
+    assert.deepEqual([cfg.access_log, cfg.access_log_lines_per_second], ['off', 1000]);
+    assert.equal(parseConfig(`access_log: journal\n${VALID}`, 'imds.yaml').access_log, 'journal');
+    assert.equal(parseConfig(`access_log: /var/log/imds/access.log\n${VALID}`, 'imds.yaml').access_log, '/var/log/imds/access.log');
+    for (const bad of ['access.log', 'on', '42']) {
+      assert.ok(
+        problemsOf(`access_log: ${bad}\n${VALID}`).some((p) => p.includes('access_log: must be off, journal or an absolute file path')),
+        bad,
+      );
+    }
+    assert.ok(problemsOf(`access_log_lines_per_second: -1\n${VALID}`).some((p) => p.includes('access_log_lines_per_second: must be 0')));
+  });
 });
