@@ -34,6 +34,7 @@ describe('per-VM contact and the access log', () => {
   let gB: Guest;
   let gX: Guest;
   let logFile: string;
+  let config: Record<string, unknown>;
 
   const cli = async (args: string[]) => (await sb.cli(['--admin-socket', sb.adminSocket(), ...args])).stdout;
   const contactOf = async (id: string): Promise<Contact | undefined> =>
@@ -54,7 +55,7 @@ describe('per-VM contact and the access log', () => {
   before(async () => {
     sb = current();
     logFile = join(sb.dir, 'main', 'state', 'access.log');
-    const config = sb.config({
+    config = sb.config({
       log_level: 'info',
       access_log: logFile,
       networks: [{ id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', gateway: '198.51.100.1' }],
@@ -182,5 +183,20 @@ describe('per-VM contact and the access log', () => {
     assert.equal((await gB.http('/openstack/latest/meta_data.json?after-reload')).status, 200);
     await waitForLines(1, (l) => l['path'] === '/openstack/latest/meta_data.json?after-reload');
     assert.ok(!lines(rotated).some((l) => l['path'] === '/openstack/latest/meta_data.json?after-reload'), 'nothing new in the old file');
+  });
+
+  it('switches to journal lines on reload, with the same fields, and leaves the file alone', async () => {
+    sb.writeConfig({ ...config, access_log: 'journal' });
+    await cli(['reload']);
+    const mark = daemon.logs.length;
+    const before = lines().length;
+    assert.equal((await gB.http('/openstack/latest/meta_data.json?journal')).status, 200);
+    const line = await daemon.waitForAfter(mark, (l) => l['msg'] === 'access' && l['path'] === '/openstack/latest/meta_data.json?journal');
+    assert.deepEqual(
+      [line['level'], line['component'], line['network'], line['vm'], line['src'], line['method'], line['status']],
+      [30, 'access', 'net1', VM_B, '198.51.100.11', 'GET', 200],
+    );
+    assert.equal(typeof line['bytes'], 'number');
+    assert.equal(lines().length, before, 'nothing more in the file');
   });
 });
