@@ -33,6 +33,7 @@ describe('per-VM contact and the access log', () => {
   let gA: Guest;
   let gB: Guest;
   let gX: Guest;
+  let gY: Guest;
   let logFile: string;
   let config: Record<string, unknown>;
 
@@ -76,6 +77,7 @@ describe('per-VM contact and the access log', () => {
     gA = await sb.addGuest('a', { ...on1, ip: '198.51.100.10', mac: '52:54:00:00:00:0a' });
     gB = await sb.addGuest('b', { ...on1, ip: '198.51.100.11', mac: '52:54:00:00:00:0b' });
     gX = await sb.addGuest('x', { ...on1, ip: '198.51.100.77', mac: '52:54:00:00:00:7e' });
+    gY = await sb.addGuest('y', { ...on1, ip: '198.51.100.78', mac: '52:54:00:00:00:7f' });
   });
 
   it("shows a VM's requests, first and last contact and last status in vm show and vm list", async () => {
@@ -198,5 +200,16 @@ describe('per-VM contact and the access log', () => {
     );
     assert.equal(typeof line['bytes'], 'number');
     assert.equal(lines().length, before, 'nothing more in the file');
+  });
+
+  it('with the access log off (and no debug), still logs a caller that is no VM, whichever side answers', async () => {
+    sb.writeConfig({ ...config, access_log: 'off' });
+    await cli(['reload']);
+    const mark = daemon.logs.length;
+    assert.equal((await gY.http('/openstack/latest/meta_data.json')).status, 404);
+    const line = await daemon.waitForAfter(mark, (l) => l['msg'] === UNKNOWN_LINE && l['src'] === '198.51.100.78');
+    assert.deepEqual([line['mac'], line['network'], line['requests']], ['52:54:00:00:00:7f', 'net1', 1]);
+    assert.equal((await gB.http('/openstack/latest/meta_data.json?off')).status, 200);
+    assert.equal(daemon.logs.slice(mark).filter((l) => l['msg'] === 'access').length, 0, 'no access lines');
   });
 });
