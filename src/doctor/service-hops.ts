@@ -119,6 +119,6 @@ export function requestsHop(vmEv: VmEvidence): Hop {
   }
   return pass(
     'requests',
-    `${contact.requests} requests since ${new Date(contact.firstSeen).toISOString()}; the last ${ago(contact.lastSeen, now)} (${new Date(contact.lastSeen).toISOString()}), answered ${contact.lastStatus}`,
+    `${contact.requests} ${contact.requests === 1 ? 'request' : 'requests'} since ${new Date(contact.firstSeen).toISOString()}; the last ${ago(contact.lastSeen, now)} (${new Date(contact.lastSeen).toISOString()}), answered ${contact.lastStatus}`,
   );
 }
