@@ -5,6 +5,8 @@ import type { Vm } from '../model/schema.ts';
 import type { DhcpEvidence, NetworkEvidence } from './evidence.ts';
 import { fail, pass, type Hop } from './hop.ts';
 
+const restarts = (n: number): string => `${n} restart${n === 1 ? '' : 's'}`;
+
 const SERVER_FIX =
   "imds restarts dnsmasq with backoff (0.5 s to 30 s); `last_error` is dnsmasq's own message: fix what it names (imds network show NET)";
 
@@ -18,7 +20,7 @@ export function dhcpServerHop(ev: NetworkEvidence, dhcp: DhcpEvidence): Hop {
     );
   const why = s.last_error === undefined ? '' : `; last error: ${s.last_error}`;
   if (s.state !== 'running' || s.pid === undefined)
-    return fail('dhcp-server', `dnsmasq is ${s.state} (${s.restarts} restarts)${why}`, SERVER_FIX);
+    return fail('dhcp-server', `dnsmasq is ${s.state} (${restarts(s.restarts)})${why}`, SERVER_FIX);
   if (!s.healthy)
     return fail('dhcp-server', `dnsmasq (pid ${s.pid}) was restarted ${s.restarts} times and has not stayed up yet${why}`, SERVER_FIX);
   if (dhcp.processNetnsInode === undefined) return fail('dhcp-server', `dnsmasq pid ${s.pid} is gone`, SERVER_FIX);
@@ -29,7 +31,7 @@ export function dhcpServerHop(ev: NetworkEvidence, dhcp: DhcpEvidence): Hop {
       SERVER_FIX,
     );
   }
-  return pass('dhcp-server', `dnsmasq pid ${s.pid} running in ${ev.desired.netns} (${s.restarts} restarts)`);
+  return pass('dhcp-server', `dnsmasq pid ${s.pid} running in ${ev.desired.netns} (${restarts(s.restarts)})`);
 }
 
 interface Lease {

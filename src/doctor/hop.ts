@@ -29,6 +29,11 @@ export function reportOf(hops: Hop[]): DoctorReport {
   return { ok: hops.every((h) => h.ok), hops };
 }
 
+/** `1 packet`, `2 packets`. */
+export function count(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
 /** How long ago `then` was, for details: `12 s ago`, `5 min ago`, `3 h ago`. */
 export function ago(then: number, now: number): string {
   const s = Math.max(0, Math.round((now - then) / 1000));

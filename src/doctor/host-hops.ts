@@ -4,7 +4,7 @@
 import { GUEST_SET, guestKey, tableMatches } from '../netns/nft.ts';
 import type { Vm } from '../model/schema.ts';
 import type { NetworkEvidence, TableEvidence, VmEvidence } from './evidence.ts';
-import { ago, fail, pass, REPAIR_FIX, type Hop } from './hop.ts';
+import { ago, count, fail, pass, REPAIR_FIX, type Hop } from './hop.ts';
 
 export function bridgeHop(ev: NetworkEvidence): Hop {
   const name = ev.desired.bridge;
@@ -107,7 +107,7 @@ export function interceptionHop(ev: NetworkEvidence, vms: readonly Vm[]): Hop {
   }
   return pass(
     'interception',
-    `table ${name} intact; ${vms.length} VM pairs in ${GUEST_SET}; ${steeredOf(ev.bridgeTable)} frames steered to the namespace`,
+    `table ${name} intact; ${vms.length} VM pairs in ${GUEST_SET}; ${count(steeredOf(ev.bridgeTable), 'frame')} steered to the namespace`,
   );
 }
 
@@ -126,6 +126,6 @@ export function vmInterceptionHop(ev: NetworkEvidence, vm: Vm): Hop {
   }
   return pass(
     'interception',
-    `${key} is in set ${GUEST_SET} of table ${name}; ${steeredOf(ev.bridgeTable)} frames steered to the namespace (all VMs)`,
+    `${key} is in set ${GUEST_SET} of table ${name}; ${count(steeredOf(ev.bridgeTable), 'frame')} steered to the namespace (all VMs)`,
   );
 }

@@ -5,7 +5,7 @@ import { GUEST_SET, guestKey, tableMatches, VM_IP_SET } from '../netns/nft.ts';
 import type { Vm } from '../model/schema.ts';
 import type { NetworkEvidence } from './evidence.ts';
 import { pairDiff } from './host-hops.ts';
-import { fail, pass, REPAIR_FIX, type Hop } from './hop.ts';
+import { count, fail, pass, REPAIR_FIX, type Hop } from './hop.ts';
 
 export function nftTableHop(ev: NetworkEvidence): Hop {
   const { netns, nft } = ev.desired;
@@ -31,7 +31,7 @@ export function nftTableHop(ev: NetworkEvidence): Hop {
   const direct = t.counters.rules.find((r) => r.chain === 'input' && r.action === 'drop')?.packets ?? 0;
   return pass(
     'nft-table',
-    `table ip imds intact: 169.254.169.254:80 -> :${ev.listenPort} (${dnat?.packets ?? 0} packets DNATed), ${direct} packets to :${ev.listenPort} directly dropped`,
+    `table ip imds intact: 169.254.169.254:80 -> :${ev.listenPort} (${count(dnat?.packets ?? 0, 'packet')} DNATed), ${count(direct, 'packet')} to :${ev.listenPort} directly dropped`,
   );
 }
 
@@ -58,7 +58,7 @@ export function guardHop(ev: NetworkEvidence, vms: readonly Vm[]): Hop {
     );
   }
   const spoofed = t.counters.named.get('spoofed') ?? 0;
-  return pass('guard', `${vms.length} VM pairs in ${GUEST_SET}; ${spoofed} packets dropped as spoofed`);
+  return pass('guard', `${vms.length} VM pairs in ${GUEST_SET}; ${count(spoofed, 'packet')} dropped as spoofed`);
 }
 
 /** VM level: the VM's address and its pair in the guard's sets. */
@@ -77,5 +77,5 @@ export function vmGuardHop(ev: NetworkEvidence, vm: Vm): Hop {
     );
   }
   if (!hasIp) return fail('guard', `${vm.ip} is not in set ${VM_IP_SET}: a guest forging the VM's address is not dropped`, REPAIR_FIX);
-  return pass('guard', `${key} allowed; ${spoofed} packets dropped as spoofed on the network`);
+  return pass('guard', `${key} allowed; ${count(spoofed, 'packet')} dropped as spoofed on the network`);
 }
