@@ -25,6 +25,16 @@ export function bridgeHop(ev: NetworkEvidence): Hop {
       `free the name ${name}, or name another bridge in the network (imds network set ${ev.network.id} --bridge NAME)`,
     );
   if (!link.up) return fail('bridge', `bridge ${name} is down`, `ip link set ${name} up (${REPAIR_FIX})`);
+  const up = ev.desired.uplink;
+  if (up !== undefined && ev.hostLinks.get(up)?.master !== name) {
+    const uplink = ev.hostLinks.get(up);
+    const where = uplink === undefined ? 'does not exist' : uplink.master === undefined ? 'is on no bridge' : `is on ${uplink.master}`;
+    return fail(
+      'bridge',
+      `the network's uplink ${up} ${where}, not on ${name}: guests reach nothing beyond the host`,
+      `ip link set ${up} master ${name} (${REPAIR_FIX})`,
+    );
+  }
   const ports = [...new Set(ev.fdb.filter((e) => e.master === name).map((e) => e.port))].sort();
   const ageing = ev.bridgeAgeingS === undefined ? '' : `, forwarding entries age out after ${ev.bridgeAgeingS} s`;
   return pass('bridge', `${name} is up${ageing}; ports in its forwarding table: ${ports.length === 0 ? 'none' : ports.join(', ')}`);

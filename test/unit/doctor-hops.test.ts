@@ -213,6 +213,11 @@ describe('doctor hops', () => {
     const e = healthy();
     e.ev.hostLinks.set('imdsb-net1', link('imdsb-net1', { kind: 'bridge', up: false }));
     assert.deepEqual(failed(networkHops(e.ev, [VM])), ['bridge']);
+    const u = healthy();
+    u.ev.desired = { ...u.ev.desired, uplink: 'eth1' };
+    assert.match(hop(networkHops(u.ev, [VM]), 'bridge').detail, /uplink eth1 does not exist, not on imdsb-net1/);
+    u.ev.hostLinks.set('eth1', link('eth1', { master: 'imdsb-net1' }));
+    assert.equal(hop(networkHops(u.ev, [VM]), 'bridge').ok, true);
   });
 
   it('dhcp: a server that does not stay up, and a missing static lease line', () => {
