@@ -29,11 +29,11 @@ export function bridgeHop(ev: NetworkEvidence): Hop {
   if (up !== undefined && ev.hostLinks.get(up)?.master !== name) {
     const uplink = ev.hostLinks.get(up);
     const where = uplink === undefined ? 'does not exist' : uplink.master === undefined ? 'is on no bridge' : `is on ${uplink.master}`;
-    return fail(
-      'bridge',
-      `the network's uplink ${up} ${where}, not on ${name}: guests reach nothing beyond the host`,
-      `ip link set ${up} master ${name} (${REPAIR_FIX})`,
-    );
+    const fix =
+      uplink === undefined
+        ? `bring back the device ${up}, or name another uplink (imds network set ${ev.network.id} --uplink IF, or --clear uplink)`
+        : `ip link set ${up} master ${name} (${REPAIR_FIX})`;
+    return fail('bridge', `the network's uplink ${up} ${where}, not on ${name}: guests reach nothing beyond the host`, fix);
   }
   const ports = [...new Set(ev.fdb.filter((e) => e.master === name).map((e) => e.port))].sort();
   const ageing = ev.bridgeAgeingS === undefined ? '' : `, forwarding entries age out after ${ev.bridgeAgeingS} s`;
