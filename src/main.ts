@@ -1,5 +1,6 @@
 // Entry point: argv -> command. The only module that ends the process.
 import { Command, CommanderError } from '@commander-js/extra-typings';
+import { doctorCommand } from './cli/doctor.ts';
 import { registerKernelCommands } from './cli/kernel.ts';
 import { networkCommand } from './cli/network.ts';
 import { reloadCommand } from './cli/reload.ts';
@@ -18,7 +19,7 @@ const program = new Command('imds')
   .option('--admin-socket <path>', "the daemon's admin socket (default: $IMDS_ADMIN_SOCKET or /run/imds/admin.sock)");
 
 registerKernelCommands(program);
-for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand(), restartCommand(), tokenCommand()]) {
+for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand(), restartCommand(), tokenCommand(), doctorCommand()]) {
   sub.exitOverride();
   for (const c of sub.commands) c.exitOverride();
   program.addCommand(sub);

@@ -99,6 +99,15 @@ export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
       return buildConfigDrive(runner, configDriveFiles(entry), format, `imds ${VERSION}`);
     },
     vmChangesApplied: () => kernel.services.idle(),
+    doctor: {
+      runner,
+      config: () => deps.config.current,
+      statusOf: (network) => deps.health.statusOf(network),
+      dhcpStatusOf: (network) => kernel.dhcp.statusOf(network),
+      listenerFd: (network) => guests.listeners.fds().get(network),
+      contactOf: (vmId) => deps.stats.collect().contacts.get(vmId),
+      startedAt: deps.startedAt,
+    },
     reload: deps.reload,
     restart: deps.restart,
     info: () => info(deps, API_VERSION),

@@ -5,6 +5,8 @@
 //   IMDS_FAULT_PAUSE_BEFORE_READY_MS the start pauses just before `ready` (the signal tests)
 //   IMDS_FAULT_SUCCESSOR_FAILS=1     a daemon started by a hand-over (`imds restart`) fails before
 //                                    it is ready (the failed hand-over test)
+//   IMDS_FAULT_NO_DRIFT_REPAIR=1     drift repair is paused once ready: kernel damage stays (the
+//                                    doctor test breaks hops the daemon would repair within ms)
 import { writeSync } from 'node:fs';
 import { ImdsError } from '../errors.ts';
 
@@ -13,12 +15,15 @@ export interface Faults {
   midBatchHook: ((written: number, total: number) => void) | undefined;
   /** Awaited just before the daemon says it is ready. */
   beforeReady(): Promise<void>;
+  /** Drift repair is paused once the daemon is ready. */
+  noDriftRepair: boolean;
 }
 
 export function faultsFromEnv(env: NodeJS.ProcessEnv = process.env): Faults {
   const batchPauseMs = Number(env['IMDS_FAULT_PAUSE_MID_BATCH_MS'] ?? 0);
   const readyPauseMs = Number(env['IMDS_FAULT_PAUSE_BEFORE_READY_MS'] ?? 0);
   return {
+    noDriftRepair: env['IMDS_FAULT_NO_DRIFT_REPAIR'] === '1',
     midBatchHook:
       batchPauseMs > 0
         ? (written, total) => {

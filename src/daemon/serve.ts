@@ -169,6 +169,7 @@ async function finishStart(b: Built, parts: Parts, admin: AdminSide, replacing: 
   collectGarbage(); // the configuration's seed and the store's load leave their garbage behind
   b.kernel.drift.start();
   cleanups.add('drift watch', () => b.kernel.drift.stop()); // runs first on shutdown: teardown is not drift
+  if (b.faults.noDriftRepair) await b.kernel.drift.pause();
   await b.faults.beforeReady();
   const serving = summary.networks.filter((n) => n.state === 'serving').length;
   const vms = b.inventory.vmCount();

@@ -20,6 +20,7 @@ import Fastify, {
 import { hasZodFastifySchemaValidationErrors, jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { httpStatusOf, ImdsError, isImdsError, messageOf } from '../errors.ts';
 import type { AdminDeps, AdminPlugin } from './admin/deps.ts';
+import { doctorRoutes } from './admin/doctor.ts';
 import { importRoutes } from './admin/import.ts';
 import { networkRoutes } from './admin/networks.ts';
 import { documentRoutes, systemRoutes } from './admin/system.ts';
@@ -38,6 +39,7 @@ const PLUGINS: readonly (readonly [AdminPlugin, string])[] = [
   [networkRoutes, '/v1/networks'],
   [vmRoutes, '/v1/vms'],
   [importRoutes, '/v1/import'],
+  [doctorRoutes, '/v1/doctor'],
   [documentRoutes, ''],
 ];
 

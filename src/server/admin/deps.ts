@@ -4,6 +4,7 @@ import type { DriveFormat } from '../../configdrive/image.ts';
 import type { NetworkStatus, ReconcileSummary } from '../../controller/reconciler.ts';
 import type { DhcpStatus } from '../../dhcp/dhcp-servers.ts';
 import type { Contact } from '../../contact.ts';
+import type { DoctorDeps } from '../../doctor/doctor.ts';
 import type { Logger } from '../../log.ts';
 import type { Metrics } from '../../metrics.ts';
 import type { Inventory } from '../../store/inventory.ts';
@@ -43,6 +44,8 @@ export interface AdminDeps {
   reload?(): Promise<string | undefined>;
   /** `imds restart` without systemd: hands over to a successor (same command line); its pid. */
   restart?(): Promise<number>;
+  /** What `imds doctor` reads (the kernel through the daemon's runner, DHCP, listeners, contacts). */
+  doctor?: DoctorDeps;
 }
 
 /** The options every admin route plugin is registered with. */
