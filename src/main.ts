@@ -1,28 +1,44 @@
 // Entry point: argv -> command. The only module that ends the process.
 import { Command, CommanderError } from '@commander-js/extra-typings';
+import { completionCommand } from './cli/completion.ts';
 import { registerKernelCommands } from './cli/kernel.ts';
 import { networkCommand } from './cli/network.ts';
+import { argvWantsJson, errorDocument, errorLine } from './cli/output.ts';
+import { usageError } from './cli/usage.ts';
 import { reloadCommand } from './cli/reload.ts';
 import { restartCommand } from './cli/restart.ts';
 import { statusCommand } from './cli/status.ts';
 import { tokenCommand } from './cli/token.ts';
 import { vmCommand } from './cli/vm.ts';
-import { exitCodeOf, ImdsError, messageOf } from './errors.ts';
+import { exitCodeOf } from './errors.ts';
 import { VERSION } from './version.ts';
 
 const program = new Command('imds')
   .description('host-side instance metadata service (OpenStack and EC2 metadata for cloud-init and cloudbase-init)')
-  .version(VERSION)
-  .exitOverride()
-  .showHelpAfterError('(run with --help for usage)')
-  .option('--admin-socket <path>', "the daemon's admin socket (default: $IMDS_ADMIN_SOCKET or /run/imds/admin.sock)");
+  .version(VERSION, '-V, --version', 'print the version')
+  .helpOption('-h, --help', 'show help for a command')
+  .option('--admin-socket <path>', "the daemon's admin socket (default: $IMDS_ADMIN_SOCKET or /run/imds/admin.sock)")
+  .option(
+    '--timeout <seconds>',
+    "how long to wait for the daemon's answer (default: $IMDS_TIMEOUT, else 30; 300 for network add/set/rm, vm import, reload, restart; 0: no limit)",
+  );
 
 registerKernelCommands(program);
-for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand(), restartCommand(), tokenCommand()]) {
-  sub.exitOverride();
-  for (const c of sub.commands) c.exitOverride();
+for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand(), restartCommand(), tokenCommand()])
   program.addCommand(sub);
-}
+program.addCommand(completionCommand(program));
+
+/** The command a parse error came from, for the hint `imds vm show --help`. */
+let failedCommand: Command<unknown[], Record<string, unknown>> = program;
+(function quiet(cmd: Command<unknown[], Record<string, unknown>>): void {
+  // Commander's own error lines are replaced by `imds: CODE: message` (or JSON) below.
+  cmd.exitOverride((err) => {
+    failedCommand = cmd;
+    throw err;
+  });
+  cmd.configureOutput({ outputError: () => undefined });
+  for (const c of cmd.commands) quiet(c);
+})(program);
 
 // A reader that stops early (`imds status | head`) is not an error of the CLI's: exit quietly. The
 // daemon (`serve`) is left alone: its stdout is the journal.
@@ -34,14 +50,18 @@ if (!process.argv.includes('serve'))
 
 try {
   await program.parseAsync(process.argv);
-} catch (err) {
-  if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode === 0 ? 0 : 2;
-  } else {
-    const code = err instanceof ImdsError ? err.code : 'INTERNAL';
-    const field =
-      err instanceof ImdsError && err.field !== undefined && !messageOf(err).startsWith(err.field) ? ` (field ${err.field})` : '';
-    process.stderr.write(`imds: ${code}: ${messageOf(err)}${field}\n`);
+} catch (caught) {
+  let err: unknown = caught;
+  if (caught instanceof CommanderError) {
+    // --help, --version: done; a command group without its subcommand printed its help on stderr.
+    if (caught.exitCode === 0 || caught.code === 'commander.help') {
+      process.exitCode = caught.exitCode === 0 ? 0 : 2;
+      err = undefined;
+    } else err = usageError(caught, failedCommand);
+  }
+  if (err !== undefined) {
+    if (argvWantsJson(process.argv.slice(2))) process.stderr.write(`${JSON.stringify(errorDocument(err))}\n`);
+    else process.stderr.write(errorLine(err));
     if (process.env['IMDS_DEBUG'] && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`);
     process.exitCode = exitCodeOf(err);
   }
