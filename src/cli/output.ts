@@ -37,7 +37,7 @@ export function render<T>(data: T, format: OutputFormat, text: TextOf<T>): strin
       return stringify(data, { lineWidth: 0 });
     default: {
       const out = text(data, format === 'wide');
-      return out === '' || out.endsWith('\n') ? out : `${out}\n`;
+      return out.endsWith('\n') ? out : `${out}\n`;
     }
   }
 }
