@@ -410,7 +410,7 @@ describe('operator surface: CLI and admin API', () => {
     assert.equal(ambiguous.code, 2);
     assert.match(ambiguous.stderr, /^imds: AMBIGUOUS: "198\.51\.100\.10" names 2 VMs: /);
     assert.ok(ambiguous.stderr.includes(VM1) && ambiguous.stderr.includes(VM2), ambiguous.stderr);
-    assert.equal(JSON.parse((await imds(['vm', 'get', 'one', '/openstack/latest/meta_data.json'])).stdout).uuid, VM1);
+    assert.equal((JSON.parse((await imds(['vm', 'get', 'one', '/openstack/latest/meta_data.json'])).stdout) as { uuid: string }).uuid, VM1);
     assert.match((await imds(['vm', 'rm', 'two'])).stdout, new RegExp(`^vm ${VM2} deleted`));
     const gone = await imds(['vm', 'show', 'two'], { allowFailure: true });
     assert.equal(gone.code, 4);
