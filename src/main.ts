@@ -1,32 +1,11 @@
 // Entry point: argv -> command. The only module that ends the process.
-import { Command, CommanderError } from '@commander-js/extra-typings';
-import { completionCommand } from './cli/completion.ts';
-import { registerKernelCommands } from './cli/kernel.ts';
-import { networkCommand } from './cli/network.ts';
+import { CommanderError, type Command } from '@commander-js/extra-typings';
 import { argvWantsJson, errorDocument, errorLine } from './cli/output.ts';
+import { buildProgram } from './cli/program.ts';
 import { usageError } from './cli/usage.ts';
-import { reloadCommand } from './cli/reload.ts';
-import { restartCommand } from './cli/restart.ts';
-import { statusCommand } from './cli/status.ts';
-import { tokenCommand } from './cli/token.ts';
-import { vmCommand } from './cli/vm.ts';
 import { exitCodeOf } from './errors.ts';
-import { VERSION } from './version.ts';
 
-const program = new Command('imds')
-  .description('host-side instance metadata service (OpenStack and EC2 metadata for cloud-init and cloudbase-init)')
-  .version(VERSION, '-V, --version', 'print the version')
-  .helpOption('-h, --help', 'show help for a command')
-  .option('--admin-socket <path>', "the daemon's admin socket (default: $IMDS_ADMIN_SOCKET or /run/imds/admin.sock)")
-  .option(
-    '--timeout <seconds>',
-    "how long to wait for the daemon's answer (default: $IMDS_TIMEOUT, else 30; 300 for network add/set/rm, vm import, reload, restart; 0: no limit)",
-  );
-
-registerKernelCommands(program);
-for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand(), restartCommand(), tokenCommand()])
-  program.addCommand(sub);
-program.addCommand(completionCommand(program));
+const program = buildProgram();
 
 /** The command a parse error came from, for the hint `imds vm show --help`. */
 let failedCommand: Command<unknown[], Record<string, unknown>> = program;

@@ -5,6 +5,7 @@ import { dirname, resolve } from 'node:path';
 import { Command } from '@commander-js/extra-typings';
 import { parse } from 'yaml';
 import { ImdsError } from '../errors.ts';
+import type { AdminClient } from './client.ts';
 import { clientOf } from './network.ts';
 import { collect, defined, integer, jsonObject, pairs, readValue } from './input.ts';
 import { emit, formatOf, withOutput } from './output.ts';
@@ -189,9 +190,7 @@ function importCommand(parent: Command): void {
     progress.phase(`reading ${file === '-' ? 'stdin' : file}`);
     const body = importBody(file);
     progress.phase(`importing ${importSummary(body.networks?.length ?? 0, body.vms.length, JSON.stringify(body).length)}`);
-    const r = await clientOf(cmd, true)
-      .call<{ networks: Record<string, string[]>; vms: Record<string, string[]> }>('POST', '/v1/import', body)
-      .finally(() => progress.done());
+    const r = await sendImport(clientOf(cmd, true), body).finally(() => progress.done());
     emit(
       opts,
       r,
@@ -200,6 +199,13 @@ function importCommand(parent: Command): void {
         `VMs ${d.vms['created']?.length ?? 0} created, ${d.vms['updated']?.length ?? 0} updated`,
     );
   });
+}
+
+type ImportResult = { networks: Record<string, string[]>; vms: Record<string, string[]> };
+
+/** One request: the daemon applies the whole file or nothing. */
+async function sendImport(client: AdminClient, body: ReturnType<typeof importBody>): Promise<ImportResult> {
+  return client.call<ImportResult>('POST', '/v1/import', body);
 }
 
 /** The import request for a YAML or JSON file (- for stdin): `!!binary` user data is sent as base64. */
