@@ -2,7 +2,7 @@
 // hypervisor namespace, its --json output and its errors, changes reaching guests at once, `vm get`
 // through the namespace, and the admin API out of every guest's reach.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { parse, stringify } from 'yaml';
@@ -337,6 +337,27 @@ describe('operator surface: CLI and admin API', () => {
     assert.match(again.stdout, /VMs 0 created, 50 updated/);
     const shown = await json<{ user_data_b64: string }>(['vm', 'show', vms[0]?.id as string]);
     assert.deepEqual([...Buffer.from(shown.user_data_b64, 'base64')], [0x1f, 0x8b, 8, 0, 1, 2, 3]);
+  });
+
+  it('shows import progress on a terminal only, on stderr, and clears it', async () => {
+    const good = join(sb.dir, 'good.yaml');
+    const piped = await imds(['vm', 'import', good]);
+    assert.equal(piped.stderr, '', 'no progress when stderr is not a terminal');
+    // Under script(1), stderr is a terminal; stdout goes to a file, so the terminal shows stderr only.
+    const out = join(sb.dir, 'import.out');
+    const command = [process.execPath, join(process.cwd(), 'dist', 'main.js'), '--admin-socket', sb.adminSocket(), 'vm', 'import', good]
+      .map((a) => `'${a}'`)
+      .join(' ');
+    const tty = await sh(['script', '-qec', `${command} > '${out}'`, '/dev/null']);
+    const clear = '\r\u001b[K'; // back to the line's start, erase it
+    assert.ok(tty.stdout.includes(`${clear}reading ${good}`), JSON.stringify(tty.stdout));
+    assert.ok(tty.stdout.includes(`${clear}importing 0 networks and 50 VMs (`), JSON.stringify(tty.stdout));
+    assert.ok(tty.stdout.endsWith(clear), `the status line is cleared at the end: ${JSON.stringify(tty.stdout)}`);
+    assert.equal(
+      readFileSync(out, 'utf8'),
+      'imported: networks 0 created, 0 updated; VMs 0 created, 50 updated\n',
+      'the result alone on stdout',
+    );
   });
 
   it('fetches a path as the VM sees it, through its namespace (`vm get`)', async () => {
