@@ -8,15 +8,18 @@ import { ERROR_CODES, exitCodeOf, ImdsError, messageOf, type ErrorCode } from '.
 export const OUTPUT_FORMATS = ['table', 'wide', 'json', 'yaml'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
 
+export const JSON_HELP = 'print JSON (same as -o json)';
+
+/** `-o, --output FORMAT`, for a command that prints a result (with `.option('--json', JSON_HELP)`). */
+export function outputOption() {
+  return new Option('-o, --output <format>', 'output format: table (default), wide (more columns), json or yaml').choices(OUTPUT_FORMATS);
+}
+
 /** Adds `-o, --output FORMAT` and `--json` (its alias) to a command that prints a result. */
 export function withOutput<Args extends unknown[], Opts extends OptionValues, Globals extends OptionValues>(
   cmd: Command<Args, Opts, Globals>,
 ) {
-  return cmd
-    .addOption(
-      new Option('-o, --output <format>', 'output format: table (default), wide (more columns), json or yaml').choices(OUTPUT_FORMATS),
-    )
-    .option('--json', 'print JSON (same as -o json)');
+  return cmd.addOption(outputOption()).option('--json', JSON_HELP);
 }
 
 /** The format a command's options ask for. */

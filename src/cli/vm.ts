@@ -5,10 +5,10 @@ import { dirname, resolve } from 'node:path';
 import { Command } from '@commander-js/extra-typings';
 import { parse } from 'yaml';
 import { ImdsError } from '../errors.ts';
-import type { AdminClient } from './client.ts';
 import { clientOf } from './network.ts';
 import { collect, defined, integer, jsonObject, pairs, readValue } from './input.ts';
-import { emit, formatOf, withOutput } from './output.ts';
+import type { AdminClient } from './client.ts';
+import { emit, formatOf, JSON_HELP, outputOption } from './output.ts';
 import { importSummary, progressOn } from './progress.ts';
 import { vmFields, vmsTable, type VmView } from './vm-view.ts';
 
@@ -126,79 +126,99 @@ export function vmCommand(): Command {
 }
 
 function addVmCommand(parent: Command): void {
-  withOutput(
-    vmOptions(
-      parent.command('add').description('register a VM; its guest is served as soon as this returns').argument('<id>', 'instance UUID'),
-      true,
-    ),
-  ).action(async (id, opts, cmd) => {
-    const created = await clientOf(cmd).call<VmView>('POST', '/v1/vms', { id, ...vmBody(opts) });
-    emit(opts, created, (v) => `vm ${v.id} added: ${v.hostname} ${v.ip} on ${v.network}`);
-  });
+  vmOptions(
+    parent.command('add').description('register a VM; its guest is served as soon as this returns').argument('<id>', 'instance UUID'),
+    true,
+  )
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
+    .action(async (id, opts, cmd) => {
+      const created = await clientOf(cmd).call<VmView>('POST', '/v1/vms', { id, ...vmBody(opts) });
+      emit(opts, created, (v) => `vm ${v.id} added: ${v.hostname} ${v.ip} on ${v.network}`);
+    });
 }
 
 function listVmsCommand(parent: Command): void {
-  withOutput(parent.command('list').description('list VMs').option('--network <id>', 'only this network')).action(async (opts, cmd) => {
-    const rows = await clientOf(cmd).call<VmView[]>('GET', `/v1/vms${opts.network ? `?network=${encodeURIComponent(opts.network)}` : ''}`);
-    emit(opts, rows, vmsTable);
-  });
+  parent
+    .command('list')
+    .description('list VMs')
+    .option('--network <id>', 'only this network')
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
+    .action(async (opts, cmd) => {
+      const rows = await clientOf(cmd).call<VmView[]>(
+        'GET',
+        `/v1/vms${opts.network ? `?network=${encodeURIComponent(opts.network)}` : ''}`,
+      );
+      emit(opts, rows, vmsTable);
+    });
 }
 
 function showVmCommand(parent: Command): void {
-  withOutput(
-    parent.command('show').description('show one VM (with -o json|yaml, its user data as base64)').argument('<vm>', VM_REF),
-  ).action(async (ref, opts, cmd) => {
-    const v = await clientOf(cmd).call<VmView>('GET', pathOf(ref));
-    emit(opts, v, vmFields);
-  });
+  parent
+    .command('show')
+    .description('show one VM (with -o json|yaml, its user data as base64)')
+    .argument('<vm>', VM_REF)
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
+    .action(async (id, opts, cmd) => {
+      const v = await clientOf(cmd).call<VmView>('GET', pathOf(id));
+      emit(opts, v, vmFields);
+    });
 }
 
 function setVmCommand(parent: Command): void {
-  withOutput(
-    vmOptions(
-      parent.command('set').description('change a VM; guests see the change as soon as this returns').argument('<vm>', VM_REF),
-      false,
-    ).option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect),
-  ).action(async (id, opts, cmd) => {
-    const body = vmBody(opts);
-    for (const field of (opts['clear'] as string[] | undefined) ?? []) {
-      const key = CLEAR_FIELD[field];
-      if (key === undefined)
-        throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
-      body[key] = null;
-    }
-    const v = await clientOf(cmd).call<VmView>('PATCH', pathOf(id), body);
-    emit(opts, v, (u) => `vm ${u.id} updated`);
-  });
+  vmOptions(parent.command('set').description('change a VM; guests see the change as soon as this returns').argument('<vm>', VM_REF), false)
+    .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
+    .action(async (id, opts, cmd) => {
+      const body = vmBody(opts);
+      for (const field of (opts['clear'] as string[] | undefined) ?? []) {
+        const key = CLEAR_FIELD[field];
+        if (key === undefined)
+          throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
+        body[key] = null;
+      }
+      const v = await clientOf(cmd).call<VmView>('PATCH', pathOf(id), body);
+      emit(opts, v, (u) => `vm ${u.id} updated`);
+    });
 }
 
 function rmVmCommand(parent: Command): void {
-  withOutput(parent.command('rm').description('delete a VM').argument('<vm>', VM_REF)).action(async (id, opts, cmd) => {
-    const r = await clientOf(cmd).call<{ deleted: string }>('DELETE', pathOf(id));
-    emit(opts, r, (d) => `vm ${d.deleted} deleted`);
-  });
+  parent
+    .command('rm')
+    .description('delete a VM')
+    .argument('<vm>', VM_REF)
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
+    .action(async (id, opts, cmd) => {
+      const r = await clientOf(cmd).call<{ deleted: string }>('DELETE', pathOf(id));
+      emit(opts, r, (d) => `vm ${d.deleted} deleted`);
+    });
 }
 
 function importCommand(parent: Command): void {
-  withOutput(
-    parent
-      .command('import')
-      .description('create or update many networks and VMs from a YAML or JSON file, all or nothing (progress on stderr when a terminal)')
-      .argument('<file>', 'file with `networks:` and/or `vms:` lists (the configuration file format); - for stdin'),
-  ).action(async (file, opts, cmd) => {
-    const progress = progressOn();
-    progress.phase(`reading ${file === '-' ? 'stdin' : file}`);
-    const body = importBody(file);
-    progress.phase(`importing ${importSummary(body.networks?.length ?? 0, body.vms.length, JSON.stringify(body).length)}`);
-    const r = await sendImport(clientOf(cmd, true), body).finally(() => progress.done());
-    emit(
-      opts,
-      r,
-      (d) =>
-        `imported: networks ${d.networks['created']?.length ?? 0} created, ${d.networks['updated']?.length ?? 0} updated; ` +
-        `VMs ${d.vms['created']?.length ?? 0} created, ${d.vms['updated']?.length ?? 0} updated`,
-    );
-  });
+  parent
+    .command('import')
+    .description('create or update many networks and VMs from a YAML or JSON file, all or nothing (progress on stderr when a terminal)')
+    .argument('<file>', 'file with `networks:` and/or `vms:` lists (the configuration file format); - for stdin')
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
+    .action(async (file, opts, cmd) => {
+      const progress = progressOn();
+      progress.phase(`reading ${file === '-' ? 'stdin' : file}`);
+      const body = importBody(file);
+      progress.phase(`importing ${importSummary(body.networks?.length ?? 0, body.vms.length, JSON.stringify(body).length)}`);
+      const r = await sendImport(clientOf(cmd, true), body).finally(() => progress.done());
+      emit(
+        opts,
+        r,
+        (d) =>
+          `imported: networks ${d.networks['created']?.length ?? 0} created, ${d.networks['updated']?.length ?? 0} updated; ` +
+          `VMs ${d.vms['created']?.length ?? 0} created, ${d.vms['updated']?.length ?? 0} updated`,
+      );
+    });
 }
 
 type ImportResult = { networks: Record<string, string[]>; vms: Record<string, string[]> };
@@ -228,22 +248,23 @@ function importBody(file: string): { networks?: unknown[]; vms: Record<string, u
 }
 
 function passwordCommand(parent: Command): void {
-  withOutput(
-    parent
-      .command('password')
-      .description('print the password the guest posted (encrypted to its key, base64), or clear it')
-      .argument('<vm>', VM_REF)
-      .option('--clear', 'clear it, so the guest may post a new one'),
-  ).action(async (id, opts, cmd) => {
-    const client = clientOf(cmd);
-    if (opts.clear) {
-      await client.call('DELETE', `${pathOf(id)}/password`);
-      emit(opts, { cleared: true }, () => 'password cleared');
-      return;
-    }
-    const r = await client.call<{ password: string }>('GET', `${pathOf(id)}/password`);
-    emit(opts, r, (p) => p.password);
-  });
+  parent
+    .command('password')
+    .description('print the password the guest posted (encrypted to its key, base64), or clear it')
+    .argument('<vm>', VM_REF)
+    .option('--clear', 'clear it, so the guest may post a new one')
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
+    .action(async (id, opts, cmd) => {
+      const client = clientOf(cmd);
+      if (opts.clear) {
+        await client.call('DELETE', `${pathOf(id)}/password`);
+        emit(opts, { cleared: true }, () => 'password cleared');
+        return;
+      }
+      const r = await client.call<{ password: string }>('GET', `${pathOf(id)}/password`);
+      emit(opts, r, (p) => p.password);
+    });
 }
 
 function configdriveCommand(parent: Command): void {
@@ -270,36 +291,34 @@ function configdriveCommand(parent: Command): void {
 }
 
 function getCommand(parent: Command): void {
-  withOutput(
-    parent
-      .command('get')
-      .description("fetch a path exactly as the VM sees it, through its network's namespace, DNAT and listener")
-      .argument('<vm>', VM_REF)
-      .argument('<path>', 'e.g. /openstack/latest/meta_data.json')
-      .option('-X, --method <method>', 'HTTP method', 'GET')
-      .option('-i, --include', 'print the status line and headers first'),
-  ).action(async (id, path, opts, cmd) => {
-    const r = await clientOf(cmd).call<{ status: number; headers: Record<string, string>; body_b64: string }>(
-      'POST',
-      `${pathOf(id)}/fetch`,
-      {
-        path,
-        method: opts.method.toUpperCase(),
-      },
-    );
-    if (formatOf(opts) === 'json' || formatOf(opts) === 'yaml') emit(opts, r, () => '');
-    else {
-      if (opts.include)
-        process.stdout.write(
-          `HTTP ${r.status}\n${Object.entries(r.headers)
-            .map(([k, v]) => `${k}: ${v}`)
-            .join('\n')}\n\n`,
-        );
-      process.stdout.write(Buffer.from(r.body_b64, 'base64'));
-    }
-    if (r.status === 404) process.exitCode = 4;
-    else if (r.status >= 400) process.exitCode = 1;
-  });
+  parent
+    .command('get')
+    .description("fetch a path exactly as the VM sees it, through its network's namespace, DNAT and listener")
+    .argument('<vm>', VM_REF)
+    .argument('<path>', 'e.g. /openstack/latest/meta_data.json')
+    .option('-X, --method <method>', 'HTTP method', 'GET')
+    .option('-i, --include', 'print the status line and headers first')
+    .addOption(outputOption())
+    .option('--json', 'print {status, headers, body_b64} (same as -o json)')
+    .action(async (id, path, opts, cmd) => {
+      const r = await clientOf(cmd).call<{ status: number; headers: Record<string, string>; body_b64: string }>(
+        'POST',
+        `${pathOf(id)}/fetch`,
+        { path, method: opts.method.toUpperCase() },
+      );
+      if (formatOf(opts) === 'json' || formatOf(opts) === 'yaml') emit(opts, r, () => '');
+      else {
+        if (opts.include)
+          process.stdout.write(
+            `HTTP ${r.status}\n${Object.entries(r.headers)
+              .map(([k, v]) => `${k}: ${v}`)
+              .join('\n')}\n\n`,
+          );
+        process.stdout.write(Buffer.from(r.body_b64, 'base64'));
+      }
+      if (r.status === 404) process.exitCode = 4;
+      else if (r.status >= 400) process.exitCode = 1;
+    });
 }
 
 /** Refuses an output path that cannot be written before anything is fetched. */
