@@ -73,17 +73,21 @@ export class AdminClient {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('error', reject);
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+          res.on('end', () => {
+            clearTimeout(timer);
+            resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
+          });
         },
       );
+      // The whole exchange, body included, within the timeout; unref'd: a finished call never waits for it.
       const timer =
         this.timeoutMs > 0
           ? setTimeout(() => {
               req.destroy(this.timeoutError(method, path));
-            }, this.timeoutMs)
+            }, this.timeoutMs).unref()
           : undefined;
-      req.on('close', () => clearTimeout(timer));
       req.on('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
         if (err instanceof ImdsError) {
           reject(err);
           return;
