@@ -1,29 +1,23 @@
 // Entry point: argv -> command. The only module that ends the process.
-import { Command, CommanderError } from '@commander-js/extra-typings';
-import { doctorCommand } from './cli/doctor.ts';
-import { registerKernelCommands } from './cli/kernel.ts';
-import { networkCommand } from './cli/network.ts';
-import { reloadCommand } from './cli/reload.ts';
-import { restartCommand } from './cli/restart.ts';
-import { statusCommand } from './cli/status.ts';
-import { tokenCommand } from './cli/token.ts';
-import { vmCommand } from './cli/vm.ts';
-import { exitCodeOf, ImdsError, messageOf } from './errors.ts';
-import { VERSION } from './version.ts';
+import { CommanderError, type Command } from '@commander-js/extra-typings';
+import { argvWantsJson, errorDocument, errorLine } from './cli/output.ts';
+import { buildProgram } from './cli/program.ts';
+import { usageError } from './cli/usage.ts';
+import { exitCodeOf } from './errors.ts';
 
-const program = new Command('imds')
-  .description('host-side instance metadata service (OpenStack and EC2 metadata for cloud-init and cloudbase-init)')
-  .version(VERSION)
-  .exitOverride()
-  .showHelpAfterError('(run with --help for usage)')
-  .option('--admin-socket <path>', "the daemon's admin socket (default: $IMDS_ADMIN_SOCKET or /run/imds/admin.sock)");
+const program = buildProgram();
 
-registerKernelCommands(program);
-for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand(), restartCommand(), tokenCommand(), doctorCommand()]) {
-  sub.exitOverride();
-  for (const c of sub.commands) c.exitOverride();
-  program.addCommand(sub);
-}
+/** The command a parse error came from, for the hint `imds vm show --help`. */
+let failedCommand: Command<unknown[], Record<string, unknown>> = program;
+(function quiet(cmd: Command<unknown[], Record<string, unknown>>): void {
+  // Commander's own error lines are replaced by `imds: CODE: message` (or JSON) below.
+  cmd.exitOverride((err) => {
+    failedCommand = cmd;
+    throw err;
+  });
+  cmd.configureOutput({ outputError: () => undefined });
+  for (const c of cmd.commands) quiet(c);
+})(program);
 
 // A reader that stops early (`imds status | head`) is not an error of the CLI's: exit quietly. The
 // daemon (`serve`) is left alone: its stdout is the journal.
@@ -35,14 +29,18 @@ if (!process.argv.includes('serve'))
 
 try {
   await program.parseAsync(process.argv);
-} catch (err) {
-  if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode === 0 ? 0 : 2;
-  } else {
-    const code = err instanceof ImdsError ? err.code : 'INTERNAL';
-    const field =
-      err instanceof ImdsError && err.field !== undefined && !messageOf(err).startsWith(err.field) ? ` (field ${err.field})` : '';
-    process.stderr.write(`imds: ${code}: ${messageOf(err)}${field}\n`);
+} catch (caught) {
+  let err: unknown = caught;
+  if (caught instanceof CommanderError) {
+    // --help, --version: done; a command group without its subcommand printed its help on stderr.
+    if (caught.exitCode === 0 || caught.code === 'commander.help') {
+      process.exitCode = caught.exitCode === 0 ? 0 : 2;
+      err = undefined;
+    } else err = usageError(caught, failedCommand);
+  }
+  if (err !== undefined) {
+    if (argvWantsJson(process.argv.slice(2))) process.stderr.write(`${JSON.stringify(errorDocument(err))}\n`);
+    else process.stderr.write(errorLine(err));
     if (process.env['IMDS_DEBUG'] && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`);
     process.exitCode = exitCodeOf(err);
   }

@@ -8,11 +8,32 @@ export function adminSocketOf(flag: string | undefined): string {
   return flag ?? process.env['IMDS_ADMIN_SOCKET'] ?? DEFAULT_ADMIN_SOCKET;
 }
 
+/** Seconds the CLI waits for the daemon's answer by default. */
+export const DEFAULT_TIMEOUT_S = 30;
+/** ... for a call that builds kernel objects or many records (network add/set/rm, vm import, reload, restart). */
+export const LONG_TIMEOUT_S = 300;
+
+/**
+ * Milliseconds to wait for an answer: `--timeout`, else $IMDS_TIMEOUT, else the default for the kind of
+ * call; 0 waits for ever. A value that is not a number of seconds is refused (VALIDATION_FAILED).
+ */
+export function timeoutOf(flag: string | undefined, long = false): number {
+  const given = flag ?? process.env['IMDS_TIMEOUT'];
+  if (given === undefined || given === '') return (long ? LONG_TIMEOUT_S : DEFAULT_TIMEOUT_S) * 1000;
+  const field = flag === undefined ? 'IMDS_TIMEOUT' : '--timeout';
+  if (!/^\d+(\.\d+)?$/.test(given))
+    throw new ImdsError('VALIDATION_FAILED', `${field}: "${given}" is not a number of seconds (0: no timeout)`, { field });
+  return Math.round(Number(given) * 1000);
+}
+
 export class AdminClient {
   readonly socketPath: string;
+  /** How long to wait for the whole answer, in ms; 0: for ever. */
+  readonly timeoutMs: number;
 
-  constructor(socketPath: string) {
+  constructor(socketPath: string, timeoutMs = DEFAULT_TIMEOUT_S * 1000) {
     this.socketPath = socketPath;
+    this.timeoutMs = timeoutMs;
   }
 
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
@@ -51,10 +72,26 @@ export class AdminClient {
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+          res.on('error', reject);
+          res.on('end', () => {
+            clearTimeout(timer);
+            resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
+          });
         },
       );
+      // The whole exchange, body included, within the timeout; unref'd: a finished call never waits for it.
+      const timer =
+        this.timeoutMs > 0
+          ? setTimeout(() => {
+              req.destroy(this.timeoutError(method, path));
+            }, this.timeoutMs).unref()
+          : undefined;
       req.on('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        if (err instanceof ImdsError) {
+          reject(err);
+          return;
+        }
         const why =
           err.code === 'ENOENT'
             ? 'no such socket'
@@ -76,6 +113,17 @@ export class AdminClient {
       req.end(payload);
     });
   }
+
+  private timeoutError(method: string, path: string): ImdsError {
+    const seconds = this.timeoutMs / 1000;
+    const change = method === 'GET' ? '' : '; the daemon may still complete the change: check before retrying';
+    return new ImdsError(
+      'DAEMON_TIMEOUT',
+      `the daemon at ${this.socketPath} did not answer ${method} ${path} within ${seconds} s${change}; ` +
+        'is it wedged (systemctl status imds, its journal)? Use --timeout SECONDS or IMDS_TIMEOUT to wait longer',
+      { details: { socket: this.socketPath, timeout_s: seconds, method, path } },
+    );
+  }
 }
 
 function errorOf(status: number, parsed: unknown): ImdsError {
@@ -85,4 +133,13 @@ function errorOf(status: number, parsed: unknown): ImdsError {
     ...(e.field === undefined ? {} : { field: e.field }),
     ...(e.details === undefined ? {} : { details: e.details }),
   });
+}
+
+/** The admin client for a command: `--admin-socket` and `--timeout` (global options); `long` for calls that do kernel work. */
+export function clientOf(cmd: { optsWithGlobals(): Record<string, unknown> }, long = false): AdminClient {
+  const globals = cmd.optsWithGlobals();
+  return new AdminClient(
+    adminSocketOf(globals['adminSocket'] as string | undefined),
+    timeoutOf(globals['timeout'] as string | undefined, long),
+  );
 }

@@ -3,16 +3,16 @@
 // the kernel's backlog — and stops once the successor is ready. Under systemd: `systemctl restart
 // imds` (its file-descriptor store does the same).
 import { Command } from '@commander-js/extra-typings';
-import { clientOf } from './network.ts';
-import { printJson } from './output.ts';
+import { clientOf } from './client.ts';
+import { emit, withOutput } from './output.ts';
 
 export function restartCommand(): Command {
-  return new Command('restart')
-    .description('without systemd: replace the running daemon by a new one with no gap for guests (under systemd: systemctl restart imds)')
-    .option('--json', 'print JSON')
-    .action(async (opts, cmd) => {
-      const r = await clientOf(cmd).call<{ successor: number }>('POST', '/v1/restart');
-      if (opts.json) printJson(r);
-      else process.stdout.write(`restarted: the new daemon (pid ${r.successor}) serves\n`);
-    });
+  return withOutput(
+    new Command('restart').description(
+      'without systemd: replace the running daemon by a new one with no gap for guests (under systemd: systemctl restart imds)',
+    ),
+  ).action(async (opts, cmd) => {
+    const r = await clientOf(cmd, true).call<{ successor: number }>('POST', '/v1/restart');
+    emit(opts, r, (v) => `restarted: the new daemon (pid ${v.successor}) serves`);
+  });
 }

@@ -1,23 +1,18 @@
 // `imds status`: the daemon and every network's state.
 import { Command } from '@commander-js/extra-typings';
-import { clientOf, printNetworks } from './network.ts';
-import { printFields, printJson } from './output.ts';
+import { clientOf } from './client.ts';
+import { networksTable } from './network.ts';
+import { emit, fields, withOutput } from './output.ts';
 
 export function statusCommand(): Command {
-  return new Command('status')
-    .description('show the daemon and the state of every network (exit 1 when a network is degraded)')
-    .option('--json', 'print JSON')
-    .action(async (opts, cmd) => {
-      const s = await clientOf(cmd).call<{ daemon: Record<string, unknown>; networks: Parameters<typeof printNetworks>[0]; vms: number }>(
-        'GET',
-        '/v1/status',
-      );
-      if (opts.json) printJson(s);
-      else {
-        printFields({ ...s.daemon, vms: s.vms });
-        process.stdout.write('\n');
-        printNetworks(s.networks);
-      }
-      if (s.networks.some((n) => n.state !== 'serving')) process.exitCode = 1;
-    });
+  return withOutput(
+    new Command('status').description('show the daemon and the state of every network (exit 1 when a network is degraded)'),
+  ).action(async (opts, cmd) => {
+    const s = await clientOf(cmd).call<{ daemon: Record<string, unknown>; networks: Parameters<typeof networksTable>[0]; vms: number }>(
+      'GET',
+      '/v1/status',
+    );
+    emit(opts, s, (v, wide) => `${fields({ ...v.daemon, vms: v.vms })}\n${networksTable(v.networks, wide)}`);
+    if (s.networks.some((n) => n.state !== 'serving')) process.exitCode = 1;
+  });
 }

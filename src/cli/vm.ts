@@ -7,29 +7,10 @@ import { parse } from 'yaml';
 import { ImdsError } from '../errors.ts';
 import { clientOf } from './network.ts';
 import { collect, defined, integer, jsonObject, pairs, readValue } from './input.ts';
-import { printFields, printJson, printTable } from './output.ts';
-
-interface VmView {
-  id: string;
-  network: string;
-  ip: string;
-  mac: string;
-  hostname: string;
-  name?: string;
-  user_data_bytes: number;
-  user_data_b64?: string;
-  password_set: boolean;
-  origin: string;
-  contact?: { requests: number; first_seen: string; last_seen: string; last_status: number };
-  [key: string]: unknown;
-}
-
-/** The VM's contact as `vm show` prints it: first and last request, last status, count; `last_seen: never` before any. */
-function contactFields(v: VmView): Record<string, string | number> {
-  const c = v.contact;
-  if (c === undefined) return { last_seen: 'never (since the daemon started)' };
-  return { first_seen: c.first_seen, last_seen: c.last_seen, last_status: c.last_status, requests: c.requests };
-}
+import type { AdminClient } from './client.ts';
+import { emit, formatOf, JSON_HELP, outputOption } from './output.ts';
+import { importSummary, progressOn } from './progress.ts';
+import { vmFields, vmsTable, type VmView } from './vm-view.ts';
 
 const CLEAR_FIELD: Record<string, string> = {
   'user-data': 'user_data',
@@ -120,6 +101,9 @@ function vmOptions<T extends Command<[string], Record<string, unknown>>>(cmd: T,
     .option('--http-hop-limit <n>', 'IP TTL of the token response, 1..64 (default 1)', integer('--http-hop-limit'));
 }
 
+/** How a VM is named on the command line; the daemon resolves it (src/server/admin/vm-ref.ts). */
+const VM_REF = 'the VM: its id (UUID), host name, display name, address or MAC; NET/REF within one network';
+
 function pathOf(id: string): string {
   return `/v1/vms/${encodeURIComponent(id)}`;
 }
@@ -146,11 +130,11 @@ function addVmCommand(parent: Command): void {
     parent.command('add').description('register a VM; its guest is served as soon as this returns').argument('<id>', 'instance UUID'),
     true,
   )
-    .option('--json', 'print JSON')
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
     .action(async (id, opts, cmd) => {
       const created = await clientOf(cmd).call<VmView>('POST', '/v1/vms', { id, ...vmBody(opts) });
-      if (opts['json']) printJson(created);
-      else process.stdout.write(`vm ${created.id} added: ${created.hostname} ${created.ip} on ${created.network}\n`);
+      emit(opts, created, (v) => `vm ${v.id} added: ${v.hostname} ${v.ip} on ${v.network}`);
     });
 }
 
@@ -159,49 +143,35 @@ function listVmsCommand(parent: Command): void {
     .command('list')
     .description('list VMs')
     .option('--network <id>', 'only this network')
-    .option('--json', 'print JSON')
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
     .action(async (opts, cmd) => {
       const rows = await clientOf(cmd).call<VmView[]>(
         'GET',
         `/v1/vms${opts.network ? `?network=${encodeURIComponent(opts.network)}` : ''}`,
       );
-      if (opts.json) printJson(rows);
-      else
-        printTable(rows, {
-          ID: (v) => v.id,
-          NETWORK: (v) => v.network,
-          IP: (v) => v.ip,
-          MAC: (v) => v.mac,
-          HOSTNAME: (v) => v.hostname,
-          USER_DATA: (v) => (v.user_data_bytes > 0 ? `${v.user_data_bytes} B` : '-'),
-          PASSWORD: (v) => (v.password_set ? 'set' : '-'),
-          LAST_SEEN: (v) => v.contact?.last_seen ?? '-',
-          LAST_STATUS: (v) => (v.contact === undefined ? '-' : String(v.contact.last_status)),
-          REQUESTS: (v) => String(v.contact?.requests ?? 0),
-        });
+      emit(opts, rows, vmsTable);
     });
 }
 
 function showVmCommand(parent: Command): void {
   parent
     .command('show')
-    .description('show one VM (with --json, its user data as base64)')
-    .argument('<id>')
-    .option('--json', 'print JSON')
+    .description('show one VM (with -o json|yaml, its user data as base64)')
+    .argument('<vm>', VM_REF)
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
     .action(async (id, opts, cmd) => {
       const v = await clientOf(cmd).call<VmView>('GET', pathOf(id));
-      if (opts.json) printJson(v);
-      else {
-        const { user_data_b64: _b64, contact: _contact, ...rest } = v;
-        printFields({ ...rest, ...contactFields(v) });
-      }
+      emit(opts, v, vmFields);
     });
 }
 
 function setVmCommand(parent: Command): void {
-  vmOptions(parent.command('set').description('change a VM; guests see the change as soon as this returns').argument('<id>'), false)
+  vmOptions(parent.command('set').description('change a VM; guests see the change as soon as this returns').argument('<vm>', VM_REF), false)
     .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
-    .option('--json', 'print JSON')
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
     .action(async (id, opts, cmd) => {
       const body = vmBody(opts);
       for (const field of (opts['clear'] as string[] | undefined) ?? []) {
@@ -211,8 +181,7 @@ function setVmCommand(parent: Command): void {
         body[key] = null;
       }
       const v = await clientOf(cmd).call<VmView>('PATCH', pathOf(id), body);
-      if (opts['json']) printJson(v);
-      else process.stdout.write(`vm ${v.id} updated\n`);
+      emit(opts, v, (u) => `vm ${u.id} updated`);
     });
 }
 
@@ -220,31 +189,43 @@ function rmVmCommand(parent: Command): void {
   parent
     .command('rm')
     .description('delete a VM')
-    .argument('<id>')
-    .option('--json', 'print JSON')
+    .argument('<vm>', VM_REF)
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
     .action(async (id, opts, cmd) => {
       const r = await clientOf(cmd).call<{ deleted: string }>('DELETE', pathOf(id));
-      if (opts.json) printJson(r);
-      else process.stdout.write(`vm ${r.deleted} deleted\n`);
+      emit(opts, r, (d) => `vm ${d.deleted} deleted`);
     });
 }
 
 function importCommand(parent: Command): void {
   parent
     .command('import')
-    .description('create or update many networks and VMs from a YAML or JSON file, all or nothing')
+    .description('create or update many networks and VMs from a YAML or JSON file, all or nothing (progress on stderr when a terminal)')
     .argument('<file>', 'file with `networks:` and/or `vms:` lists (the configuration file format); - for stdin')
-    .option('--json', 'print JSON')
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
     .action(async (file, opts, cmd) => {
+      const progress = progressOn();
+      progress.phase(`reading ${file === '-' ? 'stdin' : file}`);
       const body = importBody(file);
-      const r = await clientOf(cmd).call<{ networks: Record<string, string[]>; vms: Record<string, string[]> }>('POST', '/v1/import', body);
-      if (opts.json) printJson(r);
-      else
-        process.stdout.write(
-          `imported: networks ${r.networks['created']?.length ?? 0} created, ${r.networks['updated']?.length ?? 0} updated; ` +
-            `VMs ${r.vms['created']?.length ?? 0} created, ${r.vms['updated']?.length ?? 0} updated\n`,
-        );
+      progress.phase(`importing ${importSummary(body.networks?.length ?? 0, body.vms.length, JSON.stringify(body).length)}`);
+      const r = await sendImport(clientOf(cmd, true), body).finally(() => progress.done());
+      emit(
+        opts,
+        r,
+        (d) =>
+          `imported: networks ${d.networks['created']?.length ?? 0} created, ${d.networks['updated']?.length ?? 0} updated; ` +
+          `VMs ${d.vms['created']?.length ?? 0} created, ${d.vms['updated']?.length ?? 0} updated`,
+      );
     });
+}
+
+type ImportResult = { networks: Record<string, string[]>; vms: Record<string, string[]> };
+
+/** One request: the daemon applies the whole file or nothing. */
+async function sendImport(client: AdminClient, body: ReturnType<typeof importBody>): Promise<ImportResult> {
+  return client.call<ImportResult>('POST', '/v1/import', body);
 }
 
 /** The import request for a YAML or JSON file (- for stdin): `!!binary` user data is sent as base64. */
@@ -270,20 +251,19 @@ function passwordCommand(parent: Command): void {
   parent
     .command('password')
     .description('print the password the guest posted (encrypted to its key, base64), or clear it')
-    .argument('<id>')
+    .argument('<vm>', VM_REF)
     .option('--clear', 'clear it, so the guest may post a new one')
-    .option('--json', 'print JSON')
+    .addOption(outputOption())
+    .option('--json', JSON_HELP)
     .action(async (id, opts, cmd) => {
       const client = clientOf(cmd);
       if (opts.clear) {
         await client.call('DELETE', `${pathOf(id)}/password`);
-        if (opts.json) printJson({ cleared: true });
-        else process.stdout.write('password cleared\n');
+        emit(opts, { cleared: true }, () => 'password cleared');
         return;
       }
       const r = await client.call<{ password: string }>('GET', `${pathOf(id)}/password`);
-      if (opts.json) printJson(r);
-      else process.stdout.write(`${r.password}\n`);
+      emit(opts, r, (p) => p.password);
     });
 }
 
@@ -291,7 +271,7 @@ function configdriveCommand(parent: Command): void {
   parent
     .command('configdrive')
     .description("write the VM's config drive image (label config-2; the same documents as the HTTP tree, no password)")
-    .argument('<id>', 'instance UUID')
+    .argument('<vm>', VM_REF)
     .requiredOption('-o, --output <file|->', 'where to write the image (- for stdout); replaced atomically')
     .option('--format <iso|vfat>', 'iso: ISO 9660 with Rock Ridge and Joliet (default); vfat: a 64 MiB FAT filesystem', 'iso')
     .action(async (id, opts, cmd) => {
@@ -314,18 +294,19 @@ function getCommand(parent: Command): void {
   parent
     .command('get')
     .description("fetch a path exactly as the VM sees it, through its network's namespace, DNAT and listener")
-    .argument('<id>')
+    .argument('<vm>', VM_REF)
     .argument('<path>', 'e.g. /openstack/latest/meta_data.json')
     .option('-X, --method <method>', 'HTTP method', 'GET')
     .option('-i, --include', 'print the status line and headers first')
-    .option('--json', 'print {status, headers, body_b64}')
+    .addOption(outputOption())
+    .option('--json', 'print {status, headers, body_b64} (same as -o json)')
     .action(async (id, path, opts, cmd) => {
       const r = await clientOf(cmd).call<{ status: number; headers: Record<string, string>; body_b64: string }>(
         'POST',
         `${pathOf(id)}/fetch`,
         { path, method: opts.method.toUpperCase() },
       );
-      if (opts.json) printJson(r);
+      if (formatOf(opts) === 'json' || formatOf(opts) === 'yaml') emit(opts, r, () => '');
       else {
         if (opts.include)
           process.stdout.write(

@@ -2,10 +2,10 @@
 // hypervisor namespace, its --json output and its errors, changes reaching guests at once, `vm get`
 // through the namespace, and the admin API out of every guest's reach.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import type { Guest } from '../helpers/sandbox.ts';
 import { sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
 
@@ -75,6 +75,56 @@ describe('operator surface: CLI and admin API', () => {
     assert.equal((await sb.hvLinks())['imdsv-net2']?.mtu, 1450, 'the kernel follows `network set`');
     const cleared = await json<{ mtu?: number }>(['network', 'set', 'net2', '--clear', 'mtu']);
     assert.equal(cleared.mtu, undefined);
+  });
+
+  it('plans nothing to change for networks made through the CLI (plan reads the store), with the packaged default --config', async () => {
+    const plan = await sb.cli(['plan', '--config', cfgPath]);
+    assert.equal(plan.stdout, 'nothing to change\n', 'net1 and net2 live in the store, not in the file: plan must not remove them');
+    const asJson = JSON.parse((await sb.cli(['plan', '--config', cfgPath, '-o', 'json'])).stdout) as {
+      removals: unknown[];
+      networks: { network: string; steps: unknown[] }[];
+    };
+    assert.deepEqual(asJson.removals, [], 'no network is to be removed');
+    assert.deepEqual(
+      asJson.networks.map((n) => [n.network, n.steps.length]).sort(),
+      [
+        ['net1', 0],
+        ['net2', 0],
+      ],
+      'both store networks are planned, with nothing to do',
+    );
+    // Without --config: the packaged file (read if this host has it, else named in the error).
+    const defaulted = await sb.cli(['check', '-o', 'json'], { allowFailure: true });
+    if (defaulted.code === 0) assert.equal((JSON.parse(defaulted.stdout) as { file: string }).file, '/etc/imds/imds.yaml');
+    else assert.match(defaulted.stderr, /"message":"\/etc\/imds\/imds\.yaml: /);
+  });
+
+  it('prints every result as -o json, yaml, table or wide, and errors as JSON under -o json', async () => {
+    const yamlList = parse((await imds(['network', 'list', '-o', 'yaml'])).stdout) as { id: string }[];
+    assert.deepEqual(
+      yamlList.map((n) => n.id),
+      ['net1', 'net2'],
+    );
+    const wide = (await imds(['network', 'list', '-o', 'wide'])).stdout.split('\n');
+    assert.match(
+      wide[0] as string,
+      /^ID\s+CIDR\s+SERVICE_IP\s+GATEWAY\s+BRIDGE\s+MTU\s+VMS\s+STATE\s+UPLINK\s+DHCP\s+DHCP_SERVER\s+DOMAIN\s+ORIGIN$/,
+    );
+    assert.match(wide[1] as string, /\sapi$/);
+    assert.deepEqual(JSON.parse((await imds(['network', 'show', 'net1', '-o', 'json'])).stdout), await json(['network', 'show', 'net1']));
+    const missing = await imds(['network', 'show', 'nope', '-o', 'json'], { allowFailure: true });
+    assert.equal(missing.code, 4);
+    assert.equal(missing.stdout, '');
+    assert.deepEqual(JSON.parse(missing.stderr), {
+      error: { code: 'NOT_FOUND', message: 'no network "nope"', field: 'id', reason: 'no network "nope"', exit: 4 },
+    });
+    const usage = await imds(['network', 'add', 'net3', '--json'], { allowFailure: true });
+    assert.equal(usage.code, 2);
+    const doc = JSON.parse(usage.stderr) as { error: { code: string; field: string } };
+    assert.deepEqual([doc.error.code, doc.error.field], ['VALIDATION_FAILED', '--cidr']);
+    const badFormat = await imds(['status', '-o', 'xml'], { allowFailure: true });
+    assert.equal(badFormat.code, 2);
+    assert.match(badFormat.stderr, /^imds: VALIDATION_FAILED: option '-o, --output <format>' argument 'xml' is invalid/);
   });
 
   it('reports bad network input with the field and exit status, changing nothing', async () => {
@@ -292,6 +342,27 @@ describe('operator surface: CLI and admin API', () => {
     assert.deepEqual([...Buffer.from(shown.user_data_b64, 'base64')], [0x1f, 0x8b, 8, 0, 1, 2, 3]);
   });
 
+  it('shows import progress on a terminal only, on stderr, and clears it', async () => {
+    const good = join(sb.dir, 'good.yaml');
+    const piped = await imds(['vm', 'import', good]);
+    assert.equal(piped.stderr, '', 'no progress when stderr is not a terminal');
+    // Under script(1), stderr is a terminal; stdout goes to a file, so the terminal shows stderr only.
+    const out = join(sb.dir, 'import.out');
+    const command = [process.execPath, join(process.cwd(), 'dist', 'main.js'), '--admin-socket', sb.adminSocket(), 'vm', 'import', good]
+      .map((a) => `'${a}'`)
+      .join(' ');
+    const tty = await sh(['script', '-qec', `${command} > '${out}'`, '/dev/null']);
+    const clear = '\r\u001b[K'; // back to the line's start, erase it
+    assert.ok(tty.stdout.includes(`${clear}reading ${good}`), JSON.stringify(tty.stdout));
+    assert.ok(tty.stdout.includes(`${clear}importing 0 networks and 50 VMs (`), JSON.stringify(tty.stdout));
+    assert.ok(tty.stdout.endsWith(clear), `the status line is cleared at the end: ${JSON.stringify(tty.stdout)}`);
+    assert.equal(
+      readFileSync(out, 'utf8'),
+      'imported: networks 0 created, 0 updated; VMs 0 created, 50 updated\n',
+      'the result alone on stdout',
+    );
+  });
+
   it('fetches a path as the VM sees it, through its namespace (`vm get`)', async () => {
     const [net1Before, net2Before] = [await outputDnatPackets(sb, 'net1'), await outputDnatPackets(sb, 'net2')];
     const r = await imds(['vm', 'get', VM1, '/openstack/latest/meta_data.json']);
@@ -352,6 +423,21 @@ describe('operator surface: CLI and admin API', () => {
     assert.equal((await imds(['vm', 'password', VM1])).stdout, '\n');
     assert.deepEqual(await json(['vm', 'password', VM1]), { password: '' });
     assert.match((await imds(['vm', 'password', VM1, '--clear'])).stdout, /password cleared/);
+  });
+
+  it('finds a VM by host name, address, MAC or NET/address, and refuses an ambiguous address listing both', async () => {
+    await imds(['vm', 'add', VM2, '--network', 'net2', '--ip', '198.51.100.10', '--mac', '52:54:00:12:34:57', '--hostname', 'two']);
+    assert.equal((await json<{ id: string }>(['vm', 'show', 'one'])).id, VM1);
+    assert.equal((await json<{ id: string }>(['vm', 'show', '52:54:00:12:34:57'])).id, VM2);
+    assert.equal((await json<{ id: string }>(['vm', 'show', 'net2/198.51.100.10'])).id, VM2);
+    const ambiguous = await imds(['vm', 'show', '198.51.100.10'], { allowFailure: true });
+    assert.equal(ambiguous.code, 2);
+    assert.match(ambiguous.stderr, /^imds: AMBIGUOUS: "198\.51\.100\.10" names 2 VMs: /);
+    assert.ok(ambiguous.stderr.includes(VM1) && ambiguous.stderr.includes(VM2), ambiguous.stderr);
+    assert.equal((JSON.parse((await imds(['vm', 'get', 'one', '/openstack/latest/meta_data.json'])).stdout) as { uuid: string }).uuid, VM1);
+    assert.match((await imds(['vm', 'rm', 'two'])).stdout, new RegExp(`^vm ${VM2} deleted`));
+    const gone = await imds(['vm', 'show', 'two'], { allowFailure: true });
+    assert.equal(gone.code, 4);
   });
 
   it('reports status and metrics', async () => {

@@ -8,6 +8,7 @@ import { ImdsError } from '../../errors.ts';
 import type { Vm } from '../../model/schema.ts';
 import type { AdminDeps, AdminPlugin } from './deps.ts';
 import { errorResponses } from './schemas.ts';
+import { resolveVmRef } from './vm-ref.ts';
 
 const doctorQuery = z.object({
   vm: z.string().min(1).optional().describe('the VM (its id)'),
@@ -28,8 +29,10 @@ const hopView = z.object({
 const reportView = z.object({ ok: z.boolean().describe('every hop passed'), hops: z.array(hopView) });
 
 /** The VM a reference names (its id, for now: one place to widen the lookup). */
+/** The VM a reference names (id, host name, name, address, MAC or NET/REF: vm-ref.ts). */
 function findVm(deps: AdminDeps, ref: string): Vm {
-  return deps.inventory.requireVm(ref).vm;
+  const lookups = { byId: (id: string) => deps.inventory.getVm(id)?.vm, all: () => deps.inventory.vmList().map((s) => s.vm) };
+  return deps.inventory.requireVm(resolveVmRef(ref, lookups)).vm;
 }
 
 /** Registered with the prefix /v1/doctor. */

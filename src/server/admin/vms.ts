@@ -8,9 +8,11 @@ import { mergePatch } from './merge-patch.ts';
 import { errorBody, errorResponses, idParam, patchOf, vmAsBody, vmCreate, vmInput, vmView } from './schemas.ts';
 import { parseModel } from './validation.ts';
 import { vmViewOf } from './views.ts';
+import { resolveVmRefs } from './vm-ref.ts';
 
 /** Registered with the prefix /v1/vms. */
 export const vmRoutes: AdminPlugin = (app, { deps }, done) => {
+  resolveVmRefs(app, { byId: (id) => deps.inventory.getVm(id)?.vm, all: () => deps.inventory.vmList().map((s) => s.vm) });
   listVms(app, deps);
   createVm(app, deps);
   showVm(app, deps);
