@@ -1,10 +1,12 @@
 // Entry point: argv -> command. The only module that ends the process.
 import { Command, CommanderError } from '@commander-js/extra-typings';
+import { exportCommand } from './cli/export.ts';
 import { registerKernelCommands } from './cli/kernel.ts';
 import { networkCommand } from './cli/network.ts';
 import { reloadCommand } from './cli/reload.ts';
 import { restartCommand } from './cli/restart.ts';
 import { statusCommand } from './cli/status.ts';
+import { storeCommand } from './cli/store.ts';
 import { tokenCommand } from './cli/token.ts';
 import { vmCommand } from './cli/vm.ts';
 import { exitCodeOf, ImdsError, messageOf } from './errors.ts';
@@ -18,7 +20,16 @@ const program = new Command('imds')
   .option('--admin-socket <path>', "the daemon's admin socket (default: $IMDS_ADMIN_SOCKET or /run/imds/admin.sock)");
 
 registerKernelCommands(program);
-for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand(), restartCommand(), tokenCommand()]) {
+for (const sub of [
+  networkCommand(),
+  vmCommand(),
+  statusCommand(),
+  reloadCommand(),
+  restartCommand(),
+  tokenCommand(),
+  storeCommand(),
+  exportCommand(),
+]) {
   sub.exitOverride();
   for (const c of sub.commands) c.exitOverride();
   program.addCommand(sub);

@@ -7,7 +7,9 @@ import { parse } from 'yaml';
 import { ImdsError } from '../errors.ts';
 import { clientOf } from './network.ts';
 import { collect, defined, integer, jsonObject, pairs, readValue } from './input.ts';
+import { importPath, importRequest, printImport, type ImportRequest, type ImportResult } from './import-document.ts';
 import { printFields, printJson, printTable } from './output.ts';
+import { passwordCommand } from './vm-password.ts';
 
 interface VmView {
   id: string;
@@ -232,58 +234,30 @@ function importCommand(parent: Command): void {
   parent
     .command('import')
     .description('create or update many networks and VMs from a YAML or JSON file, all or nothing')
-    .argument('<file>', 'file with `networks:` and/or `vms:` lists (the configuration file format); - for stdin')
+    .argument(
+      '<file>',
+      'file with `networks:` and/or `vms:` lists (the configuration file format, `imds export`); one VM or a list of them (vm show --json); - for stdin',
+    )
+    .option('--prune', "also delete the API's VMs on the file's networks that the file does not list")
+    .option('--prune-all', 'also delete every VM and network made through the API that the file does not list')
+    .option('--dry-run', 'print what would be created, updated and deleted; change nothing')
     .option('--json', 'print JSON')
     .action(async (file, opts, cmd) => {
-      const body = importBody(file);
-      const r = await clientOf(cmd).call<{ networks: Record<string, string[]>; vms: Record<string, string[]> }>('POST', '/v1/import', body);
+      const r = await clientOf(cmd).call<ImportResult>('POST', importPath(opts), readImportFile(file));
       if (opts.json) printJson(r);
-      else
-        process.stdout.write(
-          `imported: networks ${r.networks['created']?.length ?? 0} created, ${r.networks['updated']?.length ?? 0} updated; ` +
-            `VMs ${r.vms['created']?.length ?? 0} created, ${r.vms['updated']?.length ?? 0} updated\n`,
-        );
+      else printImport(r);
     });
 }
 
-/** The import request for a YAML or JSON file (- for stdin): `!!binary` user data is sent as base64. */
-function importBody(file: string): { networks?: unknown[]; vms: Record<string, unknown>[] } {
+/** The import request for a YAML or JSON file (- for stdin). */
+function readImportFile(file: string): ImportRequest {
   let doc: unknown;
   try {
     doc = parse(readFileSync(file === '-' ? 0 : file, 'utf8'), { customTags: ['binary'] });
   } catch (err) {
     throw new ImdsError('VALIDATION_FAILED', `${file}: ${(err as Error).message}`, { field: 'file' });
   }
-  const { networks, vms } = (doc ?? {}) as { networks?: unknown[]; vms?: Record<string, unknown>[] };
-  return {
-    ...(networks === undefined ? {} : { networks }),
-    vms: (vms ?? []).map((v) => {
-      const { user_data, ...rest } = v;
-      if (user_data instanceof Uint8Array) return { ...rest, user_data_b64: Buffer.from(user_data).toString('base64') };
-      return user_data === undefined ? rest : { ...rest, user_data };
-    }),
-  };
-}
-
-function passwordCommand(parent: Command): void {
-  parent
-    .command('password')
-    .description('print the password the guest posted (encrypted to its key, base64), or clear it')
-    .argument('<id>')
-    .option('--clear', 'clear it, so the guest may post a new one')
-    .option('--json', 'print JSON')
-    .action(async (id, opts, cmd) => {
-      const client = clientOf(cmd);
-      if (opts.clear) {
-        await client.call('DELETE', `${pathOf(id)}/password`);
-        if (opts.json) printJson({ cleared: true });
-        else process.stdout.write('password cleared\n');
-        return;
-      }
-      const r = await client.call<{ password: string }>('GET', `${pathOf(id)}/password`);
-      if (opts.json) printJson(r);
-      else process.stdout.write(`${r.password}\n`);
-    });
+  return importRequest(doc);
 }
 
 function configdriveCommand(parent: Command): void {

@@ -22,6 +22,7 @@ import { httpStatusOf, ImdsError, isImdsError, messageOf } from '../errors.ts';
 import type { AdminDeps, AdminPlugin } from './admin/deps.ts';
 import { importRoutes } from './admin/import.ts';
 import { networkRoutes } from './admin/networks.ts';
+import { storeRoutes } from './admin/store.ts';
 import { documentRoutes, systemRoutes } from './admin/system.ts';
 import { tokenRoutes } from './admin/tokens.ts';
 import { schemaValidationBody } from './admin/validation.ts';
@@ -38,6 +39,7 @@ const PLUGINS: readonly (readonly [AdminPlugin, string])[] = [
   [networkRoutes, '/v1/networks'],
   [vmRoutes, '/v1/vms'],
   [importRoutes, '/v1/import'],
+  [storeRoutes, '/v1'],
   [documentRoutes, ''],
 ];
 
