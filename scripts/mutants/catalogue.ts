@@ -174,9 +174,9 @@ export const MUTANTS: Mutant[] = [
     edits: [
       {
         file: 'src/cli/vm.ts',
-        find: "const r = await clientOf(cmd).call<{ networks: Record<string, string[]>; vms: Record<string, string[]> }>('POST', '/v1/import', body);",
+        find: "const r = await clientOf(cmd).call<ImportResult>('POST', importPath(opts), readImportFile(file));",
         replace:
-          "type R = { networks: Record<string, string[]>; vms: Record<string, string[]> };\n      let r: R = { networks: {}, vms: {} };\n      for (let i = 0; i < Math.max(1, body.vms.length); i += 10) r = await clientOf(cmd).call<R>('POST', '/v1/import', { ...body, vms: body.vms.slice(i, i + 10) });",
+          "const body = readImportFile(file);\n      let r = {} as ImportResult;\n      for (let i = 0; i < Math.max(1, body.vms.length); i += 10) r = await clientOf(cmd).call<ImportResult>('POST', importPath(opts), { ...body, vms: body.vms.slice(i, i + 10) });",
       },
     ],
     tests: { files: ['test/integration/cli.test.ts'] },

@@ -5,7 +5,6 @@ import { z } from 'zod';
 import { exportDocument } from '../../store/export.ts';
 import { createBackupFile } from '../../store/store-files.ts';
 import type { AdminDeps, AdminPlugin, AdminRouter } from './deps.ts';
-import { networkCreate, vmCreate } from './schemas.ts';
 
 /** Registered with the prefix /v1. */
 export const storeRoutes: AdminPlugin = (app, { deps }, done) => {
@@ -49,9 +48,12 @@ const exportQuery = z.object({
   secrets: z.enum(['true', 'false']).default('false').describe("true: include the VMs' passwords"),
 });
 
+// Plain shapes (the records are already valid; the serializer must not run the model's transforms).
 const exportBody = z.object({
-  networks: z.array(networkCreate),
-  vms: z.array(vmCreate.omit({ user_data: true }).extend({ password: z.string().optional() })),
+  networks: z.array(z.looseObject({ id: z.string() })).describe('as in the body of POST /v1/import'),
+  vms: z
+    .array(z.looseObject({ id: z.string(), network: z.string(), user_data_b64: z.string().optional(), password: z.string().optional() }))
+    .describe('as in the body of POST /v1/import'),
 });
 
 function exportRoute(app: AdminRouter, deps: AdminDeps): void {
