@@ -1,6 +1,7 @@
 // The authoritative in-memory inventory of networks and VMs, mirrored to the SQLite store. Every
 // change is validated first (nothing half-written), then committed to the store in one
 // transaction, then applied to memory and to the metadata index — so guests see it at once.
+import { isDeepStrictEqual } from 'node:util';
 import { ImdsError } from '../errors.ts';
 import type { Defaults } from '../documents/instance.ts';
 import { bridgeNameOf } from '../model/names.ts';
@@ -12,6 +13,12 @@ import type { Origin, SqliteStore, StoredNetwork, StoredVm } from './sqlite-stor
 
 export type { BatchInput, BatchOptions, BatchResult } from './batch-plan.ts';
 export { validationError } from './batch-plan.ts';
+
+export interface InventorySnapshot {
+  readonly networks: ReadonlyMap<string, StoredNetwork>;
+  readonly vms: ReadonlyMap<string, StoredVm>;
+  readonly passwords: ReadonlyMap<string, string>;
+}
 
 export interface InventoryEvents {
   /** VMs of these networks changed (after the store and the index have the change). */
@@ -235,6 +242,35 @@ export class Inventory {
     this.events.onIndexChanged?.(this.currentIndex);
     if (plan.touched.size > 0) this.events.onVmsChanged?.(plan.touched);
     return plan.result;
+  }
+
+  /** What `revertTo` puts back: the records and passwords as they are now. */
+  snapshot(): InventorySnapshot {
+    return { networks: new Map(this.networks), vms: new Map(this.vms), passwords: new Map(this.passwords) };
+  }
+
+  /**
+   * Puts the inventory back as it was at `snapshot` (an import whose network the kernel refused),
+   * in one store transaction: records made since are deleted, changed ones written back.
+   */
+  revertTo(snapshot: InventorySnapshot): void {
+    const changed = <T>(now: T | undefined, then: T): boolean => now === undefined || !isDeepStrictEqual(now, then);
+    const passwords = new Map([...snapshot.passwords].filter(([id, value]) => this.passwords.get(id) !== value));
+    const clearPasswords = [...this.passwords.keys()].filter((id) => !snapshot.passwords.has(id) && snapshot.vms.has(id));
+    this.store.apply({
+      deleteVms: [...this.vms.keys()].filter((id) => !snapshot.vms.has(id)),
+      deleteNetworks: [...this.networks.keys()].filter((id) => !snapshot.networks.has(id)),
+      networks: [...snapshot.networks.values()].filter((n) => changed(this.networks.get(n.network.id), n)),
+      vms: [...snapshot.vms.values()].filter((v) => changed(this.vms.get(v.vm.id), v)),
+      passwords,
+      clearPasswords,
+    });
+    const networks = new Set([...this.vms.values(), ...snapshot.vms.values()].map((v) => v.vm.network));
+    this.passwords.clear();
+    for (const [id, value] of snapshot.passwords) this.passwords.set(id, value);
+    this.reset([...snapshot.networks.values()], [...snapshot.vms.values()]);
+    this.events.onIndexChanged?.(this.currentIndex);
+    this.events.onVmsChanged?.(networks);
   }
 
   private reset(networks: readonly StoredNetwork[], vms: readonly StoredVm[]): void {

@@ -70,6 +70,8 @@ export interface BatchChange {
   deleteNetworks?: readonly string[];
   /** Passwords set (replacing any) with the batch, by VM id. */
   passwords?: ReadonlyMap<string, string>;
+  /** Passwords removed with the batch (of VMs that stay). */
+  clearPasswords?: readonly string[];
 }
 
 export interface OpenOptions {
@@ -163,11 +165,11 @@ export class SqliteStore {
     });
   }
 
-  /** Applies deletions then upserts, all in one transaction. */
+  /** Applies deletions and upserts, all in one transaction. */
   apply(change: BatchChange): void {
     const run = this.db.transaction((c: BatchChange) => {
+      // Networks are deleted after the VMs are written: a VM may move out of a network deleted here.
       for (const id of c.deleteVms ?? []) this.stmt.deleteVm.run(id);
-      for (const id of c.deleteNetworks ?? []) this.stmt.deleteNetwork.run(id);
       for (const { network, origin } of c.networks ?? [])
         this.stmt.putNetwork.run({ id: network.id, spec: JSON.stringify(network), origin });
       const vms = c.vms ?? [];
@@ -184,7 +186,9 @@ export class SqliteStore {
           origin,
         });
       });
+      for (const id of c.deleteNetworks ?? []) this.stmt.deleteNetwork.run(id);
       for (const [vm, value] of c.passwords ?? []) this.stmt.replacePassword.run(vm, value);
+      for (const vm of c.clearPasswords ?? []) this.stmt.clearPassword.run(vm);
     });
     try {
       run(change);

@@ -224,6 +224,33 @@ describe('store: backup, restore, migration copy, export and import', () => {
     assert.equal((await guest.http('/openstack/latest/meta_data.json')).status, 404, 'a pruned VM is not served');
   });
 
+  it('undoes the whole import when the kernel refuses one of its networks', async () => {
+    const before = (await imds(['export', '--include-secrets'])).stdout;
+    // The export, plus a network the kernel cannot build (its uplink does not exist) and a VM on
+    // it, one VM renamed and one left out (--prune-all deletes it).
+    const doc = parse(before, { customTags: ['binary'] }) as { networks: Record<string, unknown>[]; vms: Record<string, unknown>[] };
+    doc.networks.push({ id: 'net3', cidr: '192.0.2.0/24', service_ip: '192.0.2.2', uplink: 'nosuch0' });
+    doc.vms = doc.vms.slice(1).map((v) => (v['id'] === bulkId(0) ? { ...v, hostname: 'renamed' } : v));
+    doc.vms.push({ id: bulkId(700), network: 'net3', ip: '192.0.2.10', mac: '52:54:00:00:07:00', hostname: 'new3' });
+    writeFileSync(file('refused.yaml'), stringify(doc, { customTags: ['binary'] }));
+    const r = await imds(['vm', 'import', file('refused.yaml'), '--prune-all'], { allowFailure: true });
+    assert.equal(r.code, 5, r.stderr);
+    assert.match(
+      r.stderr,
+      /^imds: KERNEL_CONFLICT: network net3 cannot be built, so the import was undone, nothing was changed: .*nosuch0/,
+    );
+    assert.equal((await imds(['export', '--include-secrets'])).stdout, before, 'every record as before, the pruned ones back');
+    assert.ok(!(await sb.namespaces()).includes(`${sb.nsPrefix}net3`), 'the refused network was removed from the kernel');
+    const served = await json<{ id: string; state: string }[]>(['network', 'list']);
+    assert.deepEqual(
+      served.map((n) => [n.id, n.state]),
+      [
+        ['net1', 'serving'],
+        ['net2', 'serving'],
+      ],
+    );
+  });
+
   it('restores a backup with the daemon stopped, keeping the store it replaced', async () => {
     const running = await imds(['store', 'restore', file('after.sqlite'), '--config', cfgPath], { allowFailure: true });
     assert.equal(running.code, 3);

@@ -79,6 +79,42 @@ describe('import batches', () => {
     assert.equal(reopened.getPassword(vm(1).id), 'c2VjcmV0', 'stored');
   });
 
+  it('puts everything back when an import is undone (a network the kernel refused)', () => {
+    const { inv, dir } = open();
+    inv.applyBatch({ networks: [net1, net2], vms: [vm(1), vm(2), on2(3)], passwords: new Map([[vm(1).id, 'one']]) }, { origin: 'api' });
+    inv.setPasswordOnce(on2(3).id, 'three');
+    const state = () => ({
+      networks: inv.networkList(),
+      vms: inv.vmList().sort((a, b) => a.vm.id.localeCompare(b.vm.id)),
+      passwords: [...inv.passwordList()].sort(),
+    });
+    const before = state();
+    const snapshot = inv.snapshot();
+    const net3 = networkSchema.parse({ id: 'net3', cidr: '192.0.2.0/24', service_ip: '192.0.2.2' });
+    inv.applyBatch(
+      {
+        networks: [net1, net3],
+        vms: [vm(1, { hostname: 'changed' }), vm(4, { network: 'net3', ip: '192.0.2.10' })],
+        passwords: new Map([[vm(1).id, 'new']]),
+      },
+      { origin: 'api', pruneOrigin: 'api' },
+    );
+    assert.notDeepEqual(state(), before);
+    inv.revertTo(snapshot);
+    assert.deepEqual(state(), before);
+    assert.equal(inv.index.lookup('net2', on2(3).ip)?.facts.uuid, on2(3).id, 'the index follows');
+    const reopened = Inventory.open(SqliteStore.open(dir), { dhcpDomain: 'novalocal' });
+    assert.deepEqual(
+      reopened
+        .vmList()
+        .map((v) => v.vm.hostname)
+        .sort(),
+      ['vm1', 'vm2', 'vm3'],
+    );
+    assert.deepEqual([...reopened.passwordList()].sort(), before.passwords, 'the store too, passwords included');
+    assert.equal(reopened.getNetwork('net3'), undefined);
+  });
+
   it('lets the operator set a password once, or replace it', () => {
     const { inv } = open();
     inv.applyBatch({ networks: [net1], vms: [vm(1)] }, { origin: 'api' });

@@ -5,7 +5,9 @@ import { z } from 'zod';
 import { vmSchema, type Vm } from '../../model/schema.ts';
 import { collectGarbage } from '../../util/gc.ts';
 import { PASSWORD_MAX } from '../guest-routes.ts';
-import type { AdminPlugin } from './deps.ts';
+import { ImdsError } from '../../errors.ts';
+import type { BatchResult, InventorySnapshot } from '../../store/inventory.ts';
+import type { AdminDeps, AdminPlugin } from './deps.ts';
 import { errorResponses, networkCreate, vmCreate, vmInput } from './schemas.ts';
 import { parseModel } from './validation.ts';
 
@@ -48,6 +50,24 @@ function namedNetworks(networks: readonly { id: string }[], vms: readonly Vm[]):
   return new Set([...networks.map((n) => n.id), ...vms.map((v) => v.network)]);
 }
 
+/**
+ * Builds the networks the import created or changed; if the kernel refuses one, the whole import is
+ * undone (the inventory put back, the kernel converged back) and KERNEL_CONFLICT names the network.
+ */
+async function convergeOrRevert(deps: AdminDeps, result: BatchResult, before: InventorySnapshot): Promise<void> {
+  const changed = new Set([...result.networks.created, ...result.networks.updated]);
+  const summary = await deps.converge();
+  const failed = summary.networks.find((s) => s.state !== 'serving' && changed.has(s.network));
+  if (failed === undefined) return;
+  deps.inventory.revertTo(before);
+  await deps.converge();
+  throw new ImdsError(
+    'KERNEL_CONFLICT',
+    `network ${failed.network} cannot be built, so the import was undone, nothing was changed: ${failed.reason ?? 'unknown reason'}`,
+    { field: 'networks', details: { network: failed.network } },
+  );
+}
+
 /** Registered with the prefix /v1/import. */
 export const importRoutes: AdminPlugin = (app, { deps }, done) => {
   const { inventory } = deps;
@@ -69,6 +89,7 @@ export const importRoutes: AdminPlugin = (app, { deps }, done) => {
       const passwords = new Map(entries.flatMap((v, i) => (v.password === undefined ? [] : [[vms[i]?.id as string, v.password] as const])));
       const dryRun = req.query.dry_run === 'true';
       const prune = req.query.prune;
+      const before = inventory.snapshot();
       const result = inventory.applyBatch(
         { networks, vms, passwords },
         {
@@ -80,11 +101,7 @@ export const importRoutes: AdminPlugin = (app, { deps }, done) => {
       );
       if (dryRun) return { dry_run: true, ...result };
       if (vms.length >= 1000) collectGarbage();
-      if (networks.length > 0 || result.networks.deleted.length > 0) {
-        const summary = await deps.converge();
-        const failed = summary.networks.filter((s) => s.state !== 'serving' && networks.some((n) => n.id === s.network));
-        if (failed.length > 0) deps.log.warn({ networks: failed.map((f) => f.network) }, 'imported networks not serving yet');
-      }
+      if (networks.length > 0 || result.networks.deleted.length > 0) await convergeOrRevert(deps, result, before);
       return { dry_run: false, ...result };
     },
   );
