@@ -44,7 +44,7 @@ export function exportCommand(): Command {
   return new Command('export')
     .description('write every network and VM as `imds vm import` reads them (YAML, or JSON)')
     .option('-o, --output <file>', 'write to this file (mode 0600, atomically; refused if it exists unless --force) instead of stdout')
-    .option('--format <yaml|json>', 'yaml (the configuration file format, default) or json', 'yaml')
+    .option('--format <yaml|json>', 'yaml (the configuration file format) or json', 'yaml')
     .option('--include-secrets', "include the VMs' passwords (secrets: keep the file as safe as the store)")
     .option('--force', 'replace the --output file if it exists')
     .action(async (opts, cmd) => {
