@@ -20,16 +20,8 @@ const program = new Command('imds')
   .option('--admin-socket <path>', "the daemon's admin socket (default: $IMDS_ADMIN_SOCKET or /run/imds/admin.sock)");
 
 registerKernelCommands(program);
-for (const sub of [
-  networkCommand(),
-  vmCommand(),
-  statusCommand(),
-  reloadCommand(),
-  restartCommand(),
-  tokenCommand(),
-  storeCommand(),
-  exportCommand(),
-]) {
+const storeCommands = () => [storeCommand(), exportCommand()];
+for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand(), restartCommand(), tokenCommand(), ...storeCommands()]) {
   sub.exitOverride();
   for (const c of sub.commands) c.exitOverride();
   program.addCommand(sub);

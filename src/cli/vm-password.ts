@@ -29,8 +29,10 @@ export function passwordCommand(parent: Command): void {
       if (opts.json) printJson(r);
       else process.stdout.write(`${r.password}\n`);
     });
+  // Nested one level deeper than main.ts reaches: usage errors must still end as CommanderError (exit 2).
   password
     .command('set')
+    .exitOverride()
     .description('set the password the guest reads, as if it had posted it (a VM moved from another host); read from stdin')
     .argument('<id>')
     .option('--from-file <file>', 'read it from this file instead of stdin')
@@ -44,6 +46,7 @@ export function passwordCommand(parent: Command): void {
     });
   password
     .command('clear')
+    .exitOverride()
     .description('clear the password, so the guest may post a new one')
     .argument('<id>')
     .option('--json', 'print JSON')
