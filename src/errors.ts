@@ -28,9 +28,11 @@ export const ERROR_CODES = {
   DAEMON_TIMEOUT: { exit: 3, meaning: 'the daemon accepted the connection but did not answer in time' },
   NOT_FOUND: { exit: 4, http: 404, meaning: 'the named network, VM or resource does not exist' },
   AMBIGUOUS: { exit: 2, http: 400, meaning: 'a VM reference (name, address, MAC) matches more than one VM' },
-  ALREADY_EXISTS: { exit: 5, http: 409, meaning: 'a network or VM with that id already exists' },
+  ALREADY_EXISTS: { exit: 5, http: 409, meaning: "a network or VM with that id, or a VM's password, already exists" },
   NETWORK_NOT_EMPTY: { exit: 5, http: 409, meaning: 'the network still has VMs (use --force to delete them too)' },
   STORE_FAILED: { exit: 1, http: 500, meaning: 'the SQLite store could not be opened, migrated or written' },
+  STORE_INVALID: { exit: 2, meaning: 'the file given to `imds store restore` is not an intact imds store this imds can open' },
+  FILE_EXISTS: { exit: 5, meaning: 'the output file exists already (use --force to replace it)' },
   INTERNAL: { exit: 1, http: 500, meaning: 'an unexpected internal failure' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -174,9 +174,9 @@ export const MUTANTS: Mutant[] = [
     edits: [
       {
         file: 'src/cli/vm.ts',
-        find: "return client.call<ImportResult>('POST', '/v1/import', body);",
+        find: "return client.call<ImportResult>('POST', path, body);",
         replace:
-          "let r: ImportResult = { networks: {}, vms: {} };\n  for (let i = 0; i < Math.max(1, body.vms.length); i += 10) r = await client.call<ImportResult>('POST', '/v1/import', { ...body, vms: body.vms.slice(i, i + 10) });\n  return r;",
+          "let r = {} as ImportResult;\n  for (let i = 0; i < Math.max(1, body.vms.length); i += 10) r = await client.call<ImportResult>('POST', path, { ...body, vms: body.vms.slice(i, i + 10) });\n  return r;",
       },
     ],
     tests: { files: ['test/integration/cli.test.ts'] },

@@ -3,11 +3,13 @@
 import { Command } from '@commander-js/extra-typings';
 import { completionCommand } from './completion.ts';
 import { doctorCommand } from './doctor.ts';
+import { exportCommand } from './export.ts';
 import { registerKernelCommands } from './kernel.ts';
 import { networkCommand } from './network.ts';
 import { reloadCommand } from './reload.ts';
 import { restartCommand } from './restart.ts';
 import { statusCommand } from './status.ts';
+import { storeCommand } from './store.ts';
 import { tokenCommand } from './token.ts';
 import { vmCommand } from './vm.ts';
 import { VERSION } from '../version.ts';
@@ -23,7 +25,17 @@ export function buildProgram(): Command {
       "how long to wait for the daemon's answer (default: $IMDS_TIMEOUT, else 30; 300 for network add/set/rm, vm import, reload, restart; 0: no limit)",
     );
   registerKernelCommands(program);
-  for (const sub of [networkCommand(), vmCommand(), statusCommand(), reloadCommand(), restartCommand(), tokenCommand(), doctorCommand()])
+  for (const sub of [
+    networkCommand(),
+    vmCommand(),
+    statusCommand(),
+    reloadCommand(),
+    restartCommand(),
+    tokenCommand(),
+    doctorCommand(),
+    storeCommand(),
+    exportCommand(),
+  ])
     program.addCommand(sub);
   program.addCommand(completionCommand(program));
   return program;

@@ -54,3 +54,6 @@ export function vmFields(v: VmView): string {
   const { user_data_b64: _b64, contact: _contact, ...rest } = v;
   return fields({ ...rest, ...contactFields(v) });
 }
+
+/** How a command's VM argument is described in its help. */
+export const VM_REF = 'the VM: its id (UUID), host name, display name, address or MAC; NET/REF within one network';

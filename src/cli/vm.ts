@@ -10,7 +10,9 @@ import { collect, defined, integer, jsonObject, pairs, readValue } from './input
 import type { AdminClient } from './client.ts';
 import { emit, formatOf, JSON_HELP, outputOption } from './output.ts';
 import { importSummary, progressOn } from './progress.ts';
-import { vmFields, vmsTable, type VmView } from './vm-view.ts';
+import { importPath, importRequest, importText, type ImportRequest, type ImportResult } from './import-document.ts';
+import { passwordCommand } from './vm-password.ts';
+import { VM_REF, vmFields, vmsTable, type VmView } from './vm-view.ts';
 
 const CLEAR_FIELD: Record<string, string> = {
   'user-data': 'user_data',
@@ -102,7 +104,6 @@ function vmOptions<T extends Command<[string], Record<string, unknown>>>(cmd: T,
 }
 
 /** How a VM is named on the command line; the daemon resolves it (src/server/admin/vm-ref.ts). */
-const VM_REF = 'the VM: its id (UUID), host name, display name, address or MAC; NET/REF within one network';
 
 function pathOf(id: string): string {
   return `/v1/vms/${encodeURIComponent(id)}`;
@@ -202,69 +203,39 @@ function importCommand(parent: Command): void {
   parent
     .command('import')
     .description('create or update many networks and VMs from a YAML or JSON file, all or nothing (progress on stderr when a terminal)')
-    .argument('<file>', 'file with `networks:` and/or `vms:` lists (the configuration file format); - for stdin')
+    .argument(
+      '<file>',
+      'file with `networks:` and/or `vms:` lists (the configuration file format, `imds export`); one VM or a list of them (vm show --json); - for stdin',
+    )
+    .option('--prune', "also delete the API's VMs on the file's networks that the file does not list")
+    .option('--prune-all', 'also delete every VM and network made through the API that the file does not list')
+    .option('--dry-run', 'print what would be created, updated and deleted; change nothing')
     .addOption(outputOption())
     .option('--json', JSON_HELP)
     .action(async (file, opts, cmd) => {
       const progress = progressOn();
       progress.phase(`reading ${file === '-' ? 'stdin' : file}`);
-      const body = importBody(file);
+      const body = readImportFile(file);
       progress.phase(`importing ${importSummary(body.networks?.length ?? 0, body.vms.length, JSON.stringify(body).length)}`);
-      const r = await sendImport(clientOf(cmd, true), body).finally(() => progress.done());
-      emit(
-        opts,
-        r,
-        (d) =>
-          `imported: networks ${d.networks['created']?.length ?? 0} created, ${d.networks['updated']?.length ?? 0} updated; ` +
-          `VMs ${d.vms['created']?.length ?? 0} created, ${d.vms['updated']?.length ?? 0} updated`,
-      );
+      const r = await sendImport(clientOf(cmd, true), importPath(opts), body).finally(() => progress.done());
+      emit(opts, r, importText);
     });
 }
 
-type ImportResult = { networks: Record<string, string[]>; vms: Record<string, string[]> };
-
 /** One request: the daemon applies the whole file or nothing. */
-async function sendImport(client: AdminClient, body: ReturnType<typeof importBody>): Promise<ImportResult> {
-  return client.call<ImportResult>('POST', '/v1/import', body);
+async function sendImport(client: AdminClient, path: string, body: ImportRequest): Promise<ImportResult> {
+  return client.call<ImportResult>('POST', path, body);
 }
 
-/** The import request for a YAML or JSON file (- for stdin): `!!binary` user data is sent as base64. */
-function importBody(file: string): { networks?: unknown[]; vms: Record<string, unknown>[] } {
+/** The import request for a YAML or JSON file (- for stdin). */
+function readImportFile(file: string): ImportRequest {
   let doc: unknown;
   try {
     doc = parse(readFileSync(file === '-' ? 0 : file, 'utf8'), { customTags: ['binary'] });
   } catch (err) {
     throw new ImdsError('VALIDATION_FAILED', `${file}: ${(err as Error).message}`, { field: 'file' });
   }
-  const { networks, vms } = (doc ?? {}) as { networks?: unknown[]; vms?: Record<string, unknown>[] };
-  return {
-    ...(networks === undefined ? {} : { networks }),
-    vms: (vms ?? []).map((v) => {
-      const { user_data, ...rest } = v;
-      if (user_data instanceof Uint8Array) return { ...rest, user_data_b64: Buffer.from(user_data).toString('base64') };
-      return user_data === undefined ? rest : { ...rest, user_data };
-    }),
-  };
-}
-
-function passwordCommand(parent: Command): void {
-  parent
-    .command('password')
-    .description('print the password the guest posted (encrypted to its key, base64), or clear it')
-    .argument('<vm>', VM_REF)
-    .option('--clear', 'clear it, so the guest may post a new one')
-    .addOption(outputOption())
-    .option('--json', JSON_HELP)
-    .action(async (id, opts, cmd) => {
-      const client = clientOf(cmd);
-      if (opts.clear) {
-        await client.call('DELETE', `${pathOf(id)}/password`);
-        emit(opts, { cleared: true }, () => 'password cleared');
-        return;
-      }
-      const r = await client.call<{ password: string }>('GET', `${pathOf(id)}/password`);
-      emit(opts, r, (p) => p.password);
-    });
+  return importRequest(doc);
 }
 
 function configdriveCommand(parent: Command): void {

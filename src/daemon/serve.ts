@@ -99,7 +99,10 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
   // A successor (a hand-over) takes the pid file once the daemon it replaces has exited.
   if (!handingOver) cleanups.add('pid file', acquirePidFile(cfg.state_dir));
   const faults = faultsFromEnv();
-  const store = SqliteStore.open(cfg.state_dir, { midBatchHook: faults.midBatchHook });
+  const store = SqliteStore.open(cfg.state_dir, {
+    midBatchHook: faults.midBatchHook,
+    onMigrationBackup: (b) => log.info({ backup: b.path, from: b.from, to: b.to }, 'store copied before its schema migration'),
+  });
   cleanups.add('store', () => store.close());
   const stats = new Stats();
   // The inventory reports VM changes to the kernel side, built next (a change reaches it only once

@@ -23,6 +23,7 @@ import type { AdminDeps, AdminPlugin } from './admin/deps.ts';
 import { doctorRoutes } from './admin/doctor.ts';
 import { importRoutes } from './admin/import.ts';
 import { networkRoutes } from './admin/networks.ts';
+import { storeRoutes } from './admin/store.ts';
 import { documentRoutes, systemRoutes } from './admin/system.ts';
 import { tokenRoutes } from './admin/tokens.ts';
 import { schemaValidationBody } from './admin/validation.ts';
@@ -40,6 +41,7 @@ const PLUGINS: readonly (readonly [AdminPlugin, string])[] = [
   [vmRoutes, '/v1/vms'],
   [importRoutes, '/v1/import'],
   [doctorRoutes, '/v1/doctor'],
+  [storeRoutes, '/v1'],
   [documentRoutes, ''],
 ];
 

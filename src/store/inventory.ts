@@ -1,31 +1,23 @@
 // The authoritative in-memory inventory of networks and VMs, mirrored to the SQLite store. Every
 // change is validated first (nothing half-written), then committed to the store in one
 // transaction, then applied to memory and to the metadata index — so guests see it at once.
-import { ImdsError, listProblems } from '../errors.ts';
+import { isDeepStrictEqual } from 'node:util';
+import { ImdsError } from '../errors.ts';
 import type { Defaults } from '../documents/instance.ts';
 import { bridgeNameOf } from '../model/names.ts';
 import type { Network, Vm } from '../model/schema.ts';
-import {
-  checkVmSet,
-  formatPath,
-  networkProblems,
-  vmProblems,
-  type LabelledVm,
-  type Path,
-  type Problem,
-  type VmLookups,
-} from '../model/validate.ts';
+import { networkProblems, vmProblems, type VmLookups } from '../model/validate.ts';
+import { planBatch, validationError, type BatchInput, type BatchOptions, type BatchResult } from './batch-plan.ts';
 import { MetadataIndex } from './metadata-index.ts';
 import type { Origin, SqliteStore, StoredNetwork, StoredVm } from './sqlite-store.ts';
 
-export interface BatchInput {
-  networks?: readonly Network[];
-  vms?: readonly Vm[];
-}
+export type { BatchInput, BatchOptions, BatchResult } from './batch-plan.ts';
+export { validationError } from './batch-plan.ts';
 
-export interface BatchResult {
-  networks: { created: string[]; updated: string[]; deleted: string[] };
-  vms: { created: string[]; updated: string[]; deleted: string[] };
+export interface InventorySnapshot {
+  readonly networks: ReadonlyMap<string, StoredNetwork>;
+  readonly vms: ReadonlyMap<string, StoredVm>;
+  readonly passwords: ReadonlyMap<string, string>;
 }
 
 export interface InventoryEvents {
@@ -33,25 +25,6 @@ export interface InventoryEvents {
   onVmsChanged?: (networks: ReadonlySet<string>) => void;
   /** The index changed (any network or VM): called before the change's call returns. */
   onIndexChanged?: (index: MetadataIndex) => void;
-}
-
-export interface BatchOptions {
-  origin: Origin;
-  /** Delete records of this origin that the batch no longer declares (seed_mode: authoritative). */
-  pruneOrigin?: Origin;
-  /** Prefix for problem paths, e.g. the configuration file's top level. */
-  root?: Path;
-}
-
-/** The first problems spelled out in one error message, the rest counted (all are in details). */
-export function validationError(problems: Problem[], context?: string): ImdsError {
-  const first = problems[0];
-  const lines = listProblems(problems, (p) => `${formatPath(p.path)}: ${p.message}`);
-  const body = problems.length === 1 ? (lines[0] as string) : `${problems.length} problems:\n  ${lines.join('\n  ')}`;
-  return new ImdsError('VALIDATION_FAILED', context === undefined ? body : `${context}: ${body}`, {
-    ...(first === undefined ? {} : { field: formatPath(first.path) }),
-    details: { problems: problems.map((p) => ({ field: formatPath(p.path), message: p.message })) },
-  });
 }
 
 export class Inventory {
@@ -254,97 +227,50 @@ export class Inventory {
   // -- batches (import, configuration seeding) --------------------------------------------------
 
   /**
-   * Creates or updates every network and VM of the batch, all or nothing: the resulting state is
-   * validated as a whole before one store transaction writes it.
+   * Creates, updates (and with a prune, deletes) every network and VM of the batch, all or nothing:
+   * the resulting state is validated as a whole before one store transaction writes it. A dry run
+   * only reports what would change.
    */
   applyBatch(batch: BatchInput, options: BatchOptions): BatchResult {
-    const root = options.root ?? [];
-    const inNets = batch.networks ?? [];
-    const inVms = batch.vms ?? [];
-    const problems: Problem[] = [];
-
-    // Duplicates inside the batch.
-    const seenNet = new Map<string, number>();
-    inNets.forEach((n, i) => {
-      const first = seenNet.get(n.id);
-      if (first !== undefined)
-        problems.push({ path: [...root, 'networks', i, 'id'], message: `duplicate network id "${n.id}" (also networks[${first}])` });
-      else seenNet.set(n.id, i);
-    });
-
-    // The resulting networks: current ones, replaced or added by the batch, minus pruned ones.
-    const batchNetIds = new Set(inNets.map((n) => n.id));
-    const batchVmIds = new Set(inVms.map((v) => v.id));
-    const prunedNetworks =
-      options.pruneOrigin === undefined
-        ? []
-        : [...this.networks.values()]
-            .filter((n) => n.origin === options.pruneOrigin && !batchNetIds.has(n.network.id))
-            .map((n) => n.network.id);
-    const prunedVms =
-      options.pruneOrigin === undefined
-        ? []
-        : [...this.vms.values()].filter((v) => v.origin === options.pruneOrigin && !batchVmIds.has(v.vm.id)).map((v) => v.vm.id);
-    const prunedNetSet = new Set(prunedNetworks);
-    const resultNets = new Map<string, Network>();
-    for (const { network } of this.networks.values()) if (!prunedNetSet.has(network.id)) resultNets.set(network.id, network);
-    for (const n of inNets) resultNets.set(n.id, n);
-
-    const netLabels = new Map<string, string>();
-    inNets.forEach((n, i) => netLabels.set(n.id, `networks[${i}]`));
-    const bridgeUser = (bridge: string, self: string): string | undefined => {
-      for (const n of resultNets.values())
-        if (n.id !== self && bridgeNameOf(n) === bridge) return netLabels.get(n.id) ?? `network "${n.id}"`;
-      return undefined;
-    };
-    const uplinkUser = (uplink: string, self: string): string | undefined => {
-      for (const n of resultNets.values()) if (n.id !== self && n.uplink === uplink) return netLabels.get(n.id) ?? `network "${n.id}"`;
-      return undefined;
-    };
-    inNets.forEach((n, i) => {
-      if (seenNet.get(n.id) !== i) return;
-      problems.push(...networkProblems(n, { bridgeUser, uplinkUser }, (f) => [...root, 'networks', i, f]));
-    });
-
-    // The resulting VMs: kept ones first, so a clash is reported on the batch entry.
-    const prunedVmSet = new Set(prunedVms);
-    const labelled: LabelledVm[] = [];
-    for (const { vm } of this.vms.values()) {
-      if (batchVmIds.has(vm.id) || prunedVmSet.has(vm.id)) continue;
-      labelled.push({ vm, path: ['existing VM', vm.id], label: `VM ${vm.id}` });
-    }
-    inVms.forEach((vm, i) => labelled.push({ vm, path: [...root, 'vms', i], label: `vms[${i}]` }));
-    problems.push(...checkVmSet([...resultNets.values()], labelled));
-    if (problems.length > 0) throw validationError(problems, 'batch rejected, nothing was changed');
-
-    const result: BatchResult = {
-      networks: { created: [], updated: [], deleted: prunedNetworks },
-      vms: { created: [], updated: [], deleted: prunedVms },
-    };
-    for (const n of inNets) (this.networks.has(n.id) ? result.networks.updated : result.networks.created).push(n.id);
-    for (const v of inVms) (this.vms.has(v.id) ? result.vms.updated : result.vms.created).push(v.id);
-    const origin = options.origin;
-    this.store.apply({
-      deleteVms: prunedVms,
-      deleteNetworks: prunedNetworks,
-      networks: inNets.map((network) => ({ network, origin })),
-      vms: inVms.map((vm) => ({ vm, origin })),
-    });
-
+    const plan = planBatch({ networks: this.networks, vms: this.vms, passwords: this.passwords }, batch, options);
+    if (options.dryRun === true) return plan.result;
+    this.store.apply(plan.change);
     // Memory and index follow the committed state.
-    const networks: StoredNetwork[] = [];
-    for (const [id, network] of resultNets)
-      networks.push({ network, origin: batchNetIds.has(id) ? origin : (this.networks.get(id) as StoredNetwork).origin });
-    const vms: StoredVm[] = labelled.map(({ vm }) => ({
-      vm,
-      origin: batchVmIds.has(vm.id) ? origin : (this.vms.get(vm.id) as StoredVm).origin,
-    }));
-    const touched = new Set<string>([...inVms.map((v) => v.network), ...prunedVms.map((id) => this.vms.get(id)?.vm.network ?? '')]);
-    for (const id of prunedVms) this.passwords.delete(id);
-    this.reset(networks, vms);
+    for (const id of plan.result.vms.deleted) this.passwords.delete(id);
+    for (const [id, value] of batch.passwords ?? []) this.passwords.set(id, value);
+    this.reset(plan.networks, plan.vms);
     this.events.onIndexChanged?.(this.currentIndex);
-    if (touched.size > 0) this.events.onVmsChanged?.(touched);
-    return result;
+    if (plan.touched.size > 0) this.events.onVmsChanged?.(plan.touched);
+    return plan.result;
+  }
+
+  /** What `revertTo` puts back: the records and passwords as they are now. */
+  snapshot(): InventorySnapshot {
+    return { networks: new Map(this.networks), vms: new Map(this.vms), passwords: new Map(this.passwords) };
+  }
+
+  /**
+   * Puts the inventory back as it was at `snapshot` (an import whose network the kernel refused),
+   * in one store transaction: records made since are deleted, changed ones written back.
+   */
+  revertTo(snapshot: InventorySnapshot): void {
+    const changed = <T>(now: T | undefined, then: T): boolean => now === undefined || !isDeepStrictEqual(now, then);
+    const passwords = new Map([...snapshot.passwords].filter(([id, value]) => this.passwords.get(id) !== value));
+    const clearPasswords = [...this.passwords.keys()].filter((id) => !snapshot.passwords.has(id) && snapshot.vms.has(id));
+    this.store.apply({
+      deleteVms: [...this.vms.keys()].filter((id) => !snapshot.vms.has(id)),
+      deleteNetworks: [...this.networks.keys()].filter((id) => !snapshot.networks.has(id)),
+      networks: [...snapshot.networks.values()].filter((n) => changed(this.networks.get(n.network.id), n)),
+      vms: [...snapshot.vms.values()].filter((v) => changed(this.vms.get(v.vm.id), v)),
+      passwords,
+      clearPasswords,
+    });
+    const networks = new Set([...this.vms.values(), ...snapshot.vms.values()].map((v) => v.vm.network));
+    this.passwords.clear();
+    for (const [id, value] of snapshot.passwords) this.passwords.set(id, value);
+    this.reset([...snapshot.networks.values()], [...snapshot.vms.values()]);
+    this.events.onIndexChanged?.(this.currentIndex);
+    this.events.onVmsChanged?.(networks);
   }
 
   private reset(networks: readonly StoredNetwork[], vms: readonly StoredVm[]): void {
@@ -386,6 +312,35 @@ export class Inventory {
     if (!this.store.setPasswordOnce(vm.id, value)) return false;
     this.passwords.set(vm.id, value);
     return true;
+  }
+
+  /**
+   * Sets the password as the operator gives it (a VM moved from another host): refused with
+   * ALREADY_EXISTS when one is set, unless `replace`. The value is never logged.
+   */
+  setPassword(vmId: string, value: string, replace: boolean): void {
+    const { vm } = this.requireVm(vmId);
+    if (!replace && (this.passwords.get(vm.id) ?? '') !== '')
+      throw new ImdsError('ALREADY_EXISTS', `VM ${vm.id} already has a password; clear it first, or replace it (--force)`, {
+        field: 'password',
+      });
+    this.store.replacePassword(vm.id, value);
+    this.passwords.set(vm.id, value);
+  }
+
+  /** Every password set, by VM id (`imds export --include-secrets`). */
+  passwordList(): ReadonlyMap<string, string> {
+    return this.passwords;
+  }
+
+  /** An online backup of the store into `dest` (an empty file of the caller's). */
+  backupStore(dest: string): Promise<void> {
+    return this.store.backup(dest);
+  }
+
+  /** Where the store lives (its backups are made beside it). */
+  get storePath(): string {
+    return this.store.path;
   }
 
   clearPassword(vmId: string): boolean {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ImdsError } from '../errors.ts';
 import { networkSchema, vmSchema, type Network, type Vm } from '../model/schema.ts';
+import { backupBeforeMigration, backupInto } from './store-files.ts';
 
 export type Origin = 'config' | 'api';
 
@@ -20,6 +21,9 @@ export interface StoredVm {
   vm: Vm;
   origin: Origin;
 }
+
+/** PRAGMA application_id of an imds store: "imds" in ASCII. */
+export const IMDS_APPLICATION_ID = 0x696d6473;
 
 /** Schema migrations, applied in order; PRAGMA user_version records how many have run. */
 const MIGRATIONS: readonly string[] = [
@@ -47,6 +51,8 @@ const MIGRATIONS: readonly string[] = [
      value TEXT NOT NULL,
      set_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
    ) STRICT;`,
+  // 2: the file says it is an imds store (`imds store restore` checks it).
+  `PRAGMA application_id = ${IMDS_APPLICATION_ID};`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -62,6 +68,16 @@ export interface BatchChange {
   vms?: readonly StoredVm[];
   deleteVms?: readonly string[];
   deleteNetworks?: readonly string[];
+  /** Passwords set (replacing any) with the batch, by VM id. */
+  passwords?: ReadonlyMap<string, string>;
+  /** Passwords removed with the batch (of VMs that stay). */
+  clearPasswords?: readonly string[];
+}
+
+export interface OpenOptions {
+  midBatchHook?: ((written: number, total: number) => void) | undefined;
+  /** Told of the copy taken before a migration (the daemon logs it). */
+  onMigrationBackup?: ((backup: { path: string; from: number; to: number }) => void) | undefined;
 }
 
 export class SqliteStore {
@@ -74,6 +90,7 @@ export class SqliteStore {
     deleteNetwork: Database.Statement;
     getPassword: Database.Statement;
     setPassword: Database.Statement;
+    replacePassword: Database.Statement;
     clearPassword: Database.Statement;
   };
   /**
@@ -101,11 +118,15 @@ export class SqliteStore {
       deleteNetwork: db.prepare('DELETE FROM networks WHERE id = ?'),
       getPassword: db.prepare('SELECT value FROM passwords WHERE vm = ?'),
       setPassword: db.prepare('INSERT INTO passwords (vm, value) VALUES (?, ?) ON CONFLICT(vm) DO NOTHING'),
+      replacePassword: db.prepare(
+        `INSERT INTO passwords (vm, value) VALUES (?, ?)
+         ON CONFLICT(vm) DO UPDATE SET value = excluded.value, set_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`,
+      ),
       clearPassword: db.prepare('DELETE FROM passwords WHERE vm = ?'),
     };
   }
 
-  static open(stateDir: string, options: { midBatchHook?: ((written: number, total: number) => void) | undefined } = {}): SqliteStore {
+  static open(stateDir: string, options: OpenOptions = {}): SqliteStore {
     const path = join(stateDir, 'imds.sqlite');
     try {
       mkdirSync(stateDir, { recursive: true, mode: 0o750 });
@@ -114,7 +135,7 @@ export class SqliteStore {
       db.pragma('synchronous = FULL');
       db.pragma('foreign_keys = ON');
       db.pragma('busy_timeout = 5000');
-      migrate(db);
+      migrate(db, path, options.onMigrationBackup);
       return new SqliteStore(path, db, options.midBatchHook);
     } catch (err) {
       if (err instanceof ImdsError) throw err;
@@ -144,11 +165,11 @@ export class SqliteStore {
     });
   }
 
-  /** Applies deletions then upserts, all in one transaction. */
+  /** Applies deletions and upserts, all in one transaction. */
   apply(change: BatchChange): void {
     const run = this.db.transaction((c: BatchChange) => {
+      // Networks are deleted after the VMs are written: a VM may move out of a network deleted here.
       for (const id of c.deleteVms ?? []) this.stmt.deleteVm.run(id);
-      for (const id of c.deleteNetworks ?? []) this.stmt.deleteNetwork.run(id);
       for (const { network, origin } of c.networks ?? [])
         this.stmt.putNetwork.run({ id: network.id, spec: JSON.stringify(network), origin });
       const vms = c.vms ?? [];
@@ -165,6 +186,9 @@ export class SqliteStore {
           origin,
         });
       });
+      for (const id of c.deleteNetworks ?? []) this.stmt.deleteNetwork.run(id);
+      for (const [vm, value] of c.passwords ?? []) this.stmt.replacePassword.run(vm, value);
+      for (const vm of c.clearPasswords ?? []) this.stmt.clearPassword.run(vm);
     });
     try {
       run(change);
@@ -188,8 +212,21 @@ export class SqliteStore {
     return this.stmt.setPassword.run(vmId, value).changes === 1;
   }
 
+  /** Stores the password, replacing one already set (an operator's `vm password set --force`). */
+  replacePassword(vmId: string, value: string): void {
+    this.stmt.replacePassword.run(vmId, value);
+  }
+
   clearPassword(vmId: string): boolean {
     return this.stmt.clearPassword.run(vmId).changes === 1;
+  }
+
+  /**
+   * A consistent copy of the store in `dest` (an empty file: created by the caller with its mode),
+   * taken with SQLite's online backup while the daemon goes on serving and writing.
+   */
+  backup(dest: string): Promise<void> {
+    return backupInto(this.db, dest);
   }
 
   schemaVersion(): number {
@@ -197,13 +234,21 @@ export class SqliteStore {
   }
 }
 
-function migrate(db: Database.Database): void {
+/**
+ * Brings the store to this imds's schema version. A store that has data (version 1 or more) is
+ * copied first to `imds.sqlite.v<old>-<time>.bak` beside it (mode 0600), so a downgrade can restore it.
+ */
+function migrate(db: Database.Database, path: string, onBackup: OpenOptions['onMigrationBackup']): void {
   const current = db.pragma('user_version', { simple: true }) as number;
   if (current > MIGRATIONS.length) {
     throw new ImdsError(
       'STORE_FAILED',
       `the store has schema version ${current}, newer than this imds knows (${MIGRATIONS.length}); upgrade imds`,
     );
+  }
+  if (current >= 1 && current < MIGRATIONS.length) {
+    const backup = backupBeforeMigration(db, path, current);
+    onBackup?.({ path: backup, from: current, to: MIGRATIONS.length });
   }
   for (let v = current; v < MIGRATIONS.length; v++) {
     db.transaction(() => {

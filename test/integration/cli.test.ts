@@ -337,7 +337,7 @@ describe('operator surface: CLI and admin API', () => {
     const r = await json<{ vms: { created: string[] } }>(['vm', 'import', good]);
     assert.equal(r.vms.created.length, 50);
     const again = await imds(['vm', 'import', good]);
-    assert.match(again.stdout, /VMs 0 created, 50 updated/);
+    assert.match(again.stdout, /VMs 0 created, 0 updated, 50 unchanged, 0 deleted/);
     const shown = await json<{ user_data_b64: string }>(['vm', 'show', vms[0]?.id as string]);
     assert.deepEqual([...Buffer.from(shown.user_data_b64, 'base64')], [0x1f, 0x8b, 8, 0, 1, 2, 3]);
   });

@@ -12,8 +12,19 @@ function walk(cmd: Any, path: string[] = []): { path: string; cmd: Any }[] {
   return [{ path: here.join(' '), cmd }, ...cmd.commands.flatMap((c) => walk(c, here))];
 }
 
-/** Commands that print no result document: the daemon, completion scripts, the config drive image. */
-const NO_RESULT = new Set(['imds', 'imds serve', 'imds completion', 'imds vm configdrive', 'imds network', 'imds vm', 'imds token']);
+/** Commands that print no result document: the daemon, completion scripts, the config drive image, the export file; groups. */
+const NO_RESULT = new Set([
+  'imds',
+  'imds serve',
+  'imds completion',
+  'imds vm configdrive',
+  'imds export',
+  'imds network',
+  'imds vm',
+  'imds vm password',
+  'imds store',
+  'imds token',
+]);
 
 describe('the command tree', () => {
   const all = walk(buildProgram());

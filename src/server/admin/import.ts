@@ -1,22 +1,72 @@
-// /v1/import: networks and VMs created or updated together, all or nothing (`imds import`).
+// /v1/import: networks and VMs created or updated together, all or nothing (`imds vm import`); with
+// `prune`, the API's VMs (and networks) the file does not list are deleted in the same transaction;
+// with `dry_run`, nothing changes and the answer says what would.
 import { z } from 'zod';
-import { vmSchema } from '../../model/schema.ts';
+import { vmSchema, type Vm } from '../../model/schema.ts';
 import { collectGarbage } from '../../util/gc.ts';
-import type { AdminPlugin } from './deps.ts';
+import { PASSWORD_MAX } from '../guest-routes.ts';
+import { ImdsError } from '../../errors.ts';
+import type { BatchResult, InventorySnapshot } from '../../store/inventory.ts';
+import type { AdminDeps, AdminPlugin } from './deps.ts';
 import { errorResponses, networkCreate, vmCreate, vmInput } from './schemas.ts';
 import { parseModel } from './validation.ts';
+
+const importVm = vmCreate.extend({
+  password: z
+    .string()
+    .min(1)
+    .max(PASSWORD_MAX)
+    .optional()
+    .describe('the password the guest posted (`imds export --include-secrets`); set, replacing any, when given; kept when absent'),
+});
 
 const importBody = z
   .object({
     networks: z.array(networkCreate).optional(),
-    vms: z.array(vmCreate).optional(),
+    vms: z.array(importVm).optional(),
   })
   .strict();
 
-const batchResult = z.object({
-  networks: z.object({ created: z.array(z.string()), updated: z.array(z.string()), deleted: z.array(z.string()) }),
-  vms: z.object({ created: z.array(z.string()), updated: z.array(z.string()), deleted: z.array(z.string()) }),
+const importQuery = z.object({
+  dry_run: z.enum(['true', 'false']).default('false').describe('true: validate and report what would change, change nothing'),
+  prune: z
+    .enum(['vms', 'all'])
+    .optional()
+    .describe(
+      'delete what the body does not list (only records made through the API): vms = VMs on the networks the body names; all = every VM and network',
+    ),
 });
+
+const changes = z.object({
+  created: z.array(z.string()),
+  updated: z.array(z.string()),
+  unchanged: z.array(z.string()),
+  deleted: z.array(z.string()),
+});
+const batchResult = z.object({ dry_run: z.boolean(), networks: changes, vms: changes });
+
+/** The networks a body names: its networks and the networks of its VMs (the scope of prune=vms). */
+function namedNetworks(networks: readonly { id: string }[], vms: readonly Vm[]): Set<string> {
+  return new Set([...networks.map((n) => n.id), ...vms.map((v) => v.network)]);
+}
+
+/**
+ * Builds the networks the import created or changed; if the kernel refuses one, the whole import is
+ * undone (the inventory put back, the kernel converged back) and KERNEL_CONFLICT names the network.
+ */
+async function convergeOrRevert(deps: AdminDeps, result: BatchResult, before: InventorySnapshot): Promise<void> {
+  const changed = new Set([...result.networks.created, ...result.networks.updated]);
+  const summary = await deps.converge();
+  const failed = summary.networks.find((s) => s.state !== 'serving' && changed.has(s.network));
+  if (failed === undefined) return;
+  deps.inventory.revertTo(before);
+  await deps.converge();
+  throw new ImdsError(
+    'KERNEL_CONFLICT',
+    `network ${failed.network} cannot be built, so the import was undone, nothing was changed: ${failed.reason ?? 'unknown reason'}`,
+    { field: 'networks', details: { network: failed.network } },
+  );
+}
 
 /** Registered with the prefix /v1/import. */
 export const importRoutes: AdminPlugin = (app, { deps }, done) => {
@@ -26,24 +76,33 @@ export const importRoutes: AdminPlugin = (app, { deps }, done) => {
     {
       schema: {
         tags: ['vms'],
-        summary: 'Create or update networks and VMs, all or nothing',
+        summary: 'Create or update networks and VMs, all or nothing; optionally prune what is not listed, or only report (dry run)',
+        querystring: importQuery,
         body: importBody,
         response: { 200: batchResult, ...errorResponses },
       },
     },
     async (req) => {
       const networks = req.body.networks ?? [];
-      const vms = (req.body.vms ?? []).map((v, i) => parseModel(vmSchema, vmInput(v), ['vms', i]));
-      const before = new Set(inventory.networkList().map((n) => n.id));
-      const result = inventory.applyBatch({ networks, vms }, { origin: 'api' });
+      const entries = req.body.vms ?? [];
+      const vms = entries.map(({ password: _password, ...v }, i) => parseModel(vmSchema, vmInput(v), ['vms', i]));
+      const passwords = new Map(entries.flatMap((v, i) => (v.password === undefined ? [] : [[vms[i]?.id as string, v.password] as const])));
+      const dryRun = req.query.dry_run === 'true';
+      const prune = req.query.prune;
+      const before = inventory.snapshot();
+      const result = inventory.applyBatch(
+        { networks, vms, passwords },
+        {
+          origin: 'api',
+          dryRun,
+          ...(prune === undefined ? {} : { pruneOrigin: 'api' as const }),
+          ...(prune === 'vms' ? { pruneNetworks: namedNetworks(networks, vms) } : {}),
+        },
+      );
+      if (dryRun) return { dry_run: true, ...result };
       if (vms.length >= 1000) collectGarbage();
-      if (networks.length > 0) {
-        const summary = await deps.converge();
-        const failed = summary.networks.filter((s) => s.state !== 'serving' && networks.some((n) => n.id === s.network));
-        if (failed.length > 0)
-          deps.log.warn({ networks: failed.map((f) => f.network), before: [...before] }, 'imported networks not serving yet');
-      }
-      return result;
+      if (networks.length > 0 || result.networks.deleted.length > 0) await convergeOrRevert(deps, result, before);
+      return { dry_run: false, ...result };
     },
   );
   done();

@@ -81,6 +81,7 @@ export const vmView = z.object({
   instance_type: z.string().optional(),
   image_id: z.string().optional(),
   public_ipv4: z.string().optional(),
+  root_device_name: z.string().optional(),
   security_groups: z.array(z.string()).optional(),
   vendor_data: z.record(z.string(), z.unknown()).optional(),
   http_tokens: z.enum(['optional', 'required']).optional(),

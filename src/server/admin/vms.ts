@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { DRIVE_FORMATS } from '../../configdrive/image.ts';
 import { vmSchema } from '../../model/schema.ts';
+import { PASSWORD_MAX } from '../guest-routes.ts';
 import type { AdminDeps, AdminPlugin, AdminRouter } from './deps.ts';
 import { mergePatch } from './merge-patch.ts';
 import { errorBody, errorResponses, idParam, patchOf, vmAsBody, vmCreate, vmInput, vmView } from './schemas.ts';
@@ -129,6 +130,7 @@ function passwordRoutes(app: AdminRouter, deps: AdminDeps): void {
       password: deps.inventory.getPassword(req.params.id) ?? '',
     }),
   );
+  setPassword(app, deps);
   app.delete(
     '/:id/password',
     {
@@ -141,6 +143,33 @@ function passwordRoutes(app: AdminRouter, deps: AdminDeps): void {
     },
     async (req, reply) => {
       deps.inventory.clearPassword(req.params.id);
+      return reply.code(204).send(null);
+    },
+  );
+}
+
+const passwordBody = z
+  .object({
+    password: z.string().min(1).max(PASSWORD_MAX).describe('the value a guest would post (cloudbase-init: encrypted to its key, base64)'),
+    replace: z.boolean().default(false).describe('replace a password already set (otherwise 409 ALREADY_EXISTS)'),
+  })
+  .strict();
+
+/** PUT /v1/vms/{id}/password: the operator sets the write-once password (a VM moved from another host). */
+function setPassword(app: AdminRouter, deps: AdminDeps): void {
+  app.put(
+    '/:id/password',
+    {
+      schema: {
+        tags: ['vms'],
+        summary: 'Set the password the guest reads (as if it had posted it); refused when one is set, unless replace',
+        params: idParam,
+        body: passwordBody,
+        response: { 204: z.null(), ...errorResponses },
+      },
+    },
+    async (req, reply) => {
+      deps.inventory.setPassword(req.params.id, req.body.password, req.body.replace);
       return reply.code(204).send(null);
     },
   );
