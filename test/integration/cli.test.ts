@@ -358,7 +358,7 @@ describe('operator surface: CLI and admin API', () => {
     assert.ok(tty.stdout.endsWith(clear), `the status line is cleared at the end: ${JSON.stringify(tty.stdout)}`);
     assert.equal(
       readFileSync(out, 'utf8'),
-      'imported: networks 0 created, 0 updated; VMs 0 created, 50 updated\n',
+      'imported: networks 0 created, 0 updated, 0 unchanged, 0 deleted; VMs 0 created, 0 updated, 50 unchanged, 0 deleted\n',
       'the result alone on stdout',
     );
   });
