@@ -33,7 +33,12 @@ export interface InventoryEvents {
   onVmsChanged?: (networks: ReadonlySet<string>) => void;
   /** The index changed (any network or VM): called before the change's call returns. */
   onIndexChanged?: (index: MetadataIndex) => void;
+  /** VMs gone from a network (deleted, or moved to another one), after the index changed: per-VM state kept elsewhere can go. */
+  onVmsGone?: (gone: readonly VmPlace[]) => void;
 }
+
+/** A VM on a network. */
+export type VmPlace = { id: string; network: string };
 
 export interface BatchOptions {
   origin: Origin;
@@ -52,6 +57,21 @@ export function validationError(problems: Problem[], context?: string): ImdsErro
     ...(first === undefined ? {} : { field: formatPath(first.path) }),
     details: { problems: problems.map((p) => ({ field: formatPath(p.path), message: p.message })) },
   });
+}
+
+/**
+ * What a batch changes: where it takes VMs away from (each pruned VM's network, the old network of
+ * each VM it moves) and every network whose VMs change.
+ */
+function vmChanges(current: ReadonlyMap<string, StoredVm>, inVms: readonly Vm[], prunedVms: readonly string[]) {
+  const from = (id: string): string | undefined => current.get(id)?.vm.network;
+  const gone: VmPlace[] = [
+    ...prunedVms.flatMap((id) => (from(id) === undefined ? [] : [{ id, network: from(id) as string }])),
+    ...inVms.flatMap((vm) =>
+      from(vm.id) === undefined || from(vm.id) === vm.network ? [] : [{ id: vm.id, network: from(vm.id) as string }],
+    ),
+  ];
+  return { gone, touched: new Set<string>([...inVms.map((v) => v.network), ...gone.map((g) => g.network)]) };
 }
 
 export class Inventory {
@@ -185,6 +205,7 @@ export class Inventory {
     this.currentIndex.removeNetwork(id);
     this.events.onIndexChanged?.(this.currentIndex);
     if (vmIds.length > 0) this.events.onVmsChanged?.(new Set([id]));
+    if (vmIds.length > 0) this.events.onVmsGone?.(vmIds.map((vmId) => ({ id: vmId, network: id })));
     return vmIds;
   }
 
@@ -219,6 +240,7 @@ export class Inventory {
     this.currentIndex.upsertVm(vm);
     this.events.onIndexChanged?.(this.currentIndex);
     this.events.onVmsChanged?.(new Set([vm.network, ...(before === undefined ? [] : [before.vm.network])]));
+    if (before !== undefined && before.vm.network !== vm.network) this.events.onVmsGone?.([{ id: vm.id, network: before.vm.network }]);
   }
 
   deleteVm(id: string): void {
@@ -228,6 +250,7 @@ export class Inventory {
     this.currentIndex.removeVm(vm.id);
     this.events.onIndexChanged?.(this.currentIndex);
     this.events.onVmsChanged?.(new Set([vm.network]));
+    this.events.onVmsGone?.([{ id: vm.id, network: vm.network }]);
   }
 
   private rememberVm(entry: StoredVm): void {
@@ -339,11 +362,12 @@ export class Inventory {
       vm,
       origin: batchVmIds.has(vm.id) ? origin : (this.vms.get(vm.id) as StoredVm).origin,
     }));
-    const touched = new Set<string>([...inVms.map((v) => v.network), ...prunedVms.map((id) => this.vms.get(id)?.vm.network ?? '')]);
+    const { gone, touched } = vmChanges(this.vms, inVms, prunedVms);
     for (const id of prunedVms) this.passwords.delete(id);
     this.reset(networks, vms);
     this.events.onIndexChanged?.(this.currentIndex);
     if (touched.size > 0) this.events.onVmsChanged?.(touched);
+    this.events.onVmsGone?.(gone);
     return result;
   }
 
