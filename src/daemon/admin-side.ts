@@ -144,7 +144,7 @@ export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
     resume: async () => {
       await new Promise<void>((resolve, reject) => app.server.once('error', reject).listen({ path }, () => resolve()));
       await secureAdminSocket(path, gidUsed);
-      await tcp?.listen();
+      await tcp?.relisten();
     },
   };
 }

@@ -76,6 +76,25 @@ export class MetricsListener {
     this.log.info({ address: where }, 'serving metrics over TCP');
   }
 
+  /**
+   * Listens again after a failed hand-over: the successor that had the address may still be exiting,
+   * so it is retried for a while; a failure is logged, never thrown (guests and the admin API serve on).
+   */
+  async relisten(retryForMs = 5000): Promise<void> {
+    const deadline = Date.now() + retryForMs;
+    for (;;) {
+      try {
+        return await this.listen();
+      } catch (err) {
+        if (Date.now() >= deadline) {
+          this.log.error({ err: (err as Error).message }, 'metrics listener not reopened');
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
+  }
+
   /** Stops listening and drops its connections (stop, or a hand-over: the successor listens next). */
   close(): Promise<void> {
     const server = this.server;

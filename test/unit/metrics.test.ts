@@ -238,8 +238,22 @@ describe('the metrics listener', () => {
       return true;
     });
     await first.close();
-    await second.listen(); // what a failed hand-over's resume does
+    await second.listen();
     assert.equal((await call(port, '/metrics')).status, 200);
     await second.close();
+  });
+
+  it('after a failed hand-over, listens again once the port is free, and gives up without throwing', async () => {
+    const port = await freePort();
+    const source = { contentType: 'text/plain', render: () => Promise.resolve('') };
+    const holder = createServer((s) => s.destroy()).listen(port, '127.0.0.1'); // a successor still exiting
+    await new Promise((resolve) => holder.once('listening', resolve));
+    const listener = new MetricsListener({ host: '127.0.0.1', port }, source, log);
+    await listener.relisten(300); // held throughout: logged, not thrown
+    await assert.rejects(call(port, '/metrics'), /ECONNRESET|socket hang up/, 'still the holder');
+    setTimeout(() => holder.close(), 300);
+    await listener.relisten(10_000);
+    assert.equal((await call(port, '/metrics')).status, 200);
+    await listener.close();
   });
 });
