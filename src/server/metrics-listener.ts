@@ -29,13 +29,16 @@ function handler(source: MetricsSource, log: Logger): (req: IncomingMessage, res
     const path = (req.url ?? '').split('?')[0];
     if (path === '/') return reply(res, 200, 'text/html; charset=utf-8', INDEX, head);
     if (path !== '/metrics') return reply(res, 404, 'text/plain', '404 Not Found\n', head);
-    source.render().then(
-      (body) => reply(res, 200, source.contentType, body, head),
-      (err: unknown) => {
-        log.error({ err: (err as Error).message }, 'metrics: rendering failed');
-        reply(res, 500, 'text/plain', '500 Internal Server Error\n', head);
-      },
-    );
+    source
+      .render()
+      .then(
+        (body) => reply(res, 200, source.contentType, body, head),
+        (err: unknown) => {
+          log.error({ err: (err as Error).message }, 'metrics: rendering failed');
+          reply(res, 500, 'text/plain', '500 Internal Server Error\n', head);
+        },
+      )
+      .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'metrics: the answer could not be written'));
   };
 }
 
