@@ -96,12 +96,16 @@ extern const uint32_t DP_BUCKET_US[DP_BUCKETS];
 extern const uint16_t DP_STATUS[DP_STATUSES];
 int dp_status_index(uint16_t status);
 
+/** Requests the loop refused before an answer, counted per network: rate limit, endpoint disabled. */
+enum { DP_REJECT_RATE = 0, DP_REJECT_DISABLED = 1, DP_REJECTS = 2 };
+
 struct dp_net_stats {
   uint64_t by_status[DP_STATUSES];
   uint64_t buckets[DP_BUCKETS + 1];
   uint64_t sum_ns;
   uint64_t count;
   uint64_t unknown_callers;
+  uint64_t rejects[DP_REJECTS];
 };
 
 struct dp_vm_stats {
@@ -113,7 +117,6 @@ struct dp_vm_stats {
   bool dirty;
 };
 
-enum { DP_REJECT_RATE = 0, DP_REJECT_DISABLED = 1, DP_REJECTS = 2 };
 
 /** One request the loop answered, for the request log (the JS writes it: debug lines, the access log, unknown callers). */
 #define DP_LOG_PATH 240
@@ -157,7 +160,6 @@ struct dp_table {
   size_t vms_cap;
   struct dp_shared_resp **shared;
   size_t shared_count, shared_cap;
-  uint64_t rejects[DP_REJECTS];
   uint64_t handovers;
   /* the request log: a ring the JS drains; records that do not fit are counted, not kept */
   atomic_int log_mode; /* DP_LOG_OFF, DP_LOG_UNKNOWN (callers that are no VM only), DP_LOG_ALL */

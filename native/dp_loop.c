@@ -382,10 +382,12 @@ static struct verdict decide(const struct conn *c, const struct imds_head *h, co
     if (wait > 0) {
       global_answer(&v, g, G_TOO_MANY);
       v.retry_after = wait;
-      t->rejects[DP_REJECT_RATE]++;
+      struct dp_net_stats *s = dp_net_stats(c->slot);
+      if (s != NULL) s->rejects[DP_REJECT_RATE]++;
     } else if (vm != NULL && (vm->flags & DP_VM_DISABLED)) {
       global_answer(&v, g, G_DISABLED);
-      t->rejects[DP_REJECT_DISABLED]++;
+      struct dp_net_stats *s = dp_net_stats(c->slot);
+      if (s != NULL) s->rejects[DP_REJECT_DISABLED]++;
     } else if (vm != NULL) {
       if (root) global_answer(&v, g, G_ROOT);
       else {

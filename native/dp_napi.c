@@ -21,9 +21,10 @@
 //   [routeId, code] pairs, code its response's index + 1 or 0x8000 | a shared response's id.
 // dpSetGlobal(responses)
 //   The answers for every caller: GET / , 404, 403 (endpoint disabled), 429 — in that order.
-// dpDrain() -> { nets, vms, rejects, handovers }
+// dpDrain() -> { nets, vms, handovers }
 //   The counters since the last drain, zeroed: nets a flat array per network slot of [slot, count
-//   per status (DP_STATUS order)..., per bucket..., sumSeconds, count, unknownCallers]; vms a flat
+//   per status (DP_STATUS order)..., per bucket..., sumSeconds, count, unknownCallers, rateLimited,
+//   endpointDisabled]; vms a flat
 //   array of [key, requests, noToken, firstSeenMs, lastSeenMs, lastStatus] for VMs seen since.
 // dpLogRequests(mode), dpDrainLog() -> { records: [{ slot, ip, key, method, status, path, ms, bytes, at }], dropped }
 //   The request log: with mode 2 each answer, with mode 1 only those to callers that are no VM
@@ -441,24 +442,24 @@ static void push(napi_env env, napi_value array, uint32_t *at, double value) {
 
 static napi_value dp_drain(napi_env env, napi_callback_info info) {
   (void)info;
-  napi_value out, nets, vms, rejects, v;
+  napi_value out, nets, vms, v;
   napi_create_object(env, &out);
   napi_create_array(env, &nets);
   napi_create_array(env, &vms);
-  napi_create_array(env, &rejects);
-  uint32_t n = 0, m = 0, r = 0;
+  uint32_t n = 0, m = 0;
   double handovers = 0;
   {
     pthread_mutex_lock(&dp_table.lock);
     for (size_t s = 0; s < dp_table.net_cap; s++) {
       struct dp_net_stats *ns = &dp_table.nets[s];
-      if (ns->count == 0 && ns->unknown_callers == 0) continue;
+      if (ns->count == 0 && ns->unknown_callers == 0 && ns->rejects[DP_REJECT_RATE] == 0 && ns->rejects[DP_REJECT_DISABLED] == 0) continue;
       push(env, nets, &n, (double)s);
       for (int i = 0; i < DP_STATUSES; i++) push(env, nets, &n, (double)ns->by_status[i]);
       for (int i = 0; i <= DP_BUCKETS; i++) push(env, nets, &n, (double)ns->buckets[i]);
       push(env, nets, &n, (double)ns->sum_ns / 1e9);
       push(env, nets, &n, (double)ns->count);
       push(env, nets, &n, (double)ns->unknown_callers);
+      for (int i = 0; i < DP_REJECTS; i++) push(env, nets, &n, (double)ns->rejects[i]);
       memset(ns, 0, sizeof *ns);
     }
     for (size_t k = 0; k < dp_table.vms_cap; k++) {
@@ -472,17 +473,12 @@ static napi_value dp_drain(napi_env env, napi_callback_info info) {
       push(env, vms, &m, (double)s->last_status);
       memset(s, 0, sizeof *s);
     }
-    for (int i = 0; i < DP_REJECTS; i++) {
-      push(env, rejects, &r, (double)dp_table.rejects[i]);
-      dp_table.rejects[i] = 0;
-    }
     handovers = (double)dp_table.handovers;
     dp_table.handovers = 0;
     pthread_mutex_unlock(&dp_table.lock);
   }
   napi_set_named_property(env, out, "nets", nets);
   napi_set_named_property(env, out, "vms", vms);
-  napi_set_named_property(env, out, "rejects", rejects);
   napi_create_double(env, handovers, &v);
   napi_set_named_property(env, out, "handovers", v);
   return out;

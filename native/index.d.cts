@@ -45,7 +45,7 @@ export function dpSharedResponse(status: number, type: number, blob: DpBlob): nu
 export function dpSetVm(slot: number, ip: number, key: number, flags: number, responses: DpResponse[], routes: Uint32Array): void;
 export function dpRemoveVm(slot: number, ip: number): void;
 export function dpSetGlobal(responses: DpResponse[]): void;
-export function dpDrain(): { nets: number[]; vms: number[]; rejects: number[]; handovers: number };
+export function dpDrain(): { nets: number[]; vms: number[]; handovers: number };
 export function dpInfo(): { running: boolean; connections: number; vms: number; routes: number; buckets: number; tableBytes: number };
 /** 0: off; 1: answers to callers that are no VM only; 2: every answer. */
 export function dpLogRequests(mode: 0 | 1 | 2): void;

@@ -144,6 +144,7 @@ install -m 0644 packaging/lintian-overrides "$pkg/usr/share/lintian/overrides/im
 # Documentation: README.md and docs/ (README's links stay valid), copyright, changelog.
 install -m 0644 README.md "$doc/README.md"
 install -m 0644 docs/*.md docs/openapi.json "$doc/docs/"
+install -d -m 0755 "$doc/docs/monitoring" && install -m 0644 docs/monitoring/* "$doc/docs/monitoring/" # alert rules, a Grafana dashboard
 modules="$(cd "$lib/node_modules" && find . -name package.json | LC_ALL=C sort |
   xargs node -e 'for (const f of process.argv.slice(1)) { const dir = f.slice(2, -"/package.json".length);
     if (!/^(@[^/]+\/)?[^/@]+$/.test(dir.split("/node_modules/").pop())) continue;
@@ -163,7 +164,7 @@ if [ "$top" != "$version" ]; then
 fi
 cat packaging/changelog >>"$changelog"
 gzip -9n <"$changelog" >"$doc/changelog.gz"
-chmod 0644 "$doc"/*.md "$doc"/copyright "$doc"/changelog.gz "$doc"/docs/* "$pkg/usr/share/man/man8/imds.8.gz"
+chmod 0644 "$doc"/*.md "$doc"/copyright "$doc"/changelog.gz "$doc"/docs/*.* "$doc"/docs/monitoring/* "$pkg/usr/share/man/man8/imds.8.gz"
 
 # --- DEBIAN/ --------------------------------------------------------------------------------------
 install -m 0644 packaging/conffiles "$pkg/DEBIAN/conffiles"

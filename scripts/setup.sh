@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what imds needs on a Debian machine (root), then its npm dependencies, then builds it.
 # Idempotent: packages already present are not reinstalled, npm ci runs only when the lockfile changed.
-#   --test    also what the tests need (cloud-init's readers, busybox, lintian, and what --system and --fuzz add)
+#   --test    also what the tests need (cloud-init's readers, busybox, lintian, promtool, and what --system and --fuzz add)
 #   --system  also what the system test needs (debootstrap, systemd-nspawn, the package's build tools)
 #   --fuzz    also what scripts/fuzz.sh needs (clang, libFuzzer)
 #   --bench   also what the benchmarks need (lighttpd and nginx for the peers, wrk, a C compiler, perf)
@@ -37,6 +37,7 @@ for arg in "$@"; do
       xorriso                                               # extract ISO images without mounting
       systemd man-db                                        # systemd-analyze verify and security (man: the unit's Documentation=)
       lintian                                               # the package test
+      prometheus                                            # promtool: the metrics scrape and the alert rules (its service is never started)
       "${SYSTEM_TOOLS[@]}" "${FUZZ_TOOLS[@]}"
     ) ;;
     --system) PACKAGES+=("${SYSTEM_TOOLS[@]}") ;;
@@ -74,6 +75,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests need only promtool from the prometheus package: its server was not started (policy-rc.d
+  # above), and it must not start at the next boot either. Only when this script installed it.
+  for p in "${missing[@]}"; do
+    if [ "$p" = prometheus ]; then
+      systemctl disable prometheus.service >/dev/null 2>&1 || true
+      echo "setup: installed prometheus for promtool only; its service is disabled (never started)"
+    fi
+  done
 fi
 
 # npm: node-gyp builds against the local Node headers (no download).

@@ -5,6 +5,7 @@ import { isAbsolute } from 'node:path';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
 import { ImdsError } from './errors.ts';
+import { parseListenAddress } from './model/listen-address.ts';
 import { DEFAULT_NAMESPACE_PREFIX } from './model/names.ts';
 import { domainSchema, networkSchema, vmSchema, type Network, type Vm } from './model/schema.ts';
 import { checkNetworks, checkVms, formatPath, type Problem } from './model/validate.ts';
@@ -85,6 +86,14 @@ export const configSchema = z
       .max(1_000_000, 'must be at most 1000000')
       .default(1000)
       .describe('access log lines written in one second at most; the rest are counted in a summary line (0: no limit)'),
+    metrics_listen: z
+      .string()
+      .superRefine((value, ctx) => {
+        const parsed = parseListenAddress(value);
+        if (!parsed.ok) ctx.addIssue({ code: 'custom', message: `invalid address "${value}": ${parsed.reason}` });
+      })
+      .optional()
+      .describe('also serve GET /metrics over TCP on <address>:<port> (e.g. 127.0.0.1:9178), in the host namespace; off when absent'),
     networks: z.array(networkSchema).default([]),
     vms: z.array(vmSchema).default([]),
   })

@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   COMMAND_TIMEOUT: { exit: 1, http: 500, meaning: 'a program run by imds did not finish in time' },
   KERNEL_CONFLICT: { exit: 5, http: 409, meaning: 'a kernel object imds needs exists but is not what imds expects' },
   NETNS_LISTEN_FAILED: { exit: 1, http: 500, meaning: 'the listening socket inside a network namespace could not be opened' },
+  METRICS_LISTEN_FAILED: { exit: 1, http: 500, meaning: 'the metrics listener (metrics_listen) could not be opened' },
   ADDON_UNAVAILABLE: { exit: 1, http: 500, meaning: 'the native setns addon is not built or cannot be loaded' },
   DAEMON_RUNNING: { exit: 3, http: 409, meaning: 'the command needs the daemon to be stopped' },
   DAEMON_UNREACHABLE: { exit: 3, meaning: 'the CLI cannot reach the daemon on its admin socket' },

@@ -90,8 +90,8 @@ export class Stats {
     if (n > 0) this.unknownCallerRequests.set(network, (this.unknownCallerRequests.get(network) ?? 0) + n);
   }
 
-  /** Guest requests refused before their answer, by reason (rate_limited, token_invalid, …). */
-  readonly rejections = new Map<string, number>();
+  /** Guest requests refused before their answer, by network and reason (rate_limited, token_invalid, …). */
+  readonly rejections = new Map<string, Map<string, number>>();
   /** Requests without an IMDSv2 session token, by network and VM (as AWS's MetadataNoToken). */
   readonly noTokens = new Map<string, Map<string, number>>();
 
@@ -115,13 +115,28 @@ export class Stats {
     this.repairFailures.set(network, (this.repairFailures.get(network) ?? 0) + 1);
   }
 
-  rejected(reason: string, n = 1): void {
-    this.rejections.set(reason, (this.rejections.get(reason) ?? 0) + n);
+  rejected(network: string, reason: string, n = 1): void {
+    increment(this.rejections, network, reason, n);
   }
 
   /** On the request path: no key strings built, two lookups. */
   noToken(network: string, vm: string, n = 1): void {
     increment(this.noTokens, network, vm, n);
+  }
+
+  /**
+   * VMs gone from a network (removed, or moved to another network): their per-VM series go. What
+   * the native loop counted for them before is drained first, so a later scrape cannot bring them back.
+   */
+  forgetVms(gone: readonly { id: string; network: string }[]): void {
+    if (gone.length === 0) return;
+    this.collectedAt = -Infinity;
+    this.collect();
+    for (const { id, network } of gone) {
+      const byVm = this.noTokens.get(network);
+      byVm?.delete(id);
+      if (byVm?.size === 0) this.noTokens.delete(network);
+    }
   }
 
   reconcileFailed(network: string): void {

@@ -1,11 +1,13 @@
-// The daemon's admin side: the admin API (Fastify on the Unix socket) and its metrics, loaded only
-// once guests are served (its modules are not needed for that).
+// The daemon's admin side: the admin API (Fastify on the Unix socket) and its metrics (there, and
+// over TCP with metrics_listen), loaded only once guests are served (its modules are not needed for that).
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
 import { buildConfigDrive } from '../configdrive/image.ts';
 import { configDriveFiles } from '../configdrive/tree.ts';
 import { ImdsError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import { parseListenAddress } from '../model/listen-address.ts';
 import type { Runner } from '../netns/run.ts';
 import { probe } from '../server/probe.ts';
 import type { Stats } from '../stats.ts';
@@ -63,20 +65,37 @@ function info(deps: AdminSideDeps, apiVersion: string): Record<string, unknown> 
   };
 }
 
-export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
-  const { API_VERSION, buildAdminApp, listenAdmin, secureAdminSocket } = await import('../server/admin-app.ts');
+async function buildMetrics(deps: AdminSideDeps): Promise<Metrics> {
   const { Metrics } = await import('../metrics.ts');
-  const { inventory, kernel, guests, runner } = deps;
-  const metrics = new Metrics({
+  const { inventory, kernel } = deps;
+  return new Metrics({
     stats: deps.stats,
     vmCount: () => inventory.vmCount(),
-    networkStates: () => inventory.networkList().map((n) => ({ state: deps.health.statusOf(n.id)?.state ?? 'pending' })),
+    networkStates: () => inventory.networkList().map((n) => ({ network: n.id, state: deps.health.statusOf(n.id)?.state ?? 'pending' })),
     dhcpServers: () =>
       kernel.dhcp.networks().flatMap((network) => {
         const d = kernel.dhcp.statusOf(network);
         return d === undefined ? [] : [{ network, up: d.healthy, restarts: d.restarts }];
       }),
+    build: { dataPlane: deps.config.current.data_plane },
   });
+}
+
+/** GET /metrics over TCP when metrics_listen is set (not listening yet). */
+async function metricsListener(deps: AdminSideDeps, metrics: Metrics) {
+  const text = deps.config.current.metrics_listen;
+  if (text === undefined) return undefined;
+  const parsed = parseListenAddress(text);
+  if (!parsed.ok) throw new ImdsError('CONFIG_INVALID', `metrics_listen: ${parsed.reason}`, { field: 'metrics_listen' });
+  const { MetricsListener } = await import('../server/metrics-listener.ts');
+  return new MetricsListener(parsed.address, { render: () => metrics.render(), contentType: metrics.registry.contentType }, deps.log);
+}
+
+export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
+  const { API_VERSION, buildAdminApp, listenAdmin, secureAdminSocket } = await import('../server/admin-app.ts');
+  const { inventory, kernel, guests, runner } = deps;
+  const metrics = await buildMetrics(deps);
+  const tcp = await metricsListener(deps, metrics);
   const app = await buildAdminApp({
     inventory,
     log: deps.log,
@@ -116,19 +135,25 @@ export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
   const path = deps.config.current.admin_socket;
   return {
     app,
-    listen: (gid) => {
+    listen: async (gid) => {
       gidUsed = gid;
-      return listenAdmin(app, { path, ...(gid === undefined ? {} : { gid }) });
+      await listenAdmin(app, { path, ...(gid === undefined ? {} : { gid }) });
+      await tcp?.listen();
     },
-    pause: () => {
+    // A hand-over: the successor binds the admin socket and metrics_listen next.
+    pause: async () => {
       app.server.close();
-      return Promise.resolve();
+      await tcp?.close();
     },
     // Fastify's close waits for its server's 'close', which a paused server has already had.
-    close: () => (app.server.listening ? app.close() : Promise.resolve(app.server.closeAllConnections())),
+    close: async () => {
+      await tcp?.close();
+      await (app.server.listening ? app.close() : Promise.resolve(app.server.closeAllConnections()));
+    },
     resume: async () => {
       await new Promise<void>((resolve, reject) => app.server.once('error', reject).listen({ path }, () => resolve()));
       await secureAdminSocket(path, gidUsed);
+      await tcp?.relisten();
     },
   };
 }

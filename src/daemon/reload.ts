@@ -27,6 +27,7 @@ export const RESTART_ONLY = [
   'keep_alive_timeout_ms',
   'fast_path',
   'data_plane',
+  'metrics_listen',
 ] as const;
 
 export interface ReloadDeps {

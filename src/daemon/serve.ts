@@ -110,7 +110,11 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
   const inventory = Inventory.open(
     store,
     { dhcpDomain: cfg.dhcp_domain },
-    { onVmsChanged: (networks) => kernel.services.vmsChanged(networks), onIndexChanged: (index) => guests.indexChanged(index) },
+    {
+      onVmsChanged: (networks) => kernel.services.vmsChanged(networks),
+      onIndexChanged: (index) => guests.indexChanged(index),
+      onVmsGone: (gone) => stats.forgetVms(gone), // their per-VM metric series go with them
+    },
   );
   const sockets = new ListenSockets({ port: cfg.listen_port, notifier, log, inherited });
   const guests = buildGuestSide(cfg, inventory, sockets, stats, log);

@@ -37,8 +37,8 @@ export const DISABLED = text(403, '403 Forbidden\n\nThe metadata endpoint is dis
 export const BAD_TTL = text(400, '400 Bad Request\n\nX-aws-ec2-metadata-token-ttl-seconds must be a whole number from 1 to 21600.\n');
 export const TOO_MANY = text(429, '429 Too Many Requests\n');
 
-export function reject(guard: GuestGuard, reason: RejectReason, answer: Answer): Answer {
-  guard.stats?.rejected(reason);
+export function reject(guard: GuestGuard, network: string, reason: RejectReason, answer: Answer): Answer {
+  guard.stats?.rejected(network, reason);
   return answer;
 }
 
@@ -50,8 +50,8 @@ function isEc2Tree(path: string): boolean {
 /** Rate limit and endpoint switch: every request of a caller, whatever its method. */
 export function admit(guard: GuestGuard, network: string, source: string, vm: VmEntry | undefined): Answer | undefined {
   const wait = guard.limiter?.take(network, source) ?? 0;
-  if (wait > 0) return reject(guard, 'rate_limited', { ...TOO_MANY, retryAfter: wait });
-  if (vm !== undefined && !vm.access.endpointEnabled) return reject(guard, 'endpoint_disabled', DISABLED);
+  if (wait > 0) return reject(guard, network, 'rate_limited', { ...TOO_MANY, retryAfter: wait });
+  if (vm !== undefined && !vm.access.endpointEnabled) return reject(guard, network, 'endpoint_disabled', DISABLED);
   return undefined;
 }
 
@@ -66,9 +66,9 @@ export function checkToken(
   if (vm === undefined) return undefined; // nothing to guard: the answer is 404
   if (token === undefined) {
     guard.stats?.noToken(network, vm.facts.uuid);
-    return vm.access.tokensRequired && isEc2Tree(path) ? reject(guard, 'token_required', UNAUTHORIZED) : undefined;
+    return vm.access.tokensRequired && isEc2Tree(path) ? reject(guard, network, 'token_required', UNAUTHORIZED) : undefined;
   }
   const check = guard.tokens.check(token, network, vm.facts.uuid);
   if (check === 'valid') return undefined;
-  return reject(guard, check === 'expired' ? 'token_expired' : 'token_invalid', UNAUTHORIZED);
+  return reject(guard, network, check === 'expired' ? 'token_expired' : 'token_invalid', UNAUTHORIZED);
 }

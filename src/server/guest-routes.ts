@@ -44,10 +44,10 @@ export function tokenRoutes(app: FastifyInstance, deps: MetadataAppDeps, replies
     if (refused !== undefined) return send(reply, refused);
     const network = (request.raw.socket as TaggedSocket)[NETWORK];
     if (vm === undefined || network === undefined) return replies.answer(request, reply);
-    if (request.headers['x-forwarded-for'] !== undefined) return send(reply, reject(guard, 'token_forwarded', FORBIDDEN));
+    if (request.headers['x-forwarded-for'] !== undefined) return send(reply, reject(guard, network, 'token_forwarded', FORBIDDEN));
     const ttlText = headerOf(request, TOKEN_TTL_HEADER)?.trim();
     const ttl = ttlText !== undefined && /^\d{1,6}$/.test(ttlText) ? Number(ttlText) : NaN;
-    if (!(ttl >= TOKEN_TTL_MIN && ttl <= TOKEN_TTL_MAX)) return send(reply, reject(guard, 'token_ttl', BAD_TTL));
+    if (!(ttl >= TOKEN_TTL_MIN && ttl <= TOKEN_TTL_MAX)) return send(reply, reject(guard, network, 'token_ttl', BAD_TTL));
     try {
       setSocketTtl(request.raw.socket as unknown as { _handle?: { fd?: number } }, vm.access.hopLimit);
     } catch (err) {
@@ -60,7 +60,8 @@ export function tokenRoutes(app: FastifyInstance, deps: MetadataAppDeps, replies
       .send(guard.tokens.issue(network, vm.facts.uuid, ttl));
   });
   app.put<{ Params: { '*': string } }>('/*', (request, reply) => {
-    if (/^[^/]+\/api\/token\/?$/.test(request.params['*'])) return send(reply, reject(guard, 'token_path', FORBIDDEN));
+    const network = (request.raw.socket as TaggedSocket)[NETWORK] ?? 'none';
+    if (/^[^/]+\/api\/token\/?$/.test(request.params['*'])) return send(reply, reject(guard, network, 'token_path', FORBIDDEN));
     return otherMethod(request, reply);
   });
 }

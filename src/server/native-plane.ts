@@ -20,7 +20,8 @@ type Addon = typeof NativeAddon;
 /** native/dp.h DP_STATUS, DP_BUCKETS: the layout of dpDrain's per-network rows. */
 const STATUSES = [200, 400, 401, 403, 404, 405, 408, 429] as const;
 const BUCKETS = 11;
-const NET_ROW = 1 + STATUSES.length + BUCKETS + 3;
+/** After the statuses and buckets: sum, count, unknown callers, then the refusals (native/dp.h DP_REJECT_*). */
+const NET_ROW = 1 + STATUSES.length + BUCKETS + 3 + 2;
 const VM_ROW = 6;
 const NO_SEED = 255;
 const FLAG_DISABLED = 1;
@@ -170,7 +171,7 @@ export class NativePlane {
 
   /** Adds what the loop counted since the last drain to `stats` (and its contact book). */
   drain(stats: Stats): void {
-    const { nets, vms, rejects } = this.addon.dpDrain();
+    const { nets, vms } = this.addon.dpDrain();
     for (let i = 0; i + NET_ROW <= nets.length; i += NET_ROW) {
       const network = this.networkOfSlot[nets[i] as number];
       if (network === undefined) continue;
@@ -182,7 +183,10 @@ export class NativePlane {
         row[STATUSES.length + BUCKETS] as number,
         row[STATUSES.length + BUCKETS + 1] as number,
       );
-      stats.unknownCallers(network, row[STATUSES.length + BUCKETS + 2]);
+      const [unknown = 0, rateLimited = 0, disabled = 0] = row.slice(STATUSES.length + BUCKETS + 2);
+      stats.unknownCallers(network, unknown);
+      if (rateLimited > 0) stats.rejected(network, 'rate_limited', rateLimited);
+      if (disabled > 0) stats.rejected(network, 'endpoint_disabled', disabled);
     }
     for (let i = 0; i + VM_ROW <= vms.length; i += VM_ROW) {
       const vm = this.vmOfKey[vms[i] as number];
@@ -191,9 +195,6 @@ export class NativePlane {
       if (noToken > 0) stats.noToken(vm.network, vm.id, noToken);
       if (requests > 0) stats.contacts.merge(vm.id, { requests, firstSeen: first, lastSeen: last, lastStatus: status });
     }
-    const [rateLimited = 0, disabled = 0] = rejects;
-    if (rateLimited > 0) stats.rejected('rate_limited', rateLimited);
-    if (disabled > 0) stats.rejected('endpoint_disabled', disabled);
   }
 
   info(): ReturnType<Addon['dpInfo']> {

@@ -18,7 +18,13 @@ export async function openApiDocument(): Promise<unknown> {
     const app = await buildAdminApp({
       inventory,
       log: createLogger({ level: 'silent' }),
-      metrics: new Metrics({ stats: new Stats(), vmCount: () => 0, networkStates: () => [], dhcpServers: () => [] }),
+      metrics: new Metrics({
+        stats: new Stats(),
+        vmCount: () => 0,
+        networkStates: () => [],
+        dhcpServers: () => [],
+        build: { dataPlane: 'native' },
+      }),
       converge: () => Promise.resolve({ networks: [], removed: [], removalFailures: [], applied: new Map(), ms: 0 }),
       rotateTokenKey: () => undefined,
       configDrive: () => Promise.resolve(Buffer.alloc(0)),

@@ -56,7 +56,12 @@ export interface BatchPlan {
   vms: StoredVm[];
   /** Networks whose VMs change. */
   touched: Set<string>;
+  /** VMs taken away from a network: pruned, or moved to another one (their per-VM state there can go). */
+  gone: VmPlace[];
 }
+
+/** A VM on a network. */
+export type VmPlace = { id: string; network: string };
 
 /** The first problems spelled out in one error message, the rest counted (all are in details). */
 export function validationError(problems: Problem[], context?: string): ImdsError {
@@ -170,6 +175,7 @@ export function planBatch(current: Current, batch: BatchInput, options: BatchOpt
     networks: [...resultNets].map(([id, network]) => ({ network, origin: originOf(id, batchNetIds.has(id), current.networks) })),
     vms: labelled.map(({ vm }) => ({ vm, origin: originOf(vm.id, batchVmIds.has(vm.id), current.vms) })),
     touched: touchedNetworks(current, writeVms, prune.vms),
+    gone: goneVms(current, writeVms, prune.vms),
   };
 }
 
@@ -191,6 +197,21 @@ function isSame(before: StoredNetwork | StoredVm, next: Network | Vm, origin: Or
 function samePassword(current: Current, passwords: ReadonlyMap<string, string>, id: string): boolean {
   const next = passwords.get(id);
   return next === undefined || current.passwords.get(id) === next;
+}
+
+/** Where VMs leave: each pruned VM's network, and the old network of each VM the batch moves. */
+function goneVms(current: Current, written: readonly Vm[], prunedVms: readonly string[]): VmPlace[] {
+  const from = (id: string): string | undefined => current.vms.get(id)?.vm.network;
+  return [
+    ...prunedVms.flatMap((id) => {
+      const network = from(id);
+      return network === undefined ? [] : [{ id, network }];
+    }),
+    ...written.flatMap((vm) => {
+      const network = from(vm.id);
+      return network === undefined || network === vm.network ? [] : [{ id: vm.id, network }];
+    }),
+  ];
 }
 
 /** Networks whose VM set changes: where written VMs are and were (a VM may move), and where pruned ones were. */

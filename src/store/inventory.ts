@@ -7,11 +7,11 @@ import type { Defaults } from '../documents/instance.ts';
 import { bridgeNameOf } from '../model/names.ts';
 import type { Network, Vm } from '../model/schema.ts';
 import { networkProblems, vmProblems, type VmLookups } from '../model/validate.ts';
-import { planBatch, validationError, type BatchInput, type BatchOptions, type BatchResult } from './batch-plan.ts';
+import { planBatch, validationError, type BatchInput, type BatchOptions, type BatchResult, type VmPlace } from './batch-plan.ts';
 import { MetadataIndex } from './metadata-index.ts';
 import type { Origin, SqliteStore, StoredNetwork, StoredVm } from './sqlite-store.ts';
 
-export type { BatchInput, BatchOptions, BatchResult } from './batch-plan.ts';
+export type { BatchInput, BatchOptions, BatchResult, VmPlace } from './batch-plan.ts';
 export { validationError } from './batch-plan.ts';
 
 export interface InventorySnapshot {
@@ -25,6 +25,8 @@ export interface InventoryEvents {
   onVmsChanged?: (networks: ReadonlySet<string>) => void;
   /** The index changed (any network or VM): called before the change's call returns. */
   onIndexChanged?: (index: MetadataIndex) => void;
+  /** VMs gone from a network (deleted, or moved to another one), after the index changed: per-VM state kept elsewhere can go. */
+  onVmsGone?: (gone: readonly VmPlace[]) => void;
 }
 
 export class Inventory {
@@ -158,6 +160,7 @@ export class Inventory {
     this.currentIndex.removeNetwork(id);
     this.events.onIndexChanged?.(this.currentIndex);
     if (vmIds.length > 0) this.events.onVmsChanged?.(new Set([id]));
+    if (vmIds.length > 0) this.events.onVmsGone?.(vmIds.map((vmId) => ({ id: vmId, network: id })));
     return vmIds;
   }
 
@@ -192,6 +195,7 @@ export class Inventory {
     this.currentIndex.upsertVm(vm);
     this.events.onIndexChanged?.(this.currentIndex);
     this.events.onVmsChanged?.(new Set([vm.network, ...(before === undefined ? [] : [before.vm.network])]));
+    if (before !== undefined && before.vm.network !== vm.network) this.events.onVmsGone?.([{ id: vm.id, network: before.vm.network }]);
   }
 
   deleteVm(id: string): void {
@@ -201,6 +205,7 @@ export class Inventory {
     this.currentIndex.removeVm(vm.id);
     this.events.onIndexChanged?.(this.currentIndex);
     this.events.onVmsChanged?.(new Set([vm.network]));
+    this.events.onVmsGone?.([{ id: vm.id, network: vm.network }]);
   }
 
   private rememberVm(entry: StoredVm): void {
@@ -241,6 +246,7 @@ export class Inventory {
     this.reset(plan.networks, plan.vms);
     this.events.onIndexChanged?.(this.currentIndex);
     if (plan.touched.size > 0) this.events.onVmsChanged?.(plan.touched);
+    if (plan.gone.length > 0) this.events.onVmsGone?.(plan.gone);
     return plan.result;
   }
 
@@ -266,11 +272,15 @@ export class Inventory {
       clearPasswords,
     });
     const networks = new Set([...this.vms.values(), ...snapshot.vms.values()].map((v) => v.vm.network));
+    const gone = [...this.vms.values()]
+      .filter((v) => snapshot.vms.get(v.vm.id)?.vm.network !== v.vm.network)
+      .map((v) => ({ id: v.vm.id, network: v.vm.network }));
     this.passwords.clear();
     for (const [id, value] of snapshot.passwords) this.passwords.set(id, value);
     this.reset([...snapshot.networks.values()], [...snapshot.vms.values()]);
     this.events.onIndexChanged?.(this.currentIndex);
     this.events.onVmsChanged?.(networks);
+    if (gone.length > 0) this.events.onVmsGone?.(gone);
   }
 
   private reset(networks: readonly StoredNetwork[], vms: readonly StoredVm[]): void {

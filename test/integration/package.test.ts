@@ -111,6 +111,8 @@ describe('the Debian package: what it holds', () => {
       '/usr/share/doc/imds/copyright': '-rw-r--r--',
       '/usr/share/doc/imds/changelog.gz': '-rw-r--r--',
       '/usr/share/doc/imds/docs/install.md': '-rw-r--r--',
+      '/usr/share/doc/imds/docs/monitoring/alerts.yml': '-rw-r--r--',
+      '/usr/share/doc/imds/docs/monitoring/grafana-dashboard.json': '-rw-r--r--',
     };
     for (const [path, mode] of Object.entries(want)) assert.equal(entries.get(path)?.mode, mode, `${path} ${mode}`);
     const foreign = [...entries].filter(([, e]) => e.owner !== 'root/root').map(([p]) => p);

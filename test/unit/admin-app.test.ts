@@ -54,8 +54,9 @@ describe('admin API', () => {
     const metrics = new Metrics({
       stats,
       vmCount: () => inventory.vmCount(),
-      networkStates: () => inventory.networkList().map(() => ({ state: 'serving' })),
+      networkStates: () => inventory.networkList().map((n) => ({ network: n.id, state: 'serving' })),
       dhcpServers: () => [],
+      build: { dataPlane: 'native' },
     });
     stats.observeRequest('net1', 200, 0.0004);
     stats.reconcileFailed('net9');

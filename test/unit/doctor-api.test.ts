@@ -39,7 +39,7 @@ describe('admin API: doctor', () => {
     app = await buildAdminApp({
       inventory,
       log: createLogger({ level: 'silent' }),
-      metrics: new Metrics({ stats, vmCount: () => 1, networkStates: () => [], dhcpServers: () => [] }),
+      metrics: new Metrics({ stats, vmCount: () => 1, networkStates: () => [], dhcpServers: () => [], build: { dataPlane: 'native' } }),
       converge: unused,
       convergeNetwork: unused,
       statusOf: (network) => ({ network, state: 'serving', reason: undefined, changed: 0 }),

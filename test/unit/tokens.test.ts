@@ -181,8 +181,8 @@ for (const fast of [false, true]) {
       assert.equal((await put({ 'x-aws-ec2-metadata-token-ttl-seconds': '60' }, '/latest/meta-data/')).status, 405);
       assert.equal((await put({}, '/openstack/latest/password')).status, 400, 'the password answers 400 to PUT, as Nova');
       const stats = app.guard.stats;
-      assert.ok((stats?.rejections.get('token_ttl') ?? 0) >= 6);
-      assert.equal(stats?.rejections.get('token_forwarded'), 1);
+      assert.ok((stats?.rejections.get('net1')?.get('token_ttl') ?? 0) >= 6);
+      assert.equal(stats?.rejections.get('net1')?.get('token_forwarded'), 1);
       assert.ok((stats?.noTokens.get('net1')?.get(VM) ?? 0) >= 1);
       await app.stop();
     });
@@ -212,7 +212,7 @@ for (const fast of [false, true]) {
       const limiter = new ClockedLimiter({ perSecond: 1, burst: 5 });
       app.guard = { ...app.guard, limiter };
       await start({});
-      const refusedBefore = app.guard.stats?.rejections.get('rate_limited') ?? 0;
+      const refusedBefore = app.guard.stats?.rejections.get('net1')?.get('rate_limited') ?? 0;
       const fetch = async (): Promise<[number, string | string[] | undefined]> => {
         const r = await app.fetch('/openstack/latest/meta_data.json');
         return [r.status, r.headers['retry-after']];
@@ -245,7 +245,7 @@ for (const fast of [false, true]) {
       assert.deepEqual(await fetch(), [429, '4']);
       slow.now = 2500;
       assert.deepEqual(await fetch(), [429, '2'], '0.625 of a token: 1.5 s to go, rounded up');
-      assert.equal((app.guard.stats?.rejections.get('rate_limited') ?? 0) - refusedBefore, 7, 'every 429 counted');
+      assert.equal((app.guard.stats?.rejections.get('net1')?.get('rate_limited') ?? 0) - refusedBefore, 7, 'every 429 counted');
       app.guard = { ...app.guard, limiter: undefined };
     });
   });
