@@ -66,7 +66,8 @@ pkg="$stage/root"
 lib="$pkg/usr/lib/imds"
 doc="$pkg/usr/share/doc/imds"
 mkdir -p "$lib" "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/usr/lib/systemd/system" "$pkg/etc/imds" "$doc/docs" \
-  "$pkg/usr/share/man/man8" "$pkg/usr/share/lintian/overrides"
+  "$pkg/usr/share/man/man8" "$pkg/usr/share/lintian/overrides" \
+  "$pkg/usr/share/bash-completion/completions" "$pkg/usr/share/zsh/vendor-completions"
 
 echo "package: imds $version ($arch), Node $node_version from $node_bin"
 
@@ -140,6 +141,10 @@ install -m 0644 systemd/imds.service "$pkg/usr/lib/systemd/system/imds.service"
 install -m 0644 packaging/imds.yaml "$pkg/etc/imds/imds.yaml"
 gzip -9n <packaging/imds.8 >"$pkg/usr/share/man/man8/imds.8.gz"
 install -m 0644 packaging/lintian-overrides "$pkg/usr/share/lintian/overrides/imds"
+# Shell completion, generated from the command tree of the code being packaged.
+"$lib/node/bin/node" "$lib/dist/main.js" completion bash >"$pkg/usr/share/bash-completion/completions/imds"
+"$lib/node/bin/node" "$lib/dist/main.js" completion zsh >"$pkg/usr/share/zsh/vendor-completions/_imds"
+chmod 0644 "$pkg/usr/share/bash-completion/completions/imds" "$pkg/usr/share/zsh/vendor-completions/_imds"
 
 # Documentation: README.md and docs/ (README's links stay valid), copyright, changelog.
 install -m 0644 README.md "$doc/README.md"

@@ -113,8 +113,14 @@ describe('the Debian package: what it holds', () => {
       '/usr/share/doc/imds/docs/install.md': '-rw-r--r--',
       '/usr/share/doc/imds/docs/monitoring/alerts.yml': '-rw-r--r--',
       '/usr/share/doc/imds/docs/monitoring/grafana-dashboard.json': '-rw-r--r--',
+      '/usr/share/bash-completion/completions/imds': '-rw-r--r--',
+      '/usr/share/zsh/vendor-completions/_imds': '-rw-r--r--',
     };
     for (const [path, mode] of Object.entries(want)) assert.equal(entries.get(path)?.mode, mode, `${path} ${mode}`);
+    // The completion scripts were generated from the packaged command tree: every top-level command is in them.
+    const bash = (await sh(['sh', '-c', `dpkg-deb --fsys-tarfile '${deb}' | tar -xO ./usr/share/bash-completion/completions/imds`])).stdout;
+    for (const command of ['doctor', 'store', 'export', 'completion']) assert.match(bash, new RegExp(`\\b${command}\\b`), command);
+    await sh(['bash', '-n'], { stdin: bash });
     const foreign = [...entries].filter(([, e]) => e.owner !== 'root/root').map(([p]) => p);
     assert.deepEqual(foreign, [], 'every file root/root');
     const conffiles = readFileSync(join(pkg().control, 'conffiles'), 'utf8');
