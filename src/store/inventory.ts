@@ -14,6 +14,13 @@ import type { Origin, SqliteStore, StoredNetwork, StoredVm } from './sqlite-stor
 export type { BatchInput, BatchOptions, BatchResult, VmPlace } from './batch-plan.ts';
 export { validationError } from './batch-plan.ts';
 
+/** The records an import touched: what `revertTo` may put back. */
+export interface RevertScope {
+  networks: ReadonlySet<string>;
+  vms: ReadonlySet<string>;
+  passwords: ReadonlySet<string>;
+}
+
 export interface InventorySnapshot {
   readonly networks: ReadonlyMap<string, StoredNetwork>;
   readonly vms: ReadonlyMap<string, StoredVm>;
@@ -256,30 +263,56 @@ export class Inventory {
   }
 
   /**
-   * Puts the inventory back as it was at `snapshot` (an import whose network the kernel refused),
-   * in one store transaction: records made since are deleted, changed ones written back.
+   * Puts back, as they were at `snapshot`, the records an import touched (its `scope`) and nothing
+   * else (an import whose network the kernel refused): records it made are deleted, records it
+   * changed or pruned written back, passwords it set restored, in one store transaction. Changes
+   * other callers made meanwhile to other records stay.
    */
-  revertTo(snapshot: InventorySnapshot): void {
+  revertTo(snapshot: InventorySnapshot, scope: RevertScope): void {
     const changed = <T>(now: T | undefined, then: T): boolean => now === undefined || !isDeepStrictEqual(now, then);
-    const passwords = new Map([...snapshot.passwords].filter(([id, value]) => this.passwords.get(id) !== value));
-    const clearPasswords = [...this.passwords.keys()].filter((id) => !snapshot.passwords.has(id) && snapshot.vms.has(id));
+    const back = <T>(ids: ReadonlySet<string>, then: ReadonlyMap<string, T>, now: ReadonlyMap<string, T>) => ({
+      remove: [...ids].filter((id) => !then.has(id) && now.has(id)),
+      write: [...ids].flatMap((id) => {
+        const record = then.get(id);
+        return record !== undefined && changed(now.get(id), record) ? [record] : [];
+      }),
+    });
+    const nets = back(scope.networks, snapshot.networks, this.networks);
+    const vms = back(scope.vms, snapshot.vms, this.vms);
+    const pwIds = [...scope.passwords].filter((id) => snapshot.vms.has(id));
+    const passwords = new Map(
+      pwIds.flatMap((id) => {
+        const value = snapshot.passwords.get(id);
+        return value !== undefined && this.passwords.get(id) !== value ? [[id, value] as const] : [];
+      }),
+    );
+    const clearPasswords = pwIds.filter((id) => !snapshot.passwords.has(id) && this.passwords.has(id));
     this.store.apply({
-      deleteVms: [...this.vms.keys()].filter((id) => !snapshot.vms.has(id)),
-      deleteNetworks: [...this.networks.keys()].filter((id) => !snapshot.networks.has(id)),
-      networks: [...snapshot.networks.values()].filter((n) => changed(this.networks.get(n.network.id), n)),
-      vms: [...snapshot.vms.values()].filter((v) => changed(this.vms.get(v.vm.id), v)),
+      deleteVms: vms.remove,
+      deleteNetworks: nets.remove,
+      networks: nets.write,
+      vms: vms.write,
       passwords,
       clearPasswords,
     });
-    const networks = new Set([...this.vms.values(), ...snapshot.vms.values()].map((v) => v.vm.network));
-    const gone = [...this.vms.values()]
-      .filter((v) => snapshot.vms.get(v.vm.id)?.vm.network !== v.vm.network)
-      .map((v) => ({ id: v.vm.id, network: v.vm.network }));
-    this.passwords.clear();
-    for (const [id, value] of snapshot.passwords) this.passwords.set(id, value);
-    this.reset([...snapshot.networks.values()], [...snapshot.vms.values()]);
+    const touched = new Set(
+      [...scope.vms].flatMap((id) => [this.vms.get(id)?.vm.network, snapshot.vms.get(id)?.vm.network]).filter((n) => n !== undefined),
+    );
+    const gone = [...scope.vms].flatMap((id) => {
+      const now = this.vms.get(id)?.vm.network;
+      return now !== undefined && snapshot.vms.get(id)?.vm.network !== now ? [{ id, network: now }] : [];
+    });
+    const netsAfter = new Map(this.networks);
+    for (const id of nets.remove) netsAfter.delete(id);
+    for (const n of nets.write) netsAfter.set(n.network.id, n);
+    const vmsAfter = new Map(this.vms);
+    for (const id of vms.remove) vmsAfter.delete(id);
+    for (const v of vms.write) vmsAfter.set(v.vm.id, v);
+    for (const id of [...vms.remove, ...clearPasswords]) this.passwords.delete(id);
+    for (const [id, value] of passwords) this.passwords.set(id, value);
+    this.reset([...netsAfter.values()], [...vmsAfter.values()]);
     this.events.onIndexChanged?.(this.currentIndex);
-    this.events.onVmsChanged?.(networks);
+    this.events.onVmsChanged?.(touched);
     if (gone.length > 0) this.events.onVmsGone?.(gone);
   }
 

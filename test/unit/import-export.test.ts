@@ -91,7 +91,7 @@ describe('import batches', () => {
     const before = state();
     const snapshot = inv.snapshot();
     const net3 = networkSchema.parse({ id: 'net3', cidr: '192.0.2.0/24', service_ip: '192.0.2.2' });
-    inv.applyBatch(
+    const r = inv.applyBatch(
       {
         networks: [net1, net3],
         vms: [vm(1, { hostname: 'changed' }), vm(4, { network: 'net3', ip: '192.0.2.10' })],
@@ -100,7 +100,12 @@ describe('import batches', () => {
       { origin: 'api', pruneOrigin: 'api' },
     );
     assert.notDeepEqual(state(), before);
-    inv.revertTo(snapshot);
+    // Meanwhile (the kernel is slow) other callers change other records: those changes stay.
+    inv.createVm(vm(5), 'api');
+    const all = (c: typeof r.vms) => new Set([...c.created, ...c.updated, ...c.deleted]);
+    inv.revertTo(snapshot, { networks: all(r.networks), vms: all(r.vms), passwords: new Set([vm(1).id, ...all(r.vms)]) });
+    assert.equal(inv.getVm(vm(5).id)?.vm.hostname, vm(5).hostname, "another caller's VM stays");
+    inv.deleteVm(vm(5).id);
     assert.deepEqual(state(), before);
     assert.equal(inv.index.lookup('net2', on2(3).ip)?.facts.uuid, on2(3).id, 'the index follows');
     const reopened = Inventory.open(SqliteStore.open(dir), { dhcpDomain: 'novalocal' });

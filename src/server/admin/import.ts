@@ -6,7 +6,7 @@ import { vmSchema, type Vm } from '../../model/schema.ts';
 import { collectGarbage } from '../../util/gc.ts';
 import { PASSWORD_MAX } from '../guest-routes.ts';
 import { ImdsError } from '../../errors.ts';
-import type { BatchResult, InventorySnapshot } from '../../store/inventory.ts';
+import type { BatchResult, InventorySnapshot, RevertScope } from '../../store/inventory.ts';
 import type { AdminDeps, AdminPlugin } from './deps.ts';
 import { errorResponses, networkCreate, vmCreate, vmInput } from './schemas.ts';
 import { parseModel } from './validation.ts';
@@ -54,12 +54,19 @@ function namedNetworks(networks: readonly { id: string }[], vms: readonly Vm[]):
  * Builds the networks the import created or changed; if the kernel refuses one, the whole import is
  * undone (the inventory put back, the kernel converged back) and KERNEL_CONFLICT names the network.
  */
-async function convergeOrRevert(deps: AdminDeps, result: BatchResult, before: InventorySnapshot): Promise<void> {
+async function convergeOrRevert(deps: AdminDeps, result: BatchResult, before: InventorySnapshot, scope: RevertScope): Promise<void> {
   const changed = new Set([...result.networks.created, ...result.networks.updated]);
-  const summary = await deps.converge();
+  let summary: Awaited<ReturnType<AdminDeps['converge']>>;
+  try {
+    summary = await deps.converge();
+  } catch (err) {
+    deps.inventory.revertTo(before, scope);
+    await deps.converge().catch(() => undefined); // the error of the first run is the one to report
+    throw err;
+  }
   const failed = summary.networks.find((s) => s.state !== 'serving' && changed.has(s.network));
   if (failed === undefined) return;
-  deps.inventory.revertTo(before);
+  deps.inventory.revertTo(before, scope);
   await deps.converge();
   throw new ImdsError(
     'KERNEL_CONFLICT',
@@ -101,7 +108,9 @@ export const importRoutes: AdminPlugin = (app, { deps }, done) => {
       );
       if (dryRun) return { dry_run: true, ...result };
       if (vms.length >= 1000) collectGarbage();
-      if (networks.length > 0 || result.networks.deleted.length > 0) await convergeOrRevert(deps, result, before);
+      const all = (c: BatchResult['vms']) => new Set([...c.created, ...c.updated, ...c.deleted]);
+      const scope = { networks: all(result.networks), vms: all(result.vms), passwords: new Set([...passwords.keys(), ...all(result.vms)]) };
+      if (networks.length > 0 || result.networks.deleted.length > 0) await convergeOrRevert(deps, result, before, scope);
       return { dry_run: false, ...result };
     },
   );
