@@ -32,12 +32,24 @@ export function runningDaemon(stateDir: string): number | undefined {
 
 export function acquirePidFile(stateDir: string): () => void {
   mkdirSync(stateDir, { recursive: true, mode: 0o750 });
-  const other = runningDaemon(stateDir);
-  if (other !== undefined) {
-    throw new ImdsError('DAEMON_RUNNING', `another imds daemon (pid ${other}) uses state_dir ${stateDir}`, { details: { pid: other } });
-  }
   const path = pidFilePath(stateDir);
-  const fd = openSync(path, 'w', 0o644);
+  // Created exclusively (O_EXCL): of two processes starting at once (a daemon, `imds store
+  // restore`), one gets the file and the other DAEMON_RUNNING. A stale file (its pid is dead) is
+  // removed once, then the creation is tried again.
+  let fd: number | undefined;
+  for (let attempt = 0; fd === undefined; attempt++) {
+    try {
+      fd = openSync(path, 'wx', 0o644);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const other = runningDaemon(stateDir);
+      if (other !== undefined || attempt > 0) {
+        const pid = other ?? Number(readFileSync(path, 'utf8').trim());
+        throw new ImdsError('DAEMON_RUNNING', `another imds daemon (pid ${pid}) uses state_dir ${stateDir}`, { details: { pid } });
+      }
+      rmSync(path, { force: true });
+    }
+  }
   writeSync(fd, `${process.pid}\n`);
   closeSync(fd);
   return () => {

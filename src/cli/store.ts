@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Command } from '@commander-js/extra-typings';
 import type { Config } from '../config.ts';
 import { ImdsError } from '../errors.ts';
-import { AdminClient, adminSocketOf } from './client.ts';
+import { AdminClient, adminSocketOf, timeoutOf } from './client.ts';
 import { emit, JSON_HELP, outputOption } from './output.ts';
 import { checkOutput, writeSecretFile } from './write-file.ts';
 
@@ -26,12 +26,14 @@ export function storeCommand(): Command {
 /** How a backup is taken: through the daemon's admin socket, or from the store file when no daemon runs on it. */
 async function backupSource(
   config: string | undefined,
-  adminFlag: string | undefined,
+  globals: { adminSocket?: string; timeout?: string },
 ): Promise<{ via: 'daemon'; client: AdminClient } | { via: 'file'; store: string }> {
-  if (config === undefined) return { via: 'daemon', client: new AdminClient(adminSocketOf(adminFlag)) };
+  const timeout = timeoutOf(globals.timeout, true); // a large store takes a while
+  if (config === undefined) return { via: 'daemon', client: new AdminClient(adminSocketOf(globals.adminSocket), timeout) };
   const cfg = await loadConfigFile(config);
   const { runningDaemon } = await import('../pidfile.ts');
-  if (runningDaemon(cfg.state_dir) !== undefined) return { via: 'daemon', client: new AdminClient(adminFlag ?? cfg.admin_socket) };
+  if (runningDaemon(cfg.state_dir) !== undefined)
+    return { via: 'daemon', client: new AdminClient(globals.adminSocket ?? cfg.admin_socket, timeout) };
   return { via: 'file', store: join(cfg.state_dir, 'imds.sqlite') };
 }
 
@@ -41,7 +43,7 @@ async function backupFromFile(store: string, tmp: string): Promise<void> {
   if (!existsSync(store)) throw new ImdsError('NOT_FOUND', `no store at ${store} (state_dir of the configuration)`, { field: '--config' });
   const { default: Database } = await import('better-sqlite3');
   const { backupInto } = await import('../store/store-files.ts');
-  const db = new Database(store, { fileMustExist: true });
+  const db = new Database(store, { fileMustExist: true, readonly: true });
   try {
     await backupInto(db, tmp);
   } finally {
@@ -60,10 +62,7 @@ function backupCommand(parent: Command): void {
     .option('--json', JSON_HELP)
     .action(async (file, opts, cmd) => {
       const { validateStoreFile } = await import('../store/restore.ts');
-      const source = await backupSource(
-        opts.config,
-        (cmd.optsWithGlobals() as Record<string, unknown>)['adminSocket'] as string | undefined,
-      );
+      const source = await backupSource(opts.config, cmd.optsWithGlobals() as { adminSocket?: string; timeout?: string });
       checkOutput(file, { force: opts.force === true, field: 'file' });
       let summary: ReturnType<typeof validateStoreFile> | undefined;
       const fill =

@@ -214,10 +214,15 @@ function importCommand(parent: Command): void {
     .option('--json', JSON_HELP)
     .action(async (file, opts, cmd) => {
       const progress = progressOn();
-      progress.phase(`reading ${file === '-' ? 'stdin' : file}`);
-      const body = readImportFile(file);
-      progress.phase(`importing ${importSummary(body.networks?.length ?? 0, body.vms.length, JSON.stringify(body).length)}`);
-      const r = await sendImport(clientOf(cmd, true), importPath(opts), body).finally(() => progress.done());
+      let r: ImportResult;
+      try {
+        progress.phase(`reading ${file === '-' ? 'stdin' : file}`);
+        const body = readImportFile(file);
+        progress.phase(`importing ${importSummary(body.networks?.length ?? 0, body.vms.length, JSON.stringify(body).length)}`);
+        r = await sendImport(clientOf(cmd, true), importPath(opts), body);
+      } finally {
+        progress.done(); // also when the file is refused: no status line left on the terminal
+      }
       emit(opts, r, importText);
     });
 }

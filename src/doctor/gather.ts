@@ -55,6 +55,16 @@ function readText(path: string): string | undefined {
   }
 }
 
+/**
+ * The output of a read of a device that may be missing (the bridge, the namespace's link): empty when
+ * the device does not exist (its hop says so), an error otherwise (the `reads` hop names it).
+ */
+async function readDevice(runner: Runner, argv: string[], netns?: string): Promise<string> {
+  const r = await runner.run(argv, { allowFailure: true, ...(netns === undefined ? {} : { netns }) });
+  if (r.code === 0 || /does not exist|cannot find (bridge )?device/i.test(r.stderr)) return r.stdout;
+  throw new Error(`${argv.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+}
+
 async function readTable(runner: Runner, family: TableFamily, name: string, netns?: string): Promise<TableEvidence | undefined> {
   const r = await runner.run(['nft', '-j', 'list', 'table', family, name], {
     allowFailure: true,
@@ -108,14 +118,10 @@ export async function gatherNetwork(deps: DoctorDeps, net: Network): Promise<Net
     read('host links', () => observeHostLinksNamed(runner, names), new Map<string, LinkState>()),
     read(
       'bridge details',
-      async () => parseAgeingSeconds((await runner.run(['ip', '-j', '-d', 'link', 'show', 'dev', bridge], { allowFailure: true })).stdout),
+      async () => parseAgeingSeconds(await readDevice(runner, ['ip', '-j', '-d', 'link', 'show', 'dev', bridge])),
       undefined,
     ),
-    read(
-      'forwarding table',
-      async () => parseFdb((await runner.run(['bridge', '-j', 'fdb', 'show', 'br', bridge], { allowFailure: true })).stdout),
-      [],
-    ),
+    read('forwarding table', async () => parseFdb(await readDevice(runner, ['bridge', '-j', 'fdb', 'show', 'br', bridge])), []),
     read('bridge table', () => readTable(runner, 'bridge', desired.bridgeTable.name), undefined),
   ]);
   const netns = desired.netns;
@@ -133,8 +139,7 @@ export async function gatherNetwork(deps: DoctorDeps, net: Network): Promise<Net
     inside
       ? read(
           'neighbours',
-          async () =>
-            parseNeighbours((await runner.run(['ip', '-j', 'neigh', 'show', 'dev', INNER_LINK], { netns, allowFailure: true })).stdout),
+          async () => parseNeighbours(await readDevice(runner, ['ip', '-j', 'neigh', 'show', 'dev', INNER_LINK], netns)),
           [],
         )
       : [],

@@ -2,7 +2,7 @@
 // every record valid), then put in place of the daemon's store while the daemon is stopped. The
 // store it replaces is kept beside it (`imds.sqlite.before-restore-<time>.bak`). Nothing is changed
 // unless every check passed; a failure half-way puts the old store back.
-import { copyFileSync, existsSync, fsyncSync, openSync, closeSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, fsyncSync, openSync, closeSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ImdsError } from '../errors.ts';
@@ -130,11 +130,17 @@ export interface RestoreResult extends StoreSummary {
 /** Puts `file` in place of `<stateDir>/imds.sqlite` (the daemon must be stopped: the caller holds the pid file). */
 export function restoreStore(stateDir: string, file: string, date = new Date()): RestoreResult {
   if (!existsSync(file)) throw invalid(file, 'no such file');
+  if (existsSync(`${file}-wal`) && statSync(`${file}-wal`).size > 0)
+    throw invalid(
+      file,
+      `${file}-wal is beside it: the file is open in a running SQLite (or was not closed), and a copy of it alone may miss recent changes; take a backup with \`imds store backup\` instead`,
+    );
   const store = join(stateDir, 'imds.sqlite');
   const incoming = `${store}.restore-${process.pid}.tmp`;
   try {
     closeSync(openSync(incoming, 'w', 0o600));
     copyFileSync(file, incoming);
+    chmodSync(incoming, 0o600); // copyFileSync gives the copy the source's mode; the store holds secrets
     const fd = openSync(incoming, 'r+');
     fsyncSync(fd);
     closeSync(fd);

@@ -11,7 +11,7 @@ import { errorResponses } from './schemas.ts';
 import { resolveVmRef } from './vm-ref.ts';
 
 const doctorQuery = z.object({
-  vm: z.string().min(1).optional().describe('the VM (its id)'),
+  vm: z.string().min(1).optional().describe('the VM: its id, host name, name, address, MAC or NET/REF'),
   network: z.string().min(1).optional().describe('the network (network-level hops only)'),
 });
 
@@ -28,7 +28,6 @@ const hopView = z.object({
 
 const reportView = z.object({ ok: z.boolean().describe('every hop passed'), hops: z.array(hopView) });
 
-/** The VM a reference names (its id, for now: one place to widen the lookup). */
 /** The VM a reference names (id, host name, name, address, MAC or NET/REF: vm-ref.ts). */
 function findVm(deps: AdminDeps, ref: string): Vm {
   const lookups = { byId: (id: string) => deps.inventory.getVm(id)?.vm, all: () => deps.inventory.vmList().map((s) => s.vm) };

@@ -30,7 +30,10 @@ function backupRoute(app: AdminRouter, deps: AdminDeps): void {
       try {
         await deps.inventory.backupStore(tmp);
         const file = await open(tmp, 'r');
-        const { size } = await file.stat();
+        const { size } = await file.stat().catch(async (err: unknown) => {
+          await file.close();
+          throw err;
+        });
         deps.log.info({ bytes: size, ms: Math.round(performance.now() - started) }, 'store backup taken');
         return reply
           .header('content-type', 'application/octet-stream')
