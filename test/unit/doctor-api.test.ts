@@ -1,6 +1,6 @@
 // GET /v1/doctor through Fastify's inject: the report's exact shape, its subjects (a VM, a network,
 // every network) and the errors for unknown or doubled subjects. The kernel reads go to a runner
-// that fails every command and a namespace prefix no namespace has, so the hops fail: what is
+// that fails every command as for a missing device, and a namespace prefix no namespace has, so the hops fail: what is
 // checked here is the route, not the judging (test/unit/doctor-hops.test.ts).
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -51,7 +51,7 @@ describe('admin API: doctor', () => {
         runner: {
           run: (argv) => {
             commands.push([...argv]);
-            return Promise.resolve({ argv, code: 1, stdout: '', stderr: 'no kernel here', ms: 0 });
+            return Promise.resolve({ argv, code: 1, stdout: '', stderr: 'Device "imdsdoctorx0" does not exist.', ms: 0 });
           },
         },
         config: () => ({
