@@ -175,6 +175,14 @@ describe('imds doctor', () => {
     await healthy();
   });
 
+  it('bridge: the bridge set down', async () => {
+    await sb.hvRun(['ip', 'link', 'set', 'imdsb-net1', 'down']);
+    assert.match((await broken('bridge', VM_A)).detail, /bridge imdsb-net1 is down/);
+    await broken('net1/bridge');
+    await sb.hvRun(['ip', 'link', 'set', 'imdsb-net1', 'up']);
+    await healthy();
+  });
+
   it("interception: the VM's pair deleted from the bridge table's set (also at network level)", async () => {
     const element = `{ ${MAC_A} . 198.51.100.10 }`;
     await sb.hvRun(['nft', 'delete', 'element', 'bridge', ns, 'guests', element]);
@@ -281,6 +289,7 @@ describe('imds doctor', () => {
     await daemon.waitFor((l) => l['msg'] === 'dnsmasq died; restarting' && String(l['err']).includes('doctor test'), 20_000);
     assert.match((await broken('dhcp-server', VM_A)).detail, /Address in use \(doctor test\)/);
     await broken('dhcp-server', '--network', 'net1');
+    assert.match((await broken('network', VM_A)).detail, /net1 is degraded: .*doctor test/);
     rmSync(marker);
   });
 
