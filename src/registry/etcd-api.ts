@@ -1,0 +1,53 @@
+// The etcd operations the registry needs (issue 18), as one small typed interface: the client
+// (src/registry/etcd-client.ts, gRPC) implements it; the registry's sync and writes use only it.
+// Revisions are bigint-free numbers (etcd's int64 revisions stay far below 2^53 in practice).
+
+export interface KeyValue {
+  key: string;
+  value: string;
+  createRevision: number;
+  modRevision: number;
+}
+
+/** One compare of a transaction: the key absent (create-only), or its mod revision equal to one read. */
+export type Compare = { key: string; absent: true } | { key: string; modRevision: number };
+
+export type Op = { put: string; value: string } | { delete: string };
+
+export interface TxnResult {
+  succeeded: boolean;
+  /** The store's revision after the transaction. */
+  revision: number;
+}
+
+export interface RangeResult {
+  kvs: KeyValue[];
+  /** The revision the read saw: watch from revision + 1 to miss nothing. */
+  revision: number;
+}
+
+export type WatchEvent = { type: 'put'; kv: KeyValue } | { type: 'delete'; key: string; modRevision: number };
+
+export interface WatchHandlers {
+  /** Events in revision order; after a reconnect, delivery resumes after the last revision delivered (none lost, none twice). */
+  events(events: WatchEvent[], revision: number): void;
+  /** The revision to resume from was compacted: the caller must read everything again (full resync) and watch anew. */
+  compacted(compactRevision: number): void;
+  /** Connected to the cluster or not (every endpoint unreachable): drives the daemon's degraded state. */
+  connection(up: boolean, reason?: string): void;
+}
+
+export interface Watch {
+  close(): void;
+}
+
+export interface EtcdApi {
+  /** Every key under a prefix, paged internally, at one revision. */
+  rangePrefix(prefix: string): Promise<RangeResult>;
+  get(key: string): Promise<KeyValue | undefined>;
+  /** If every compare holds, apply `ops` atomically. */
+  txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult>;
+  /** Watch a prefix from `fromRevision` (inclusive). */
+  watchPrefix(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch;
+  close(): Promise<void>;
+}
