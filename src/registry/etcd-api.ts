@@ -1,6 +1,8 @@
 // The etcd operations the registry needs (issue 18), as one small typed interface: the client
 // (src/registry/etcd-client.ts, gRPC) implements it; the registry's sync and writes use only it.
 // Revisions are bigint-free numbers (etcd's int64 revisions stay far below 2^53 in practice).
+// Every method rejects with ImdsError REGISTRY_UNAVAILABLE when no endpoint answers in time; a lost
+// compare is not an error here (TxnResult.succeeded false): the caller raises REGISTRY_CONFLICT.
 
 export interface KeyValue {
   key: string;
@@ -29,11 +31,18 @@ export interface RangeResult {
 export type WatchEvent = { type: 'put'; kv: KeyValue } | { type: 'delete'; key: string; modRevision: number };
 
 export interface WatchHandlers {
-  /** Events in revision order; after a reconnect, delivery resumes after the last revision delivered (none lost, none twice). */
+  /**
+   * Events in revision order; `revision` is the last one delivered (every event up to it has been).
+   * After a reconnect, delivery resumes after it: none lost, none twice. All events of one revision
+   * (one transaction) come in the same call.
+   */
   events(events: WatchEvent[], revision: number): void;
-  /** The revision to resume from was compacted: the caller must read everything again (full resync) and watch anew. */
+  /** The revision to resume from was compacted: the watch has stopped; the caller must read everything again (full resync) and watch anew. */
   compacted(compactRevision: number): void;
-  /** Connected to the cluster or not (every endpoint unreachable): drives the daemon's degraded state. */
+  /**
+   * Connected to the cluster or not, on changes only: false once every endpoint failed in a row (with the
+   * last reason), true when a watch stream is created again. Drives the daemon's degraded state.
+   */
   connection(up: boolean, reason?: string): void;
 }
 

@@ -7,6 +7,7 @@
 // REGISTRY_UNAVAILABLE (docs/errors.md); a failed compare is TxnResult.succeeded = false.
 
 import type * as grpc from '@grpc/grpc-js';
+import { ImdsError } from '../errors.js';
 import type { Compare, EtcdApi, KeyValue, Op, RangeResult, TxnResult, Watch, WatchHandlers } from './etcd-api.js';
 import {
   CHANNEL_OPTIONS,
@@ -76,10 +77,23 @@ export class EtcdClient implements EtcdApi {
   }
 
   async rangePrefix(prefix: string): Promise<RangeResult> {
+    // A compaction between two pages removes the revision they read at: read again from the start.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.rangePages(prefix);
+      } catch (err) {
+        const compacted = err instanceof ImdsError && err.details?.['grpcCode'] === 'OUT_OF_RANGE';
+        if (!compacted || attempt === 3) throw err;
+      }
+    }
+  }
+
+  /** Pages of pageSize keys: the first fixes the revision, the later ones read at it. */
+  private async rangePages(prefix: string): Promise<RangeResult> {
     const key = Buffer.from(prefix, 'utf8');
     const rangeEnd = prefixEnd(key);
     const kvs: KeyValue[] = [];
-    let revision = 0; // the first page fixes the revision; later pages read at it
+    let revision = 0;
     let from = key;
     for (;;) {
       const req = { key: from, range_end: rangeEnd, limit: String(this.pageSize), revision: String(revision) };
