@@ -175,6 +175,45 @@ describe('etcd client against a 3-member cluster', () => {
     }
   });
 
+  it('a stream dropped during a catch-up of 3,000 revisions resumes after the last event delivered, not the header revision', async () => {
+    const { cluster } = env();
+    const start = (await client.txn([], [{ put: '/t/marker', value: 'catch-up' }])).revision + 1;
+    const keys = Array.from({ length: 3000 }, (_, i) => `/t/cu/${String(i).padStart(4, '0')}`);
+    for (const k of keys) await client.txn([], [{ put: k, value: k }]);
+    const victim = 1 + ((await cluster.leader()) % cluster.size); // a follower: the writes above are done
+    const endpoints = cluster.endpoints;
+    const onVictim = new EtcdClient({ endpoints: [endpoints[victim - 1] as string, ...endpoints.filter((_, i) => i !== victim - 1)] });
+    const rec = new Recorder();
+    let firstBatch = 0;
+    let killed: Promise<void> | undefined;
+    const watch = onVictim.watchPrefix('/t/cu/', start, {
+      ...rec.handlers,
+      events: (events) => {
+        rec.events.push(...events);
+        if (killed === undefined) {
+          firstBatch = events.length;
+          killed = cluster.killMember(victim); // etcd sends a catch-up in batches of at most 1,000 revisions
+        }
+      },
+    });
+    try {
+      await until('the first batch', () => (killed === undefined ? undefined : true), 30_000);
+      await killed;
+      // A key written after the kill: once it is seen, everything before it has been delivered (or lost).
+      await putUntilAcknowledged(client, '/t/cu/~end', 'end');
+      await until('the key written after the kill', () => (rec.keys().includes('/t/cu/~end') ? true : undefined), 60_000);
+      await sleep(300);
+      assert.ok(firstBatch < keys.length, `the catch-up came in batches (first: ${firstBatch})`);
+      assertExactlyOnce(rec.keys(), [...keys, '/t/cu/~end']);
+      assertIncreasing(rec.revisions());
+    } finally {
+      watch.close();
+      await onVictim.close();
+      cluster.startMember(victim);
+      await cluster.waitHealthy();
+    }
+  });
+
   it('all members down: calls fail with REGISTRY_UNAVAILABLE, connection(false); back: connection(true) and the watch catches up', async () => {
     const { cluster } = env();
     const start = (await client.txn([], [{ put: '/t/marker', value: 'outage' }])).revision + 1;
