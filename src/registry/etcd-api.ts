@@ -30,6 +30,7 @@ export interface RangeResult {
 
 export type WatchEvent = { type: 'put'; kv: KeyValue } | { type: 'delete'; key: string; modRevision: number };
 
+/** Called synchronously from the watch stream: they must not throw (catch and log inside). */
 export interface WatchHandlers {
   /**
    * Events in revision order; `revision` is the last one delivered (every event up to it has been).
@@ -54,7 +55,10 @@ export interface EtcdApi {
   /** Every key under a prefix, paged internally, at one revision. */
   rangePrefix(prefix: string): Promise<RangeResult>;
   get(key: string): Promise<KeyValue | undefined>;
-  /** If every compare holds, apply `ops` atomically. */
+  /**
+   * If every compare holds, apply `ops` atomically. etcd takes at most 128 operations per transaction
+   * (its --max-txn-ops) and no key twice: it refuses more (INTERNAL, with etcd's words).
+   */
   txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult>;
   /** Watch a prefix from `fromRevision` (inclusive). */
   watchPrefix(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch;
