@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sh } from './sandbox.ts';
+import { RUN_OWNER, TEST_PREFIX, sh } from './sandbox.ts';
 import { until } from './wait.ts';
 
 export interface EtcdClusterOptions {
@@ -36,7 +36,8 @@ export class EtcdCluster {
   private constructor(options: EtcdClusterOptions) {
     this.netns = options.netns;
     this.size = options.members ?? 3;
-    this.dir = mkdtempSync(join(tmpdir(), 'imdstest-etcd-'));
+    // Named after this run like the sandbox's files, so that scripts/sweep.sh leaves a live run's alone.
+    this.dir = mkdtempSync(join(tmpdir(), `${TEST_PREFIX}${RUN_OWNER}-etcd-`));
     this.token = `imdstest-${process.pid}-${Date.now()}`;
     this.tls = options.tls === true ? this.tlsFiles() : undefined;
   }
