@@ -134,7 +134,12 @@ export class EtcdClient implements EtcdApi {
     const key = Buffer.from(prefix, 'utf8');
     const clients = this.members.map((_, i) => this.members[(this.preferred + i) % this.members.length] as Member);
     const inner = new PrefixWatch(
-      { clients: clients.map((m) => ({ client: m.watch, endpoint: m.endpoint })), key, rangeEnd: prefixEnd(key) },
+      {
+        clients: clients.map((m) => ({ client: m.watch, endpoint: m.endpoint })),
+        key,
+        rangeEnd: prefixEnd(key),
+        createTimeoutMs: this.timeoutMs,
+      },
       fromRevision,
       handlers,
     );

@@ -37,6 +37,11 @@ export interface WatchTarget {
   clients: readonly { client: grpc.Client; endpoint: string }[];
   key: Buffer;
   rangeEnd: Buffer;
+  /**
+   * How long to wait for etcd to confirm the watch. grpc-js has no connect timeout: against a hung
+   * member (connection accepted, never answered) the stream would wait for ever.
+   */
+  createTimeoutMs: number;
 }
 
 const MIN_BACKOFF_MS = 100;
@@ -47,6 +52,8 @@ export class PrefixWatch implements Watch {
   private next: number;
   private stream: grpc.ClientDuplexStream<unknown, RawWatchResponse> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Runs until etcd confirms the stream's watch (see WatchTarget.createTimeoutMs). */
+  private createTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private endpointIndex = 0;
   /** Attempts that failed in a row without the watch being created. */
@@ -66,6 +73,7 @@ export class PrefixWatch implements Watch {
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
+    clearTimeout(this.createTimer);
     this.stream?.cancel();
     this.stream = undefined;
   }
@@ -81,13 +89,19 @@ export class PrefixWatch implements Watch {
     this.stream = stream;
     let ended = false;
     const lost = (reason: string): void => {
+      clearTimeout(this.createTimer);
       if (ended || this.stream !== stream) return;
       ended = true;
       this.stream = undefined;
       stream.cancel();
       this.retry(`${endpoint}: ${reason}`);
     };
+    this.createTimer = setTimeout(
+      () => lost(`the watch was not confirmed within ${this.target.createTimeoutMs} ms`),
+      this.target.createTimeoutMs,
+    );
     stream.on('data', (res: RawWatchResponse) => {
+      clearTimeout(this.createTimer);
       if (this.stream === stream) this.receive(res, lost);
     });
     stream.on('error', (err) => lost(messageOf(err)));

@@ -116,6 +116,13 @@ export class EtcdCluster {
     return this.stopMember(i, 'SIGKILL');
   }
 
+  /** SIGSTOP (hung: connections open, no answers) or SIGCONT member i. */
+  pauseMember(i: number, paused: boolean): void {
+    const child = this.procs.get(i);
+    if (child === undefined) throw new Error(`etcd member ${i} is not running`);
+    child.kill(paused ? 'SIGSTOP' : 'SIGCONT');
+  }
+
   /** etcdctl inside the namespace, against the given members (default all). */
   async ctl(args: readonly string[], members?: readonly number[]): Promise<string> {
     const eps = (members ?? Array.from({ length: this.size }, (_, k) => k + 1)).map((i) => `${this.scheme}://${this.ip(i)}:2379`);

@@ -249,6 +249,39 @@ describe('etcd client against a 3-member cluster', () => {
     }
   });
 
+  it('all members hung (SIGSTOP): calls end at their deadline with REGISTRY_UNAVAILABLE, keepalive reports the watch down; SIGCONT: back', async () => {
+    const { cluster } = env();
+    const start = (await client.txn([], [{ put: '/t/marker', value: 'hung' }])).revision + 1;
+    const rec = new Recorder();
+    const watch = client.watchPrefix('/t/h/', start, rec.handlers);
+    try {
+      await client.txn([], [{ put: '/t/h/before', value: '1' }]);
+      await until('the watch up', () => (rec.connections.at(-1)?.up === true && rec.events.length === 1 ? true : undefined), 10_000);
+      for (let i = 1; i <= cluster.size; i++) cluster.pauseMember(i, true);
+      try {
+        await assert.rejects(client.txn([], [{ put: '/t/h/during', value: '1' }]), (err: { code?: string; message?: string }) => {
+          assert.equal(err.code, 'REGISTRY_UNAVAILABLE', err.message);
+          assert.match(err.message ?? '', /Deadline exceeded|DEADLINE_EXCEEDED|Connection dropped|keepalive/i);
+          return true;
+        });
+        await until('connection(false) through keepalive', () => (rec.connections.at(-1)?.up === false ? true : undefined), 30_000);
+      } finally {
+        for (let i = 1; i <= cluster.size; i++) cluster.pauseMember(i, false);
+      }
+      await cluster.waitHealthy();
+      await putUntilAcknowledged(client, '/t/h/after', '2');
+      await until(
+        'connection(true) and the event',
+        () => (rec.connections.at(-1)?.up === true && rec.events.length >= 2 ? true : undefined),
+        30_000,
+      );
+      await sleep(300);
+      assert.deepEqual(rec.keys(), ['/t/h/before', '/t/h/after']);
+    } finally {
+      watch.close();
+    }
+  });
+
   it('a watch from a compacted revision calls compacted() with the compact revision and stops', async () => {
     const { cluster } = env();
     const from = (await client.txn([], [{ put: '/t/c/a', value: '1' }])).revision;

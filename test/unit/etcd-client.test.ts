@@ -8,6 +8,7 @@ import type { WatchEvent } from '../../src/registry/etcd-api.ts';
 import { neverSent, parseEndpoints, prefixEnd, registryError } from '../../src/registry/etcd-grpc.ts';
 import { etcdServices } from '../../src/registry/etcd-proto.ts';
 import { PrefixWatch } from '../../src/registry/etcd-watch.ts';
+import { until } from '../helpers/wait.ts';
 
 function serviceError(code: grpc.status, details: string): grpc.ServiceError {
   return Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), { code, details, metadata: new grpc.Metadata() });
@@ -85,7 +86,7 @@ class FakeStream extends EventEmitter {
   }
 }
 
-function fakeTarget(streams: FakeStream[], endpoints = 2) {
+function fakeTarget(streams: FakeStream[], endpoints = 2, createTimeoutMs = 5000) {
   const clients = Array.from({ length: endpoints }, (_, i) => ({
     endpoint: `e${i}`,
     client: {
@@ -96,7 +97,7 @@ function fakeTarget(streams: FakeStream[], endpoints = 2) {
       },
     } as unknown as grpc.Client,
   }));
-  return { clients, key: Buffer.from('/p/'), rangeEnd: Buffer.from('/p0') };
+  return { clients, key: Buffer.from('/p/'), rangeEnd: Buffer.from('/p0'), createTimeoutMs };
 }
 
 const put = (key: string, rev: number) => ({
@@ -144,6 +145,22 @@ describe('a resuming watch (fake streams)', () => {
     );
     watch.close();
     assert.equal(streams[2]?.canceled, true);
+  });
+
+  it('a stream etcd never confirms (a hung member) is given up after createTimeoutMs and the next endpoint tried', async () => {
+    const streams: FakeStream[] = [];
+    const connections: boolean[] = [];
+    const watch = new PrefixWatch(fakeTarget(streams, 2, 50), 7, {
+      events: () => undefined,
+      compacted: () => undefined,
+      connection: (up) => void connections.push(up),
+    });
+    await until('two unconfirmed streams', () => (streams.length >= 2 && connections.length > 0 ? true : undefined), 10_000, 10);
+    watch.close();
+    assert.ok(streams.length >= 2, `reopened (${streams.length} streams)`);
+    assert.equal(streams[0]?.canceled, true);
+    assert.deepEqual(connections, [false], 'two endpoints unconfirmed: down');
+    assert.ok(streams.every((s) => startOf(s) === '7'));
   });
 
   it('a cancel with a compact revision calls compacted() once and stops for good', async () => {
