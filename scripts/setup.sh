@@ -38,6 +38,7 @@ for arg in "$@"; do
       systemd man-db                                        # systemd-analyze verify and security (man: the unit's Documentation=)
       lintian                                               # the package test
       prometheus                                            # promtool: the metrics scrape and the alert rules (its service is never started)
+      etcd-server etcd-client openssl                       # the registry tests run their own etcd members (its service is never started)
       "${SYSTEM_TOOLS[@]}" "${FUZZ_TOOLS[@]}"
     ) ;;
     --system) PACKAGES+=("${SYSTEM_TOOLS[@]}") ;;
@@ -81,6 +82,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$p" = prometheus ]; then
       systemctl disable prometheus.service >/dev/null 2>&1 || true
       echo "setup: installed prometheus for promtool only; its service is disabled (never started)"
+    fi
+    if [ "$p" = etcd-server ]; then
+      systemctl disable etcd.service >/dev/null 2>&1 || true
+      echo "setup: installed etcd-server for the registry tests (they start their own members); its service is disabled (never started)"
     fi
   done
 fi

@@ -229,6 +229,19 @@ describe('the Debian package: run from its extracted tree', () => {
     assert.doesNotMatch(readFileSync(conf, 'utf8'), /^(networks|vms):/m, 'no networks or VMs declared');
   });
 
+  it("the etcd registry client loads from the package's dist/ with its embedded protos (no .proto file is shipped)", async () => {
+    const { tree } = pkg();
+    const node = join(tree, 'usr/lib/imds/node/bin/node');
+    const dist = join(tree, 'usr/lib/imds/dist/registry/');
+    const probe = `const { etcdServices } = await import(process.argv[1] + 'etcd-proto.js');
+      const { EtcdClient } = await import(process.argv[1] + 'etcd-client.js');
+      await new EtcdClient({ endpoints: ['127.0.0.1:2379'] }).close();
+      const { KV, Watch } = etcdServices();
+      console.log(Object.keys(KV.service).sort().join(','), Object.keys(Watch.service).join(','));`;
+    const out = (await sh([node, '--input-type=module', '-e', probe, dist])).stdout.trim();
+    assert.equal(out, 'DeleteRange,Put,Range,Txn Watch');
+  });
+
   it('ships a unit that passes systemd-analyze verify in a staging root, with its man page', async () => {
     const { tree, wrapper, work } = pkg();
     const unit = readFileSync(join(tree, 'usr/lib/systemd/system/imds.service'), 'utf8');

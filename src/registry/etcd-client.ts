@@ -1,0 +1,183 @@
+// The etcd client of the registry (issue 18): EtcdApi over @grpc/grpc-js with etcd's own protos
+// (src/registry/etcd-proto.ts). Why not the `etcd3` package: it loses watch events when a stream
+// drops during a catch-up and hides compact_revision; the watch is where imds needs to be exact.
+//
+// One channel per endpoint. Unary calls go to the endpoint that answered last and fail over to the
+// next on UNAVAILABLE (a write only when it never left); each call has a deadline. Failures become
+// REGISTRY_UNAVAILABLE (docs/errors.md); a failed compare is TxnResult.succeeded = false.
+
+import type * as grpc from '@grpc/grpc-js';
+import { ImdsError } from '../errors.js';
+import type { Compare, EtcdApi, KeyValue, Op, RangeResult, TxnResult, Watch, WatchHandlers } from './etcd-api.js';
+import {
+  CHANNEL_OPTIONS,
+  credentialsFor,
+  isServiceError,
+  isUnavailable,
+  neverSent,
+  parseEndpoints,
+  prefixEnd,
+  registryError,
+  unary,
+} from './etcd-grpc.js';
+import type { EtcdTls } from './etcd-grpc.js';
+import { etcdServices } from './etcd-proto.js';
+import { PrefixWatch, toKeyValue } from './etcd-watch.js';
+import type { RawKeyValue } from './etcd-watch.js';
+
+export type { EtcdTls } from './etcd-grpc.js';
+
+export interface EtcdClientOptions {
+  /** `host:port`, `http://host:port` or `https://host:port`; tried in order, failing over. */
+  endpoints: readonly string[];
+  tls?: EtcdTls;
+  /** Deadline of each unary call (not of a watch). Default 5 s. */
+  callTimeoutMs?: number;
+  /** Keys per Range page in rangePrefix. Default 1,000. */
+  pageSize?: number;
+}
+
+interface Member {
+  endpoint: string;
+  kv: grpc.Client;
+  watch: grpc.Client;
+}
+
+interface RangeResponse {
+  header: { revision: string };
+  kvs: RawKeyValue[];
+  more: boolean;
+}
+
+interface TxnResponse {
+  header: { revision: string };
+  succeeded: boolean;
+}
+
+const COMPARE_EQUAL = 0;
+const TARGET_CREATE = 1;
+const TARGET_MOD = 2;
+
+export class EtcdClient implements EtcdApi {
+  private readonly members: Member[];
+  private readonly timeoutMs: number;
+  private readonly pageSize: number;
+  private readonly watches = new Set<Watch>();
+  /** The member that answered last: calls start there. */
+  private preferred = 0;
+
+  constructor(options: EtcdClientOptions) {
+    const { KV, Watch } = etcdServices();
+    this.timeoutMs = options.callTimeoutMs ?? 5000;
+    this.pageSize = options.pageSize ?? 1000;
+    this.members = parseEndpoints(options.endpoints, options.tls).map(({ target, secure }) => {
+      const creds = credentialsFor(secure, options.tls);
+      return { endpoint: target, kv: new KV(target, creds, CHANNEL_OPTIONS), watch: new Watch(target, creds, CHANNEL_OPTIONS) };
+    });
+  }
+
+  async rangePrefix(prefix: string): Promise<RangeResult> {
+    // A compaction between two pages removes the revision they read at: read again from the start.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.rangePages(prefix);
+      } catch (err) {
+        const compacted = err instanceof ImdsError && err.details?.['grpcCode'] === 'OUT_OF_RANGE';
+        if (!compacted || attempt === 3) throw err;
+      }
+    }
+  }
+
+  /** Pages of pageSize keys: the first fixes the revision, the later ones read at it. */
+  private async rangePages(prefix: string): Promise<RangeResult> {
+    const key = Buffer.from(prefix, 'utf8');
+    const rangeEnd = prefixEnd(key);
+    const kvs: KeyValue[] = [];
+    let revision = 0;
+    let from = key;
+    for (;;) {
+      const req = { key: from, range_end: rangeEnd, limit: String(this.pageSize), revision: String(revision) };
+      const res = await this.call<RangeResponse>('Range', req, `a read of ${prefix}`, true);
+      if (revision === 0) revision = Number(res.header.revision);
+      for (const kv of res.kvs) kvs.push(toKeyValue(kv));
+      const last = res.kvs.at(-1);
+      if (!res.more || last === undefined) return { kvs, revision };
+      from = Buffer.concat([last.key, Buffer.from([0])]);
+    }
+  }
+
+  async get(key: string): Promise<KeyValue | undefined> {
+    const res = await this.call<RangeResponse>('Range', { key: Buffer.from(key, 'utf8') }, `a read of ${key}`, true);
+    const kv = res.kvs[0];
+    return kv === undefined ? undefined : toKeyValue(kv);
+  }
+
+  async txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult> {
+    const req = {
+      compare: compares.map((c) =>
+        'absent' in c
+          ? { key: Buffer.from(c.key, 'utf8'), result: COMPARE_EQUAL, target: TARGET_CREATE, create_revision: '0' }
+          : { key: Buffer.from(c.key, 'utf8'), result: COMPARE_EQUAL, target: TARGET_MOD, mod_revision: String(c.modRevision) },
+      ),
+      success: ops.map((op) =>
+        'put' in op
+          ? { request_put: { key: Buffer.from(op.put, 'utf8'), value: Buffer.from(op.value, 'utf8') } }
+          : { request_delete_range: { key: Buffer.from(op.delete, 'utf8') } },
+      ),
+      failure: [],
+    };
+    const res = await this.call<TxnResponse>('Txn', req, 'a transaction', false);
+    return { succeeded: res.succeeded, revision: Number(res.header.revision) };
+  }
+
+  watchPrefix(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch {
+    const key = Buffer.from(prefix, 'utf8');
+    const clients = this.members.map((_, i) => this.members[(this.preferred + i) % this.members.length] as Member);
+    const inner = new PrefixWatch(
+      {
+        clients: clients.map((m) => ({ client: m.watch, endpoint: m.endpoint })),
+        key,
+        rangeEnd: prefixEnd(key),
+        createTimeoutMs: this.timeoutMs,
+      },
+      fromRevision,
+      handlers,
+    );
+    const watch: Watch = {
+      close: () => {
+        inner.close();
+        this.watches.delete(watch);
+      },
+    };
+    this.watches.add(watch);
+    return watch;
+  }
+
+  close(): Promise<void> {
+    for (const w of [...this.watches]) w.close();
+    for (const m of this.members) {
+      m.kv.close();
+      m.watch.close();
+    }
+    return Promise.resolve();
+  }
+
+  /** Tries each member from the preferred one; moves on after UNAVAILABLE (a write only if it never left). */
+  private async call<Res>(method: string, req: unknown, what: string, idempotent: boolean): Promise<Res> {
+    let lastErr: unknown;
+    for (let i = 0; i < this.members.length; i++) {
+      const index = (this.preferred + i) % this.members.length;
+      const member = this.members[index] as Member;
+      try {
+        const res = await unary<unknown, Res>(member.kv, method, req, this.timeoutMs);
+        this.preferred = index;
+        return res;
+      } catch (err) {
+        lastErr = registryError(err, what, member.endpoint);
+        const retry = isServiceError(err) && (idempotent ? isUnavailable(err) : neverSent(err));
+        if (!retry) throw lastErr;
+      }
+    }
+    throw lastErr;
+  }
+}
