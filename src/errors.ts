@@ -33,6 +33,8 @@ export const ERROR_CODES = {
   NETWORK_NOT_EMPTY: { exit: 5, http: 409, meaning: 'the network still has VMs (use --force to delete them too)' },
   STORE_FAILED: { exit: 1, http: 500, meaning: 'the SQLite store could not be opened, migrated or written' },
   STORE_INVALID: { exit: 2, meaning: 'the file given to `imds store restore` is not an intact imds store this imds can open' },
+  REGISTRY_UNAVAILABLE: { exit: 3, http: 503, meaning: 'the etcd registry cannot be reached: writes are refused' },
+  REGISTRY_CONFLICT: { exit: 5, http: 409, meaning: 'a registry write lost a compare: someone else changed the record first' },
   FILE_EXISTS: { exit: 5, meaning: 'the output file exists already (use --force to replace it)' },
   INTERNAL: { exit: 1, http: 500, meaning: 'an unexpected internal failure' },
 } as const satisfies Record<string, ErrorSpec>;
