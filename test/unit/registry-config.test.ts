@@ -61,7 +61,6 @@ describe('configuration: host_id and registry', () => {
         '    tls: { ca: ca.pem, cert: /c.pem }',
         '    extra: 1',
       ].join('\n'),
-      'imds.yaml',
     );
     const fields = problems.map((p) => p.split(':')[0]);
     assert.deepEqual(

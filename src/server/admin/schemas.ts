@@ -61,7 +61,7 @@ export const networkView = z.object({
     })
     .optional()
     .describe("the network's dnsmasq (DHCP networks)"),
-  origin: z.enum(['config', 'api']),
+  origin: z.enum(['config', 'api', 'registry']),
   vms: z.number().describe('VMs on this network'),
   state: z.enum(['serving', 'degraded', 'pending']),
   reason: z.string().optional(),
@@ -90,7 +90,7 @@ export const vmView = z.object({
   user_data_bytes: z.number(),
   user_data_b64: z.string().optional().describe('only on GET /v1/vms/{id}'),
   password_set: z.boolean(),
-  origin: z.enum(['config', 'api']),
+  origin: z.enum(['config', 'api', 'registry']),
   contact: z
     .object({ requests: z.number(), first_seen: z.string(), last_seen: z.string(), last_status: z.number() })
     .optional()
