@@ -31,7 +31,10 @@ export async function readStoredNetworks(stateDir: string): Promise<StoredNetwor
   try {
     const db = new Database(path, { readonly: true, fileMustExist: true });
     try {
-      const rows = db.prepare('SELECT spec, origin FROM networks ORDER BY rowid').all() as { spec: string; origin: 'config' | 'api' | 'registry' }[];
+      const rows = db.prepare('SELECT spec, origin FROM networks ORDER BY rowid').all() as {
+        spec: string;
+        origin: 'config' | 'api' | 'registry';
+      }[];
       return rows.map((r) => ({ network: networkSchema.parse(JSON.parse(r.spec)), origin: r.origin }));
     } finally {
       db.close();

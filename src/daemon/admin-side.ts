@@ -17,6 +17,7 @@ import { VERSION } from '../version.ts';
 import type { GuestSide } from './guest-side.ts';
 import type { KernelSide } from './kernel-side.ts';
 import type { Health } from './health.ts';
+import type { RegistrySide } from './registry-side.ts';
 
 export interface AdminSideDeps {
   config: { current: Config };
@@ -33,6 +34,8 @@ export interface AdminSideDeps {
   reload: () => Promise<string | undefined>;
   /** `imds restart` without systemd: hands over to a successor; its pid. */
   restart: () => Promise<number>;
+  /** With `registry` configured: writes go to etcd, and its state is reported. */
+  registry?: RegistrySide | undefined;
 }
 
 export interface AdminSide {
@@ -61,7 +64,21 @@ function info(deps: AdminSideDeps, apiVersion: string): Record<string, unknown> 
     listen_port: cfg.listen_port,
     namespace_prefix: cfg.namespace_prefix,
     seed_mode: cfg.seed_mode,
+    ...(deps.registry === undefined ? {} : { registry: registryInfo(deps.registry) }),
     memory_kb: Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 1024)])),
+  };
+}
+
+function registryInfo(registry: RegistrySide): Record<string, unknown> {
+  const s = registry.status();
+  return {
+    host_id: s.host_id,
+    connected: s.connected,
+    revision: s.revision,
+    since: s.since,
+    ...(s.lastError === undefined ? {} : { last_error: s.lastError }),
+    prefix: s.prefix,
+    endpoints: s.endpoints.join(','),
   };
 }
 
@@ -78,6 +95,7 @@ async function buildMetrics(deps: AdminSideDeps): Promise<Metrics> {
         return d === undefined ? [] : [{ network, up: d.healthy, restarts: d.restarts }];
       }),
     build: { dataPlane: deps.config.current.data_plane },
+    ...(deps.registry === undefined ? {} : { registry: () => (deps.registry as RegistrySide).status() }),
   });
 }
 
@@ -129,6 +147,7 @@ export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
     },
     reload: deps.reload,
     restart: deps.restart,
+    ...(deps.registry === undefined ? {} : { registry: deps.registry }),
     info: () => info(deps, API_VERSION),
   });
   let gidUsed: number | undefined;

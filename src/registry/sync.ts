@@ -36,6 +36,8 @@ export interface RegistrySyncOptions {
   log: Logger;
   /** First and longest wait between attempts while etcd cannot be read. Default 250 ms, 5 s. */
   retryMs?: { first: number; max: number };
+  /** A placement changed the inventory (the daemon converges the kernel when networks changed). */
+  onApplied?: (result: BatchResult) => void;
   /** The shared IMDSv2 token key changed (undefined: none in the registry). */
   onTokenKey?: (key: Buffer | undefined) => void;
   now?: () => Date;
@@ -205,6 +207,7 @@ export class RegistrySync {
         { origin: 'registry', pruneOrigin: 'registry' },
       );
       this.applied = next;
+      this.opts.onApplied?.(result);
       this.opts.log.info(
         {
           networks: {

@@ -9,7 +9,16 @@ import type { Network, Vm } from '../model/schema.ts';
 import { networkProblems, vmProblems, type Problem } from '../model/validate.ts';
 import { validationError } from '../store/batch-plan.ts';
 import type { Compare, EtcdApi, KeyValue, Op, TxnResult } from './etcd-api.ts';
-import { decodeNetwork, decodeVm, encodeLayout, encodeNetwork, encodeVm, type PlacedVm, type RegistryKeys } from './layout.ts';
+import {
+  decodeNetwork,
+  decodeVm,
+  encodeLayout,
+  encodeNetwork,
+  encodeTokenKey,
+  encodeVm,
+  type PlacedVm,
+  type RegistryKeys,
+} from './layout.ts';
 import type { RegistryState } from './registry-state.ts';
 
 /** What a writer needs of the sync: the registry as read, and waiting for a revision to be applied. */
@@ -167,6 +176,15 @@ export class RegistryWriter {
       throw conflict(`VM ${vm.value.vm.id} or its password`);
     }
     return this.done(result, vm.value.host === this.o.hostId);
+  }
+
+  /** Publishes this host's IMDSv2 token key when the registry has none (create-only: the first host's wins). */
+  async publishTokenKey(key: Buffer): Promise<boolean> {
+    const result = await this.txn(
+      [{ key: this.o.keys.tokenKey, absent: true }],
+      [{ put: this.o.keys.tokenKey, value: encodeTokenKey(key) }],
+    );
+    return result.succeeded;
   }
 
   // -- helpers --------------------------------------------------------------------------------
