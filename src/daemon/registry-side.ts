@@ -8,12 +8,14 @@ import type { Logger } from '../log.ts';
 import type { EtcdApi, EtcdClientFactory, EtcdConnection } from '../registry/etcd-api.ts';
 import { RegistrySync, type RegistryStatus, type SyncTarget } from '../registry/sync.ts';
 import { RegistryWriter } from '../registry/writer.ts';
+import type { VmRefLookups } from '../server/admin/vm-ref.ts';
 import type { BatchResult } from '../store/batch-plan.ts';
 
 export interface RegistrySide {
   readonly hostId: string;
   readonly sync: RegistrySync;
   readonly writer: RegistryWriter;
+  readonly vmRefs: VmRefLookups;
   status(): RegistryStatus & { host_id: string; prefix: string; endpoints: readonly string[] };
   close(): Promise<void>;
 }
@@ -79,6 +81,7 @@ export function buildRegistrySide(cfg: Config, options: RegistrySideOptions): Re
     hostId,
     sync,
     writer,
+    vmRefs: { byId: (id) => sync.state.vms.get(id)?.vm, all: () => [...sync.state.vms.values()].map((v) => v.vm) },
     status: () => ({ ...sync.status(), host_id: hostId, prefix, endpoints }),
     close: () => sync.close(),
   };

@@ -14,7 +14,10 @@ import { resolveVmRefs } from './vm-ref.ts';
 
 /** Registered with the prefix /v1/vms. */
 export const vmRoutes: AdminPlugin = (app, { deps }, done) => {
-  resolveVmRefs(app, { byId: (id) => deps.inventory.getVm(id)?.vm, all: () => deps.inventory.vmList().map((s) => s.vm) });
+  resolveVmRefs(
+    app,
+    deps.registry?.vmRefs ?? { byId: (id) => deps.inventory.getVm(id)?.vm, all: () => deps.inventory.vmList().map((s) => s.vm) },
+  );
   listVms(app, deps);
   createVm(app, deps);
   showVm(app, deps);
