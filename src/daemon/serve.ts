@@ -115,6 +115,8 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
       onVmsChanged: (networks) => kernel.services.vmsChanged(networks),
       onIndexChanged: (index) => guests.indexChanged(index),
       onVmsGone: (gone) => stats.forgetVms(gone), // their per-VM metric series go with them
+      // With a registry, a guest's password goes there too (create-only: it moves with the VM).
+      onPasswordPosted: (vmId, value) => publishPassword(registry, vmId, value, log),
     },
   );
   const sockets = new ListenSockets({ port: cfg.listen_port, notifier, log, inherited });
@@ -132,6 +134,12 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
 }
 
 type Built = Awaited<ReturnType<typeof build>>;
+
+function publishPassword(registry: RegistrySide | undefined, vmId: string, value: string, log: Logger): void {
+  registry?.writer
+    .setPassword(vmId, value, false)
+    .catch((err: unknown) => log.warn({ vm: vmId, err: messageOf(err) }, "a guest's password was not published to the registry"));
+}
 
 /** With `registry` configured: the sync (placement into the inventory, networks converged) and the writer. */
 function registrySideOf(cfg: Config, inventory: Inventory, kernel: KernelSide, guests: GuestSide, log: Logger) {
