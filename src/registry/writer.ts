@@ -5,7 +5,7 @@
 // create-only key. A VM is checked against its network and the other VMs as the registry holds them
 // (the model's rules). When the change concerns this host, the call returns once the sync applied it.
 import { ImdsError, isImdsError, messageOf } from '../errors.ts';
-import type { Network, Vm } from '../model/schema.ts';
+import { hostnameSchema, type Network, type Vm } from '../model/schema.ts';
 import { networkProblems, vmProblems, type Problem } from '../model/validate.ts';
 import { validationError } from '../store/batch-plan.ts';
 import type { Compare, EtcdApi, KeyValue, Op, TxnResult } from './etcd-api.ts';
@@ -106,6 +106,7 @@ export class RegistryWriter {
   // -- VMs ------------------------------------------------------------------------------------
 
   async createVm(vm: Vm, host: string): Promise<WriteResult> {
+    checkHost(host);
     const net = await this.readNetwork(vm.network, 'network');
     this.checkVm(vm, net.value);
     const key = this.o.keys.vm(vm.id);
@@ -133,6 +134,7 @@ export class RegistryWriter {
     if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`VM ${value.vm.id}`);
     const next = change(value);
     if (next.vm.id !== value.vm.id) throw new ImdsError('VALIDATION_FAILED', 'id: a VM id cannot change', { field: 'id' });
+    checkHost(next.host);
     const net = await this.readNetwork(next.vm.network, 'network');
     this.checkVm(next.vm, net.value);
     const result = await this.txn(
@@ -280,6 +282,11 @@ export class RegistryWriter {
     const applied = await this.o.sync.waitForRevision(result.revision, this.o.applyTimeoutMs ?? 5000);
     return { revision: result.revision, applied, thisHost: concernsThisHost };
   }
+}
+
+function checkHost(host: string): void {
+  if (!hostnameSchema.safeParse(host).success)
+    throw new ImdsError('VALIDATION_FAILED', `host: "${host}" is not a host name (a daemon's host_id)`, { field: 'host' });
 }
 
 function conflict(what: string): ImdsError {

@@ -18,6 +18,13 @@ export function refuseHost(host: string | undefined): void {
     throw new ImdsError('VALIDATION_FAILED', 'host: only with a registry (configuration: registry and host_id)', { field: 'host' });
 }
 
+/** A VM now served here: its network built first when the placement just brought it (the sync converges too, without waiting). */
+async function servedHere(deps: AdminDeps, vm: Vm): Promise<void> {
+  if (deps.inventory.getNetwork(vm.network) !== undefined && deps.statusOf(vm.network)?.state !== 'serving')
+    await deps.convergeNetwork(vm.network);
+  await deps.vmChangesApplied?.();
+}
+
 function vmView(deps: AdminDeps, vm: Vm, host: string) {
   const local = deps.inventory.getVm(vm.id);
   return { ...vmViewOf(deps, local ?? { vm, origin: 'registry' }, false), host };
@@ -27,7 +34,7 @@ export async function registryCreateVm(deps: AdminDeps, registry: Registry, body
   const vm = parseModel(vmSchema, vmInput(body));
   const on = host ?? registry.hostId;
   await registry.writer.createVm(vm, on);
-  if (on === registry.hostId) await deps.vmChangesApplied?.();
+  if (on === registry.hostId) await servedHere(deps, vm);
   return vmView(deps, vm, on);
 }
 
@@ -39,7 +46,8 @@ export async function registryPatchVm(deps: AdminDeps, registry: Registry, id: s
     const vm = parseModel(vmSchema, vmInput(mergePatch(merged, patch)));
     return { vm, host: typeof host === 'string' ? host : current.host };
   });
-  if (result.thisHost) await deps.vmChangesApplied?.();
+  if (result.host === registry.hostId) await servedHere(deps, result.vm);
+  else if (result.thisHost) await deps.vmChangesApplied?.();
   return vmView(deps, result.vm, result.host);
 }
 
