@@ -104,7 +104,8 @@ describe('registry writer', () => {
     const r = await writer.migrateVm(vmOf(1).id.toUpperCase(), 'hv2');
     assert.equal(r.applied, true);
     assert.equal(r.host, 'hv2');
-    assert.deepEqual(placed.at(-1), []);    await rejects(writer.migrateVm(vmOf(1).id, 'not a host'), 'VALIDATION_FAILED', /^host: /);
+    assert.deepEqual(placed.at(-1), []);
+    await rejects(writer.migrateVm(vmOf(1).id, 'not a host'), 'VALIDATION_FAILED', /^host: /);
   });
 
   it('keeps the password write-once across hosts, and deletes it with its VM', async () => {
