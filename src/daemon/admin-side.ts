@@ -127,7 +127,13 @@ export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
       if (netns === undefined) return Promise.reject(new ImdsError('NOT_FOUND', `network ${network} is not serving`));
       return probe(netns, vmId, path, method);
     },
-    rotateTokenKey: () => guests.guard.tokens.rotate(),
+    rotateTokenKey: () => {
+      guests.guard.tokens.rotate();
+      // With a registry the new key is shared: every host adopts it from its watch (logged when etcd is unreachable).
+      deps.registry?.writer
+        .replaceTokenKey(guests.guard.tokens.current())
+        .catch((err: unknown) => deps.log.warn({ err: (err as Error).message }, 'the rotated token key was not published to the registry'));
+    },
     contactOf: (vmId) => deps.stats.collect().contacts.get(vmId),
     configDrive: (vmId, format) => {
       const stored = inventory.requireVm(vmId);

@@ -63,7 +63,8 @@ export class RegistrySync {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelay: number;
   private closed = false;
-  private tokenKey: Buffer | undefined;
+  /** The token key last told to onTokenKey; null: none told yet (the first read always tells, absent included). */
+  private tokenKey: Buffer | undefined | null = null;
 
   constructor(opts: RegistrySyncOptions) {
     this.opts = opts;
@@ -193,7 +194,7 @@ export class RegistrySync {
 
   /** Applies this host's placement when it differs from the last one applied. */
   private applyPlacement(): void {
-    if (!isDeepStrictEqual(this.tokenKey, this.current.tokenKey)) {
+    if (this.tokenKey === null || !isDeepStrictEqual(this.tokenKey, this.current.tokenKey)) {
       this.tokenKey = this.current.tokenKey;
       this.opts.onTokenKey?.(this.tokenKey);
     }

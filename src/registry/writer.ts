@@ -180,6 +180,11 @@ export class RegistryWriter {
     return this.done(result, vm.value.host === this.o.hostId);
   }
 
+  /** Replaces the registry's IMDSv2 token key (`imds token rotate`): every host adopts it from its watch. */
+  async replaceTokenKey(key: Buffer): Promise<WriteResult> {
+    return this.done(await this.txn([], [{ put: this.o.keys.tokenKey, value: encodeTokenKey(key) }]), true);
+  }
+
   /** Publishes this host's IMDSv2 token key when the registry has none (create-only: the first host's wins). */
   async publishTokenKey(key: Buffer): Promise<boolean> {
     const result = await this.txn(

@@ -145,3 +145,30 @@ describe('registry writer', () => {
     await writer.createNetwork(NET);
   });
 });
+
+describe('registry token key', () => {
+  it('is published create-only (the first host wins), replaced on rotation, and handed to every sync', async () => {
+    const { etcd, writer } = await setup();
+    const seen: (string | undefined)[] = [];
+    const other = new RegistrySync({
+      etcd: () => Promise.resolve(etcd),
+      prefix: '/imds/',
+      hostId: 'hv2',
+      target: { applyBatch: () => ({ networks: none(), vms: none() }) },
+      log: pino({ level: 'silent' }),
+      onTokenKey: (key) => seen.push(key?.toString('hex')),
+    });
+    closers.push(() => other.close());
+    await other.start();
+    assert.equal(await writer.publishTokenKey(Buffer.alloc(32, 1)), true);
+    assert.equal(await other.waitForRevision(etcd.revision, 5000), true);
+    assert.equal(await writer.publishTokenKey(Buffer.alloc(32, 2)), false);
+    const r = await writer.replaceTokenKey(Buffer.alloc(32, 3));
+    assert.equal(await other.waitForRevision(r.revision, 5000), true);
+    assert.deepEqual(seen, [undefined, Buffer.alloc(32, 1).toString('hex'), Buffer.alloc(32, 3).toString('hex')]);
+  });
+});
+
+function none() {
+  return { created: [], updated: [], unchanged: [], deleted: [] };
+}
