@@ -7,7 +7,8 @@ import { z } from 'zod';
 import { ImdsError } from './errors.ts';
 import { parseListenAddress } from './model/listen-address.ts';
 import { DEFAULT_NAMESPACE_PREFIX } from './model/names.ts';
-import { domainSchema, networkSchema, vmSchema, type Network, type Vm } from './model/schema.ts';
+import { domainSchema, hostnameSchema, networkSchema, vmSchema, type Network, type Vm } from './model/schema.ts';
+import { registrySchema } from './registry/registry-config.ts';
 import { checkNetworks, checkVms, formatPath, type Problem } from './model/validate.ts';
 
 const absolutePath = z.string().refine(isAbsolute, 'must be an absolute path');
@@ -94,10 +95,22 @@ export const configSchema = z
       })
       .optional()
       .describe('also serve GET /metrics over TCP on <address>:<port> (e.g. 127.0.0.1:9178), in the host namespace; off when absent'),
+    host_id: hostnameSchema
+      .optional()
+      .describe("this hypervisor's name in the registry: a VM document's `host` names it (required with registry)"),
+    registry: registrySchema.optional().describe('networks and VMs come from etcd (docs/registry.md); absent: the local store only'),
     networks: z.array(networkSchema).default([]),
     vms: z.array(vmSchema).default([]),
   })
-  .strict();
+  .strict()
+  .superRefine((cfg, ctx) => {
+    if (cfg.registry !== undefined && cfg.host_id === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['host_id'],
+        message: "is required with registry: the name VM documents' host field gives this hypervisor",
+      });
+  });
 
 export type Config = Readonly<Omit<z.output<typeof configSchema>, 'networks' | 'vms'>> & {
   readonly networks: readonly Network[];

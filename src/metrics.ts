@@ -14,6 +14,8 @@ export interface MetricsSources {
   dhcpServers(): { network: string; up: boolean; restarts: number }[];
   /** What `imds_build_info` says besides the versions. */
   build: { dataPlane: string };
+  /** With a registry: its state (imds_registry_connected, imds_registry_revision). */
+  registry?: () => { connected: boolean; revision: number };
 }
 
 type Value = { labels: Record<string, string | number>; value: number; metricName?: string };
@@ -151,6 +153,25 @@ function registerGauges(registry: Registry, sources: MetricsSources): void {
   });
 }
 
+function registerRegistryGauges(registry: Registry, status: () => { connected: boolean; revision: number }): void {
+  new Gauge({
+    name: 'imds_registry_connected',
+    help: 'Whether the etcd registry is reachable: 1 connected, 0 degraded (serving the local copy, writes refused)',
+    registers: [registry],
+    collect() {
+      this.set(status().connected ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'imds_registry_revision',
+    help: 'The last etcd revision this host applied',
+    registers: [registry],
+    collect() {
+      this.set(status().revision);
+    },
+  });
+}
+
 /** prom-client's default gauges with a `_total` suffix (a counter's); their per-type gauges stay. */
 export const LINT_FAILING_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
@@ -167,6 +188,7 @@ export class Metrics {
     for (const name of LINT_FAILING_DEFAULTS) this.registry.removeSingleMetric(name);
     registerCounters(this.registry, sources);
     registerGauges(this.registry, sources);
+    if (sources.registry !== undefined) registerRegistryGauges(this.registry, sources.registry);
   }
 
   /** The Prometheus text, with every counter brought up to date first (the native loop's drained). */

@@ -9,7 +9,7 @@ import { networkSchema, type Network } from '../model/schema.ts';
 
 export interface StoredNetworkRow {
   network: Network;
-  origin: 'config' | 'api';
+  origin: 'config' | 'api' | 'registry';
 }
 
 /** The networks the daemon would serve, from the store's rows and the file (pure). */
@@ -31,7 +31,10 @@ export async function readStoredNetworks(stateDir: string): Promise<StoredNetwor
   try {
     const db = new Database(path, { readonly: true, fileMustExist: true });
     try {
-      const rows = db.prepare('SELECT spec, origin FROM networks ORDER BY rowid').all() as { spec: string; origin: 'config' | 'api' }[];
+      const rows = db.prepare('SELECT spec, origin FROM networks ORDER BY rowid').all() as {
+        spec: string;
+        origin: 'config' | 'api' | 'registry';
+      }[];
       return rows.map((r) => ({ network: networkSchema.parse(JSON.parse(r.spec)), origin: r.origin }));
     } finally {
       db.close();

@@ -1,4 +1,5 @@
 // `imds vm add|list|show|set|rm|import|password|configdrive|get`: clients of the admin API.
+import { migrateVmCommand } from './vm-migrate.ts';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-write.ts';
 import { dirname, resolve } from 'node:path';
@@ -53,6 +54,7 @@ interface VmFlags {
   httpTokens?: string;
   httpEndpoint?: string;
   httpHopLimit?: number;
+  host?: string;
 }
 
 function vmBody(opts: VmFlags): Record<string, unknown> {
@@ -61,6 +63,7 @@ function vmBody(opts: VmFlags): Record<string, unknown> {
     ip: opts.ip,
     mac: opts.mac,
     hostname: opts.hostname,
+    host: opts.host,
     name: opts.name,
     user_data_b64: opts.userData === undefined ? undefined : readValue(opts.userData, '--user-data').toString('base64'),
     public_keys: pairs(opts.sshKey, '--ssh-key', true),
@@ -86,6 +89,7 @@ function vmOptions<T extends Command<[string], Record<string, unknown>>>(cmd: T,
   opt('--mac <mac>', "the VM's MAC address");
   opt('--hostname <name>', 'RFC 1123 host name');
   return cmd
+    .option('--host <host_id>', "with a registry: the hypervisor (host_id) the VM runs on; default the daemon's own")
     .option('--name <name>', 'display name (default: the host name)')
     .option('--user-data <@file|-|text>', 'user data: @file, - for stdin, or the text itself (served byte for byte)')
     .option('--ssh-key <name=@file>', 'an SSH public key: NAME=@file or NAME=key text; repeatable', collect)
@@ -117,6 +121,7 @@ export function vmCommand(): Command {
     showVmCommand,
     setVmCommand,
     rmVmCommand,
+    migrateVmCommand,
     importCommand,
     passwordCommand,
     configdriveCommand,

@@ -17,6 +17,7 @@ import { VERSION } from '../version.ts';
 import type { GuestSide } from './guest-side.ts';
 import type { KernelSide } from './kernel-side.ts';
 import type { Health } from './health.ts';
+import type { RegistrySide } from './registry-side.ts';
 
 export interface AdminSideDeps {
   config: { current: Config };
@@ -33,6 +34,8 @@ export interface AdminSideDeps {
   reload: () => Promise<string | undefined>;
   /** `imds restart` without systemd: hands over to a successor; its pid. */
   restart: () => Promise<number>;
+  /** With `registry` configured: writes go to etcd, and its state is reported. */
+  registry?: RegistrySide | undefined;
 }
 
 export interface AdminSide {
@@ -61,7 +64,21 @@ function info(deps: AdminSideDeps, apiVersion: string): Record<string, unknown> 
     listen_port: cfg.listen_port,
     namespace_prefix: cfg.namespace_prefix,
     seed_mode: cfg.seed_mode,
+    ...(deps.registry === undefined ? {} : { registry: registryInfo(deps.registry) }),
     memory_kb: Object.fromEntries(Object.entries(process.memoryUsage()).map(([k, v]) => [k, Math.round(v / 1024)])),
+  };
+}
+
+function registryInfo(registry: RegistrySide): Record<string, unknown> {
+  const s = registry.status();
+  return {
+    host_id: s.host_id,
+    connected: s.connected,
+    revision: s.revision,
+    since: s.since,
+    ...(s.lastError === undefined ? {} : { last_error: s.lastError }),
+    prefix: s.prefix,
+    endpoints: s.endpoints.join(','),
   };
 }
 
@@ -78,6 +95,7 @@ async function buildMetrics(deps: AdminSideDeps): Promise<Metrics> {
         return d === undefined ? [] : [{ network, up: d.healthy, restarts: d.restarts }];
       }),
     build: { dataPlane: deps.config.current.data_plane },
+    ...(deps.registry === undefined ? {} : { registry: () => (deps.registry as RegistrySide).status() }),
   });
 }
 
@@ -109,7 +127,13 @@ export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
       if (netns === undefined) return Promise.reject(new ImdsError('NOT_FOUND', `network ${network} is not serving`));
       return probe(netns, vmId, path, method);
     },
-    rotateTokenKey: () => guests.guard.tokens.rotate(),
+    rotateTokenKey: () => {
+      guests.guard.tokens.rotate();
+      // With a registry the new key is shared: every host adopts it from its watch (logged when etcd is unreachable).
+      deps.registry?.writer
+        .replaceTokenKey(guests.guard.tokens.current())
+        .catch((err: unknown) => deps.log.warn({ err: (err as Error).message }, 'the rotated token key was not published to the registry'));
+    },
     contactOf: (vmId) => deps.stats.collect().contacts.get(vmId),
     configDrive: (vmId, format) => {
       const stored = inventory.requireVm(vmId);
@@ -129,6 +153,7 @@ export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
     },
     reload: deps.reload,
     restart: deps.restart,
+    ...(deps.registry === undefined ? {} : { registry: deps.registry }),
     info: () => info(deps, API_VERSION),
   });
   let gidUsed: number | undefined;

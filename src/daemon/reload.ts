@@ -1,6 +1,7 @@
 // SIGHUP (or systemctl reload): the file is read again, checked whole, and applied only when
 // nothing in it is wrong; keys that take effect only at start refuse the reload. The running
 // configuration stays in place on any refusal. systemd hears RELOADING=1 first and READY=1 after.
+import { isDeepStrictEqual } from 'node:util';
 import { loadConfig, type Config } from '../config.ts';
 import type { ReconcileSummary } from '../controller/reconciler.ts';
 import { messageOf } from '../errors.ts';
@@ -28,6 +29,8 @@ export const RESTART_ONLY = [
   'fast_path',
   'data_plane',
   'metrics_listen',
+  'host_id',
+  'registry',
 ] as const;
 
 export interface ReloadDeps {
@@ -64,7 +67,7 @@ export async function reload(deps: ReloadDeps): Promise<ReloadResult> {
     } catch (err) {
       return refuse('configuration invalid; keeping the running one', { err: messageOf(err) });
     }
-    const changed = RESTART_ONLY.filter((k) => next[k] !== deps.config.current[k]);
+    const changed = RESTART_ONLY.filter((k) => !isDeepStrictEqual(next[k], deps.config.current[k]));
     if (changed.length > 0) {
       return refuse(`these keys take effect only at start; restart the daemon: ${changed.join(', ')}`, { keys: changed });
     }

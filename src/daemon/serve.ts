@@ -7,7 +7,7 @@
 import type { Config } from '../config.ts';
 import { loadConfig } from '../config.ts';
 import { OwnProcesses } from '../controller/drift/own-processes.ts';
-import { ImdsError } from '../errors.ts';
+import { ImdsError, messageOf } from '../errors.ts';
 import { createLogger, setLogLevel, type Logger } from '../log.ts';
 import { requireAddon } from '../netns/addon.ts';
 import { requireNetlink } from '../netns/netlink.ts';
@@ -26,6 +26,7 @@ import { exitOf, handOver, predecessor } from './handover.ts';
 import { buildGuestSide, type GuestSide } from './guest-side.ts';
 import { health, type Health } from './health.ts';
 import { buildKernelSide, type KernelSide } from './kernel-side.ts';
+import { buildRegistrySide, type RegistrySide } from './registry-side.ts';
 import { reload } from './reload.ts';
 import { seed } from './seed.ts';
 import { SignalGate } from './signals.ts';
@@ -114,6 +115,8 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
       onVmsChanged: (networks) => kernel.services.vmsChanged(networks),
       onIndexChanged: (index) => guests.indexChanged(index),
       onVmsGone: (gone) => stats.forgetVms(gone), // their per-VM metric series go with them
+      // With a registry, a guest's password goes there too (create-only: it moves with the VM).
+      onPasswordPosted: (vmId, value) => publishPassword(registry, vmId, value, log),
     },
   );
   const sockets = new ListenSockets({ port: cfg.listen_port, notifier, log, inherited });
@@ -125,14 +128,46 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
   });
   const kernel = buildKernelSide({ config, runner, inventory, listeners: guests.listeners, stats, log, ownProcesses });
   cleanups.add('DHCP servers and guest sets', () => kernel.services.stopAll()); // before the listeners close (cleanups run in reverse)
-  return { runner, gid, faults, store, stats, inventory, sockets, guests, kernel };
+  const registry = registrySideOf(cfg, inventory, kernel, guests, log);
+  if (registry !== undefined) cleanups.add('registry sync', () => registry.close());
+  return { runner, gid, faults, store, stats, inventory, sockets, guests, kernel, registry };
 }
 
 type Built = Awaited<ReturnType<typeof build>>;
 
+function publishPassword(registry: RegistrySide | undefined, vmId: string, value: string, log: Logger): void {
+  registry?.writer
+    .setPassword(vmId, value, false)
+    .catch((err: unknown) => log.warn({ vm: vmId, err: messageOf(err) }, "a guest's password was not published to the registry"));
+}
+
+/** With `registry` configured: the sync (placement into the inventory, networks converged) and the writer. */
+function registrySideOf(cfg: Config, inventory: Inventory, kernel: KernelSide, guests: GuestSide, log: Logger) {
+  const tokens = guests.guard.tokens;
+  const side: RegistrySide | undefined = buildRegistrySide(cfg, {
+    target: inventory,
+    log,
+    onApplied: (result) => {
+      const nets = result.networks;
+      if (nets.created.length + nets.updated.length + nets.deleted.length === 0) return;
+      kernel.converge().catch((err: unknown) => log.error({ err: messageOf(err) }, 'converge after a registry change failed'));
+    },
+    onTokenKey: (key) => {
+      if (key !== undefined) tokens.adopt(key);
+      else
+        side?.writer
+          .publishTokenKey(tokens.current())
+          .catch((err: unknown) => log.warn({ err: messageOf(err) }, 'token key not published'));
+    },
+  });
+  return side;
+}
+
 /** Guests first: the configuration seeded, and every network whose namespace survived served. */
 async function serveGuests(b: Built, cfg: Config, log: Logger, cleanups: Cleanups): Promise<void> {
   seed(b.inventory, cfg);
+  // The registry's placement before the first converge; with etcd down, the local copy serves and the sync retries.
+  await b.registry?.sync.start();
   b.kernel.spoofWatch.start();
   cleanups.add('spoof watch', () => b.kernel.spoofWatch.stop());
   const opened = await b.kernel.reconciler.listenExisting(b.inventory.networkList());
@@ -212,7 +247,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
       inventory,
       kernel,
       guests,
-      health: health(kernel, inventory),
+      health: health(kernel, inventory, b.registry),
       signals,
       cleanups,
     };

@@ -64,3 +64,12 @@ export interface EtcdApi {
   watchPrefix(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch;
   close(): Promise<void>;
 }
+
+/** Where the client connects: the configuration's `registry.etcd` (endpoints, TLS file paths). */
+export interface EtcdConnection {
+  endpoints: readonly string[];
+  tls?: { ca?: string | undefined; cert?: string | undefined; key?: string | undefined } | undefined;
+}
+
+/** Makes the client (src/registry/etcd-client.ts exports one as `createEtcdClient`). */
+export type EtcdClientFactory = (connection: EtcdConnection) => EtcdApi | Promise<EtcdApi>;

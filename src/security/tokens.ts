@@ -63,6 +63,18 @@ export class TokenKeys {
     this.key = key;
   }
 
+  /** The key as it is (the registry shares it with the other hosts: a token stays valid after a migration). */
+  current(): Buffer {
+    return Buffer.from(this.key);
+  }
+
+  /** Takes a key given by the registry, persisted before use (nothing happens when it is the one in use). */
+  adopt(key: Buffer): void {
+    if (key.equals(this.key)) return;
+    if (this.path !== '') writeFileAtomic(this.path, key, 0o600);
+    this.key = Buffer.from(key);
+  }
+
   issue(network: string, vmId: string, ttlSeconds: number, nowMs = Date.now()): string {
     // Whole seconds, rounded up: a token lives at least its TTL (at most a second more). Rounded
     // down, a 1 s token issued at x.995 s would be dead 5 ms later.

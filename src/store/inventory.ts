@@ -34,6 +34,8 @@ export interface InventoryEvents {
   onIndexChanged?: (index: MetadataIndex) => void;
   /** VMs gone from a network (deleted, or moved to another one), after the index changed: per-VM state kept elsewhere can go. */
   onVmsGone?: (gone: readonly VmPlace[]) => void;
+  /** A guest posted its write-once password (stored): with a registry it is published there too. */
+  onPasswordPosted?: (vmId: string, value: string) => void;
 }
 
 export class Inventory {
@@ -354,6 +356,7 @@ export class Inventory {
     if (value === '') return true;
     if (!this.store.setPasswordOnce(vm.id, value)) return false;
     this.passwords.set(vm.id, value);
+    this.events.onPasswordPosted?.(vm.id, value);
     return true;
   }
 

@@ -10,7 +10,8 @@ import { ImdsError } from '../errors.ts';
 import { networkSchema, vmSchema, type Network, type Vm } from '../model/schema.ts';
 import { backupBeforeMigration, backupInto } from './store-files.ts';
 
-export type Origin = 'config' | 'api';
+/** Who made a record: the configuration file, the admin API, or the etcd registry's sync (issue 18). */
+export type Origin = 'config' | 'api' | 'registry';
 
 export interface StoredNetwork {
   network: Network;
@@ -53,6 +54,33 @@ const MIGRATIONS: readonly string[] = [
    ) STRICT;`,
   // 2: the file says it is an imds store (`imds store restore` checks it).
   `PRAGMA application_id = ${IMDS_APPLICATION_ID};`,
+  // 3: origin 'registry' (records the etcd registry's sync keeps). SQLite cannot change a CHECK in
+  // place: the tables are rebuilt (foreign keys off meanwhile, checked before the commit: see migrate).
+  `CREATE TABLE networks_v3 (
+     id TEXT PRIMARY KEY,
+     spec TEXT NOT NULL,
+     origin TEXT NOT NULL CHECK (origin IN ('config', 'api', 'registry')),
+     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+   ) STRICT;
+   INSERT INTO networks_v3 SELECT id, spec, origin, created_at, updated_at FROM networks ORDER BY rowid;
+   CREATE TABLE vms_v3 (
+     id TEXT PRIMARY KEY,
+     network TEXT NOT NULL REFERENCES networks(id),
+     ip TEXT NOT NULL,
+     mac TEXT NOT NULL,
+     spec TEXT NOT NULL,
+     user_data BLOB,
+     origin TEXT NOT NULL CHECK (origin IN ('config', 'api', 'registry')),
+     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+   ) STRICT;
+   INSERT INTO vms_v3 SELECT id, network, ip, mac, spec, user_data, origin, created_at, updated_at FROM vms ORDER BY rowid;
+   DROP TABLE vms;
+   DROP TABLE networks;
+   ALTER TABLE networks_v3 RENAME TO networks;
+   ALTER TABLE vms_v3 RENAME TO vms;
+   CREATE INDEX vms_by_network ON vms (network);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -250,10 +278,19 @@ function migrate(db: Database.Database, path: string, onBackup: OpenOptions['onM
     const backup = backupBeforeMigration(db, path, current);
     onBackup?.({ path: backup, from: current, to: MIGRATIONS.length });
   }
-  for (let v = current; v < MIGRATIONS.length; v++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[v] as string);
-      db.pragma(`user_version = ${v + 1}`);
-    })();
+  // A migration may rebuild a table others refer to (SQLite's documented procedure): foreign keys
+  // are off while it runs, and checked before its commit.
+  db.pragma('foreign_keys = OFF');
+  try {
+    for (let v = current; v < MIGRATIONS.length; v++) {
+      db.transaction(() => {
+        db.exec(MIGRATIONS[v] as string);
+        const broken = db.pragma('foreign_key_check') as unknown[];
+        if (broken.length > 0) throw new Error(`migration ${v + 1} broke ${broken.length} foreign key reference(s)`);
+        db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  } finally {
+    db.pragma('foreign_keys = ON');
   }
 }

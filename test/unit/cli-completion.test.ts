@@ -66,7 +66,7 @@ describe('imds completion', () => {
     const r = imds('completion', 'zsh');
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^#compdef imds\n/);
-    assert.match(r.stdout, /'vm'\) echo 'add list show set rm import password configdrive get help /);
+    assert.match(r.stdout, /'vm'\) echo 'add list show set rm migrate import password configdrive get help /);
     assert.match(r.stdout, /compdef _imds imds/);
   });
 

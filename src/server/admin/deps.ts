@@ -8,7 +8,10 @@ import type { DoctorDeps } from '../../doctor/doctor.ts';
 import type { Logger } from '../../log.ts';
 import type { Metrics } from '../../metrics.ts';
 import type { Inventory } from '../../store/inventory.ts';
+import type { RegistryStatus } from '../../registry/sync.ts';
+import type { RegistryWriter } from '../../registry/writer.ts';
 import type { ProbeResult } from '../probe.ts';
+import type { VmRefLookups } from './vm-ref.ts';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
 
 export interface AdminDeps {
@@ -44,6 +47,14 @@ export interface AdminDeps {
   reload?(): Promise<string | undefined>;
   /** `imds restart` without systemd: hands over to a successor (same command line); its pid. */
   restart?(): Promise<number>;
+  /** With `registry` configured: networks and VMs are written to etcd through it (docs/registry.md). */
+  registry?: {
+    readonly hostId: string;
+    readonly writer: RegistryWriter;
+    status(): RegistryStatus;
+    /** VM references resolve against the whole registry (a VM on another host can be named, e.g. to migrate it). */
+    readonly vmRefs: VmRefLookups;
+  };
   /** What `imds doctor` reads (the kernel through the daemon's runner, DHCP, listeners, contacts). */
   doctor?: DoctorDeps;
 }

@@ -90,9 +90,21 @@ export const importRoutes: AdminPlugin = (app, { deps }, done) => {
       },
     },
     async (req) => {
+      if (deps.registry !== undefined)
+        throw new ImdsError(
+          'VALIDATION_FAILED',
+          'import: not available with a registry yet: write the records to etcd (docs/registry.md)',
+          {
+            field: 'registry',
+          },
+        );
       const networks = req.body.networks ?? [];
       const entries = req.body.vms ?? [];
-      const vms = entries.map(({ password: _password, ...v }, i) => parseModel(vmSchema, vmInput(v), ['vms', i]));
+      entries.forEach((v, i) => {
+        if (v.host !== undefined)
+          throw new ImdsError('VALIDATION_FAILED', `vms[${i}].host: only with a registry`, { field: `vms[${i}].host` });
+      });
+      const vms = entries.map(({ password: _password, host: _host, ...v }, i) => parseModel(vmSchema, vmInput(v), ['vms', i]));
       const passwords = new Map(entries.flatMap((v, i) => (v.password === undefined ? [] : [[vms[i]?.id as string, v.password] as const])));
       const dryRun = req.query.dry_run === 'true';
       const prune = req.query.prune;

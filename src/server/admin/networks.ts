@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { ImdsError } from '../../errors.ts';
 import { networkSchema, type Network } from '../../model/schema.ts';
+import { registryCreateNetwork, registryDeleteNetwork, registryPatchNetwork } from './registry-writes.ts';
 import type { AdminDeps, AdminPlugin, AdminRouter } from './deps.ts';
 import { mergePatch } from './merge-patch.ts';
 import { errorBody, errorResponses, idParam, networkCreate, networkView, patchOf } from './schemas.ts';
@@ -56,6 +57,7 @@ function createNetwork(app: AdminRouter, deps: AdminDeps): void {
     },
     async (req, reply) => {
       const network = req.body;
+      if (deps.registry !== undefined) return reply.code(201).send(await registryCreateNetwork(deps, deps.registry, network));
       inventory.createNetwork(network, 'api');
       await convergeOrUndo(deps, network.id, () => inventory.deleteNetwork(network.id, true));
       return reply.code(201).send(networkViewOf(deps, inventory.requireNetwork(network.id)));
@@ -87,6 +89,7 @@ function patchNetwork(app: AdminRouter, deps: AdminDeps): void {
       },
     },
     async (req) => {
+      if (deps.registry !== undefined) return registryPatchNetwork(deps, deps.registry, req.params.id, req.body);
       const current = inventory.requireNetwork(req.params.id).network;
       const next: Network = parseModel(networkSchema, mergePatch(current, req.body));
       const before = inventory.updateNetwork(next);
@@ -112,6 +115,7 @@ function deleteNetwork(app: AdminRouter, deps: AdminDeps): void {
       },
     },
     async (req) => {
+      if (deps.registry !== undefined) return registryDeleteNetwork(deps, deps.registry, req.params.id, req.query.force === 'true');
       const removed = deps.inventory.deleteNetwork(req.params.id, req.query.force === 'true');
       const summary = await deps.converge();
       if (!summary.removed.includes(req.params.id) && summary.removalFailures.some((f) => f.network === req.params.id)) {

@@ -3,7 +3,7 @@
 // data as text or base64.
 import { z } from 'zod';
 import { ImdsError } from '../../errors.ts';
-import { networkSchema, vmSchema, type Vm } from '../../model/schema.ts';
+import { hostnameSchema, networkSchema, vmSchema, type Vm } from '../../model/schema.ts';
 
 export const errorBody = z
   .object({
@@ -34,7 +34,11 @@ const userDataFields = {
   user_data_b64: z.base64().optional().describe('user data as base64 (binary, gzip)'),
 };
 
-export const vmCreate = vmSchema.omit({ user_data: true }).extend(userDataFields).strict();
+export const vmCreate = vmSchema
+  .omit({ user_data: true })
+  .extend(userDataFields)
+  .extend({ host: hostnameSchema.optional().describe('with a registry: the host (host_id) the VM runs on; default this host') })
+  .strict();
 
 export const idParam = z.object({ id: z.string().min(1).max(64) });
 
@@ -61,7 +65,7 @@ export const networkView = z.object({
     })
     .optional()
     .describe("the network's dnsmasq (DHCP networks)"),
-  origin: z.enum(['config', 'api']),
+  origin: z.enum(['config', 'api', 'registry']),
   vms: z.number().describe('VMs on this network'),
   state: z.enum(['serving', 'degraded', 'pending']),
   reason: z.string().optional(),
@@ -90,7 +94,8 @@ export const vmView = z.object({
   user_data_bytes: z.number(),
   user_data_b64: z.string().optional().describe('only on GET /v1/vms/{id}'),
   password_set: z.boolean(),
-  origin: z.enum(['config', 'api']),
+  host: z.string().optional().describe('with a registry: the host the VM runs on'),
+  origin: z.enum(['config', 'api', 'registry']),
   contact: z
     .object({ requests: z.number(), first_seen: z.string(), last_seen: z.string(), last_status: z.number() })
     .optional()

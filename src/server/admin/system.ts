@@ -29,6 +29,10 @@ const healthView = z.object({
   status: z.enum(['ok', 'degraded']),
   networks: z.object({ serving: z.number(), degraded: z.number() }),
   vms: z.number(),
+  registry: z
+    .object({ connected: z.boolean(), revision: z.number() })
+    .optional()
+    .describe('with a registry: whether etcd is reachable (503 when not) and the last revision applied'),
 });
 
 function health(app: AdminRouter, deps: AdminDeps): void {
@@ -38,18 +42,22 @@ function health(app: AdminRouter, deps: AdminDeps): void {
     {
       schema: {
         tags: ['daemon'],
-        summary: 'Liveness and a summary: 200 when every network serves, 503 when one is degraded (or not built yet)',
+        summary:
+          'Liveness and a summary: 200 when every network serves, 503 when one is degraded (or not built yet) or the registry is unreachable',
         response: { 200: healthView, 503: healthView },
       },
     },
     (_req, reply) => {
       const states = inventory.networkList().map((n) => deps.statusOf(n.id)?.state ?? 'pending');
       const degraded = states.filter((s) => s !== 'serving').length;
-      void reply.code(degraded === 0 ? 200 : 503);
+      const registry = deps.registry?.status();
+      const ok = degraded === 0 && registry?.connected !== false;
+      void reply.code(ok ? 200 : 503);
       return {
-        status: degraded === 0 ? ('ok' as const) : ('degraded' as const),
+        status: ok ? ('ok' as const) : ('degraded' as const),
         networks: { serving: states.length - degraded, degraded },
         vms: inventory.vmCount(),
+        ...(registry === undefined ? {} : { registry: { connected: registry.connected, revision: registry.revision } }),
       };
     },
   );

@@ -49,7 +49,10 @@ export function vmViewOf(deps: AdminDeps, stored: StoredVm, full: boolean): VmVi
     ...vm,
     user_data_bytes: user_data?.length ?? 0,
     ...(full && user_data !== undefined ? { user_data_b64: user_data.toString('base64') } : {}),
-    password_set: (deps.inventory.getPassword(vm.id) ?? '') !== '',
+    password_set: deps.inventory.password(vm.id) !== '',
+    ...(deps.registry !== undefined && stored.origin === 'registry' && deps.inventory.getVm(vm.id) !== undefined
+      ? { host: deps.registry.hostId }
+      : {}),
     origin: stored.origin,
     ...contactView(deps, vm.id),
   };

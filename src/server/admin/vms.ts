@@ -9,11 +9,15 @@ import { mergePatch } from './merge-patch.ts';
 import { errorBody, errorResponses, idParam, patchOf, vmAsBody, vmCreate, vmInput, vmView } from './schemas.ts';
 import { parseModel } from './validation.ts';
 import { vmViewOf } from './views.ts';
+import { refuseHost, registryCreateVm, registryDeleteVm, registryPatchVm } from './registry-writes.ts';
 import { resolveVmRefs } from './vm-ref.ts';
 
 /** Registered with the prefix /v1/vms. */
 export const vmRoutes: AdminPlugin = (app, { deps }, done) => {
-  resolveVmRefs(app, { byId: (id) => deps.inventory.getVm(id)?.vm, all: () => deps.inventory.vmList().map((s) => s.vm) });
+  resolveVmRefs(
+    app,
+    deps.registry?.vmRefs ?? { byId: (id) => deps.inventory.getVm(id)?.vm, all: () => deps.inventory.vmList().map((s) => s.vm) },
+  );
   listVms(app, deps);
   createVm(app, deps);
   showVm(app, deps);
@@ -54,7 +58,10 @@ function createVm(app: AdminRouter, deps: AdminDeps): void {
       },
     },
     async (req, reply) => {
-      const vm = parseModel(vmSchema, vmInput(req.body));
+      const { host, ...body } = req.body;
+      if (deps.registry !== undefined) return reply.code(201).send(await registryCreateVm(deps, deps.registry, body, host));
+      refuseHost(host);
+      const vm = parseModel(vmSchema, vmInput(body));
       deps.inventory.createVm(vm, 'api');
       return reply.code(201).send(vmViewOf(deps, deps.inventory.requireVm(vm.id), false));
     },
@@ -84,9 +91,11 @@ function patchVm(app: AdminRouter, deps: AdminDeps): void {
         response: { 200: vmView, ...errorResponses },
       },
     },
-    (req) => {
+    async (req) => {
+      if (deps.registry !== undefined) return registryPatchVm(deps, deps.registry, req.params.id, req.body);
+      const { host, ...body }: Record<string, unknown> = req.body;
+      refuseHost(host as string | undefined);
       const current = vmAsBody(inventory.requireVm(req.params.id).vm);
-      const body: Record<string, unknown> = req.body;
       // The stored user data is in the body as user_data_b64: user data given either way replaces it.
       if (body['user_data'] !== undefined || body['user_data_b64'] !== undefined) delete current['user_data_b64'];
       const vm = parseModel(vmSchema, vmInput(mergePatch(current, body)));
@@ -107,7 +116,8 @@ function deleteVm(app: AdminRouter, deps: AdminDeps): void {
         response: { 200: z.object({ deleted: z.string() }), 404: errorBody },
       },
     },
-    (req) => {
+    async (req) => {
+      if (deps.registry !== undefined) return registryDeleteVm(deps, deps.registry, req.params.id);
       const { vm } = deps.inventory.requireVm(req.params.id);
       deps.inventory.deleteVm(vm.id);
       return { deleted: vm.id };
@@ -169,7 +179,8 @@ function setPassword(app: AdminRouter, deps: AdminDeps): void {
       },
     },
     async (req, reply) => {
-      deps.inventory.setPassword(req.params.id, req.body.password, req.body.replace);
+      if (deps.registry !== undefined) await deps.registry.writer.setPassword(req.params.id, req.body.password, req.body.replace);
+      else deps.inventory.setPassword(req.params.id, req.body.password, req.body.replace);
       return reply.code(204).send(null);
     },
   );

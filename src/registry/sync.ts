@@ -1,0 +1,228 @@
+// Keeps the local inventory equal to this host's placement in the registry: a full read at start
+// (and after a compaction), then the watch from the revision after it. Every watch message updates
+// the registry's state and, when this host's placement changed, applies it to the inventory as one
+// batch of origin `registry` that also prunes what left (idempotent: a repeated event changes
+// nothing). While etcd is unreachable the inventory keeps what it has (the local copy serves) and
+// the sync retries; `status()` says whether it is connected.
+import { isDeepStrictEqual } from 'node:util';
+import { messageOf } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { BatchInput, BatchOptions, BatchResult } from '../store/batch-plan.ts';
+import type { EtcdApi, Watch, WatchEvent } from './etcd-api.ts';
+import { registryKeys, type RegistryKeys } from './layout.ts';
+import { placementOf, type Placement } from './placement.ts';
+import { applyEvents, emptyState, stateOf, type RegistryState } from './registry-state.ts';
+
+/** Where the placement goes: the inventory (its applyBatch). */
+export interface SyncTarget {
+  applyBatch(batch: BatchInput, options: BatchOptions): BatchResult;
+}
+
+export interface RegistryStatus {
+  connected: boolean;
+  /** The last etcd revision applied (0: none yet since the daemon started). */
+  revision: number;
+  lastError: string | undefined;
+  /** When `connected` last changed (ISO 8601). */
+  since: string;
+}
+
+export interface RegistrySyncOptions {
+  /** Gives the client (made once, lazily: a daemon started while etcd is down still starts). */
+  etcd: () => Promise<EtcdApi>;
+  prefix: string;
+  hostId: string;
+  target: SyncTarget;
+  log: Logger;
+  /** First and longest wait between attempts while etcd cannot be read. Default 250 ms, 5 s. */
+  retryMs?: { first: number; max: number };
+  /** A placement changed the inventory (the daemon converges the kernel when networks changed). */
+  onApplied?: (result: BatchResult) => void;
+  /** The shared IMDSv2 token key changed (undefined: none in the registry). */
+  onTokenKey?: (key: Buffer | undefined) => void;
+  now?: () => Date;
+}
+
+interface Waiter {
+  revision: number;
+  resolve: (reached: boolean) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class RegistrySync {
+  readonly keys: RegistryKeys;
+  private readonly opts: RegistrySyncOptions;
+  private api: EtcdApi | undefined;
+  private watch: Watch | undefined;
+  /** Bumped at every (re)read: handlers of an older watch are ignored. */
+  private generation = 0;
+  private current: RegistryState = emptyState();
+  private applied: Placement | undefined;
+  private readonly st: RegistryStatus;
+  private waiters: Waiter[] = [];
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelay: number;
+  private closed = false;
+  /** The token key last told to onTokenKey; null: none told yet (the first read always tells, absent included). */
+  private tokenKey: Buffer | undefined | null = null;
+
+  constructor(opts: RegistrySyncOptions) {
+    this.opts = opts;
+    this.keys = registryKeys(opts.prefix);
+    this.retryDelay = opts.retryMs?.first ?? 250;
+    this.st = { connected: false, revision: 0, lastError: undefined, since: this.now() };
+  }
+
+  /** Starts the first read; never throws (a failure is retried and shown in `status()`). */
+  start(): Promise<void> {
+    return this.resync();
+  }
+
+  status(): RegistryStatus {
+    return { ...this.st };
+  }
+
+  /** The registry as last read (every host's VMs): what writes validate against. */
+  get state(): Readonly<RegistryState> {
+    return this.current;
+  }
+
+  /** Resolves true once `revision` is applied, false after `timeoutMs`. */
+  waitForRevision(revision: number, timeoutMs: number): Promise<boolean> {
+    if (this.st.revision >= revision) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiter: Waiter = {
+        revision,
+        resolve,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          resolve(false);
+        }, timeoutMs),
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.generation++;
+    clearTimeout(this.retryTimer);
+    this.watch?.close();
+    this.watch = undefined;
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.resolve(false);
+    }
+    this.waiters = [];
+    await this.api?.close();
+  }
+
+  private now(): string {
+    return (this.opts.now?.() ?? new Date()).toISOString();
+  }
+
+  private setConnected(up: boolean, reason?: string): void {
+    if (reason !== undefined) this.st.lastError = reason;
+    if (this.st.connected === up) return;
+    this.st.connected = up;
+    this.st.since = this.now();
+    if (up) this.opts.log.info({ revision: this.st.revision }, 'registry connected');
+    else this.opts.log.warn({ reason }, 'registry unreachable: serving from the local copy');
+  }
+
+  private async resync(): Promise<void> {
+    if (this.closed) return;
+    clearTimeout(this.retryTimer);
+    this.watch?.close();
+    this.watch = undefined;
+    const generation = ++this.generation;
+    try {
+      this.api ??= await this.opts.etcd();
+      const range = await this.api.rangePrefix(this.keys.root);
+      if (generation !== this.generation) return;
+      this.current = stateOf(range.kvs, this.keys, (key, reason) => this.badDocument(key, reason));
+      this.applyPlacement();
+      this.reached(range.revision);
+      this.retryDelay = this.opts.retryMs?.first ?? 250;
+      this.setConnected(true);
+      this.opts.log.info({ revision: range.revision, keys: range.kvs.length }, 'registry read');
+      this.watch = this.api.watchPrefix(this.keys.root, range.revision + 1, {
+        events: (events, revision) => {
+          if (generation === this.generation) this.onEvents(events, revision);
+        },
+        compacted: (compactRevision) => {
+          if (generation !== this.generation) return;
+          this.opts.log.warn({ compactRevision, revision: this.st.revision }, 'registry watch compacted: reading everything again');
+          void this.resync();
+        },
+        connection: (up, reason) => {
+          if (generation === this.generation) this.setConnected(up, reason);
+        },
+      });
+    } catch (err) {
+      if (generation !== this.generation || this.closed) return;
+      this.setConnected(false, messageOf(err));
+      this.st.lastError = messageOf(err);
+      const delay = this.retryDelay;
+      this.retryDelay = Math.min(delay * 2, this.opts.retryMs?.max ?? 5000);
+      this.opts.log.debug({ err: messageOf(err), retryMs: delay }, 'registry read failed; retrying');
+      this.retryTimer = setTimeout(() => void this.resync(), delay);
+      this.retryTimer.unref();
+    }
+  }
+
+  private onEvents(events: readonly WatchEvent[], revision: number): void {
+    this.setConnected(true);
+    if (applyEvents(this.current, events, this.keys, (key, reason) => this.badDocument(key, reason))) this.applyPlacement();
+    this.reached(revision);
+  }
+
+  private reached(revision: number): void {
+    if (revision > this.st.revision) this.st.revision = revision;
+    const done = this.waiters.filter((w) => w.revision <= this.st.revision);
+    if (done.length === 0) return;
+    this.waiters = this.waiters.filter((w) => w.revision > this.st.revision);
+    for (const w of done) {
+      clearTimeout(w.timer);
+      w.resolve(true);
+    }
+  }
+
+  private badDocument(key: string, reason: string): void {
+    this.opts.log.error({ key, reason }, 'registry document ignored: it does not validate');
+  }
+
+  /** Applies this host's placement when it differs from the last one applied. */
+  private applyPlacement(): void {
+    if (this.tokenKey === null || !isDeepStrictEqual(this.tokenKey, this.current.tokenKey)) {
+      this.tokenKey = this.current.tokenKey;
+      this.opts.onTokenKey?.(this.tokenKey);
+    }
+    const next = placementOf(this.current, this.opts.hostId);
+    if (this.applied !== undefined && isDeepStrictEqual(next, this.applied)) return;
+    if (next.orphans.length > 0 && !isDeepStrictEqual(next.orphans, this.applied?.orphans))
+      this.opts.log.warn({ vms: next.orphans }, 'VMs placed on this host name networks missing from the registry: they are not served');
+    try {
+      const result = this.opts.target.applyBatch(
+        { networks: next.networks, vms: next.vms, passwords: next.passwords },
+        { origin: 'registry', pruneOrigin: 'registry' },
+      );
+      this.applied = next;
+      this.opts.onApplied?.(result);
+      this.opts.log.info(
+        {
+          networks: {
+            created: result.networks.created.length,
+            updated: result.networks.updated.length,
+            deleted: result.networks.deleted.length,
+          },
+          vms: { created: result.vms.created.length, updated: result.vms.updated.length, deleted: result.vms.deleted.length },
+        },
+        'registry placement applied',
+      );
+    } catch (err) {
+      this.st.lastError = `placement not applied: ${messageOf(err)}`;
+      this.opts.log.error({ err: messageOf(err) }, 'registry placement refused by the local store: keeping the previous one');
+    }
+  }
+}

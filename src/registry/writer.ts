@@ -1,0 +1,302 @@
+// Writes of the admin API and CLI when a registry is configured: each change is one etcd transaction
+// guarded by compares, so two controllers never overwrite each other silently. An add is
+// create-only (ALREADY_EXISTS when the key exists); a change reads the record and writes it only if
+// its mod revision is still the one read (REGISTRY_CONFLICT otherwise); the password is a
+// create-only key. A VM is checked against its network and the other VMs as the registry holds them
+// (the model's rules). When the change concerns this host, the call returns once the sync applied it.
+import { ImdsError, isImdsError, messageOf } from '../errors.ts';
+import { hostnameSchema, type Network, type Vm } from '../model/schema.ts';
+import { networkProblems, vmProblems, type Problem } from '../model/validate.ts';
+import { validationError } from '../store/batch-plan.ts';
+import type { Compare, EtcdApi, KeyValue, Op, TxnResult } from './etcd-api.ts';
+import {
+  decodeNetwork,
+  decodeVm,
+  encodeLayout,
+  encodeNetwork,
+  encodeTokenKey,
+  encodeVm,
+  type PlacedVm,
+  type RegistryKeys,
+} from './layout.ts';
+import type { RegistryState } from './registry-state.ts';
+
+/** What a writer needs of the sync: the registry as read, and waiting for a revision to be applied. */
+export interface SyncView {
+  readonly state: Readonly<RegistryState>;
+  waitForRevision(revision: number, timeoutMs: number): Promise<boolean>;
+}
+
+export interface WriteResult {
+  revision: number;
+  /** The sync applied the write before the call returned (false: it timed out; the write stands). */
+  applied: boolean;
+  /** The change concerns this host (its VMs or their networks). */
+  thisHost: boolean;
+}
+
+export interface RegistryWriterOptions {
+  etcd: () => Promise<EtcdApi>;
+  keys: RegistryKeys;
+  sync: SyncView;
+  hostId: string;
+  /** How long a write waits for this host's sync to apply it. Default 5 s. */
+  applyTimeoutMs?: number;
+}
+
+export class RegistryWriter {
+  private readonly o: RegistryWriterOptions;
+
+  constructor(options: RegistryWriterOptions) {
+    this.o = options;
+  }
+
+  get hostId(): string {
+    return this.o.hostId;
+  }
+
+  // -- networks -------------------------------------------------------------------------------
+
+  async createNetwork(network: Network): Promise<WriteResult> {
+    this.checkNetwork(network);
+    const key = this.o.keys.network(network.id);
+    const result = await this.txn([{ key, absent: true }], [{ put: key, value: encodeNetwork(network) }, this.layoutOp()]);
+    if (!result.succeeded) throw new ImdsError('ALREADY_EXISTS', `network "${network.id}" already exists in the registry`, { field: 'id' });
+    return this.done(result, false);
+  }
+
+  /** Reads the network, applies `change`, writes it back if nobody changed it meanwhile. */
+  async updateNetwork(id: string, change: (current: Network) => Network): Promise<WriteResult & { network: Network }> {
+    const { kv, value } = await this.readNetwork(id);
+    const next = change(value);
+    if (next.id !== id) throw new ImdsError('VALIDATION_FAILED', 'id: a network id cannot change', { field: 'id' });
+    this.checkNetwork(next);
+    const result = await this.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ put: kv.key, value: encodeNetwork(next) }]);
+    if (!result.succeeded) throw conflict(`network "${id}"`);
+    return { ...(await this.done(result, this.servesNetwork(id))), network: next };
+  }
+
+  /** Deletes a network; with `force` its VMs (and their passwords) in the same transaction. Returns the VMs deleted. */
+  async deleteNetwork(id: string, force: boolean): Promise<WriteResult & { vms: string[] }> {
+    const { kv } = await this.readNetwork(id);
+    const api = await this.api();
+    const range = await this.call(() => api.rangePrefix(this.o.keys.vm('')));
+    const onIt = range.kvs.flatMap((v) => {
+      const d = decodeVm(v.key.slice(this.o.keys.vm('').length), v.value);
+      return d.ok && d.value.vm.network === id ? [{ kv: v, id: d.value.vm.id }] : [];
+    });
+    if (onIt.length > 0 && !force)
+      throw new ImdsError(
+        'NETWORK_NOT_EMPTY',
+        `network "${id}" still has ${onIt.length} VM(s) in the registry; remove them first or use --force`,
+        {
+          details: { vms: onIt.length },
+        },
+      );
+    const compares: Compare[] = [
+      { key: kv.key, modRevision: kv.modRevision },
+      ...onIt.map((v) => ({ key: v.kv.key, modRevision: v.kv.modRevision })),
+    ];
+    const ops: Op[] = [{ delete: kv.key }, ...onIt.flatMap((v) => [{ delete: v.kv.key }, { delete: this.o.keys.password(v.id) }])];
+    const result = await this.txn(compares, ops);
+    if (!result.succeeded) throw conflict(`network "${id}" or one of its VMs`);
+    return { ...(await this.done(result, this.servesNetwork(id))), vms: onIt.map((v) => v.id) };
+  }
+
+  // -- VMs ------------------------------------------------------------------------------------
+
+  async createVm(vm: Vm, host: string): Promise<WriteResult> {
+    checkHost(host);
+    const net = await this.readNetwork(vm.network, 'network');
+    this.checkVm(vm, net.value);
+    const key = this.o.keys.vm(vm.id);
+    const result = await this.txn(
+      [
+        { key, absent: true },
+        { key: net.kv.key, modRevision: net.kv.modRevision },
+      ],
+      [{ put: key, value: encodeVm({ vm, host }) }],
+    );
+    if (!result.succeeded) {
+      if ((await this.get(key)) !== undefined)
+        throw new ImdsError('ALREADY_EXISTS', `VM ${vm.id} already exists in the registry`, { field: 'id' });
+      throw conflict(`network "${vm.network}"`);
+    }
+    return this.done(result, host === this.o.hostId);
+  }
+
+  /**
+   * Reads the VM, applies `change` (which may move it to another host), writes it if nobody changed it
+   * meanwhile; with `ifModRevision`, only if the record is still at that revision (a controller's read).
+   */
+  async updateVm(id: string, change: (current: PlacedVm) => PlacedVm, ifModRevision?: number): Promise<WriteResult & PlacedVm> {
+    const { kv, value } = await this.readVm(id);
+    if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`VM ${value.vm.id}`);
+    const next = change(value);
+    if (next.vm.id !== value.vm.id) throw new ImdsError('VALIDATION_FAILED', 'id: a VM id cannot change', { field: 'id' });
+    checkHost(next.host);
+    const net = await this.readNetwork(next.vm.network, 'network');
+    this.checkVm(next.vm, net.value);
+    const result = await this.txn(
+      [
+        { key: kv.key, modRevision: kv.modRevision },
+        { key: net.kv.key, modRevision: net.kv.modRevision },
+      ],
+      [{ put: kv.key, value: encodeVm(next) }],
+    );
+    if (!result.succeeded) throw conflict(`VM ${value.vm.id}`);
+    return { ...(await this.done(result, value.host === this.o.hostId || next.host === this.o.hostId)), ...next };
+  }
+
+  /** `imds vm migrate VM --to HOST`: the VM's host changes, in one write (the password key moves with it: it is per VM, not per host). */
+  migrateVm(id: string, host: string): Promise<WriteResult & PlacedVm> {
+    return this.updateVm(id, (current) => ({ ...current, host }));
+  }
+
+  async deleteVm(id: string): Promise<WriteResult & { id: string }> {
+    const { kv, value } = await this.readVm(id);
+    const result = await this.txn(
+      [{ key: kv.key, modRevision: kv.modRevision }],
+      [{ delete: kv.key }, { delete: this.o.keys.password(value.vm.id) }],
+    );
+    if (!result.succeeded) throw conflict(`VM ${value.vm.id}`);
+    return { ...(await this.done(result, value.host === this.o.hostId)), id: value.vm.id };
+  }
+
+  /** The write-once password: create-only on its key (ALREADY_EXISTS when set), unless `replace`. */
+  async setPassword(id: string, value: string, replace: boolean): Promise<WriteResult> {
+    const vm = await this.readVm(id);
+    const key = this.o.keys.password(vm.value.vm.id);
+    const current = replace ? await this.get(key) : undefined;
+    const guard: Compare = current === undefined ? { key, absent: true } : { key, modRevision: current.modRevision };
+    const result = await this.txn([{ key: vm.kv.key, modRevision: vm.kv.modRevision }, guard], [{ put: key, value }]);
+    if (!result.succeeded) {
+      if (!replace && (await this.get(key)) !== undefined)
+        throw new ImdsError('ALREADY_EXISTS', `VM ${vm.value.vm.id} already has a password; clear it first, or replace it (--force)`, {
+          field: 'password',
+        });
+      throw conflict(`VM ${vm.value.vm.id} or its password`);
+    }
+    return this.done(result, vm.value.host === this.o.hostId);
+  }
+
+  /** Replaces the registry's IMDSv2 token key (`imds token rotate`): every host adopts it from its watch. */
+  async replaceTokenKey(key: Buffer): Promise<WriteResult> {
+    return this.done(await this.txn([], [{ put: this.o.keys.tokenKey, value: encodeTokenKey(key) }]), true);
+  }
+
+  /** Publishes this host's IMDSv2 token key when the registry has none (create-only: the first host's wins). */
+  async publishTokenKey(key: Buffer): Promise<boolean> {
+    const result = await this.txn(
+      [{ key: this.o.keys.tokenKey, absent: true }],
+      [{ put: this.o.keys.tokenKey, value: encodeTokenKey(key) }],
+    );
+    return result.succeeded;
+  }
+
+  // -- helpers --------------------------------------------------------------------------------
+
+  private api(): Promise<EtcdApi> {
+    return this.call(() => this.o.etcd());
+  }
+
+  /** An etcd call; a failure that is not ours becomes REGISTRY_UNAVAILABLE. */
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (isImdsError(err)) throw err;
+      throw new ImdsError('REGISTRY_UNAVAILABLE', `the registry cannot be reached, nothing was written: ${messageOf(err)}`, { cause: err });
+    }
+  }
+
+  private async txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult> {
+    const api = await this.api();
+    return this.call(() => api.txn(compares, ops));
+  }
+
+  private async get(key: string): Promise<KeyValue | undefined> {
+    const api = await this.api();
+    return this.call(() => api.get(key));
+  }
+
+  /** The layout marker, written with the first network (a put of the same value is harmless). */
+  private layoutOp(): Op {
+    return { put: this.o.keys.layout, value: encodeLayout() };
+  }
+
+  private async readNetwork(id: string, field = 'id'): Promise<{ kv: KeyValue; value: Network }> {
+    const kv = await this.get(this.o.keys.network(id));
+    if (kv === undefined)
+      throw new ImdsError(field === 'id' ? 'NOT_FOUND' : 'VALIDATION_FAILED', `no network "${id}" in the registry`, { field });
+    const decoded = decodeNetwork(id, kv.value);
+    if (!decoded.ok)
+      throw new ImdsError('VALIDATION_FAILED', `network "${id}" in the registry does not validate: ${decoded.reason}`, { field });
+    return { kv, value: decoded.value };
+  }
+
+  private async readVm(id: string): Promise<{ kv: KeyValue; value: PlacedVm }> {
+    const lower = id.toLowerCase();
+    const kv = await this.get(this.o.keys.vm(lower));
+    if (kv === undefined) throw new ImdsError('NOT_FOUND', `no VM ${id} in the registry`, { field: 'id' });
+    const decoded = decodeVm(lower, kv.value);
+    if (!decoded.ok)
+      throw new ImdsError('VALIDATION_FAILED', `VM ${id} in the registry does not validate: ${decoded.reason}`, { field: 'id' });
+    return { kv, value: decoded.value };
+  }
+
+  private checkNetwork(network: Network): void {
+    const others = [...this.o.sync.state.networks.values()].filter((n) => n.id !== network.id);
+    // Bridges and uplinks are per host: two networks may share a name if no host serves both, which
+    // the registry cannot know ahead; the model's rule (unique across the registry) is kept.
+    const lookups = {
+      bridgeUser: () => undefined,
+      uplinkUser: (uplink: string) => others.find((n) => n.uplink === uplink)?.id,
+    };
+    const problems = networkProblems(network, lookups, (f) => [f]);
+    if (problems.length > 0) throw validationError(problems);
+  }
+
+  private checkVm(vm: Vm, network: Network): void {
+    const label = (match: (v: Vm) => boolean, self: string): string | undefined => {
+      for (const { vm: other } of this.o.sync.state.vms.values()) if (other.id !== self && match(other)) return `VM ${other.id}`;
+      return undefined;
+    };
+    const problems: Problem[] = vmProblems(
+      vm,
+      {
+        network: (id) => (id === network.id ? network : undefined),
+        ipUser: (net, ip, self) => label((v) => v.network === net && v.ip === ip, self),
+        macUser: (net, mac, self) => label((v) => v.network === net && v.mac === mac, self),
+      },
+      (f) => [f],
+    );
+    if (problems.length > 0) throw validationError(problems);
+  }
+
+  private servesNetwork(id: string): boolean {
+    for (const { vm, host } of this.o.sync.state.vms.values()) if (host === this.o.hostId && vm.network === id) return true;
+    return false;
+  }
+
+  /**
+   * Waits for the sync to apply the write, whichever host it concerns: this daemon then reads its own
+   * writes (the next write is checked against them) and, when the change is this host's, serves it.
+   */
+  private async done(result: TxnResult, concernsThisHost: boolean): Promise<WriteResult> {
+    const applied = await this.o.sync.waitForRevision(result.revision, this.o.applyTimeoutMs ?? 5000);
+    return { revision: result.revision, applied, thisHost: concernsThisHost };
+  }
+}
+
+function checkHost(host: string): void {
+  if (!hostnameSchema.safeParse(host).success)
+    throw new ImdsError('VALIDATION_FAILED', `host: "${host}" is not a host name (a daemon's host_id)`, { field: 'host' });
+}
+
+function conflict(what: string): ImdsError {
+  return new ImdsError(
+    'REGISTRY_CONFLICT',
+    `${what} changed in the registry since it was read; nothing was written: read it again and retry`,
+  );
+}

@@ -1,0 +1,137 @@
+// The admin API with a registry: Fastify's inject, the registry writer and sync against the
+// in-memory FakeEtcd (test/helpers/fake-etcd.ts: unit tests only), a real Inventory (no kernel).
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { createLogger } from '../../src/log.ts';
+import { Metrics } from '../../src/metrics.ts';
+import { decodeVm, registryKeys } from '../../src/registry/layout.ts';
+import { RegistrySync } from '../../src/registry/sync.ts';
+import { RegistryWriter } from '../../src/registry/writer.ts';
+import { buildAdminApp } from '../../src/server/admin-app.ts';
+import { Stats } from '../../src/stats.ts';
+import { Inventory } from '../../src/store/inventory.ts';
+import { SqliteStore } from '../../src/store/sqlite-store.ts';
+import { FakeEtcd, settle } from '../helpers/fake-etcd.ts';
+
+const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
+const keys = registryKeys('/imds/');
+
+describe('admin API with a registry', () => {
+  let app: FastifyInstance;
+  let dir: string;
+  let store: SqliteStore;
+  let inventory: Inventory;
+  let sync: RegistrySync;
+  const etcd = new FakeEtcd();
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'imds-admin-registry-'));
+    store = SqliteStore.open(dir);
+    inventory = Inventory.open(store, { dhcpDomain: 'novalocal' });
+    const log = createLogger({ level: 'silent' });
+    sync = new RegistrySync({ etcd: () => Promise.resolve(etcd), prefix: '/imds/', hostId: 'hv1', target: inventory, log });
+    await sync.start();
+    const writer = new RegistryWriter({ etcd: () => Promise.resolve(etcd), keys, sync, hostId: 'hv1' });
+    const stats = new Stats();
+    const vmRefs = { byId: (id: string) => sync.state.vms.get(id)?.vm, all: () => [...sync.state.vms.values()].map((v) => v.vm) };
+    const registry = { hostId: 'hv1', writer, status: () => sync.status(), vmRefs };
+    const metrics = new Metrics({
+      stats,
+      vmCount: () => inventory.vmCount(),
+      networkStates: () => [],
+      dhcpServers: () => [],
+      build: { dataPlane: 'native' },
+      registry: () => sync.status(),
+    });
+    const summary = () => Promise.resolve({ networks: [], removed: [], removalFailures: [], applied: new Map(), ms: 1 });
+    app = await buildAdminApp({
+      inventory,
+      log,
+      metrics,
+      converge: summary,
+      convergeNetwork: summary,
+      statusOf: (network) => ({ network, state: 'serving', reason: undefined, changed: 0 }),
+      probe: () => Promise.reject(new Error('no kernel here')),
+      rotateTokenKey: () => undefined,
+      configDrive: () => Promise.reject(new Error('no drive here')),
+      info: () => ({ version: 'test' }),
+      registry,
+    });
+  });
+  after(async () => {
+    await app.close();
+    await sync.close();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const call = async (method: 'GET' | 'POST' | 'PATCH' | 'DELETE' | 'PUT', url: string, payload?: object) => {
+    const r = await app.inject({ method, url, ...(payload === undefined ? {} : { payload }) });
+    return { status: r.statusCode, body: r.body === '' ? undefined : (JSON.parse(r.body) as Record<string, unknown>) };
+  };
+
+  it('writes a network and a VM to etcd; this host serves the VM when the call returns', async () => {
+    assert.equal((await call('POST', '/v1/networks', { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' })).status, 201);
+    const created = await call('POST', '/v1/vms', {
+      id: VM,
+      network: 'net1',
+      ip: '198.51.100.10',
+      mac: '52:54:00:12:34:56',
+      hostname: 'vm1',
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    assert.equal(created.body?.['host'], 'hv1');
+    const doc = decodeVm(VM, (await etcd.get(keys.vm(VM)))?.value ?? '');
+    assert.ok(doc.ok && doc.value.host === 'hv1');
+    assert.equal(inventory.getVm(VM)?.origin, 'registry');
+    assert.equal((await call('GET', `/v1/vms/${VM}`)).body?.['host'], 'hv1');
+    const again = await call('POST', '/v1/vms', {
+      id: VM,
+      network: 'net1',
+      ip: '198.51.100.11',
+      mac: '52:54:00:12:34:57',
+      hostname: 'vm2',
+    });
+    assert.deepEqual([again.status, again.body?.['code']], [409, 'ALREADY_EXISTS']);
+  });
+
+  it('migrates with PATCH host: the VM leaves this host when the call returns', async () => {
+    const moved = await call('PATCH', `/v1/vms/${VM}`, { host: 'hv2' });
+    assert.equal(moved.status, 200, JSON.stringify(moved.body));
+    assert.equal(moved.body?.['host'], 'hv2');
+    assert.equal(inventory.getVm(VM), undefined);
+    assert.deepEqual(inventory.networkList(), []);
+    assert.equal((await call('GET', `/v1/vms/${VM}`)).status, 404);
+  });
+
+  it('sets the password create-only in etcd', async () => {
+    assert.equal((await call('PUT', `/v1/vms/${VM}/password`, { password: 'pw' })).status, 204);
+    const second = await call('PUT', `/v1/vms/${VM}/password`, { password: 'pw2' });
+    assert.deepEqual([second.status, second.body?.['code']], [409, 'ALREADY_EXISTS']);
+    assert.equal((await etcd.get(keys.password(VM)))?.value, 'pw');
+  });
+
+  it('refuses writes with 503 REGISTRY_UNAVAILABLE and reports itself degraded while etcd is unreachable', async () => {
+    etcd.setUnavailable(true);
+    await settle();
+    const refused = await call('PATCH', `/v1/vms/${VM}`, { host: 'hv1' });
+    assert.deepEqual([refused.status, refused.body?.['code']], [503, 'REGISTRY_UNAVAILABLE']);
+    const health = await call('GET', '/v1/health');
+    assert.equal(health.status, 503);
+    assert.deepEqual(health.body?.['registry'], { connected: false, revision: sync.status().revision });
+    const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+    assert.match(metrics.body, /^imds_registry_connected 0$/m);
+    etcd.setUnavailable(false);
+    await settle();
+    assert.equal((await call('GET', '/v1/health')).status, 200);
+  });
+
+  it('refuses import with a registry, naming why', async () => {
+    const r = await call('POST', '/v1/import', { networks: [] });
+    assert.deepEqual([r.status, r.body?.['code'], r.body?.['field']], [400, 'VALIDATION_FAILED', 'registry']);
+  });
+});

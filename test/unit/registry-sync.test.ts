@@ -1,0 +1,206 @@
+// The registry sync against the in-memory FakeEtcd (test/helpers/fake-etcd.ts: for unit tests of the
+// pure logic only) and a real Inventory on a throwaway SQLite store.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, it } from 'node:test';
+import { pino } from 'pino';
+import type { Network, Vm } from '../../src/model/schema.ts';
+import { encodeNetwork, encodeVm, registryKeys } from '../../src/registry/layout.ts';
+import { RegistrySync } from '../../src/registry/sync.ts';
+import { Inventory } from '../../src/store/inventory.ts';
+import { SqliteStore } from '../../src/store/sqlite-store.ts';
+import { FakeEtcd, settle } from '../helpers/fake-etcd.ts';
+
+const keys = registryKeys('/imds/');
+const NET: Network = { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' };
+const NET2: Network = { id: 'net2', cidr: '203.0.113.0/24', service_ip: '203.0.113.2' };
+const vmOf = (n: number, network = 'net1'): Vm => ({
+  id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+  network,
+  ip: network === 'net1' ? `198.51.100.${10 + n}` : `203.0.113.${10 + n}`,
+  mac: `52:54:00:00:00:${String(n).padStart(2, '0')}`,
+  hostname: `vm${n}`,
+});
+
+const cleanups: (() => void | Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function setup(hostId = 'hv1', etcd = new FakeEtcd()) {
+  const dir = mkdtempSync(join(tmpdir(), 'imds-registry-sync-'));
+  const store = SqliteStore.open(dir);
+  const applied: number[] = [];
+  const inventory = Inventory.open(store, { dhcpDomain: 'novalocal' }, { onIndexChanged: () => applied.push(1) });
+  const sync = new RegistrySync({
+    etcd: () => Promise.resolve(etcd),
+    prefix: '/imds/',
+    hostId,
+    target: inventory,
+    log: pino({ level: 'silent' }),
+    retryMs: { first: 5, max: 20 },
+  });
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  cleanups.push(() => store.close());
+  cleanups.push(() => sync.close());
+  return { etcd, inventory, sync, applied, dir };
+}
+
+async function putVm(etcd: FakeEtcd, vm: Vm, host: string) {
+  return etcd.put(keys.vm(vm.id), encodeVm({ vm, host }));
+}
+
+const served = (inv: Inventory) =>
+  inv
+    .vmList()
+    .map((v) => v.vm.hostname)
+    .sort();
+
+describe('registry sync', () => {
+  it("reads the registry at start and serves this host's VMs and only their networks", async () => {
+    const etcd = new FakeEtcd();
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await etcd.put(keys.network('net2'), encodeNetwork(NET2));
+    await putVm(etcd, vmOf(1), 'hv1');
+    await putVm(etcd, vmOf(2, 'net2'), 'hv2');
+    await etcd.put(keys.password(vmOf(1).id), 'pw1');
+    const { inventory, sync } = setup('hv1', etcd);
+    await sync.start();
+    assert.deepEqual(served(inventory), ['vm1']);
+    assert.deepEqual(
+      inventory.networkList().map((n) => n.id),
+      ['net1'],
+    );
+    assert.equal(inventory.getVm(vmOf(1).id)?.origin, 'registry');
+    assert.equal(inventory.password(vmOf(1).id), 'pw1');
+    assert.deepEqual({ ...sync.status(), since: 'x' }, { connected: true, revision: etcd.revision, lastError: undefined, since: 'x' });
+    assert.equal(etcd.watchCount(), 1);
+  });
+
+  it('follows the watch: add, migrate away and back, delete; a repeated event changes nothing', async () => {
+    const { etcd, inventory, sync, applied } = setup('hv1');
+    await sync.start();
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    const rev = (await putVm(etcd, vmOf(1), 'hv1')).revision;
+    assert.equal(await sync.waitForRevision(rev, 5000), true);
+    assert.deepEqual(served(inventory), ['vm1']);
+    const moved = (await putVm(etcd, vmOf(1), 'hv2')).revision;
+    assert.equal(await sync.waitForRevision(moved, 5000), true);
+    assert.deepEqual(served(inventory), []);
+    assert.deepEqual(inventory.networkList(), [], 'a network with no VM here is not built');
+    const back = (await putVm(etcd, vmOf(1), 'hv1')).revision;
+    await sync.waitForRevision(back, 5000);
+    assert.deepEqual(served(inventory), ['vm1']);
+    const before = applied.length;
+    await putVm(etcd, vmOf(1), 'hv1'); // same document again: nothing to apply
+    await settle();
+    assert.equal(applied.length, before);
+    const gone = (await etcd.delete(keys.vm(vmOf(1).id))).revision;
+    await sync.waitForRevision(gone, 5000);
+    assert.deepEqual(served(inventory), []);
+  });
+
+  it('keeps records of other origins, and keeps serving with a bad document logged and skipped', async () => {
+    const { etcd, inventory, sync } = setup('hv1');
+    inventory.createNetwork(NET2, 'api');
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await putVm(etcd, vmOf(1), 'hv1');
+    await etcd.put(keys.vm(vmOf(2).id), '{"not": "a vm"}');
+    await sync.start();
+    assert.deepEqual(served(inventory), ['vm1']);
+    assert.deepEqual(
+      inventory
+        .networkList()
+        .map((n) => n.id)
+        .sort(),
+      ['net1', 'net2'],
+    );
+  });
+
+  it('serves the local copy while etcd is down at start, retries, and catches up', async () => {
+    const etcd = new FakeEtcd();
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await putVm(etcd, vmOf(1), 'hv1');
+    const first = setup('hv1', etcd);
+    await first.sync.start();
+    await first.sync.close();
+    // A second daemon on the same store, started while etcd is down.
+    etcd.setUnavailable(true);
+    const inventory = Inventory.open(SqliteStore.open(first.dir), { dhcpDomain: 'novalocal' });
+    const sync = new RegistrySync({
+      etcd: () => Promise.resolve(etcd),
+      prefix: '/imds/',
+      hostId: 'hv1',
+      target: inventory,
+      log: pino({ level: 'silent' }),
+      retryMs: { first: 5, max: 10 },
+    });
+    cleanups.push(() => sync.close());
+    await sync.start();
+    assert.equal(sync.status().connected, false);
+    assert.match(String(sync.status().lastError), /UNAVAILABLE/);
+    assert.deepEqual(served(inventory), ['vm1'], 'the local copy serves');
+    etcd.setUnavailable(false);
+    await putVm(etcd, vmOf(2), 'hv1');
+    assert.equal(await sync.waitForRevision(etcd.revision, 5000), true);
+    assert.equal(sync.status().connected, true);
+    assert.deepEqual(served(inventory), ['vm1', 'vm2']);
+  });
+
+  it('reports an outage of a running sync and catches up on the watch when etcd is back', async () => {
+    const { etcd, inventory, sync } = setup('hv1');
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await sync.start();
+    etcd.setUnavailable(true);
+    await settle();
+    assert.equal(sync.status().connected, false);
+    assert.equal(inventory.networkList().length, 0);
+    etcd.setUnavailable(false);
+    await putVm(etcd, vmOf(3), 'hv1');
+    assert.equal(await sync.waitForRevision(etcd.revision, 5000), true);
+    assert.equal(sync.status().connected, true);
+    assert.deepEqual(served(inventory), ['vm3']);
+    assert.equal(etcd.calls.rangePrefix, 1, 'resumed on the watch, no full read');
+  });
+
+  it('reads everything again after a compaction and prunes what left meanwhile', async () => {
+    const { etcd, inventory, sync } = setup('hv1');
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await putVm(etcd, vmOf(1), 'hv1');
+    await putVm(etcd, vmOf(2), 'hv1');
+    await sync.start();
+    assert.deepEqual(served(inventory), ['vm1', 'vm2']);
+    etcd.cutWatches(true);
+    await settle();
+    assert.equal(sync.status().connected, false);
+    // While the watch is cut off, writes happen and history is compacted.
+    await etcd.delete(keys.vm(vmOf(1).id));
+    await putVm(etcd, vmOf(4), 'hv1');
+    etcd.compact(etcd.revision);
+    etcd.cutWatches(false);
+    await settle(20);
+    assert.equal(await sync.waitForRevision(etcd.revision, 5000), true);
+    assert.equal(etcd.calls.rangePrefix, 2, 'a full read after the compaction');
+    assert.deepEqual(served(inventory), ['vm2', 'vm4']);
+  });
+
+  it('keeps the previous placement when the local store refuses the new one', async () => {
+    const { etcd, inventory, sync } = setup('hv1');
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await putVm(etcd, vmOf(1), 'hv1');
+    await sync.start();
+    const clash = { ...vmOf(2), ip: vmOf(1).ip };
+    const rev = (await putVm(etcd, clash, 'hv1')).revision;
+    assert.equal(await sync.waitForRevision(rev, 5000), true);
+    assert.deepEqual(served(inventory), ['vm1']);
+    assert.match(String(sync.status().lastError), /placement not applied: .*198\.51\.100\.11/);
+  });
+
+  it('times out a wait for a revision that never comes', async () => {
+    const { sync } = setup('hv1');
+    await sync.start();
+    assert.equal(await sync.waitForRevision(1000, 20), false);
+  });
+});
