@@ -1,9 +1,7 @@
 // The daemon's registry side (issue 18), built only when `registry` is configured: the sync that
 // keeps the inventory equal to this host's placement, and the writer the admin API uses instead of
 // the local store. The etcd client module is imported lazily (and only then).
-import { extname } from 'node:path';
 import type { Config } from '../config.ts';
-import { ImdsError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { EtcdApi, EtcdClientFactory, EtcdConnection } from '../registry/etcd-api.ts';
 import { RegistrySync, type RegistryStatus, type SyncTarget } from '../registry/sync.ts';
@@ -20,19 +18,19 @@ export interface RegistrySide {
   close(): Promise<void>;
 }
 
-/** The etcd client module (another file of this tree), loaded on first use; its extension follows this module's (.ts from source, .js built). */
+/** The TLS files given (absent ones left out). */
+function definedOnly(tls: NonNullable<EtcdConnection['tls']>): { ca?: string; cert?: string; key?: string } {
+  return Object.fromEntries(Object.entries(tls).filter(([, v]) => v !== undefined));
+}
+
+/** The etcd client (src/registry/etcd-client.ts, gRPC), imported on first use: a daemon without a registry never loads gRPC. */
 export async function loadEtcdClientFactory(): Promise<EtcdClientFactory> {
-  const url = new URL(`../registry/etcd-client${extname(new URL(import.meta.url).pathname)}`, import.meta.url);
-  let mod: { createEtcdClient?: EtcdClientFactory; EtcdClient?: new (c: EtcdConnection) => EtcdApi };
-  try {
-    mod = (await import(url.href)) as typeof mod;
-  } catch (err) {
-    throw new ImdsError('INTERNAL', `the etcd client cannot be loaded (${url.pathname}): ${messageOf(err)}`, { cause: err });
-  }
-  if (mod.createEtcdClient !== undefined) return mod.createEtcdClient;
-  const Client = mod.EtcdClient;
-  if (Client !== undefined) return (c) => new Client(c);
-  throw new ImdsError('INTERNAL', `${url.pathname} exports neither createEtcdClient nor EtcdClient`);
+  const { EtcdClient } = await import('../registry/etcd-client.ts');
+  return (c: EtcdConnection) =>
+    new EtcdClient({
+      endpoints: c.endpoints,
+      ...(c.tls === undefined ? {} : { tls: definedOnly(c.tls) }),
+    });
 }
 
 export interface RegistrySideOptions {
