@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { EtcdCluster } from '../helpers/etcd-cluster.ts';
-import { Sandbox, sh, type Guest } from '../helpers/sandbox.ts';
+import { Sandbox, sh, type DaemonProcess, type Guest } from '../helpers/sandbox.ts';
 import type { RunResult } from '../../src/netns/run.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -16,6 +16,8 @@ const VM2 = '22222222-2fa1-11d2-883f-0016d3cca427';
 const VM3 = '33333333-2fa1-11d2-883f-0016d3cca427';
 const VM4 = '44444444-2fa1-11d2-883f-0016d3cca427';
 const VM5 = '55555555-2fa1-11d2-883f-0016d3cca427';
+const PASSWORD = 'c2VjcmV0LWFmdGVyLW1pZ3JhdGlvbg==';
+const VM6 = '66666666-2fa1-11d2-883f-0016d3cca427';
 const ETCD_IPS = ['192.0.2.9', '192.0.2.10', '192.0.2.11'];
 const NET = { cidr: '198.51.100.0/24', service: '198.51.100.2' };
 const ON_NET1 = { bridge: 'imdsb-net1', prefix: 24, metadataVia: NET.service };
@@ -23,6 +25,7 @@ const ON_NET1 = { bridge: 'imdsb-net1', prefix: 24, metadataVia: NET.service };
 interface Host {
   name: string;
   sb: Sandbox;
+  daemon?: DaemonProcess;
 }
 
 /** The status code a guest gets for its meta_data.json (0: no answer at all). */
@@ -78,7 +81,7 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
 
   async function startDaemon(h: Host): Promise<void> {
     const cfg = h.sb.config({ host_id: h.name, log_level: 'info', registry: { etcd: { endpoints: etcd().endpoints } } });
-    await h.sb.startDaemon(h.sb.writeConfig(cfg));
+    h.daemon = await h.sb.startDaemon(h.sb.writeConfig(cfg));
   }
 
   async function bridgeUp(h: Host): Promise<void> {
@@ -204,7 +207,17 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     assert.equal(await metaUuid(guests['a3']), VM3);
   });
 
-  it('migrates a VM: the destination serves it within 1 s of the write, the source stops', async () => {
+  it('migrates a VM: the destination serves it within 1 s of the write, the source stops; its password and token go with it', async () => {
+    const a1 = guests['a1'] as Guest;
+    const b1 = guests['b1'] as Guest;
+    // Before: the guest posts its password on hv1 (published create-only to etcd) and takes an IMDSv2 token.
+    assert.equal((await a1.http('/openstack/latest/password', { method: 'POST', data: PASSWORD })).status, 200);
+    await until('the password reaches etcd', async () =>
+      (await etcd().ctl(['get', `/imds/v1/passwords/${VM1}`, '--print-value-only'])).trim() === PASSWORD ? true : undefined,
+    );
+    const put = await a1.http('/latest/api/token', { method: 'PUT', headers: ['X-aws-ec2-metadata-token-ttl-seconds: 600'] });
+    assert.equal(put.status, 200);
+    const token = put.body.toString();
     const t0 = Date.now();
     const out = await imds(hv1, ['vm', 'migrate', VM1, '--to', 'hv2']);
     const returned = Date.now();
@@ -222,6 +235,11 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     assert.ok(served - returned <= 1000, `hv2 served VM1 ${served - returned} ms after the migration returned`);
     assert.equal(await metaUuid(guests['b1'] as Guest), VM1);
     assert.equal((await imds(hv1, ['vm', 'show', VM1], true)).code, 4, 'hv1 no longer has VM1');
+    const pw = await b1.http('/openstack/latest/password');
+    assert.deepEqual([pw.status, pw.body.toString()], [200, PASSWORD], 'the password moved with the VM');
+    const withToken = await b1.http('/latest/meta-data/instance-id', { headers: [`x-aws-ec2-metadata-token: ${token}`] });
+    assert.equal(withToken.status, 200, `the token taken on hv1 is valid on hv2: ${withToken.body.toString()}`);
+    assert.equal((await b1.http('/latest/meta-data/instance-id', { headers: ['x-aws-ec2-metadata-token: junk'] })).status, 401);
   });
 
   it('keeps serving with every member stopped, reports degraded, refuses writes (REGISTRY_UNAVAILABLE, exit 3)', async () => {
@@ -271,6 +289,39 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     assert.deepEqual(await ids(hv1), [VM3]);
     assert.deepEqual(await ids(hv2), [VM1, VM2, VM4]);
     assert.equal(hv2.sb.metric('imds_registry_connected'), 1);
+  });
+
+  it('resyncs in full when its watch revision was compacted while cut off (a delete and a re-add meanwhile)', async () => {
+    const before = Number(hv2.sb.metric('imds_registry_revision'));
+    const daemon = hv2.daemon as DaemonProcess;
+    const mark = daemon.logs.length;
+    await partition(true);
+    await until('hv2 notices the cut', async () => ((await imds(hv2, ['status'], true)).code !== 0 ? true : undefined), 30_000, 250);
+    await etcd().ctl(['del', `/imds/v1/vms/${VM4}`]);
+    await etcd().ctl(['put', `/imds/v1/vms/${VM6}`, vmDoc(VM6, '198.51.100.16', '52:54:00:00:00:16', 'hv2')]);
+    await etcd().ctl(['put', `/imds/v1/vms/${VM6}`, vmDoc(VM6, '198.51.100.15', '52:54:00:00:00:15', 'hv2')]);
+    const compactedAt = await etcd().compact();
+    assert.ok(compactedAt > before, `compacted at ${compactedAt}, past hv2's revision ${before}`);
+    await partition(false);
+    await daemon.waitForAfter(mark, (l) => l['msg'] === 'registry watch compacted: reading everything again');
+    await until(
+      'hv2 reports the registry back',
+      async () => ((await imds(hv2, ['status'], true)).code === 0 ? true : undefined),
+      30_000,
+      250,
+    );
+    await until(
+      'hv2 no longer has VM4',
+      async () => ((await imds(hv2, ['vm', 'show', VM4], true)).code === 4 ? true : undefined),
+      10_000,
+      100,
+    );
+    const shown = JSON.parse((await imds(hv2, ['vm', 'show', VM6, '--json'])).stdout) as { ip: string };
+    assert.equal(shown.ip, '198.51.100.15', 'the last version of VM6');
+    assert.equal(await metaStatus(guests['b4'] as Guest), 404, "VM4's guest is no longer served");
+    const ids = (JSON.parse((await imds(hv2, ['vm', 'list', '--json'])).stdout) as { id: string }[]).map((v) => v.id).sort();
+    assert.deepEqual(ids, [VM1, VM2, VM6]);
+    assert.ok(Number(hv2.sb.metric('imds_registry_revision')) >= compactedAt);
   });
 
   it('writes with one member killed', async () => {
