@@ -348,4 +348,26 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     assert.equal((await imds(hv2, ['vm', 'show', VM5], true)).code, 4);
     assert.equal((await imds(hv1, ['status'], true)).code, 0, 'one member down is not degraded');
   });
+
+  it('serves from its local copy when started while etcd is down, and connects when etcd comes back', async () => {
+    await (hv1.daemon as DaemonProcess).stop();
+    for (let i = 1; i <= 3; i++) await etcd().stopMember(i);
+    await startDaemon(hv1);
+    assert.equal(await metaUuid(guests['a3'] as Guest), VM3, 'hv1 serves VM3 from its local copy');
+    assert.equal((await imds(hv1, ['vm', 'show', VM5], true)).code, 0, 'and VM5');
+    assert.notEqual((await imds(hv1, ['status'], true)).code, 0, 'degraded while etcd is down');
+    const refused = await imds(hv1, ['vm', 'rm', VM5], true);
+    assert.equal(refused.code, 3, refused.stderr);
+    for (let i = 1; i <= 3; i++) etcd().startMember(i);
+    await etcd().waitHealthy(30_000);
+    await until(
+      'hv1 reports the registry back',
+      async () => ((await imds(hv1, ['status'], true)).code === 0 ? true : undefined),
+      30_000,
+      250,
+    );
+    await imds(hv1, ['vm', 'rm', VM5]);
+    assert.equal((await imds(hv1, ['vm', 'show', VM5], true)).code, 4, 'the removal was applied before the command returned');
+    assert.equal((await etcd().ctl(['get', `/imds/v1/vms/${VM5}`, '--print-value-only'])).trim(), '');
+  });
 });
