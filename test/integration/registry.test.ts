@@ -371,3 +371,82 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     assert.equal((await etcd().ctl(['get', `/imds/v1/vms/${VM5}`, '--print-value-only'])).trim(), '');
   });
 });
+
+describe('registry over TLS (client certificates required)', () => {
+  const sb = new Sandbox();
+  let cluster: EtcdCluster | undefined;
+  const imds = (args: string[], instance = 'main'): Promise<RunResult> =>
+    sb.cli(['--admin-socket', sb.adminSocket(instance), ...args], { allowFailure: true });
+
+  before(async () => {
+    await sb.setup();
+    cluster = await EtcdCluster.start({ netns: sb.hv, tls: true });
+  });
+  afterEach(() => sb.assertNoDeaths());
+  after(async () => {
+    try {
+      sb.assertNoDeaths();
+    } finally {
+      await sb.cleanupDaemons().catch(() => undefined);
+      await cluster?.cleanup().catch(() => undefined);
+      await sb.cleanup();
+    }
+  });
+
+  it('serves a VM written through the CLI over TLS; without a client certificate the daemon is degraded and refuses writes', async () => {
+    const c = cluster as EtcdCluster;
+    const tls = c.tls as NonNullable<EtcdCluster['tls']>;
+    const good = sb.config({
+      host_id: 'hv1',
+      log_level: 'info',
+      registry: { etcd: { endpoints: c.endpoints, tls: { ca: tls.ca, cert: tls.cert, key: tls.key } } },
+    });
+    await sb.startDaemon(sb.writeConfig(good));
+    assert.equal((await imds(['status'])).code, 0, 'connected over TLS');
+    const net = await imds(['network', 'add', 'net1', '--cidr', NET.cidr, '--service-ip', NET.service]);
+    assert.equal(net.code, 0, net.stderr);
+    const vm = await imds([
+      'vm',
+      'add',
+      VM1,
+      '--network',
+      'net1',
+      '--ip',
+      '198.51.100.10',
+      '--mac',
+      '52:54:00:00:00:10',
+      '--hostname',
+      'one',
+    ]);
+    assert.equal(vm.code, 0, vm.stderr);
+    const doc = JSON.parse(await c.ctl(['get', `/imds/v1/vms/${VM1}`, '--print-value-only'])) as { host: string };
+    assert.equal(doc.host, 'hv1', "--host defaults to the daemon's own host_id");
+    const guest = await sb.addGuest('a1', { ...ON_NET1, ip: '198.51.100.10', mac: '52:54:00:00:00:10' });
+    assert.equal(await metaUuid(guest), VM1);
+
+    // A second daemon (its own state, sockets and namespace prefix) with the CA but no client certificate.
+    const bad = sb.config(
+      {
+        host_id: 'hv2',
+        log_level: 'info',
+        listen_port: 8776,
+        namespace_prefix: `${sb.base}x-`,
+        registry: { etcd: { endpoints: c.endpoints, tls: { ca: tls.ca } } },
+      },
+      'nocert',
+    );
+    await sb.startDaemon(sb.writeConfig(bad, 'nocert.yaml'));
+    await until(
+      'the daemon without a client certificate reports itself degraded',
+      async () => ((await imds(['status'], 'nocert')).code !== 0 ? true : undefined),
+      30_000,
+      250,
+    );
+    const refused = await imds(
+      ['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:00:00:11', '--hostname', 'two'],
+      'nocert',
+    );
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.equal((await c.ctl(['get', `/imds/v1/vms/${VM2}`, '--print-value-only'])).trim(), '', 'nothing was written');
+  });
+});
