@@ -43,6 +43,12 @@ async function metaUuid(g: Guest): Promise<string> {
   return (JSON.parse(r.body.toString()) as { uuid: string }).uuid;
 }
 
+/** GET /v1/health on a daemon's admin socket: its HTTP status. */
+async function healthStatus(h: Host): Promise<number> {
+  const r = await sh(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--unix-socket', h.sb.adminSocket(), 'http://imds/v1/health']);
+  return Number(r.stdout.trim());
+}
+
 function vmDoc(id: string, ip: string, mac: string, host: string): string {
   return JSON.stringify({ id, network: 'net1', ip, mac, hostname: `vm-${id.slice(0, 4)}`, host });
 }
@@ -256,6 +262,7 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     assert.equal(await metaUuid(guests['b1'] as Guest), VM1, 'hv2 serves from its local copy');
     assert.equal(await metaUuid(guests['b2'] as Guest), VM2);
     assert.equal(hv1.sb.metric('imds_registry_connected'), 0);
+    assert.equal(await healthStatus(hv2), 503, 'GET /v1/health says degraded');
     const refused = await imds(
       hv2,
       ['vm', 'add', VM4, '--network', 'net1', '--ip', '198.51.100.13', '--mac', '52:54:00:00:00:13', '--hostname', 'four', '--host', 'hv2'],
@@ -289,6 +296,7 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     assert.deepEqual(await ids(hv1), [VM3]);
     assert.deepEqual(await ids(hv2), [VM1, VM2, VM4]);
     assert.equal(hv2.sb.metric('imds_registry_connected'), 1);
+    assert.equal(await healthStatus(hv2), 200);
   });
 
   it('resyncs in full when its watch revision was compacted while cut off (a delete and a re-add meanwhile)', async () => {
