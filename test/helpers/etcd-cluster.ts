@@ -15,6 +15,8 @@ export interface EtcdClusterOptions {
   netns: string;
   members?: number;
   tls?: boolean;
+  /** The members' addresses (default 127.0.0.1..N); they must exist in the namespace. */
+  ips?: readonly string[];
 }
 
 export interface EtcdTlsFiles {
@@ -32,10 +34,12 @@ export class EtcdCluster {
   readonly tls: EtcdTlsFiles | undefined;
   private readonly procs = new Map<number, ChildProcess>();
   private readonly token: string;
+  private readonly ips: readonly string[];
 
   private constructor(options: EtcdClusterOptions) {
     this.netns = options.netns;
-    this.size = options.members ?? 3;
+    this.size = options.ips?.length ?? options.members ?? 3;
+    this.ips = options.ips ?? Array.from({ length: this.size }, (_, k) => `127.0.0.${k + 1}`);
     // Named after this run like the sandbox's files, so that scripts/sweep.sh leaves a live run's alone.
     this.dir = mkdtempSync(join(tmpdir(), `${TEST_PREFIX}${RUN_OWNER}-etcd-`));
     this.token = `imdstest-${process.pid}-${Date.now()}`;
@@ -61,7 +65,7 @@ export class EtcdCluster {
   }
 
   ip(i: number): string {
-    return `127.0.0.${i}`;
+    return this.ips[i - 1] as string;
   }
 
   /** Client endpoints, `scheme://127.0.0.i:2379`. */
@@ -160,7 +164,7 @@ export class EtcdCluster {
     }[];
     const lead = status.find((s) => s.Status.header.member_id === s.Status.leader);
     if (lead === undefined) throw new Error('no etcd member is the leader');
-    return Number(/127\.0\.0\.(\d+)/.exec(lead.Endpoint)?.[1]);
+    return this.ips.findIndex((ip) => lead.Endpoint.includes(`//${ip}:`)) + 1;
   }
 
   /** Compacts the keyspace up to `revision` (default: the current one); returns it. */

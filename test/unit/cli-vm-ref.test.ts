@@ -2,7 +2,7 @@
 // or MAC; NET/REF looks in one network; several matches are AMBIGUOUS with the candidates listed.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { resolveVmRef, type VmRefLookups } from '../../src/server/admin/vm-ref.ts';
+import { resolveVmRef, withFallback, type VmRefLookups } from '../../src/server/admin/vm-ref.ts';
 import { vmSchema, type Vm } from '../../src/model/schema.ts';
 import { isImdsError } from '../../src/errors.ts';
 
@@ -56,6 +56,26 @@ describe('resolveVmRef', () => {
     assert.throws(
       () => resolveVmRef('net1/db', lookups),
       (err: unknown) => isImdsError(err, 'NOT_FOUND'),
+    );
+  });
+});
+
+describe('withFallback (a registry daemon started while etcd is down)', () => {
+  const registry: VmRefLookups = { byId: (id) => (id === A ? vms[0] : undefined), all: () => [vms[0] as Vm] };
+  const local: VmRefLookups = { byId: (id) => vms.slice(0, 2).find((v) => v.id === id), all: () => vms.slice(0, 2) };
+  const both = withFallback(registry, local);
+
+  it("finds the local store's VMs the registry does not know, each once", () => {
+    assert.equal(resolveVmRef(B, both), B);
+    assert.equal(resolveVmRef('web2', both), B);
+    assert.equal(resolveVmRef('web1', both), A, 'in both: found once, not AMBIGUOUS');
+    assert.deepEqual(
+      [...both.all()].map((v) => v.id),
+      [A, B],
+    );
+    assert.throws(
+      () => resolveVmRef(C, both),
+      (e: unknown) => isImdsError(e) && e.code === 'NOT_FOUND',
     );
   });
 });

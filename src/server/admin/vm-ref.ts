@@ -10,6 +10,24 @@ export interface VmRefLookups {
   all(): Iterable<Vm>;
 }
 
+/**
+ * The registry's VMs first, then the local store's it does not know: a daemon started while etcd is
+ * down has read nothing from the registry yet but serves (and must show) its local copy.
+ */
+export function withFallback(first: VmRefLookups, then: VmRefLookups): VmRefLookups {
+  return {
+    byId: (id) => first.byId(id) ?? then.byId(id),
+    all: function* () {
+      const seen = new Set<string>();
+      for (const vm of first.all()) {
+        seen.add(vm.id);
+        yield vm;
+      }
+      for (const vm of then.all()) if (!seen.has(vm.id)) yield vm;
+    },
+  };
+}
+
 function matches(vm: Vm, ref: string): boolean {
   const lower = ref.toLowerCase();
   return vm.hostname.toLowerCase() === lower || vm.name === ref || vm.ip === ref || vm.mac.toLowerCase() === lower.replace(/-/g, ':');

@@ -10,14 +10,12 @@ import { errorBody, errorResponses, idParam, patchOf, vmAsBody, vmCreate, vmInpu
 import { parseModel } from './validation.ts';
 import { vmViewOf } from './views.ts';
 import { refuseHost, registryCreateVm, registryDeleteVm, registryPatchVm } from './registry-writes.ts';
-import { resolveVmRefs } from './vm-ref.ts';
+import { resolveVmRefs, withFallback, type VmRefLookups } from './vm-ref.ts';
 
 /** Registered with the prefix /v1/vms. */
 export const vmRoutes: AdminPlugin = (app, { deps }, done) => {
-  resolveVmRefs(
-    app,
-    deps.registry?.vmRefs ?? { byId: (id) => deps.inventory.getVm(id)?.vm, all: () => deps.inventory.vmList().map((s) => s.vm) },
-  );
+  const local: VmRefLookups = { byId: (id) => deps.inventory.getVm(id)?.vm, all: () => deps.inventory.vmList().map((s) => s.vm) };
+  resolveVmRefs(app, deps.registry === undefined ? local : withFallback(deps.registry.vmRefs, local));
   listVms(app, deps);
   createVm(app, deps);
   showVm(app, deps);

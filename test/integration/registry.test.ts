@@ -1,0 +1,460 @@
+// Many hypervisors, one registry, as root with real processes: a 3-member etcd cluster in its own
+// namespace (on TEST-NET-1 addresses 192.0.2.9-11, routed over a veth from each hypervisor) and two
+// hypervisor sandboxes, each with its own imds daemon (host_id hv1, hv2), bridge and guests. Covers
+// placement, a conflicting concurrent write, migration, all members stopped (serving goes on, writes
+// refused, status degraded), catch-up of a write made while the daemons were cut off, and one member
+// killed (writes still work).
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { EtcdCluster } from '../helpers/etcd-cluster.ts';
+import { Sandbox, sh, type DaemonProcess, type Guest } from '../helpers/sandbox.ts';
+import type { RunResult } from '../../src/netns/run.ts';
+import { until } from '../helpers/wait.ts';
+
+const VM1 = '11111111-2fa1-11d2-883f-0016d3cca427';
+const VM2 = '22222222-2fa1-11d2-883f-0016d3cca427';
+const VM3 = '33333333-2fa1-11d2-883f-0016d3cca427';
+const VM4 = '44444444-2fa1-11d2-883f-0016d3cca427';
+const VM5 = '55555555-2fa1-11d2-883f-0016d3cca427';
+const PASSWORD = 'c2VjcmV0LWFmdGVyLW1pZ3JhdGlvbg==';
+const VM6 = '66666666-2fa1-11d2-883f-0016d3cca427';
+const ETCD_IPS = ['192.0.2.9', '192.0.2.10', '192.0.2.11'];
+const NET = { cidr: '198.51.100.0/24', service: '198.51.100.2' };
+const ON_NET1 = { bridge: 'imdsb-net1', prefix: 24, metadataVia: NET.service };
+
+interface Host {
+  name: string;
+  sb: Sandbox;
+  daemon?: DaemonProcess;
+}
+
+/** The status code a guest gets for its meta_data.json (0: no answer at all). */
+async function metaStatus(g: Guest): Promise<number> {
+  try {
+    return (await g.http('/openstack/latest/meta_data.json', { maxTimeS: 5 })).status;
+  } catch {
+    return 0;
+  }
+}
+
+async function metaUuid(g: Guest): Promise<string> {
+  const r = await g.http('/openstack/latest/meta_data.json');
+  assert.equal(r.status, 200, `${g.name}: ${r.body.toString()}`);
+  return (JSON.parse(r.body.toString()) as { uuid: string }).uuid;
+}
+
+/** GET /v1/health on a daemon's admin socket: its HTTP status. */
+async function healthStatus(h: Host): Promise<number> {
+  const r = await sh(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--unix-socket', h.sb.adminSocket(), 'http://imds/v1/health']);
+  return Number(r.stdout.trim());
+}
+
+function vmDoc(id: string, ip: string, mac: string, host: string): string {
+  return JSON.stringify({ id, network: 'net1', ip, mac, hostname: `vm-${id.slice(0, 4)}`, host });
+}
+
+describe('registry: two hypervisors on a 3-member etcd cluster', () => {
+  const hv1: Host = { name: 'hv1', sb: new Sandbox() };
+  const hv2: Host = { name: 'hv2', sb: new Sandbox() };
+  const etcdNs = `${hv1.sb.base}etcd`;
+  const links: string[] = [];
+  let cluster: EtcdCluster | undefined;
+  const guests: Record<string, Guest> = {};
+
+  const imds = (h: Host, args: string[], allowFailure = false): Promise<RunResult> =>
+    h.sb.cli(['--admin-socket', h.sb.adminSocket(), ...args], { allowFailure });
+  const etcd = (): EtcdCluster => {
+    if (cluster === undefined) throw new Error('no etcd cluster');
+    return cluster;
+  };
+
+  /** A veth from the etcd namespace to a hypervisor: etcd side .1+4k/30, hypervisor side .2+4k/30, route to the members. */
+  async function linkToEtcd(h: Host, k: number): Promise<void> {
+    const outer = `xe${hv1.sb.id}${k}`;
+    links.push(outer);
+    await sh(['ip', '-n', etcdNs, 'link', 'add', outer, 'type', 'veth', 'peer', 'name', 'etcd0', 'netns', h.sb.hv]);
+    await sh(['ip', '-n', etcdNs, 'addr', 'add', `192.0.2.${1 + 4 * k}/30`, 'dev', outer]);
+    await sh(['ip', '-n', etcdNs, 'link', 'set', outer, 'up']);
+    await sh(['ip', '-n', h.sb.hv, 'addr', 'add', `192.0.2.${2 + 4 * k}/30`, 'dev', 'etcd0']);
+    await sh(['ip', '-n', h.sb.hv, 'link', 'set', 'etcd0', 'up']);
+    await sh(['ip', '-n', h.sb.hv, 'route', 'add', '192.0.2.8/29', 'via', `192.0.2.${1 + 4 * k}`]);
+  }
+
+  /** Cuts (or restores) both hypervisors' paths to etcd; etcdctl inside the etcd namespace still works. */
+  async function partition(cut: boolean): Promise<void> {
+    for (const l of links) await sh(['ip', '-n', etcdNs, 'link', 'set', l, cut ? 'down' : 'up']);
+  }
+
+  async function startDaemon(h: Host): Promise<void> {
+    const cfg = h.sb.config({ host_id: h.name, log_level: 'info', registry: { etcd: { endpoints: etcd().endpoints } } });
+    h.daemon = await h.sb.startDaemon(h.sb.writeConfig(cfg));
+  }
+
+  async function bridgeUp(h: Host): Promise<void> {
+    await until(`${h.name} builds net1's bridge`, async () => ((await h.sb.hvLinks())['imdsb-net1'] === undefined ? undefined : true));
+  }
+
+  before(async () => {
+    await hv1.sb.setup();
+    await hv2.sb.setup();
+    await sh(['ip', 'netns', 'add', etcdNs]);
+    await sh(['ip', '-n', etcdNs, 'link', 'set', 'lo', 'up']);
+    for (const ip of ETCD_IPS) await sh(['ip', '-n', etcdNs, 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
+    await linkToEtcd(hv1, 0);
+    await linkToEtcd(hv2, 1);
+    cluster = await EtcdCluster.start({ netns: etcdNs, ips: ETCD_IPS });
+    await startDaemon(hv1);
+    await startDaemon(hv2);
+  });
+
+  afterEach(() => {
+    hv1.sb.assertNoDeaths();
+    hv2.sb.assertNoDeaths();
+  });
+
+  after(async () => {
+    try {
+      hv1.sb.assertNoDeaths();
+      hv2.sb.assertNoDeaths();
+    } finally {
+      await hv1.sb.cleanupDaemons().catch(() => undefined);
+      await hv2.sb.cleanupDaemons().catch(() => undefined);
+      await cluster?.cleanup().catch(() => undefined);
+      await hv2.sb.cleanup();
+      await hv1.sb.cleanup(); // also removes the etcd namespace (named after hv1's sandbox)
+    }
+  });
+
+  it('places a VM written through either daemon on its host only', async () => {
+    await imds(hv1, ['network', 'add', 'net1', '--cidr', NET.cidr, '--service-ip', NET.service, '--gateway', '198.51.100.1']);
+    // VM1 on hv1 written through hv2's CLI; VM2 on hv2 written through hv1's.
+    await imds(hv2, [
+      'vm',
+      'add',
+      VM1,
+      '--network',
+      'net1',
+      '--ip',
+      '198.51.100.10',
+      '--mac',
+      '52:54:00:00:00:10',
+      '--hostname',
+      'one',
+      '--host',
+      'hv1',
+    ]);
+    await imds(hv1, [
+      'vm',
+      'add',
+      VM2,
+      '--network',
+      'net1',
+      '--ip',
+      '198.51.100.11',
+      '--mac',
+      '52:54:00:00:00:11',
+      '--hostname',
+      'two',
+      '--host',
+      'hv2',
+    ]);
+    await bridgeUp(hv1);
+    await bridgeUp(hv2);
+    guests['a1'] = await hv1.sb.addGuest('a1', { ...ON_NET1, ip: '198.51.100.10', mac: '52:54:00:00:00:10' });
+    guests['b2'] = await hv2.sb.addGuest('b2', { ...ON_NET1, ip: '198.51.100.11', mac: '52:54:00:00:00:11' });
+    // VM1's twin on hv2's bridge: where VM1 will run after its migration.
+    guests['b1'] = await hv2.sb.addGuest('b1', { ...ON_NET1, ip: '198.51.100.10', mac: '52:54:00:00:00:10' });
+
+    await until('hv1 serves VM1 to its guest', async () => ((await metaStatus(guests['a1'] as Guest)) === 200 ? true : undefined));
+    assert.equal(await metaUuid(guests['a1']), VM1);
+    assert.equal(await metaUuid(guests['b2']), VM2);
+    assert.equal(await metaStatus(guests['b1']), 404, 'hv2 does not serve VM1');
+
+    const shown2 = await imds(hv2, ['vm', 'show', VM1], true);
+    assert.equal(shown2.code, 4, `vm show VM1 on hv2 is NOT_FOUND: ${shown2.stdout}${shown2.stderr}`);
+    const shown1 = JSON.parse((await imds(hv1, ['vm', 'show', VM1, '--json'])).stdout) as { id: string; host?: string };
+    assert.equal(shown1.id, VM1);
+    const list2 = JSON.parse((await imds(hv2, ['vm', 'list', '--json'])).stdout) as { id: string }[];
+    assert.deepEqual(
+      list2.map((v) => v.id),
+      [VM2],
+    );
+  });
+
+  it('lets exactly one of two concurrent adds of the same VM through two daemons win (the other: ALREADY_EXISTS, exit 5)', async () => {
+    const add = (h: Host): Promise<RunResult> =>
+      imds(
+        h,
+        [
+          'vm',
+          'add',
+          VM3,
+          '--network',
+          'net1',
+          '--ip',
+          '198.51.100.12',
+          '--mac',
+          '52:54:00:00:00:12',
+          '--hostname',
+          'three',
+          '--host',
+          'hv1',
+        ],
+        true,
+      );
+    const results = await Promise.all([add(hv1), add(hv2)]);
+    const codes = results.map((r) => r.code).sort();
+    assert.deepEqual(codes, [0, 5], results.map((r) => r.stderr).join('\n'));
+    const loser = results.find((r) => r.code === 5) as RunResult;
+    assert.match(loser.stderr, /already exists/i);
+    const stored = JSON.parse(await etcd().ctl(['get', `/imds/v1/vms/${VM3}`, '--print-value-only'])) as { host: string; ip: string };
+    assert.deepEqual([stored.host, stored.ip], ['hv1', '198.51.100.12']);
+    guests['a3'] = await hv1.sb.addGuest('a3', { ...ON_NET1, ip: '198.51.100.12', mac: '52:54:00:00:00:12' });
+    assert.equal(await metaUuid(guests['a3']), VM3);
+  });
+
+  it('migrates a VM: the destination serves it within 1 s of the write, the source stops; its password and token go with it', async () => {
+    const a1 = guests['a1'] as Guest;
+    const b1 = guests['b1'] as Guest;
+    // Before: the guest posts its password on hv1 (published create-only to etcd) and takes an IMDSv2 token.
+    assert.equal((await a1.http('/openstack/latest/password', { method: 'POST', data: PASSWORD })).status, 200);
+    await until('the password reaches etcd', async () =>
+      (await etcd().ctl(['get', `/imds/v1/passwords/${VM1}`, '--print-value-only'])).trim() === PASSWORD ? true : undefined,
+    );
+    const put = await a1.http('/latest/api/token', { method: 'PUT', headers: ['X-aws-ec2-metadata-token-ttl-seconds: 600'] });
+    assert.equal(put.status, 200);
+    const token = put.body.toString();
+    const t0 = Date.now();
+    const out = await imds(hv1, ['vm', 'migrate', VM1, '--to', 'hv2']);
+    const returned = Date.now();
+    assert.match(out.stdout, /migrated to hv2/);
+    // The write returns once hv1 (whose CLI was used) applied it: its guest gets 404 at once.
+    assert.equal(await metaStatus(guests['a1'] as Guest), 404, 'the source stopped serving VM1');
+    await until(
+      'hv2 serves VM1 to its guest',
+      async () => ((await metaStatus(guests['b1'] as Guest)) === 200 ? true : undefined),
+      10_000,
+      20,
+    );
+    const served = Date.now();
+    process.stdout.write(`# migrate: command ${returned - t0} ms, served on hv2 ${served - returned} ms after it returned\n`);
+    assert.ok(served - returned <= 1000, `hv2 served VM1 ${served - returned} ms after the migration returned`);
+    assert.equal(await metaUuid(guests['b1'] as Guest), VM1);
+    assert.equal((await imds(hv1, ['vm', 'show', VM1], true)).code, 4, 'hv1 no longer has VM1');
+    const pw = await b1.http('/openstack/latest/password');
+    assert.deepEqual([pw.status, pw.body.toString()], [200, PASSWORD], 'the password moved with the VM');
+    const withToken = await b1.http('/latest/meta-data/instance-id', { headers: [`x-aws-ec2-metadata-token: ${token}`] });
+    assert.equal(withToken.status, 200, `the token taken on hv1 is valid on hv2: ${withToken.body.toString()}`);
+    assert.equal((await b1.http('/latest/meta-data/instance-id', { headers: ['x-aws-ec2-metadata-token: junk'] })).status, 401);
+  });
+
+  it('keeps serving with every member stopped, reports degraded, refuses writes (REGISTRY_UNAVAILABLE, exit 3)', async () => {
+    for (let i = 1; i <= 3; i++) await etcd().stopMember(i);
+    for (const h of [hv1, hv2]) {
+      await until(
+        `${h.name} reports the registry down`,
+        async () => ((await imds(h, ['status'], true)).code !== 0 ? true : undefined),
+        30_000,
+        250,
+      );
+    }
+    assert.equal(await metaUuid(guests['a3'] as Guest), VM3, 'hv1 serves from its local copy');
+    assert.equal(await metaUuid(guests['b1'] as Guest), VM1, 'hv2 serves from its local copy');
+    assert.equal(await metaUuid(guests['b2'] as Guest), VM2);
+    assert.equal(hv1.sb.metric('imds_registry_connected'), 0);
+    assert.equal(await healthStatus(hv2), 503, 'GET /v1/health says degraded');
+    const refused = await imds(
+      hv2,
+      ['vm', 'add', VM4, '--network', 'net1', '--ip', '198.51.100.13', '--mac', '52:54:00:00:00:13', '--hostname', 'four', '--host', 'hv2'],
+      true,
+    );
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.match(refused.stderr, /registry|etcd/i);
+  });
+
+  it('catches up on reconnect with a write made by etcdctl while the daemons were cut off, nothing lost or doubled', async () => {
+    // The daemons stay cut off (partition) while the members come back, so that the write happens meanwhile.
+    await partition(true);
+    for (let i = 1; i <= 3; i++) etcd().startMember(i);
+    await etcd().waitHealthy(30_000);
+    await etcd().ctl(['put', `/imds/v1/vms/${VM4}`, vmDoc(VM4, '198.51.100.13', '52:54:00:00:00:13', 'hv2')]);
+    assert.notEqual((await imds(hv2, ['status'], true)).code, 0, 'hv2 is still cut off');
+    await partition(false);
+    for (const h of [hv1, hv2]) {
+      await until(
+        `${h.name} reports the registry back`,
+        async () => ((await imds(h, ['status'], true)).code === 0 ? true : undefined),
+        30_000,
+        250,
+      );
+    }
+    await until('hv2 has VM4', async () => ((await imds(hv2, ['vm', 'show', VM4], true)).code === 0 ? true : undefined), 10_000, 100);
+    guests['b4'] = await hv2.sb.addGuest('b4', { ...ON_NET1, ip: '198.51.100.13', mac: '52:54:00:00:00:13' });
+    assert.equal(await metaUuid(guests['b4']), VM4);
+    const ids = (h: Host): Promise<string[]> =>
+      imds(h, ['vm', 'list', '--json']).then((r) => (JSON.parse(r.stdout) as { id: string }[]).map((v) => v.id).sort());
+    assert.deepEqual(await ids(hv1), [VM3]);
+    assert.deepEqual(await ids(hv2), [VM1, VM2, VM4]);
+    assert.equal(hv2.sb.metric('imds_registry_connected'), 1);
+    assert.equal(await healthStatus(hv2), 200);
+  });
+
+  it('resyncs in full when its watch revision was compacted while cut off (a delete and a re-add meanwhile)', async () => {
+    const before = Number(hv2.sb.metric('imds_registry_revision'));
+    const daemon = hv2.daemon as DaemonProcess;
+    const mark = daemon.logs.length;
+    await partition(true);
+    await until('hv2 notices the cut', async () => ((await imds(hv2, ['status'], true)).code !== 0 ? true : undefined), 30_000, 250);
+    await etcd().ctl(['del', `/imds/v1/vms/${VM4}`]);
+    await etcd().ctl(['put', `/imds/v1/vms/${VM6}`, vmDoc(VM6, '198.51.100.16', '52:54:00:00:00:16', 'hv2')]);
+    await etcd().ctl(['put', `/imds/v1/vms/${VM6}`, vmDoc(VM6, '198.51.100.15', '52:54:00:00:00:15', 'hv2')]);
+    const compactedAt = await etcd().compact();
+    assert.ok(compactedAt > before, `compacted at ${compactedAt}, past hv2's revision ${before}`);
+    await partition(false);
+    await daemon.waitForAfter(mark, (l) => l['msg'] === 'registry watch compacted: reading everything again');
+    await until(
+      'hv2 reports the registry back',
+      async () => ((await imds(hv2, ['status'], true)).code === 0 ? true : undefined),
+      30_000,
+      250,
+    );
+    await until(
+      'hv2 no longer has VM4',
+      async () => ((await imds(hv2, ['vm', 'show', VM4], true)).code === 4 ? true : undefined),
+      10_000,
+      100,
+    );
+    const shown = JSON.parse((await imds(hv2, ['vm', 'show', VM6, '--json'])).stdout) as { ip: string };
+    assert.equal(shown.ip, '198.51.100.15', 'the last version of VM6');
+    assert.equal(await metaStatus(guests['b4'] as Guest), 404, "VM4's guest is no longer served");
+    const ids = (JSON.parse((await imds(hv2, ['vm', 'list', '--json'])).stdout) as { id: string }[]).map((v) => v.id).sort();
+    assert.deepEqual(ids, [VM1, VM2, VM6]);
+    assert.ok(Number(hv2.sb.metric('imds_registry_revision')) >= compactedAt);
+  });
+
+  it('writes with one member killed', async () => {
+    const leader = await etcd().leader();
+    const victim = leader === 1 ? 2 : 1;
+    await etcd().killMember(victim);
+    const out = await imds(hv2, [
+      'vm',
+      'add',
+      VM5,
+      '--network',
+      'net1',
+      '--ip',
+      '198.51.100.14',
+      '--mac',
+      '52:54:00:00:00:14',
+      '--hostname',
+      'five',
+      '--host',
+      'hv1',
+    ]);
+    assert.match(out.stdout, new RegExp(`vm ${VM5} added`));
+    await until('hv1 has VM5', async () => ((await imds(hv1, ['vm', 'show', VM5], true)).code === 0 ? true : undefined), 10_000, 100);
+    assert.equal((await imds(hv2, ['vm', 'show', VM5], true)).code, 4);
+    assert.equal((await imds(hv1, ['status'], true)).code, 0, 'one member down is not degraded');
+  });
+
+  it('serves from its local copy when started while etcd is down, and connects when etcd comes back', async () => {
+    await (hv1.daemon as DaemonProcess).stop();
+    for (let i = 1; i <= 3; i++) await etcd().stopMember(i);
+    await startDaemon(hv1);
+    assert.equal(await metaUuid(guests['a3'] as Guest), VM3, 'hv1 serves VM3 from its local copy');
+    assert.equal((await imds(hv1, ['vm', 'show', VM5], true)).code, 0, 'and VM5');
+    assert.notEqual((await imds(hv1, ['status'], true)).code, 0, 'degraded while etcd is down');
+    const refused = await imds(hv1, ['vm', 'rm', VM5], true);
+    assert.equal(refused.code, 3, refused.stderr);
+    for (let i = 1; i <= 3; i++) etcd().startMember(i);
+    await etcd().waitHealthy(30_000);
+    await until(
+      'hv1 reports the registry back',
+      async () => ((await imds(hv1, ['status'], true)).code === 0 ? true : undefined),
+      30_000,
+      250,
+    );
+    await imds(hv1, ['vm', 'rm', VM5]);
+    assert.equal((await imds(hv1, ['vm', 'show', VM5], true)).code, 4, 'the removal was applied before the command returned');
+    assert.equal((await etcd().ctl(['get', `/imds/v1/vms/${VM5}`, '--print-value-only'])).trim(), '');
+  });
+});
+
+describe('registry over TLS (client certificates required)', () => {
+  const sb = new Sandbox();
+  let cluster: EtcdCluster | undefined;
+  const imds = (args: string[], instance = 'main'): Promise<RunResult> =>
+    sb.cli(['--admin-socket', sb.adminSocket(instance), ...args], { allowFailure: true });
+
+  before(async () => {
+    await sb.setup();
+    cluster = await EtcdCluster.start({ netns: sb.hv, tls: true });
+  });
+  afterEach(() => sb.assertNoDeaths());
+  after(async () => {
+    try {
+      sb.assertNoDeaths();
+    } finally {
+      await sb.cleanupDaemons().catch(() => undefined);
+      await cluster?.cleanup().catch(() => undefined);
+      await sb.cleanup();
+    }
+  });
+
+  it('serves a VM written through the CLI over TLS; without a client certificate the daemon is degraded and refuses writes', async () => {
+    const c = cluster as EtcdCluster;
+    const tls = c.tls as NonNullable<EtcdCluster['tls']>;
+    const good = sb.config({
+      host_id: 'hv1',
+      log_level: 'info',
+      registry: { etcd: { endpoints: c.endpoints, tls: { ca: tls.ca, cert: tls.cert, key: tls.key } } },
+    });
+    await sb.startDaemon(sb.writeConfig(good));
+    assert.equal((await imds(['status'])).code, 0, 'connected over TLS');
+    const net = await imds(['network', 'add', 'net1', '--cidr', NET.cidr, '--service-ip', NET.service]);
+    assert.equal(net.code, 0, net.stderr);
+    const vm = await imds([
+      'vm',
+      'add',
+      VM1,
+      '--network',
+      'net1',
+      '--ip',
+      '198.51.100.10',
+      '--mac',
+      '52:54:00:00:00:10',
+      '--hostname',
+      'one',
+    ]);
+    assert.equal(vm.code, 0, vm.stderr);
+    const doc = JSON.parse(await c.ctl(['get', `/imds/v1/vms/${VM1}`, '--print-value-only'])) as { host: string };
+    assert.equal(doc.host, 'hv1', "--host defaults to the daemon's own host_id");
+    const guest = await sb.addGuest('a1', { ...ON_NET1, ip: '198.51.100.10', mac: '52:54:00:00:00:10' });
+    assert.equal(await metaUuid(guest), VM1);
+
+    // A second daemon (its own state, sockets and namespace prefix) with the CA but no client certificate.
+    const bad = sb.config(
+      {
+        host_id: 'hv2',
+        log_level: 'info',
+        listen_port: 8776,
+        namespace_prefix: `${sb.base}x-`,
+        registry: { etcd: { endpoints: c.endpoints, tls: { ca: tls.ca } } },
+      },
+      'nocert',
+    );
+    await sb.startDaemon(sb.writeConfig(bad, 'nocert.yaml'));
+    await until(
+      'the daemon without a client certificate reports itself degraded',
+      async () => ((await imds(['status'], 'nocert')).code !== 0 ? true : undefined),
+      30_000,
+      250,
+    );
+    const refused = await imds(
+      ['vm', 'add', VM2, '--network', 'net1', '--ip', '198.51.100.11', '--mac', '52:54:00:00:00:11', '--hostname', 'two'],
+      'nocert',
+    );
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.equal((await c.ctl(['get', `/imds/v1/vms/${VM2}`, '--print-value-only'])).trim(), '', 'nothing was written');
+  });
+});
