@@ -49,21 +49,4 @@ export class ContactBook {
   forget(vmId: string): void {
     this.byVm.delete(vmId);
   }
-
-  /** Forgets every VM `exists` says is gone. */
-  prune(exists: (vmId: string) => boolean): void {
-    for (const id of this.byVm.keys()) if (!exists(id)) this.byVm.delete(id);
-  }
-
-  private pruneTimer: NodeJS.Timeout | undefined;
-
-  /** VMs may have gone: a prune within `delayMs` (changes in between share it; a storm of VM changes costs one walk). */
-  pruneSoon(exists: (vmId: string) => boolean, delayMs = 10_000): void {
-    if (this.pruneTimer !== undefined) return;
-    this.pruneTimer = setTimeout(() => {
-      this.pruneTimer = undefined;
-      this.prune(exists);
-    }, delayMs);
-    this.pruneTimer.unref();
-  }
 }

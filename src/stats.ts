@@ -125,10 +125,11 @@ export class Stats {
   }
 
   /**
-   * VMs gone from a network (removed, or moved to another network): their per-VM series go. What
-   * the native loop counted for them before is drained first, so a later scrape cannot bring them back.
+   * VMs gone from a network (removed, or moved to another network): their per-VM series go, and the
+   * contact of each that no longer `exists` anywhere. What the native loop counted for them before is
+   * drained first, so a later scrape cannot bring them back.
    */
-  forgetVms(gone: readonly { id: string; network: string }[]): void {
+  forgetVms(gone: readonly { id: string; network: string }[], exists: (vmId: string) => boolean): void {
     if (gone.length === 0) return;
     this.collectedAt = -Infinity;
     this.collect();
@@ -136,6 +137,7 @@ export class Stats {
       const byVm = this.noTokens.get(network);
       byVm?.delete(id);
       if (byVm?.size === 0) this.noTokens.delete(network);
+      if (!exists(id)) this.contacts.forget(id);
     }
   }
 

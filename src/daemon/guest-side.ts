@@ -91,10 +91,7 @@ export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: Liste
     listeners,
     native,
     accessLog,
-    indexChanged: (index) => {
-      native?.sync(index);
-      stats.contacts.pruneSoon((id) => inventory.getVm(id) !== undefined); // a VM removed takes its contact along
-    },
+    indexChanged: (index) => native?.sync(index),
     async loadApp() {
       const { buildMetadataApp } = await import('../server/metadata-app.ts');
       const { app, handler: fastifyHandler } = await buildMetadataApp({

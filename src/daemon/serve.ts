@@ -114,7 +114,8 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
     {
       onVmsChanged: (networks) => kernel.services.vmsChanged(networks),
       onIndexChanged: (index) => guests.indexChanged(index),
-      onVmsGone: (gone) => stats.forgetVms(gone), // their per-VM metric series go with them
+      // Their per-VM metric series and (when removed, not moved) their contact go with them.
+      onVmsGone: (gone) => stats.forgetVms(gone, (id) => inventory.getVm(id) !== undefined),
       // With a registry, a guest's password goes there too (create-only: it moves with the VM).
       onPasswordPosted: (vmId, value) => publishPassword(registry, vmId, value, log),
     },

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ContactBook } from '../../src/contact.ts';
+import { Stats } from '../../src/stats.ts';
 
 describe('ContactBook', () => {
   it('counts requests and keeps the first and the last contact with its status, from both sides', () => {
@@ -19,11 +20,18 @@ describe('ContactBook', () => {
     assert.equal(book.get('b')?.requests, 1);
   });
 
-  it('forgets the VMs that are gone', () => {
-    const book = new ContactBook();
+  it('forgets the VMs that are gone, not those that moved to another network', () => {
+    const stats = new Stats();
+    const book = stats.contacts;
     book.seen('kept', 200, 1);
     book.seen('gone', 200, 1);
-    book.prune((id) => id === 'kept');
+    stats.forgetVms(
+      [
+        { id: 'gone', network: 'net1' },
+        { id: 'kept', network: 'net1' },
+      ],
+      (id) => id === 'kept',
+    );
     assert.equal(book.get('gone'), undefined);
     assert.equal(book.get('kept')?.requests, 1);
   });

@@ -76,12 +76,12 @@ describe('metrics', () => {
     const metrics = metricsOf(stats);
     await metrics.render();
     pending = 2; // counted by the loop, not drained yet
-    stats.forgetVms([{ id: 'vm-a', network: 'net1' }]);
+    stats.forgetVms([{ id: 'vm-a', network: 'net1' }], () => false);
     const text = await metrics.render();
     assert.doesNotMatch(text, /imds_metadata_no_token_total\{network="net1",vm="vm-a"\}/);
     assert.match(text, /^imds_metadata_no_token_total\{network="net1",vm="vm-b"\} 1$/m);
     assert.match(text, /^imds_metadata_no_token_total\{network="net2",vm="vm-a"\} 1$/m, 'the same VM on another network is another series');
-    stats.forgetVms([{ id: 'vm-b', network: 'net1' }]);
+    stats.forgetVms([{ id: 'vm-b', network: 'net1' }], () => false);
     assert.equal(stats.noTokens.has('net1'), false, 'an empty network goes too');
   });
 });
