@@ -1,31 +1,30 @@
 // The authoritative in-memory inventory of networks and VMs, mirrored to the SQLite store. Every
 // change is validated first (nothing half-written), then committed to the store in one
 // transaction, then applied to memory and to the metadata index — so guests see it at once.
-import { isDeepStrictEqual } from 'node:util';
 import { ImdsError } from '../errors.ts';
 import type { Defaults } from '../documents/instance.ts';
 import { bridgeNameOf } from '../model/names.ts';
 import type { Network, Vm } from '../model/schema.ts';
 import { networkProblems, vmProblems, type VmLookups } from '../model/validate.ts';
-import { planBatch, validationError, type BatchInput, type BatchOptions, type BatchResult, type VmPlace } from './batch-plan.ts';
+import {
+  planBatch,
+  validationError,
+  type BatchInput,
+  type BatchOptions,
+  type BatchResult,
+  type Current,
+  type VmPlace,
+} from './batch-plan.ts';
+import { planRevert, type RevertScope } from './revert-plan.ts';
 import { MetadataIndex } from './metadata-index.ts';
 import type { Origin, SqliteStore, StoredNetwork, StoredVm } from './sqlite-store.ts';
 
 export type { BatchInput, BatchOptions, BatchResult, VmPlace } from './batch-plan.ts';
 export { validationError } from './batch-plan.ts';
 
-/** The records an import touched: what `revertTo` may put back. */
-export interface RevertScope {
-  networks: ReadonlySet<string>;
-  vms: ReadonlySet<string>;
-  passwords: ReadonlySet<string>;
-}
-
-export interface InventorySnapshot {
-  readonly networks: ReadonlyMap<string, StoredNetwork>;
-  readonly vms: ReadonlyMap<string, StoredVm>;
-  readonly passwords: ReadonlyMap<string, string>;
-}
+/** The records and passwords at one moment (what `revertTo` puts back). */
+export type InventorySnapshot = Current;
+export type { RevertScope } from './revert-plan.ts';
 
 export interface InventoryEvents {
   /** VMs of these networks changed (after the store and the index have the change). */
@@ -266,56 +265,17 @@ export class Inventory {
 
   /**
    * Puts back, as they were at `snapshot`, the records an import touched (its `scope`) and nothing
-   * else (an import whose network the kernel refused): records it made are deleted, records it
-   * changed or pruned written back, passwords it set restored, in one store transaction. Changes
-   * other callers made meanwhile to other records stay.
+   * else (an import whose network the kernel refused), in one store transaction (revert-plan.ts).
    */
   revertTo(snapshot: InventorySnapshot, scope: RevertScope): void {
-    const changed = <T>(now: T | undefined, then: T): boolean => now === undefined || !isDeepStrictEqual(now, then);
-    const back = <T>(ids: ReadonlySet<string>, then: ReadonlyMap<string, T>, now: ReadonlyMap<string, T>) => ({
-      remove: [...ids].filter((id) => !then.has(id) && now.has(id)),
-      write: [...ids].flatMap((id) => {
-        const record = then.get(id);
-        return record !== undefined && changed(now.get(id), record) ? [record] : [];
-      }),
-    });
-    const nets = back(scope.networks, snapshot.networks, this.networks);
-    const vms = back(scope.vms, snapshot.vms, this.vms);
-    const pwIds = [...scope.passwords].filter((id) => snapshot.vms.has(id));
-    const passwords = new Map(
-      pwIds.flatMap((id) => {
-        const value = snapshot.passwords.get(id);
-        return value !== undefined && this.passwords.get(id) !== value ? [[id, value] as const] : [];
-      }),
-    );
-    const clearPasswords = pwIds.filter((id) => !snapshot.passwords.has(id) && this.passwords.has(id));
-    this.store.apply({
-      deleteVms: vms.remove,
-      deleteNetworks: nets.remove,
-      networks: nets.write,
-      vms: vms.write,
-      passwords,
-      clearPasswords,
-    });
-    const touched = new Set(
-      [...scope.vms].flatMap((id) => [this.vms.get(id)?.vm.network, snapshot.vms.get(id)?.vm.network]).filter((n) => n !== undefined),
-    );
-    const gone = [...scope.vms].flatMap((id) => {
-      const now = this.vms.get(id)?.vm.network;
-      return now !== undefined && snapshot.vms.get(id)?.vm.network !== now ? [{ id, network: now }] : [];
-    });
-    const netsAfter = new Map(this.networks);
-    for (const id of nets.remove) netsAfter.delete(id);
-    for (const n of nets.write) netsAfter.set(n.network.id, n);
-    const vmsAfter = new Map(this.vms);
-    for (const id of vms.remove) vmsAfter.delete(id);
-    for (const v of vms.write) vmsAfter.set(v.vm.id, v);
-    for (const id of [...vms.remove, ...clearPasswords]) this.passwords.delete(id);
-    for (const [id, value] of passwords) this.passwords.set(id, value);
-    this.reset([...netsAfter.values()], [...vmsAfter.values()]);
+    const plan = planRevert({ networks: this.networks, vms: this.vms, passwords: this.passwords }, snapshot, scope);
+    this.store.apply(plan.change);
+    for (const id of [...(plan.change.deleteVms ?? []), ...plan.change.clearPasswords]) this.passwords.delete(id);
+    for (const [id, value] of plan.change.passwords) this.passwords.set(id, value);
+    this.reset(plan.networks, plan.vms);
     this.events.onIndexChanged?.(this.currentIndex);
-    this.events.onVmsChanged?.(touched);
-    if (gone.length > 0) this.events.onVmsGone?.(gone);
+    this.events.onVmsChanged?.(plan.touched);
+    if (plan.gone.length > 0) this.events.onVmsGone?.(plan.gone);
   }
 
   private reset(networks: readonly StoredNetwork[], vms: readonly StoredVm[]): void {
