@@ -173,8 +173,8 @@ export class EtcdClient implements EtcdApi {
         this.preferred = index;
         return res;
       } catch (err) {
-        lastErr = registryError(err, what, member.endpoint);
         const retry = isServiceError(err) && (idempotent ? isUnavailable(err) : neverSent(err));
+        lastErr = registryError(err, what, member.endpoint, !idempotent && !neverSent(err));
         if (!retry) throw lastErr;
       }
     }

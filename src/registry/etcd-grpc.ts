@@ -80,12 +80,17 @@ export function isUnavailable(err: unknown): boolean {
 }
 
 /** UNAVAILABLE and DEADLINE_EXCEEDED: REGISTRY_UNAVAILABLE; anything else etcd refuses: INTERNAL, with gRPC's words. */
-export function registryError(err: unknown, what: string, endpoint: string): ImdsError {
+export function registryError(err: unknown, what: string, endpoint: string, maybeApplied = false): ImdsError {
   if (err instanceof ImdsError) return err;
   const details = isServiceError(err) ? { grpcCode: grpc.status[err.code], endpoint } : { endpoint };
   const reason = isServiceError(err) ? err.details || grpc.status[err.code] : messageOf(err);
   if (isUnavailable(err)) {
-    return new ImdsError('REGISTRY_UNAVAILABLE', `etcd registry unavailable (${what} via ${endpoint}): ${reason}`, { details, cause: err });
+    // A write that reached a member and got no answer may still commit once the cluster answers again.
+    const outcome = maybeApplied ? '; the write may still have been applied: read it back before retrying' : '';
+    return new ImdsError('REGISTRY_UNAVAILABLE', `etcd registry unavailable (${what} via ${endpoint}): ${reason}${outcome}`, {
+      details: { ...details, maybeApplied },
+      cause: err,
+    });
   }
   return new ImdsError('INTERNAL', `etcd refused ${what} (via ${endpoint}): ${reason}`, { details, cause: err });
 }
