@@ -4,6 +4,7 @@
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { EtcdApi, EtcdClientFactory, EtcdConnection } from '../registry/etcd-api.ts';
+import { PasswordPublisher } from '../registry/password-publisher.ts';
 import { RegistrySync, type RegistryStatus, type SyncTarget } from '../registry/sync.ts';
 import { RegistryWriter } from '../registry/writer.ts';
 import type { VmRefLookups } from '../server/admin/vm-ref.ts';
@@ -13,6 +14,8 @@ export interface RegistrySide {
   readonly hostId: string;
   readonly sync: RegistrySync;
   readonly writer: RegistryWriter;
+  /** Guests' posted passwords on their way to the registry (retried while etcd is unreachable). */
+  readonly passwords: PasswordPublisher;
   readonly vmRefs: VmRefLookups;
   status(): RegistryStatus & { host_id: string; prefix: string; endpoints: readonly string[] };
   close(): Promise<void>;
@@ -65,7 +68,13 @@ export function buildRegistrySide(cfg: Config, options: RegistrySideOptions): Re
     return client;
   };
   const log = options.log.child({ component: 'registry' });
-  const sync = new RegistrySync({
+  const passwords: PasswordPublisher = new PasswordPublisher({
+    publish: (vmId: string, value: string): Promise<unknown> => writer.setPassword(vmId, value, false),
+    localPassword: (vmId) => options.target.password(vmId),
+    log,
+  });
+  const sync: RegistrySync = new RegistrySync({
+    keepPassword: (vmId: string): boolean => passwords.isPending(vmId),
     etcd,
     prefix,
     hostId,
@@ -74,13 +83,17 @@ export function buildRegistrySide(cfg: Config, options: RegistrySideOptions): Re
     ...(options.onApplied === undefined ? {} : { onApplied: options.onApplied }),
     ...(options.onTokenKey === undefined ? {} : { onTokenKey: options.onTokenKey }),
   });
-  const writer = new RegistryWriter({ etcd, keys: sync.keys, sync, hostId });
+  const writer: RegistryWriter = new RegistryWriter({ etcd, keys: sync.keys, sync, hostId });
   return {
     hostId,
     sync,
     writer,
+    passwords,
     vmRefs: { byId: (id) => sync.state.vms.get(id)?.vm, all: () => [...sync.state.vms.values()].map((v) => v.vm) },
     status: () => ({ ...sync.status(), host_id: hostId, prefix, endpoints }),
-    close: () => sync.close(),
+    close: () => {
+      passwords.close();
+      return sync.close();
+    },
   };
 }

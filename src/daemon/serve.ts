@@ -117,7 +117,7 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
       // Their per-VM metric series and (when removed, not moved) their contact go with them.
       onVmsGone: (gone) => stats.forgetVms(gone, (id) => inventory.getVm(id) !== undefined),
       // With a registry, a guest's password goes there too (create-only: it moves with the VM).
-      onPasswordPosted: (vmId, value) => publishPassword(registry, vmId, value, log),
+      onPasswordPosted: (vmId, value) => registry?.passwords.post(vmId, value),
     },
   );
   const sockets = new ListenSockets({ port: cfg.listen_port, notifier, log, inherited });
@@ -135,12 +135,6 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
 }
 
 type Built = Awaited<ReturnType<typeof build>>;
-
-function publishPassword(registry: RegistrySide | undefined, vmId: string, value: string, log: Logger): void {
-  registry?.writer
-    .setPassword(vmId, value, false)
-    .catch((err: unknown) => log.warn({ vm: vmId, err: messageOf(err) }, "a guest's password was not published to the registry"));
-}
 
 /** With `registry` configured: the sync (placement into the inventory, networks converged) and the writer. */
 function registrySideOf(cfg: Config, inventory: Inventory, kernel: KernelSide, guests: GuestSide, log: Logger) {

@@ -16,6 +16,8 @@ import { applyEvents, emptyState, stateOf, type RegistryState } from './registry
 /** Where the placement goes: the inventory (its applyBatch). */
 export interface SyncTarget {
   applyBatch(batch: BatchInput, options: BatchOptions): BatchResult;
+  /** The VM's local password ('' when none). */
+  password(vmId: string): string;
 }
 
 export interface RegistryStatus {
@@ -38,6 +40,8 @@ export interface RegistrySyncOptions {
   retryMs?: { first: number; max: number };
   /** A placement changed the inventory (the daemon converges the kernel when networks changed). */
   onApplied?: (result: BatchResult) => void;
+  /** A local password not yet in the registry that must be kept (a guest's, being published). */
+  keepPassword?: (vmId: string) => boolean;
   /** The shared IMDSv2 token key changed (undefined: none in the registry). */
   onTokenKey?: (key: Buffer | undefined) => void;
   now?: () => Date;
@@ -192,6 +196,13 @@ export class RegistrySync {
     this.opts.log.error({ key, reason }, 'registry document ignored: it does not validate');
   }
 
+  /** VMs served here with a local password the registry no longer holds (cleared on another host), unless it is being published. */
+  private passwordsGone(next: Placement): Set<string> {
+    const { target, keepPassword } = this.opts;
+    const gone = next.vms.filter((v) => !next.passwords.has(v.id) && target.password(v.id) !== '' && keepPassword?.(v.id) !== true);
+    return new Set(gone.map((v) => v.id));
+  }
+
   /** Applies this host's placement when it differs from the last one applied. */
   private applyPlacement(): void {
     if (this.tokenKey === null || !isDeepStrictEqual(this.tokenKey, this.current.tokenKey)) {
@@ -204,7 +215,7 @@ export class RegistrySync {
       this.opts.log.warn({ vms: next.orphans }, 'VMs placed on this host name networks missing from the registry: they are not served');
     try {
       const result = this.opts.target.applyBatch(
-        { networks: next.networks, vms: next.vms, passwords: next.passwords },
+        { networks: next.networks, vms: next.vms, passwords: next.passwords, clearPasswords: this.passwordsGone(next) },
         { origin: 'registry', pruneOrigin: 'registry' },
       );
       this.applied = next;

@@ -180,6 +180,24 @@ export class RegistryWriter {
     return this.done(result, vm.value.host === this.o.hostId);
   }
 
+  /** Removes the VM's password key so its guest may post a new one; nothing to do when it has none. */
+  async clearPassword(id: string): Promise<WriteResult> {
+    const vm = await this.readVm(id);
+    const key = this.o.keys.password(vm.value.vm.id);
+    const current = await this.get(key);
+    const thisHost = vm.value.host === this.o.hostId;
+    if (current === undefined) return { revision: vm.kv.modRevision, applied: true, thisHost };
+    const result = await this.txn(
+      [
+        { key: vm.kv.key, modRevision: vm.kv.modRevision },
+        { key, modRevision: current.modRevision },
+      ],
+      [{ delete: key }],
+    );
+    if (!result.succeeded) throw conflict(`VM ${vm.value.vm.id} or its password`);
+    return this.done(result, thisHost);
+  }
+
   /** Replaces the registry's IMDSv2 token key (`imds token rotate`): every host adopts it from its watch. */
   async replaceTokenKey(key: Buffer): Promise<WriteResult> {
     return this.done(await this.txn([], [{ put: this.o.keys.tokenKey, value: encodeTokenKey(key) }]), true);

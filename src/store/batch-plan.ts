@@ -14,6 +14,8 @@ export interface BatchInput {
   vms?: readonly Vm[];
   /** Passwords to set (replacing any) on VMs of the batch, by VM id. */
   passwords?: ReadonlyMap<string, string>;
+  /** VMs of the batch whose password is removed (the registry's password key was deleted). */
+  clearPasswords?: ReadonlySet<string>;
 }
 
 export interface Changes {
@@ -148,8 +150,11 @@ export function planBatch(current: Current, batch: BatchInput, options: BatchOpt
   }
   inVms.forEach((vm, i) => labelled.push({ vm, path: [...root, 'vms', i], label: `vms[${i}]` }));
   problems.push(...checkVmSet([...resultNets.values()], labelled));
-  for (const id of passwords.keys())
+  const clear = batch.clearPasswords ?? new Set<string>();
+  for (const id of [...passwords.keys(), ...clear])
     if (!batchVmIds.has(id)) problems.push({ path: [...root, 'passwords', id], message: `VM ${id} is not in the batch` });
+  for (const id of clear)
+    if (passwords.has(id)) problems.push({ path: [...root, 'passwords', id], message: `VM ${id}: a password both set and cleared` });
   if (problems.length > 0) throw validationError(problems, 'batch rejected, nothing was changed');
 
   const { origin } = options;
@@ -159,7 +164,7 @@ export function planBatch(current: Current, batch: BatchInput, options: BatchOpt
   };
   const writeNets = inNets.filter((n) => sort(result.networks, n.id, current.networks.get(n.id), (c) => isSame(c, n, origin)));
   const writeVms = inVms.filter((v) =>
-    sort(result.vms, v.id, current.vms.get(v.id), (c) => isSame(c, v, origin) && samePassword(current, passwords, v.id)),
+    sort(result.vms, v.id, current.vms.get(v.id), (c) => isSame(c, v, origin) && samePassword(current, passwords, clear, v.id)),
   );
   const originOf = <T>(id: string, inBatch: boolean, from: ReadonlyMap<string, { origin: Origin } & T>): Origin =>
     inBatch ? origin : (from.get(id) as { origin: Origin }).origin;
@@ -171,6 +176,7 @@ export function planBatch(current: Current, batch: BatchInput, options: BatchOpt
       networks: writeNets.map((network) => ({ network, origin })),
       vms: writeVms.map((vm) => ({ vm, origin })),
       passwords,
+      clearPasswords: [...clear].filter((id) => current.passwords.has(id)),
     },
     networks: [...resultNets].map(([id, network]) => ({ network, origin: originOf(id, batchNetIds.has(id), current.networks) })),
     vms: labelled.map(({ vm }) => ({ vm, origin: originOf(vm.id, batchVmIds.has(vm.id), current.vms) })),
@@ -194,7 +200,8 @@ function isSame(before: StoredNetwork | StoredVm, next: Network | Vm, origin: Or
   return before.origin === origin && isDeepStrictEqual(spec, next);
 }
 
-function samePassword(current: Current, passwords: ReadonlyMap<string, string>, id: string): boolean {
+function samePassword(current: Current, passwords: ReadonlyMap<string, string>, clear: ReadonlySet<string>, id: string): boolean {
+  if (clear.has(id)) return !current.passwords.has(id);
   const next = passwords.get(id);
   return next === undefined || current.passwords.get(id) === next;
 }

@@ -249,7 +249,7 @@ export class Inventory {
     if (options.dryRun === true) return plan.result;
     this.store.apply(plan.change);
     // Memory and index follow the committed state.
-    for (const id of plan.result.vms.deleted) this.passwords.delete(id);
+    for (const id of [...plan.result.vms.deleted, ...(plan.change.clearPasswords ?? [])]) this.passwords.delete(id);
     for (const [id, value] of batch.passwords ?? []) this.passwords.set(id, value);
     this.reset(plan.networks, plan.vms);
     this.events.onIndexChanged?.(this.currentIndex);

@@ -60,10 +60,18 @@ export class FakeEtcd implements EtcdApi {
     return kv === undefined ? undefined : { ...kv };
   }
 
+  /** Runs before the next transactions (a concurrent writer getting in first). */
+  beforeTxn: (() => Promise<void> | void) | undefined;
+  /** etcd's --max-txn-ops: more compares or operations in one transaction are refused. */
+  maxTxnOps = 128;
+
   async txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult> {
     this.calls.txn++;
+    await this.beforeTxn?.();
     await Promise.resolve();
     this.check();
+    if (compares.length > this.maxTxnOps || ops.length > this.maxTxnOps)
+      throw new Error('3 INVALID_ARGUMENT: etcdserver: too many operations in txn request');
     const holds = compares.every((c) => {
       const kv = this.kvs.get(c.key);
       return 'absent' in c ? kv === undefined : kv?.modRevision === c.modRevision;

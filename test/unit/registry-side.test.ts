@@ -17,7 +17,7 @@ after(async () => {
 });
 
 it('is built only with a registry', () => {
-  const target = { applyBatch: () => ({ networks: none, vms: none }) };
+  const target = { applyBatch: () => ({ networks: none, vms: none }), password: () => '' };
   assert.equal(buildRegistrySide(parseConfig('{}', 'imds.yaml'), { target, log }), undefined);
 });
 
@@ -46,6 +46,7 @@ it('connects with the configured endpoints and TLS, applies the placement, and r
         batches.push(batch);
         return { networks: { ...none, created: ['net1'] }, vms: none };
       },
+      password: () => '',
     },
     log,
     onApplied: () => applied.push(1),
@@ -70,7 +71,7 @@ it('connects with the configured endpoints and TLS, applies the placement, and r
 
 it('reports a client that cannot be made as disconnected, with the reason', async () => {
   const cfg = parseConfig('host_id: hv1\nregistry:\n  etcd:\n    endpoints: [e1:2379]\n', 'imds.yaml');
-  const target = { applyBatch: () => ({ networks: none, vms: none }) };
+  const target = { applyBatch: () => ({ networks: none, vms: none }), password: () => '' };
   const side = buildRegistrySide(cfg, {
     target,
     log,

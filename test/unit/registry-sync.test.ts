@@ -29,7 +29,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function setup(hostId = 'hv1', etcd = new FakeEtcd()) {
+function setup(hostId = 'hv1', etcd = new FakeEtcd(), keepPassword?: (vmId: string) => boolean) {
   const dir = mkdtempSync(join(tmpdir(), 'imds-registry-sync-'));
   const store = SqliteStore.open(dir);
   const applied: number[] = [];
@@ -41,6 +41,7 @@ function setup(hostId = 'hv1', etcd = new FakeEtcd()) {
     target: inventory,
     log: pino({ level: 'silent' }),
     retryMs: { first: 5, max: 20 },
+    ...(keepPassword === undefined ? {} : { keepPassword }),
   });
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   cleanups.push(() => store.close());
@@ -196,6 +197,31 @@ describe('registry sync', () => {
     assert.equal(await sync.waitForRevision(rev, 5000), true);
     assert.deepEqual(served(inventory), ['vm1']);
     assert.match(String(sync.status().lastError), /placement not applied: .*198\.51\.100\.11/);
+  });
+
+  it("clears a local password whose key was deleted, but keeps a guest's that is being published", async () => {
+    const pending = new Set<string>();
+    const { etcd, inventory, sync } = setup('hv1', new FakeEtcd(), (id) => pending.has(id));
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await putVm(etcd, vmOf(1), 'hv1');
+    await putVm(etcd, vmOf(2), 'hv1');
+    await etcd.put(keys.password(vmOf(1).id), 'pw1');
+    await sync.start();
+    assert.equal(inventory.password(vmOf(1).id), 'pw1');
+    // The guest of vm2 posts its password here; its publication is pending (etcd refused it, say).
+    assert.equal(inventory.setPasswordOnce(vmOf(2).id, 'posted'), true);
+    pending.add(vmOf(2).id);
+    // Another host clears vm1's password in the registry.
+    const rev = (await etcd.delete(keys.password(vmOf(1).id))).revision;
+    assert.equal(await sync.waitForRevision(rev, 5000), true);
+    assert.equal(inventory.password(vmOf(1).id), '', 'cleared here too: the guest may post a new one');
+    assert.equal(inventory.password(vmOf(2).id), 'posted', 'a password being published is kept');
+    // Once no longer pending and still not in the registry, the next placement clears it as well.
+    pending.delete(vmOf(2).id);
+    const rev2 = (await putVm(etcd, vmOf(3), 'hv1')).revision;
+    assert.equal(await sync.waitForRevision(rev2, 5000), true);
+    assert.equal(inventory.password(vmOf(2).id), '');
+    assert.deepEqual(served(inventory), ['vm1', 'vm2', 'vm3']);
   });
 
   it('times out a wait for a revision that never comes', async () => {

@@ -35,6 +35,7 @@ async function setup(hostId = 'hv1') {
       const none = { created: [], updated: [], unchanged: [], deleted: [] };
       return { networks: none, vms: none };
     },
+    password: () => '',
   };
   const sync = new RegistrySync({ etcd: () => Promise.resolve(etcd), prefix: '/imds/', hostId, target, log: pino({ level: 'silent' }) });
   await sync.start();
@@ -122,6 +123,27 @@ describe('registry writer', () => {
     assert.equal(await etcd.get(keys.password(vmOf(1).id)), undefined);
   });
 
+  it('clears the password key so the guest may post again; clearing none is a no-op; a lost race is a conflict', async () => {
+    const { etcd, writer } = await setup();
+    await writer.createNetwork(NET);
+    await writer.createVm(vmOf(1), 'hv2');
+    await writer.setPassword(vmOf(1).id, 'first', false);
+    const r = await writer.clearPassword(vmOf(1).id);
+    assert.equal(r.thisHost, false);
+    assert.equal(await etcd.get(keys.password(vmOf(1).id)), undefined);
+    const again = await writer.clearPassword(vmOf(1).id);
+    assert.equal(again.applied, true);
+    await writer.setPassword(vmOf(1).id, 'second', false);
+    assert.equal((await etcd.get(keys.password(vmOf(1).id)))?.value, 'second');
+    await rejects(writer.clearPassword(vmOf(9).id), 'NOT_FOUND');
+    etcd.beforeTxn = async () => {
+      etcd.beforeTxn = undefined;
+      await etcd.put(keys.password(vmOf(1).id), 'raced');
+    };
+    await rejects(writer.clearPassword(vmOf(1).id), 'REGISTRY_CONFLICT');
+    assert.equal((await etcd.get(keys.password(vmOf(1).id)))?.value, 'raced');
+  });
+
   it('deletes a network only when empty, or with its VMs when forced', async () => {
     const { etcd, writer } = await setup();
     await writer.createNetwork(NET);
@@ -154,7 +176,7 @@ describe('registry token key', () => {
       etcd: () => Promise.resolve(etcd),
       prefix: '/imds/',
       hostId: 'hv2',
-      target: { applyBatch: () => ({ networks: none(), vms: none() }) },
+      target: { applyBatch: () => ({ networks: none(), vms: none() }), password: () => '' },
       log: pino({ level: 'silent' }),
       onTokenKey: (key) => seen.push(key?.toString('hex')),
     });

@@ -150,7 +150,12 @@ function passwordRoutes(app: AdminRouter, deps: AdminDeps): void {
       },
     },
     async (req, reply) => {
-      deps.inventory.clearPassword(req.params.id);
+      if (deps.registry === undefined) deps.inventory.clearPassword(req.params.id);
+      else {
+        const result = await deps.registry.writer.clearPassword(req.params.id);
+        // The registry had none but this host may hold one (a guest's, not yet published): clear it too.
+        if (result.thisHost && deps.inventory.getVm(req.params.id) !== undefined) deps.inventory.clearPassword(req.params.id);
+      }
       return reply.code(204).send(null);
     },
   );
