@@ -51,7 +51,7 @@ export function buildRegistrySide(cfg: Config, options: RegistrySideOptions): Re
   const registry = cfg.registry;
   if (registry === undefined || cfg.host_id === undefined) return undefined;
   const hostId = cfg.host_id;
-  const { endpoints, prefix, tls } = registry.etcd;
+  const { endpoints, prefix, tls, max_txn_ops: maxTxnOps } = registry.etcd;
   let client: Promise<EtcdApi> | undefined;
   const etcd = (): Promise<EtcdApi> => {
     if (client === undefined) {
@@ -83,7 +83,7 @@ export function buildRegistrySide(cfg: Config, options: RegistrySideOptions): Re
     ...(options.onApplied === undefined ? {} : { onApplied: options.onApplied }),
     ...(options.onTokenKey === undefined ? {} : { onTokenKey: options.onTokenKey }),
   });
-  const writer: RegistryWriter = new RegistryWriter({ etcd, keys: sync.keys, sync, hostId });
+  const writer: RegistryWriter = new RegistryWriter({ etcd, keys: sync.keys, sync, hostId, maxTxnOps });
   return {
     hostId,
     sync,

@@ -22,6 +22,13 @@ export const etcdSchema = z
       .string()
       .regex(/^\/(?:[A-Za-z0-9._-]+\/)*$/, 'must start and end with "/" and hold only A-Z a-z 0-9 . _ - between slashes')
       .default(DEFAULT_REGISTRY_PREFIX),
+    max_txn_ops: z
+      .number()
+      .int('must be a whole number')
+      .min(4, 'must be at least 4')
+      .max(1_000_000, 'must be at most 1000000')
+      .default(128)
+      .describe("etcd's --max-txn-ops: a `vm import` larger than this is written in several transactions"),
     tls: z
       .object({ ca: absolutePath.optional(), cert: absolutePath.optional(), key: absolutePath.optional() })
       .strict()

@@ -19,7 +19,10 @@ import {
   type PlacedVm,
   type RegistryKeys,
 } from './layout.ts';
-import type { RegistryState } from './registry-state.ts';
+import { chunkImport, planRegistryImport, type RegistryImport } from './import-plan.ts';
+import { writeImport } from './import-write.ts';
+import { stateOf, type RegistryState } from './registry-state.ts';
+import type { BatchResult } from '../store/batch-plan.ts';
 
 /** What a writer needs of the sync: the registry as read, and waiting for a revision to be applied. */
 export interface SyncView {
@@ -42,6 +45,8 @@ export interface RegistryWriterOptions {
   hostId: string;
   /** How long a write waits for this host's sync to apply it. Default 5 s. */
   applyTimeoutMs?: number;
+  /** etcd's --max-txn-ops: an import larger than this is written in several transactions. Default 128. */
+  maxTxnOps?: number;
 }
 
 export class RegistryWriter {
@@ -196,6 +201,28 @@ export class RegistryWriter {
     );
     if (!result.succeeded) throw conflict(`VM ${vm.value.vm.id} or its password`);
     return this.done(result, thisHost);
+  }
+
+  /**
+   * `imds vm import`: validated against the whole registry read at one revision, then written in
+   * guarded transactions (one when it fits etcd's --max-txn-ops; otherwise several, undone on failure).
+   * A dry run reads and validates only.
+   */
+  async importBatch(
+    batch: RegistryImport,
+    options: { dryRun: boolean; prune?: 'vms' | 'all' | undefined },
+  ): Promise<WriteResult & { result: BatchResult; transactions: number }> {
+    const api = await this.api();
+    const range = await this.call(() => api.rangePrefix(this.o.keys.root));
+    const kvs = new Map(range.kvs.map((kv) => [kv.key, kv]));
+    const state = stateOf(range.kvs, this.o.keys, () => undefined);
+    const plan = planRegistryImport(state, kvs, this.o.keys, batch, { defaultHost: this.o.hostId, prune: options.prune });
+    const thisHost = plan.hosts.has(this.o.hostId);
+    if (options.dryRun || plan.writes.length === 0)
+      return { revision: range.revision, applied: true, thisHost, result: plan.result, transactions: 0 };
+    const txns = chunkImport(plan, this.o.keys, this.o.maxTxnOps ?? 128);
+    const revision = await writeImport({ txn: (c, o) => this.txn(c, o), get: (k) => this.get(k) }, txns);
+    return { ...(await this.done({ succeeded: true, revision }, thisHost)), result: plan.result, transactions: txns.length };
   }
 
   /** Replaces the registry's IMDSv2 token key (`imds token rotate`): every host adopts it from its watch. */

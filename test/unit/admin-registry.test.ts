@@ -130,8 +130,58 @@ describe('admin API with a registry', () => {
     assert.equal((await call('GET', '/v1/health')).status, 200);
   });
 
-  it('refuses import with a registry, naming why', async () => {
-    const r = await call('POST', '/v1/import', { networks: [] });
-    assert.deepEqual([r.status, r.body?.['code'], r.body?.['field']], [400, 'VALIDATION_FAILED', 'registry']);
+  it('imports into etcd: created, then unchanged; a dry run writes nothing; --prune=vms deletes what the file left out', async () => {
+    const vm2 = '2b4e28ba-2fa1-11d2-883f-0016d3cca427';
+    const net = { id: 'imp', cidr: '203.0.113.0/24', service_ip: '203.0.113.2' };
+    const vmA = { id: vm2, network: 'imp', ip: '203.0.113.10', mac: '52:54:00:aa:00:01', hostname: 'imp-a', host: 'hv1' };
+    const vmB = {
+      id: VM.replace('1b4e', '3b4e'),
+      network: 'imp',
+      ip: '203.0.113.11',
+      mac: '52:54:00:aa:00:02',
+      hostname: 'imp-b',
+      host: 'hv2',
+    };
+    const dry = await call('POST', '/v1/import?dry_run=true', { networks: [net], vms: [vmA, vmB] });
+    assert.equal(dry.status, 200, JSON.stringify(dry.body));
+    assert.deepEqual((dry.body?.['vms'] as { created: string[] }).created, [vmA.id, vmB.id]);
+    assert.equal(await etcd.get(keys.network('imp')), undefined, 'a dry run writes nothing');
+    const r = await call('POST', '/v1/import', { networks: [net], vms: [vmA, { ...vmB, password: 'posted-elsewhere' }] });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual((r.body?.['networks'] as { created: string[] }).created, ['imp']);
+    assert.equal(inventory.getVm(vmA.id)?.vm.hostname, 'imp-a', 'served here when the call returns');
+    assert.equal(inventory.getVm(vmB.id), undefined, "hv2's VM is not served here");
+    assert.equal((await etcd.get(keys.password(vmB.id)))?.value, 'posted-elsewhere');
+    const stored = decodeVm(vmB.id, (await etcd.get(keys.vm(vmB.id)))?.value ?? '');
+    assert.ok(stored.ok && stored.value.host === 'hv2');
+    // The same file again changes nothing; without host, a VM stays where it is.
+    const { host: _h, ...vmBNoHost } = vmB;
+    const again = await call('POST', '/v1/import', { networks: [net], vms: [vmA, vmBNoHost] });
+    assert.deepEqual((again.body?.['vms'] as { unchanged: string[] }).unchanged, [vmA.id, vmB.id]);
+    // Moving a VM by its host alone is an update.
+    const moved = await call('POST', '/v1/import', { vms: [{ ...vmB, host: 'hv1' }] });
+    assert.deepEqual((moved.body?.['vms'] as { updated: string[] }).updated, [vmB.id]);
+    assert.equal(inventory.getVm(vmB.id)?.vm.hostname, 'imp-b');
+    const pruned = await call('POST', '/v1/import?prune=vms', { vms: [vmA] });
+    assert.deepEqual((pruned.body?.['vms'] as { deleted: string[] }).deleted, [vmB.id]);
+    assert.equal(await etcd.get(keys.vm(vmB.id)), undefined);
+    assert.equal(await etcd.get(keys.password(vmB.id)), undefined, "the pruned VM's password goes with it");
+    assert.equal(inventory.getVm(vmB.id), undefined);
+  });
+
+  it('refuses an import that breaks a rule against the registry, naming the entry, writing nothing', async () => {
+    const clash = {
+      id: '4b4e28ba-2fa1-11d2-883f-0016d3cca427',
+      network: 'imp',
+      ip: '203.0.113.10',
+      mac: '52:54:00:aa:00:09',
+      hostname: 'x',
+    };
+    const before = etcd.revision;
+    const r = await call('POST', '/v1/import', { vms: [{ ...clash, host: 'hv3' }] });
+    assert.equal(r.status, 400);
+    assert.equal(r.body?.['code'], 'VALIDATION_FAILED');
+    assert.match(String(r.body?.['message']), /vms\[0\]/);
+    assert.equal(etcd.revision, before);
   });
 });

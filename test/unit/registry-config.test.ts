@@ -25,7 +25,14 @@ describe('configuration: host_id and registry', () => {
   it('parses a registry with defaults', () => {
     const cfg = parseConfig('host_id: hv1\nregistry:\n  etcd:\n    endpoints: [127.0.0.1:2379, "http://127.0.0.2:2379"]\n', 'imds.yaml');
     assert.equal(cfg.host_id, 'hv1');
-    assert.deepEqual(cfg.registry, { etcd: { endpoints: ['127.0.0.1:2379', 'http://127.0.0.2:2379'], prefix: '/imds/' } });
+    assert.deepEqual(cfg.registry, { etcd: { endpoints: ['127.0.0.1:2379', 'http://127.0.0.2:2379'], prefix: '/imds/', max_txn_ops: 128 } });
+  });
+
+  it('refuses a max_txn_ops etcd cannot take, naming the field', () => {
+    assert.throws(
+      () => parseConfig('host_id: hv1\nregistry:\n  etcd:\n    endpoints: [e:2379]\n    max_txn_ops: 2\n', 'imds.yaml'),
+      /registry\.etcd\.max_txn_ops: must be at least 4/,
+    );
   });
 
   it('takes a prefix and TLS files', () => {

@@ -75,6 +75,23 @@ async function convergeOrRevert(deps: AdminDeps, result: BatchResult, before: In
   );
 }
 
+type ImportBody = z.output<typeof importBody>;
+type ImportQuery = z.output<typeof importQuery>;
+
+/** With a registry: the batch goes to etcd (src/registry/import-plan.ts); this host applies its share before the answer. */
+async function registryImport(deps: AdminDeps, registry: NonNullable<AdminDeps['registry']>, body: ImportBody, query: ImportQuery) {
+  const entries = body.vms ?? [];
+  const vms = entries.map(({ password: _password, host, ...v }, i) => ({ vm: parseModel(vmSchema, vmInput(v), ['vms', i]), host }));
+  const passwords = new Map(entries.flatMap((v, i) => (v.password === undefined ? [] : [[vms[i]?.vm.id as string, v.password] as const])));
+  const dryRun = query.dry_run === 'true';
+  const written = await registry.writer.importBatch({ networks: body.networks ?? [], vms, passwords }, { dryRun, prune: query.prune });
+  if (!dryRun && written.thisHost) {
+    await deps.converge();
+    await deps.vmChangesApplied?.();
+  }
+  return { dry_run: dryRun, ...written.result };
+}
+
 /** Registered with the prefix /v1/import. */
 export const importRoutes: AdminPlugin = (app, { deps }, done) => {
   const { inventory } = deps;
@@ -90,14 +107,7 @@ export const importRoutes: AdminPlugin = (app, { deps }, done) => {
       },
     },
     async (req) => {
-      if (deps.registry !== undefined)
-        throw new ImdsError(
-          'VALIDATION_FAILED',
-          'import: not available with a registry yet: write the records to etcd (docs/registry.md)',
-          {
-            field: 'registry',
-          },
-        );
+      if (deps.registry !== undefined) return registryImport(deps, deps.registry, req.body, req.query);
       const networks = req.body.networks ?? [];
       const entries = req.body.vms ?? [];
       entries.forEach((v, i) => {

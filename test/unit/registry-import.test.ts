@@ -1,0 +1,142 @@
+// `vm import` with a registry: the plan (pure) and its writing in transactions of at most
+// --max-txn-ops, undone when one is refused, against the in-memory FakeEtcd (unit tests only) with a
+// small transaction limit so that a few VMs make several transactions.
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { isImdsError } from '../../src/errors.ts';
+import type { Network, Vm } from '../../src/model/schema.ts';
+import { chunkImport, planRegistryImport } from '../../src/registry/import-plan.ts';
+import { encodeNetwork, encodeVm, registryKeys } from '../../src/registry/layout.ts';
+import { stateOf } from '../../src/registry/registry-state.ts';
+import { RegistrySync } from '../../src/registry/sync.ts';
+import { RegistryWriter } from '../../src/registry/writer.ts';
+import { FakeEtcd } from '../helpers/fake-etcd.ts';
+
+const keys = registryKeys('/imds/');
+const NET: Network = { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' };
+const vmOf = (n: number, hostname = `vm${n}`): Vm => ({
+  id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+  network: 'net1',
+  ip: `198.51.100.${10 + n}`,
+  mac: `52:54:00:00:00:${String(n).padStart(2, '0')}`,
+  hostname,
+});
+const none = () => ({ created: [], updated: [], unchanged: [], deleted: [] });
+
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of closers.splice(0)) await c();
+});
+
+async function setup(maxTxnOps: number) {
+  const etcd = new FakeEtcd();
+  etcd.maxTxnOps = maxTxnOps;
+  const target = { applyBatch: () => ({ networks: none(), vms: none() }), password: () => '' };
+  const sync = new RegistrySync({
+    etcd: () => Promise.resolve(etcd),
+    prefix: '/imds/',
+    hostId: 'hv1',
+    target,
+    log: pino({ level: 'silent' }),
+  });
+  await sync.start();
+  closers.push(() => sync.close());
+  const writer = new RegistryWriter({ etcd: () => Promise.resolve(etcd), keys, sync, hostId: 'hv1', maxTxnOps });
+  return { etcd, writer };
+}
+
+/** Every key and value under the root. */
+async function dump(etcd: FakeEtcd): Promise<[string, string][]> {
+  return (await etcd.rangePrefix(keys.root)).kvs.map((kv) => [kv.key, kv.value]);
+}
+
+const batchOf = (vms: Vm[], host?: string) => ({
+  networks: [NET],
+  vms: vms.map((vm) => ({ vm, host })),
+  passwords: new Map<string, string>(),
+});
+
+describe('registry import: plan', () => {
+  it('writes networks first, guards a VM on a network it does not write, and keeps each transaction within the limit', () => {
+    const kvs = [{ key: keys.network('net1'), value: encodeNetwork(NET), createRevision: 2, modRevision: 2 }];
+    const state = stateOf(kvs, keys, () => undefined);
+    const vms = Array.from({ length: 7 }, (_, k) => ({ vm: vmOf(k + 1), host: undefined }));
+    const plan = planRegistryImport(
+      state,
+      new Map(kvs.map((kv) => [kv.key, kv])),
+      keys,
+      { networks: [], vms, passwords: new Map() },
+      {
+        defaultHost: 'hv1',
+      },
+    );
+    assert.deepEqual(plan.result.vms.created.length, 7);
+    assert.equal(plan.layout, false);
+    const txns = chunkImport(plan, keys, 5);
+    assert.deepEqual(
+      txns.map((t) => [t.compares.length, t.ops.length]),
+      [
+        [5, 4],
+        [4, 3],
+      ],
+      'each transaction compares the network once, then one compare and one put per VM',
+    );
+    for (const t of txns) assert.deepEqual(t.compares[0], { key: keys.network('net1'), modRevision: 2 });
+    assert.deepEqual([...plan.hosts], ['hv1']);
+  });
+});
+
+describe('registry import: writing', () => {
+  it('writes a large import in several transactions; the same file again writes nothing', async () => {
+    const { etcd, writer } = await setup(6);
+    const vms = Array.from({ length: 12 }, (_, k) => vmOf(k + 1));
+    const r = await writer.importBatch(batchOf(vms, 'hv2'), { dryRun: false });
+    assert.ok(r.transactions >= 3, `${r.transactions} transactions`);
+    assert.equal(r.result.vms.created.length, 12);
+    assert.equal((await dump(etcd)).filter(([k]) => k.startsWith(keys.vm(''))).length, 12);
+    const before = etcd.revision;
+    const again = await writer.importBatch(batchOf(vms), { dryRun: false });
+    assert.deepEqual([again.transactions, again.result.vms.unchanged.length, etcd.revision], [0, 12, before]);
+  });
+
+  it('undoes the transactions written when a later one loses a race, and names the key', async () => {
+    const { etcd, writer } = await setup(6);
+    await writer.importBatch(batchOf([vmOf(1), vmOf(2)], 'hv1'), { dryRun: false });
+    const before = await dump(etcd);
+    const changed = [vmOf(1, 'renamed1'), vmOf(2, 'renamed2'), ...Array.from({ length: 10 }, (_, k) => vmOf(k + 3))];
+    let n = 0;
+    etcd.beforeTxn = async () => {
+      if (++n !== 3) return;
+      etcd.beforeTxn = undefined;
+      await etcd.put(keys.vm(vmOf(12).id), encodeVm({ vm: vmOf(12, 'theirs'), host: 'hv2' })); // another controller, first
+    };
+    await assert.rejects(writer.importBatch(batchOf(changed), { dryRun: false }), (err) => {
+      assert.ok(isImdsError(err, 'REGISTRY_CONFLICT'), String(err));
+      assert.match(err.message, /vms\/00000000-0000-4000-8000-000000000012 changed in the registry/);
+      assert.match(err.message, /undone, nothing was changed/);
+      return true;
+    });
+    const after = new Map(await dump(etcd));
+    const theirs = after.get(keys.vm(vmOf(12).id));
+    after.delete(keys.vm(vmOf(12).id));
+    assert.deepEqual([...after], before, 'renamed VMs put back, created ones deleted');
+    assert.match(String(theirs), /"theirs"/, "the other controller's write stands");
+  });
+
+  it('names the keys it could not undo when etcd went away in the middle', async () => {
+    const { etcd, writer } = await setup(6);
+    let n = 0;
+    etcd.beforeTxn = () => {
+      if (++n === 2) etcd.setUnavailable(true);
+    };
+    await assert.rejects(writer.importBatch(batchOf(Array.from({ length: 8 }, (_, k) => vmOf(k + 1))), { dryRun: false }), (err) => {
+      assert.ok(isImdsError(err, 'REGISTRY_UNAVAILABLE'), String(err));
+      assert.match(err.message, /import stopped after 1 of \d+ transactions/);
+      assert.match(err.message, /not reachable: .*networks\/net1/);
+      return true;
+    });
+    etcd.beforeTxn = undefined;
+    etcd.setUnavailable(false);
+  });
+});
