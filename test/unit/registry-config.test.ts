@@ -25,7 +25,9 @@ describe('configuration: host_id and registry', () => {
   it('parses a registry with defaults', () => {
     const cfg = parseConfig('host_id: hv1\nregistry:\n  etcd:\n    endpoints: [127.0.0.1:2379, "http://127.0.0.2:2379"]\n', 'imds.yaml');
     assert.equal(cfg.host_id, 'hv1');
-    assert.deepEqual(cfg.registry, { etcd: { endpoints: ['127.0.0.1:2379', 'http://127.0.0.2:2379'], prefix: '/imds/', max_txn_ops: 128 } });
+    assert.deepEqual(cfg.registry, {
+      etcd: { endpoints: ['127.0.0.1:2379', 'http://127.0.0.2:2379'], prefix: '/imds/', max_txn_ops: 128 },
+    });
   });
 
   it('refuses a max_txn_ops etcd cannot take, naming the field', () => {
