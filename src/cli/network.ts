@@ -4,6 +4,7 @@ import { ImdsError } from '../errors.ts';
 import { clientOf } from './client.ts';
 import { collect, defined, integer, jsonObject } from './input.ts';
 import { emit, fields, table, withOutput } from './output.ts';
+import { ifRevisionOption, withIfRevision } from './if-revision.ts';
 
 export { clientOf } from './client.ts';
 
@@ -147,7 +148,8 @@ function setNetworkCommand(parent: Command): void {
       .option('--ntp <ip>', 'NTP server; repeatable (replaces the list)', collect)
       .option('--dhcp-lease-time <seconds>', 'DHCP lease time', integer('--dhcp-lease-time'))
       .option('--vendor-data <@file|json>', 'vendor data defaults (JSON object)')
-      .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect),
+      .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
+      .addOption(ifRevisionOption()),
   ).action(async (id, opts, cmd) => {
     const body = networkBody(opts);
     for (const field of opts.clear ?? []) {
@@ -155,7 +157,7 @@ function setNetworkCommand(parent: Command): void {
         throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
       body[field.replace(/-/g, '_')] = null;
     }
-    const n = await clientOf(cmd, true).call<NetworkView>('PATCH', pathOf(id), body);
+    const n = await clientOf(cmd, true).call<NetworkView>('PATCH', withIfRevision(pathOf(id), opts.ifRevision), body);
     emit(opts, n, (v) => `network ${v.id} updated: ${v.state}`);
   });
 }
@@ -166,11 +168,12 @@ function rmNetworkCommand(parent: Command): void {
       .command('rm')
       .description('delete a network and its kernel objects (refused while it has VMs, unless --force)')
       .argument('<id>', 'network id')
-      .option('--force', 'also delete its VMs'),
+      .option('--force', 'also delete its VMs')
+      .addOption(ifRevisionOption()),
   ).action(async (id, opts, cmd) => {
     const r = await clientOf(cmd, true).call<{ deleted: string; vms_deleted: number }>(
       'DELETE',
-      `${pathOf(id)}${opts.force ? '?force=true' : ''}`,
+      withIfRevision(`${pathOf(id)}${opts.force ? '?force=true' : ''}`, opts.ifRevision),
     );
     emit(opts, r, (d) => `network ${d.deleted} deleted${d.vms_deleted > 0 ? ` with ${d.vms_deleted} VMs` : ''}`);
   });

@@ -4,6 +4,7 @@ import type { Command } from '@commander-js/extra-typings';
 import { clientOf } from './client.ts';
 import { emit, JSON_HELP, outputOption } from './output.ts';
 import { VM_REF } from './vm-view.ts';
+import { ifRevisionOption, withIfRevision } from './if-revision.ts';
 
 export function migrateVmCommand(parent: Command): void {
   parent
@@ -11,10 +12,15 @@ export function migrateVmCommand(parent: Command): void {
     .description('move a VM to another hypervisor (with a registry): its host_id in the registry changes, its password goes with it')
     .argument('<vm>', VM_REF)
     .requiredOption('--to <host_id>', "the destination host (its daemon's host_id)")
+    .addOption(ifRevisionOption())
     .addOption(outputOption())
     .option('--json', JSON_HELP)
     .action(async (id, opts, cmd) => {
-      const v = await clientOf(cmd).call<{ id: string; host?: string }>('PATCH', `/v1/vms/${encodeURIComponent(id)}`, { host: opts.to });
+      const v = await clientOf(cmd).call<{ id: string; host?: string }>(
+        'PATCH',
+        withIfRevision(`/v1/vms/${encodeURIComponent(id)}`, opts.ifRevision),
+        { host: opts.to },
+      );
       emit(opts, v, (u) => `vm ${u.id} migrated to ${u.host ?? opts.to}`);
     });
 }

@@ -13,6 +13,7 @@ import { emit, formatOf, JSON_HELP, outputOption } from './output.ts';
 import { importSummary, progressOn } from './progress.ts';
 import { importPath, importRequest, importText, type ImportRequest, type ImportResult } from './import-document.ts';
 import { passwordCommand } from './vm-password.ts';
+import { ifRevisionOption, withIfRevision } from './if-revision.ts';
 import { VM_REF, vmFields, vmsTable, type VmView } from './vm-view.ts';
 
 const CLEAR_FIELD: Record<string, string> = {
@@ -176,6 +177,7 @@ function showVmCommand(parent: Command): void {
 function setVmCommand(parent: Command): void {
   vmOptions(parent.command('set').description('change a VM; guests see the change as soon as this returns').argument('<vm>', VM_REF), false)
     .option('--clear <field>', `clear an optional field (${CLEARABLE.join(', ')}); repeatable`, collect)
+    .addOption(ifRevisionOption())
     .addOption(outputOption())
     .option('--json', JSON_HELP)
     .action(async (id, opts, cmd) => {
@@ -186,7 +188,7 @@ function setVmCommand(parent: Command): void {
           throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
         body[key] = null;
       }
-      const v = await clientOf(cmd).call<VmView>('PATCH', pathOf(id), body);
+      const v = await clientOf(cmd).call<VmView>('PATCH', withIfRevision(pathOf(id), opts['ifRevision'] as number | undefined), body);
       emit(opts, v, (u) => `vm ${u.id} updated`);
     });
 }
@@ -196,10 +198,11 @@ function rmVmCommand(parent: Command): void {
     .command('rm')
     .description('delete a VM')
     .argument('<vm>', VM_REF)
+    .addOption(ifRevisionOption())
     .addOption(outputOption())
     .option('--json', JSON_HELP)
     .action(async (id, opts, cmd) => {
-      const r = await clientOf(cmd).call<{ deleted: string }>('DELETE', pathOf(id));
+      const r = await clientOf(cmd).call<{ deleted: string }>('DELETE', withIfRevision(pathOf(id), opts.ifRevision));
       emit(opts, r, (d) => `vm ${d.deleted} deleted`);
     });
 }

@@ -17,6 +17,7 @@ export interface RegistrySide {
   /** Guests' posted passwords on their way to the registry (retried while etcd is unreachable). */
   readonly passwords: PasswordPublisher;
   readonly vmRefs: VmRefLookups;
+  revisionOf(kind: 'network' | 'vm', id: string): number | undefined;
   status(): RegistryStatus & { host_id: string; prefix: string; endpoints: readonly string[] };
   close(): Promise<void>;
 }
@@ -89,6 +90,7 @@ export function buildRegistrySide(cfg: Config, options: RegistrySideOptions): Re
     sync,
     writer,
     passwords,
+    revisionOf: (kind, id) => sync.state.modRevisions.get(kind === 'vm' ? sync.keys.vm(id) : sync.keys.network(id)),
     vmRefs: { byId: (id) => sync.state.vms.get(id)?.vm, all: () => [...sync.state.vms.values()].map((v) => v.vm) },
     status: () => ({ ...sync.status(), host_id: hostId, prefix, endpoints }),
     close: () => {

@@ -5,9 +5,8 @@
 // create-only key. A VM is checked against its network and the other VMs as the registry holds them
 // (the model's rules). When the change concerns this host, the call returns once the sync applied it.
 import { ImdsError, isImdsError, messageOf } from '../errors.ts';
-import { hostnameSchema, type Network, type Vm } from '../model/schema.ts';
-import { networkProblems, vmProblems, type Problem } from '../model/validate.ts';
-import { validationError } from '../store/batch-plan.ts';
+import type { Network, Vm } from '../model/schema.ts';
+import { checkHost, checkNetwork, checkVm } from './write-checks.ts';
 import type { Compare, EtcdApi, KeyValue, Op, TxnResult } from './etcd-api.ts';
 import {
   decodeNetwork,
@@ -63,7 +62,7 @@ export class RegistryWriter {
   // -- networks -------------------------------------------------------------------------------
 
   async createNetwork(network: Network): Promise<WriteResult> {
-    this.checkNetwork(network);
+    checkNetwork(this.o.sync.state, network);
     const key = this.o.keys.network(network.id);
     const result = await this.txn([{ key, absent: true }], [{ put: key, value: encodeNetwork(network) }, this.layoutOp()]);
     if (!result.succeeded) throw new ImdsError('ALREADY_EXISTS', `network "${network.id}" already exists in the registry`, { field: 'id' });
@@ -71,19 +70,25 @@ export class RegistryWriter {
   }
 
   /** Reads the network, applies `change`, writes it back if nobody changed it meanwhile. */
-  async updateNetwork(id: string, change: (current: Network) => Network): Promise<WriteResult & { network: Network }> {
+  async updateNetwork(
+    id: string,
+    change: (current: Network) => Network,
+    ifModRevision?: number,
+  ): Promise<WriteResult & { network: Network }> {
     const { kv, value } = await this.readNetwork(id);
+    if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`network "${id}"`);
     const next = change(value);
     if (next.id !== id) throw new ImdsError('VALIDATION_FAILED', 'id: a network id cannot change', { field: 'id' });
-    this.checkNetwork(next);
+    checkNetwork(this.o.sync.state, next);
     const result = await this.txn([{ key: kv.key, modRevision: kv.modRevision }], [{ put: kv.key, value: encodeNetwork(next) }]);
     if (!result.succeeded) throw conflict(`network "${id}"`);
     return { ...(await this.done(result, this.servesNetwork(id))), network: next };
   }
 
   /** Deletes a network; with `force` its VMs (and their passwords) in the same transaction. Returns the VMs deleted. */
-  async deleteNetwork(id: string, force: boolean): Promise<WriteResult & { vms: string[] }> {
+  async deleteNetwork(id: string, force: boolean, ifModRevision?: number): Promise<WriteResult & { vms: string[] }> {
     const { kv } = await this.readNetwork(id);
+    if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`network "${id}"`);
     const api = await this.api();
     const range = await this.call(() => api.rangePrefix(this.o.keys.vm('')));
     const onIt = range.kvs.flatMap((v) => {
@@ -113,7 +118,7 @@ export class RegistryWriter {
   async createVm(vm: Vm, host: string): Promise<WriteResult> {
     checkHost(host);
     const net = await this.readNetwork(vm.network, 'network');
-    this.checkVm(vm, net.value);
+    checkVm(this.o.sync.state, vm, net.value);
     const key = this.o.keys.vm(vm.id);
     const result = await this.txn(
       [
@@ -141,7 +146,7 @@ export class RegistryWriter {
     if (next.vm.id !== value.vm.id) throw new ImdsError('VALIDATION_FAILED', 'id: a VM id cannot change', { field: 'id' });
     checkHost(next.host);
     const net = await this.readNetwork(next.vm.network, 'network');
-    this.checkVm(next.vm, net.value);
+    checkVm(this.o.sync.state, next.vm, net.value);
     const result = await this.txn(
       [
         { key: kv.key, modRevision: kv.modRevision },
@@ -154,12 +159,13 @@ export class RegistryWriter {
   }
 
   /** `imds vm migrate VM --to HOST`: the VM's host changes, in one write (the password key moves with it: it is per VM, not per host). */
-  migrateVm(id: string, host: string): Promise<WriteResult & PlacedVm> {
-    return this.updateVm(id, (current) => ({ ...current, host }));
+  migrateVm(id: string, host: string, ifModRevision?: number): Promise<WriteResult & PlacedVm> {
+    return this.updateVm(id, (current) => ({ ...current, host }), ifModRevision);
   }
 
-  async deleteVm(id: string): Promise<WriteResult & { id: string }> {
+  async deleteVm(id: string, ifModRevision?: number): Promise<WriteResult & { id: string }> {
     const { kv, value } = await this.readVm(id);
+    if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`VM ${value.vm.id}`);
     const result = await this.txn(
       [{ key: kv.key, modRevision: kv.modRevision }],
       [{ delete: kv.key }, { delete: this.o.keys.password(value.vm.id) }],
@@ -290,35 +296,6 @@ export class RegistryWriter {
     return { kv, value: decoded.value };
   }
 
-  private checkNetwork(network: Network): void {
-    const others = [...this.o.sync.state.networks.values()].filter((n) => n.id !== network.id);
-    // Bridges and uplinks are per host: two networks may share a name if no host serves both, which
-    // the registry cannot know ahead; the model's rule (unique across the registry) is kept.
-    const lookups = {
-      bridgeUser: () => undefined,
-      uplinkUser: (uplink: string) => others.find((n) => n.uplink === uplink)?.id,
-    };
-    const problems = networkProblems(network, lookups, (f) => [f]);
-    if (problems.length > 0) throw validationError(problems);
-  }
-
-  private checkVm(vm: Vm, network: Network): void {
-    const label = (match: (v: Vm) => boolean, self: string): string | undefined => {
-      for (const { vm: other } of this.o.sync.state.vms.values()) if (other.id !== self && match(other)) return `VM ${other.id}`;
-      return undefined;
-    };
-    const problems: Problem[] = vmProblems(
-      vm,
-      {
-        network: (id) => (id === network.id ? network : undefined),
-        ipUser: (net, ip, self) => label((v) => v.network === net && v.ip === ip, self),
-        macUser: (net, mac, self) => label((v) => v.network === net && v.mac === mac, self),
-      },
-      (f) => [f],
-    );
-    if (problems.length > 0) throw validationError(problems);
-  }
-
   private servesNetwork(id: string): boolean {
     for (const { vm, host } of this.o.sync.state.vms.values()) if (host === this.o.hostId && vm.network === id) return true;
     return false;
@@ -332,11 +309,6 @@ export class RegistryWriter {
     const applied = await this.o.sync.waitForRevision(result.revision, this.o.applyTimeoutMs ?? 5000);
     return { revision: result.revision, applied, thisHost: concernsThisHost };
   }
-}
-
-function checkHost(host: string): void {
-  if (!hostnameSchema.safeParse(host).success)
-    throw new ImdsError('VALIDATION_FAILED', `host: "${host}" is not a host name (a daemon's host_id)`, { field: 'host' });
 }
 
 function conflict(what: string): ImdsError {

@@ -128,6 +128,8 @@ describe('admin API', () => {
     assert.deepEqual([cleared.json<NetworkJson>().mtu, cleared.json<NetworkJson>().domain], [undefined, 'example.test']);
     const required = await app.inject({ method: 'PATCH', url: '/v1/networks/net1', payload: { cidr: null } });
     assert.deepEqual([required.statusCode, required.json<ErrorJson>().field], [400, 'cidr']);
+    const guarded = await app.inject({ method: 'PATCH', url: '/v1/networks/net1?if_revision=3', payload: { mtu: 1400 } });
+    assert.deepEqual([guarded.statusCode, guarded.json<ErrorJson>().field], [400, 'if_revision'], 'no revisions without a registry');
   });
 
   it('answers validation errors as {code, message, field}', async () => {

@@ -38,7 +38,13 @@ describe('admin API with a registry', () => {
     const writer = new RegistryWriter({ etcd: () => Promise.resolve(etcd), keys, sync, hostId: 'hv1' });
     const stats = new Stats();
     const vmRefs = { byId: (id: string) => sync.state.vms.get(id)?.vm, all: () => [...sync.state.vms.values()].map((v) => v.vm) };
-    const registry = { hostId: 'hv1', writer, status: () => sync.status(), vmRefs };
+    const registry = {
+      hostId: 'hv1',
+      writer,
+      status: () => sync.status(),
+      vmRefs,
+      revisionOf: (kind: 'network' | 'vm', id: string) => sync.state.modRevisions.get(kind === 'vm' ? keys.vm(id) : keys.network(id)),
+    };
     const metrics = new Metrics({
       stats,
       vmCount: () => inventory.vmCount(),
@@ -97,6 +103,27 @@ describe('admin API with a registry', () => {
       hostname: 'vm2',
     });
     assert.deepEqual([again.status, again.body?.['code']], [409, 'ALREADY_EXISTS']);
+  });
+
+  it('shows the revision and changes a VM or network only if_revision still holds (409 REGISTRY_CONFLICT otherwise)', async () => {
+    const shown = await call('GET', `/v1/vms/${VM}`);
+    const revision = shown.body?.['revision'] as number;
+    assert.equal(revision, (await etcd.get(keys.vm(VM)))?.modRevision);
+    const ok = await call('PATCH', `/v1/vms/${VM}?if_revision=${revision}`, { name: 'first' });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    assert.ok((ok.body?.['revision'] as number) > revision, 'the answer shows the new revision');
+    const stale = await call('PATCH', `/v1/vms/${VM}?if_revision=${revision}`, { name: 'second' });
+    assert.deepEqual([stale.status, stale.body?.['code']], [409, 'REGISTRY_CONFLICT']);
+    assert.equal((await call('DELETE', `/v1/vms/${VM}?if_revision=${revision}`)).status, 409);
+    assert.equal(inventory.getVm(VM)?.vm.name, 'first');
+    const bad = await call('PATCH', `/v1/vms/${VM}?if_revision=abc`, { name: 'x' });
+    assert.deepEqual([bad.status, bad.body?.['code'], bad.body?.['field']], [400, 'VALIDATION_FAILED', 'querystring.if_revision']);
+    const net = await call('GET', '/v1/networks/net1');
+    const netRev = net.body?.['revision'] as number;
+    assert.equal(netRev, (await etcd.get(keys.network('net1')))?.modRevision);
+    assert.equal((await call('PATCH', `/v1/networks/net1?if_revision=${netRev - 1}`, { mtu: 1400 })).status, 409);
+    assert.equal((await call('PATCH', `/v1/networks/net1?if_revision=${netRev}`, { mtu: 1400 })).status, 200);
+    assert.equal((await call('DELETE', `/v1/networks/net1?force=true&if_revision=${netRev}`)).status, 409);
   });
 
   it('migrates with PATCH host: the VM leaves this host when the call returns', async () => {

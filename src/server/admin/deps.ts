@@ -54,6 +54,8 @@ export interface AdminDeps {
     status(): RegistryStatus;
     /** VM references resolve against the whole registry (a VM on another host can be named, e.g. to migrate it). */
     readonly vmRefs: VmRefLookups;
+    /** The mod revision of a network's or VM's document as this daemon last read it (what `if_revision` compares). */
+    revisionOf(kind: 'network' | 'vm', id: string): number | undefined;
   };
   /** What `imds doctor` reads (the kernel through the daemon's runner, DHCP, listeners, contacts). */
   doctor?: DoctorDeps;

@@ -3,10 +3,10 @@
 import { z } from 'zod';
 import { ImdsError } from '../../errors.ts';
 import { networkSchema, type Network } from '../../model/schema.ts';
-import { registryCreateNetwork, registryDeleteNetwork, registryPatchNetwork } from './registry-writes.ts';
+import { refuseIfRevision, registryCreateNetwork, registryDeleteNetwork, registryPatchNetwork, revisionOf } from './registry-writes.ts';
 import type { AdminDeps, AdminPlugin, AdminRouter } from './deps.ts';
 import { mergePatch } from './merge-patch.ts';
-import { errorBody, errorResponses, idParam, networkCreate, networkView, patchOf } from './schemas.ts';
+import { errorBody, errorResponses, idParam, ifRevision, ifRevisionQuery, networkCreate, networkView, patchOf } from './schemas.ts';
 import { parseModel } from './validation.ts';
 import { networkViewOf, networkViews } from './views.ts';
 
@@ -84,12 +84,14 @@ function patchNetwork(app: AdminRouter, deps: AdminDeps): void {
         tags: ['networks'],
         summary: 'Change a network; null clears a field',
         params: idParam,
+        querystring: ifRevisionQuery,
         body: networkPatch,
         response: { 200: networkView, ...errorResponses },
       },
     },
     async (req) => {
-      if (deps.registry !== undefined) return registryPatchNetwork(deps, deps.registry, req.params.id, req.body);
+      if (deps.registry !== undefined) return registryPatchNetwork(deps, deps.registry, req.params.id, req.body, revisionOf(req.query));
+      refuseIfRevision(req.query);
       const current = inventory.requireNetwork(req.params.id).network;
       const next: Network = parseModel(networkSchema, mergePatch(current, req.body));
       const before = inventory.updateNetwork(next);
@@ -99,7 +101,7 @@ function patchNetwork(app: AdminRouter, deps: AdminDeps): void {
   );
 }
 
-const deleteQuery = z.object({ force: z.enum(['true', 'false']).optional() });
+const deleteQuery = z.object({ force: z.enum(['true', 'false']).optional(), if_revision: ifRevision });
 const deleted = z.object({ deleted: z.string(), vms_deleted: z.number() });
 
 function deleteNetwork(app: AdminRouter, deps: AdminDeps): void {
@@ -115,8 +117,10 @@ function deleteNetwork(app: AdminRouter, deps: AdminDeps): void {
       },
     },
     async (req) => {
-      if (deps.registry !== undefined) return registryDeleteNetwork(deps, deps.registry, req.params.id, req.query.force === 'true');
-      const removed = deps.inventory.deleteNetwork(req.params.id, req.query.force === 'true');
+      const force = req.query.force === 'true';
+      if (deps.registry !== undefined) return registryDeleteNetwork(deps, deps.registry, req.params.id, force, revisionOf(req.query));
+      refuseIfRevision(req.query);
+      const removed = deps.inventory.deleteNetwork(req.params.id, force);
       const summary = await deps.converge();
       if (!summary.removed.includes(req.params.id) && summary.removalFailures.some((f) => f.network === req.params.id)) {
         throw new ImdsError(

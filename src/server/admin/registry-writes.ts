@@ -12,6 +12,19 @@ import { networkViewOf, vmViewOf } from './views.ts';
 
 type Registry = NonNullable<AdminDeps['registry']>;
 
+/** `if_revision` as a number (undefined when not given). */
+export function revisionOf(query: { if_revision?: string | undefined }): number | undefined {
+  return query.if_revision === undefined ? undefined : Number(query.if_revision);
+}
+
+/** `if_revision` given without a registry: refused, naming the field. */
+export function refuseIfRevision(query: { if_revision?: string | undefined }): void {
+  if (query.if_revision !== undefined)
+    throw new ImdsError('VALIDATION_FAILED', 'if_revision: only with a registry (records have no revision without one)', {
+      field: 'if_revision',
+    });
+}
+
 /** `host` given without a registry: refused, naming the field. */
 export function refuseHost(host: string | undefined): void {
   if (host !== undefined)
@@ -38,21 +51,25 @@ export async function registryCreateVm(deps: AdminDeps, registry: Registry, body
   return vmView(deps, vm, on);
 }
 
-export async function registryPatchVm(deps: AdminDeps, registry: Registry, id: string, body: Record<string, unknown>) {
+export async function registryPatchVm(deps: AdminDeps, registry: Registry, id: string, body: Record<string, unknown>, ifRevision?: number) {
   const { host, ...patch } = body;
-  const result = await registry.writer.updateVm(id, (current) => {
-    const merged = vmAsBody(current.vm);
-    if (patch['user_data'] !== undefined || patch['user_data_b64'] !== undefined) delete merged['user_data_b64'];
-    const vm = parseModel(vmSchema, vmInput(mergePatch(merged, patch)));
-    return { vm, host: typeof host === 'string' ? host : current.host };
-  });
+  const result = await registry.writer.updateVm(
+    id,
+    (current) => {
+      const merged = vmAsBody(current.vm);
+      if (patch['user_data'] !== undefined || patch['user_data_b64'] !== undefined) delete merged['user_data_b64'];
+      const vm = parseModel(vmSchema, vmInput(mergePatch(merged, patch)));
+      return { vm, host: typeof host === 'string' ? host : current.host };
+    },
+    ifRevision,
+  );
   if (result.host === registry.hostId) await servedHere(deps, result.vm);
   else if (result.thisHost) await deps.vmChangesApplied?.();
   return vmView(deps, result.vm, result.host);
 }
 
-export async function registryDeleteVm(deps: AdminDeps, registry: Registry, id: string) {
-  const result = await registry.writer.deleteVm(id);
+export async function registryDeleteVm(deps: AdminDeps, registry: Registry, id: string, ifRevision?: number) {
+  const result = await registry.writer.deleteVm(id, ifRevision);
   if (result.thisHost) await deps.vmChangesApplied?.();
   return { deleted: result.id };
 }
@@ -62,14 +79,20 @@ export async function registryCreateNetwork(deps: AdminDeps, registry: Registry,
   return networkViewOf(deps, deps.inventory.getNetwork(network.id) ?? { network, origin: 'registry' });
 }
 
-export async function registryPatchNetwork(deps: AdminDeps, registry: Registry, id: string, body: Record<string, unknown>) {
-  const result = await registry.writer.updateNetwork(id, (current) => parseModel(networkSchema, mergePatch(current, body)));
+export async function registryPatchNetwork(
+  deps: AdminDeps,
+  registry: Registry,
+  id: string,
+  body: Record<string, unknown>,
+  ifRevision?: number,
+) {
+  const result = await registry.writer.updateNetwork(id, (current) => parseModel(networkSchema, mergePatch(current, body)), ifRevision);
   if (result.thisHost) await deps.convergeNetwork(id);
   return networkViewOf(deps, deps.inventory.getNetwork(id) ?? { network: result.network, origin: 'registry' });
 }
 
-export async function registryDeleteNetwork(deps: AdminDeps, registry: Registry, id: string, force: boolean) {
-  const result = await registry.writer.deleteNetwork(id, force);
+export async function registryDeleteNetwork(deps: AdminDeps, registry: Registry, id: string, force: boolean, ifRevision?: number) {
+  const result = await registry.writer.deleteNetwork(id, force, ifRevision);
   if (result.thisHost) await deps.converge();
   return { deleted: id, vms_deleted: result.vms.length };
 }

@@ -42,6 +42,14 @@ export const vmCreate = vmSchema
 
 export const idParam = z.object({ id: z.string().min(1).max(64) });
 
+/** `?if_revision=N` (with a registry): the write happens only if the document's mod revision is still N. */
+export const ifRevision = z
+  .string()
+  .regex(/^[1-9][0-9]{0,15}$/, 'must be a registry revision (a positive whole number, as `revision` shows)')
+  .optional()
+  .describe('with a registry: change it only if its revision is still this one (else 409 REGISTRY_CONFLICT)');
+export const ifRevisionQuery = z.object({ if_revision: ifRevision });
+
 export const networkView = z.object({
   id: z.string(),
   cidr: z.string(),
@@ -67,6 +75,10 @@ export const networkView = z.object({
     .describe("the network's dnsmasq (DHCP networks)"),
   origin: z.enum(['config', 'api', 'registry']),
   vms: z.number().describe('VMs on this network'),
+  revision: z
+    .number()
+    .optional()
+    .describe('with a registry: the mod revision of the document in etcd; give it as if_revision to change it only if nobody else did'),
   state: z.enum(['serving', 'degraded', 'pending']),
   reason: z.string().optional(),
 });
@@ -95,6 +107,10 @@ export const vmView = z.object({
   user_data_b64: z.string().optional().describe('only on GET /v1/vms/{id}'),
   password_set: z.boolean(),
   host: z.string().optional().describe('with a registry: the host the VM runs on'),
+  revision: z
+    .number()
+    .optional()
+    .describe('with a registry: the mod revision of the document in etcd; give it as if_revision to change it only if nobody else did'),
   origin: z.enum(['config', 'api', 'registry']),
   contact: z
     .object({ requests: z.number(), first_seen: z.string(), last_seen: z.string(), last_status: z.number() })

@@ -30,10 +30,17 @@ export function networkViewOf(deps: AdminDeps, stored: StoredNetwork): NetworkVi
     bridge: bridgeNameOf(n),
     origin: stored.origin,
     vms: deps.inventory.vmCount(n.id),
+    ...revisionView(deps, 'network', n.id, stored.origin),
     state: status?.state ?? 'pending',
     ...(status?.reason === undefined ? {} : { reason: status.reason }),
     ...dhcpView(deps.dhcpStatusOf?.(n.id)),
   };
+}
+
+/** With a registry, a registry record's mod revision (what `if_revision` compares). */
+function revisionView(deps: AdminDeps, kind: 'network' | 'vm', id: string, origin: string): { revision?: number } {
+  const revision = origin === 'registry' ? deps.registry?.revisionOf(kind, id) : undefined;
+  return revision === undefined ? {} : { revision };
 }
 
 /** Every network, as listed by GET /v1/networks and GET /v1/status. */
@@ -53,6 +60,7 @@ export function vmViewOf(deps: AdminDeps, stored: StoredVm, full: boolean): VmVi
     ...(deps.registry !== undefined && stored.origin === 'registry' && deps.inventory.getVm(vm.id) !== undefined
       ? { host: deps.registry.hostId }
       : {}),
+    ...revisionView(deps, 'vm', vm.id, stored.origin),
     origin: stored.origin,
     ...contactView(deps, vm.id),
   };

@@ -6,10 +6,10 @@ import { vmSchema } from '../../model/schema.ts';
 import { PASSWORD_MAX } from '../guest-routes.ts';
 import type { AdminDeps, AdminPlugin, AdminRouter } from './deps.ts';
 import { mergePatch } from './merge-patch.ts';
-import { errorBody, errorResponses, idParam, patchOf, vmAsBody, vmCreate, vmInput, vmView } from './schemas.ts';
+import { errorBody, errorResponses, idParam, ifRevisionQuery, patchOf, vmAsBody, vmCreate, vmInput, vmView } from './schemas.ts';
 import { parseModel } from './validation.ts';
 import { vmViewOf } from './views.ts';
-import { refuseHost, registryCreateVm, registryDeleteVm, registryPatchVm } from './registry-writes.ts';
+import { refuseHost, refuseIfRevision, registryCreateVm, registryDeleteVm, registryPatchVm, revisionOf } from './registry-writes.ts';
 import { resolveVmRefs, withFallback, type VmRefLookups } from './vm-ref.ts';
 
 /** Registered with the prefix /v1/vms. */
@@ -85,12 +85,14 @@ function patchVm(app: AdminRouter, deps: AdminDeps): void {
         tags: ['vms'],
         summary: 'Change a VM; null clears a field',
         params: idParam,
+        querystring: ifRevisionQuery,
         body: vmPatch,
         response: { 200: vmView, ...errorResponses },
       },
     },
     async (req) => {
-      if (deps.registry !== undefined) return registryPatchVm(deps, deps.registry, req.params.id, req.body);
+      if (deps.registry !== undefined) return registryPatchVm(deps, deps.registry, req.params.id, req.body, revisionOf(req.query));
+      refuseIfRevision(req.query);
       const { host, ...body }: Record<string, unknown> = req.body;
       refuseHost(host as string | undefined);
       const current = vmAsBody(inventory.requireVm(req.params.id).vm);
@@ -111,11 +113,13 @@ function deleteVm(app: AdminRouter, deps: AdminDeps): void {
         tags: ['vms'],
         summary: 'Delete a VM',
         params: idParam,
-        response: { 200: z.object({ deleted: z.string() }), 404: errorBody },
+        querystring: ifRevisionQuery,
+        response: { 200: z.object({ deleted: z.string() }), ...errorResponses },
       },
     },
     async (req) => {
-      if (deps.registry !== undefined) return registryDeleteVm(deps, deps.registry, req.params.id);
+      if (deps.registry !== undefined) return registryDeleteVm(deps, deps.registry, req.params.id, revisionOf(req.query));
+      refuseIfRevision(req.query);
       const { vm } = deps.inventory.requireVm(req.params.id);
       deps.inventory.deleteVm(vm.id);
       return { deleted: vm.id };

@@ -1,0 +1,44 @@
+// The model's rules for one write against the registry as this daemon last read it (every host's
+// networks and VMs): a network's fields and its uplink, a VM against its network and the addresses
+// and MACs of the other VMs there, a host name. Pure; a broken rule is VALIDATION_FAILED naming the field.
+import { hostnameSchema, type Network, type Vm } from '../model/schema.ts';
+import { networkProblems, vmProblems, type Problem } from '../model/validate.ts';
+import { validationError } from '../store/batch-plan.ts';
+import { ImdsError } from '../errors.ts';
+import type { RegistryState } from './registry-state.ts';
+
+type Records = Pick<Readonly<RegistryState>, 'networks' | 'vms'>;
+
+export function checkNetwork(state: Records, network: Network): void {
+  const others = [...state.networks.values()].filter((n) => n.id !== network.id);
+  // Bridges and uplinks are per host: two networks may share a bridge name if no host serves both,
+  // which the registry cannot know ahead; an uplink is kept unique across the registry (the model's rule).
+  const lookups = {
+    bridgeUser: () => undefined,
+    uplinkUser: (uplink: string) => others.find((n) => n.uplink === uplink)?.id,
+  };
+  const problems = networkProblems(network, lookups, (f) => [f]);
+  if (problems.length > 0) throw validationError(problems);
+}
+
+export function checkVm(state: Records, vm: Vm, network: Network): void {
+  const label = (match: (v: Vm) => boolean, self: string): string | undefined => {
+    for (const { vm: other } of state.vms.values()) if (other.id !== self && match(other)) return `VM ${other.id}`;
+    return undefined;
+  };
+  const problems: Problem[] = vmProblems(
+    vm,
+    {
+      network: (id) => (id === network.id ? network : undefined),
+      ipUser: (net, ip, self) => label((v) => v.network === net && v.ip === ip, self),
+      macUser: (net, mac, self) => label((v) => v.network === net && v.mac === mac, self),
+    },
+    (f) => [f],
+  );
+  if (problems.length > 0) throw validationError(problems);
+}
+
+export function checkHost(host: string): void {
+  if (!hostnameSchema.safeParse(host).success)
+    throw new ImdsError('VALIDATION_FAILED', `host: "${host}" is not a host name (a daemon's host_id)`, { field: 'host' });
+}
