@@ -10,6 +10,8 @@ import { EtcdCluster } from '../helpers/etcd-cluster.ts';
 import { Sandbox, sh, type DaemonProcess, type Guest } from '../helpers/sandbox.ts';
 import type { RunResult } from '../../src/netns/run.ts';
 import { until } from '../helpers/wait.ts';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 const VM1 = '11111111-2fa1-11d2-883f-0016d3cca427';
 const VM2 = '22222222-2fa1-11d2-883f-0016d3cca427';
@@ -86,7 +88,8 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
   }
 
   async function startDaemon(h: Host): Promise<void> {
-    const cfg = h.sb.config({ host_id: h.name, log_level: 'info', registry: { etcd: { endpoints: etcd().endpoints } } });
+    // max_txn_ops 16 (etcd's own limit is 128): a 20-VM import takes several transactions here.
+    const cfg = h.sb.config({ host_id: h.name, log_level: 'info', registry: { etcd: { endpoints: etcd().endpoints, max_txn_ops: 16 } } });
     h.daemon = await h.sb.startDaemon(h.sb.writeConfig(cfg));
   }
 
@@ -248,6 +251,67 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     assert.equal((await b1.http('/latest/meta-data/instance-id', { headers: ['x-aws-ec2-metadata-token: junk'] })).status, 401);
   });
 
+  it('lets a controller write only over the revision it read: the second writer with the same --if-revision loses (exit 5)', async () => {
+    const shown = JSON.parse((await imds(hv1, ['vm', 'show', VM3, '--json'])).stdout) as { revision: number; host: string };
+    assert.equal(shown.host, 'hv1');
+    const stored = JSON.parse(await etcd().ctl(['get', `/imds/v1/vms/${VM3}`, '-w', 'json'])) as { kvs: { mod_revision: number }[] };
+    assert.equal(shown.revision, stored.kvs[0]?.mod_revision, 'vm show prints the mod revision in etcd');
+    const rev = String(shown.revision);
+    const first = await imds(hv1, ['vm', 'set', VM3, '--name', 'first-controller', '--if-revision', rev], true);
+    assert.equal(first.code, 0, first.stderr);
+    const second = await imds(hv2, ['vm', 'set', VM3, '--name', 'second-controller', '--if-revision', rev], true);
+    assert.equal(second.code, 5, second.stderr);
+    assert.match(second.stderr, /REGISTRY_CONFLICT/);
+    const after = JSON.parse(await etcd().ctl(['get', `/imds/v1/vms/${VM3}`, '--print-value-only'])) as { name: string };
+    assert.equal(after.name, 'first-controller', 'the second write did not overwrite the first');
+    const meta = JSON.parse((await (guests['a3'] as Guest).http('/openstack/latest/meta_data.json')).body.toString()) as { name: string };
+    assert.equal(meta.name, 'first-controller');
+  });
+
+  it('imports a file through one daemon into etcd, in several transactions, placed on both hosts; --prune through the other', async () => {
+    const net2 = { id: 'net2', cidr: '203.0.113.0/24', service_ip: '203.0.113.2' };
+    const ids = Array.from({ length: 20 }, (_, k) => `77777777-0000-4000-8000-${String(k).padStart(12, '0')}`);
+    const vms = ids.map((id, k) => ({
+      id,
+      network: 'net2',
+      ip: `203.0.113.${100 + k}`,
+      mac: `52:54:00:00:01:${String(k).padStart(2, '0')}`,
+      hostname: `imp${k}`,
+      host: k % 2 === 0 ? 'hv1' : 'hv2',
+    }));
+    const file = join(hv1.sb.dir, 'import.json');
+    writeFileSync(file, JSON.stringify({ networks: [net2], vms }));
+    const out = await imds(hv1, ['vm', 'import', file, '--json']);
+    const result = JSON.parse(out.stdout) as { networks: { created: string[] }; vms: { created: string[] } };
+    assert.deepEqual([result.networks.created, result.vms.created.length], [['net2'], 20]);
+    const revisions = new Set<number>();
+    for (const id of ids) {
+      const kv = JSON.parse(await etcd().ctl(['get', `/imds/v1/vms/${id}`, '-w', 'json'])) as { kvs?: { mod_revision: number }[] };
+      const rev = kv.kvs?.[0]?.mod_revision;
+      assert.ok(rev !== undefined, `${id} is in etcd`);
+      revisions.add(rev);
+    }
+    assert.ok(revisions.size >= 2, `written in ${revisions.size} transactions (max_txn_ops 16)`);
+    const listed = async (h: Host): Promise<number> =>
+      (JSON.parse((await imds(h, ['vm', 'list', '--network', 'net2', '--json'])).stdout) as unknown[]).length;
+    assert.equal(await listed(hv1), 10, 'hv1 serves its half when the import returns');
+    await until('hv2 serves its half', async () => ((await listed(hv2)) === 10 ? true : undefined), 10_000, 100);
+    writeFileSync(file, JSON.stringify({ networks: [net2], vms: vms.slice(0, 4) }));
+    const dry = JSON.parse((await imds(hv2, ['vm', 'import', file, '--prune', '--dry-run', '--json'])).stdout) as {
+      vms: { deleted: string[]; unchanged: string[] };
+    };
+    assert.deepEqual([dry.vms.deleted.length, dry.vms.unchanged.length], [16, 4], "only net2, the file's network, is pruned");
+    assert.equal(await listed(hv2), 10, 'a dry run changes nothing');
+    await imds(hv2, ['vm', 'import', file, '--prune']);
+    assert.equal(await listed(hv2), 2, 'hv2 applied the prune before the command returned');
+    await until('hv1 applies the prune', async () => ((await listed(hv1)) === 2 ? true : undefined), 10_000, 100);
+    const left = await etcd().ctl(['get', '--prefix', '/imds/v1/vms/7777', '--keys-only']);
+    assert.equal(left.split('\n').filter((l) => l.startsWith('/imds/v1/vms/')).length, 4);
+    assert.equal(await metaUuid(guests['a3'] as Guest), VM3, 'net1 untouched');
+    await imds(hv1, ['network', 'rm', 'net2', '--force']);
+    await until('hv2 removes net2', async () => ((await hv2.sb.hvLinks())['imdsb-net2'] === undefined ? true : undefined), 10_000, 100);
+  });
+
   it('keeps serving with every member stopped, reports degraded, refuses writes (REGISTRY_UNAVAILABLE, exit 3)', async () => {
     for (let i = 1; i <= 3; i++) await etcd().stopMember(i);
     for (const h of [hv1, hv2]) {
@@ -270,6 +334,13 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     );
     assert.equal(refused.code, 3, refused.stderr);
     assert.match(refused.stderr, /registry|etcd/i);
+    // A guest posts its password meanwhile: answered from the local copy, published once etcd is back (next test).
+    const posted = await (guests['b2'] as Guest).http('/openstack/latest/password', {
+      method: 'POST',
+      data: 'cG9zdGVkLWR1cmluZy1vdXRhZ2U=',
+    });
+    assert.equal(posted.status, 200);
+    assert.equal((await (guests['b2'] as Guest).http('/openstack/latest/password')).body.toString(), 'cG9zdGVkLWR1cmluZy1vdXRhZ2U=');
   });
 
   it('catches up on reconnect with a write made by etcdctl while the daemons were cut off, nothing lost or doubled', async () => {
@@ -297,6 +368,22 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     assert.deepEqual(await ids(hv2), [VM1, VM2, VM4]);
     assert.equal(hv2.sb.metric('imds_registry_connected'), 1);
     assert.equal(await healthStatus(hv2), 200);
+    // The password VM2's guest posted during the outage was retried until published.
+    const key = `/imds/v1/passwords/${VM2}`;
+    await until('the password posted during the outage reaches etcd', async () =>
+      (await etcd().ctl(['get', key, '--print-value-only'])).trim() === 'cG9zdGVkLWR1cmluZy1vdXRhZ2U=' ? true : undefined,
+    );
+    // Cleared through the other host's CLI: hv2 clears its copy from the watch, and the guest may post again.
+    await imds(hv1, ['vm', 'password', 'clear', VM2]);
+    assert.equal((await etcd().ctl(['get', key, '--print-value-only'])).trim(), '');
+    const b2 = guests['b2'] as Guest;
+    await until('hv2 cleared its copy', async () =>
+      (await b2.http('/openstack/latest/password')).body.toString() === '' ? true : undefined,
+    );
+    assert.equal((await b2.http('/openstack/latest/password', { method: 'POST', data: 'c2Vjb25k' })).status, 200);
+    await until('the new password reaches etcd', async () =>
+      (await etcd().ctl(['get', key, '--print-value-only'])).trim() === 'c2Vjb25k' ? true : undefined,
+    );
   });
 
   it('resyncs in full when its watch revision was compacted while cut off (a delete and a re-add meanwhile)', async () => {
