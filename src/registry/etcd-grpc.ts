@@ -56,11 +56,14 @@ export function credentialsFor(secure: boolean, tls: EtcdTls | undefined): grpc.
   );
 }
 
-/** Keepalive pings every 2 s (answer within 1 s) find a dead or hung member; responses up to 128 MiB. */
+// Keepalive: etcd refuses pings more often than its --grpc-keepalive-min-time (5 s by default) and
+// without an open stream (GOAWAY "too_many_pings", then RESOURCE_EXHAUSTED on the watch): ping every
+// 10 s, only while a call (the daemon's watch) is open; a hung cluster is noticed within ~13 s.
+// Responses up to 128 MiB.
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.keepalive_time_ms': 2000,
-  'grpc.keepalive_timeout_ms': 1000,
-  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 3000,
+  'grpc.keepalive_permit_without_calls': 0,
   'grpc.max_receive_message_length': 128 << 20,
   'grpc.initial_reconnect_backoff_ms': 100,
   'grpc.max_reconnect_backoff_ms': 1000,

@@ -288,6 +288,29 @@ describe('etcd client against a 3-member cluster', () => {
     }
   });
 
+  it("keeps an idle watch on one endpoint for 25 s: its keepalive stays within etcd's minimum (no GOAWAY too_many_pings)", async () => {
+    const { cluster } = env();
+    // One endpoint, so that a stream etcd ends shows as connection(false) instead of a silent move to another member.
+    const single = new EtcdClient({ endpoints: [cluster.endpoints[0] as string] });
+    const rec = new Recorder();
+    const start = (await single.txn([], [{ put: '/t/idle/a', value: '1' }])).revision;
+    const watch = single.watchPrefix('/t/idle/', start, rec.handlers);
+    try {
+      await until('the watch up', () => (rec.events.length === 1 ? true : undefined), 10_000);
+      await sleep(25_000); // etcd (min time 5 s) ended a 2 s-ping stream after ~8 s; pings every 10 s need two rounds here
+      await single.txn([], [{ put: '/t/idle/b', value: '2' }]);
+      await until('the event after the idle time', () => (rec.events.length === 2 ? true : undefined), 10_000);
+      assert.deepEqual(
+        rec.connections.map((c) => c.up),
+        [true],
+        `no drop while idle: ${JSON.stringify(rec.connections)}`,
+      );
+    } finally {
+      watch.close();
+      await single.close();
+    }
+  });
+
   it('a watch from a compacted revision calls compacted() with the compact revision and stops', async () => {
     const { cluster } = env();
     const from = (await client.txn([], [{ put: '/t/c/a', value: '1' }])).revision;
