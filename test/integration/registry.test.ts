@@ -391,7 +391,8 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     const daemon = hv2.daemon as DaemonProcess;
     const mark = daemon.logs.length;
     await partition(true);
-    await until('hv2 notices the cut', async () => ((await imds(hv2, ['status'], true)).code !== 0 ? true : undefined), 30_000, 250);
+    // A cut link is noticed by the keepalive (a ping every 10 s, 3 s to answer) and failed reconnects.
+    await until('hv2 notices the cut', async () => ((await imds(hv2, ['status'], true)).code !== 0 ? true : undefined), 60_000, 250);
     await etcd().ctl(['del', `/imds/v1/vms/${VM4}`]);
     await etcd().ctl(['put', `/imds/v1/vms/${VM6}`, vmDoc(VM6, '198.51.100.16', '52:54:00:00:00:16', 'hv2')]);
     await etcd().ctl(['put', `/imds/v1/vms/${VM6}`, vmDoc(VM6, '198.51.100.15', '52:54:00:00:00:15', 'hv2')]);
