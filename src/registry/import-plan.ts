@@ -39,7 +39,7 @@ export interface RegistryImportPlan {
   result: BatchResult;
   /** Networks first (a VM's network exists before it), then VMs, passwords, VM deletions, network deletions. */
   writes: KeyWrite[];
-  /** Hosts whose placement changes (a VM's host before or after, of every VM written or deleted). */
+  /** Hosts whose placement changes: a VM's host before and after, of every VM written or deleted; the hosts of a changed network's VMs. */
   hosts: Set<string>;
   /** A network is created: the layout marker is written with the first transaction. */
   layout: boolean;
@@ -117,6 +117,9 @@ export function planRegistryImport(
     if (was !== undefined) hosts.add(was);
   }
   for (const id of result.networks.deleted) del(keys.network(id));
+  // A network changed or deleted concerns every host serving a VM on it.
+  const netChanged = new Set([...result.networks.updated, ...result.networks.deleted]);
+  if (netChanged.size > 0) for (const { vm, host } of state.vms.values()) if (netChanged.has(vm.network)) hosts.add(host);
   return { result, writes, hosts, layout: result.networks.created.length > 0 };
 }
 

@@ -85,6 +85,18 @@ describe('registry import: plan', () => {
     for (const t of txns) assert.deepEqual(t.compares[0], { key: keys.network('net1'), modRevision: 2 });
     assert.deepEqual([...plan.hosts], ['hv1']);
   });
+
+  it("counts a changed network's hosts among those the import concerns", () => {
+    const kvs = [
+      { key: keys.network('net1'), value: encodeNetwork(NET), createRevision: 2, modRevision: 2 },
+      { key: keys.vm(vmOf(1).id), value: encodeVm({ vm: vmOf(1), host: 'hv7' }), createRevision: 3, modRevision: 3 },
+    ];
+    const state = stateOf(kvs, keys, () => undefined);
+    const batch = { networks: [{ ...NET, mtu: 1400 }], vms: [], passwords: new Map<string, string>() };
+    const plan = planRegistryImport(state, new Map(kvs.map((kv) => [kv.key, kv])), keys, batch, { defaultHost: 'hv1' });
+    assert.deepEqual([plan.result.networks.updated, [...plan.hosts]], [['net1'], ['hv7']]);
+    assert.deepEqual(chunkImport(plan, keys, 128)[0]?.compares, [{ key: keys.network('net1'), modRevision: 2 }]);
+  });
 });
 
 describe('registry import: writing', () => {
