@@ -18,6 +18,7 @@ export interface RegistrySide {
   readonly passwords: PasswordPublisher;
   readonly vmRefs: VmRefLookups;
   revisionOf(kind: 'network' | 'vm', id: string): number | undefined;
+  hostOf(vmId: string): string | undefined;
   status(): RegistryStatus & { host_id: string; prefix: string; endpoints: readonly string[] };
   close(): Promise<void>;
 }
@@ -90,6 +91,7 @@ export function buildRegistrySide(cfg: Config, options: RegistrySideOptions): Re
     sync,
     writer,
     passwords,
+    hostOf: (vmId) => sync.state.vms.get(vmId)?.host,
     revisionOf: (kind, id) => sync.state.modRevisions.get(kind === 'vm' ? sync.keys.vm(id) : sync.keys.network(id)),
     vmRefs: { byId: (id) => sync.state.vms.get(id)?.vm, all: () => [...sync.state.vms.values()].map((v) => v.vm) },
     status: () => ({ ...sync.status(), host_id: hostId, prefix, endpoints }),

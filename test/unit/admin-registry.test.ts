@@ -43,6 +43,7 @@ describe('admin API with a registry', () => {
       writer,
       status: () => sync.status(),
       vmRefs,
+      hostOf: (vmId: string) => sync.state.vms.get(vmId)?.host,
       revisionOf: (kind: 'network' | 'vm', id: string) => sync.state.modRevisions.get(kind === 'vm' ? keys.vm(id) : keys.network(id)),
     };
     const metrics = new Metrics({
@@ -132,7 +133,9 @@ describe('admin API with a registry', () => {
     assert.equal(moved.body?.['host'], 'hv2');
     assert.equal(inventory.getVm(VM), undefined);
     assert.deepEqual(inventory.networkList(), []);
-    assert.equal((await call('GET', `/v1/vms/${VM}`)).status, 404);
+    const elsewhere = await call('GET', `/v1/vms/${VM}`);
+    assert.equal(elsewhere.status, 404);
+    assert.match(String(elsewhere.body?.['message']), /placed on host hv2, not on this one \(hv1\)/);
   });
 
   it('sets the password create-only in etcd', async () => {

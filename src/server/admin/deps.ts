@@ -56,6 +56,8 @@ export interface AdminDeps {
     readonly vmRefs: VmRefLookups;
     /** The mod revision of a network's or VM's document as this daemon last read it (what `if_revision` compares). */
     revisionOf(kind: 'network' | 'vm', id: string): number | undefined;
+    /** The host a VM is placed on in the registry (undefined: not in the registry). */
+    hostOf(vmId: string): string | undefined;
   };
   /** What `imds doctor` reads (the kernel through the daemon's runner, DHCP, listeners, contacts). */
   doctor?: DoctorDeps;

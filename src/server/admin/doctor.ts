@@ -8,7 +8,7 @@ import { ImdsError } from '../../errors.ts';
 import type { Vm } from '../../model/schema.ts';
 import type { AdminDeps, AdminPlugin } from './deps.ts';
 import { errorResponses } from './schemas.ts';
-import { resolveVmRef } from './vm-ref.ts';
+import { requireServedVm, resolveVmRef } from './vm-ref.ts';
 
 const doctorQuery = z.object({
   vm: z.string().min(1).optional().describe('the VM: its id, host name, name, address, MAC or NET/REF'),
@@ -31,7 +31,7 @@ const reportView = z.object({ ok: z.boolean().describe('every hop passed'), hops
 /** The VM a reference names (id, host name, name, address, MAC or NET/REF: vm-ref.ts). */
 function findVm(deps: AdminDeps, ref: string): Vm {
   const lookups = { byId: (id: string) => deps.inventory.getVm(id)?.vm, all: () => deps.inventory.vmList().map((s) => s.vm) };
-  return deps.inventory.requireVm(resolveVmRef(ref, lookups)).vm;
+  return requireServedVm(deps, resolveVmRef(ref, lookups)).vm;
 }
 
 /** Registered with the prefix /v1/doctor. */

@@ -3,7 +3,8 @@
 // An id wins outright; anything else must match exactly one VM, else AMBIGUOUS lists the candidates.
 import { ImdsError } from '../../errors.ts';
 import type { Vm } from '../../model/schema.ts';
-import type { AdminRouter } from './deps.ts';
+import type { StoredVm } from '../../store/sqlite-store.ts';
+import type { AdminDeps, AdminRouter } from './deps.ts';
 
 export interface VmRefLookups {
   byId(id: string): Vm | undefined;
@@ -71,5 +72,17 @@ export function resolveVmRefs(app: AdminRouter, lookups: VmRefLookups): void {
     } catch (err) {
       next(err as Error);
     }
+  });
+}
+
+/** A VM this host serves; with a registry, a VM placed on another host is NOT_FOUND naming that host (where to look instead). */
+export function requireServedVm(deps: AdminDeps, id: string): StoredVm {
+  const stored = deps.inventory.getVm(id);
+  if (stored !== undefined) return stored;
+  const host = deps.registry?.hostOf(id);
+  if (host === undefined || deps.registry === undefined) return deps.inventory.requireVm(id);
+  throw new ImdsError('NOT_FOUND', `VM ${id} is placed on host ${host}, not on this one (${deps.registry.hostId}): ask ${host}'s daemon`, {
+    field: 'id',
+    details: { host },
   });
 }

@@ -10,7 +10,7 @@ import { errorBody, errorResponses, idParam, ifRevisionQuery, patchOf, vmAsBody,
 import { parseModel } from './validation.ts';
 import { vmViewOf } from './views.ts';
 import { refuseHost, refuseIfRevision, registryCreateVm, registryDeleteVm, registryPatchVm, revisionOf } from './registry-writes.ts';
-import { resolveVmRefs, withFallback, type VmRefLookups } from './vm-ref.ts';
+import { requireServedVm, resolveVmRefs, withFallback, type VmRefLookups } from './vm-ref.ts';
 
 /** Registered with the prefix /v1/vms. */
 export const vmRoutes: AdminPlugin = (app, { deps }, done) => {
@@ -70,7 +70,7 @@ function showVm(app: AdminRouter, deps: AdminDeps): void {
   app.get(
     '/:id',
     { schema: { tags: ['vms'], summary: 'Show a VM, with its user data', params: idParam, response: { 200: vmView, 404: errorBody } } },
-    (req) => vmViewOf(deps, deps.inventory.requireVm(req.params.id), true),
+    (req) => vmViewOf(deps, requireServedVm(deps, req.params.id), true),
   );
 }
 
