@@ -96,11 +96,19 @@ export interface VmLookups {
 }
 
 /** Rules for one VM against its network and the other VMs. */
+/** A network's CIDR parsed once per network object (records are replaced, never changed): a whole set's check parses each once. */
+const cidrs = new WeakMap<Network, ReturnType<typeof parseCidr>>();
+function cidrOf(net: Network): ReturnType<typeof parseCidr> {
+  let parsed = cidrs.get(net);
+  if (parsed === undefined) cidrs.set(net, (parsed = parseCidr(net.cidr)));
+  return parsed;
+}
+
 export function vmProblems(vm: Vm, lookups: VmLookups, at: (field: string) => Path): Problem[] {
   const problems: Problem[] = [];
   const net = lookups.network(vm.network);
   if (net === undefined) return [{ path: at('network'), message: `unknown network "${vm.network}"` }];
-  const parsed = parseCidr(net.cidr);
+  const parsed = cidrOf(net);
   if (!parsed.ok) return problems;
   const address = parseIpv4(vm.ip) as number;
   if (!cidrContains(parsed.cidr, address)) {

@@ -9,7 +9,7 @@ import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { BatchInput, BatchOptions, BatchResult } from '../store/batch-plan.ts';
 import type { EtcdApi, Watch, WatchEvent } from './etcd-api.ts';
-import { registryKeys, type RegistryKeys } from './layout.ts';
+import { parseKey, registryKeys, type RegistryKeys } from './layout.ts';
 import { placementOf, type Placement } from './placement.ts';
 import { applyEvents, emptyState, stateOf, type RegistryState } from './registry-state.ts';
 
@@ -69,6 +69,8 @@ export class RegistrySync {
   private closed = false;
   /** The token key last told to onTokenKey; null: none told yet (the first read always tells, absent included). */
   private tokenKey: Buffer | undefined | null = null;
+  /** Watch messages that changed the registry but no key of this host's placement (not recomputed). */
+  skipped = 0;
 
   constructor(opts: RegistrySyncOptions) {
     this.opts = opts;
@@ -177,8 +179,26 @@ export class RegistrySync {
 
   private onEvents(events: readonly WatchEvent[], revision: number): void {
     this.setConnected(true);
-    if (applyEvents(this.current, events, this.keys, (key, reason) => this.badDocument(key, reason))) this.applyPlacement();
+    // Events of other hosts' VMs (most of them in a large fleet) skip the placement, which walks the whole registry.
+    const before = this.concernsThisHost(events);
+    const changed = applyEvents(this.current, events, this.keys, (key, reason) => this.badDocument(key, reason));
+    if (changed && (before || this.concernsThisHost(events))) this.applyPlacement();
+    else if (changed) this.skipped++;
     this.reached(revision);
+  }
+
+  /** Whether any event may change this host's placement, judged on the state as it is now (call before and after applying). */
+  private concernsThisHost(events: readonly WatchEvent[]): boolean {
+    if (this.applied === undefined) return true;
+    const { hostId } = this.opts;
+    const nets = new Set([...this.applied.networks.map((n) => n.id), ...this.applied.orphans.map((o) => o.network)]);
+    return events.some((e) => {
+      const parsed = parseKey(this.keys, e.type === 'put' ? e.kv.key : e.key);
+      if (parsed === undefined || parsed.kind === 'layout') return false;
+      if (parsed.kind === 'token-key') return true;
+      if (parsed.kind === 'network') return nets.has(parsed.id);
+      return this.current.vms.get(parsed.id)?.host === hostId; // a VM or its password
+    });
   }
 
   private reached(revision: number): void {

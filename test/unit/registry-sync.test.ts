@@ -224,6 +224,32 @@ describe('registry sync', () => {
     assert.deepEqual(served(inventory), ['vm1', 'vm2', 'vm3']);
   });
 
+  it("skips the placement for events that touch no key of this host's, and still applies a VM that moves here", async () => {
+    const { etcd, inventory, sync } = setup('hv1');
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await etcd.put(keys.network('net2'), encodeNetwork(NET2));
+    await putVm(etcd, vmOf(1), 'hv1');
+    await sync.start();
+    for (let n = 2; n <= 6; n++) {
+      const written = (await putVm(etcd, vmOf(n, 'net2'), 'hv2')).revision;
+      assert.equal(await sync.waitForRevision(written, 5000), true); // one watch message each
+    }
+    let rev = (await etcd.put(keys.password(vmOf(2, 'net2').id), 'theirs')).revision;
+    assert.equal(await sync.waitForRevision(rev, 5000), true);
+    assert.equal(sync.skipped, 6, "other hosts' VMs and passwords: no placement computed");
+    assert.deepEqual(served(inventory), ['vm1']);
+    rev = (await putVm(etcd, vmOf(3, 'net2'), 'hv1')).revision; // moves here
+    assert.equal(await sync.waitForRevision(rev, 5000), true);
+    assert.deepEqual(served(inventory), ['vm1', 'vm3']);
+    rev = (await etcd.put(keys.network('net2'), encodeNetwork({ ...NET2, mtu: 1400 }))).revision; // now one of this host's networks
+    assert.equal(await sync.waitForRevision(rev, 5000), true);
+    assert.equal(inventory.getNetwork('net2')?.network.mtu, 1400);
+    rev = (await putVm(etcd, vmOf(3, 'net2'), 'hv2')).revision; // and leaves
+    assert.equal(await sync.waitForRevision(rev, 5000), true);
+    assert.deepEqual(served(inventory), ['vm1']);
+    assert.equal(sync.skipped, 6);
+  });
+
   it('times out a wait for a revision that never comes', async () => {
     const { sync } = setup('hv1');
     await sync.start();
