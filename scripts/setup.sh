@@ -27,7 +27,7 @@ PACKAGES=(
   genisoimage dosfstools mtools                             # config drives: ISO 9660, vfat (mkfs.vfat + mcopy)
 )
 PACKAGE_TOOLS=(dpkg-dev binutils)                           # npm run package: dpkg-shlibdeps, strip
-SYSTEM_TOOLS=(debootstrap systemd-container "${PACKAGE_TOOLS[@]}") # the system test: a Debian root booted by systemd-nspawn
+SYSTEM_TOOLS=(debootstrap systemd-container etcd-server etcd-client "${PACKAGE_TOOLS[@]}") # the system test: a Debian root booted by systemd-nspawn; etcd for its registry step
 FUZZ_TOOLS=(clang libclang-rt-14-dev)                         # scripts/fuzz.sh: clang and libFuzzer's runtime
 for arg in "$@"; do
   case "$arg" in
