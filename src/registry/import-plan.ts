@@ -82,8 +82,8 @@ export function planRegistryImport(
   const result = plan.result;
   const hostOf = new Map(batch.vms.map((v) => [v.vm.id, v.host ?? state.vms.get(v.vm.id)?.host ?? options.defaultHost]));
   // planBatch knows no hosts: a VM equal but for its host is moved, i.e. updated.
-  const moved = result.vms.unchanged.filter((id) => state.vms.get(id)?.host !== hostOf.get(id));
-  result.vms.unchanged = result.vms.unchanged.filter((id) => !moved.includes(id));
+  const moved = new Set(result.vms.unchanged.filter((id) => state.vms.get(id)?.host !== hostOf.get(id)));
+  result.vms.unchanged = result.vms.unchanged.filter((id) => !moved.has(id));
   result.vms.updated.push(...moved);
 
   const writes: KeyWrite[] = [];

@@ -75,8 +75,7 @@ export class RegistryWriter {
     change: (current: Network) => Network,
     ifModRevision?: number,
   ): Promise<WriteResult & { network: Network }> {
-    const { kv, value } = await this.readNetwork(id);
-    if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`network "${id}"`);
+    const { kv, value } = await this.readNetwork(id, 'id', ifModRevision);
     const next = change(value);
     if (next.id !== id) throw new ImdsError('VALIDATION_FAILED', 'id: a network id cannot change', { field: 'id' });
     checkNetwork(this.o.sync.state, next);
@@ -87,8 +86,7 @@ export class RegistryWriter {
 
   /** Deletes a network; with `force` its VMs (and their passwords) in the same transaction. Returns the VMs deleted. */
   async deleteNetwork(id: string, force: boolean, ifModRevision?: number): Promise<WriteResult & { vms: string[] }> {
-    const { kv } = await this.readNetwork(id);
-    if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`network "${id}"`);
+    const { kv } = await this.readNetwork(id, 'id', ifModRevision);
     const api = await this.api();
     const range = await this.call(() => api.rangePrefix(this.o.keys.vm('')));
     const onIt = range.kvs.flatMap((v) => {
@@ -140,8 +138,7 @@ export class RegistryWriter {
    * meanwhile; with `ifModRevision`, only if the record is still at that revision (a controller's read).
    */
   async updateVm(id: string, change: (current: PlacedVm) => PlacedVm, ifModRevision?: number): Promise<WriteResult & PlacedVm> {
-    const { kv, value } = await this.readVm(id);
-    if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`VM ${value.vm.id}`);
+    const { kv, value } = await this.readVm(id, ifModRevision);
     const next = change(value);
     if (next.vm.id !== value.vm.id) throw new ImdsError('VALIDATION_FAILED', 'id: a VM id cannot change', { field: 'id' });
     checkHost(next.host);
@@ -164,8 +161,7 @@ export class RegistryWriter {
   }
 
   async deleteVm(id: string, ifModRevision?: number): Promise<WriteResult & { id: string }> {
-    const { kv, value } = await this.readVm(id);
-    if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`VM ${value.vm.id}`);
+    const { kv, value } = await this.readVm(id, ifModRevision);
     const result = await this.txn(
       [{ key: kv.key, modRevision: kv.modRevision }],
       [{ delete: kv.key }, { delete: this.o.keys.password(value.vm.id) }],
@@ -276,23 +272,26 @@ export class RegistryWriter {
     return { put: this.o.keys.layout, value: encodeLayout() };
   }
 
-  private async readNetwork(id: string, field = 'id'): Promise<{ kv: KeyValue; value: Network }> {
+  /** With `ifModRevision` (a controller's read), REGISTRY_CONFLICT unless the record is still at that revision. */
+  private async readNetwork(id: string, field = 'id', ifModRevision?: number): Promise<{ kv: KeyValue; value: Network }> {
     const kv = await this.get(this.o.keys.network(id));
     if (kv === undefined)
       throw new ImdsError(field === 'id' ? 'NOT_FOUND' : 'VALIDATION_FAILED', `no network "${id}" in the registry`, { field });
     const decoded = decodeNetwork(id, kv.value);
     if (!decoded.ok)
       throw new ImdsError('VALIDATION_FAILED', `network "${id}" in the registry does not validate: ${decoded.reason}`, { field });
+    if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`network "${id}"`);
     return { kv, value: decoded.value };
   }
 
-  private async readVm(id: string): Promise<{ kv: KeyValue; value: PlacedVm }> {
+  private async readVm(id: string, ifModRevision?: number): Promise<{ kv: KeyValue; value: PlacedVm }> {
     const lower = id.toLowerCase();
     const kv = await this.get(this.o.keys.vm(lower));
     if (kv === undefined) throw new ImdsError('NOT_FOUND', `no VM ${id} in the registry`, { field: 'id' });
     const decoded = decodeVm(lower, kv.value);
     if (!decoded.ok)
       throw new ImdsError('VALIDATION_FAILED', `VM ${id} in the registry does not validate: ${decoded.reason}`, { field: 'id' });
+    if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`VM ${decoded.value.vm.id}`);
     return { kv, value: decoded.value };
   }
 

@@ -76,13 +76,20 @@ async function convergeOrRevert(deps: AdminDeps, result: BatchResult, before: In
 }
 
 type ImportBody = z.output<typeof importBody>;
+
+/** The body's VMs as the model's (problems named `vms[i].…`), each with its `host`, and the passwords given, by VM id. */
+function parseEntries(entries: NonNullable<ImportBody['vms']>) {
+  const placed = entries.map(({ password: _password, host, ...v }, i) => ({ vm: parseModel(vmSchema, vmInput(v), ['vms', i]), host }));
+  const passwords = new Map(
+    entries.flatMap((v, i) => (v.password === undefined ? [] : [[placed[i]?.vm.id as string, v.password] as const])),
+  );
+  return { placed, passwords };
+}
 type ImportQuery = z.output<typeof importQuery>;
 
 /** With a registry: the batch goes to etcd (src/registry/import-plan.ts); this host applies its share before the answer. */
 async function registryImport(deps: AdminDeps, registry: NonNullable<AdminDeps['registry']>, body: ImportBody, query: ImportQuery) {
-  const entries = body.vms ?? [];
-  const vms = entries.map(({ password: _password, host, ...v }, i) => ({ vm: parseModel(vmSchema, vmInput(v), ['vms', i]), host }));
-  const passwords = new Map(entries.flatMap((v, i) => (v.password === undefined ? [] : [[vms[i]?.vm.id as string, v.password] as const])));
+  const { placed: vms, passwords } = parseEntries(body.vms ?? []);
   const dryRun = query.dry_run === 'true';
   const written = await registry.writer.importBatch({ networks: body.networks ?? [], vms, passwords }, { dryRun, prune: query.prune });
   if (!dryRun && written.thisHost) {
@@ -114,8 +121,8 @@ export const importRoutes: AdminPlugin = (app, { deps }, done) => {
         if (v.host !== undefined)
           throw new ImdsError('VALIDATION_FAILED', `vms[${i}].host: only with a registry`, { field: `vms[${i}].host` });
       });
-      const vms = entries.map(({ password: _password, host: _host, ...v }, i) => parseModel(vmSchema, vmInput(v), ['vms', i]));
-      const passwords = new Map(entries.flatMap((v, i) => (v.password === undefined ? [] : [[vms[i]?.id as string, v.password] as const])));
+      const { placed, passwords } = parseEntries(entries);
+      const vms = placed.map((p) => p.vm);
       const dryRun = req.query.dry_run === 'true';
       const prune = req.query.prune;
       const before = inventory.snapshot();
