@@ -137,7 +137,9 @@ async function main(): Promise<void> {
     const cfg = sb.writeConfig(sb.config({ log_level: 'info', rate_limit_per_second: 0, data_plane: PLANE, networks: nets, vms: all }));
     const d = await sb.startDaemon(
       cfg,
-      PLANE === 'node' ? { nodeArgs: ['--max-semi-space-size=2', '--cpu-prof', `--cpu-prof-dir=${dir}`] } : {},
+      PLANE === 'node'
+        ? { nodeArgs: ['--max-semi-space-size=2', '--no-concurrent-recompilation', '--cpu-prof', `--cpu-prof-dir=${dir}`] }
+        : {},
     );
     process.stderr.write(`creating ${all.length} guest namespaces\n`);
     const guests = await addGuests(sb, all);
