@@ -1,6 +1,7 @@
 // The model's rules for one write against the registry as this daemon last read it (every host's
 // networks and VMs): a network's fields and its uplink, a VM against its network and the addresses
 // and MACs of the other VMs there, a host name. Pure; a broken rule is VALIDATION_FAILED naming the field.
+import { bridgeNameOf } from '../model/names.ts';
 import { hostnameSchema, type Network, type Vm } from '../model/schema.ts';
 import { networkProblems, vmProblems, type Problem } from '../model/validate.ts';
 import { validationError } from '../store/batch-plan.ts';
@@ -11,11 +12,16 @@ type Records = Pick<Readonly<RegistryState>, 'networks' | 'vms'>;
 
 export function checkNetwork(state: Records, network: Network): void {
   const others = [...state.networks.values()].filter((n) => n.id !== network.id);
-  // Bridges and uplinks are per host: two networks may share a bridge name if no host serves both,
-  // which the registry cannot know ahead; an uplink is kept unique across the registry (the model's rule).
+  // Bridges and uplinks are host objects, but any host may come to serve any two networks (a VM
+  // placed or migrated there): a bridge name and an uplink are unique across the registry, as an
+  // import checks them too.
+  const user = (match: (n: Network) => boolean): string | undefined => {
+    const n = others.find(match);
+    return n === undefined ? undefined : `network "${n.id}"`;
+  };
   const lookups = {
-    bridgeUser: () => undefined,
-    uplinkUser: (uplink: string) => others.find((n) => n.uplink === uplink)?.id,
+    bridgeUser: (bridge: string) => user((n) => bridgeNameOf(n) === bridge),
+    uplinkUser: (uplink: string) => user((n) => n.uplink === uplink),
   };
   const problems = networkProblems(network, lookups, (f) => [f]);
   if (problems.length > 0) throw validationError(problems);

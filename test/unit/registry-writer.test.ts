@@ -75,6 +75,29 @@ describe('registry writer', () => {
     await rejects(writer.createVm({ ...vmOf(4), ip: '203.0.113.5' }, 'hv1'), 'VALIDATION_FAILED', /outside network/);
   });
 
+  it('keeps a bridge name and an uplink unique across the registry, as an import does', async () => {
+    const { writer } = await setup();
+    await writer.createNetwork({ ...NET, bridge: 'brmeta', uplink: 'eth9' });
+    const other: Network = { id: 'net2', cidr: '203.0.113.0/24', service_ip: '203.0.113.2' };
+    await rejects(
+      writer.createNetwork({ ...other, bridge: 'brmeta' }),
+      'VALIDATION_FAILED',
+      /bridge "brmeta" is already used by network "net1"/,
+    );
+    await rejects(
+      writer.createNetwork({ ...other, uplink: 'eth9' }),
+      'VALIDATION_FAILED',
+      /uplink "eth9" is already used by network "net1"/,
+    );
+    await writer.createNetwork({ ...other, bridge: 'brmeta2' });
+    await rejects(
+      writer.updateNetwork('net2', (n) => ({ ...n, bridge: 'brmeta' })),
+      'VALIDATION_FAILED',
+      /bridge "brmeta"/,
+    );
+    await writer.updateNetwork('net1', (n) => ({ ...n, bridge: 'brmeta' })); // its own name is no conflict
+  });
+
   it('refuses an update that lost the race with REGISTRY_CONFLICT, writing nothing', async () => {
     const { etcd, writer } = await setup();
     await writer.createNetwork(NET);
