@@ -1,8 +1,8 @@
 // Keeps the local inventory equal to this host's placement in the registry: a full read at start
 // (and after a compaction), then the watch from the revision after it. Every watch message updates
-// the registry's state and, when this host's placement changed, applies it to the inventory as one
-// batch of origin `registry` that also prunes what left (idempotent: a repeated event changes
-// nothing). While etcd is unreachable the inventory keeps what it has (the local copy serves) and
+// the registry's state and, when this host's placement changed, applies it to the inventory (once
+// for all the messages of one round of I/O) as one batch of origin `registry` that also prunes
+// what left (idempotent: a repeated event changes nothing). While etcd is unreachable the inventory keeps what it has (the local copy serves) and
 // the sync retries; `status()` says whether it is connected.
 import { isDeepStrictEqual } from 'node:util';
 import { messageOf } from '../errors.ts';
@@ -71,6 +71,10 @@ export class RegistrySync {
   private tokenKey: Buffer | undefined | null = null;
   /** Watch messages that changed the registry but no key of this host's placement (not recomputed). */
   skipped = 0;
+  /** Placements computed and applied (one per burst of watch messages at most). */
+  placements = 0;
+  /** A placement owed to watch messages of this round of I/O, and the revision they reached. */
+  private owed: { revision: number; immediate: NodeJS.Immediate } | undefined;
 
   constructor(opts: RegistrySyncOptions) {
     this.opts = opts;
@@ -113,6 +117,8 @@ export class RegistrySync {
     this.closed = true;
     this.generation++;
     clearTimeout(this.retryTimer);
+    if (this.owed !== undefined) clearImmediate(this.owed.immediate);
+    this.owed = undefined;
     this.watch?.close();
     this.watch = undefined;
     for (const w of this.waiters) {
@@ -182,9 +188,35 @@ export class RegistrySync {
     // Events of other hosts' VMs (most of them in a large fleet) skip the placement, which walks the whole registry.
     const before = this.concernsThisHost(events);
     const changed = applyEvents(this.current, events, this.keys, (key, reason) => this.badDocument(key, reason));
-    if (changed && (before || this.concernsThisHost(events))) this.applyPlacement();
-    else if (changed) this.skipped++;
-    this.reached(revision);
+    if (changed && (before || this.concernsThisHost(events))) this.owePlacement(revision);
+    else {
+      if (changed) this.skipped++;
+      // A placement still owed covers this message too (it is computed from the whole state): its
+      // revision is reached when that placement is applied, not before.
+      if (this.owed !== undefined) this.owed.revision = Math.max(this.owed.revision, revision);
+      else this.reached(revision);
+    }
+  }
+
+  /**
+   * The placement is computed from the whole registry (at 10,000 VMs, tens of ms): the messages of
+   * a burst of writes, delivered in one round of I/O, are applied as one placement at the end of it.
+   */
+  private owePlacement(revision: number): void {
+    if (this.owed !== undefined) {
+      this.owed.revision = Math.max(this.owed.revision, revision);
+      return;
+    }
+    this.owed = {
+      revision,
+      immediate: setImmediate(() => {
+        const owed = this.owed;
+        this.owed = undefined;
+        if (owed === undefined || this.closed) return;
+        this.applyPlacement();
+        this.reached(owed.revision);
+      }),
+    };
   }
 
   /** Whether any event may change this host's placement, judged on the state as it is now (call before and after applying). */
@@ -229,6 +261,7 @@ export class RegistrySync {
       this.tokenKey = this.current.tokenKey;
       this.opts.onTokenKey?.(this.tokenKey);
     }
+    this.placements++;
     const next = placementOf(this.current, this.opts.hostId);
     if (this.applied !== undefined && isDeepStrictEqual(next, this.applied)) return;
     if (next.orphans.length > 0 && !isDeepStrictEqual(next.orphans, this.applied?.orphans))

@@ -37,6 +37,8 @@ export class FakeEtcd implements EtcdApi {
   private unavailable = false;
   /** Watches cut off (connection(false), no delivery) while calls still work. */
   private watchesCut = false;
+  /** Each event in a watch message of its own (as etcd sends a burst of separate writes), all in one round. */
+  messagePerEvent = false;
   /** Counts of calls, for tests that check what was asked. */
   readonly calls = { rangePrefix: 0, get: 0, txn: 0, watchPrefix: 0 };
 
@@ -172,7 +174,8 @@ export class FakeEtcd implements EtcdApi {
       }
       const due = this.history.filter((h) => h.revision >= w.next && keyOf(h.event).startsWith(w.prefix));
       if (w.next <= this.revision) w.next = this.revision + 1;
-      if (due.length > 0)
+      if (due.length > 0 && this.messagePerEvent) for (const h of due) w.handlers.events([h.event], h.revision);
+      else if (due.length > 0)
         w.handlers.events(
           due.map((h) => h.event),
           this.revision,

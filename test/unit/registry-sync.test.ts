@@ -250,6 +250,33 @@ describe('registry sync', () => {
     assert.equal(sync.skipped, 6);
   });
 
+  it('applies a burst of watch messages as one placement, and reaches their revision only once it is applied', async () => {
+    const { etcd, inventory, sync } = setup('hv1');
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await sync.start();
+    const before = sync.placements;
+    etcd.messagePerEvent = true;
+    // Written in one go: the watch delivers them as five messages in one round of I/O.
+    const revisions = await Promise.all([1, 2, 3, 4, 5].map((n) => putVm(etcd, vmOf(n), 'hv1')));
+    const other = await putVm(etcd, vmOf(6, 'net1'), 'hv2'); // another host's, in the same round
+    const last = Math.max(other.revision, ...revisions.map((r) => r.revision));
+    let seen: string[] | undefined;
+    const waited = sync.waitForRevision(revisions[0]?.revision ?? 0, 5000).then((ok) => {
+      seen = served(inventory); // what a write waiting for the first revision finds when it returns
+      return ok;
+    });
+    assert.equal(await sync.waitForRevision(last, 5000), true);
+    assert.equal(await waited, true);
+    assert.deepEqual(seen, ['vm1', 'vm2', 'vm3', 'vm4', 'vm5'], 'no revision is reached before its placement is applied');
+    assert.deepEqual(served(inventory), ['vm1', 'vm2', 'vm3', 'vm4', 'vm5']);
+    assert.equal(sync.placements - before, 1, 'one placement for the six messages');
+    etcd.messagePerEvent = false;
+    const one = (await putVm(etcd, { ...vmOf(1), hostname: 'renamed' }, 'hv1')).revision;
+    assert.equal(await sync.waitForRevision(one, 5000), true);
+    assert.equal(sync.placements - before, 2);
+    assert.ok(served(inventory).includes('renamed'));
+  });
+
   it('times out a wait for a revision that never comes', async () => {
     const { sync } = setup('hv1');
     await sync.start();
