@@ -62,6 +62,8 @@ export class RegistrySync {
   private generation = 0;
   private current: RegistryState = emptyState();
   private applied: Placement | undefined;
+  /** The last placement computed was refused by the local store: every event may be the fix. */
+  private refused = false;
   private readonly st: RegistryStatus;
   private waiters: Waiter[] = [];
   private retryTimer: NodeJS.Timeout | undefined;
@@ -221,7 +223,7 @@ export class RegistrySync {
 
   /** Whether any event may change this host's placement, judged on the state as it is now (call before and after applying). */
   private concernsThisHost(events: readonly WatchEvent[]): boolean {
-    if (this.applied === undefined) return true;
+    if (this.applied === undefined || this.refused) return true;
     const { hostId } = this.opts;
     const nets = new Set([...this.applied.networks.map((n) => n.id), ...this.applied.orphans.map((o) => o.network)]);
     return events.some((e) => {
@@ -272,6 +274,8 @@ export class RegistrySync {
         { origin: 'registry', pruneOrigin: 'registry' },
       );
       this.applied = next;
+      if (this.refused) this.st.lastError = undefined;
+      this.refused = false;
       this.opts.onApplied?.(result);
       this.opts.log.info(
         {
@@ -285,6 +289,7 @@ export class RegistrySync {
         'registry placement applied',
       );
     } catch (err) {
+      this.refused = true;
       this.st.lastError = `placement not applied: ${messageOf(err)}`;
       this.opts.log.error({ err: messageOf(err) }, 'registry placement refused by the local store: keeping the previous one');
     }

@@ -199,6 +199,26 @@ describe('registry sync', () => {
     assert.match(String(sync.status().lastError), /placement not applied: .*198\.51\.100\.11/);
   });
 
+  it('applies the fix of a refused placement, even when the fix is to a network this host does not serve yet', async () => {
+    const { etcd, inventory, sync } = setup('hv1');
+    const local: Network = { id: 'local', cidr: '192.0.2.0/24', service_ip: '192.0.2.2', bridge: 'brlocal' };
+    inventory.applyBatch({ networks: [local] }, { origin: 'api' }); // made on this host through the API
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await putVm(etcd, vmOf(1), 'hv1');
+    await sync.start();
+    assert.deepEqual(served(inventory), ['vm1']);
+    await etcd.put(keys.network('net2'), encodeNetwork({ ...NET2, bridge: 'brlocal' }));
+    let rev = (await putVm(etcd, vmOf(2, 'net2'), 'hv1')).revision;
+    assert.equal(await sync.waitForRevision(rev, 5000), true);
+    assert.deepEqual(served(inventory), ['vm1'], 'net2 would share the local bridge: refused');
+    assert.match(String(sync.status().lastError), /placement not applied: .*bridge "brlocal"/);
+    rev = (await etcd.put(keys.network('net2'), encodeNetwork({ ...NET2, bridge: 'brnet2' }))).revision;
+    assert.equal(await sync.waitForRevision(rev, 5000), true);
+    assert.deepEqual(served(inventory), ['vm1', 'vm2']);
+    assert.equal(inventory.getNetwork('net2')?.network.bridge, 'brnet2');
+    assert.equal(sync.status().lastError, undefined, 'the refusal is no longer reported');
+  });
+
   it("clears a local password whose key was deleted, but keeps a guest's that is being published", async () => {
     const pending = new Set<string>();
     const { etcd, inventory, sync } = setup('hv1', new FakeEtcd(), (id) => pending.has(id));
