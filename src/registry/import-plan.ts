@@ -4,11 +4,12 @@
 // what the key held when read (absent, or its mod revision). The writes are then cut into etcd
 // transactions of at most `maxTxnOps` compares and operations (etcd's --max-txn-ops, 128 by
 // default): one transaction (all or nothing in etcd) when the import fits, several otherwise, each
-// with the undo of what it wrote (src/registry/import-write.ts).
+// with the undo of what it wrote (src/registry/chunked-write.ts).
 import type { Network } from '../model/schema.ts';
 import { planBatch, type BatchResult, type Current } from '../store/batch-plan.ts';
 import type { StoredNetwork, StoredVm } from '../store/sqlite-store.ts';
-import type { Compare, KeyValue, Op } from './etcd-api.ts';
+import { chunkWrites, type KeyWrite, type WriteTxn } from './chunked-write.ts';
+import type { KeyValue } from './etcd-api.ts';
 import { encodeLayout, encodeNetwork, encodeVm, type PlacedVm, type RegistryKeys } from './layout.ts';
 import type { RegistryState } from './registry-state.ts';
 
@@ -26,15 +27,6 @@ export interface RegistryImportOptions {
   prune?: 'vms' | 'all' | undefined;
 }
 
-/** One key written: its op, and what it held when read (undefined: absent). */
-export interface KeyWrite {
-  key: string;
-  op: Op;
-  before: KeyValue | undefined;
-  /** A VM's network the import does not write: compared in the same transaction, so it is not changed meanwhile. */
-  network?: Compare;
-}
-
 export interface RegistryImportPlan {
   result: BatchResult;
   /** Networks first (a VM's network exists before it), then VMs, passwords, VM deletions, network deletions. */
@@ -43,13 +35,6 @@ export interface RegistryImportPlan {
   hosts: Set<string>;
   /** A network is created: the layout marker is written with the first transaction. */
   layout: boolean;
-}
-
-/** One etcd transaction of an import. */
-export interface ImportTxn {
-  compares: Compare[];
-  ops: Op[];
-  writes: KeyWrite[];
 }
 
 /** The registry's records as a batch plan's current state (every record of origin `registry`). */
@@ -123,29 +108,7 @@ export function planRegistryImport(
   return { result, writes, hosts, layout: result.networks.created.length > 0 };
 }
 
-/** The compare that holds while the key is as it was read. */
-export function guardOf(w: KeyWrite): Compare {
-  return w.before === undefined ? { key: w.key, absent: true } : { key: w.key, modRevision: w.before.modRevision };
-}
-
 /** Cuts the writes into transactions of at most `maxTxnOps` compares and operations each, in order. */
-export function chunkImport(plan: RegistryImportPlan, keys: RegistryKeys, maxTxnOps: number): ImportTxn[] {
-  const txns: ImportTxn[] = [];
-  const fresh = (): ImportTxn => {
-    const txn: ImportTxn = { compares: [], ops: [], writes: [] };
-    if (txns.length === 0 && plan.layout) txn.ops.push({ put: keys.layout, value: encodeLayout() });
-    txns.push(txn);
-    return txn;
-  };
-  let current: ImportTxn | undefined;
-  for (const w of plan.writes) {
-    const extra = (t: ImportTxn) => (w.network !== undefined && !t.compares.some((c) => c.key === w.network?.key) ? 1 : 0);
-    if (current === undefined || current.compares.length + 1 + extra(current) > maxTxnOps || current.ops.length + 1 > maxTxnOps)
-      current = fresh();
-    if (w.network !== undefined && extra(current) === 1) current.compares.push(w.network);
-    current.compares.push(guardOf(w));
-    current.ops.push(w.op);
-    current.writes.push(w);
-  }
-  return txns;
+export function chunkImport(plan: RegistryImportPlan, keys: RegistryKeys, maxTxnOps: number): WriteTxn[] {
+  return chunkWrites(plan.writes, maxTxnOps, plan.layout ? [{ put: keys.layout, value: encodeLayout() }] : []);
 }

@@ -19,7 +19,7 @@ import {
   type RegistryKeys,
 } from './layout.ts';
 import { chunkImport, planRegistryImport, type RegistryImport } from './import-plan.ts';
-import { writeImport } from './import-write.ts';
+import { chunkWrites, writeChunks, type ChunkEtcd, type KeyWrite } from './chunked-write.ts';
 import { stateOf, type RegistryState } from './registry-state.ts';
 import type { BatchResult } from '../store/batch-plan.ts';
 
@@ -84,12 +84,17 @@ export class RegistryWriter {
     return { ...(await this.done(result, this.servesNetwork(id))), network: next };
   }
 
-  /** Deletes a network; with `force` its VMs (and their passwords) in the same transaction. Returns the VMs deleted. */
+  /**
+   * Deletes a network; with `force` its VMs and their passwords too, the network last, in one
+   * transaction when they fit `max_txn_ops`, in several (undone on a refusal) otherwise. Returns the VMs deleted.
+   */
   async deleteNetwork(id: string, force: boolean, ifModRevision?: number): Promise<WriteResult & { vms: string[] }> {
     const { kv } = await this.readNetwork(id, 'id', ifModRevision);
     const api = await this.api();
-    const range = await this.call(() => api.rangePrefix(this.o.keys.vm('')));
+    const range = await this.call(() => api.rangePrefix(this.o.keys.root));
+    const kvs = new Map(range.kvs.map((v) => [v.key, v]));
     const onIt = range.kvs.flatMap((v) => {
+      if (!v.key.startsWith(this.o.keys.vm(''))) return [];
       const d = decodeVm(v.key.slice(this.o.keys.vm('').length), v.value);
       return d.ok && d.value.vm.network === id ? [{ kv: v, id: d.value.vm.id }] : [];
     });
@@ -101,14 +106,17 @@ export class RegistryWriter {
           details: { vms: onIt.length },
         },
       );
-    const compares: Compare[] = [
-      { key: kv.key, modRevision: kv.modRevision },
-      ...onIt.map((v) => ({ key: v.kv.key, modRevision: v.kv.modRevision })),
-    ];
-    const ops: Op[] = [{ delete: kv.key }, ...onIt.flatMap((v) => [{ delete: v.kv.key }, { delete: this.o.keys.password(v.id) }])];
-    const result = await this.txn(compares, ops);
-    if (!result.succeeded) throw conflict(`network "${id}" or one of its VMs`);
-    return { ...(await this.done(result, this.servesNetwork(id))), vms: onIt.map((v) => v.id) };
+    const writes: KeyWrite[] = onIt.flatMap((v) => {
+      const password = this.o.keys.password(v.id);
+      return [
+        { key: v.kv.key, op: { delete: v.kv.key }, before: v.kv },
+        { key: password, op: { delete: password }, before: kvs.get(password) },
+      ];
+    });
+    writes.push({ key: kv.key, op: { delete: kv.key }, before: kv });
+    const txns = chunkWrites(writes, this.o.maxTxnOps ?? 128);
+    const revision = await writeChunks(this.chunkEtcd(), txns, `network rm "${id}"`);
+    return { ...(await this.done({ succeeded: true, revision }, this.servesNetwork(id))), vms: onIt.map((v) => v.id) };
   }
 
   // -- VMs ------------------------------------------------------------------------------------
@@ -223,7 +231,7 @@ export class RegistryWriter {
     if (options.dryRun || plan.writes.length === 0)
       return { revision: range.revision, applied: true, thisHost, result: plan.result, transactions: 0 };
     const txns = chunkImport(plan, this.o.keys, this.o.maxTxnOps ?? 128);
-    const revision = await writeImport({ txn: (c, o) => this.txn(c, o), get: (k) => this.get(k) }, txns);
+    const revision = await writeChunks(this.chunkEtcd(), txns, 'import');
     return { ...(await this.done({ succeeded: true, revision }, thisHost)), result: plan.result, transactions: txns.length };
   }
 
@@ -255,6 +263,10 @@ export class RegistryWriter {
       if (isImdsError(err)) throw err;
       throw new ImdsError('REGISTRY_UNAVAILABLE', `the registry cannot be reached, nothing was written: ${messageOf(err)}`, { cause: err });
     }
+  }
+
+  private chunkEtcd(): ChunkEtcd {
+    return { txn: (c, o) => this.txn(c, o), get: (k) => this.get(k) };
   }
 
   private async txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult> {

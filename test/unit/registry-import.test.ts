@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { isImdsError } from '../../src/errors.ts';
+import { ImdsError, isImdsError } from '../../src/errors.ts';
 import type { Network, Vm } from '../../src/model/schema.ts';
 import { chunkImport, planRegistryImport } from '../../src/registry/import-plan.ts';
 import { encodeNetwork, encodeVm, registryKeys } from '../../src/registry/layout.ts';
@@ -145,10 +145,107 @@ describe('registry import: writing', () => {
     await assert.rejects(writer.importBatch(batchOf(Array.from({ length: 8 }, (_, k) => vmOf(k + 1))), { dryRun: false }), (err) => {
       assert.ok(isImdsError(err, 'REGISTRY_UNAVAILABLE'), String(err));
       assert.match(err.message, /import stopped after 1 of \d+ transactions/);
-      assert.match(err.message, /not reachable: .*networks\/net1/);
+      assert.match(err.message, /not reachable or of unknown outcome: .*networks\/net1/);
       return true;
     });
     etcd.beforeTxn = undefined;
     etcd.setUnavailable(false);
+  });
+});
+
+describe('chunked writes: undo and network rm --force', () => {
+  it('stops undoing at the first failure instead of waiting out a deadline per key, and names every key left', async () => {
+    const { etcd, writer } = await setup(6);
+    let n = 0;
+    etcd.beforeTxn = () => {
+      if (++n === 4) etcd.setUnavailable(true); // the fourth transaction fails; the undo's first call too
+    };
+    // 21 writes (the network, 20 VMs) in transactions of 6 operations: 5 (and the layout marker), 6, 6, 4.
+    const vms = Array.from({ length: 20 }, (_, k) => vmOf(k + 1));
+    await assert.rejects(writer.importBatch(batchOf(vms), { dryRun: false }), (err) => {
+      assert.ok(isImdsError(err, 'REGISTRY_UNAVAILABLE'), String(err));
+      const details = err.details as { written: number; notUndone: string[] };
+      assert.equal(details.written, 3);
+      assert.equal(details.notUndone.length, 17, 'every key of the three transactions written');
+      return true;
+    });
+    assert.equal(etcd.calls.txn, 5, 'four transactions and one undo attempt, not one per key');
+    etcd.beforeTxn = undefined;
+    etcd.setUnavailable(false);
+  });
+
+  it('names the keys of a transaction that failed in flight (it may have been applied), and says so', async () => {
+    const { etcd, writer } = await setup(6);
+    let n = 0;
+    etcd.beforeTxn = () => {
+      if (++n === 2) throw new ImdsError('REGISTRY_UNAVAILABLE', 'deadline exceeded (fake)', { details: { maybeApplied: true } });
+    };
+    await assert.rejects(writer.importBatch(batchOf(Array.from({ length: 8 }, (_, k) => vmOf(k + 1))), { dryRun: false }), (err) => {
+      assert.ok(isImdsError(err, 'REGISTRY_UNAVAILABLE'), String(err));
+      const details = err.details as { maybeApplied: boolean; notUndone: string[] };
+      assert.equal(details.maybeApplied, true);
+      assert.ok(details.notUndone.includes(keys.vm(vmOf(8).id)), details.notUndone.join(' '));
+      assert.ok(!details.notUndone.includes(keys.network('net1')), 'the first transaction was undone');
+      return true;
+    });
+    etcd.beforeTxn = undefined;
+    assert.equal((await dump(etcd)).filter(([k]) => k.startsWith(keys.network(''))).length, 0);
+  });
+
+  it('deletes a network with more VMs than one transaction holds, the network last', async () => {
+    const { etcd, writer } = await setup(6);
+    await writer.importBatch(
+      batchOf(
+        Array.from({ length: 9 }, (_, k) => vmOf(k + 1)),
+        'hv2',
+      ),
+      { dryRun: false },
+    );
+    await etcd.put(keys.password(vmOf(3).id), 'secret');
+    let seen = 0;
+    etcd.beforeTxn = async () => {
+      seen++;
+      if ((await etcd.get(keys.network('net1'))) === undefined) assert.fail('the network went before its VMs');
+    };
+    const r = await writer.deleteNetwork('net1', true);
+    etcd.beforeTxn = undefined;
+    assert.ok(seen >= 4, `${seen} transactions`);
+    assert.equal(r.vms.length, 9);
+    assert.deepEqual(
+      (await dump(etcd)).filter(([k]) => k !== keys.layout),
+      [],
+    );
+  });
+
+  it('puts everything back when a VM of the network changes between its transactions', async () => {
+    const { etcd, writer } = await setup(6);
+    await writer.importBatch(
+      batchOf(
+        Array.from({ length: 9 }, (_, k) => vmOf(k + 1)),
+        'hv2',
+      ),
+      { dryRun: false },
+    );
+    const before = await dump(etcd);
+    let n = 0;
+    etcd.beforeTxn = async () => {
+      if (++n !== 2) return;
+      etcd.beforeTxn = undefined;
+      await etcd.put(keys.vm(vmOf(9).id), encodeVm({ vm: vmOf(9, 'theirs'), host: 'hv2' }));
+    };
+    await assert.rejects(writer.deleteNetwork('net1', true), (err) => {
+      assert.ok(isImdsError(err, 'REGISTRY_CONFLICT'), String(err));
+      assert.match(err.message, /network rm "net1": .*vms\/00000000-0000-4000-8000-000000000009 changed in the registry/);
+      assert.match(err.message, /undone, nothing was changed/);
+      return true;
+    });
+    const after = new Map(await dump(etcd));
+    assert.match(String(after.get(keys.vm(vmOf(9).id))), /"theirs"/);
+    after.delete(keys.vm(vmOf(9).id));
+    assert.deepEqual(
+      [...after],
+      before.filter(([k]) => k !== keys.vm(vmOf(9).id)),
+      'the VMs deleted by the first transaction are back',
+    );
   });
 });
