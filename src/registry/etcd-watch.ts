@@ -89,8 +89,8 @@ export class PrefixWatch implements Watch {
     this.stream = stream;
     let ended = false;
     const lost = (reason: string): void => {
+      if (ended || this.stream !== stream) return; // an older stream's late error: the current one's timer stays
       clearTimeout(this.createTimer);
-      if (ended || this.stream !== stream) return;
       ended = true;
       this.stream = undefined;
       stream.cancel();
@@ -101,8 +101,9 @@ export class PrefixWatch implements Watch {
       this.target.createTimeoutMs,
     );
     stream.on('data', (res: RawWatchResponse) => {
+      if (this.stream !== stream) return; // an older stream's late message: the current one's timer stays
       clearTimeout(this.createTimer);
-      if (this.stream === stream) this.receive(res, lost);
+      this.receive(res, lost);
     });
     stream.on('error', (err) => lost(messageOf(err)));
     stream.on('end', () => lost('the watch stream ended'));

@@ -152,6 +152,10 @@ export class RegistrySync {
     const generation = ++this.generation;
     try {
       this.api ??= await this.opts.etcd();
+      if (this.closed) {
+        await this.api.close(); // closed while the client was being made: close() found none to close
+        return;
+      }
       const range = await this.api.rangePrefix(this.keys.root);
       if (generation !== this.generation) return;
       this.current = stateOf(range.kvs, this.keys, (key, reason) => this.badDocument(key, reason));

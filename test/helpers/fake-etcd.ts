@@ -40,7 +40,7 @@ export class FakeEtcd implements EtcdApi {
   /** Each event in a watch message of its own (as etcd sends a burst of separate writes), all in one round. */
   messagePerEvent = false;
   /** Counts of calls, for tests that check what was asked. */
-  readonly calls = { rangePrefix: 0, get: 0, txn: 0, watchPrefix: 0 };
+  readonly calls = { rangePrefix: 0, get: 0, txn: 0, watchPrefix: 0, close: 0 };
 
   private check(): void {
     if (this.unavailable) throw new Error('14 UNAVAILABLE: No connection established (fake)');
@@ -143,6 +143,7 @@ export class FakeEtcd implements EtcdApi {
   }
 
   async close(): Promise<void> {
+    this.calls.close++;
     for (const w of this.watches) w.closed = true;
     this.watches.clear();
     await Promise.resolve();

@@ -163,6 +163,24 @@ describe('a resuming watch (fake streams)', () => {
     assert.ok(streams.every((s) => startOf(s) === '7'));
   });
 
+  it("an old stream's late message or error does not stop the current stream's confirmation timer", async () => {
+    const streams: FakeStream[] = [];
+    const watch = new PrefixWatch(fakeTarget(streams, 2, 100), 7, {
+      events: () => undefined,
+      compacted: () => undefined,
+      connection: () => undefined,
+    });
+    streams[0]?.emit('data', response({ created: true }));
+    streams[0]?.emit('error', serviceError(grpc.status.UNAVAILABLE, 'Connection dropped'));
+    await until('a second stream', () => (streams.length >= 2 ? true : undefined), 10_000, 5);
+    streams[0]?.emit('data', response({ events: [] })); // late, from the stream given up
+    streams[0]?.emit('error', serviceError(grpc.status.CANCELLED, 'Cancelled on client'));
+    // The second stream is never confirmed: it must still be given up and a third opened.
+    await until('a third stream', () => (streams.length >= 3 ? true : undefined), 10_000, 5);
+    watch.close();
+    assert.equal(streams[1]?.canceled, true);
+  });
+
   it('a cancel with a compact revision calls compacted() once and stops for good', async () => {
     const streams: FakeStream[] = [];
     const compacted: number[] = [];

@@ -297,6 +297,25 @@ describe('registry sync', () => {
     assert.ok(served(inventory).includes('renamed'));
   });
 
+  it('closes a client that was still being made when the sync closed, and reads nothing with it', async () => {
+    const etcd = new FakeEtcd();
+    let give: (api: FakeEtcd) => void = () => undefined;
+    const made = new Promise<FakeEtcd>((resolve) => (give = resolve));
+    const sync = new RegistrySync({
+      etcd: () => made,
+      prefix: '/imds/',
+      hostId: 'hv1',
+      target: setup().inventory,
+      log: pino({ level: 'silent' }),
+    });
+    const started = sync.start();
+    await sync.close(); // a SIGTERM during start
+    give(etcd);
+    await started;
+    await settle();
+    assert.deepEqual([etcd.calls.close, etcd.calls.rangePrefix, etcd.calls.watchPrefix], [1, 0, 0]);
+  });
+
   it('times out a wait for a revision that never comes', async () => {
     const { sync } = setup('hv1');
     await sync.start();
