@@ -14,8 +14,11 @@ export interface KeyWrite {
   key: string;
   op: Op;
   before: KeyValue | undefined;
-  /** A VM's network the write does not change: compared in the same transaction, so it is not changed meanwhile. */
-  network?: Compare;
+  /**
+   * A compare that must hold in the same transaction: a VM's network the write does not change (so
+   * it is not changed meanwhile), the VMs' prefix when a network is deleted (no VM written onto it since the read).
+   */
+  also?: Compare;
 }
 
 /** One etcd transaction of a chunked write. */
@@ -45,10 +48,10 @@ export function chunkWrites(writes: readonly KeyWrite[], maxTxnOps: number, firs
   };
   let current: WriteTxn | undefined;
   for (const w of writes) {
-    const extra = (t: WriteTxn) => (w.network !== undefined && !t.compares.some((c) => c.key === w.network?.key) ? 1 : 0);
+    const extra = (t: WriteTxn) => (w.also !== undefined && !t.compares.some((c) => c.key === w.also?.key) ? 1 : 0);
     if (current === undefined || current.compares.length + 1 + extra(current) > maxTxnOps || current.ops.length + 1 > maxTxnOps)
       current = fresh();
-    if (w.network !== undefined && extra(current) === 1) current.compares.push(w.network);
+    if (w.also !== undefined && extra(current) === 1) current.compares.push(w.also);
     current.compares.push(guardOf(w));
     current.ops.push(w.op);
     current.writes.push(w);
@@ -104,18 +107,20 @@ function undoneText(left: readonly string[]): string {
   return `undone except ${left.length} key(s) changed again meanwhile, not reachable or of unknown outcome: ${named}`;
 }
 
-/** The first key of a refused transaction that no longer holds what was read (a VM's network included). */
+/** The first key of a refused transaction that no longer holds what was read (a VM's network included; else a prefix compared). */
 async function firstChanged(etcd: ChunkEtcd, txn: WriteTxn): Promise<string | undefined> {
   try {
     for (const c of txn.compares) {
+      if ('prefix' in c) continue;
       const kv = await etcd.get(c.key);
       const holds = 'absent' in c ? kv === undefined : kv?.modRevision === c.modRevision;
       if (!holds) return c.key;
     }
   } catch {
-    // the error names no key then
+    return undefined; // the error names no key then
   }
-  return undefined;
+  const prefix = txn.compares.find((c) => 'prefix' in c);
+  return prefix === undefined ? undefined : `a key under ${prefix.key}`;
 }
 
 /** The compare and op that put one key back as it was before the write, if it still holds the write. */

@@ -11,8 +11,12 @@ export interface KeyValue {
   modRevision: number;
 }
 
-/** One compare of a transaction: the key absent (create-only), or its mod revision equal to one read. */
-export type Compare = { key: string; absent: true } | { key: string; modRevision: number };
+/**
+ * One compare of a transaction: the key absent (create-only), its mod revision equal to one read,
+ * or (`prefix`) no key under `key` written after revision `unchangedSince` (none created, none changed).
+ */
+export type Compare =
+  { key: string; absent: true } | { key: string; modRevision: number } | { key: string; prefix: true; unchangedSince: number };
 
 export type Op = { put: string; value: string } | { delete: string };
 

@@ -55,6 +55,7 @@ interface TxnResponse {
 }
 
 const COMPARE_EQUAL = 0;
+const COMPARE_LESS = 2;
 const TARGET_CREATE = 1;
 const TARGET_MOD = 2;
 
@@ -114,11 +115,7 @@ export class EtcdClient implements EtcdApi {
 
   async txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult> {
     const req = {
-      compare: compares.map((c) =>
-        'absent' in c
-          ? { key: Buffer.from(c.key, 'utf8'), result: COMPARE_EQUAL, target: TARGET_CREATE, create_revision: '0' }
-          : { key: Buffer.from(c.key, 'utf8'), result: COMPARE_EQUAL, target: TARGET_MOD, mod_revision: String(c.modRevision) },
-      ),
+      compare: compares.map(compareOf),
       success: ops.map((op) =>
         'put' in op
           ? { request_put: { key: Buffer.from(op.put, 'utf8'), value: Buffer.from(op.value, 'utf8') } }
@@ -180,4 +177,13 @@ export class EtcdClient implements EtcdApi {
     }
     throw lastErr;
   }
+}
+
+/** A compare as etcd takes it; a prefix compare holds for every key of the range (and for none). */
+function compareOf(c: Compare): Record<string, unknown> {
+  const key = Buffer.from(c.key, 'utf8');
+  if ('absent' in c) return { key, result: COMPARE_EQUAL, target: TARGET_CREATE, create_revision: '0' };
+  if ('prefix' in c)
+    return { key, range_end: prefixEnd(key), result: COMPARE_LESS, target: TARGET_MOD, mod_revision: String(c.unchangedSince + 1) };
+  return { key, result: COMPARE_EQUAL, target: TARGET_MOD, mod_revision: String(c.modRevision) };
 }

@@ -88,7 +88,7 @@ export function planRegistryImport(
       key,
       op: { put: key, value: encodeVm({ vm, host }) },
       before: kvs.get(key),
-      ...(held === undefined ? {} : { network: { key: netKey, modRevision: held.modRevision } }),
+      ...(held === undefined ? {} : { also: { key: netKey, modRevision: held.modRevision } }),
     });
     hosts.add(host);
     const was = state.vms.get(vm.id)?.host;

@@ -86,9 +86,24 @@ export class RegistryWriter {
 
   /**
    * Deletes a network; with `force` its VMs and their passwords too, the network last, in one
-   * transaction when they fit `max_txn_ops`, in several (undone on a refusal) otherwise. Returns the VMs deleted.
+   * transaction when they fit `max_txn_ops`, in several (undone on a refusal) otherwise. The network
+   * goes only if no VM was written since the VMs were read (one might be on it): when one was, it is
+   * read and tried again, three times at most. Returns the VMs deleted.
    */
   async deleteNetwork(id: string, force: boolean, ifModRevision?: number): Promise<WriteResult & { vms: string[] }> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.deleteNetworkOnce(id, force, ifModRevision);
+      } catch (err) {
+        const vmWritten =
+          isImdsError(err, 'REGISTRY_CONFLICT') &&
+          (err.details as { key?: string } | undefined)?.key === `a key under ${this.o.keys.vm('')}`;
+        if (!vmWritten || attempt === 3) throw err;
+      }
+    }
+  }
+
+  private async deleteNetworkOnce(id: string, force: boolean, ifModRevision: number | undefined): Promise<WriteResult & { vms: string[] }> {
     const { kv } = await this.readNetwork(id, 'id', ifModRevision);
     const api = await this.api();
     const range = await this.call(() => api.rangePrefix(this.o.keys.root));
@@ -113,7 +128,12 @@ export class RegistryWriter {
         { key: password, op: { delete: password }, before: kvs.get(password) },
       ];
     });
-    writes.push({ key: kv.key, op: { delete: kv.key }, before: kv });
+    writes.push({
+      key: kv.key,
+      op: { delete: kv.key },
+      before: kv,
+      also: { key: this.o.keys.vm(''), prefix: true, unchangedSince: range.revision },
+    });
     const txns = chunkWrites(writes, this.o.maxTxnOps ?? 128);
     const revision = await writeChunks(this.chunkEtcd(), txns, `network rm "${id}"`);
     return { ...(await this.done({ succeeded: true, revision }, this.servesNetwork(id))), vms: onIt.map((v) => v.id) };

@@ -75,6 +75,7 @@ export class FakeEtcd implements EtcdApi {
     if (compares.length > this.maxTxnOps || ops.length > this.maxTxnOps)
       throw new Error('3 INVALID_ARGUMENT: etcdserver: too many operations in txn request');
     const holds = compares.every((c) => {
+      if ('prefix' in c) return [...this.kvs.values()].every((kv) => !kv.key.startsWith(c.key) || kv.modRevision <= c.unchangedSince);
       const kv = this.kvs.get(c.key);
       return 'absent' in c ? kv === undefined : kv?.modRevision === c.modRevision;
     });

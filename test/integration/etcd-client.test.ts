@@ -118,6 +118,26 @@ describe('etcd client against a 3-member cluster', () => {
     assert.equal(await client.get('/t/mod/a'), undefined);
   });
 
+  it('a prefix compare holds while no key under the prefix was created or changed since a revision, and for an empty prefix', async () => {
+    const empty = await client.txn([{ key: '/t/pfx-none/', prefix: true, unchangedSince: 1 }], [{ put: '/t/pfx-mark', value: '0' }]);
+    assert.equal(empty.succeeded, true, 'no key under the prefix: holds');
+    await client.txn([], [{ put: '/t/pfx/a', value: '1' }]);
+    const read = (await client.rangePrefix('/t/pfx/')).revision;
+    const guard = { key: '/t/pfx/', prefix: true as const, unchangedSince: read };
+    await client.txn([], [{ put: '/t/pfx0', value: 'outside the prefix' }]);
+    assert.equal((await client.txn([guard], [{ put: '/t/pfx-mark', value: '1' }])).succeeded, true, 'a write outside the prefix: holds');
+    await client.txn([], [{ put: '/t/pfx/b', value: 'created' }]);
+    assert.equal((await client.txn([guard], [{ put: '/t/pfx-mark', value: '2' }])).succeeded, false, 'a key created under it: fails');
+    const again = (await client.rangePrefix('/t/pfx/')).revision;
+    await client.txn([], [{ put: '/t/pfx/a', value: 'changed' }]);
+    assert.equal(
+      (await client.txn([{ ...guard, unchangedSince: again }], [{ put: '/t/pfx-mark', value: '3' }])).succeeded,
+      false,
+      'a key changed: fails',
+    );
+    assert.equal((await client.get('/t/pfx-mark'))?.value, '1');
+  });
+
   it('rangePrefix reads 2,000 keys (more than 4 MiB, the default gRPC message limit) whole, at one revision', async () => {
     const value = 'x'.repeat(2200);
     let last = 0;

@@ -248,4 +248,38 @@ describe('chunked writes: undo and network rm --force', () => {
       'the VMs deleted by the first transaction are back',
     );
   });
+
+  it('deletes a network only if no VM was written onto it since the read: it reads again (three times at most)', async () => {
+    const { etcd, writer } = await setup(128);
+    await writer.importBatch({ networks: [NET], vms: [], passwords: new Map() }, { dryRun: false });
+    let n = 0;
+    let inHook = false;
+    /** Runs `write` before the writer's transactions (not before its own put: the fake's put is a transaction too). */
+    const before = (write: () => Promise<unknown>) => async () => {
+      if (inHook) return;
+      inHook = true;
+      await write().finally(() => (inHook = false));
+    };
+    etcd.beforeTxn = before(async () => {
+      if (++n === 1) await etcd.put(keys.vm(vmOf(1).id), encodeVm({ vm: vmOf(1), host: 'hv2' })); // another controller, between the read and the delete
+    });
+    await assert.rejects(writer.deleteNetwork('net1', false), (err) => isImdsError(err, 'NETWORK_NOT_EMPTY'));
+    assert.ok(await etcd.get(keys.network('net1')), 'the network stays: a VM is on it now');
+    etcd.beforeTxn = before(() =>
+      etcd.put(keys.vm(vmOf(2).id), encodeVm({ vm: { ...vmOf(2, `vm2-${++n}`), network: 'net9' }, host: 'hv2' })),
+    ); // a controller that never stops, on another network
+    await assert.rejects(writer.deleteNetwork('net1', true), (err) => {
+      assert.ok(isImdsError(err, 'REGISTRY_CONFLICT'), String(err));
+      assert.match(err.message, /network rm "net1": a key under \/imds\/v1\/vms\/ changed in the registry since it was read/);
+      return true;
+    });
+    etcd.beforeTxn = undefined;
+    assert.ok(await etcd.get(keys.network('net1')));
+    assert.ok(await etcd.get(keys.vm(vmOf(1).id)), 'the undo put the VM back');
+    const tries = n;
+    const done = await writer.deleteNetwork('net1', true);
+    assert.equal(tries, 1 + 3, 'one write before the first delete, then one before each of three attempts');
+    assert.deepEqual(done.vms, [vmOf(1).id]);
+    assert.equal(await etcd.get(keys.network('net1')), undefined);
+  });
 });
