@@ -72,7 +72,6 @@ export function buildRegistrySide(cfg: Config, options: RegistrySideOptions): Re
   const log = options.log.child({ component: 'registry' });
   const passwords: PasswordPublisher = new PasswordPublisher({
     publish: (vmId: string, value: string): Promise<unknown> => writer.setPassword(vmId, value, false),
-    localPassword: (vmId) => options.target.password(vmId),
     log,
   });
   const sync: RegistrySync = new RegistrySync({

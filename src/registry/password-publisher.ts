@@ -1,17 +1,16 @@
 // A guest's posted password goes to the registry's create-only key after the guest got its answer
 // from the local store. While etcd is unreachable (or the write loses a race) it is tried again,
 // 250 ms doubling up to 30 s, until it is published, the registry already holds one (the registry's
-// wins: it reaches this host through the watch), the VM left the registry, or the local password is
-// no longer the one posted (cleared by the operator). While a password waits here, the sync keeps
-// it although the registry does not hold it (`isPending`). The value is never logged.
+// wins: it reaches this host through the watch), the VM left the registry, or the operator cleared
+// it here (`cancel`). A VM that leaves this host meanwhile (migrated) keeps it: the password moves
+// with the VM through the registry. While a password waits here, the sync keeps it although the
+// registry does not hold it (`isPending`). The value is never logged.
 import { isImdsError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 
 export interface PasswordPublisherOptions {
   /** The create-only write (RegistryWriter.setPassword without replace). */
   publish(vmId: string, value: string): Promise<unknown>;
-  /** The VM's local password now ('' when none): a value no longer local is not published. */
-  localPassword(vmId: string): string;
   log: Logger;
   retryMs?: { first: number; max: number };
 }
@@ -42,6 +41,16 @@ export class PasswordPublisher {
     void this.attempt(vmId, entry);
   }
 
+  /** The operator cleared the VM's password: one waiting here is not published. True if one was waiting. */
+  cancel(vmId: string): boolean {
+    const entry = this.pending.get(vmId);
+    if (entry === undefined) return false;
+    clearTimeout(entry.timer);
+    this.pending.delete(vmId);
+    this.o.log.info({ vm: vmId }, 'a posted password waiting for the registry was cleared: not published');
+    return true;
+  }
+
   /** A password posted here and not yet in the registry. */
   isPending(vmId: string): boolean {
     return this.pending.has(vmId);
@@ -63,11 +72,6 @@ export class PasswordPublisher {
 
   private async attempt(vmId: string, entry: Pending): Promise<void> {
     if (this.closed || this.pending.get(vmId) !== entry) return;
-    if (this.o.localPassword(vmId) !== entry.value) {
-      this.done(vmId, entry);
-      this.o.log.info({ vm: vmId }, 'posted password no longer held here (cleared or replaced): not published');
-      return;
-    }
     entry.attempts++;
     try {
       await this.o.publish(vmId, entry.value);

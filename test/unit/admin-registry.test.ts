@@ -44,6 +44,7 @@ describe('admin API with a registry', () => {
       status: () => sync.status(),
       vmRefs,
       hostOf: (vmId: string) => sync.state.vms.get(vmId)?.host,
+      passwords: { cancel: () => false },
       revisionOf: (kind: 'network' | 'vm', id: string) => sync.state.modRevisions.get(kind === 'vm' ? keys.vm(id) : keys.network(id)),
     };
     const metrics = new Metrics({

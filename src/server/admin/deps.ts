@@ -58,6 +58,8 @@ export interface AdminDeps {
     revisionOf(kind: 'network' | 'vm', id: string): number | undefined;
     /** The host a VM is placed on in the registry (undefined: not in the registry). */
     hostOf(vmId: string): string | undefined;
+    /** Guests' passwords waiting to be published from this host: a clear drops the VM's. */
+    readonly passwords: { cancel(vmId: string): boolean };
   };
   /** What `imds doctor` reads (the kernel through the daemon's runner, DHCP, listeners, contacts). */
   doctor?: DoctorDeps;

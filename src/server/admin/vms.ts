@@ -158,6 +158,7 @@ function passwordRoutes(app: AdminRouter, deps: AdminDeps): void {
       else {
         const result = await deps.registry.writer.clearPassword(req.params.id);
         // The registry had none but this host may hold one (a guest's, not yet published): clear it too.
+        deps.registry.passwords.cancel(req.params.id);
         if (result.thisHost && deps.inventory.getVm(req.params.id) !== undefined) deps.inventory.clearPassword(req.params.id);
       }
       return reply.code(204).send(null);
