@@ -88,8 +88,9 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
   }
 
   async function startDaemon(h: Host): Promise<void> {
-    // max_txn_ops 16 (etcd's own limit is 128): a 20-VM import takes several transactions here.
-    const cfg = h.sb.config({ host_id: h.name, log_level: 'info', registry: { etcd: { endpoints: etcd().endpoints, max_txn_ops: 16 } } });
+    // max_txn_ops 4 (etcd's own limit is 128): a 20-VM import, or removing a network with 4 VMs,
+    // takes several transactions here.
+    const cfg = h.sb.config({ host_id: h.name, log_level: 'info', registry: { etcd: { endpoints: etcd().endpoints, max_txn_ops: 4 } } });
     h.daemon = await h.sb.startDaemon(h.sb.writeConfig(cfg));
   }
 
@@ -291,7 +292,7 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
       assert.ok(rev !== undefined, `${id} is in etcd`);
       revisions.add(rev);
     }
-    assert.ok(revisions.size >= 2, `written in ${revisions.size} transactions (max_txn_ops 16)`);
+    assert.ok(revisions.size >= 2, `written in ${revisions.size} transactions (max_txn_ops 4)`);
     const listed = async (h: Host): Promise<number> =>
       (JSON.parse((await imds(h, ['vm', 'list', '--network', 'net2', '--json'])).stdout) as unknown[]).length;
     assert.equal(await listed(hv1), 10, 'hv1 serves its half when the import returns');
@@ -308,7 +309,18 @@ describe('registry: two hypervisors on a 3-member etcd cluster', () => {
     const left = await etcd().ctl(['get', '--prefix', '/imds/v1/vms/7777', '--keys-only']);
     assert.equal(left.split('\n').filter((l) => l.startsWith('/imds/v1/vms/')).length, 4);
     assert.equal(await metaUuid(guests['a3'] as Guest), VM3, 'net1 untouched');
-    await imds(hv1, ['network', 'rm', 'net2', '--force']);
+    // 4 VMs, their password keys and the network: 9 deletions, in 3 transactions of at most 4.
+    const revision = async (): Promise<number> =>
+      (JSON.parse(await etcd().ctl(['get', '/imds/v1/layout', '-w', 'json'])) as { header: { revision: number } }).header.revision;
+    const before = await revision();
+    const removed = JSON.parse((await imds(hv1, ['network', 'rm', 'net2', '--force', '--json'])).stdout) as unknown;
+    assert.deepEqual(removed, { deleted: 'net2', vms_deleted: 4 });
+    assert.equal((await revision()) - before, 3, 'three transactions');
+    assert.equal(
+      (await etcd().ctl(['get', '--prefix', '/imds/v1/', '--keys-only'])).match(/net2|\/vms\/7777/g),
+      null,
+      'nothing of net2 is left',
+    );
     await until('hv2 removes net2', async () => ((await hv2.sb.hvLinks())['imdsb-net2'] === undefined ? true : undefined), 10_000, 100);
   });
 
