@@ -89,11 +89,12 @@ export async function writeChunks(etcd: ChunkEtcd, txns: readonly WriteTxn[], wh
     if (!result.succeeded) {
       const changed = await firstChanged(etcd, txn);
       const left = await undo(etcd, applied);
-      const key = changed === undefined ? 'a key it writes' : changed;
+      const prefix = changed !== undefined && 'prefix' in changed;
+      const key = changed === undefined ? 'a key it writes' : prefix ? `a key under ${changed.key}` : changed.key;
       throw new ImdsError(
         'REGISTRY_CONFLICT',
         `${what}: ${key} changed in the registry since it was read (another writer); ${applied.length === 0 ? 'nothing was written' : undoneText(left)}: read it again and retry`,
-        { details: { key: changed, transactions: txns.length, written: applied.length, notUndone: left } },
+        { details: { key: changed?.key, prefix, transactions: txns.length, written: applied.length, notUndone: left } },
       );
     }
     applied.push({ txn, revision: result.revision });
@@ -107,20 +108,19 @@ function undoneText(left: readonly string[]): string {
   return `undone except ${left.length} key(s) changed again meanwhile, not reachable or of unknown outcome: ${named}`;
 }
 
-/** The first key of a refused transaction that no longer holds what was read (a VM's network included; else a prefix compared). */
-async function firstChanged(etcd: ChunkEtcd, txn: WriteTxn): Promise<string | undefined> {
+/** The first compare of a refused transaction that no longer holds (a key's, a VM's network included; else the prefix compared). */
+async function firstChanged(etcd: ChunkEtcd, txn: WriteTxn): Promise<Compare | undefined> {
   try {
     for (const c of txn.compares) {
       if ('prefix' in c) continue;
       const kv = await etcd.get(c.key);
       const holds = 'absent' in c ? kv === undefined : kv?.modRevision === c.modRevision;
-      if (!holds) return c.key;
+      if (!holds) return c;
     }
   } catch {
     return undefined; // the error names no key then
   }
-  const prefix = txn.compares.find((c) => 'prefix' in c);
-  return prefix === undefined ? undefined : `a key under ${prefix.key}`;
+  return txn.compares.find((c) => 'prefix' in c);
 }
 
 /** The compare and op that put one key back as it was before the write, if it still holds the write. */
@@ -139,9 +139,10 @@ function undoOf(w: KeyWrite, revision: number): { compare: Compare; op: Op } {
 async function undo(etcd: ChunkEtcd, applied: readonly Applied[]): Promise<string[]> {
   const left: string[] = [];
   const newestFirst = [...applied].reverse();
+  const keysOf = (writes: readonly KeyWrite[]): string[] => writes.map((w) => w.key);
+  const older = (k: number): string[] => newestFirst.slice(k + 1).flatMap((a) => keysOf(a.txn.writes));
   for (const [k, { txn, revision }] of newestFirst.entries()) {
     const steps = txn.writes.map((w) => undoOf(w, revision));
-    const rest = (): string[] => newestFirst.slice(k).flatMap((a) => a.txn.writes.map((w) => w.key));
     try {
       const whole = await etcd.txn(
         steps.map((s) => s.compare),
@@ -149,18 +150,14 @@ async function undo(etcd: ChunkEtcd, applied: readonly Applied[]): Promise<strin
       );
       if (whole.succeeded) continue;
     } catch {
-      return [...left, ...rest()];
+      return [...left, ...keysOf(txn.writes), ...older(k)];
     }
     for (const [i, s] of steps.entries()) {
       try {
         const one = await etcd.txn([s.compare], [s.op]);
         if (!one.succeeded) left.push((txn.writes[i] as KeyWrite).key);
       } catch {
-        return [
-          ...left,
-          ...txn.writes.slice(i).map((w) => w.key),
-          ...newestFirst.slice(k + 1).flatMap((a) => a.txn.writes.map((w) => w.key)),
-        ];
+        return [...left, ...keysOf(txn.writes.slice(i)), ...older(k)];
       }
     }
   }

@@ -2,8 +2,9 @@
 // (and after a compaction), then the watch from the revision after it. Every watch message updates
 // the registry's state and, when this host's placement changed, applies it to the inventory (once
 // for all the messages of one round of I/O) as one batch of origin `registry` that also prunes
-// what left (idempotent: a repeated event changes nothing). While etcd is unreachable the inventory keeps what it has (the local copy serves) and
-// the sync retries; `status()` says whether it is connected.
+// what left (idempotent: a repeated event changes nothing). While etcd is unreachable the
+// inventory keeps what it has (the local copy serves) and the sync retries; `status()` says
+// whether it is connected.
 import { isDeepStrictEqual } from 'node:util';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -199,14 +200,15 @@ export class RegistrySync {
       if (changed) this.skipped++;
       // A placement still owed covers this message too (it is computed from the whole state): its
       // revision is reached when that placement is applied, not before.
-      if (this.owed !== undefined) this.owed.revision = Math.max(this.owed.revision, revision);
+      if (this.owed !== undefined) this.owePlacement(revision);
       else this.reached(revision);
     }
   }
 
   /**
    * The placement is computed from the whole registry (at 10,000 VMs, tens of ms): the messages of
-   * a burst of writes, delivered in one round of I/O, are applied as one placement at the end of it.
+   * a burst of writes, delivered in one round of I/O, are applied as one placement at the end of it
+   * (an owed one only moves on to the later revision).
    */
   private owePlacement(revision: number): void {
     if (this.owed !== undefined) {

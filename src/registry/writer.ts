@@ -95,9 +95,8 @@ export class RegistryWriter {
       try {
         return await this.deleteNetworkOnce(id, force, ifModRevision);
       } catch (err) {
-        const vmWritten =
-          isImdsError(err, 'REGISTRY_CONFLICT') &&
-          (err.details as { key?: string } | undefined)?.key === `a key under ${this.o.keys.vm('')}`;
+        const details = isImdsError(err, 'REGISTRY_CONFLICT') ? (err.details as { key?: string; prefix?: boolean }) : undefined;
+        const vmWritten = details?.prefix === true && details.key === this.o.keys.vm('');
         if (!vmWritten || attempt === 3) throw err;
       }
     }

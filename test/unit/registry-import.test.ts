@@ -153,6 +153,16 @@ describe('registry import: writing', () => {
   });
 });
 
+/** net1 with 9 VMs on hv2: more than one transaction of 6 operations holds. */
+const importNine = (writer: RegistryWriter) =>
+  writer.importBatch(
+    batchOf(
+      Array.from({ length: 9 }, (_, k) => vmOf(k + 1)),
+      'hv2',
+    ),
+    { dryRun: false },
+  );
+
 describe('chunked writes: undo and network rm --force', () => {
   it('stops undoing at the first failure instead of waiting out a deadline per key, and names every key left', async () => {
     const { etcd, writer } = await setup(6);
@@ -194,13 +204,7 @@ describe('chunked writes: undo and network rm --force', () => {
 
   it('deletes a network with more VMs than one transaction holds, the network last', async () => {
     const { etcd, writer } = await setup(6);
-    await writer.importBatch(
-      batchOf(
-        Array.from({ length: 9 }, (_, k) => vmOf(k + 1)),
-        'hv2',
-      ),
-      { dryRun: false },
-    );
+    await importNine(writer);
     await etcd.put(keys.password(vmOf(3).id), 'secret');
     let seen = 0;
     etcd.beforeTxn = async () => {
@@ -219,13 +223,7 @@ describe('chunked writes: undo and network rm --force', () => {
 
   it('puts everything back when a VM of the network changes between its transactions', async () => {
     const { etcd, writer } = await setup(6);
-    await writer.importBatch(
-      batchOf(
-        Array.from({ length: 9 }, (_, k) => vmOf(k + 1)),
-        'hv2',
-      ),
-      { dryRun: false },
-    );
+    await importNine(writer);
     const before = await dump(etcd);
     let n = 0;
     etcd.beforeTxn = async () => {
