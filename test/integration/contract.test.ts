@@ -20,12 +20,16 @@ const until = Date.now() + ms;
 function once() {
   if (Date.now() > until) { console.log(JSON.stringify({ ok, failed, errors: errors.slice(0, 10) })); return; }
   const started = Date.now();
+  // A failure says when it began (wall clock), whether the connection was made and what came back.
+  let connected = false, bytes = 0;
+  const fail = (what) => { failed++; errors.push({ what, started, ms: Date.now() - started, connected, bytes }); };
   const req = http.get({ host: '169.254.169.254', path: '/openstack/latest/meta_data.json', agent: false, timeout: 10000 }, (res) => {
-    let body = ''; res.on('data', (c) => body += c);
-    res.on('end', () => { if (res.statusCode === 200 && body.includes(${JSON.stringify(VM)})) ok++; else { failed++; errors.push(res.statusCode); } setTimeout(once, Math.max(0, interval - (Date.now() - started))); });
+    let body = ''; res.on('data', (c) => { bytes += c.length; body += c; });
+    res.on('end', () => { if (res.statusCode === 200 && body.includes(${JSON.stringify(VM)})) ok++; else fail(res.statusCode); setTimeout(once, Math.max(0, interval - (Date.now() - started))); });
   });
+  req.on('socket', (s) => s.once('connect', () => (connected = true)));
   req.on('timeout', () => req.destroy(new Error('timeout')));
-  req.on('error', (e) => { failed++; errors.push(e.code || e.message); setTimeout(once, interval); });
+  req.on('error', (e) => { fail(e.code || e.message); setTimeout(once, interval); });
 }
 once();
 `;
@@ -155,11 +159,15 @@ describe('the service contract', () => {
     const guest = await sb.addGuest('f', vmGuest);
     const poller = guest.exec([process.execPath, '-e', POLLER, '20', '4000'], { timeoutMs: 60_000 });
     await new Promise((resolve) => setTimeout(resolve, 500));
+    const window = { restart_started: Date.now(), restart_ended: 0 };
     const restart = await imds('failover', ['restart'], { allowFailure: true });
+    window.restart_ended = Date.now();
     assert.equal(restart.code, 1, restart.stderr);
     assert.match(restart.stderr, /^imds: COMMAND_FAILED: hand-over failed: it exited before it was ready/m);
     const counts = JSON.parse((await poller).stdout) as { ok: number; failed: number };
-    assert.equal(counts.failed, 0, `failed requests across the failed hand-over: ${JSON.stringify(counts)}`);
+    // On failure: when each failed request began against the restart's window, and the daemon's own account.
+    const account = () => JSON.stringify({ counts, window, daemon: d.logs.map((l) => ({ time: l['time'], msg: l['msg'] })) });
+    assert.equal(counts.failed, 0, `failed requests across the failed hand-over: ${account()}`);
     // The old daemon takes admin calls again.
     const status = JSON.parse((await imds('failover', ['status', '--json'])).stdout) as { daemon: { pid: number } };
     assert.equal(status.daemon.pid, d.pid);
