@@ -127,6 +127,8 @@ export class Sandbox {
   /** Unexpected exits not yet reported by assertNoDeaths. */
   private readonly deaths: string[] = [];
   private guestCount = 0;
+  /** Guests made here: their host end on the hypervisor's bridge. */
+  private readonly guests: { guest: Guest; hostEnd: string }[] = [];
 
   readonly prefix: string;
   /** `<prefix><owner>-<id>-`: the start of every name this sandbox gives. */
@@ -166,6 +168,7 @@ export class Sandbox {
   }
 
   async addGuest(name: string, options: GuestOptions): Promise<Guest> {
+    await this.refuseTwin(options.bridge, options.mac);
     const netns = `${this.base}g-${name}`;
     const hostEnd = `tg${this.id.slice(0, 4)}${++this.guestCount}`;
     await sh(['ip', 'netns', 'add', netns]);
@@ -184,7 +187,32 @@ export class Sandbox {
       ...(options.defaultVia ? [`route add default via ${options.defaultVia}`] : []),
     ];
     await sh(['ip', '-n', netns, '-batch', '-'], { stdin: `${inside.join('\n')}\n` });
-    return new Guest(name, netns, options.ip ?? '', options.mac);
+    const guest = new Guest(name, netns, options.ip ?? '', options.mac);
+    this.guests.push({ guest, hostEnd });
+    return guest;
+  }
+
+  /** Deletes a guest (its namespace, and with it both ends of its veth): it leaves the bridge. */
+  async removeGuest(guest: Guest): Promise<void> {
+    const pids = (await sh(['ip', 'netns', 'pids', guest.netns], { allowFailure: true })).stdout.split(/\s+/).filter(Boolean);
+    for (const pid of pids) process.kill(Number(pid), 'SIGKILL');
+    await sh(['ip', 'netns', 'del', guest.netns]);
+    const at = this.guests.findIndex((g) => g.guest === guest);
+    if (at >= 0) this.guests.splice(at, 1);
+  }
+
+  /**
+   * Two guests with one MAC on one bridge make the bridge send one's frames to the other now and
+   * then (it learns the MAC from whichever spoke last): a test left a guest behind that a later one
+   * repeats. Networks outlive a stopped daemon, so a bridge of an earlier test can still be there.
+   */
+  private async refuseTwin(bridge: string, mac: string): Promise<void> {
+    const same = this.guests.filter((g) => g.guest.mac.toLowerCase() === mac.toLowerCase());
+    if (same.length === 0) return;
+    const links = await this.hvLinks();
+    const twin = same.find((g) => links[g.hostEnd]?.master === bridge);
+    if (twin !== undefined)
+      throw new Error(`sandbox: guest ${twin.guest.name} (${mac}) is still on ${bridge}: remove it first (removeGuest)`);
   }
 
   /**

@@ -152,6 +152,7 @@ describe('the service contract', () => {
       },
       15_000,
     );
+    await sb.removeGuest(guest); // the network outlives the daemon: the next test's guest takes this one's MAC and address
   });
   it('a hand-over whose new daemon fails leaves the old one serving: `imds restart` exits 1 with the reason; guests, admin calls and self-healing go on', async () => {
     const path = sb.writeConfig(sb.config({ log_level: 'info', networks: [net], vms: [vm] }, 'failover'), 'failover.yaml');
