@@ -29,8 +29,8 @@ export interface GuestSide {
   native: NativePlane | undefined;
   /** The access log; `configure` it on reload (a file is reopened). */
   accessLog: AccessLog;
-  /** The inventory's index changed: the native table follows before the change's call returns. */
-  indexChanged(index: MetadataIndex): void;
+  /** The inventory's index changed (in `networks`; anywhere when undefined): the native table follows before the change's call returns. */
+  indexChanged(index: MetadataIndex, networks?: ReadonlySet<string>): void;
   /** Loads the Fastify app and answers what was held; returns the app (closed on stop). */
   loadApp(): Promise<{ close(): Promise<void> }>;
 }
@@ -91,7 +91,7 @@ export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: Liste
     listeners,
     native,
     accessLog,
-    indexChanged: (index) => native?.sync(index),
+    indexChanged: (index, networks) => native?.sync(index, networks),
     async loadApp() {
       const { buildMetadataApp } = await import('../server/metadata-app.ts');
       const { app, handler: fastifyHandler } = await buildMetadataApp({

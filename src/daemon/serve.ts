@@ -113,7 +113,7 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
     { dhcpDomain: cfg.dhcp_domain },
     {
       onVmsChanged: (networks) => kernel.services.vmsChanged(networks),
-      onIndexChanged: (index) => guests.indexChanged(index),
+      onIndexChanged: (index, networks) => guests.indexChanged(index, networks),
       // Their per-VM metric series and (when removed, not moved) their contact go with them.
       onVmsGone: (gone) => stats.forgetVms(gone, (id) => inventory.getVm(id) !== undefined),
       // With a registry, a guest's password goes there too (create-only: it moves with the VM).

@@ -147,25 +147,29 @@ export class NativePlane {
   /**
    * Publishes what changed in `index`: VMs whose entry is not the one published are rebuilt and
    * swapped in whole; VMs (and networks) gone are removed. Entries the index kept are not touched.
+   * With `networks`, only those are compared (a change to one VM costs its network, not the host).
    */
-  sync(index: MetadataIndex): void {
-    for (const [network, entries] of this.published) {
-      const now = index.networks.get(network)?.byIp;
-      for (const ip of entries.keys()) {
-        if (now?.has(ip) === true) continue;
-        this.addon.dpRemoveVm(this.slot(network), parseIpv4(ip) as number);
-        entries.delete(ip);
-      }
-      if (now === undefined) this.published.delete(network);
+  sync(index: MetadataIndex, networks?: ReadonlySet<string>): void {
+    for (const network of networks ?? new Set([...this.published.keys(), ...index.networks.keys()])) this.syncNetwork(index, network);
+  }
+
+  private syncNetwork(index: MetadataIndex, network: string): void {
+    const now = index.networks.get(network)?.byIp;
+    let entries = this.published.get(network);
+    for (const ip of entries?.keys() ?? []) {
+      if (now?.has(ip) === true) continue;
+      this.addon.dpRemoveVm(this.slot(network), parseIpv4(ip) as number);
+      entries?.delete(ip);
     }
-    for (const [network, { byIp }] of index.networks) {
-      let entries = this.published.get(network);
-      if (entries === undefined) this.published.set(network, (entries = new Map<string, VmEntry>()));
-      for (const [ip, vm] of byIp) {
-        if (entries.get(ip) === vm) continue;
-        this.publish(network, ip, vm);
-        entries.set(ip, vm);
-      }
+    if (now === undefined) {
+      this.published.delete(network);
+      return;
+    }
+    if (entries === undefined) this.published.set(network, (entries = new Map<string, VmEntry>()));
+    for (const [ip, vm] of now) {
+      if (entries.get(ip) === vm) continue;
+      this.publish(network, ip, vm);
+      entries.set(ip, vm);
     }
   }
 

@@ -29,8 +29,11 @@ export type { RevertScope } from './revert-plan.ts';
 export interface InventoryEvents {
   /** VMs of these networks changed (after the store and the index have the change). */
   onVmsChanged?: (networks: ReadonlySet<string>) => void;
-  /** The index changed (any network or VM): called before the change's call returns. */
-  onIndexChanged?: (index: MetadataIndex) => void;
+  /**
+   * The index changed: called before the change's call returns, with the networks whose spec or
+   * VMs changed (undefined: any may have, e.g. after an import).
+   */
+  onIndexChanged?: (index: MetadataIndex, networks?: ReadonlySet<string>) => void;
   /** VMs gone from a network (deleted, or moved to another one), after the index changed: per-VM state kept elsewhere can go. */
   onVmsGone?: (gone: readonly VmPlace[]) => void;
   /** A guest posted its write-once password (stored): with a registry it is published there too. */
@@ -128,7 +131,7 @@ export class Inventory {
     this.networks.set(network.id, { network, origin });
     this.vmsOf.set(network.id, new Set());
     this.currentIndex.setNetwork(network);
-    this.events.onIndexChanged?.(this.currentIndex);
+    this.events.onIndexChanged?.(this.currentIndex, new Set([network.id]));
   }
 
   /** Replaces a network's spec; its VMs must still fit it. */
@@ -144,7 +147,7 @@ export class Inventory {
     this.store.apply({ networks: [{ network: next, origin: current.origin }] });
     this.networks.set(next.id, { network: next, origin: current.origin });
     this.currentIndex.setNetwork(next);
-    this.events.onIndexChanged?.(this.currentIndex);
+    this.events.onIndexChanged?.(this.currentIndex, new Set([next.id]));
     return current.network;
   }
 
@@ -166,7 +169,7 @@ export class Inventory {
     this.networks.delete(id);
     this.vmsOf.delete(id);
     this.currentIndex.removeNetwork(id);
-    this.events.onIndexChanged?.(this.currentIndex);
+    this.events.onIndexChanged?.(this.currentIndex, new Set([id]));
     if (vmIds.length > 0) this.events.onVmsChanged?.(new Set([id]));
     if (vmIds.length > 0) this.events.onVmsGone?.(vmIds.map((vmId) => ({ id: vmId, network: id })));
     return vmIds;
@@ -201,8 +204,9 @@ export class Inventory {
     if (before !== undefined) this.forgetVm(vm.id, true);
     this.rememberVm({ vm, origin });
     this.currentIndex.upsertVm(vm);
-    this.events.onIndexChanged?.(this.currentIndex);
-    this.events.onVmsChanged?.(new Set([vm.network, ...(before === undefined ? [] : [before.vm.network])]));
+    const networks = new Set([vm.network, ...(before === undefined ? [] : [before.vm.network])]);
+    this.events.onIndexChanged?.(this.currentIndex, networks);
+    this.events.onVmsChanged?.(networks);
     if (before !== undefined && before.vm.network !== vm.network) this.events.onVmsGone?.([{ id: vm.id, network: before.vm.network }]);
   }
 
@@ -211,7 +215,7 @@ export class Inventory {
     this.store.apply({ deleteVms: [vm.id] });
     this.forgetVm(vm.id);
     this.currentIndex.removeVm(vm.id);
-    this.events.onIndexChanged?.(this.currentIndex);
+    this.events.onIndexChanged?.(this.currentIndex, new Set([vm.network]));
     this.events.onVmsChanged?.(new Set([vm.network]));
     this.events.onVmsGone?.([{ id: vm.id, network: vm.network }]);
   }
