@@ -11,10 +11,10 @@ import { until } from '../helpers/wait.ts';
 
 const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 
-/** A guest-side poller: a GET on a new connection every INTERVAL ms for MS ms; prints its counts. */
+/** A guest-side poller: a GET on a new connection every INTERVAL ms for MS ms, each cut off after TIMEOUT ms (10 s); prints its counts. */
 const POLLER = `
 const http = require('http');
-const [interval, ms] = process.argv.slice(1).map(Number);
+const [interval, ms, timeout = 10000] = process.argv.slice(1).map(Number);
 let ok = 0, failed = 0; const errors = [];
 const until = Date.now() + ms;
 function once() {
@@ -23,7 +23,7 @@ function once() {
   // A failure says when it began (wall clock), whether the connection was made and what came back.
   let connected = false, bytes = 0;
   const fail = (what) => { failed++; errors.push({ what, started, ms: Date.now() - started, connected, bytes }); };
-  const req = http.get({ host: '169.254.169.254', path: '/openstack/latest/meta_data.json', agent: false, timeout: 10000 }, (res) => {
+  const req = http.get({ host: '169.254.169.254', path: '/openstack/latest/meta_data.json', agent: false, timeout }, (res) => {
     let body = ''; res.on('data', (c) => { bytes += c.length; body += c; });
     res.on('end', () => { if (res.statusCode === 200 && body.includes(${JSON.stringify(VM)})) ok++; else fail(res.statusCode); setTimeout(once, Math.max(0, interval - (Date.now() - started))); });
   });
@@ -158,7 +158,8 @@ describe('the service contract', () => {
     const path = sb.writeConfig(sb.config({ log_level: 'info', networks: [net], vms: [vm] }, 'failover'), 'failover.yaml');
     const d = await sb.startDaemon(path, { env: { IMDS_FAULT_SUCCESSOR_FAILS: '1' } });
     const guest = await sb.addGuest('f', vmGuest);
-    const poller = guest.exec([process.execPath, '-e', POLLER, '20', '4000'], { timeoutMs: 60_000 });
+    // A 3 s cut-off (answers take milliseconds) and 6 s of polling: after a stuck request, the ones after it show whether serving came back.
+    const poller = guest.exec([process.execPath, '-e', POLLER, '20', '6000', '3000'], { timeoutMs: 60_000 });
     await new Promise((resolve) => setTimeout(resolve, 500));
     const window = { restart_started: Date.now(), restart_ended: 0 };
     const restart = await imds('failover', ['restart'], { allowFailure: true });
