@@ -194,8 +194,7 @@ export class Sandbox {
 
   /** Deletes a guest (its namespace, and with it both ends of its veth): it leaves the bridge. */
   async removeGuest(guest: Guest): Promise<void> {
-    const pids = (await sh(['ip', 'netns', 'pids', guest.netns], { allowFailure: true })).stdout.split(/\s+/).filter(Boolean);
-    for (const pid of pids) process.kill(Number(pid), 'SIGKILL');
+    await killInside(guest.netns);
     await sh(['ip', 'netns', 'del', guest.netns]);
     const at = this.guests.findIndex((g) => g.guest === guest);
     if (at >= 0) this.guests.splice(at, 1);
@@ -309,18 +308,21 @@ export class Sandbox {
   /** Kills every process started here and every process inside our namespaces, then deletes them. */
   async cleanup(): Promise<void> {
     for (const d of this.daemons) await d.kill();
-    for (const ns of await this.namespaces()) {
-      const pids = (await sh(['ip', 'netns', 'pids', ns], { allowFailure: true })).stdout.split(/\s+/).filter(Boolean);
-      for (const pid of pids) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    }
+    for (const ns of await this.namespaces()) await killInside(ns);
     for (const ns of await this.namespaces()) await sh(['ip', 'netns', 'del', ns], { allowFailure: true });
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** SIGKILLs every process inside the named namespace. */
+async function killInside(netns: string): Promise<void> {
+  const pids = (await sh(['ip', 'netns', 'pids', netns], { allowFailure: true })).stdout.split(/\s+/).filter(Boolean);
+  for (const pid of pids) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      /* gone */
+    }
   }
 }
 
