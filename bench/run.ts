@@ -2,7 +2,7 @@
 // rewrite chain), side by side in one run, inside a throwaway hypervisor namespace. Prints a table
 // with the ratios and writes the raw results as JSON (bench/results/). Medians of --runs runs.
 //
-//   npm run bench -- [--runs N] [--seconds S] [--quick] [--only load|restart|memory|flood|floor]
+//   npm run bench -- [--runs N] [--seconds S] [--quick] [--only load|restart|memory|flood|floor|tenant]
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname, cpus } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +25,7 @@ import {
   type WrkResult,
 } from './lib/measure.ts';
 import { floodBench, type FloodResult } from './lib/flood.ts';
+import { tenantBench, type TenantResult } from './lib/tenant.ts';
 import { peersTable, startNginxPeers, type NginxKind } from './lib/nginx.ts';
 import { restartStormTable, restartUnderStorm, type RestartStormRun } from './lib/restart-storm.ts';
 import { lighttpdConfig, startLighttpd, writePeer, writeVmFiles } from './lib/peer.ts';
@@ -658,6 +659,13 @@ async function main(): Promise<void> {
     };
     const nets = networks(NETWORKS);
     const all = vms(NETWORKS);
+    if (wanted('tenant')) {
+      // First, on a clean hypervisor namespace: its "before" phase must see no table of imds's.
+      log(`[tenant] another bridge's traffic, with and without imds serving ${RESTART_NETWORKS} networks`);
+      const tenant = await tenantBench(sb, RESTART_NETWORKS, RUNS, SECONDS, log);
+      results['tenant'] = tenant;
+      if (!wanted('load')) process.stdout.write(`\n${tenant.table}\n`);
+    }
     if (ONLY.has('floor')) {
       // only when asked for: it replaces the comparison run
       await floor(sb);
@@ -758,7 +766,7 @@ async function main(): Promise<void> {
     const flood = await floodBench(sb, RUNS, SECONDS * 2, log);
     results['flood'] = flood.runs;
 
-    const table = `${report()}\n${peersTable(results, median)}`;
+    const table = `${report()}\n${peersTable(results, median)}\n${(results['tenant'] as TenantResult).table}`;
     process.stdout.write(`\n${table}\n`);
     const dir = join(ROOT, 'bench', 'results');
     mkdirSync(dir, { recursive: true });

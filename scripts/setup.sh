@@ -4,7 +4,7 @@
 #   --test    also what the tests need (cloud-init's readers, busybox, lintian, promtool, and what --system and --fuzz add)
 #   --system  also what the system test needs (debootstrap, systemd-nspawn, the package's build tools)
 #   --fuzz    also what scripts/fuzz.sh needs (clang, libFuzzer)
-#   --bench   also what the benchmarks need (lighttpd and nginx for the peers, wrk, a C compiler, perf, etcd for bench:registry)
+#   --bench   also what the benchmarks need (lighttpd and nginx for the peers, wrk, a C compiler, perf, etcd for bench:registry, iperf3)
 # A production host needs none of this: it installs the .deb (docs/install.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +43,7 @@ for arg in "$@"; do
     ) ;;
     --system) PACKAGES+=("${SYSTEM_TOOLS[@]}") ;;
     --fuzz) PACKAGES+=("${FUZZ_TOOLS[@]}") ;;
-    --bench) PACKAGES+=(lighttpd nginx wrk gcc linux-perf etcd-server etcd-client) ;; # the peers, steady load, bench/storm.c, bench:profile, bench:registry's cluster
+    --bench) PACKAGES+=(lighttpd nginx wrk gcc linux-perf etcd-server etcd-client iperf3) ;; # the peers, steady load, bench/storm.c, bench:profile, bench:registry's cluster, the tenant bench
     *) echo "setup: unknown argument: $arg (usage: scripts/setup.sh [--test] [--system] [--fuzz] [--bench])" >&2; exit 2 ;;
   esac
 done

@@ -35,8 +35,12 @@ export function renderBridgeTable(input: BridgeTableInput): RenderedTable {
       `iifname "${up}" ip daddr ${METADATA_IP} counter drop`,
     );
   }
+  // Cheapest test first: every frame of every bridge on the host passes every network's table (a
+  // bridge-family chain cannot be hooked to one bridge), so a tenant's own traffic must fail on the
+  // destination address before the set lookup, and a frame already sent to imds0's MAC (a guest
+  // that routes 169.254.169.254 via the service address) needs no lookup either.
   prerouting.push(
-    `ether saddr . ip saddr @${GUEST_SET} ip daddr ${METADATA_IP} tcp dport 80 ether daddr != ${mac} ether daddr set ${mac} counter`,
+    `ip daddr ${METADATA_IP} tcp dport 80 ether daddr != ${mac} ether saddr . ip saddr @${GUEST_SET} ether daddr set ${mac} counter`,
   );
   chains.push({ name: 'prerouting', hook: 'type filter hook prerouting priority dstnat; policy accept;', rules: prerouting });
   if (up !== undefined) {

@@ -49,7 +49,7 @@ describe('bridge table', () => {
     assert.match(t.script, /set guests \{\n\s+type ether_addr \. ipv4_addr;/);
     assert.match(
       t.script,
-      /ether saddr \. ip saddr @guests ip daddr 169\.254\.169\.254 tcp dport 80 ether daddr != 02:11:22:33:44:55 ether daddr set 02:11:22:33:44:55 counter/,
+      /ip daddr 169\.254\.169\.254 tcp dport 80 ether daddr != 02:11:22:33:44:55 ether saddr \. ip saddr @guests ether daddr set 02:11:22:33:44:55 counter/,
     );
     assert.match(t.script, /iifname "ens4" ether type arp arp daddr ip 169\.254\.169\.254 counter drop/);
     assert.match(t.script, /iifname "imdo-n1" oifname "ens4" counter drop/);
