@@ -176,7 +176,7 @@ async function main(): Promise<void> {
     await d.stop(); // the V8 profile is written on exit
     if (PLANE === 'native') {
       out.push('', '| where (perf samples) | share |', '| --- | --- |', ...perfReport(perfData, 'dso', 0.5));
-      out.push('', '| symbol (perf samples) | share |', '| --- | --- |', ...perfReport(perfData, 'dso,symbol', 1.5));
+      out.push('', '| symbol (perf samples) | share |', '| --- | --- |', ...perfReport(perfData, 'dso,symbol', 0.8));
     } else {
       const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
       if (file === undefined) throw new Error(`no .cpuprofile in ${dir}`);
