@@ -3,7 +3,8 @@
 // per network, two tenant VMs talking on any bridge of the hypervisor pay for every network's
 // interception chain. Two guests on a bridge imds does not manage send 64-byte UDP datagrams to
 // each other (iperf3, the frame rate is what chains cost); measured before the daemon starts, while
-// it serves N networks, and after `imds down`, in one run.
+// it serves N networks each with an uplink (the fence adds rules and a forward chain), while it
+// serves them without uplinks, and after `imds down`, in one run.
 import { spawn } from 'node:child_process';
 import { sh, type Sandbox } from '../../test/helpers/sandbox.ts';
 import { median, processCpuMs } from './measure.ts';
@@ -69,6 +70,23 @@ async function quiet(pid: number, log: (m: string) => void): Promise<void> {
   log('[tenant] the daemon was still busy after 60 s: measuring anyway');
 }
 
+/** Runs `measure` while a daemon serves `nets` (once it is idle), then stops it and takes its networks down. */
+async function served<T>(
+  sb: Sandbox,
+  nets: readonly object[],
+  count: number,
+  measure: () => Promise<T>,
+  log: (m: string) => void,
+): Promise<T> {
+  const cfg = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: vms(count, 10) }, 'tenant'), 'tenant.yaml');
+  const daemon = await sb.startDaemon(cfg, { readyTimeoutMs: 300_000 });
+  await quiet(daemon.pid, log); // its start-up work (verification, guest sets, DHCP) is not what this measures
+  const result = await measure();
+  await daemon.stop(); // throws unless it exits 0
+  await sb.cli(['down', '--config', cfg]);
+  return result;
+}
+
 export async function tenantBench(
   sb: Sandbox,
   count: number,
@@ -84,12 +102,16 @@ export async function tenantBench(
     await new Promise((r) => setTimeout(r, 500));
     await udpRate(a.netns, 1); // warm-up: ARP, the bridge's forwarding entries
     const phases = [await phase(sb, 'before imds starts', a.netns, runs, seconds, log)];
-    const cfg = sb.writeConfig(sb.config({ log_level: 'info', networks: networks(count), vms: vms(count, 10) }, 'tenant'), 'tenant.yaml');
-    const daemon = await sb.startDaemon(cfg, { readyTimeoutMs: 300_000 });
-    await quiet(daemon.pid, log); // its start-up work (verification, guest sets, DHCP) is not what this measures
-    phases.push(await phase(sb, `imds serving ${count} networks`, a.netns, runs, seconds, log));
-    await daemon.stop(); // throws unless it exits 0
-    await sb.cli(['down', '--config', cfg]);
+    // Networks as on a hypervisor: each on its own uplink (a VLAN device in production, one end of a veth
+    // here), which adds the fence rules to its table; then without uplinks.
+    const uplinks = Array.from({ length: count }, (_, k) => `tup${k}`);
+    await sh(['ip', '-n', sb.hv, '-batch', '-'], { stdin: uplinks.map((u) => `link add ${u} type veth peer name ${u}p\n`).join('') });
+    for (const withUplinks of [true, false]) {
+      const nets = networks(count).map((n, k) => (withUplinks ? { ...n, uplink: uplinks[k] } : n));
+      const name = `imds serving ${count} networks${withUplinks ? ', each with an uplink' : ''}`;
+      phases.push(await served(sb, nets, count, () => phase(sb, name, a.netns, runs, seconds, log), log));
+    }
+    await sh(['ip', '-n', sb.hv, '-batch', '-'], { stdin: uplinks.map((u) => `link del ${u}\n`).join('') });
     phases.push(await phase(sb, 'after imds down', a.netns, runs, seconds, log));
     return { networks: count, phases, table: tenantTable(phases) };
   } finally {
