@@ -766,7 +766,7 @@ async function main(): Promise<void> {
     const flood = await floodBench(sb, RUNS, SECONDS * 2, log);
     results['flood'] = flood.runs;
 
-    const table = `${report()}\n${peersTable(results, median)}\n${(results['tenant'] as TenantResult).table}`;
+    const table = `${report()}\n${peersTable(results, median)}\n${(results['tenant'] as TenantResult | undefined)?.table ?? ''}`;
     process.stdout.write(`\n${table}\n`);
     const dir = join(ROOT, 'bench', 'results');
     mkdirSync(dir, { recursive: true });

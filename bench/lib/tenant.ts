@@ -71,14 +71,8 @@ async function quiet(pid: number, log: (m: string) => void): Promise<void> {
 }
 
 /** Runs `measure` while a daemon serves `nets` (once it is idle), then stops it and takes its networks down. */
-async function served<T>(
-  sb: Sandbox,
-  nets: readonly object[],
-  count: number,
-  measure: () => Promise<T>,
-  log: (m: string) => void,
-): Promise<T> {
-  const cfg = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: vms(count, 10) }, 'tenant'), 'tenant.yaml');
+async function served<T>(sb: Sandbox, nets: readonly object[], measure: () => Promise<T>, log: (m: string) => void): Promise<T> {
+  const cfg = sb.writeConfig(sb.config({ log_level: 'info', networks: nets, vms: vms(nets.length, 10) }, 'tenant'), 'tenant.yaml');
   const daemon = await sb.startDaemon(cfg, { readyTimeoutMs: 300_000 });
   await quiet(daemon.pid, log); // its start-up work (verification, guest sets, DHCP) is not what this measures
   const result = await measure();
@@ -109,7 +103,7 @@ export async function tenantBench(
     for (const withUplinks of [true, false]) {
       const nets = networks(count).map((n, k) => (withUplinks ? { ...n, uplink: uplinks[k] } : n));
       const name = `imds serving ${count} networks${withUplinks ? ', each with an uplink' : ''}`;
-      phases.push(await served(sb, nets, count, () => phase(sb, name, a.netns, runs, seconds, log), log));
+      phases.push(await served(sb, nets, () => phase(sb, name, a.netns, runs, seconds, log), log));
     }
     await sh(['ip', '-n', sb.hv, '-batch', '-'], { stdin: uplinks.map((u) => `link del ${u}\n`).join('') });
     phases.push(await phase(sb, 'after imds down', a.netns, runs, seconds, log));
