@@ -84,11 +84,10 @@ export function registerKernelCommands(program: Command): void {
       const { rmSync } = await import('node:fs');
       rmSync(cfg.state_dir, { recursive: true, force: true });
     }
-    emit(
-      opts,
-      { ...result, purged: opts.purgeState === true },
-      (r) =>
-        `${r.stopped.length > 0 ? `stopped dnsmasq: pid ${r.stopped.join(', ')}\n` : ''}${r.removed.length === 0 ? 'nothing to remove' : `removed: ${r.removed.join(', ')}`}`,
-    );
+    emit(opts, { ...result, purged: opts.purgeState === true }, (r) => {
+      const removed = [...r.removed, ...r.tables.map((t) => `bridge table ${t}`)];
+      const stopped = r.stopped.length > 0 ? `stopped dnsmasq: pid ${r.stopped.join(', ')}\n` : '';
+      return `${stopped}${removed.length === 0 ? 'nothing to remove' : `removed: ${removed.join(', ')}`}`;
+    });
   });
 }

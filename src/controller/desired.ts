@@ -1,6 +1,16 @@
-// Desired kernel state per network, derived from the declared networks (pure).
+// Desired kernel state, derived from the declared networks (pure): per network, and the hypervisor
+// namespace's one bridge table they share.
 import { parseCidr } from '../model/ipv4.ts';
-import { bridgeNameOf, bridgeTableName, INNER_LINK, innerMac, METADATA_IP, namespaceName, outerVethName } from '../model/names.ts';
+import {
+  bridgeGuestSetName,
+  bridgeNameOf,
+  bridgeTableName,
+  INNER_LINK,
+  innerMac,
+  METADATA_IP,
+  namespaceName,
+  outerVethName,
+} from '../model/names.ts';
 import type { Network } from '../model/schema.ts';
 import { renderBridgeTable } from '../bridge/bridge-table.ts';
 import { renderNatTable, type RenderedTable } from '../netns/nft.ts';
@@ -19,13 +29,17 @@ export interface DesiredNetwork {
   addresses: string[];
   /** The `ip imds` table inside the namespace. */
   nft: RenderedTable;
-  /** The bridge table in the hypervisor namespace (interception, uplink fence). */
-  bridgeTable: RenderedTable;
+  /** The shared bridge table in the hypervisor namespace (interception, uplink fence). */
+  bridgeTable: string;
+  /** The network's guest set in it. */
+  bridgeSet: string;
 }
 
 export interface DesiredState {
   namespacePrefix: string;
   networks: Map<string, DesiredNetwork>;
+  /** The bridge table every network shares; undefined when no network is declared (then it should not exist). */
+  bridgeTable: RenderedTable | undefined;
 }
 
 export interface DesiredInput {
@@ -37,10 +51,11 @@ export interface DesiredInput {
 export function desiredState(input: DesiredInput): DesiredState {
   const nft = renderNatTable({ listenPort: input.listenPort });
   const networks = new Map<string, DesiredNetwork>();
+  const mac = innerMac(input.namespacePrefix);
+  const table = bridgeTableName(input.namespacePrefix);
   for (const net of input.networks) {
     const parsed = parseCidr(net.cidr);
     if (!parsed.ok) throw new Error(`unvalidated network ${net.id}: ${parsed.reason}`);
-    const mac = innerMac(input.namespacePrefix);
     const outer = outerVethName(net.id);
     networks.set(net.id, {
       id: net.id,
@@ -53,8 +68,13 @@ export function desiredState(input: DesiredInput): DesiredState {
       innerMac: mac,
       addresses: [`${net.service_ip}/${parsed.cidr.prefix}`, `${METADATA_IP}/32`],
       nft,
-      bridgeTable: renderBridgeTable({ table: bridgeTableName(input.namespacePrefix, net.id), innerMac: mac, outer, uplink: net.uplink }),
+      bridgeTable: table,
+      bridgeSet: bridgeGuestSetName(net.id),
     });
   }
-  return { namespacePrefix: input.namespacePrefix, networks };
+  const bridgeTable =
+    networks.size === 0
+      ? undefined
+      : renderBridgeTable({ table, innerMac: mac, networks: input.networks.map((n) => ({ id: n.id, uplink: n.uplink })) });
+  return { namespacePrefix: input.namespacePrefix, networks, bridgeTable };
 }

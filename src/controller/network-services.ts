@@ -26,6 +26,8 @@ export interface NetworkHooks {
   converged(d: DesiredNetwork, sets: ObservedGuestSets): Promise<void>;
   /** Its namespace is about to be removed (`removed`: the network is gone) or rebuilt. */
   stopping(network: string, options: { removed: boolean }): Promise<void>;
+  /** The shared bridge table was (re)built with these networks' guest sets (as the store had them then). */
+  bridgeSetsLoaded(networks: readonly string[]): Promise<void>;
 }
 
 /** A guest set's `MAC . address` pairs as the reconciler saw them, or wrote them with a table it (re)built. */
@@ -116,6 +118,17 @@ export class NetworkServices implements NetworkHooks {
   }
 
   /**
+   * What was last written in the bridge table is no longer known: the table was rebuilt with the
+   * sets as the store had them, which a change already queued here may differ from. Compared with
+   * the VMs from then on (and written again on the next change).
+   */
+  bridgeSetsLoaded(networks: readonly string[]): Promise<void> {
+    return Promise.all(networks.map((n) => this.enqueue(n, () => Promise.resolve(void this.known.delete(`bridge|${n}`))))).then(
+      () => undefined,
+    );
+  }
+
+  /**
    * Compares the network's guest sets in `place` (the bridge table's, or the namespace table's
    * pair and address sets) with what was last written there (the VMs when unknown) and rewrites
    * them when they differ, reporting the repair. Returns what was wrong, or undefined when they
@@ -189,14 +202,14 @@ export class NetworkServices implements NetworkHooks {
   /** What is wrong with the sets in `place` now (one nft read), against what was last written there. */
   private async differences(d: DesiredNetwork, place: GuestSetPlace): Promise<string[] | undefined> {
     const pairs = this.known.get(`${place}|${d.id}`) ?? contentOf(this.deps.hosts(d.id).map(guestKey));
-    const want = new Map<string, Set<string>>([[GUEST_SET, new Set(pairs)]]);
+    const want = new Map<string, Set<string>>([[place === 'bridge' ? d.bridgeSet : GUEST_SET, new Set(pairs)]]);
     if (place === 'inner') want.set(VM_IP_SET, new Set(pairs.map((p) => p.slice(p.indexOf(' . ') + 3))));
     const read =
       place === 'bridge'
-        ? await this.deps.runner.run(['nft', '-j', 'list', 'set', 'bridge', d.bridgeTable.name, GUEST_SET], { allowFailure: true })
+        ? await this.deps.runner.run(['nft', '-j', 'list', 'set', 'bridge', d.bridgeTable, d.bridgeSet], { allowFailure: true })
         : await this.deps.runner.run(['nft', '-j', 'list', 'table', 'ip', NFT_TABLE], { netns: d.netns, allowFailure: true });
     if (read.code !== 0) return undefined;
-    const table = parseRuleset(read.stdout).get(place === 'bridge' ? `bridge ${d.bridgeTable.name}` : `ip ${NFT_TABLE}`);
+    const table = parseRuleset(read.stdout).get(place === 'bridge' ? `bridge ${d.bridgeTable}` : `ip ${NFT_TABLE}`);
     const wrong: string[] = [];
     for (const [name, wanted] of want) {
       const seen = table?.sets.get(name) ?? new Set<string>();
@@ -231,7 +244,7 @@ export class NetworkServices implements NetworkHooks {
       this.known.set(slot, content);
     };
     await Promise.all([
-      write('bridge', () => this.deps.hostNft.apply(renderBridgeGuestElements(d.bridgeTable.name, guests))),
+      write('bridge', () => this.deps.hostNft.apply(renderBridgeGuestElements(d.bridgeTable, d.id, guests))),
       write('inner', () => this.deps.runner.run(['nft', '-f', '-'], { netns: d.netns, stdin: renderInnerGuestElements(guests) })),
     ]);
   }

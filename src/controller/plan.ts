@@ -2,7 +2,7 @@
 // printed as a dry run. Applying a plan and planning again yields no steps. Every step carries a
 // typed `target` (what it builds or repairs: the drift watch counts repairs by it, and puts a
 // bridge's ports back when a step `createsBridge`); `why` is the text for people.
-import { ownerAlias, parseOwnerAlias, type LinkRole } from '../model/names.ts';
+import { bridgeTableName, legacyBridgeTableName, ownerAlias, parseOwnerAlias, type LinkRole } from '../model/names.ts';
 import type { LinkState } from '../netns/iproute.ts';
 import { tableMatches } from '../netns/nft.ts';
 import type { DesiredNetwork, DesiredState } from './desired.ts';
@@ -46,15 +46,52 @@ export interface Plan {
   /** Objects to remove first: networks no longer declared and stale owned links. */
   removals: NetworkPlan[];
   networks: NetworkPlan[];
+  /** The bridge table all networks share, (re)built when it does not match (none or one step). */
+  host: Step[];
 }
 
 export function isEmpty(plan: Plan): boolean {
-  return plan.removals.length === 0 && plan.networks.every((n) => n.steps.length === 0 && n.conflict === undefined);
+  return (
+    plan.removals.length === 0 && plan.host.length === 0 && plan.networks.every((n) => n.steps.length === 0 && n.conflict === undefined)
+  );
 }
 
 export function plan(desired: DesiredState, observed: ObservedState): Plan {
   const networks = [...desired.networks.values()].map((d) => planNetwork(d, observed));
-  return { removals: planRemovals(desired, observed), networks };
+  return { removals: planRemovals(desired, observed), networks, host: planBridgeTable(desired, observed) };
+}
+
+/** The legacy per-network bridge tables of declared networks that are still there (an upgrade). */
+function legacyTables(desired: DesiredState, observed: ObservedState): string[] {
+  return [...desired.networks.keys()]
+    .map((id) => legacyBridgeTableName(desired.namespacePrefix, id))
+    .filter((name) => observed.bridgeTables.has(name))
+    .sort();
+}
+
+/**
+ * The shared bridge table, replaced whole when it does not match (the reconciler loads every
+ * network's guest set with it, in the same transaction). The per-network tables an older imds
+ * built for declared networks go in that same transaction: interception has no gap on an upgrade.
+ * With no network declared, it is removed.
+ */
+export function planBridgeTable(desired: DesiredState, observed: ObservedState): Step[] {
+  const table = desired.bridgeTable;
+  if (table === undefined) {
+    const name = bridgeTableName(desired.namespacePrefix);
+    if (!observed.bridgeTables.has(name)) return [];
+    const why = 'bridge table and no network declared';
+    return [{ kind: 'nft', target: 'bridge_table', network: name, netns: undefined, script: deleteTableScript(name), why }];
+  }
+  const seen = observed.bridgeTables.get(table.name);
+  const legacy = legacyTables(desired, observed);
+  if (tableMatches(seen, table) && legacy.length === 0) return [];
+  const why = [
+    ...(tableMatches(seen, table) ? [] : [seen === undefined ? 'bridge table missing' : 'bridge table differs']),
+    ...(legacy.length === 0 ? [] : [`per-network bridge tables of an older imds (${legacy.join(', ')})`]),
+  ].join(', ');
+  const script = table.script + legacy.map(deleteTableScript).join('');
+  return [{ kind: 'nft', target: 'bridge_table', network: table.name, netns: undefined, script, why }];
 }
 
 function isOwnedBy(link: LinkState, network: string, role: LinkRole): boolean {
@@ -180,39 +217,24 @@ function insideLines(s: Seen): string[] {
   return lines;
 }
 
-/** The namespace's table and the bridge table, each replaced whole when it does not match. */
-function tableSteps(s: Seen, observed: ObservedState): Step[] {
+/** The namespace's table, replaced whole when it does not match (the bridge table is planBridgeTable's). */
+function tableSteps(s: Seen): Step[] {
   const { d } = s;
-  const steps: Step[] = [];
   const table = s.inside.table;
-  if (!tableMatches(table, d.nft)) {
-    const why = table === undefined ? 'nft table missing' : 'nft table differs';
-    steps.push({ kind: 'nft', target: 'nft_table', network: d.id, netns: d.netns, script: d.nft.script, why });
-  }
-  const bridgeTable = observed.bridgeTables.get(d.bridgeTable.name);
-  if (!tableMatches(bridgeTable, d.bridgeTable)) {
-    const why = bridgeTable === undefined ? 'bridge table missing' : 'bridge table differs';
-    steps.push({ kind: 'nft', target: 'bridge_table', network: d.id, netns: undefined, script: d.bridgeTable.script, why });
-  }
-  return steps;
+  if (tableMatches(table, d.nft)) return [];
+  const why = table === undefined ? 'nft table missing' : 'nft table differs';
+  return [{ kind: 'nft', target: 'nft_table', network: d.id, netns: d.netns, script: d.nft.script, why }];
 }
 
-/** What undoes a failed new network: its links, its bridge table if it made one, its namespace. */
-function rollbackSteps(s: Seen, observed: ObservedState): Step[] {
+/**
+ * What undoes a failed new network: its links and its namespace. Its set and rule stay in the
+ * shared bridge table while it is declared (empty, or steering to a bridge that is not there).
+ */
+function rollbackSteps(s: Seen): Step[] {
   const { d } = s;
   const why = 'roll back a failed new network';
   const undo = [`link del ${d.outer}`, ...(s.bridge === undefined ? [`link del ${d.bridge}`] : [])];
   const steps: Step[] = undo.map((line) => hostIp(d.id, [line], why));
-  if (!observed.bridgeTables.has(d.bridgeTable.name)) {
-    steps.push({
-      kind: 'nft',
-      target: 'bridge_table',
-      network: d.id,
-      netns: undefined,
-      script: deleteTableScript(d.bridgeTable.name),
-      why,
-    });
-  }
   steps.push({ kind: 'netns-del', target: 'namespace', network: d.id, netns: d.netns, why });
   return steps;
 }
@@ -259,8 +281,8 @@ export function planNetwork(d: DesiredNetwork, observed: ObservedState): Network
   if (lines.length > 0) {
     steps.push({ kind: 'ip', target: 'namespace_links', network, netns: d.netns, lines, why: 'namespace links and addresses' });
   }
-  steps.push(...tableSteps(s, observed));
-  return { network, steps, fresh, rollback: fresh ? rollbackSteps(s, observed) : [], conflict: undefined };
+  steps.push(...tableSteps(s));
+  return { network, steps, fresh, rollback: fresh ? rollbackSteps(s) : [], conflict: undefined };
 }
 
 function deleteTableScript(name: string): string {
@@ -295,16 +317,21 @@ function orphansOf(desired: DesiredState, observed: ObservedState): Map<string, 
   for (const ns of observed.namespaces) {
     if (!desiredNamespaces.has(ns)) entry(ns.slice(prefix.length)).netns = ns;
   }
-  const desiredTables = new Set([...desired.networks.values()].map((d) => d.bridgeTable.name));
+  // The shared table is planBridgeTable's (or, with no network declared, a removal of its own);
+  // a legacy table of a declared network goes with the shared table's load.
+  const legacy = new Set(legacyTables(desired, observed));
   for (const name of observed.bridgeTables.keys()) {
-    if (name.startsWith(prefix) && !desiredTables.has(name)) entry(name.slice(prefix.length)).table = name;
+    if (name.startsWith(prefix) && name !== bridgeTableName(prefix) && !legacy.has(name)) {
+      entry(name.slice(prefix.length)).table = name;
+    }
   }
   return byNetwork;
 }
 
 /**
- * Everything owned that no declared network accounts for: namespaces and bridge tables with our
- * prefix, and links carrying our owner mark (veths before bridges). Links, tables and namespaces
+ * Everything owned that no declared network accounts for: namespaces and (an older imds's
+ * per-network) bridge tables with our prefix, and links carrying our owner mark (veths before
+ * bridges). The shared bridge table is planBridgeTable's. Links, tables and namespaces
  * without the mark or the prefix are never touched.
  */
 export function planRemovals(desired: DesiredState, observed: ObservedState): NetworkPlan[] {
@@ -342,6 +369,7 @@ export function formatPlan(p: Plan): string {
     }
   };
   for (const r of p.removals) emit(r, 'remove');
+  emit({ network: 'bridge table', steps: p.host, fresh: false, rollback: [], conflict: undefined }, 'ensure');
   for (const n of p.networks) emit(n, 'ensure');
   return out.join('\n');
 }

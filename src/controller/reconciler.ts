@@ -12,9 +12,10 @@ import { applyNetworkPlan, runStep, type NetworkResult, type StepRunner } from '
 import { desiredState, type DesiredNetwork, type DesiredState } from './desired.ts';
 import type { GuestSetSeen, NetworkHooks } from './network-services.ts';
 import { renderBridgeGuestElements } from '../bridge/bridge-table.ts';
+import { bridgeTableName } from '../model/names.ts';
 import { GUEST_SET, guestKey, renderInnerGuestElements, type GuestAddress } from '../netns/nft.ts';
 import { listNamespaces, observe, type ObservedState } from './observe.ts';
-import { plan, planNetwork, type NetworkPlan, type Plan, type Step, type StepTarget } from './plan.ts';
+import { plan, planBridgeTable, planNetwork, type NetworkPlan, type Plan, type Step, type StepTarget } from './plan.ts';
 
 export interface NetworkStatus {
   network: string;
@@ -60,11 +61,13 @@ export interface ReconcilerDeps {
   onResult?: (summary: ReconcileSummary) => void;
 }
 
-/** The network plans as they are applied: the hypervisor namespace's tables apart, guest sets seeded. */
+/** The plans as they are applied, guest sets seeded into the tables (re)built. */
 interface Split {
-  /** Bridge-table steps by network (loaded beside the per-network plans). */
-  hostTables: Map<string, Step[]>;
-  /** The guest pairs loaded with a (re)built table, by network. */
+  /** The shared bridge table's step, with every network's guest set (loaded beside the per-network plans). */
+  host: Step[];
+  /** The guest pairs loaded with the (re)built bridge table, by network. */
+  bridgeSeeded: Map<string, Set<string>> | undefined;
+  /** The guest pairs loaded with a (re)built namespace table, by network. */
   seeded: Map<string, Set<string>>;
 }
 
@@ -130,12 +133,17 @@ export class Reconciler {
     // Serve at once wherever the namespace is already there (restart, reload).
     await this.listenExisting(networks.filter((n) => only === undefined || only.includes(n.id)));
     const observed = await this.observeTargets(targets, only !== undefined);
-    const p: Plan = only === undefined ? plan(desired, observed) : { removals: [], networks: targets.map((d) => planNetwork(d, observed)) };
+    const p: Plan =
+      only === undefined
+        ? plan(desired, observed)
+        : { removals: [], networks: targets.map((d) => planNetwork(d, observed)), host: planBridgeTable(desired, observed) };
     await this.stopBeforeRemoval(desired, p, only);
     const { removed, removalFailures } = await this.runRemovals(p.removals);
     for (const id of [...this.status.keys()]) if (!desired.networks.has(id)) this.status.delete(id);
     const split = this.splitHostTables(desired, p);
-    const results = await this.applyPlans(p, split);
+    const { results, hostLoaded } = await this.applyPlans(p, split);
+    if (!hostLoaded) split.bridgeSeeded = undefined;
+    else await this.deps.hooks?.bridgeSetsLoaded([...desired.networks.keys()]);
     // Networks come up together: their guest-set writes share nft runs (see NftBatcher).
     const reasons = await Promise.all(results.map((r) => this.bringUp(desired, p, observed, split, r)));
     const summary: ReconcileSummary = {
@@ -158,7 +166,7 @@ export class Reconciler {
       ...(targeted
         ? {
             hostLinks: targets.flatMap((d) => [d.bridge, d.outer, ...(d.uplink === undefined ? [] : [d.uplink])]),
-            bridgeTables: targets.map((d) => d.bridgeTable.name),
+            bridgeTables: [bridgeTableName(this.deps.namespacePrefix)],
           }
         : {}),
     });
@@ -202,56 +210,68 @@ export class Reconciler {
   }
 
   /**
-   * A table being (re)built is loaded with its guest sets in the same nft run. The hypervisor
-   * namespace's tables leave the per-network plans to load all in one go, beside them: every nft
-   * run there costs time in proportion to the tables already present (nft reads them all), so a
-   * start that builds N networks makes one run, not N/4. They name links without needing them.
+   * A table being (re)built is loaded with its guest sets in the same nft run: the shared bridge
+   * table with every declared network's, a namespace's table with its network's. The bridge table
+   * loads beside the per-network plans (it names links without needing them); its script is made
+   * here and handed to the host's nft batcher in the same tick, so a guest set written meanwhile by
+   * NetworkServices lands after it, never under it.
    */
   private splitHostTables(desired: DesiredState, p: Plan): Split {
-    const split: Split = { hostTables: new Map(), seeded: new Map() };
+    const split: Split = { host: p.host, bridgeSeeded: undefined, seeded: new Map() };
+    const guestsOf = this.deps.guestsOf;
+    const build = p.host.find((s) => s.kind === 'nft' && !s.script.startsWith('delete'));
+    if (build?.kind === 'nft') {
+      const seeded = new Map<string, Set<string>>();
+      let elements = '';
+      for (const d of desired.networks.values()) {
+        const guests = guestsOf?.(d.id) ?? [];
+        seeded.set(d.id, new Set(guests.map(guestKey)));
+        elements += renderBridgeGuestElements(d.bridgeTable, d.id, guests);
+      }
+      split.host = [{ ...build, script: build.script + elements }];
+      split.bridgeSeeded = seeded;
+    }
     for (const np of p.networks) {
-      const d = desired.networks.get(np.network);
-      const guests = d === undefined ? undefined : this.deps.guestsOf?.(np.network);
-      const steps = np.steps.map((s): Step => {
-        if (d === undefined || guests === undefined || s.kind !== 'nft' || s.script.startsWith('delete')) return s;
+      const guests = desired.networks.has(np.network) ? guestsOf?.(np.network) : undefined;
+      if (guests === undefined) continue;
+      np.steps = np.steps.map((s): Step => {
+        if (s.kind !== 'nft' || s.script.startsWith('delete')) return s;
         split.seeded.set(np.network, new Set(guests.map(guestKey)));
-        const elements = s.netns === undefined ? renderBridgeGuestElements(d.bridgeTable.name, guests) : renderInnerGuestElements(guests);
-        return { ...s, script: s.script + elements };
+        return { ...s, script: s.script + renderInnerGuestElements(guests) };
       });
-      const host = steps.filter((s) => s.kind === 'nft' && s.netns === undefined);
-      if (host.length > 0) split.hostTables.set(np.network, host);
-      np.steps = steps.filter((s) => !host.includes(s));
     }
     return split;
   }
 
-  /** The plans, with the bridge tables loaded beside them; a network whose bridge table failed is not serving (a new one is rolled back whole). */
-  private async applyPlans(p: Plan, split: Split): Promise<NetworkResult[]> {
+  /**
+   * The plans, with the bridge table loaded beside them. When the bridge table fails, no network of
+   * the run serves (a new one is rolled back whole): the kernel keeps the table it had.
+   */
+  private async applyPlans(p: Plan, split: Split): Promise<{ results: NetworkResult[]; hostLoaded: boolean }> {
     const exec = this.exec;
-    const hostFailed = new Map<string, ImdsError>();
-    const hostPhase = Promise.all(
-      [...split.hostTables].map(async ([network, steps]) => {
-        for (const step of steps) {
-          try {
-            await runStep(exec, step);
-          } catch (err) {
-            hostFailed.set(network, err instanceof ImdsError ? err : new ImdsError('INTERNAL', messageOf(err), { cause: err }));
-            return;
-          }
+    let hostFailed: ImdsError | undefined;
+    const hostPhase = (async () => {
+      for (const step of split.host) {
+        try {
+          await runStep(exec, step);
+        } catch (err) {
+          hostFailed = err instanceof ImdsError ? err : new ImdsError('INTERNAL', messageOf(err), { cause: err });
+          return;
         }
-      }),
-    );
+      }
+    })();
     const results = await mapLimit(p.networks, this.deps.concurrency ?? 4, (np) => applyNetworkPlan(exec, np, this.deps.log));
     await hostPhase;
-    return Promise.all(
+    const failed = hostFailed;
+    const final = await Promise.all(
       results.map(async (r, i) => {
         const np = p.networks[i] as NetworkPlan;
-        const failed = hostFailed.get(r.network);
-        if (failed === undefined) return { ...r, stepsRun: r.stepsRun + (split.hostTables.get(r.network)?.length ?? 0) };
+        if (failed === undefined) return { ...r, stepsRun: r.stepsRun + split.host.length };
         if (np.fresh && r.ok) for (const step of np.rollback) await runStep(exec, step).catch(() => undefined);
         return { ...r, ok: false, error: failed };
       }),
     );
+    return { results: final, hostLoaded: failed === undefined && split.bridgeSeeded !== undefined };
   }
 
   /** Listens and brings the network's services in line; returns why it does not serve, if it does not. */
@@ -272,8 +292,12 @@ export class Reconciler {
       const written: GuestSetSeen = { elements: split.seeded.get(d.id) ?? new Set<string>(), written: true };
       const seen = (elements: ReadonlySet<string> | undefined): GuestSetSeen | undefined =>
         elements === undefined ? undefined : { elements, written: false };
+      const bridgeWritten = split.bridgeSeeded?.get(d.id);
       await this.deps.hooks?.converged(d, {
-        bridge: split.hostTables.has(d.id) ? written : seen(observed.bridgeTables.get(d.bridgeTable.name)?.sets.get(GUEST_SET)),
+        bridge:
+          bridgeWritten !== undefined
+            ? { elements: bridgeWritten, written: true }
+            : seen(observed.bridgeTables.get(d.bridgeTable)?.sets.get(d.bridgeSet)),
         inner: innerReplaced ? written : seen(observed.inside.get(d.netns)?.table?.sets.get(GUEST_SET)),
       });
       return undefined;
@@ -297,11 +321,11 @@ export class Reconciler {
   }
 }
 
-/** The steps planned for each network that had any, bridge tables first. */
+/** The steps planned for each network that had any, the shared bridge table's first (it counts for every network of the run). */
 function appliedSteps(p: Plan, split: Split): Map<string, AppliedStep[]> {
   const applied = new Map<string, AppliedStep[]>();
   for (const np of p.networks) {
-    const host = split.hostTables.get(np.network) ?? [];
+    const host = split.host;
     if (np.steps.length === 0 && host.length === 0) continue;
     applied.set(
       np.network,

@@ -1,5 +1,5 @@
 // Removes everything imds owns in this hypervisor namespace: the DHCP servers it started (by pid
-// file) and their files, namespaces and bridge tables with the prefix, and links carrying the imds
+// file) and their files, namespaces and the bridge table with the prefix, and links carrying the imds
 // owner mark. Used by `imds down`; the daemon must not be running.
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,10 +11,13 @@ import type { Runner } from '../netns/run.ts';
 import { applyNetworkPlan } from './apply.ts';
 import { desiredState } from './desired.ts';
 import { observe } from './observe.ts';
-import { planRemovals, type NetworkPlan } from './plan.ts';
+import { planBridgeTable, planRemovals, type NetworkPlan } from './plan.ts';
 
 export interface TeardownResult {
+  /** Networks whose namespace, links or (an older imds's) bridge table were removed. */
   removed: string[];
+  /** The bridge table all networks shared, when it was there. */
+  tables: string[];
   /** pids of DHCP servers (dnsmasq) that were still running and were stopped. */
   stopped: number[];
   failed: { network: string; error: string }[];
@@ -25,10 +28,18 @@ export interface TeardownOptions {
   dhcpDir: string;
 }
 
-export async function plannedTeardown(runner: Runner, namespacePrefix: string): Promise<NetworkPlan[]> {
+/** The removals of every network's objects, and the shared bridge table's removal (a plan named after the table). */
+export async function plannedTeardown(runner: Runner, namespacePrefix: string): Promise<{ networks: NetworkPlan[]; table: NetworkPlan[] }> {
   const desired = desiredState({ namespacePrefix, listenPort: 1, networks: [] });
   const observed = await observe(runner, { namespacePrefix, lookInto: [] });
-  return planRemovals(desired, observed);
+  const table = planBridgeTable(desired, observed).map((step): NetworkPlan => ({
+    network: step.network,
+    steps: [step],
+    fresh: false,
+    rollback: [],
+    conflict: undefined,
+  }));
+  return { networks: planRemovals(desired, observed), table };
 }
 
 /** Stops the DHCP servers a daemon left running and removes dhcp_dir. */
@@ -65,12 +76,12 @@ async function killInside(runner: Runner, netns: string, log?: Logger): Promise<
 
 export async function teardown(runner: Runner, options: TeardownOptions, log?: Logger): Promise<TeardownResult> {
   const stopped = await stopDhcpServers(options.dhcpDir, log);
-  const removals = await plannedTeardown(runner, options.namespacePrefix);
-  const result: TeardownResult = { removed: [], stopped, failed: [] };
-  for (const removal of removals) {
+  const { networks, table } = await plannedTeardown(runner, options.namespacePrefix);
+  const result: TeardownResult = { removed: [], tables: [], stopped, failed: [] };
+  for (const removal of [...table, ...networks]) {
     for (const step of removal.steps) if (step.kind === 'netns-del') await killInside(runner, step.netns, log);
     const r = await applyNetworkPlan(runner, removal, log);
-    if (r.ok) result.removed.push(removal.network);
+    if (r.ok) (table.includes(removal) ? result.tables : result.removed).push(removal.network);
     else result.failed.push({ network: removal.network, error: r.error?.message ?? 'unknown' });
   }
   if (result.failed.length > 0) {

@@ -104,6 +104,7 @@ export function buildKernelSide(deps: KernelSideDeps): KernelSide {
       drift.unwatch(network);
       await services.stopping(network, options);
     },
+    bridgeSetsLoaded: (networks) => services.bridgeSetsLoaded(networks),
   };
   const reconciler = new Reconciler({
     runner,

@@ -83,13 +83,13 @@ function networkOf(inventory: DoctorInventory, id: string): Network {
 }
 
 export async function doctorVm(deps: DoctorDeps, inventory: DoctorInventory, vm: Vm): Promise<DoctorReport> {
-  const ev = await gatherNetwork(deps, networkOf(inventory, vm.network));
+  const ev = await gatherNetwork(deps, networkOf(inventory, vm.network), inventory.networkList());
   return reportOf(vmHops(ev, gatherVm(deps, vm)));
 }
 
 export async function doctorNetwork(deps: DoctorDeps, inventory: DoctorInventory, id: string): Promise<DoctorReport> {
   const net = networkOf(inventory, id);
-  const ev = await gatherNetwork(deps, net);
+  const ev = await gatherNetwork(deps, net, inventory.networkList());
   return reportOf(
     networkHops(
       ev,

@@ -6,7 +6,7 @@ import type { NetworkStatus } from '../controller/reconciler.ts';
 import type { DhcpStatus } from '../dhcp/dhcp-servers.ts';
 import type { Network, Vm } from '../model/schema.ts';
 import type { LinkState } from '../netns/iproute.ts';
-import type { TableState } from '../netns/nft.ts';
+import type { RenderedTable, TableState } from '../netns/nft.ts';
 import type { FdbEntry, Neighbour, TableCounters } from './parse.ts';
 
 /** An nft table as read: undefined when it does not exist. */
@@ -38,6 +38,8 @@ export interface DhcpEvidence {
 export interface NetworkEvidence {
   network: Network;
   desired: DesiredNetwork;
+  /** The bridge table every declared network shares, as imds would build it now. */
+  desiredBridgeTable: RenderedTable;
   listenPort: number;
   /** The daemon's view (its last reconcile, DHCP included); undefined before the first. */
   status: NetworkStatus | undefined;

@@ -96,13 +96,14 @@ function dhcpOf(deps: DoctorDeps, network: string): DhcpEvidence {
   };
 }
 
-export async function gatherNetwork(deps: DoctorDeps, net: Network): Promise<NetworkEvidence> {
+/** The evidence about `net`; `all` is every declared network (the bridge table is theirs together). */
+export async function gatherNetwork(deps: DoctorDeps, net: Network, all: readonly Network[]): Promise<NetworkEvidence> {
   const cfg = deps.config();
   const { runner } = deps;
-  const desired = desiredState({ namespacePrefix: cfg.namespace_prefix, listenPort: cfg.listen_port, networks: [net] }).networks.get(
-    net.id,
-  );
-  if (desired === undefined) throw new Error(`no desired state for ${net.id}`);
+  const networks = all.some((n) => n.id === net.id) ? all : [...all, net];
+  const state = desiredState({ namespacePrefix: cfg.namespace_prefix, listenPort: cfg.listen_port, networks });
+  const desired = state.networks.get(net.id);
+  if (desired === undefined || state.bridgeTable === undefined) throw new Error(`no desired state for ${net.id}`);
   const errors = new Map<string, string>();
   const read = async <T>(what: string, fn: () => Promise<T>, fallback: T): Promise<T> => {
     try {
@@ -122,7 +123,7 @@ export async function gatherNetwork(deps: DoctorDeps, net: Network): Promise<Net
       undefined,
     ),
     read('forwarding table', async () => parseFdb(await readDevice(runner, ['bridge', '-j', 'fdb', 'show', 'br', bridge])), []),
-    read('bridge table', () => readTable(runner, 'bridge', desired.bridgeTable.name), undefined),
+    read('bridge table', () => readTable(runner, 'bridge', desired.bridgeTable), undefined),
   ]);
   const netns = desired.netns;
   const namespaceInode = inodeOf(netnsPath(netns));
@@ -147,6 +148,7 @@ export async function gatherNetwork(deps: DoctorDeps, net: Network): Promise<Net
   return {
     network: net,
     desired,
+    desiredBridgeTable: state.bridgeTable,
     listenPort: cfg.listen_port,
     status: deps.statusOf(net.id),
     hostLinks,

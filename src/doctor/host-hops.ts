@@ -1,6 +1,7 @@
 // The hypervisor side of the path (pure): the bridge, the VM's port on it (its MAC in the bridge's
-// forwarding table), and the bridge table that steers registered VMs' metadata frames to the
-// namespace (its `MAC . address` set).
+// forwarding table), and the shared bridge table that steers registered VMs' metadata frames to
+// their namespace (the network's `MAC . address` set in it, and the rule that looks it up).
+import { STEER_CHAIN } from '../bridge/bridge-table.ts';
 import { GUEST_SET, guestKey, tableMatches } from '../netns/nft.ts';
 import type { Vm } from '../model/schema.ts';
 import type { NetworkEvidence, TableEvidence, VmEvidence } from './evidence.ts';
@@ -81,61 +82,66 @@ export function pairDiff(table: TableEvidence, vms: readonly Vm[], set = GUEST_S
 const list = (items: string[]): string =>
   items.length <= 5 ? items.join(', ') : `${items.slice(0, 5).join(', ')} and ${items.length - 5} more`;
 
-/** The bridge table missing, not as imds built it, or without its set; undefined when it is whole. */
+/** The shared bridge table missing, not as imds built it, or without the network's set; undefined when it is whole. */
 function tableProblem(ev: NetworkEvidence): Hop | undefined {
-  const name = `bridge ${ev.desired.bridgeTable.name}`;
+  const name = `bridge ${ev.desired.bridgeTable}`;
   const t = ev.bridgeTable;
+  const want = ev.desiredBridgeTable;
   if (t === undefined)
-    return fail('interception', `table ${name} does not exist: frames to 169.254.169.254 are not steered to the namespace`, REPAIR_FIX);
-  if (!tableMatches(t.state, ev.desired.bridgeTable)) {
-    const ours = t.state.rulesByHash.get(ev.desired.bridgeTable.hash) ?? 0;
+    return fail('interception', `table ${name} does not exist: frames to 169.254.169.254 are not steered to the namespaces`, REPAIR_FIX);
+  if (!tableMatches(t.state, want)) {
+    const ours = t.state.rulesByHash.get(want.hash) ?? 0;
     return fail(
       'interception',
-      `table ${name} is not as imds built it (${t.state.ruleCount} rules, ${ours} of imds's ${ev.desired.bridgeTable.ruleCount})`,
+      `table ${name} is not as imds built it (${t.state.ruleCount} rules, ${ours} of imds's ${want.ruleCount})`,
       REPAIR_FIX,
     );
   }
-  if (!t.state.sets.has(GUEST_SET)) return fail('interception', `table ${name} has no set ${GUEST_SET}`, REPAIR_FIX);
+  const set = ev.desired.bridgeSet;
+  if (!t.state.sets.has(set)) return fail('interception', `table ${name} has no set ${set}`, REPAIR_FIX);
   return undefined;
 }
 
-const steeredOf = (t: TableEvidence | undefined): number =>
-  t?.counters.rules.find((r) => r.chain === 'prerouting' && r.action === 'mangle')?.packets ?? 0;
+/** Frames the network's steering rule sent to the namespace (the rule that looks its set up). */
+const steeredOf = (ev: NetworkEvidence): number =>
+  ev.bridgeTable?.counters.rules.find((r) => r.chain === STEER_CHAIN && r.set === ev.desired.bridgeSet)?.packets ?? 0;
 
-/** Network level: the bridge table as imds built it, its guest set holding exactly the VMs' pairs. */
+/** Network level: the bridge table as imds built it, the network's guest set holding exactly the VMs' pairs. */
 export function interceptionHop(ev: NetworkEvidence, vms: readonly Vm[]): Hop {
   const problem = tableProblem(ev);
   if (problem !== undefined) return problem;
-  const name = `bridge ${ev.desired.bridgeTable.name}`;
-  const diff = pairDiff(ev.bridgeTable as TableEvidence, vms) ?? { missing: [], extra: [] };
+  const name = `bridge ${ev.desired.bridgeTable}`;
+  const set = ev.desired.bridgeSet;
+  const diff = pairDiff(ev.bridgeTable as TableEvidence, vms, set) ?? { missing: [], extra: [] };
   if (diff.missing.length > 0 || diff.extra.length > 0) {
     const parts = [
       diff.missing.length > 0 ? `missing ${list(diff.missing)}` : '',
       diff.extra.length > 0 ? `not a VM's: ${list(diff.extra)}` : '',
     ];
-    return fail('interception', `set ${GUEST_SET} of table ${name} differs from the VMs: ${parts.filter(Boolean).join('; ')}`, REPAIR_FIX);
+    return fail('interception', `set ${set} of table ${name} differs from the VMs: ${parts.filter(Boolean).join('; ')}`, REPAIR_FIX);
   }
   return pass(
     'interception',
-    `table ${name} intact; ${vms.length} VM pairs in ${GUEST_SET}; ${count(steeredOf(ev.bridgeTable), 'frame')} steered to the namespace`,
+    `table ${name} intact; ${vms.length} VM pairs in ${set}; ${count(steeredOf(ev), 'frame')} steered to the namespace`,
   );
 }
 
-/** VM level: the table intact and the VM's own pair in it. */
+/** VM level: the table intact and the VM's own pair in its network's set. */
 export function vmInterceptionHop(ev: NetworkEvidence, vm: Vm): Hop {
   const problem = tableProblem(ev);
   if (problem !== undefined) return problem;
-  const name = `bridge ${ev.desired.bridgeTable.name}`;
+  const name = `bridge ${ev.desired.bridgeTable}`;
+  const set = ev.desired.bridgeSet;
   const key = guestKey(vm);
-  if (ev.bridgeTable?.state.sets.get(GUEST_SET)?.has(key) !== true) {
+  if (ev.bridgeTable?.state.sets.get(set)?.has(key) !== true) {
     return fail(
       'interception',
-      `${key} is not in set ${GUEST_SET} of table ${name}: a VM that sends 169.254.169.254 to its gateway is not steered to the namespace`,
+      `${key} is not in set ${set} of table ${name}: a VM that sends 169.254.169.254 to its gateway is not steered to the namespace`,
       REPAIR_FIX,
     );
   }
   return pass(
     'interception',
-    `${key} is in set ${GUEST_SET} of table ${name}; ${count(steeredOf(ev.bridgeTable), 'frame')} steered to the namespace (all VMs)`,
+    `${key} is in set ${set} of table ${name}; ${count(steeredOf(ev), 'frame')} steered to the namespace (all its network's VMs)`,
   );
 }

@@ -57,6 +57,8 @@ export interface RuleCounter {
   /** The rule's verdict or action: `dnat`, `drop`, `accept`, or '' (a counter only). */
   action: string;
   packets: number;
+  /** The named set the rule looks up (`@NAME`), if any. */
+  set?: string;
 }
 
 export interface TableCounters {
@@ -80,7 +82,15 @@ export function parseCounters(json: string): TableCounters {
     const counter = rule.expr.find((e) => typeof (e['counter'] as { packets?: unknown } | undefined)?.packets === 'number');
     if (counter === undefined) continue;
     const action = rule.expr.map((e) => Object.keys(e)[0] ?? '').find((k) => ['dnat', 'drop', 'accept', 'mangle'].includes(k)) ?? '';
-    out.rules.push({ chain: rule.chain ?? '', action, packets: (counter['counter'] as { packets: number }).packets });
+    const set = rule.expr
+      .map((e) => (e['match'] as { right?: unknown } | undefined)?.right)
+      .find((r): r is string => typeof r === 'string' && r.startsWith('@'));
+    out.rules.push({
+      chain: rule.chain ?? '',
+      action,
+      packets: (counter['counter'] as { packets: number }).packets,
+      ...(set === undefined ? {} : { set: set.slice(1) }),
+    });
   }
   return out;
 }

@@ -14,11 +14,27 @@ export const INNER_LINK = 'imds0';
 export const NFT_TABLE = 'imds';
 
 /**
- * The bridge-family nftables table imds owns in the hypervisor namespace for each network: named
- * like the network's namespace, so the prefix marks both as this daemon's.
+ * The one bridge-family nftables table imds owns in the hypervisor namespace, shared by every
+ * network: a bridge-family chain cannot be hooked to one bridge, so every frame of every bridge on
+ * the host passes every such table, and one table keeps that cost the same whatever the number of
+ * networks. Its suffix is longer than a network id can be (9 characters), so no network's legacy
+ * table (below) can bear its name.
  */
-export function bridgeTableName(namespacePrefix: string, networkId: string): string {
+export function bridgeTableName(namespacePrefix: string): string {
+  return `${namespacePrefix}interception`;
+}
+
+/**
+ * The per-network bridge table of imds before the shared one (named like the network's
+ * namespace): still recognised, and removed, when a daemon upgrades.
+ */
+export function legacyBridgeTableName(namespacePrefix: string, networkId: string): string {
   return namespaceName(namespacePrefix, networkId);
+}
+
+/** The network's set of `MAC . IPv4` pairs in the shared bridge table. */
+export function bridgeGuestSetName(networkId: string): string {
+  return `guests_${networkId}`;
 }
 
 /**
@@ -50,8 +66,11 @@ export function bridgeNameOf(net: { id: string; bridge?: string | undefined }): 
   return net.bridge ?? defaultBridgeName(net.id);
 }
 
+/** Prefix of the outer veth end of every network (the bridge table's fence matches it). */
+export const OUTER_VETH_PREFIX = 'imdsv-';
+
 export function outerVethName(networkId: string): string {
-  return `imdsv-${networkId}`;
+  return `${OUTER_VETH_PREFIX}${networkId}`;
 }
 
 export function ownerAlias(networkId: string, role: LinkRole): string {

@@ -1,7 +1,7 @@
 // nftables, pure: rendering a table imds owns whole as text (applied atomically: declare, delete,
 // redefine in one transaction; recognised again by a content hash carried in every rule's
 // comment), the namespace's `ip imds` table (DNAT to the listener, the anti-spoofing guard) and its
-// guest sets, and parsing `nft -j` output. The bridge tables of the hypervisor namespace are
+// guest sets, and parsing `nft -j` output. The bridge table of the hypervisor namespace is
 // src/bridge/bridge-table.ts.
 import { createHash } from 'node:crypto';
 import { METADATA_IP, NFT_TABLE } from '../model/names.ts';
@@ -10,7 +10,7 @@ export type TableFamily = 'ip' | 'bridge';
 
 export interface ChainSpec {
   name: string;
-  /** The base chain declaration, e.g. `type nat hook prerouting priority dstnat; policy accept;`. */
+  /** The base chain declaration, e.g. `type nat hook prerouting priority dstnat; policy accept;`; '' for a regular chain. */
   hook: string;
   rules: string[];
 }
@@ -53,7 +53,12 @@ export function renderTable(
     ...counters.map((c) => `  counter ${c} {\n  }`),
     ...sets.map((s) => `  set ${s.name} {\n    type ${s.type};\n  }`),
     ...chains.map((c) =>
-      [`  chain ${c.name} {`, `    ${c.hook}`, ...c.rules.map((r) => `    ${r} comment "imds:${hash}"`), '  }'].join('\n'),
+      [
+        `  chain ${c.name} {`,
+        ...(c.hook === '' ? [] : [`    ${c.hook}`]),
+        ...c.rules.map((r) => `    ${r} comment "imds:${hash}"`),
+        '  }',
+      ].join('\n'),
     ),
   ].join('\n');
   const script = `table ${family} ${name} {}\ndelete table ${family} ${name}\ntable ${family} ${name} {\n${body}\n}\n`;
@@ -114,7 +119,7 @@ export function renderNatTable(input: NatTableInput): RenderedTable {
   );
 }
 
-/** The set of the network's registered VMs as `MAC . IPv4` pairs (in its bridge table and in its namespace table). */
+/** The set of the network's registered VMs as `MAC . IPv4` pairs in its namespace table (bridgeGuestSetName in the bridge table). */
 export const GUEST_SET = 'guests';
 
 export interface GuestAddress {

@@ -14,6 +14,7 @@ import { sh, useSandbox, type DaemonProcess, type Guest, type Sandbox } from '..
 const VM1 = '0b6d7f3e-1c1a-4f6b-9b1e-0d2c3b4a5f61';
 const VM2 = '0b6d7f3e-1c1a-4f6b-9b1e-0d2c3b4a5f62';
 const VM3 = '0b6d7f3e-1c1a-4f6b-9b1e-0d2c3b4a5f63';
+const VM5 = '0b6d7f3e-1c1a-4f6b-9b1e-0d2c3b4a5f65';
 const NET = {
   id: 'dh',
   cidr: '198.51.100.0/24',
@@ -216,8 +217,8 @@ describe('DHCP and L2 interception', () => {
     );
     assert.equal(first.status, 200, `the first request after the CLI returned: ${JSON.stringify(first)}`);
     assert.equal((JSON.parse(first.body as string) as { uuid: string }).uuid, VM3);
-    const table = (await sb.hvRun(['nft', 'list', 'table', 'bridge', `${sb.nsPrefix}dh`])).stdout;
-    const steered = Number(/ether daddr set [0-9a-f:]+ counter packets (\d+)/.exec(table)?.[1]);
+    const table = (await sb.hvRun(['nft', 'list', 'table', 'bridge', `${sb.nsPrefix}interception`])).stdout;
+    const steered = Number(/@guests_dh ether daddr set [0-9a-f:]+ counter packets (\d+)/.exec(table)?.[1]);
     assert.ok(steered > 0, `the bridge rewrote frames (${steered})\n${table}`);
 
     // Control: an unregistered guest, same setup, is not steered; the router answers nothing
@@ -240,6 +241,97 @@ describe('DHCP and L2 interception', () => {
       0,
       `the first request's SYN was retransmitted ${synRetrans} time(s): the bridge did not steer it yet when \`vm add\` returned (answered after ${first.ms} ms, connected after ${first.connect_ms} ms)`,
     );
+  });
+
+  it("one bridge table for every network: adding and removing another network rebuilds it, and this network's interception never stops", async () => {
+    const cli = (...args: string[]) => sb.cli(['--admin-socket', sb.adminSocket(), ...args]);
+    const table = async () => (await sb.hvRun(['nft', 'list', 'table', 'bridge', `${sb.nsPrefix}interception`])).stdout;
+    // Reached only through L2 interception: its one route is a default route via the router stand-in.
+    const g5 = await sb.addGuest('five', {
+      bridge: BRIDGE,
+      ip: '198.51.100.15',
+      prefix: 24,
+      mac: '52:54:00:00:01:15',
+      defaultVia: '198.51.100.1',
+    });
+    await cli('vm', 'add', VM5, '--network', 'dh', '--ip', '198.51.100.15', '--mac', '52:54:00:00:01:15', '--hostname', 'five');
+    const get = async () =>
+      (
+        await g5.exec(
+          ['curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', 'http://169.254.169.254/openstack/latest/meta_data.json'],
+          {
+            allowFailure: true,
+          },
+        )
+      ).stdout;
+    try {
+      assert.equal(await get(), '200');
+      let done = false;
+      const codes: string[] = [];
+      const loop = (async () => {
+        while (!done) codes.push(await get());
+      })();
+      let during: string;
+      try {
+        await cli('network', 'add', 'x2', '--cidr', '203.0.113.0/24', '--service-ip', '203.0.113.2');
+        during = await table();
+        await cli('network', 'rm', 'x2');
+        const n = codes.length;
+        await until('two more requests after the removal', () => (codes.length >= n + 2 ? true : undefined));
+      } finally {
+        done = true;
+        await loop;
+      }
+      assert.match(during, /set guests_dh \{/);
+      assert.match(during, /set guests_x2 \{/);
+      assert.match(during, /52:54:00:00:01:15 \. 198\.51\.100\.15/, "this network's pairs were loaded with the rebuilt table");
+      const after = await table();
+      assert.doesNotMatch(after, /guests_x2/, 'the removed network left nothing in it');
+      assert.match(after, /52:54:00:00:01:15 \. 198\.51\.100\.15/);
+      assert.equal(
+        (await sb.hvRun(['nft', 'list', 'tables', 'bridge'])).stdout.trim(),
+        `table bridge ${sb.nsPrefix}interception`,
+        'one table',
+      );
+      assert.ok(codes.length >= 3, `requests made meanwhile: ${codes.length}`);
+      assert.deepEqual(
+        codes.filter((c) => c !== '200'),
+        [],
+        `every request meanwhile answered 200 (${codes.length})`,
+      );
+
+      // An upgrade from an imds that kept one bridge table per network: the new daemon loads the
+      // shared table and deletes the old one in one transaction.
+      const mac = /link\/ether (\S+)/.exec(
+        (await sb.hvRun(['ip', '-n', `${sb.nsPrefix}dh`, 'link', 'show', 'imds0'])).stdout,
+      )?.[1] as string;
+      assert.equal(await daemon.stop('SIGTERM'), 0);
+      const legacy = `${sb.nsPrefix}dh`;
+      await sb.hvRun(['nft', '-f', '-'], {
+        stdin: [
+          `delete table bridge ${sb.nsPrefix}interception`,
+          `table bridge ${legacy} {`,
+          '  set guests { type ether_addr . ipv4_addr; elements = { 52:54:00:00:01:15 . 198.51.100.15 } }',
+          '  chain prerouting {',
+          '    type filter hook prerouting priority dstnat; policy accept;',
+          `    ip daddr 169.254.169.254 tcp dport 80 ether saddr . ip saddr @guests ether daddr set ${mac} counter comment "imds:0123456789abcdef"`,
+          '  }',
+          '}',
+          '',
+        ].join('\n'),
+      });
+      daemon = await sb.startDaemon(configPath);
+      assert.equal(
+        (await sb.hvRun(['nft', 'list', 'tables', 'bridge'])).stdout.trim(),
+        `table bridge ${sb.nsPrefix}interception`,
+        'the old table is gone',
+      );
+      assert.match(await table(), /52:54:00:00:01:15 \. 198\.51\.100\.15/);
+      assert.equal(await get(), '200', 'served through the shared table');
+    } finally {
+      await cli('vm', 'rm', VM5);
+      await sb.removeGuest(g5);
+    }
   });
 
   it('no ARP reply for 169.254.169.254 appears on the uplink, and local ARP requests for it do not leave', async () => {

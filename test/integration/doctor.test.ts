@@ -185,12 +185,13 @@ describe('imds doctor', () => {
 
   it("interception: the VM's pair deleted from the bridge table's set (also at network level)", async () => {
     const element = `{ ${MAC_A} . 198.51.100.10 }`;
-    await sb.hvRun(['nft', 'delete', 'element', 'bridge', ns, 'guests', element]);
+    const table = `${sb.nsPrefix}interception`;
+    await sb.hvRun(['nft', 'delete', 'element', 'bridge', table, 'guests_net1', element]);
     const hop = await broken('interception', VM_A);
-    assert.match(hop.detail, /52:54:00:00:00:0a \. 198\.51\.100\.10 is not in set guests/);
+    assert.match(hop.detail, /52:54:00:00:00:0a \. 198\.51\.100\.10 is not in set guests_net1 of table bridge \S+interception/);
     assert.match((await broken('interception', '--network', 'net1')).detail, /missing 52:54:00:00:00:0a \. 198\.51\.100\.10/);
     await broken('net1/interception');
-    await sb.hvRun(['nft', 'add', 'element', 'bridge', ns, 'guests', element]);
+    await sb.hvRun(['nft', 'add', 'element', 'bridge', table, 'guests_net1', element]);
     await healthy();
   });
 

@@ -130,6 +130,8 @@ describe('self-healing', () => {
     ['nft table deleted in the namespace', 'nft_table', () => inNs1('nft', 'delete', 'table', 'ip', 'imds')],
     ['nft table flushed in the namespace', 'nft_table', () => inNs1('nft', 'flush', 'table', 'ip', 'imds')],
     ['bridge deleted', 'host_links', () => hv('link', 'del', 'imdsb-net1')],
+    // The table every network shares: one repair, by the first network (net1), not one per network.
+    ['shared bridge table deleted', 'bridge_table', () => inHv('nft', 'delete', 'table', 'bridge', `${sb.nsPrefix}interception`)],
   ];
   const namespaceDeleted: [string, string, () => void] = [
     'namespace deleted',
@@ -239,9 +241,9 @@ describe('self-healing', () => {
 
   it('rewrites guest sets emptied by hand (the namespace guard and the bridge interception), and only those', async () => {
     const logMark = daemon.logs.length;
-    const bridgeTable = inHv('nft', 'list', 'tables', 'bridge').match(/table bridge (\S*net1\S*)/)?.[1];
-    assert.ok(bridgeTable, 'the bridge table of net1');
-    const bridgeSet = () => inHv('nft', 'list', 'set', 'bridge', bridgeTable, 'guests');
+    const bridgeTable = `${sb.nsPrefix}interception`;
+    assert.match(inHv('nft', 'list', 'tables', 'bridge'), new RegExp(`table bridge ${bridgeTable}\n`), 'the bridge table');
+    const bridgeSet = () => inHv('nft', 'list', 'set', 'bridge', bridgeTable, 'guests_net1');
     const innerSet = () => inNs1('nft', 'list', 'set', 'ip', 'imds', 'guests');
     const before = sb.metric('imds_repairs_total', { network: 'net1', kind: 'guest_set' });
     await w1.servedAfter(Date.now(), 5000, "net1's guest to be served before the damage");
@@ -261,11 +263,11 @@ describe('self-healing', () => {
     // transaction: put right (the pair of net1's VM back, the foreign one gone).
     const mark2 = daemon.logs.length;
     execFileSync('nsenter', [`--net=/run/netns/${sb.hv}`, '--', 'nft', '-f', '-'], {
-      input: `flush set bridge ${bridgeTable} guests\nadd element bridge ${bridgeTable} guests { 52:54:00:00:00:99 . 198.51.100.99 }\n`,
+      input: `flush set bridge ${bridgeTable} guests_net1\nadd element bridge ${bridgeTable} guests_net1 { 52:54:00:00:00:99 . 198.51.100.99 }\n`,
     });
     const line2 = await daemon.waitForAfter(mark2, repaired('net1'), 5000);
     assert.deepEqual(line2['kinds'], ['guest_set']);
-    assert.deepEqual(line2['wrong'], ['set guests: 1 missing, 1 not ours']);
+    assert.deepEqual(line2['wrong'], ['set guests_net1: 1 missing, 1 not ours']);
     const set = bridgeSet();
     assert.match(set, /52:54:00:00:00:0a \. 198\.51\.100\.10/);
     assert.doesNotMatch(set, /198\.51\.100\.99/);

@@ -563,7 +563,7 @@ describe('the Debian package: its daemon and its purge teardown, in a throwaway 
       const left = await owned(sb, dhcpDir);
       assert.deepEqual(left.namespaces, [`${sb.nsPrefix}td`, `${sb.nsPrefix}tf`]);
       assert.deepEqual(left.links, ['imdsb-td', 'imdsb-tf', 'imdsv-td', 'imdsv-tf']);
-      assert.deepEqual(left.tables, [`table bridge ${sb.nsPrefix}td`, `table bridge ${sb.nsPrefix}tf`]);
+      assert.deepEqual(left.tables, [`table bridge ${sb.nsPrefix}interception`]);
       assert.equal(left.dnsmasq.length, 1, left.dnsmasq.join('\n'));
       assert.ok(alive(dnsmasq) && existsSync(join(dhcpDir, 'td', 'hosts')));
       await decoys.check();

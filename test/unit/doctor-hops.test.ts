@@ -8,6 +8,7 @@ import type { NetworkEvidence, TableEvidence, VmEvidence } from '../../src/docto
 import type { Hop } from '../../src/doctor/hop.ts';
 import type { Network, Vm } from '../../src/model/schema.ts';
 import type { LinkState } from '../../src/netns/iproute.ts';
+import type { RenderedTable } from '../../src/netns/nft.ts';
 
 const NET: Network = { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', dhcp: true };
 const VM: Vm = {
@@ -54,10 +55,13 @@ function table(
 
 /** Everything as imds builds it, the VM on its port, its requests answered 200. */
 function healthy(): { ev: NetworkEvidence; vm: VmEvidence } {
-  const desired = desiredState({ namespacePrefix: 'imds-', listenPort: 8775, networks: [NET] }).networks.get('net1') as DesiredNetwork;
+  const state = desiredState({ namespacePrefix: 'imds-', listenPort: 8775, networks: [NET] });
+  const desired = state.networks.get('net1') as DesiredNetwork;
+  const shared = state.bridgeTable as RenderedTable;
   const ev: NetworkEvidence = {
     network: NET,
     desired,
+    desiredBridgeTable: shared,
     listenPort: 8775,
     status: { network: 'net1', state: 'serving', reason: undefined, changed: 0 },
     hostLinks: new Map([
@@ -66,7 +70,7 @@ function healthy(): { ev: NetworkEvidence; vm: VmEvidence } {
     ]),
     bridgeAgeingS: 300,
     fdb: [{ mac: VM.mac, port: 'tap0', master: 'imdsb-net1', state: '' }],
-    bridgeTable: table(desired.bridgeTable, { guests: [PAIR] }, [{ chain: 'prerouting', action: 'mangle', packets: 3 }]),
+    bridgeTable: table(shared, { guests_net1: [PAIR] }, [{ chain: 'steer', action: 'accept', packets: 3, set: 'guests_net1' }]),
     namespaceInode: INODE,
     nsLinks: new Map([['imds0', link('imds0', { kind: 'veth', mac: desired.innerMac, addresses: [...desired.addresses] })]]),
     nsTable: table(
@@ -129,6 +133,10 @@ describe('doctor hops', () => {
     );
     assert.ok(hops.every((h) => h.fix === null));
     assert.match(hop(hops, 'bridge-port').detail, /52:54:00:00:00:0a is on port tap0 of imdsb-net1/);
+    assert.match(hop(hops, 'interception').detail, /is in set guests_net1 of table bridge imds-interception; 3 frames steered/);
+    // Another network's steering rule counts for that network, not this one.
+    ev.bridgeTable?.counters.rules.splice(0, 1, { chain: 'steer', action: 'accept', packets: 9, set: 'guests_net2' });
+    assert.match(hop(vmHops(ev, vm), 'interception').detail, /; 0 frames steered/);
     assert.match(hop(hops, 'nft-table').detail, /12 packets DNATed/);
     assert.match(hop(hops, 'dhcp-lease').detail, /leased 198\.51\.100\.10 to 52:54:00:00:00:0a until 2026-12-02T21:00:00\.000Z/);
     assert.match(hop(hops, 'requests').detail, /28 requests since .*answered 200/);
@@ -169,10 +177,10 @@ describe('doctor hops', () => {
 
   it('interception and guard: a missing pair fails at VM and network level; extra pairs at network level', () => {
     const { ev, vm } = healthy();
-    ev.bridgeTable?.state.sets.set('guests', new Set());
+    ev.bridgeTable?.state.sets.set('guests_net1', new Set());
     assert.deepEqual(failed(vmHops(ev, vm)), ['interception']);
     assert.match(hop(networkHops(ev, [VM]), 'interception').detail, /missing 52:54:00:00:00:0a \. 198\.51\.100\.10/);
-    ev.bridgeTable?.state.sets.set('guests', new Set([PAIR, '52:54:00:00:00:0b . 198.51.100.11']));
+    ev.bridgeTable?.state.sets.set('guests_net1', new Set([PAIR, '52:54:00:00:00:0b . 198.51.100.11']));
     assert.equal(hop(vmHops(ev, vm), 'interception').ok, true);
     assert.match(hop(networkHops(ev, [VM]), 'interception').detail, /not a VM's: 52:54:00:00:00:0b/);
     const g = healthy();

@@ -140,22 +140,24 @@ describe('nftables source: set elements by attribution', () => {
     assert.equal(causes.length, 1, 'no guest set of ours changed');
   });
 
-  it('in the hypervisor namespace: the bridge table of a network and its guest set', async () => {
+  it("in the hypervisor namespace: the shared bridge table (one repair, not one per network) and each network's guest set", async () => {
     const clock = new FakeClock();
     const causes: Cause[] = [];
     const source = new NftSource({ rules: hostNftRules(() => networks), emit: (c) => causes.push(c), own: new OwnProcesses(clock), clock });
     source.onMessages([
-      nftMessage(8, BRIDGE, 1, [nla(1, cstr('imds-net2')), nla(2, cstr('prerouting'))]),
-      nftMessage(8, IP, 1, [nla(1, cstr('imds-net1'))]),
+      nftMessage(8, BRIDGE, 1, [nla(1, cstr('imds-interception')), nla(2, cstr('prerouting'))]),
+      nftMessage(8, IP, 1, [nla(1, cstr('imds-interception'))]),
       nftMessage(8, BRIDGE, 1, [nla(1, cstr('filter'))]),
-      setElement(BRIDGE, 'imds-net1', 'guests', 1, true),
-      setElement(BRIDGE, 'filter', 'guests', 1),
+      nftMessage(8, BRIDGE, 1, [nla(1, cstr('imds-net1'))]),
+      setElement(BRIDGE, 'imds-interception', 'guests_net2', 1, true),
+      setElement(BRIDGE, 'imds-interception', 'guests', 1),
+      setElement(BRIDGE, 'filter', 'guests_net1', 1),
       newGen(1, 31337),
     ]);
     await clock.advance(ATTRIBUTION_WAIT_MS);
     assert.deepEqual(causes, [
-      { kind: 'bridge-table-changed', network: 'net2', table: 'imds-net2' },
-      { kind: 'guest-set-changed', network: 'net1', place: 'bridge' },
+      { kind: 'bridge-table-changed', network: 'net1', table: 'imds-interception' },
+      { kind: 'guest-set-changed', network: 'net2', place: 'bridge' },
     ]);
   });
 });

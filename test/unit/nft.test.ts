@@ -41,44 +41,89 @@ describe('nft table', () => {
 describe('bridge table', () => {
   const MAC = '02:11:22:33:44:55';
 
-  it('steers guest metadata traffic to imds0 by MAC and fences the uplink when there is one', () => {
-    const t = renderBridgeTable({ table: 'imds-n1', innerMac: MAC, outer: 'imdo-n1', uplink: 'ens4' });
+  it("steers each network's guest metadata traffic to imds0 by MAC, from one dispatch rule, and fences the uplinks", () => {
+    const t = renderBridgeTable({
+      table: 'imds-interception',
+      innerMac: MAC,
+      networks: [
+        { id: 'n2', uplink: 'ens5' },
+        { id: 'n1', uplink: 'ens4' },
+        { id: 'n3', uplink: undefined },
+      ],
+    });
     assert.equal(t.family, 'bridge');
-    assert.deepEqual(t.sets, ['guests']);
-    assert.match(t.script, /^table bridge imds-n1 \{\}\ndelete table bridge imds-n1\ntable bridge imds-n1 \{/);
-    assert.match(t.script, /set guests \{\n\s+type ether_addr \. ipv4_addr;/);
+    assert.deepEqual(t.sets, ['guests_n1', 'guests_n2', 'guests_n3']);
     assert.match(
       t.script,
-      /ip daddr 169\.254\.169\.254 tcp dport 80 ether daddr != 02:11:22:33:44:55 ether saddr \. ip saddr @guests ether daddr set 02:11:22:33:44:55 counter/,
+      /^table bridge imds-interception \{\}\ndelete table bridge imds-interception\ntable bridge imds-interception \{/,
     );
-    assert.match(t.script, /iifname "ens4" ether type arp arp daddr ip 169\.254\.169\.254 counter drop/);
-    assert.match(t.script, /iifname "imdo-n1" oifname "ens4" counter drop/);
-    assert.match(t.script, /oifname "ens4" ether type arp arp daddr ip 169\.254\.169\.254 counter drop/);
-    assert.equal(t.ruleCount, 6);
+    assert.match(t.script, /set guests_n1 \{\n\s+type ether_addr \. ipv4_addr;/);
+    // The base chain tests the destination before anything else; only metadata frames not sent to imds0 jump.
+    const lines = t.script.split('\n');
+    const from = lines.indexOf('  chain prerouting {');
+    const rules = lines.slice(from + 2, lines.indexOf('  }', from));
+    assert.deepEqual(
+      rules.map((r) => r.trim().replace(/ comment .*/, '')),
+      [
+        'arp daddr ip 169.254.169.254 iifname { "ens4", "ens5" } counter drop',
+        'ip daddr 169.254.169.254 iifname { "ens4", "ens5" } counter drop',
+        'ip daddr 169.254.169.254 tcp dport 80 ether daddr != 02:11:22:33:44:55 jump steer',
+      ],
+    );
+    // One steering rule per network, in id order, each looking up its own set.
+    const steer = [...t.script.matchAll(/ether saddr \. ip saddr @(guests_\w+) ether daddr set 02:11:22:33:44:55 counter accept/g)].map(
+      (m) => m[1],
+    );
+    assert.deepEqual(steer, ['guests_n1', 'guests_n2', 'guests_n3']);
+    assert.match(t.script, /chain steer \{\n {4}ether saddr/, 'steer is a regular chain (no hook)');
+    assert.match(t.script, /iifname "imdsv-\*" oifname \{ "ens4", "ens5" \} counter drop/);
+    assert.match(t.script, /oifname "imdsv-\*" iifname \{ "ens4", "ens5" \} counter drop/);
+    assert.match(t.script, /arp daddr ip 169\.254\.169\.254 oifname \{ "ens4", "ens5" \} counter drop/);
+    assert.equal(t.ruleCount, 3 + 3 + 3);
   });
 
-  it('has no uplink rules and no forward chain without an uplink', () => {
-    const t = renderBridgeTable({ table: 'imds-n1', innerMac: MAC, outer: 'imdo-n1', uplink: undefined });
+  it('has no uplink rules and no forward chain without an uplink; its hash follows the networks', () => {
+    const t = renderBridgeTable({ table: 'imds-interception', innerMac: MAC, networks: [{ id: 'n1', uplink: undefined }] });
     assert.doesNotMatch(t.script, /forward|iifname/);
-    assert.equal(t.ruleCount, 1);
-    assert.notEqual(t.hash, renderBridgeTable({ table: 'imds-n1', innerMac: MAC, outer: 'imdo-n1', uplink: 'ens4' }).hash);
+    assert.equal(t.ruleCount, 2);
+    const other = (networks: { id: string; uplink: string | undefined }[]) =>
+      renderBridgeTable({ table: 'imds-interception', innerMac: MAC, networks }).hash;
+    assert.notEqual(t.hash, other([{ id: 'n1', uplink: 'ens4' }]));
+    assert.notEqual(
+      t.hash,
+      other([
+        { id: 'n1', uplink: undefined },
+        { id: 'n2', uplink: undefined },
+      ]),
+    );
+    assert.equal(
+      other([
+        { id: 'n2', uplink: undefined },
+        { id: 'n1', uplink: undefined },
+      ]),
+      other([
+        { id: 'n1', uplink: undefined },
+        { id: 'n2', uplink: undefined },
+      ]),
+      'the order networks are declared in does not matter',
+    );
   });
 
-  it('replaces the guest set whole, deduplicated, in chunks of 1000', () => {
+  it("replaces one network's guest set whole, deduplicated, in chunks of 1000", () => {
     const guests = Array.from({ length: 2500 }, (_, i) => ({
       mac: `52:54:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`,
       ip: `198.51.100.${i % 250}`,
     }));
-    const script = renderBridgeGuestElements('imds-n1', [...guests, guests[0] as (typeof guests)[number]]);
+    const script = renderBridgeGuestElements('imds-interception', 'n1', [...guests, guests[0] as (typeof guests)[number]]);
     const lines = script.trimEnd().split('\n');
-    assert.equal(lines[0], 'flush set bridge imds-n1 guests');
+    assert.equal(lines[0], 'flush set bridge imds-interception guests_n1');
     assert.equal(lines.length, 4);
     assert.equal((script.match(/ \. /g) ?? []).length, 2500);
-    assert.equal(renderBridgeGuestElements('imds-n1', []), 'flush set bridge imds-n1 guests\n');
+    assert.equal(renderBridgeGuestElements('imds-interception', 'n1', []), 'flush set bridge imds-interception guests_n1\n');
   });
 
   it('reads every table, its rules and its set elements from one `nft -j list ruleset`', () => {
-    const t = renderBridgeTable({ table: 'imds-n1', innerMac: MAC, outer: 'imdo-n1', uplink: undefined });
+    const t = renderBridgeTable({ table: 'imds-n1', innerMac: MAC, networks: [{ id: 'n1', uplink: undefined }] });
     const rule = (table: string, comment?: string) => ({
       rule: { family: 'bridge', table, chain: 'prerouting', handle: 3, ...(comment === undefined ? {} : { comment }), expr: [] },
     });
@@ -90,11 +135,12 @@ describe('bridge table', () => {
           set: {
             family: 'bridge',
             table: 'imds-n1',
-            name: 'guests',
+            name: 'guests_n1',
             type: ['ether_addr', 'ipv4_addr'],
             elem: [{ concat: ['52:54:00:00:00:01', '198.51.100.11'] }],
           },
         },
+        rule('imds-n1', `imds:${t.hash}`),
         rule('imds-n1', `imds:${t.hash}`),
         { table: { family: 'bridge', name: 'other' } },
         rule('other'),
@@ -104,11 +150,13 @@ describe('bridge table', () => {
     const mine = tables.get('bridge imds-n1');
     assert.ok(mine);
     assert.ok(tableMatches(mine, t));
-    assert.deepEqual([...(mine.sets.get('guests') ?? [])], ['52:54:00:00:00:01 . 198.51.100.11']);
+    assert.deepEqual([...(mine.sets.get('guests_n1') ?? [])], ['52:54:00:00:00:01 . 198.51.100.11']);
     assert.equal(tables.get('bridge other')?.ruleCount, 1);
     // The same table without its set is not the desired one.
     const noSet = parseRuleset(
-      JSON.stringify({ nftables: [{ table: { family: 'bridge', name: 'imds-n1' } }, rule('imds-n1', `imds:${t.hash}`)] }),
+      JSON.stringify({
+        nftables: [{ table: { family: 'bridge', name: 'imds-n1' } }, rule('imds-n1', `imds:${t.hash}`), rule('imds-n1', `imds:${t.hash}`)],
+      }),
     );
     assert.ok(!tableMatches(noSet.get('bridge imds-n1'), t));
   });

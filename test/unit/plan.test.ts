@@ -5,7 +5,7 @@ import { desiredState, type DesiredNetwork } from '../../src/controller/desired.
 import type { ObservedState } from '../../src/controller/observe.ts';
 import { formatPlan, isEmpty, plan, type Step } from '../../src/controller/plan.ts';
 import type { LinkState } from '../../src/netns/iproute.ts';
-import { parseTable } from '../../src/netns/nft.ts';
+import { parseTable, type RenderedTable } from '../../src/netns/nft.ts';
 
 const desired = desiredState({
   namespacePrefix: 'imds-',
@@ -35,10 +35,11 @@ function converged(): ObservedState {
   const table = parseTable(
     JSON.stringify({ nftables: [{ table: {} }, { set: { name: 'vm_ips', elem: [] } }, { set: { name: 'guests', elem: [] } }, ...rules] }),
   );
-  const bridgeRules = Array.from({ length: d.bridgeTable.ruleCount }, () => ({ rule: { comment: `imds:${d.bridgeTable.hash}` } }));
-  const bridgeTable = parseTable(JSON.stringify({ nftables: [{ table: {} }, { set: { name: 'guests', elem: [] } }, ...bridgeRules] }));
+  const shared = desired.bridgeTable as RenderedTable;
+  const bridgeRules = Array.from({ length: shared.ruleCount }, () => ({ rule: { comment: `imds:${shared.hash}` } }));
+  const bridgeTable = parseTable(JSON.stringify({ nftables: [{ table: {} }, { set: { name: 'guests_net1', elem: [] } }, ...bridgeRules] }));
   return {
-    bridgeTables: new Map([['imds-net1', bridgeTable]]),
+    bridgeTables: new Map([['imds-interception', bridgeTable]]),
     hostLinks: new Map([
       ['eth0', link('eth0', { mtu: 1500 })],
       ['imdsb-net1', link('imdsb-net1', { kind: 'bridge', alias: 'imds:net1:bridge' })],
@@ -62,7 +63,7 @@ function converged(): ObservedState {
 
 function stepsOf(observed: ObservedState): Step[] {
   const p = plan(desired, observed);
-  return [...p.removals.flatMap((r) => r.steps), ...p.networks.flatMap((n) => n.steps)];
+  return [...p.removals.flatMap((r) => r.steps), ...p.networks.flatMap((n) => n.steps), ...p.host];
 }
 
 describe('planner', () => {
@@ -102,7 +103,7 @@ describe('planner', () => {
     assert.equal(p.networks[0]?.fresh, true);
     assert.deepEqual(
       p.networks[0]?.rollback.map((s) => (s.kind === 'ip' ? s.lines[0] : s.kind === 'nft' ? s.script.trim() : s.kind)),
-      ['link del imdsv-net1', 'link del imdsb-net1', 'delete table bridge imds-net1', 'netns-del'],
+      ['link del imdsv-net1', 'link del imdsb-net1', 'netns-del'],
     );
   });
 
@@ -135,11 +136,11 @@ describe('planner', () => {
     assert.equal(
       formatPlan(p),
       [
+        'ensure bridge table [host] nft -f (replace table)  # bridge table missing',
         'ensure net1 [imds-net1] netns-add  # namespace missing',
         `ensure net1 [host] ip link add imdsb-net1 type bridge; ip link set imdsb-net1 alias imds:net1:bridge; ip link set imdsb-net1 mtu 1400; ip link set imdsb-net1 up; ip link add imdsv-net1 mtu 1400 type veth peer name imds0 address ${d.innerMac} mtu 1400 netns imds-net1; ip link set imdsv-net1 alias imds:net1:veth; ip link set imdsv-net1 master imdsb-net1; ip link set imdsv-net1 up  # bridge missing, veth missing`,
         'ensure net1 [imds-net1] ip link set lo up; ip link set imds0 up; ip addr add 198.51.100.2/24 dev imds0; ip addr add 169.254.169.254/32 dev imds0  # namespace links and addresses',
         'ensure net1 [imds-net1] nft -f (replace table)  # nft table missing',
-        'ensure net1 [host] nft -f (replace table)  # bridge table missing',
       ].join('\n'),
     );
     const o = converged();
@@ -186,18 +187,21 @@ describe('planner', () => {
     o.inside
       .get('imds-net1')
       ?.links.set('imds0', link('imds0', { kind: 'veth', mac: '02:00:00:00:00:01', addresses: ['198.51.100.2/24', '169.254.169.254/32'] }));
-    o.bridgeTables.delete('imds-net1');
+    o.bridgeTables.delete('imds-interception');
     const steps = stepsOf(o);
     assert.deepEqual(
       steps.map((s) => (s.kind === 'ip' ? `${s.netns ?? 'host'}: ${s.lines.join('; ')}` : `${s.kind}@${s.netns ?? 'host'}`)),
       [`imds-net1: link set imds0 address ${d.innerMac}`, 'nft@host'],
     );
-    assert.match((steps[1] as Extract<Step, { kind: 'nft' }>).script, /^table bridge imds-net1 \{\}\ndelete table bridge imds-net1\n/);
+    assert.match(
+      (steps[1] as Extract<Step, { kind: 'nft' }>).script,
+      /^table bridge imds-interception \{\}\ndelete table bridge imds-interception\n/,
+    );
   });
 
   it('replaces a bridge table whose set is gone', () => {
     const o = converged();
-    const t = o.bridgeTables.get('imds-net1');
+    const t = o.bridgeTables.get('imds-interception');
     assert.ok(t);
     t.sets.clear();
     assert.deepEqual(
@@ -273,7 +277,7 @@ describe('planner', () => {
     );
     assert.deepEqual(
       p.networks[0]?.rollback.map((s) => (s.kind === 'ip' ? s.lines[0] : s.kind)),
-      ['link del imdsv-net1', 'nft', 'netns-del'],
+      ['link del imdsv-net1', 'netns-del'],
       'rollback keeps the operator bridge',
     );
   });
@@ -295,23 +299,90 @@ describe('planner', () => {
     );
     assert.ok(p.networks.every((n) => n.steps.length === 0));
   });
-});
 
-describe('apply stages', () => {
-  it('creates the namespace first, then loads the nft table while the host batch runs', () => {
-    const steps = stepsOf({
+  it('builds one bridge table for all networks, each with its own set', () => {
+    const two = desiredState({
+      namespacePrefix: 'imds-',
+      listenPort: 8775,
+      networks: [
+        { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' },
+        { id: 'net2', cidr: '198.51.100.0/24', service_ip: '198.51.100.2', uplink: 'eth0' },
+      ],
+    });
+    const p = plan(two, {
       hostLinks: new Map([['eth0', link('eth0')]]),
       namespaces: new Set(),
       inside: new Map(),
       bridgeTables: new Map(),
     });
-    const stages = stagesOf(steps);
+    assert.equal(p.host.length, 1);
+    assert.ok(
+      p.networks.every((n) => n.steps.every((s) => s.target !== 'bridge_table')),
+      'no network plans a table of its own',
+    );
+    assert.deepEqual(two.bridgeTable?.sets, ['guests_net1', 'guests_net2']);
+    assert.deepEqual(
+      [...two.networks.values()].map((n) => [n.bridgeTable, n.bridgeSet]),
+      [
+        ['imds-interception', 'guests_net1'],
+        ['imds-interception', 'guests_net2'],
+      ],
+    );
+  });
+
+  it("replaces an older imds's per-network bridge table with the shared one in the same transaction (no gap on upgrade)", () => {
+    const o = converged();
+    o.bridgeTables.delete('imds-interception');
+    o.bridgeTables.set('imds-net1', parseTable('{"nftables": []}'));
+    const p = plan(desired, o);
+    assert.deepEqual(p.removals, [], 'the legacy table of a declared network is not a removal of its own');
+    assert.equal(p.host.length, 1);
+    const step = p.host[0] as Extract<Step, { kind: 'nft' }>;
+    assert.match(
+      step.script,
+      /^table bridge imds-interception \{\}\ndelete table bridge imds-interception\ntable bridge imds-interception \{/,
+    );
+    assert.ok(step.script.endsWith('}\ndelete table bridge imds-net1\n'), step.script);
+    assert.equal(step.why, 'bridge table missing, per-network bridge tables of an older imds (imds-net1)');
+    // The shared table already whole: the legacy one still goes, through the same kind of step.
+    const whole = converged();
+    whole.bridgeTables.set('imds-net1', parseTable('{"nftables": []}'));
+    assert.match((plan(desired, whole).host[0] as Extract<Step, { kind: 'nft' }>).script, /delete table bridge imds-net1\n$/);
+  });
+
+  it('removes the shared bridge table when no network is declared, and never a foreign one', () => {
+    const none = desiredState({ namespacePrefix: 'imds-', listenPort: 8775, networks: [] });
+    assert.equal(none.bridgeTable, undefined);
+    const o = converged();
+    o.bridgeTables.set('filter', parseTable('{"nftables": []}'));
+    const p = plan(none, o);
+    assert.deepEqual(
+      p.host.map((s) => (s.kind === 'nft' ? s.script : s.kind)),
+      ['delete table bridge imds-interception\n'],
+    );
+    assert.ok(
+      p.removals.every((r) => r.steps.every((s) => s.kind !== 'nft')),
+      'the shared table is not also a network removal',
+    );
+    assert.deepEqual(plan(none, { ...o, bridgeTables: new Map([['filter', parseTable('{"nftables": []}')]]) }).host, []);
+  });
+});
+
+describe('apply stages', () => {
+  it('creates the namespace first, then loads the nft table while the host batch runs', () => {
+    const p = plan(desired, {
+      hostLinks: new Map([['eth0', link('eth0')]]),
+      namespaces: new Set(),
+      inside: new Map(),
+      bridgeTables: new Map(),
+    });
+    const stages = stagesOf(p.networks[0]?.steps ?? []);
     assert.deepEqual(
       stages.map((stage) => stage.map((s) => `${s.kind}@${s.netns ?? 'host'}`)),
-      [['netns-add@imds-net1'], ['ip@host', 'nft@imds-net1', 'nft@host'], ['ip@imds-net1']],
+      [['netns-add@imds-net1'], ['ip@host', 'nft@imds-net1'], ['ip@imds-net1']],
     );
     assert.deepEqual(commandOf(stages[1]?.[1] as Step), { argv: ['nft', '-f', '-'], stdin: d.nft.script, netns: 'imds-net1' });
-    assert.deepEqual(commandOf(stages[1]?.[2] as Step), { argv: ['nft', '-f', '-'], stdin: d.bridgeTable.script });
+    assert.deepEqual(commandOf(p.host[0] as Step), { argv: ['nft', '-f', '-'], stdin: desired.bridgeTable?.script });
   });
 
   it('keeps a half-pair repair before the host batch', () => {
