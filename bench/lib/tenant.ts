@@ -1,7 +1,7 @@
 // What imds costs the host's other traffic (`--only tenant`). Bridge-family nftables chains see
-// every frame of every bridge in the namespace, not only their network's: with one bridge table
-// per network, two tenant VMs talking on any bridge of the hypervisor pay for every network's
-// interception chain. Two guests on a bridge imds does not manage send 64-byte UDP datagrams to
+// every frame of every bridge in the namespace, not only their network's: two tenant VMs talking
+// on any bridge of the hypervisor pay for imds's bridge table (one per network before 2026-12-03,
+// one for all since; docs/performance.md). Two guests on a bridge imds does not manage send 64-byte UDP datagrams to
 // each other (iperf3, the frame rate is what chains cost); measured before the daemon starts, while
 // it serves N networks each with an uplink (the fence adds rules and a forward chain), while it
 // serves them without uplinks, and after `imds down`, in one run.
