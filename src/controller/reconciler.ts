@@ -143,7 +143,9 @@ export class Reconciler {
     const split = this.splitHostTables(desired, p);
     const { results, hostLoaded } = await this.applyPlans(p, split);
     if (!hostLoaded) split.bridgeSeeded = undefined;
-    else await this.deps.hooks?.bridgeSetsLoaded([...desired.networks.keys()]);
+    // Queued in each network's order now, before bringUp queues `converged`; not waited for (a
+    // network busy with its dnsmasq does not hold this reconcile up).
+    else void this.deps.hooks?.bridgeSetsLoaded([...desired.networks.keys()]).catch(() => undefined);
     // Networks come up together: their guest-set writes share nft runs (see NftBatcher).
     const reasons = await Promise.all(results.map((r) => this.bringUp(desired, p, observed, split, r)));
     const summary: ReconcileSummary = {
