@@ -317,8 +317,8 @@ function orphansOf(desired: DesiredState, observed: ObservedState): Map<string, 
   for (const ns of observed.namespaces) {
     if (!desiredNamespaces.has(ns)) entry(ns.slice(prefix.length)).netns = ns;
   }
-  // The shared table is planBridgeTable's (or, with no network declared, a removal of its own);
-  // a legacy table of a declared network goes with the shared table's load.
+  // The shared table is planBridgeTable's (built, or removed when no network is declared); a
+  // legacy table of a declared network goes with the shared table's load.
   const legacy = new Set(legacyTables(desired, observed));
   for (const name of observed.bridgeTables.keys()) {
     if (name.startsWith(prefix) && name !== bridgeTableName(prefix) && !legacy.has(name)) {

@@ -1,7 +1,7 @@
 // nftables events in the hypervisor namespace: what matters is the bridge table all networks share
 // (family bridge, bridgeTableName) and the networks' guest sets in it. A structural change of the
-// shared table is one repair, not one per network: it is the cause of the first network (by id)
-// watched, whose targeted reconcile rebuilds the table for all of them.
+// shared table is one repair, not one per network: it is the cause of the first declared network
+// (by id), whose targeted reconcile rebuilds the table for all of them.
 import type { DesiredNetwork } from '../desired.ts';
 import { NFPROTO_BRIDGE } from './nft-events.ts';
 import type { NftRules } from './nft-source.ts';
