@@ -123,9 +123,8 @@ export class NetworkServices implements NetworkHooks {
    * the VMs from then on (and written again on the next change).
    */
   bridgeSetsLoaded(networks: readonly string[]): Promise<void> {
-    return Promise.all(networks.map((n) => this.enqueue(n, () => Promise.resolve(void this.known.delete(`bridge|${n}`))))).then(
-      () => undefined,
-    );
+    const forget = (n: string) => this.enqueue(n, () => Promise.resolve(this.known.delete(`bridge|${n}`)));
+    return Promise.all(networks.map(forget)).then(() => undefined);
   }
 
   /**

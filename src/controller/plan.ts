@@ -84,10 +84,11 @@ export function planBridgeTable(desired: DesiredState, observed: ObservedState):
     return [{ kind: 'nft', target: 'bridge_table', network: name, netns: undefined, script: deleteTableScript(name), why }];
   }
   const seen = observed.bridgeTables.get(table.name);
+  const matches = tableMatches(seen, table);
   const legacy = legacyTables(desired, observed);
-  if (tableMatches(seen, table) && legacy.length === 0) return [];
+  if (matches && legacy.length === 0) return [];
   const why = [
-    ...(tableMatches(seen, table) ? [] : [seen === undefined ? 'bridge table missing' : 'bridge table differs']),
+    ...(matches ? [] : [seen === undefined ? 'bridge table missing' : 'bridge table differs']),
     ...(legacy.length === 0 ? [] : [`per-network bridge tables of an older imds (${legacy.join(', ')})`]),
   ].join(', ');
   const script = table.script + legacy.map(deleteTableScript).join('');

@@ -141,11 +141,11 @@ export class Reconciler {
     const { removed, removalFailures } = await this.runRemovals(p.removals);
     for (const id of [...this.status.keys()]) if (!desired.networks.has(id)) this.status.delete(id);
     const split = this.splitHostTables(desired, p);
-    const { results, hostLoaded } = await this.applyPlans(p, split);
-    if (!hostLoaded) split.bridgeSeeded = undefined;
+    const { results, hostFailed } = await this.applyPlans(p, split);
+    if (hostFailed) split.bridgeSeeded = undefined;
     // Queued in each network's order now, before bringUp queues `converged`; not waited for (a
     // network busy with its dnsmasq does not hold this reconcile up).
-    else void this.deps.hooks?.bridgeSetsLoaded([...desired.networks.keys()]).catch(() => undefined);
+    if (split.bridgeSeeded !== undefined) void this.deps.hooks?.bridgeSetsLoaded([...desired.networks.keys()]).catch(() => undefined);
     // Networks come up together: their guest-set writes share nft runs (see NftBatcher).
     const reasons = await Promise.all(results.map((r) => this.bringUp(desired, p, observed, split, r)));
     const summary: ReconcileSummary = {
@@ -234,10 +234,10 @@ export class Reconciler {
       split.bridgeSeeded = seeded;
     }
     for (const np of p.networks) {
-      const guests = desired.networks.has(np.network) ? guestsOf?.(np.network) : undefined;
-      if (guests === undefined) continue;
+      if (guestsOf === undefined || !desired.networks.has(np.network)) continue;
       np.steps = np.steps.map((s): Step => {
         if (s.kind !== 'nft' || s.script.startsWith('delete')) return s;
+        const guests = guestsOf(np.network);
         split.seeded.set(np.network, new Set(guests.map(guestKey)));
         return { ...s, script: s.script + renderInnerGuestElements(guests) };
       });
@@ -249,7 +249,7 @@ export class Reconciler {
    * The plans, with the bridge table loaded beside them. When the bridge table fails, no network of
    * the run serves (a new one is rolled back whole): the kernel keeps the table it had.
    */
-  private async applyPlans(p: Plan, split: Split): Promise<{ results: NetworkResult[]; hostLoaded: boolean }> {
+  private async applyPlans(p: Plan, split: Split): Promise<{ results: NetworkResult[]; hostFailed: boolean }> {
     const exec = this.exec;
     let hostFailed: ImdsError | undefined;
     const hostPhase = (async () => {
@@ -273,7 +273,7 @@ export class Reconciler {
         return { ...r, ok: false, error: failed };
       }),
     );
-    return { results: final, hostLoaded: failed === undefined && split.bridgeSeeded !== undefined };
+    return { results: final, hostFailed: failed !== undefined };
   }
 
   /** Listens and brings the network's services in line; returns why it does not serve, if it does not. */
