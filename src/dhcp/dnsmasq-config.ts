@@ -73,6 +73,11 @@ export function dnsmasqArgv(net: Network, paths: DhcpPaths): string[] {
     `--dhcp-leasefile=${paths.leases}`,
     `--pid-file=${paths.pid}`,
     '--dhcp-authoritative',
+    // Every address is a static lease (the range is `static`), and dnsmasq pings only an address it
+    // would allocate dynamically: the check never runs, and without it dnsmasq needs no CAP_NET_RAW,
+    // which the unit's bounding set leaves out (dnsmasq 2.81+ refuses to start without a capability
+    // its options require).
+    '--no-ping',
     '--no-hosts',
     '--no-resolv',
     '--log-facility=-',
