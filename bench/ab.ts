@@ -36,9 +36,15 @@ try {
     walls.push(s.wall_ms);
     rps.push((await wrk(load.netns, 16, 5, '/openstack/latest/meta_data.json')).rps);
   }
-  process.stdout.write(
-    `${JSON.stringify({ side, storm_wall_ms: walls.map(Math.round), server_cpu_us_per_req: cpu.map(Math.round), c16_rps: rps.map(Math.round), median_storm_ms: Math.round(median(walls)), median_c16_rps: Math.round(median(rps)) })}\n`,
-  );
+  const summary = {
+    side,
+    storm_wall_ms: walls.map(Math.round),
+    server_cpu_us_per_req: cpu.map(Math.round),
+    c16_rps: rps.map(Math.round),
+    median_storm_ms: Math.round(median(walls)),
+    median_c16_rps: Math.round(median(rps)),
+  };
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
   await d.stop();
 } finally {
   await sb.cleanup();

@@ -8,8 +8,9 @@
 // data_plane: node: the daemon runs with V8's
 // sampling profiler (--cpu-prof) while 1,000 guests (4 networks × 250) run cloud-init's sequence
 // eight times (the daemon's start and the guests' set-up are in the profile too, but the storms are
-// over nine tenths of its busy time: the storms' CPU is printed beside it); the profile's self time is then summed by where the code lives (node:http, the fast
-// path, the resolver, pino, V8's GC, the rest of Node's net and stream code, …) and the top
+// over nine tenths of its busy time: the storms' CPU is printed beside it); the profile's self time
+// is then summed by where the code lives (node:http, the fast path, the resolver, pino, V8's GC,
+// the rest of Node's net and stream code, …) and the top
 // functions are listed. Kernel time (the TCP stack, the DNAT) is not in it: the storm's wall time
 // and `processCpuMs` say how much of the server's CPU it is.
 import { execFileSync, spawn } from 'node:child_process';
@@ -157,7 +158,8 @@ async function main(): Promise<void> {
       const cpu = processCpuMs([d.pid]) - cpu0;
       requests += s.requests;
       out.push(
-        `storm ${r + 1}: ${s.requests} requests in ${s.wall_ms.toFixed(0)} ms, ${s.failures} failures; daemon CPU ${cpu} ms = ${((cpu * 1000) / s.requests).toFixed(0)} µs/request`,
+        `storm ${r + 1}: ${s.requests} requests in ${s.wall_ms.toFixed(0)} ms, ${s.failures} failures; daemon CPU ${cpu} ms = ` +
+          `${((cpu * 1000) / s.requests).toFixed(0)} µs/request`,
       );
     }
     const ticks1 = threadTicks(d.pid);

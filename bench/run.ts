@@ -374,7 +374,8 @@ async function floor(sb: Sandbox): Promise<void> {
     const w: WrkResult[] = [];
     for (let r = 0; r < RUNS; r++) w.push(await wrk(loadGuest.netns, 16, SECONDS, '/openstack/latest/meta_data.json'));
     rows.push(
-      `| ${name} | ${fmt(medianOf(s, 'wall_ms'))} | ${fmt(medianOf(s, 'server_cpu_us_per_req'))} | ${s.map((x) => x.cpu_busy.join('/')).join(', ')} | ${fmt(medianOf(w, 'rps'))} |`,
+      `| ${name} | ${fmt(medianOf(s, 'wall_ms'))} | ${fmt(medianOf(s, 'server_cpu_us_per_req'))} | ` +
+        `${s.map((x) => x.cpu_busy.join('/')).join(', ')} | ${fmt(medianOf(w, 'rps'))} |`,
     );
     log(rows[rows.length - 1] as string);
   };
@@ -679,7 +680,9 @@ async function main(): Promise<void> {
       if (wanted('restart')) {
         const restart = await imdsRestart(sb, RESTART_NETWORKS);
         log(
-          `restart to serving: ${restart.to_serving_ms.map((x) => x.toFixed(0)).join(', ')} ms; daemon listening at ${restart.daemon_listening_ms.join(', ')} ms; to ready: ${restart.to_ready_ms.map((x) => x.toFixed(0)).join(', ')} ms`,
+          `restart to serving: ${restart.to_serving_ms.map((x) => x.toFixed(0)).join(', ')} ms; daemon listening at ` +
+            `${restart.daemon_listening_ms.join(', ')} ms; to ready: ${restart.to_ready_ms.map((x) => x.toFixed(0)).join(', ')} ` +
+            `ms`,
         );
         process.stdout.write(restartStormTable(await restartStorm(sb, restart)));
       }

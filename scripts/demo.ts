@@ -58,7 +58,8 @@ async function main(sb: Sandbox): Promise<void> {
     const doc = JSON.parse(md.body.toString()) as Record<string, unknown>;
     say(`  HTTP ${md.status} ${md.headers['content-type']}`);
     say(
-      `  uuid=${String(doc['uuid'])} hostname=${String(doc['hostname'])} meta=${JSON.stringify(doc['meta'])} keys=${Object.keys(doc['public_keys'] as object).join(',')}`,
+      `  uuid=${String(doc['uuid'])} hostname=${String(doc['hostname'])} meta=${JSON.stringify(doc['meta'])} ` +
+        `keys=${Object.keys(doc['public_keys'] as object).join(',')}`,
     );
     const ud = await g.http('/openstack/latest/user_data');
     say(`  user_data (HTTP ${ud.status}): ${JSON.stringify(ud.body.toString())}`);
@@ -94,7 +95,8 @@ async function main(sb: Sandbox): Promise<void> {
   await sb.hvRun(['ip', 'link', 'del', 'imdsv-demo']);
   const repaired = await daemon.waitFor((l) => l['msg'] === 'repaired kernel drift' && daemon.logs.indexOf(l) >= mark, 10_000);
   say(
-    `  daemon log after ${Math.round(performance.now() - t0)} ms: repaired kernel drift — wrong: ${JSON.stringify(repaired['wrong'])}, done: ${JSON.stringify(repaired['done'])}`,
+    `  daemon log after ${Math.round(performance.now() - t0)} ms: repaired kernel drift — wrong: ` +
+      `${JSON.stringify(repaired['wrong'])}, done: ${JSON.stringify(repaired['done'])}`,
   );
   const again = await g0.http('/openstack/latest/meta_data.json');
   say(`  guest ${g0.name} asks again: HTTP ${again.status}`);

@@ -13,7 +13,8 @@ const [mode, nsList, workers] = isMainThread
   ? [process.argv[2], process.argv[3].split(','), Number(process.argv[4] ?? 1)]
   : [workerData.mode, workerData.nsList, 1];
 const body = Buffer.from(
-  '{"uuid": "b0000000-0000-4000-8000-000000000000", "hostname": "vm-0-0.novalocal", "name": "vm-0-0", "launch_index": 0, "availability_zone": "nova", "project_id": "x"}',
+  '{"uuid": "b0000000-0000-4000-8000-000000000000", "hostname": "vm-0-0.novalocal", "name": "vm-0-0", "launch_index": 0, ' +
+    '"availability_zone": "nova", "project_id": "x"}',
 );
 const resp = Buffer.concat([
   Buffer.from(

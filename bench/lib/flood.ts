@@ -88,8 +88,10 @@ export async function floodBench(sb: Sandbox, runs: number, seconds: number, log
   const rows = [
     '| neighbour, new connection per request (medians of runs) | p50 ms | p99 ms | max ms | samples | not 200 |',
     '|---|---|---|---|---|---|',
-    `| network quiet | ${fmt(m('unloaded', 'p50'))} | ${fmt(m('unloaded', 'p99'))} | ${fmt(m('unloaded', 'max'))} | ${out.map((x) => x.unloaded.n).join(', ')} | ${refused('unloaded')} |`,
-    `| another guest flooding at 2,000 req/s | ${fmt(m('loaded', 'p50'))} | ${fmt(m('loaded', 'p99'))} | ${fmt(m('loaded', 'max'))} | ${out.map((x) => x.loaded.n).join(', ')} | ${refused('loaded')} |`,
+    `| network quiet | ${fmt(m('unloaded', 'p50'))} | ${fmt(m('unloaded', 'p99'))} | ${fmt(m('unloaded', 'max'))} | ` +
+      `${out.map((x) => x.unloaded.n).join(', ')} | ${refused('unloaded')} |`,
+    `| another guest flooding at 2,000 req/s | ${fmt(m('loaded', 'p50'))} | ${fmt(m('loaded', 'p99'))} | ` +
+      `${fmt(m('loaded', 'max'))} | ${out.map((x) => x.loaded.n).join(', ')} | ${refused('loaded')} |`,
     `| ratio (flood / quiet) | ${fmt(m('loaded', 'p50') / m('unloaded', 'p50'))}x | ${fmt(m('loaded', 'p99') / m('unloaded', 'p99'))}x | | | |`,
     '',
     `flood answers per run: ${out.map((x) => JSON.stringify(x.flood.statuses)).join('; ')}`,

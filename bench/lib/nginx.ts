@@ -146,7 +146,14 @@ export function peersTable(results: Record<string, unknown>, median: (v: number[
       const r = results[key] as Row;
       const c16 = r.steady['c16'] ?? [];
       const statuses = JSON.stringify(r.storm1000[0]?.status ?? {});
-      return `| ${name} | ${Math.round(median(r.storm1000.map((s) => s.wall_ms)))} | ${median(r.storm1000.map((s) => s.server_cpu_us_per_req))} | ${r.storm1000.reduce((n, s) => n + s.failures, 0)} | ${statuses} | ${Math.round(median(c16.map((w) => w.rps)))} | ${Math.round(median(c16.map((w) => w.p99_us)))} |`;
+      return (
+        `| ${name} | ${Math.round(median(r.storm1000.map((s) => s.wall_ms)))} | ` +
+        `${median(r.storm1000.map((s) => s.server_cpu_us_per_req))} | ${r.storm1000.reduce((n, s) => n + s.failures, 0)} | ` +
+        `${statuses} | ${Math.round(median(c16.map((w) => w.rps)))} | ${Math.round(median(c16.map((w) => w.p99_us)))} |`
+      );
     });
-  return `\n| server (1,000 VMs) | storm 1,000 wall ms | server CPU µs/req | failures | answers (one storm) | c=16 req/s | c=16 p99 µs |\n|---|---|---|---|---|---|---|\n${rows.join('\n')}\n`;
+  return (
+    `\n| server (1,000 VMs) | storm 1,000 wall ms | server CPU µs/req | failures | answers (one storm) | c=16 req/s | c=16 ` +
+    `p99 µs |\n|---|---|---|---|---|---|---|\n${rows.join('\n')}\n`
+  );
 }

@@ -112,5 +112,8 @@ export async function restartUnderStorm(
 
 export function restartStormTable(runs: RestartStormRun[]): string {
   const rows = runs.map((r) => `| ${r.mode} | ${r.storms} | ${r.requests} | ${r.failed} | ${r.replace_ms} |`);
-  return `\n| replacing the daemon under back-to-back boot storms | storms | requests | failed | command to new daemon ready, ms |\n|---|---|---|---|---|\n${rows.join('\n')}\n`;
+  return (
+    `\n| replacing the daemon under back-to-back boot storms | storms | requests | failed | command to new daemon ready, ms ` +
+    `|\n|---|---|---|---|---|\n${rows.join('\n')}\n`
+  );
 }

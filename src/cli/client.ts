@@ -103,7 +103,8 @@ export class AdminClient {
         reject(
           new ImdsError(
             'DAEMON_UNREACHABLE',
-            `cannot reach the daemon at ${this.socketPath}: ${why}; is it running (imds serve, systemctl status imds)? Use --admin-socket or IMDS_ADMIN_SOCKET for another socket`,
+            `cannot reach the daemon at ${this.socketPath}: ${why}; is it running (imds serve, systemctl status imds)? Use ` +
+              `--admin-socket or IMDS_ADMIN_SOCKET for another socket`,
             {
               cause: err,
             },

@@ -30,7 +30,8 @@ export function doctorCommand() {
   return withOutput(
     new Command('doctor')
       .description(
-        "check the path a guest's request takes, hop by hop, from the kernel's real state: one VM's path, one network's hops (--network), or every network's (no argument); exit 1 when a hop fails",
+        "check the path a guest's request takes, hop by hop, from the kernel's real state: one VM's path, one network's hops " +
+          "(--network), or every network's (no argument); exit 1 when a hop fails",
       )
       .argument('[vm]', 'the VM: its id, host name, name, address, MAC or NET/REF (docs/cli.md, naming a VM)')
       .option('--network <id>', 'check this network (network-level hops only)'),

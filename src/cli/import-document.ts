@@ -32,7 +32,8 @@ function vmEntry(v: unknown, i: number): Entry {
     if (typeof bytes === 'number' && bytes > 0 && v['user_data'] === undefined && v['user_data_b64'] === undefined)
       throw fail(
         `vms[${i}].user_data`,
-        `the VM has ${bytes} bytes of user data but the file does not hold them (vm list --json leaves them out; use vm show --json or imds export), so importing it would delete them`,
+        `the VM has ${bytes} bytes of user data but the file does not hold them (vm list --json leaves them out; use vm show ` +
+          `--json or imds export), so importing it would delete them`,
       );
     for (const f of VM_VIEW_FIELDS) delete out[f];
   }

@@ -47,7 +47,8 @@ const PLUGINS: readonly (readonly [AdminPlugin, string])[] = [
 
 export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
   const app = Fastify({
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc needs it: without it the app is typed by pino's Logger, not FastifyInstance
+    // tsc needs the assertion: without it the app is typed by pino's Logger, not FastifyInstance.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion
     loggerInstance: deps.log.child({ component: 'admin' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 256 * 1024 * 1024,
@@ -61,7 +62,8 @@ export async function buildAdminApp(deps: AdminDeps): Promise<FastifyInstance> {
         title: 'imds admin API',
         version: API_VERSION,
         description:
-          "Manage the networks and VMs imds serves. Served on the daemon's Unix socket (admin_socket). Errors are {code, message, field?}; codes are listed in docs/errors.md.",
+          "Manage the networks and VMs imds serves. Served on the daemon's Unix socket (admin_socket). Errors are {code, message, " +
+          'field?}; codes are listed in docs/errors.md.',
       },
     },
     transform: jsonSchemaTransform,

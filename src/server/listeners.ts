@@ -11,7 +11,9 @@ import type { NativePlane } from './native-plane.ts';
 import { NETWORK, type ConnectionFront, type HandOver, type RequestHandler, type TaggedSocket } from './connection.ts';
 
 const METHOD_NOT_ALLOWED_BODY = '405 Method Not Allowed\n';
-const METHOD_NOT_ALLOWED = `HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: ${METHOD_NOT_ALLOWED_BODY.length}\r\nConnection: close\r\n\r\n${METHOD_NOT_ALLOWED_BODY}`;
+const METHOD_NOT_ALLOWED =
+  `HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nContent-Type: text/plain; ` +
+  `charset=UTF-8\r\nContent-Length: ${METHOD_NOT_ALLOWED_BODY.length}\r\nConnection: close\r\n\r\n${METHOD_NOT_ALLOWED_BODY}`;
 
 export { NETWORK, type ConnectionFront, type RequestHandler, type TaggedSocket } from './connection.ts';
 

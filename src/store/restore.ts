@@ -133,7 +133,8 @@ export function restoreStore(stateDir: string, file: string, date = new Date()):
   if (existsSync(`${file}-wal`) && statSync(`${file}-wal`).size > 0)
     throw invalid(
       file,
-      `${file}-wal is beside it: the file is open in a running SQLite (or was not closed), and a copy of it alone may miss recent changes; take a backup with \`imds store backup\` instead`,
+      `${file}-wal is beside it: the file is open in a running SQLite (or was not closed), and a copy of it alone may miss recent ` +
+        `changes; take a backup with \`imds store backup\` instead`,
     );
   const store = join(stateDir, 'imds.sqlite');
   const incoming = `${store}.restore-${process.pid}.tmp`;

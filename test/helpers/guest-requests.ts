@@ -37,7 +37,9 @@ function one(agent, r) {
     const req = http.request({ host: '169.254.169.254', port: 80, method: r.method || 'GET', path: r.path, headers: r.headers || {}, agent }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
-      res.on('end', () => finish({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('base64'), reused: req.reusedSocket === true }));
+      res.on('end', () => finish({
+        status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('base64'), reused: req.reusedSocket === true,
+      }));
       res.on('error', (e) => finish({ error: 'response: ' + (e.code || e.message) }));
     });
     req.setTimeout(15000, () => req.destroy(new Error('no answer within 15 s')));

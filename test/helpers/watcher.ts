@@ -123,7 +123,10 @@ export function outageSince(requests: readonly WatchedRequest[], t0: number, unt
 export function describeOutage(o: Outage | undefined): string {
   if (o === undefined) return 'no failed request';
   const why = [...new Set(o.failed.map((r) => r.why ?? '?'))].join('/');
-  return `${o.failed.length} failed (${why}; the first started at ${signed(o.from)} ms), first failure at +${o.down.toFixed(0)} ms, served again at +${o.back === undefined ? '?' : o.back.toFixed(0)} ms`;
+  return (
+    `${o.failed.length} failed (${why}; the first started at ${signed(o.from)} ms), first failure at +${o.down.toFixed(0)} ` +
+    `ms, served again at +${o.back === undefined ? '?' : o.back.toFixed(0)} ms`
+  );
 }
 
 function signed(ms: number): string {

@@ -159,7 +159,9 @@ describe('config drive', () => {
         'from cloudinit.sources.helpers import openstack',
         `res = openstack.ConfigDriveReader(${JSON.stringify(dir)}).read_v2()`,
         "md = res['metadata']",
-        "print(json.dumps({'uuid': md['uuid'], 'hostname': md['hostname'], 'keys': md.get('public_keys'), 'ud_len': len(res['userdata']), 'ud_head': list(res['userdata'][:2]), 'vendor': res['vendordata'], 'net': res['networkdata'], 'ec2': res['ec2-metadata'].get('local-ipv4'), 'version': res['version']}))",
+        "print(json.dumps({'uuid': md['uuid'], 'hostname': md['hostname'], 'keys': md.get('public_keys'), 'ud_len': " +
+          "len(res['userdata']), 'ud_head': list(res['userdata'][:2]), 'vendor': res['vendordata'], 'net': res['networkdata'], " +
+          "'ec2': res['ec2-metadata'].get('local-ipv4'), 'version': res['version']}))",
       ]);
       assert.equal(read['uuid'], VM);
       assert.equal(read['hostname'], 'drive.novalocal');

@@ -225,7 +225,10 @@ describe('data path', () => {
     // report when the server closes. Nothing sent is the fast path's timer; a partial head is
     // handed to node:http, whose headers timeout must cut it off too.
     const stall = (first: string): string =>
-      `const s=require('net').connect(80,'169.254.169.254');const t=Date.now();let d='';s.on('connect',()=>{if(${JSON.stringify(first)})s.write(${JSON.stringify(first)})});s.on('data',c=>d+=c);s.on('close',()=>{console.log(JSON.stringify({ms:Date.now()-t,d}));process.exit(0)});setTimeout(()=>{console.log(JSON.stringify({ms:-1}));process.exit(0)},15000);`;
+      `const s=require('net').connect(80,'169.254.169.254');const t=Date.now();let d='';` +
+      `s.on('connect',()=>{if(${JSON.stringify(first)})s.write(${JSON.stringify(first)})});s.on('data',c=>d+=c);` +
+      `s.on('close',()=>{console.log(JSON.stringify({ms:Date.now()-t,d}));process.exit(0)});` +
+      `setTimeout(()=>{console.log(JSON.stringify({ms:-1}));process.exit(0)},15000);`;
     for (const [what, first] of [
       ['nothing', ''],
       ['a partial head', 'GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: 169.254.169.254\r\n'],
@@ -251,7 +254,9 @@ describe('data path', () => {
       "r = openstack.MetadataReader('http://169.254.169.254', timeout=5, retries=0)",
       'res = r.read_v2()',
       "md = res['metadata']",
-      "print(json.dumps({'version': r._find_working_version(), 'uuid': md['uuid'], 'instance_id': md['instance-id'], 'local_hostname': md['local-hostname'], 'userdata': res['userdata'].decode('utf-8'), 'ec2_hostname': res['ec2-metadata'].get('hostname'), 'seed_len': len(md['random_seed'])}))",
+      "print(json.dumps({'version': r._find_working_version(), 'uuid': md['uuid'], 'instance_id': md['instance-id'], " +
+        "'local_hostname': md['local-hostname'], 'userdata': res['userdata'].decode('utf-8'), 'ec2_hostname': " +
+        "res['ec2-metadata'].get('hostname'), 'seed_len': len(md['random_seed'])}))",
     ].join('\n');
     const out = await gA.exec(['/usr/bin/python3', '-c', py], { timeoutMs: 60_000 });
     const res = JSON.parse(out.stdout.trim().split('\n').pop() as string) as Record<string, unknown>;

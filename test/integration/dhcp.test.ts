@@ -174,7 +174,7 @@ describe('DHCP and L2 interception', () => {
     assert.equal(lease['ip'], '198.51.100.11');
   });
 
-  it('a guest whose only route is a default route via a router that does not serve metadata gets its own metadata, from the first request after `vm add` returns', async () => {
+  it('a guest with only a default route (its router serves no metadata) gets its own metadata from the first request after `vm add` returns', async () => {
     // The router stand-in answers ARP for the gateway address and does nothing else (no forwarding, no port 80).
     await sb.addGuest('rtr', { bridge: BRIDGE, ip: '198.51.100.1', prefix: 24, mac: '52:54:00:00:0f:01' });
     // The guest is up before its VM is registered (a VM that boots early, or retries), and already
@@ -213,7 +213,8 @@ describe('DHCP and L2 interception', () => {
     const first = await armed.fire();
     const synRetrans = (await guestCounter(g3, 'TcpExt.TCPSynRetrans')) - synRetransBefore;
     process.stdout.write(
-      `# measured: first request after \`vm add\` returned (L2 interception): ${JSON.stringify({ status: first.status ?? first.error, connect_ms: first.connect_ms, ms: first.ms, syn_retransmissions: synRetrans })}\n`,
+      `# measured: first request after \`vm add\` returned (L2 interception): ` +
+        `${JSON.stringify({ status: first.status ?? first.error, connect_ms: first.connect_ms, ms: first.ms, syn_retransmissions: synRetrans })}\n`,
     );
     assert.equal(first.status, 200, `the first request after the CLI returned: ${JSON.stringify(first)}`);
     assert.equal((JSON.parse(first.body as string) as { uuid: string }).uuid, VM3);
@@ -239,7 +240,8 @@ describe('DHCP and L2 interception', () => {
     assert.equal(
       synRetrans,
       0,
-      `the first request's SYN was retransmitted ${synRetrans} time(s): the bridge did not steer it yet when \`vm add\` returned (answered after ${first.ms} ms, connected after ${first.connect_ms} ms)`,
+      `the first request's SYN was retransmitted ${synRetrans} time(s): the bridge did not steer it yet when \`vm add\` returned ` +
+        `(answered after ${first.ms} ms, connected after ${first.connect_ms} ms)`,
     );
   });
 

@@ -200,7 +200,7 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     }
   });
 
-  it('keeps the hop limit on a keep-alive connection: a token PUT after other requests leaves with TTL = the hop limit, and so do the answers after it', async () => {
+  it('keeps the hop limit on a keep-alive connection: a token PUT after other requests leaves with TTL = hop limit, as do the answers after it', async () => {
     // H's hop limit is 2. One connection, five requests in turn: two GETs (the fast path), the
     // token PUT (handed to node:http, which sets the TTL on the socket), then two more GETs.
     const sequence = [
@@ -237,7 +237,8 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     assert.deepEqual(
       mine.map((p) => p.ttl),
       [64, 64, 2, 2, 2],
-      `the GETs before the PUT leave with the default TTL; the token answer with the hop limit, and the answers after it keep it (docs/metadata.md):\n${cap.text}`,
+      `the GETs before the PUT leave with the default TTL; the token answer with the hop limit, and the answers after it keep it ` +
+        `(docs/metadata.md):\n${cap.text}`,
     );
   });
 
@@ -555,7 +556,9 @@ describe('security: tokens, anti-spoofing, rate limits', () => {
     }
     const flood = JSON.parse(flooder.stdout.trim().split('\n').pop() as string) as Flood;
     process.stdout.write(
-      `# measured: neighbour p50/p99/max ms ${loaded.p50.toFixed(2)}/${loaded.p99.toFixed(2)}/${loaded.max.toFixed(2)} (n=${loaded.n}) during a flood of ${flood.sent} requests in ${flood.t1 - flood.t0} ms: ${JSON.stringify(flood.statuses)}\n`,
+      `# measured: neighbour p50/p99/max ms ${loaded.p50.toFixed(2)}/${loaded.p99.toFixed(2)}/${loaded.max.toFixed(2)} ` +
+        `(n=${loaded.n}) during a flood of ${flood.sent} requests in ${flood.t1 - flood.t0} ms: ` +
+        `${JSON.stringify(flood.statuses)}\n`,
     );
     assert.ok(flood.t0 <= loaded.t0 && loaded.t1 <= flood.t1, `the probe ran inside the flood: ${JSON.stringify({ flood, loaded })}`);
     // The budget: the burst (300) plus 20/s over the flood, with 5 s for its last answers.
@@ -646,7 +649,7 @@ describe('security: bounded fuzz from a guest', () => {
     });
   });
 
-  it('answers 100,000 hostile requests with no 5xx, no crash, nothing of another VM, an answer on every connection owed one, and no descriptor kept', async () => {
+  it('answers 100,000 hostile requests with no 5xx, no crash, nothing of another VM, an answer on every connection owed one, no fd kept', async () => {
     type Fuzz = {
       sent: number;
       connections: number;
@@ -684,7 +687,8 @@ describe('security: bounded fuzz from a guest', () => {
       await cap.stop();
     }
     process.stdout.write(
-      `# measured: fuzz ${r.sent} requests on ${r.connections} connections in ${r.ms} ms; statuses ${JSON.stringify(r.statuses)}; connections without any answer ${JSON.stringify(r.silent)}\n`,
+      `# measured: fuzz ${r.sent} requests on ${r.connections} connections in ${r.ms} ms; statuses ${JSON.stringify(r.statuses)}; ` +
+        `connections without any answer ${JSON.stringify(r.silent)}\n`,
     );
     assert.ok(r.sent >= 100_000);
     assert.deepEqual(r.leaks, []);

@@ -209,7 +209,10 @@ describe('store: backup, restore, migration copy, export and import', () => {
     // net1's API VMs not in the file: VM1 and bulk1..199; net2's VMs stay (not named by the file).
     assert.match(
       dry.stdout,
-      /^dry run, nothing was changed:\nnetworks: 0 to create, 0 to update, 0 unchanged, 0 to delete\nVMs: 0 to create, 0 to update, 1 unchanged, 200 to delete\n/,
+      new RegExp(
+        '^dry run, nothing was changed:\nnetworks: 0 to create, 0 to update, 0 unchanged, 0 to delete\n' +
+          'VMs: 0 to create, 0 to update, 1 unchanged, 200 to delete\n',
+      ),
     );
     assert.equal(dry.stdout.split('\n').filter((l) => l.startsWith('- vm ')).length, 200);
     assert.ok(dry.stdout.includes(`- vm ${VM1}\n`));

@@ -27,7 +27,10 @@ function once() {
     res.on('end', () => {
       const body = Buffer.concat(parts).toString();
       let doc; try { doc = JSON.parse(body); } catch { seen.push({ status: res.statusCode, bad: body.slice(0, 200) }); return once(); }
-      seen.push({ status: res.statusCode, uuid: doc.uuid, gen: Number(doc.meta && doc.meta.gen), length: body.length, declared: Number(res.headers['content-length']) });
+      seen.push({
+        status: res.statusCode, uuid: doc.uuid, gen: Number(doc.meta && doc.meta.gen), length: body.length,
+        declared: Number(res.headers['content-length']),
+      });
       once();
     });
   });

@@ -187,7 +187,10 @@ export class Container {
       allowFailure: true,
       timeoutMs: 20_000,
     });
-    return `--- systemctl status ${unit}:\n${status.stdout}${status.stderr}\n--- journalctl -u ${unit} (last ${lines} lines):\n${journal.stdout}${journal.stderr}`;
+    return (
+      `--- systemctl status ${unit}:\n${status.stdout}${status.stderr}\n--- journalctl -u ${unit} (last ${lines} ` +
+      `lines):\n${journal.stdout}${journal.stderr}`
+    );
   }
 
   consoleTail(lines = 30): string {

@@ -82,7 +82,8 @@ describe('meta_data.json', () => {
       one.replace(/"random_seed": "[^"]+"/, '"random_seed": "SEED"'),
       '{"uuid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "meta": {"role": "db"}, "public_keys": {"deploy": "ssh-ed25519 AAAA deploy@build"}, ' +
         '"keys": [{"name": "deploy", "type": "ssh", "data": "ssh-ed25519 AAAA deploy@build"}], "hostname": "vm1.novalocal", "name": "vm1", ' +
-        '"launch_index": 0, "availability_zone": "az1", "random_seed": "SEED", "project_id": "8e1f0c2d4b6a49c7a3e5d7f9b1c2e4a6", "devices": [], "dedicated_cpus": []}',
+        '"launch_index": 0, "availability_zone": "az1", "random_seed": "SEED", "project_id": "8e1f0c2d4b6a49c7a3e5d7f9b1c2e4a6", ' +
+        '"devices": [], "dedicated_cpus": []}',
     );
     const old = entry.metaData('2012-08-10').toString();
     assert.ok(!old.includes('random_seed'));

@@ -110,7 +110,10 @@ describe('fast path on the wire', () => {
     assert.equal(answers.length, 2);
     assert.match(
       answers[0] as string,
-      /^200 OK\r\ncontent-type: text\/plain; charset=UTF-8\r\ncontent-length: 5\r\nDate: .+ GMT\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nhello$/,
+      new RegExp(
+        '^200 OK\r\ncontent-type: text/plain; charset=UTF-8\r\ncontent-length: 5\r\n' +
+          'Date: .+ GMT\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nhello$',
+      ),
     );
     assert.match(answers[1] as string, /\r\n\r\nvm1\.novalocal$/);
     assert.equal(r.closedByServer, false);

@@ -101,7 +101,8 @@ for (const [name, fixture, fast] of [
       if (process.env['IMDS_UPDATE_GOLDEN'] === '1' && !fast) writeFileSync(file, `${JSON.stringify(tree, null, 1)}\n`);
       assert.ok(
         existsSync(file),
-        `the golden file ${file.pathname} is missing; after checking the tree by hand, write it with: IMDS_UPDATE_GOLDEN=1 node --import tsx --test test/unit/golden-tree.test.ts`,
+        `the golden file ${file.pathname} is missing; after checking the tree by hand, write it with: IMDS_UPDATE_GOLDEN=1 node ` +
+          `--import tsx --test test/unit/golden-tree.test.ts`,
       );
       assert.deepEqual(tree, JSON.parse(readFileSync(file, 'utf8')));
     });

@@ -138,8 +138,12 @@ describe('planner', () => {
       [
         'ensure bridge table [host] nft -f (replace table)  # bridge table missing',
         'ensure net1 [imds-net1] netns-add  # namespace missing',
-        `ensure net1 [host] ip link add imdsb-net1 type bridge; ip link set imdsb-net1 alias imds:net1:bridge; ip link set imdsb-net1 mtu 1400; ip link set imdsb-net1 up; ip link add imdsv-net1 mtu 1400 type veth peer name imds0 address ${d.innerMac} mtu 1400 netns imds-net1; ip link set imdsv-net1 alias imds:net1:veth; ip link set imdsv-net1 master imdsb-net1; ip link set imdsv-net1 up  # bridge missing, veth missing`,
-        'ensure net1 [imds-net1] ip link set lo up; ip link set imds0 up; ip addr add 198.51.100.2/24 dev imds0; ip addr add 169.254.169.254/32 dev imds0  # namespace links and addresses',
+        `ensure net1 [host] ip link add imdsb-net1 type bridge; ip link set imdsb-net1 alias imds:net1:bridge; ip link set ` +
+          `imdsb-net1 mtu 1400; ip link set imdsb-net1 up; ip link add imdsv-net1 mtu 1400 type veth peer name imds0 address ` +
+          `${d.innerMac} mtu 1400 netns imds-net1; ip link set imdsv-net1 alias imds:net1:veth; ip link set imdsv-net1 master ` +
+          `imdsb-net1; ip link set imdsv-net1 up  # bridge missing, veth missing`,
+        'ensure net1 [imds-net1] ip link set lo up; ip link set imds0 up; ip addr add 198.51.100.2/24 dev imds0; ip addr add ' +
+          '169.254.169.254/32 dev imds0  # namespace links and addresses',
         'ensure net1 [imds-net1] nft -f (replace table)  # nft table missing',
       ].join('\n'),
     );

@@ -89,7 +89,8 @@ function restart(app: AdminRouter, deps: AdminDeps): void {
       schema: {
         tags: ['daemon'],
         summary:
-          'Without systemd: start a new daemon (the same command line: after an upgrade, the new code), hand it the listening sockets, and stop this one once it is ready; answers with its pid',
+          'Without systemd: start a new daemon (the same command line: after an upgrade, the new code), hand it the listening ' +
+          'sockets, and stop this one once it is ready; answers with its pid',
         response: { 200: z.object({ successor: z.number() }), ...errorResponses },
       },
     },

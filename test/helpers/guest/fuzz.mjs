@@ -109,11 +109,20 @@ function request() {
     case 2:
       return `GET ${pick(PATHS)} HTTP/1.1\r\n${host}${Array.from({ length: 50 + rnd(300) }, (_, i) => `X-H${i}: ${junk(10)}`).join('\r\n')}\r\n\r\n`;
     case 3:
-      return `POST ${pick(PATHS)} HTTP/1.1\r\n${host}Transfer-Encoding: chunked\r\n\r\n${pick(['zz\r\nabc\r\n', '5\r\nab', 'ffffffffffffffff\r\n', '3\r\nabc\r\n0\r\n', '-1\r\n\r\n'])}\r\n`;
+      return (
+        `POST ${pick(PATHS)} HTTP/1.1\r\n${host}Transfer-Encoding: ` +
+        `chunked\r\n\r\n${pick(['zz\r\nabc\r\n', '5\r\nab', 'ffffffffffffffff\r\n', '3\r\nabc\r\n0\r\n', '-1\r\n\r\n'])}\r\n`
+      );
     case 4:
-      return `POST /openstack/latest/password HTTP/1.1\r\n${host}Content-Length: ${pick(['5000', '-1', 'abc', '99999999999999999999', '10, 20'])}\r\n\r\n${junk(rnd(100))}`;
+      return (
+        `POST /openstack/latest/password HTTP/1.1\r\n${host}Content-Length: ` +
+        `${pick(['5000', '-1', 'abc', '99999999999999999999', '10, 20'])}\r\n\r\n${junk(rnd(100))}`
+      );
     case 5:
-      return `PUT /latest/api/token HTTP/1.1\r\n${host}X-aws-ec2-metadata-token-ttl-seconds: ${pick(['0', '1', '21600', '21601', '-5', 'x', '1e3', ' 60 ', junk(5)])}\r\n${rnd(2) ? 'X-Forwarded-For: 1.2.3.4\r\n' : ''}\r\n`;
+      return (
+        `PUT /latest/api/token HTTP/1.1\r\n${host}X-aws-ec2-metadata-token-ttl-seconds: ` +
+        `${pick(['0', '1', '21600', '21601', '-5', 'x', '1e3', ' 60 ', junk(5)])}\r\n${rnd(2) ? 'X-Forwarded-For: 1.2.3.4\r\n' : ''}\r\n`
+      );
     case 6:
       return `GET ${pick(PATHS)} HTTP/1.1\r\n${host}X-aws-ec2-metadata-token: ${pick(['', 'x', 'A'.repeat(50), junk(30), 'A'.repeat(10000)])}\r\n\r\n`;
     case 7:
