@@ -33,6 +33,11 @@ export function requireAddon(): Addon {
  * in its own namespace before returning or throwing (the addon aborts the process if it cannot:
  * a thread left in the wrong namespace would serve the wrong network). `fn` must be synchronous:
  * the namespace belongs to the thread, and an `await` would let other code run inside it.
+ *
+ * A child spawned inside `fn` starts in the namespace (it inherits the thread's at fork): the CLI's
+ * commands and dnsmasq start so. The daemon's commands do not: they start in the spawner's helper
+ * process (no fork stall of the daemon's loop), another process without this addon, which no
+ * `withNetns` here can move; they enter with `nsenter --net=` instead (`inNetns` in run.ts).
  */
 export function withNetns<T>(netns: string, fn: () => T): T {
   const native = requireAddon();

@@ -1,11 +1,13 @@
 // The process runner: argv arrays only (no shell), a timeout on every command, stdin for batch
 // input, and typed errors that carry the command, exit code and stderr. With a spawner script
 // (the daemon), commands start from a helper process (spawner.ts); otherwise (the CLI) here. The
-// only modules that start processes are this one, spawner.ts and service.ts (ESLint enforces it).
+// only modules that start processes are this one, spawner.ts, spawner-child.ts and service.ts
+// (ESLint enforces it). Both ways feed, collect and time out a command with child-output.ts.
 import { spawn } from 'node:child_process';
 import { ImdsError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { withNetns } from './addon.ts';
+import { collectOutput, type CommandOutcome } from './child-output.ts';
 import { netnsPath } from './paths.ts';
 import { MAX_OUTPUT, Spawner } from './spawner.ts';
 
@@ -39,7 +41,7 @@ export interface Runner {
 /** The outcome of a finished command as RunResult or the typed error (shared by both ways of running). */
 function settle(
   argv: readonly string[],
-  outcome: { code: number; signal: NodeJS.Signals | null; stdout: string; stderr: string; timedOut: boolean },
+  outcome: CommandOutcome,
   started: number,
   timeoutMs: number,
   runOptions: RunOptions,
@@ -117,27 +119,15 @@ export function createRunner(options: RunnerOptions = {}): Runner {
           spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
         const child = runOptions.netns === undefined ? spawnIt() : withNetns(runOptions.netns, spawnIt);
         if (child.pid !== undefined) options.onStarted?.(child.pid);
-        const out: Buffer[] = [];
-        const err: Buffer[] = [];
-        let size = 0;
-        let timedOut = false;
-        const timer = setTimeout(() => {
-          timedOut = true;
-          child.kill('SIGKILL');
-        }, timeoutMs);
-        const collect = (sink: Buffer[]) => (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > MAX_OUTPUT) child.kill('SIGKILL');
-          else sink.push(chunk);
-        };
-        child.stdout?.on('data', collect(out));
-        child.stderr?.on('data', collect(err));
-        child.stdin?.on('error', () => {
-          /* EPIPE when the command exits before reading stdin; the exit code tells the story */
+        const stopTimer = collectOutput(child, { stdin: runOptions.stdin ?? '', timeoutMs, maxOutput: MAX_OUTPUT }, (outcome) => {
+          try {
+            resolve(settle(argv, outcome, started, timeoutMs, runOptions, log));
+          } catch (e) {
+            reject(e instanceof Error ? e : new Error(String(e)));
+          }
         });
-        child.stdin?.end(runOptions.stdin ?? '');
         child.on('error', (e: NodeJS.ErrnoException) => {
-          clearTimeout(timer);
+          stopTimer();
           if (e.code === 'ENOENT') {
             reject(
               new ImdsError('COMMAND_NOT_FOUND', `${file}: not found; install it (see docs/install.md)`, { details: { argv }, cause: e }),
@@ -146,27 +136,20 @@ export function createRunner(options: RunnerOptions = {}): Runner {
             reject(new ImdsError('COMMAND_FAILED', `${file}: ${e.message}`, { details: { argv }, cause: e }));
           }
         });
-        child.on('close', (code, signal) => {
-          clearTimeout(timer);
-          const outcome = {
-            code: code ?? -1,
-            signal,
-            stdout: Buffer.concat(out).toString('utf8'),
-            stderr: Buffer.concat(err).toString('utf8'),
-            timedOut,
-          };
-          try {
-            resolve(settle(argv, outcome, started, timeoutMs, runOptions, log));
-          } catch (e) {
-            reject(e instanceof Error ? e : new Error(String(e)));
-          }
-        });
       });
     },
   };
 }
 
-/** argv that runs `argv` inside the named network namespace (network only; the mount namespace is shared). */
+/**
+ * argv that runs `argv` inside the named network namespace (network only; the mount namespace is
+ * shared): how the daemon's commands enter a namespace. They start in the spawner's helper process,
+ * not in the daemon, and `withNetns` cannot reach there: it switches only the calling thread of the
+ * process that has the addon loaded, and the helper is another process, plain Node without the
+ * addon (small and quick to start). Entering the namespace in the daemon around a request to the
+ * helper would change nothing for the helper, and spawning from the daemon inside `withNetns` is the
+ * fork stall the helper exists to avoid; so `nsenter` does the setns in the command's own process.
+ */
 export function inNetns(netnsName: string, argv: readonly string[]): string[] {
   return ['nsenter', `--net=${netnsPath(netnsName)}`, '--', ...argv];
 }

@@ -4,9 +4,11 @@
 // a few MB of plain Node, the copy is cheap and the daemon's loop never waits. One request per
 // stdin line; per request a `started` line (the command's pid) and an answer line (JSON); it exits
 // when its stdin closes (the daemon went).
-// No imports beyond Node: it must start fast and stay small.
+// No imports beyond Node and child-output.ts (itself only Node types): it must start fast and stay
+// small. It has no addon either, so a command for a namespace comes as `nsenter --net=… --` (run.ts).
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { collectOutput } from './child-output.ts';
 
 interface Request {
   id: number;
@@ -32,41 +34,17 @@ function run(req: Request): void {
   }
   // Its pid, at once: nftables events of its transaction can reach the daemon before its exit does.
   if (child.pid !== undefined) answer({ id: req.id, started: child.pid });
-  const out: Buffer[] = [];
-  const errs: Buffer[] = [];
-  let size = 0;
-  let timedOut = false;
   let failed: NodeJS.ErrnoException | undefined;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill('SIGKILL');
-  }, req.timeoutMs);
-  const collect = (sink: Buffer[]) => (chunk: Buffer) => {
-    size += chunk.length;
-    if (size > req.maxOutput) child.kill('SIGKILL');
-    else sink.push(chunk);
-  };
-  child.stdout?.on('data', collect(out));
-  child.stderr?.on('data', collect(errs));
-  child.stdin?.on('error', () => undefined);
-  child.stdin?.end(req.stdin);
-  child.on('error', (e: NodeJS.ErrnoException) => {
-    failed = e;
-  });
-  child.on('close', (code, signal) => {
-    clearTimeout(timer);
-    if (failed !== undefined && out.length === 0 && errs.length === 0) {
+  collectOutput(child, { stdin: req.stdin, timeoutMs: req.timeoutMs, maxOutput: req.maxOutput }, (outcome, wroteAnything) => {
+    if (failed !== undefined && !wroteAnything) {
       answer({ id: req.id, error: failed.code ?? 'ESPAWN', message: failed.message });
       return;
     }
-    answer({
-      id: req.id,
-      code: code ?? -1,
-      signal,
-      timedOut,
-      stdout: Buffer.concat(out).toString('utf8'),
-      stderr: Buffer.concat(errs).toString('utf8'),
-    });
+    const { code, signal, timedOut, stdout, stderr } = outcome;
+    answer({ id: req.id, code, signal, timedOut, stdout, stderr });
+  });
+  child.on('error', (e: NodeJS.ErrnoException) => {
+    failed = e;
   });
 }
 
