@@ -1,22 +1,17 @@
 // The authoritative in-memory inventory of networks and VMs, mirrored to the SQLite store. Every
 // change is validated first (nothing half-written), then committed to the store in one
-// transaction, then applied to memory and to the metadata index — so guests see it at once.
+// transaction, then applied to memory and to the metadata index — so guests see it at once. The
+// records and their lookup maps are records.ts's; what the inventory tells its followers is
+// inventory-events.ts's.
 import { ImdsError } from '../errors.ts';
 import type { Defaults } from '../documents/instance.ts';
-import { bridgeNameOf } from '../model/names.ts';
 import type { Network, Vm } from '../model/schema.ts';
 import { networkProblems, vmProblems, type VmLookups } from '../model/validate.ts';
-import {
-  planBatch,
-  validationError,
-  type BatchInput,
-  type BatchOptions,
-  type BatchResult,
-  type Current,
-  type VmPlace,
-} from './batch-plan.ts';
+import { planBatch, validationError, type BatchInput, type BatchOptions, type BatchResult, type Current } from './batch-plan.ts';
+import type { InventoryEvents } from './inventory-events.ts';
 import { planRevert, type RevertScope } from './revert-plan.ts';
 import { MetadataIndex } from './metadata-index.ts';
+import { InventoryRecords } from './records.ts';
 import type { Origin, SqliteStore, StoredNetwork, StoredVm } from './sqlite-store.ts';
 
 export type { BatchInput, BatchOptions, BatchResult, VmPlace } from './batch-plan.ts';
@@ -26,28 +21,12 @@ export { validationError } from './batch-plan.ts';
 export type InventorySnapshot = Current;
 export type { RevertScope } from './revert-plan.ts';
 
-export interface InventoryEvents {
-  /** VMs of these networks changed (after the store and the index have the change). */
-  onVmsChanged?: (networks: ReadonlySet<string>) => void;
-  /**
-   * The index changed: called before the change's call returns, with the networks whose spec or
-   * VMs changed (undefined: any may have, e.g. after an import).
-   */
-  onIndexChanged?: (index: MetadataIndex, networks?: ReadonlySet<string>) => void;
-  /** VMs gone from a network (deleted, or moved to another one), after the index changed: per-VM state kept elsewhere can go. */
-  onVmsGone?: (gone: readonly VmPlace[]) => void;
-  /** A guest posted its write-once password (stored): with a registry it is published there too. */
-  onPasswordPosted?: (vmId: string, value: string) => void;
-}
+export type { InventoryEvents } from './inventory-events.ts';
 
 export class Inventory {
   private readonly store: SqliteStore;
   private defaults: Defaults;
-  private readonly networks = new Map<string, StoredNetwork>();
-  private readonly vms = new Map<string, StoredVm>();
-  private readonly vmsOf = new Map<string, Set<string>>();
-  private readonly ipUsers = new Map<string, string>();
-  private readonly macUsers = new Map<string, string>();
+  private readonly records = new InventoryRecords();
   /** Posted passwords by VM id, mirrored from the store (guests read them from here). */
   private readonly passwords = new Map<string, string>();
   private currentIndex: MetadataIndex;
@@ -75,61 +54,46 @@ export class Inventory {
   // -- reads ------------------------------------------------------------------------------------
 
   networkList(): Network[] {
-    return [...this.networks.values()].map((n) => n.network);
+    return this.records.networkList();
   }
 
   getNetwork(id: string): StoredNetwork | undefined {
-    return this.networks.get(id);
+    return this.records.networks.get(id);
   }
 
   vmList(network?: string): StoredVm[] {
-    if (network === undefined) return [...this.vms.values()];
-    return [...(this.vmsOf.get(network) ?? [])].map((id) => this.vms.get(id) as StoredVm);
+    return this.records.vmList(network);
   }
 
   getVm(id: string): StoredVm | undefined {
-    return this.vms.get(id);
+    return this.records.vms.get(id);
   }
 
   vmCount(network?: string): number {
-    return network === undefined ? this.vms.size : (this.vmsOf.get(network)?.size ?? 0);
+    return this.records.vmCount(network);
   }
 
   requireNetwork(id: string): StoredNetwork {
-    const n = this.networks.get(id);
+    const n = this.records.networks.get(id);
     if (n === undefined) throw new ImdsError('NOT_FOUND', `no network "${id}"`, { field: 'id' });
     return n;
   }
 
   requireVm(id: string): StoredVm {
-    const v = this.vms.get(id.toLowerCase());
+    const v = this.records.vms.get(id.toLowerCase());
     if (v === undefined) throw new ImdsError('NOT_FOUND', `no VM ${id}`, { field: 'id' });
     return v;
   }
 
   // -- networks ---------------------------------------------------------------------------------
 
-  private networkLookups() {
-    const bridgeUser = (bridge: string, self: string): string | undefined => {
-      for (const { network } of this.networks.values())
-        if (network.id !== self && bridgeNameOf(network) === bridge) return `network "${network.id}"`;
-      return undefined;
-    };
-    const uplinkUser = (uplink: string, self: string): string | undefined => {
-      for (const { network } of this.networks.values())
-        if (network.id !== self && network.uplink === uplink) return `network "${network.id}"`;
-      return undefined;
-    };
-    return { bridgeUser, uplinkUser };
-  }
-
   createNetwork(network: Network, origin: Origin): void {
-    if (this.networks.has(network.id)) throw new ImdsError('ALREADY_EXISTS', `network "${network.id}" already exists`, { field: 'id' });
-    const problems = networkProblems(network, this.networkLookups(), (f) => [f]);
+    if (this.records.networks.has(network.id))
+      throw new ImdsError('ALREADY_EXISTS', `network "${network.id}" already exists`, { field: 'id' });
+    const problems = networkProblems(network, this.records.networkLookups(), (f) => [f]);
     if (problems.length > 0) throw validationError(problems);
     this.store.apply({ networks: [{ network, origin }] });
-    this.networks.set(network.id, { network, origin });
-    this.vmsOf.set(network.id, new Set());
+    this.records.putNetwork({ network, origin });
     this.currentIndex.setNetwork(network);
     this.events.onIndexChanged?.(this.currentIndex, new Set([network.id]));
   }
@@ -137,7 +101,7 @@ export class Inventory {
   /** Replaces a network's spec; its VMs must still fit it. */
   updateNetwork(next: Network): Network {
     const current = this.requireNetwork(next.id);
-    const problems = networkProblems(next, this.networkLookups(), (f) => [f]);
+    const problems = networkProblems(next, this.records.networkLookups(), (f) => [f]);
     const lookups: VmLookups = { network: () => next, ipUser: () => undefined, macUser: () => undefined };
     for (const { vm } of this.vmList(next.id)) {
       for (const p of vmProblems(vm, lookups, (f) => ['vms', vm.id, f]))
@@ -145,7 +109,7 @@ export class Inventory {
     }
     if (problems.length > 0) throw validationError(problems);
     this.store.apply({ networks: [{ network: next, origin: current.origin }] });
-    this.networks.set(next.id, { network: next, origin: current.origin });
+    this.records.putNetwork({ network: next, origin: current.origin });
     this.currentIndex.setNetwork(next);
     this.events.onIndexChanged?.(this.currentIndex, new Set([next.id]));
     return current.network;
@@ -154,7 +118,7 @@ export class Inventory {
   /** Deletes a network; with `force` its VMs too. Returns the VMs deleted. */
   deleteNetwork(id: string, force: boolean): string[] {
     this.requireNetwork(id);
-    const vmIds = [...(this.vmsOf.get(id) ?? [])];
+    const vmIds = this.records.vmIdsOf(id);
     if (vmIds.length > 0 && !force) {
       throw new ImdsError(
         'NETWORK_NOT_EMPTY',
@@ -166,8 +130,7 @@ export class Inventory {
     }
     this.store.apply({ deleteVms: vmIds, deleteNetworks: [id] });
     for (const vmId of vmIds) this.forgetVm(vmId);
-    this.networks.delete(id);
-    this.vmsOf.delete(id);
+    this.records.removeNetwork(id);
     this.currentIndex.removeNetwork(id);
     this.events.onIndexChanged?.(this.currentIndex, new Set([id]));
     if (vmIds.length > 0) this.events.onVmsChanged?.(new Set([id]));
@@ -177,17 +140,8 @@ export class Inventory {
 
   // -- VMs --------------------------------------------------------------------------------------
 
-  private vmLookups(): VmLookups {
-    const label = (id: string | undefined, self: string): string | undefined => (id === undefined || id === self ? undefined : `VM ${id}`);
-    return {
-      network: (id) => this.networks.get(id)?.network,
-      ipUser: (network, ip, self) => label(this.ipUsers.get(`${network}/${ip}`), self),
-      macUser: (network, mac, self) => label(this.macUsers.get(`${network}/${mac}`), self),
-    };
-  }
-
   createVm(vm: Vm, origin: Origin): void {
-    if (this.vms.has(vm.id)) throw new ImdsError('ALREADY_EXISTS', `VM ${vm.id} already exists`, { field: 'id' });
+    if (this.records.vms.has(vm.id)) throw new ImdsError('ALREADY_EXISTS', `VM ${vm.id} already exists`, { field: 'id' });
     this.putVm(vm, origin);
   }
 
@@ -197,12 +151,12 @@ export class Inventory {
   }
 
   private putVm(vm: Vm, origin: Origin): void {
-    const problems = vmProblems(vm, this.vmLookups(), (f) => [f]);
+    const problems = vmProblems(vm, this.records.vmLookups(), (f) => [f]);
     if (problems.length > 0) throw validationError(problems);
-    const before = this.vms.get(vm.id);
+    const before = this.records.vms.get(vm.id);
     this.store.apply({ vms: [{ vm, origin }] });
     if (before !== undefined) this.forgetVm(vm.id, true);
-    this.rememberVm({ vm, origin });
+    this.records.rememberVm({ vm, origin });
     this.currentIndex.upsertVm(vm);
     const networks = new Set([vm.network, ...(before === undefined ? [] : [before.vm.network])]);
     this.events.onIndexChanged?.(this.currentIndex, networks);
@@ -220,25 +174,9 @@ export class Inventory {
     this.events.onVmsGone?.([{ id: vm.id, network: vm.network }]);
   }
 
-  private rememberVm(entry: StoredVm): void {
-    const { vm } = entry;
-    this.vms.set(vm.id, entry);
-    let set = this.vmsOf.get(vm.network);
-    if (set === undefined) this.vmsOf.set(vm.network, (set = new Set()));
-    set.add(vm.id);
-    this.ipUsers.set(`${vm.network}/${vm.ip}`, vm.id);
-    this.macUsers.set(`${vm.network}/${vm.mac}`, vm.id);
-  }
-
+  /** Forgets a VM and (unless `keepPassword`: a VM replaced by its update) its password. */
   private forgetVm(id: string, keepPassword = false): void {
-    const entry = this.vms.get(id);
-    if (entry === undefined) return;
-    if (!keepPassword) this.passwords.delete(id);
-    const { vm } = entry;
-    this.vms.delete(id);
-    this.vmsOf.get(vm.network)?.delete(id);
-    if (this.ipUsers.get(`${vm.network}/${vm.ip}`) === id) this.ipUsers.delete(`${vm.network}/${vm.ip}`);
-    if (this.macUsers.get(`${vm.network}/${vm.mac}`) === id) this.macUsers.delete(`${vm.network}/${vm.mac}`);
+    if (this.records.forgetVm(id) && !keepPassword) this.passwords.delete(id);
   }
 
   // -- batches (import, configuration seeding) --------------------------------------------------
@@ -249,7 +187,7 @@ export class Inventory {
    * only reports what would change.
    */
   applyBatch(batch: BatchInput, options: BatchOptions): BatchResult {
-    const plan = planBatch({ networks: this.networks, vms: this.vms, passwords: this.passwords }, batch, options);
+    const plan = planBatch({ networks: this.records.networks, vms: this.records.vms, passwords: this.passwords }, batch, options);
     if (options.dryRun === true) return plan.result;
     this.store.apply(plan.change);
     // Memory and index follow the committed state.
@@ -264,7 +202,8 @@ export class Inventory {
 
   /** What `revertTo` puts back: the records and passwords as they are now. */
   snapshot(): InventorySnapshot {
-    return { networks: new Map(this.networks), vms: new Map(this.vms), passwords: new Map(this.passwords) };
+    const { networks, vms } = this.records;
+    return { networks: new Map(networks), vms: new Map(vms), passwords: new Map(this.passwords) };
   }
 
   /**
@@ -272,7 +211,7 @@ export class Inventory {
    * else (an import whose network the kernel refused), in one store transaction (revert-plan.ts).
    */
   revertTo(snapshot: InventorySnapshot, scope: RevertScope): void {
-    const plan = planRevert({ networks: this.networks, vms: this.vms, passwords: this.passwords }, snapshot, scope);
+    const plan = planRevert({ networks: this.records.networks, vms: this.records.vms, passwords: this.passwords }, snapshot, scope);
     this.store.apply(plan.change);
     for (const id of [...(plan.change.deleteVms ?? []), ...plan.change.clearPasswords]) this.passwords.delete(id);
     for (const [id, value] of plan.change.passwords) this.passwords.set(id, value);
@@ -283,16 +222,7 @@ export class Inventory {
   }
 
   private reset(networks: readonly StoredNetwork[], vms: readonly StoredVm[]): void {
-    this.networks.clear();
-    this.vms.clear();
-    this.vmsOf.clear();
-    this.ipUsers.clear();
-    this.macUsers.clear();
-    for (const n of networks) {
-      this.networks.set(n.network.id, n);
-      this.vmsOf.set(n.network.id, new Set());
-    }
-    for (const v of vms) this.rememberVm(v);
+    this.records.reset(networks, vms);
     this.currentIndex = MetadataIndex.build(
       networks.map((n) => n.network),
       vms.map((v) => v.vm),
@@ -362,7 +292,7 @@ export class Inventory {
   /** Rebuilds every document (e.g. after dhcp_domain changed). */
   setDefaults(defaults: Defaults): void {
     this.defaults = defaults;
-    this.reset([...this.networks.values()], [...this.vms.values()]);
+    this.reset([...this.records.networks.values()], [...this.records.vms.values()]);
     this.events.onIndexChanged?.(this.currentIndex);
   }
 }
