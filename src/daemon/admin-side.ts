@@ -9,6 +9,8 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { parseListenAddress } from '../model/listen-address.ts';
 import type { Runner } from '../netns/run.ts';
+import type * as AdminApp from '../server/admin-app.ts'; // loaded when the side is built (below)
+import type { MetricsListener } from '../server/metrics-listener.ts';
 import { probe } from '../server/probe.ts';
 import type { Stats } from '../stats.ts';
 import type { Inventory } from '../store/inventory.ts';
@@ -32,21 +34,38 @@ export interface AdminSideDeps {
   health: Health;
   /** A reload of the configuration file: the reason when refused. */
   reload: () => Promise<string | undefined>;
-  /** `imds restart` without systemd: hands over to a successor; its pid. */
-  restart: () => Promise<number>;
+  /**
+   * `imds restart` without systemd: hands over to a successor; its pid. Called with this admin
+   * side's own pause and resume: the hand-over closes the socket the request came in on.
+   */
+  restart: (admin: AdminControl) => Promise<number>;
   /** With `registry` configured: writes go to etcd, and its state is reported. */
   registry?: RegistrySide | undefined;
 }
 
-export interface AdminSide {
-  app: FastifyInstance;
-  listen(gid: number | undefined): Promise<void>;
+/** What a hand-over does with the admin side. */
+export interface AdminControl {
   /** Stops taking connections (a hand-over; the request in flight is answered). */
   pause(): Promise<void>;
   /** Takes connections again (a hand-over that failed). */
   resume(): Promise<void>;
+}
+
+export interface AdminSide extends AdminControl {
+  app: FastifyInstance;
+  listen(gid: number | undefined): Promise<void>;
   /** Closes the admin API (on stop), paused or not. */
   close(): Promise<void>;
+}
+
+/** admin_group's gid (checked at start, before any side effect that needs undoing). */
+export async function adminGroupId(runner: Runner, name: string | undefined): Promise<number | undefined> {
+  if (name === undefined) return undefined;
+  const out = await runner.run(['getent', 'group', name], { allowFailure: true });
+  const gid = Number(out.stdout.split(':')[2]);
+  if (out.code !== 0 || !Number.isInteger(gid))
+    throw new ImdsError('CONFIG_INVALID', `admin_group: no group "${name}" on this host`, { field: 'admin_group' });
+  return gid;
 }
 
 /** What `imds status` shows of the daemon itself. */
@@ -110,7 +129,8 @@ async function metricsListener(deps: AdminSideDeps, metrics: Metrics) {
 }
 
 export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
-  const { API_VERSION, buildAdminApp, listenAdmin, secureAdminSocket } = await import('../server/admin-app.ts');
+  const adminApp = await import('../server/admin-app.ts');
+  const { API_VERSION, buildAdminApp } = adminApp;
   const { inventory, kernel, guests, runner } = deps;
   const metrics = await buildMetrics(deps);
   const tcp = await metricsListener(deps, metrics);
@@ -152,12 +172,23 @@ export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
       startedAt: deps.startedAt,
     },
     reload: deps.reload,
-    restart: deps.restart,
+    // The one reference from the app back to the side that serves it: a restart closes this socket.
+    restart: () => deps.restart(side),
     ...(deps.registry === undefined ? {} : { registry: deps.registry }),
     info: () => info(deps, API_VERSION),
   });
+  const side = adminSocket(app, deps.config.current.admin_socket, tcp, adminApp);
+  return side;
+}
+
+/** The admin socket (and metrics_listen) of the app: bound, paused for a hand-over, resumed, closed. */
+function adminSocket(
+  app: FastifyInstance,
+  path: string,
+  tcp: MetricsListener | undefined,
+  { listenAdmin, secureAdminSocket }: Pick<typeof AdminApp, 'listenAdmin' | 'secureAdminSocket'>,
+): AdminSide {
   let gidUsed: number | undefined;
-  const path = deps.config.current.admin_socket;
   return {
     app,
     listen: async (gid) => {

@@ -7,82 +7,32 @@
 import type { Config } from '../config.ts';
 import { loadConfig } from '../config.ts';
 import { OwnProcesses } from '../controller/drift/own-processes.ts';
-import { ImdsError, messageOf } from '../errors.ts';
-import { createLogger, setLogLevel, type Logger } from '../log.ts';
+import { messageOf } from '../errors.ts';
+import { createLogger, type Logger } from '../log.ts';
 import { requireAddon } from '../netns/addon.ts';
 import { requireNetlink } from '../netns/netlink.ts';
-import { createRunner, spawnerScript, type Runner } from '../netns/run.ts';
+import { createRunner, spawnerScript } from '../netns/run.ts';
 import { acquirePidFile } from '../pidfile.ts';
 import { inheritedSockets, ListenSockets } from '../server/listen-sockets.ts';
 import { Stats } from '../stats.ts';
 import { Inventory } from '../store/inventory.ts';
+import { InventoryChanges } from '../store/inventory-events.ts';
 import { SqliteStore } from '../store/sqlite-store.ts';
 import { createNotifier, type Notifier } from '../systemd/notify.ts';
 import { collectGarbage } from '../util/gc.ts';
-import { buildAdminSide, type AdminSide } from './admin-side.ts';
+import { adminGroupId, buildAdminSide, type AdminSide } from './admin-side.ts';
 import { Cleanups } from './cleanups.ts';
 import { failAsSuccessor, faultsFromEnv } from './faults.ts';
-import { exitOf, handOver, predecessor } from './handover.ts';
+import { exitOf, predecessor } from './handover.ts';
 import { buildGuestSide, type GuestSide } from './guest-side.ts';
-import { health, type Health } from './health.ts';
+import { health } from './health.ts';
 import { buildKernelSide, type KernelSide } from './kernel-side.ts';
+import { Lifecycle, reloadOf, restartOf, type Daemon, type DaemonParts } from './lifecycle.ts';
 import { buildRegistrySide, type RegistrySide } from './registry-side.ts';
-import { reload } from './reload.ts';
 import { seed } from './seed.ts';
 import { SignalGate } from './signals.ts';
 
-export interface Daemon {
-  /** Resolves when the daemon has stopped. */
-  done: Promise<void>;
-  /** Reloads the configuration file: the reason when refused (nothing changed), else undefined. */
-  reload(): Promise<string | undefined>;
-  stop(): Promise<void>;
-}
-
-/** What a running daemon is made of (built by `serve`, used by `running`). */
-interface Parts {
-  config: { current: Config };
-  configPath: string;
-  log: Logger;
-  notifier: Notifier;
-  inventory: Inventory;
-  kernel: KernelSide;
-  guests: GuestSide;
-  health: Health;
-  signals: SignalGate;
-  cleanups: Cleanups;
-}
-
-/** `imds restart` without systemd: a successor takes over the sockets, then this daemon stops. */
-function restartOf(
-  parts: Parts,
-  admin: { pause(): Promise<void>; resume(): Promise<void> },
-  stop: () => Promise<void>,
-): () => Promise<number> {
-  return () =>
-    handOver({
-      log: parts.log,
-      fds: () => parts.guests.listeners.fds(),
-      quiesce: async () => {
-        await admin.pause();
-        await parts.kernel.drift.pause();
-      },
-      resume: async () => {
-        await admin.resume();
-        parts.kernel.drift.resume();
-      },
-      stop,
-    });
-}
-
-async function groupId(runner: Runner, name: string | undefined): Promise<number | undefined> {
-  if (name === undefined) return undefined;
-  const out = await runner.run(['getent', 'group', name], { allowFailure: true });
-  const gid = Number(out.stdout.split(':')[2]);
-  if (out.code !== 0 || !Number.isInteger(gid))
-    throw new ImdsError('CONFIG_INVALID', `admin_group: no group "${name}" on this host`, { field: 'admin_group' });
-  return gid;
-}
+export type { Daemon } from './lifecycle.ts';
 
 /** The parts, built and connected (nothing serves yet); what they hold is released by `cleanups`. */
 async function build(cfg: Config, config: { current: Config }, log: Logger, notifier: Notifier, cleanups: Cleanups, handingOver: boolean) {
@@ -96,7 +46,7 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
     onStarted: (pid) => ownProcesses.started(pid),
   });
   cleanups.add('process runner', () => runner.close?.());
-  const gid = await groupId(runner, cfg.admin_group);
+  const gid = await adminGroupId(runner, cfg.admin_group);
   // A successor (a hand-over) takes the pid file once the daemon it replaces has exited.
   if (!handingOver) cleanups.add('pid file', acquirePidFile(cfg.state_dir));
   const faults = faultsFromEnv();
@@ -106,31 +56,29 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
   });
   cleanups.add('store', () => store.close());
   const stats = new Stats();
-  // The inventory reports VM changes to the kernel side, built next (a change reaches it only once
-  // the configuration is seeded).
-  const inventory = Inventory.open(
-    store,
-    { dhcpDomain: cfg.dhcp_domain },
-    {
-      onVmsChanged: (networks) => kernel.services.vmsChanged(networks),
-      onIndexChanged: (index, networks) => guests.indexChanged(index, networks),
-      // Their per-VM metric series and (when removed, not moved) their contact go with them.
-      onVmsGone: (gone) => stats.forgetVms(gone, (id) => inventory.getVm(id) !== undefined),
-      // With a registry, a guest's password goes there too (create-only: it moves with the VM).
-      onPasswordPosted: (vmId, value) => registry?.passwords.post(vmId, value),
-    },
-  );
+  // The inventory's events go to each part below once it is built (nothing changes the inventory
+  // before the configuration is seeded, after `build`).
+  const changes = new InventoryChanges();
+  const inventory = Inventory.open(store, { dhcpDomain: cfg.dhcp_domain }, changes);
+  // Gone VMs' per-VM metric series and (when removed, not moved) their contact go with them.
+  changes.follow({ onVmsGone: (gone) => stats.forgetVms(gone, (id) => inventory.getVm(id) !== undefined) });
   const sockets = new ListenSockets({ port: cfg.listen_port, notifier, log, inherited });
   const guests = buildGuestSide(cfg, inventory, sockets, stats, log);
+  changes.follow({ onIndexChanged: (index, networks) => guests.indexChanged(index, networks) });
   cleanups.add('access log', () => guests.accessLog.close()); // after the listeners (cleanups run in reverse)
   cleanups.add('guest listeners', async () => {
     await guests.listeners.stopAll();
     guests.native?.stop();
   });
   const kernel = buildKernelSide({ config, runner, inventory, listeners: guests.listeners, stats, log, ownProcesses });
+  changes.follow({ onVmsChanged: (networks) => kernel.services.vmsChanged(networks) });
   cleanups.add('DHCP servers and guest sets', () => kernel.services.stopAll()); // before the listeners close (cleanups run in reverse)
   const registry = registrySideOf(cfg, inventory, kernel, guests, log);
-  if (registry !== undefined) cleanups.add('registry sync', () => registry.close());
+  if (registry !== undefined) {
+    // A guest's password goes to the registry too (create-only: it moves with the VM).
+    changes.follow({ onPasswordPosted: (vmId, value) => registry.passwords.post(vmId, value) });
+    cleanups.add('registry sync', () => registry.close());
+  }
   return { runner, gid, faults, store, stats, inventory, sockets, guests, kernel, registry };
 }
 
@@ -179,8 +127,7 @@ async function serveGuests(b: Built, cfg: Config, log: Logger, cleanups: Cleanup
 }
 
 /** The admin side, with reload and (without systemd) restart; its socket is not bound yet. */
-async function openAdmin(b: Built, parts: Parts, life: Lifecycle): Promise<AdminSide> {
-  const control = { pause: () => Promise.resolve(), resume: () => Promise.resolve() };
+async function openAdmin(b: Built, parts: DaemonParts, life: Lifecycle): Promise<AdminSide> {
   const admin = await buildAdminSide({
     ...b,
     config: parts.config,
@@ -188,16 +135,14 @@ async function openAdmin(b: Built, parts: Parts, life: Lifecycle): Promise<Admin
     startedAt: Date.now(),
     health: parts.health,
     reload: reloadOf(parts),
-    restart: restartOf(parts, control, () => life.stop()),
+    restart: restartOf(parts, () => life.stop()),
   });
-  control.pause = () => admin.pause();
-  control.resume = () => admin.resume();
   parts.cleanups.add('admin API', () => admin.close());
   return admin;
 }
 
 /** Everything verified and converged, the admin socket bound, the pid file taken: ready. */
-async function finishStart(b: Built, parts: Parts, admin: AdminSide, replacing: ReturnType<typeof predecessor>): Promise<void> {
+async function finishStart(b: Built, parts: DaemonParts, admin: AdminSide, replacing: ReturnType<typeof predecessor>): Promise<void> {
   const { log, cleanups } = parts;
   const cfg = parts.config.current;
   const summary = await b.kernel.converge();
@@ -240,7 +185,7 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
     // Serve first: every network whose namespace survived (a restart) answers guests from here on.
     const { firstRead } = await serveGuests(b, cfg, log, cleanups);
     const { inventory, kernel, guests } = b;
-    const parts: Parts = {
+    const parts: DaemonParts = {
       config,
       configPath,
       log,
@@ -260,70 +205,5 @@ export async function serve(configPath: string, logger?: Logger): Promise<Daemon
   } catch (err) {
     await cleanups.run();
     throw err;
-  }
-}
-
-/** A reload with what it needs; the reason when refused. */
-function reloadOf(parts: Parts): () => Promise<string | undefined> {
-  return async () => {
-    const result = await reload({
-      configPath: parts.configPath,
-      config: parts.config,
-      inventory: parts.inventory,
-      log: parts.log,
-      notifier: parts.notifier,
-      converge: parts.kernel.converge,
-      status: () => parts.health.line(),
-      setLogLevel: (level) => setLogLevel(parts.log, level),
-      accessLog: (c) => parts.guests.accessLog.configure(c.access_log, c.access_log_lines_per_second),
-    });
-    return result.applied ? undefined : result.reason;
-  };
-}
-
-/** Stop, the watchdog and STATUS= of a daemon, and its signals once it is ready. */
-class Lifecycle {
-  readonly done: Promise<void>;
-  private resolveDone: () => void = () => undefined;
-  private stopping: Promise<void> | undefined;
-  private stopWatchdog: () => void = () => undefined;
-  private statusTimer: NodeJS.Timeout | undefined;
-  private readonly parts: Parts;
-
-  constructor(parts: Parts) {
-    this.parts = parts;
-    this.done = new Promise<void>((resolve) => (this.resolveDone = resolve));
-  }
-
-  stop(): Promise<void> {
-    const { log, notifier } = this.parts;
-    return (this.stopping ??= (async () => {
-      log.info('stopping; namespaces stay in place');
-      clearInterval(this.statusTimer);
-      notifier.stopping();
-      this.stopWatchdog();
-      await this.parts.cleanups.run();
-      this.resolveDone();
-    })());
-  }
-
-  /** Ready: the watchdog, STATUS= current within a second of any change, and the signals. */
-  begin(): Daemon {
-    const { log, notifier } = this.parts;
-    this.stopWatchdog = notifier.startWatchdog();
-    this.statusTimer = setInterval(() => notifier.status(this.parts.health.line()), 1000);
-    this.statusTimer.unref();
-    this.parts.signals.open(
-      {
-        reload: () => {
-          if (this.stopping !== undefined) return; // a reload while stopping has nothing left to reload
-          log.info('SIGHUP: reloading the configuration');
-          reloadOf(this.parts)().catch((err: unknown) => log.error({ err: (err as Error).message }, 'reload failed'));
-        },
-        stop: () => void this.stop(),
-      },
-      log,
-    );
-    return { done: this.done, reload: reloadOf(this.parts), stop: () => this.stop() };
   }
 }
