@@ -7,12 +7,18 @@ import type { Contact } from '../../contact.ts';
 import type { DoctorDeps } from '../../doctor/doctor.ts';
 import type { Logger } from '../../log.ts';
 import type { Metrics } from '../../metrics.ts';
+import type { Vm } from '../../model/schema.ts';
 import type { Inventory } from '../../store/inventory.ts';
 import type { RegistryStatus } from '../../registry/sync.ts';
 import type { RegistryWriter } from '../../registry/writer.ts';
 import type { ProbeResult } from '../probe.ts';
-import type { VmRefLookups } from './vm-ref.ts';
 import type { FastifyPluginCallbackZod } from 'fastify-type-provider-zod';
+
+/** Where a VM reference (vm-ref.ts) is looked up: the inventory, or the registry and then the inventory. */
+export interface VmRefLookups {
+  byId(id: string): Vm | undefined;
+  all(): Iterable<Vm>;
+}
 
 export interface AdminDeps {
   inventory: Inventory;

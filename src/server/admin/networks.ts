@@ -6,6 +6,7 @@ import { networkSchema, type Network } from '../../model/schema.ts';
 import { refuseIfRevision, registryCreateNetwork, registryDeleteNetwork, registryPatchNetwork, revisionOf } from './registry-writes.ts';
 import type { AdminDeps, AdminPlugin, AdminRouter } from './deps.ts';
 import { mergePatch } from './merge-patch.ts';
+import { patchRoute } from './patch-route.ts';
 import { errorBody, errorResponses, idParam, ifRevision, ifRevisionQuery, networkCreate, networkView, patchOf } from './schemas.ts';
 import { parseModel } from './validation.ts';
 import { networkViewOf, networkViews } from './views.ts';
@@ -77,28 +78,21 @@ const networkPatch = patchOf(networkSchema.omit({ id: true }).shape, ['cidr', 's
 
 function patchNetwork(app: AdminRouter, deps: AdminDeps): void {
   const { inventory } = deps;
-  app.patch(
-    '/:id',
-    {
-      schema: {
-        tags: ['networks'],
-        summary: 'Change a network; null clears a field',
-        params: idParam,
-        querystring: ifRevisionQuery,
-        body: networkPatch,
-        response: { 200: networkView, ...errorResponses },
-      },
-    },
-    async (req) => {
-      if (deps.registry !== undefined) return registryPatchNetwork(deps, deps.registry, req.params.id, req.body, revisionOf(req.query));
-      refuseIfRevision(req.query);
-      const current = inventory.requireNetwork(req.params.id).network;
-      const next: Network = parseModel(networkSchema, mergePatch(current, req.body));
+  patchRoute(app, deps, {
+    tag: 'networks',
+    noun: 'network',
+    body: networkPatch,
+    view: networkView,
+    query: ifRevisionQuery,
+    registry: (registry, id, body, query) => registryPatchNetwork(deps, registry, id, body, revisionOf(query)),
+    local: async (id, body) => {
+      const current = inventory.requireNetwork(id).network;
+      const next: Network = parseModel(networkSchema, mergePatch(current, body));
       const before = inventory.updateNetwork(next);
       await convergeOrUndo(deps, next.id, () => inventory.updateNetwork(before));
       return networkViewOf(deps, inventory.requireNetwork(next.id));
     },
-  );
+  });
 }
 
 const deleteQuery = z.object({ force: z.enum(['true', 'false']).optional(), if_revision: ifRevision });

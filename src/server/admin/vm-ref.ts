@@ -4,12 +4,9 @@
 import { ImdsError } from '../../errors.ts';
 import type { Vm } from '../../model/schema.ts';
 import type { StoredVm } from '../../store/sqlite-store.ts';
-import type { AdminDeps, AdminRouter } from './deps.ts';
+import type { AdminDeps, AdminRouter, VmRefLookups } from './deps.ts';
 
-export interface VmRefLookups {
-  byId(id: string): Vm | undefined;
-  all(): Iterable<Vm>;
-}
+export type { VmRefLookups } from './deps.ts';
 
 /**
  * The registry's VMs first, then the local store's it does not know: a daemon started while etcd is

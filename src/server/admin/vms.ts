@@ -6,6 +6,7 @@ import { vmSchema } from '../../model/schema.ts';
 import { PASSWORD_MAX } from '../guest-routes.ts';
 import type { AdminDeps, AdminPlugin, AdminRouter } from './deps.ts';
 import { mergePatch } from './merge-patch.ts';
+import { patchRoute } from './patch-route.ts';
 import { errorBody, errorResponses, idParam, ifRevisionQuery, patchOf, vmAsBody, vmCreate, vmInput, vmView } from './schemas.ts';
 import { parseModel } from './validation.ts';
 import { vmViewOf } from './views.ts';
@@ -78,31 +79,24 @@ const vmPatch = patchOf(vmCreate.omit({ id: true }).shape, ['network', 'ip', 'ma
 
 function patchVm(app: AdminRouter, deps: AdminDeps): void {
   const { inventory } = deps;
-  app.patch(
-    '/:id',
-    {
-      schema: {
-        tags: ['vms'],
-        summary: 'Change a VM; null clears a field',
-        params: idParam,
-        querystring: ifRevisionQuery,
-        body: vmPatch,
-        response: { 200: vmView, ...errorResponses },
-      },
-    },
-    async (req) => {
-      if (deps.registry !== undefined) return registryPatchVm(deps, deps.registry, req.params.id, req.body, revisionOf(req.query));
-      refuseIfRevision(req.query);
-      const { host, ...body }: Record<string, unknown> = req.body;
+  patchRoute(app, deps, {
+    tag: 'vms',
+    noun: 'VM',
+    body: vmPatch,
+    view: vmView,
+    query: ifRevisionQuery,
+    registry: (registry, id, body, query) => registryPatchVm(deps, registry, id, body, revisionOf(query)),
+    local: (id, patch) => {
+      const { host, ...body }: Record<string, unknown> = patch;
       refuseHost(host as string | undefined);
-      const current = vmAsBody(inventory.requireVm(req.params.id).vm);
+      const current = vmAsBody(inventory.requireVm(id).vm);
       // The stored user data is in the body as user_data_b64: user data given either way replaces it.
       if (body['user_data'] !== undefined || body['user_data_b64'] !== undefined) delete current['user_data_b64'];
       const vm = parseModel(vmSchema, vmInput(mergePatch(current, body)));
       inventory.updateVm(vm);
       return vmViewOf(deps, inventory.requireVm(vm.id), false);
     },
-  );
+  });
 }
 
 function deleteVm(app: AdminRouter, deps: AdminDeps): void {
