@@ -4,7 +4,7 @@
 // so that a kill means the mutant was caught, not that the tests were red anyway.
 //   node --import tsx scripts/mutants.ts [--list] [--check] [--only NAME[,NAME…]] [--no-control] [--keep]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { MUTANTS, type Mutant, type Selection } from './mutants/catalogue.ts';
@@ -39,12 +39,19 @@ function scratchCopy(): string {
     copyFileSync(from, join(dir, f));
     chmodSync(join(dir, f), st.mode);
   }
-  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  // node_modules is shared, entry by entry, except the addon (a link to ../native): the copy's own
+  // is built from the copy's native/, so that the native mutants reach the daemons under test.
+  mkdirSync(join(dir, 'node_modules'));
+  for (const entry of readdirSync(join(ROOT, 'node_modules'))) {
+    if (entry !== 'imds-netns') symlinkSync(join(ROOT, 'node_modules', entry), join(dir, 'node_modules', entry));
+  }
+  symlinkSync('../native', join(dir, 'node_modules', 'imds-netns'));
   return dir;
 }
 
 function selectionKey(s: Selection): string {
-  return `${s.files.join(' ')}${s.pattern === undefined ? '' : ` -- "${s.pattern}"`}`;
+  const plane = s.plane === undefined ? '' : `IMDS_TEST_DATA_PLANE=${s.plane} `;
+  return `${plane}${s.files.join(' ')}${s.pattern === undefined ? '' : ` -- "${s.pattern}"`}`;
 }
 
 /** Runs the selected tests in `dir`; true when they pass. The output goes to `log`. */
@@ -57,15 +64,20 @@ function runTests(dir: string, s: Selection, log: string): { passed: boolean; ms
     cwd: dir,
     encoding: 'utf8',
     maxBuffer: 256 * 1024 * 1024,
-    env: { ...process.env, IMDS_TEST_SKIPS: '/dev/null' },
+    env: { ...process.env, IMDS_TEST_SKIPS: '/dev/null', IMDS_TEST_DATA_PLANE: s.plane ?? 'native' },
   });
   writeFileSync(log, `${r.stdout}\n${r.stderr}`);
   return { passed: r.status === 0, ms: performance.now() - t0 };
 }
 
-function build(dir: string): void {
+/** Compiles the copy's TypeScript, and its addon when `native`. */
+function build(dir: string, native: boolean): void {
   execFileSync(process.execPath, [join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: dir, stdio: 'pipe' });
+  // The addon's own install script (node-gyp rebuild, with npm's node-gyp), as `npm ci` runs it.
+  if (native) execFileSync('npm', ['run', '--silent', 'install'], { cwd: join(dir, 'native'), stdio: 'pipe' });
 }
+
+const touchesNative = (m: Mutant): boolean => m.edits.some((e) => e.file.startsWith('native/'));
 
 /** Applies a mutant's edits in `dir`; returns the originals to restore. Each `find` must occur exactly once. */
 function apply(dir: string, m: Mutant): Map<string, string> {
@@ -116,7 +128,7 @@ function main(): number {
   mkdirSync(logs);
   say(`mutants: ${chosen.length}, scratch copy ${dir}, test output in ${logs}`);
   try {
-    build(dir);
+    build(dir, true);
     const controls = new Map<string, boolean>();
     if (!args.includes('--no-control')) {
       for (const s of new Map(chosen.map((m) => [selectionKey(m.tests), m.tests])).values()) {
@@ -136,7 +148,7 @@ function main(): number {
       const originals = apply(dir, m);
       let verdict: string;
       try {
-        build(dir);
+        build(dir, touchesNative(m));
         const r = runTests(dir, m.tests, join(logs, `${m.name}.log`));
         verdict = r.passed ? `SURVIVED (${(r.ms / 1000).toFixed(0)} s)` : `killed (${(r.ms / 1000).toFixed(0)} s)`;
         if (r.passed) survivors++;
@@ -145,11 +157,12 @@ function main(): number {
         survivors++;
       } finally {
         for (const [p, t] of originals) writeFileSync(p, t);
+        if (touchesNative(m)) build(dir, true); // the next mutant's daemons load the unmutated addon
       }
       say(`${m.name}: ${verdict}`);
       rows.push(`| ${m.name} | ${m.fear} | ${selectionKey(m.tests)} | ${verdict} |`);
     }
-    build(dir);
+    build(dir, chosen.some(touchesNative));
     say(`\n| mutant | the bug | tests | result |\n|---|---|---|---|\n${rows.join('\n')}`);
     say(survivors === 0 ? `\nmutants: all ${chosen.length} killed` : `\nmutants: ${survivors} of ${chosen.length} NOT killed`);
     return survivors === 0 ? 0 : 1;

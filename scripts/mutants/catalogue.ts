@@ -7,6 +7,11 @@ export interface Selection {
   files: string[];
   /** --test-name-pattern: only the tests (or suites) whose names match. */
   pattern?: string;
+  /**
+   * The data plane the daemons under test run (IMDS_TEST_DATA_PLANE); the default, `native`, answers
+   * most guest requests in C, so a bug in Node's guest path needs `node` to be reachable at all.
+   */
+  plane?: 'native' | 'node';
 }
 
 export interface Mutant {
@@ -18,6 +23,8 @@ export interface Mutant {
 }
 
 const DATAPATH: Selection = { files: ['test/integration/datapath.test.ts'] };
+/** The same tests with Node answering every guest request (data_plane: node). */
+const DATAPATH_NODE: Selection = { ...DATAPATH, plane: 'node' };
 const SECURITY: Selection = { files: ['test/integration/security.test.ts'], pattern: 'security: tokens' };
 
 export const MUTANTS: Mutant[] = [
@@ -129,7 +136,8 @@ export const MUTANTS: Mutant[] = [
     edits: [
       { file: 'src/server/fast-path.ts', find: '    socket.setTimeout(deps.headersTimeoutMs);', replace: '    socket.setTimeout(0);' },
     ],
-    tests: DATAPATH,
+    // The native loop times such a connection out itself (native-no-idle-timeout below).
+    tests: DATAPATH_NODE,
   },
   {
     name: 'no-header-timeout',
@@ -306,5 +314,44 @@ export const MUTANTS: Mutant[] = [
       },
     ],
     tests: { files: ['test/integration/security.test.ts'], pattern: 'hostile' },
+  },
+  // The native data plane (native/*.c, the default): the scratch copy's addon is rebuilt for these.
+  {
+    name: 'native-identity-by-address',
+    fear: "the native loop keys VMs by address alone: a guest on one network is answered another network's VM",
+    edits: [
+      {
+        file: 'native/dp_table.c',
+        find: 'struct dp_vm *dp_vm_get(uint32_t slot, uint32_t ip) {\n  uint64_t key = (uint64_t)slot << 32 | ip;',
+        replace: 'struct dp_vm *dp_vm_get(uint32_t slot, uint32_t ip) {\n  (void)slot;\n  uint64_t key = (uint64_t)1 << 32 | ip;',
+      },
+      {
+        file: 'native/dp_table.c',
+        find: 'struct dp_vm *dp_vm_put(uint32_t slot, uint32_t ip, struct dp_vm *vm) {\n  struct dp_table *t = &dp_table;\n  uint64_t key = (uint64_t)slot << 32 | ip;',
+        replace:
+          'struct dp_vm *dp_vm_put(uint32_t slot, uint32_t ip, struct dp_vm *vm) {\n  struct dp_table *t = &dp_table;\n  (void)slot;\n  uint64_t key = (uint64_t)1 << 32 | ip;',
+      },
+    ],
+    tests: DATAPATH,
+  },
+  {
+    name: 'native-no-idle-timeout',
+    fear: 'the native loop never times out a guest that connects and sends nothing: it holds the connection forever',
+    edits: [
+      { file: 'native/dp_loop.c', find: 'L.timers[T_FRESH].ms = opts->headers_timeout_ms;', replace: 'L.timers[T_FRESH].ms = 1 << 30;' },
+    ],
+    tests: DATAPATH,
+  },
+  {
+    name: 'native-disabled-served',
+    fear: 'the native loop serves a VM whose metadata endpoint is disabled (http_endpoint: disabled) its documents',
+    edits: [
+      {
+        file: 'native/dp_loop.c',
+        find: '} else if (vm != NULL && (vm->flags & DP_VM_DISABLED)) {',
+        replace: '} else if (vm != NULL && (vm->flags & DP_VM_DISABLED) && false) {',
+      },
+    ],
+    tests: { files: ['test/integration/security.test.ts'], pattern: 'disabled endpoint' },
   },
 ];
