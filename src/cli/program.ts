@@ -4,6 +4,7 @@ import { Command } from '@commander-js/extra-typings';
 import { completionCommand } from './completion.ts';
 import { doctorCommand } from './doctor.ts';
 import { exportCommand } from './export.ts';
+import { hostCommand } from './host.ts';
 import { registerKernelCommands } from './kernel.ts';
 import { networkCommand } from './network.ts';
 import { reloadCommand } from './reload.ts';
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   for (const sub of [
     networkCommand(),
     vmCommand(),
+    hostCommand(),
     statusCommand(),
     reloadCommand(),
     restartCommand(),

@@ -14,6 +14,7 @@ import { importSummary, progressOn } from './progress.ts';
 import { importPath, importRequest, importText, type ImportRequest, type ImportResult } from './import-document.ts';
 import { passwordCommand } from './vm-password.ts';
 import { ifRevisionOption, withIfRevision } from './if-revision.ts';
+import { allowUnknownHostOption, withAllowUnknownHost } from './host.ts';
 import { VM_REF, vmFields, vmsTable, type VmView } from './vm-view.ts';
 
 const CLEAR_FIELD: Record<string, string> = {
@@ -91,6 +92,7 @@ function vmOptions<T extends Command<[string], Record<string, unknown>>>(cmd: T,
   opt('--hostname <name>', 'RFC 1123 host name');
   return cmd
     .option('--host <host_id>', "with a registry: the hypervisor (host_id) the VM runs on; default the daemon's own")
+    .addOption(allowUnknownHostOption())
     .option('--name <name>', 'display name (default: the host name)')
     .option('--user-data <@file|-|text>', 'user data: @file, - for stdin, or the text itself (served byte for byte)')
     .option('--ssh-key <name=@file>', 'an SSH public key: NAME=@file or NAME=key text; repeatable', collect)
@@ -140,7 +142,8 @@ function addVmCommand(parent: Command): void {
     .addOption(outputOption())
     .option('--json', JSON_HELP)
     .action(async (id, opts, cmd) => {
-      const created = await clientOf(cmd).call<VmView>('POST', '/v1/vms', { id, ...vmBody(opts) });
+      const path = withAllowUnknownHost('/v1/vms', opts['allowUnknownHost'] as boolean | undefined);
+      const created = await clientOf(cmd).call<VmView>('POST', path, { id, ...vmBody(opts) });
       emit(opts, created, (v) => `vm ${v.id} added: ${v.hostname} ${v.ip} on ${v.network}`);
     });
 }
@@ -188,7 +191,11 @@ function setVmCommand(parent: Command): void {
           throw new ImdsError('VALIDATION_FAILED', `--clear: "${field}" is not one of ${CLEARABLE.join(', ')}`, { field: '--clear' });
         body[key] = null;
       }
-      const v = await clientOf(cmd).call<VmView>('PATCH', withIfRevision(pathOf(id), opts['ifRevision'] as number | undefined), body);
+      const path = withAllowUnknownHost(
+        withIfRevision(pathOf(id), opts['ifRevision'] as number | undefined),
+        opts['allowUnknownHost'] as boolean | undefined,
+      );
+      const v = await clientOf(cmd).call<VmView>('PATCH', path, body);
       emit(opts, v, (u) => `vm ${u.id} updated`);
     });
 }
@@ -218,6 +225,7 @@ function importCommand(parent: Command): void {
     .option('--prune', "also delete the API's VMs on the file's networks that the file does not list")
     .option('--prune-all', 'also delete every VM and network made through the API that the file does not list')
     .option('--dry-run', 'print what would be created, updated and deleted; change nothing')
+    .addOption(allowUnknownHostOption())
     .addOption(outputOption())
     .option('--json', JSON_HELP)
     .action(async (file, opts, cmd) => {
@@ -227,7 +235,7 @@ function importCommand(parent: Command): void {
         progress.phase(`reading ${file === '-' ? 'stdin' : file}`);
         const body = readImportFile(file);
         progress.phase(`importing ${importSummary(body.networks?.length ?? 0, body.vms.length, JSON.stringify(body).length)}`);
-        r = await sendImport(clientOf(cmd, true), importPath(opts), body);
+        r = await sendImport(clientOf(cmd, true), withAllowUnknownHost(importPath(opts), opts.allowUnknownHost), body);
       } finally {
         progress.done(); // also when the file is refused: no status line left on the terminal
       }

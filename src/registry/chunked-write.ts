@@ -93,7 +93,8 @@ export async function writeChunks(etcd: ChunkEtcd, txns: readonly WriteTxn[], wh
       const key = changed === undefined ? 'a key it writes' : prefix ? `a key under ${changed.key}` : changed.key;
       throw new ImdsError(
         'REGISTRY_CONFLICT',
-        `${what}: ${key} changed in the registry since it was read (another writer); ${applied.length === 0 ? 'nothing was written' : undoneText(left)}: read it again and retry`,
+        `${what}: ${key} changed in the registry since it was read (another writer); ` +
+          `${applied.length === 0 ? 'nothing was written' : undoneText(left)}: read it again and retry`,
         { details: { key: changed?.key, prefix, transactions: txns.length, written: applied.length, notUndone: left } },
       );
     }

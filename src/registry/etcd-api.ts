@@ -18,7 +18,8 @@ export interface KeyValue {
 export type Compare =
   { key: string; absent: true } | { key: string; modRevision: number } | { key: string; prefix: true; unchangedSince: number };
 
-export type Op = { put: string; value: string } | { delete: string };
+/** A put may be attached to a lease (its id, a decimal string: lease ids use all 64 bits): the key goes when the lease does. */
+export type Op = { put: string; value: string; lease?: string } | { delete: string };
 
 export interface TxnResult {
   succeeded: boolean;
@@ -42,7 +43,10 @@ export interface WatchHandlers {
    * (one transaction) come in the same call.
    */
   events(events: WatchEvent[], revision: number): void;
-  /** The revision to resume from was compacted: the watch has stopped; the caller must read everything again (full resync) and watch anew. */
+  /**
+   * The revision to resume from was compacted: the watch has stopped; the caller must read everything
+   * again (full resync) and watch anew.
+   */
   compacted(compactRevision: number): void;
   /**
    * Connected to the cluster or not, on changes only: false once every endpoint failed in a row (with the
@@ -66,6 +70,15 @@ export interface EtcdApi {
   txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult>;
   /** Watch a prefix from `fromRevision` (inclusive). */
   watchPrefix(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch;
+  /**
+   * Leases, for a host's liveness key (src/registry/host-registrar.ts). The etcd client implements
+   * them; an EtcdApi without them (a unit test's fake) registers hosts without liveness.
+   * grantLease gives the lease's id; keepAliveLease renews it and gives its remaining TTL in seconds
+   * (0: it expired, its keys are gone); revokeLease ends it (its keys go at once).
+   */
+  grantLease?(ttlSeconds: number): Promise<string>;
+  keepAliveLease?(id: string): Promise<number>;
+  revokeLease?(id: string): Promise<void>;
   close(): Promise<void>;
 }
 

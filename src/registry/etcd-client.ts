@@ -41,6 +41,7 @@ interface Member {
   endpoint: string;
   kv: grpc.Client;
   watch: grpc.Client;
+  lease: grpc.Client;
 }
 
 interface RangeResponse {
@@ -68,12 +69,17 @@ export class EtcdClient implements EtcdApi {
   private preferred = 0;
 
   constructor(options: EtcdClientOptions) {
-    const { KV, Watch } = etcdServices();
+    const { KV, Watch, Lease } = etcdServices();
     this.timeoutMs = options.callTimeoutMs ?? 5000;
     this.pageSize = options.pageSize ?? 1000;
     this.members = parseEndpoints(options.endpoints, options.tls).map(({ target, secure }) => {
       const creds = credentialsFor(secure, options.tls);
-      return { endpoint: target, kv: new KV(target, creds, CHANNEL_OPTIONS), watch: new Watch(target, creds, CHANNEL_OPTIONS) };
+      return {
+        endpoint: target,
+        kv: new KV(target, creds, CHANNEL_OPTIONS),
+        watch: new Watch(target, creds, CHANNEL_OPTIONS),
+        lease: new Lease(target, creds, CHANNEL_OPTIONS),
+      };
     });
   }
 
@@ -118,13 +124,42 @@ export class EtcdClient implements EtcdApi {
       compare: compares.map(compareOf),
       success: ops.map((op) =>
         'put' in op
-          ? { request_put: { key: Buffer.from(op.put, 'utf8'), value: Buffer.from(op.value, 'utf8') } }
+          ? { request_put: { key: Buffer.from(op.put, 'utf8'), value: Buffer.from(op.value, 'utf8'), lease: op.lease ?? '0' } }
           : { request_delete_range: { key: Buffer.from(op.delete, 'utf8') } },
       ),
       failure: [],
     };
     const res = await this.call<TxnResponse>('Txn', req, 'a transaction', false);
     return { succeeded: res.succeeded, revision: Number(res.header.revision) };
+  }
+
+  async grantLease(ttlSeconds: number): Promise<string> {
+    const req = { TTL: String(ttlSeconds), ID: '0' };
+    const res = await this.call<{ ID: string; error: string }>('LeaseGrant', req, 'a lease grant', false, 'lease');
+    if (res.error !== '') throw new ImdsError('INTERNAL', `etcd refused a lease: ${res.error}`);
+    return res.ID;
+  }
+
+  /** One renewal on a stream of its own (opened, one request, one answer, closed): the remaining TTL, 0 when expired. */
+  async keepAliveLease(id: string): Promise<number> {
+    let lastErr: unknown;
+    for (let i = 0; i < this.members.length; i++) {
+      const index = (this.preferred + i) % this.members.length;
+      const member = this.members[index] as Member;
+      try {
+        const ttl = await keepAliveOnce(member.lease, id, this.timeoutMs);
+        this.preferred = index;
+        return ttl;
+      } catch (err) {
+        lastErr = registryError(err, 'a lease renewal', member.endpoint);
+        if (!(isServiceError(err) && isUnavailable(err))) throw lastErr;
+      }
+    }
+    throw lastErr;
+  }
+
+  async revokeLease(id: string): Promise<void> {
+    await this.call('LeaseRevoke', { ID: id }, 'a lease revocation', true, 'lease');
   }
 
   watchPrefix(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch {
@@ -155,18 +190,19 @@ export class EtcdClient implements EtcdApi {
     for (const m of this.members) {
       m.kv.close();
       m.watch.close();
+      m.lease.close();
     }
     return Promise.resolve();
   }
 
   /** Tries each member from the preferred one; moves on after UNAVAILABLE (a write only if it never left). */
-  private async call<Res>(method: string, req: unknown, what: string, idempotent: boolean): Promise<Res> {
+  private async call<Res>(method: string, req: unknown, what: string, idempotent: boolean, service: 'kv' | 'lease' = 'kv'): Promise<Res> {
     let lastErr: unknown;
     for (let i = 0; i < this.members.length; i++) {
       const index = (this.preferred + i) % this.members.length;
       const member = this.members[index] as Member;
       try {
-        const res = await unary<unknown, Res>(member.kv, method, req, this.timeoutMs);
+        const res = await unary<unknown, Res>(member[service], method, req, this.timeoutMs);
         this.preferred = index;
         return res;
       } catch (err) {
@@ -186,4 +222,26 @@ function compareOf(c: Compare): Record<string, unknown> {
   if ('prefix' in c)
     return { key, range_end: prefixEnd(key), result: COMPARE_LESS, target: TARGET_MOD, mod_revision: String(c.unchangedSince + 1) };
   return { key, result: COMPARE_EQUAL, target: TARGET_MOD, mod_revision: String(c.modRevision) };
+}
+
+/** LeaseKeepAlive is a bidirectional stream: one request, the first answer (its TTL), then the stream is closed. */
+function keepAliveOnce(client: grpc.Client, id: string, timeoutMs: number): Promise<number> {
+  const open = (client as unknown as Record<string, (options: grpc.CallOptions) => grpc.ClientDuplexStream<unknown, { TTL: string }>>)[
+    'LeaseKeepAlive'
+  ];
+  if (open === undefined) throw new Error('no gRPC method LeaseKeepAlive');
+  return new Promise((resolve, reject) => {
+    const stream = open.call(client, { deadline: Date.now() + timeoutMs });
+    let settled = false;
+    const settle = (fn: () => void): void => {
+      if (settled) return;
+      settled = true;
+      fn();
+      stream.cancel();
+    };
+    stream.on('data', (res: { TTL: string }) => settle(() => resolve(Number(res.TTL))));
+    stream.on('error', (err: Error) => settle(() => reject(err)));
+    stream.on('end', () => settle(() => reject(new Error('the lease renewal stream ended without an answer'))));
+    stream.write({ ID: id });
+  });
 }

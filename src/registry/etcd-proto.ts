@@ -3,9 +3,10 @@
 //
 // Taken from etcd v3.4 (https://github.com/etcd-io/etcd), Apache-2.0: api/etcdserverpb/rpc.proto
 // (services KV: Range, Put, DeleteRange, Txn; Watch: Watch; their messages) and mvcc/mvccpb/kv.proto
-// (KeyValue, Event), trimmed to the fields and services imds needs, gogoproto and google.api options
-// removed. Field numbers and types are unchanged; only the package of KeyValue/Event differs, which the
-// wire format does not see. Enum names follow upstream; imds passes enum values as numbers.
+// (KeyValue, Event), and Lease (LeaseGrant, LeaseRevoke, LeaseKeepAlive), trimmed to the fields and
+// services imds needs, gogoproto and google.api options removed. Field numbers and types are
+// unchanged; only the package of KeyValue/Event differs, which the wire format does not see. Enum
+// names follow upstream; imds passes enum values as numbers.
 
 import * as grpc from '@grpc/grpc-js';
 import { fromJSON } from '@grpc/proto-loader';
@@ -23,6 +24,35 @@ service KV {
 }
 service Watch {
   rpc Watch(stream WatchRequest) returns (stream WatchResponse);
+}
+service Lease {
+  rpc LeaseGrant(LeaseGrantRequest) returns (LeaseGrantResponse);
+  rpc LeaseRevoke(LeaseRevokeRequest) returns (LeaseRevokeResponse);
+  rpc LeaseKeepAlive(stream LeaseKeepAliveRequest) returns (stream LeaseKeepAliveResponse);
+}
+message LeaseGrantRequest {
+  int64 TTL = 1;
+  int64 ID = 2;
+}
+message LeaseGrantResponse {
+  ResponseHeader header = 1;
+  int64 ID = 2;
+  int64 TTL = 3;
+  string error = 4;
+}
+message LeaseRevokeRequest {
+  int64 ID = 1;
+}
+message LeaseRevokeResponse {
+  ResponseHeader header = 1;
+}
+message LeaseKeepAliveRequest {
+  int64 ID = 1;
+}
+message LeaseKeepAliveResponse {
+  ResponseHeader header = 1;
+  int64 ID = 2;
+  int64 TTL = 3;
 }
 
 message KeyValue {
@@ -157,16 +187,21 @@ message WatchResponse {
 export interface EtcdServices {
   KV: grpc.ServiceClientConstructor;
   Watch: grpc.ServiceClientConstructor;
+  Lease: grpc.ServiceClientConstructor;
 }
 
 let services: EtcdServices | undefined;
 
-/** The KV and Watch client constructors. 64-bit integers decode as strings, bytes as Buffers, enums as numbers. */
+/** The KV, Watch and Lease client constructors. 64-bit integers decode as strings, bytes as Buffers, enums as numbers. */
 export function etcdServices(): EtcdServices {
   if (services !== undefined) return services;
   const root = protobuf.parse(ETCD_PROTO, { keepCase: true }).root;
   const definition = fromJSON(root.toJSON(), { keepCase: true, longs: String, enums: Number, defaults: true, oneofs: true });
   const pkg = grpc.loadPackageDefinition(definition)['etcdserverpb'] as grpc.GrpcObject;
-  services = { KV: pkg['KV'] as grpc.ServiceClientConstructor, Watch: pkg['Watch'] as grpc.ServiceClientConstructor };
+  services = {
+    KV: pkg['KV'] as grpc.ServiceClientConstructor,
+    Watch: pkg['Watch'] as grpc.ServiceClientConstructor,
+    Lease: pkg['Lease'] as grpc.ServiceClientConstructor,
+  };
   return services;
 }

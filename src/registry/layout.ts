@@ -16,6 +16,10 @@ export interface RegistryKeys {
   readonly layout: string;
   readonly tokenKey: string;
   network(id: string): string;
+  /** A host's registration: written by its daemon at every start, kept (what writes check `host` against). */
+  host(id: string): string;
+  /** A host's liveness: written by its daemon with a lease, gone once the daemon stops or stops renewing it. */
+  alive(id: string): string;
   vm(id: string): string;
   password(vmId: string): string;
 }
@@ -27,6 +31,8 @@ export function registryKeys(prefix: string): RegistryKeys {
     layout: `${root}layout`,
     tokenKey: `${root}token-key`,
     network: (id) => `${root}networks/${id}`,
+    host: (id) => `${root}hosts/${id}`,
+    alive: (id) => `${root}alive/${id}`,
     vm: (id) => `${root}vms/${id}`,
     password: (vmId) => `${root}passwords/${vmId}`,
   };
@@ -36,6 +42,8 @@ export type ParsedKey =
   | { kind: 'network'; id: string }
   | { kind: 'vm'; id: string }
   | { kind: 'password'; id: string }
+  | { kind: 'host'; id: string }
+  | { kind: 'alive'; id: string }
   | { kind: 'token-key' }
   | { kind: 'layout' };
 
@@ -53,6 +61,8 @@ export function parseKey(keys: RegistryKeys, key: string): ParsedKey | undefined
   if (dir === 'networks') return { kind: 'network', id };
   if (dir === 'vms') return { kind: 'vm', id };
   if (dir === 'passwords') return { kind: 'password', id };
+  if (dir === 'hosts') return { kind: 'host', id };
+  if (dir === 'alive') return { kind: 'alive', id };
   return undefined;
 }
 
@@ -167,6 +177,10 @@ export function encodeLayout(): string {
   return JSON.stringify({ version: LAYOUT_VERSION });
 }
 
+/**
+ * The layout version under `<prefix>v1/layout`. Absent is version 1 (a registry written by a controller
+ * alone, before any daemon started); anything else than 1 is a layout this imds does not know.
+ */
 export function decodeLayout(value: string): Decoded<number> {
   const json = parseJsonObject(value);
   if (!json.ok) return json;
@@ -174,4 +188,29 @@ export function decodeLayout(value: string): Decoded<number> {
   return typeof version === 'number' && Number.isInteger(version)
     ? { ok: true, value: version }
     : { ok: false, reason: 'no integer version' };
+}
+
+/** A host as its daemon registers it (`hosts/<host_id>`, and the leased `alive/<host_id>`). */
+export interface HostRecord {
+  host_id: string;
+  /** The imds version of the daemon that last registered the host. */
+  version: string;
+  /** When that daemon started (ISO 8601). */
+  started_at: string;
+}
+
+const hostRecordSchema = z.object({ host_id: hostnameSchema, version: z.string().max(100), started_at: z.string().max(40) });
+
+export function encodeHost(record: HostRecord): string {
+  return JSON.stringify(record);
+}
+
+/** A host's registration or liveness document; its host_id must be the key's. */
+export function decodeHost(id: string, value: string): Decoded<HostRecord> {
+  const json = parseJsonObject(value);
+  if (!json.ok) return json;
+  const parsed = hostRecordSchema.safeParse(json.value);
+  if (!parsed.success) return { ok: false, reason: zodReason(parsed.error) };
+  const clash = checkId(id, parsed.data.host_id, (v) => v);
+  return clash === undefined ? { ok: true, value: parsed.data } : { ok: false, reason: clash };
 }

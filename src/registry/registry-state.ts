@@ -1,16 +1,19 @@
 // The whole registry as the daemon last read it: every network, VM (with its host) and password under
-// the layout's root, and the shared token key. Built from a range and kept current by watch events;
-// a document that does not decode counts as absent (the same state a fresh range would give) and is
-// reported through `onBadDocument`.
+// the layout's root, the registered hosts (and which are alive), the layout version and the shared
+// token key. Built from a range and kept current by watch events; a document that does not decode
+// counts as absent (the same state a fresh range would give) and is reported through `onBadDocument`.
 import type { Network } from '../model/schema.ts';
 import type { KeyValue, WatchEvent } from './etcd-api.ts';
 import {
+  decodeHost,
+  decodeLayout,
   decodeNetwork,
   decodePassword,
   decodeTokenKey,
   decodeVm,
   parseKey,
   type Decoded,
+  type HostRecord,
   type PlacedVm,
   type RegistryKeys,
 } from './layout.ts';
@@ -20,6 +23,12 @@ export interface RegistryState {
   vms: Map<string, PlacedVm>;
   passwords: Map<string, string>;
   tokenKey: Buffer | undefined;
+  /** Hosts registered by their daemons (`hosts/<id>`), by host_id. */
+  hosts: Map<string, HostRecord>;
+  /** Hosts whose daemon holds its leased `alive/<id>` key. */
+  alive: Map<string, HostRecord>;
+  /** The `layout` key: undefined when absent, else its decoded version (or why it does not decode). */
+  layout: Decoded<number> | undefined;
   /** Mod revision of each key held (a repeated or older event is ignored). */
   modRevisions: Map<string, number>;
 }
@@ -27,7 +36,16 @@ export interface RegistryState {
 export type BadDocument = (key: string, reason: string) => void;
 
 export function emptyState(): RegistryState {
-  return { networks: new Map(), vms: new Map(), passwords: new Map(), tokenKey: undefined, modRevisions: new Map() };
+  return {
+    networks: new Map(),
+    vms: new Map(),
+    passwords: new Map(),
+    tokenKey: undefined,
+    hosts: new Map(),
+    alive: new Map(),
+    layout: undefined,
+    modRevisions: new Map(),
+  };
 }
 
 function remove(state: RegistryState, key: string, keys: RegistryKeys): void {
@@ -37,6 +55,9 @@ function remove(state: RegistryState, key: string, keys: RegistryKeys): void {
   else if (parsed.kind === 'vm') state.vms.delete(parsed.id);
   else if (parsed.kind === 'password') state.passwords.delete(parsed.id);
   else if (parsed.kind === 'token-key') state.tokenKey = undefined;
+  else if (parsed.kind === 'host') state.hosts.delete(parsed.id);
+  else if (parsed.kind === 'alive') state.alive.delete(parsed.id);
+  else state.layout = undefined;
 }
 
 function put<T>(state: RegistryState, kv: KeyValue, decoded: Decoded<T>, set: (value: T) => void, keys: RegistryKeys, bad: BadDocument) {
@@ -58,6 +79,10 @@ export function applyPut(state: RegistryState, kv: KeyValue, keys: RegistryKeys,
   else if (parsed.kind === 'vm') put(state, kv, decodeVm(parsed.id, kv.value), (v) => state.vms.set(parsed.id, v), keys, bad);
   else if (parsed.kind === 'password') put(state, kv, decodePassword(kv.value), (p) => state.passwords.set(parsed.id, p), keys, bad);
   else if (parsed.kind === 'token-key') put(state, kv, decodeTokenKey(kv.value), (k) => (state.tokenKey = k), keys, bad);
+  else if (parsed.kind === 'host') put(state, kv, decodeHost(parsed.id, kv.value), (h) => state.hosts.set(parsed.id, h), keys, bad);
+  else if (parsed.kind === 'alive') put(state, kv, decodeHost(parsed.id, kv.value), (h) => state.alive.set(parsed.id, h), keys, bad);
+  // A layout that does not decode is kept as such: the sync refuses it rather than take it for absent.
+  else state.layout = decodeLayout(kv.value);
   return true;
 }
 

@@ -4,13 +4,15 @@
 // for all the messages of one round of I/O) as one batch of origin `registry` that also prunes
 // what left (idempotent: a repeated event changes nothing). While etcd is unreachable the
 // inventory keeps what it has (the local copy serves) and the sync retries; `status()` says
-// whether it is connected.
+// whether it is connected. A registry whose `layout` key names a version this imds does not know is
+// not applied at all (the local copy keeps serving, the daemon reports itself degraded and writes
+// are refused) until the key says version 1 again: its documents may not mean what this code reads.
 import { isDeepStrictEqual } from 'node:util';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { BatchInput, BatchOptions, BatchResult } from '../store/batch-plan.ts';
 import type { EtcdApi, Watch, WatchEvent } from './etcd-api.ts';
-import { parseKey, registryKeys, type RegistryKeys } from './layout.ts';
+import { LAYOUT_VERSION, parseKey, registryKeys, type RegistryKeys } from './layout.ts';
 import { placementOf, type Placement } from './placement.ts';
 import { applyEvents, emptyState, stateOf, type RegistryState } from './registry-state.ts';
 
@@ -45,6 +47,8 @@ export interface RegistrySyncOptions {
   keepPassword?: (vmId: string) => boolean;
   /** The shared IMDSv2 token key changed (undefined: none in the registry). */
   onTokenKey?: (key: Buffer | undefined) => void;
+  /** Called once by start() (the daemon registers its host then). */
+  onStart?: () => void;
   now?: () => Date;
 }
 
@@ -65,6 +69,8 @@ export class RegistrySync {
   private applied: Placement | undefined;
   /** The last placement computed was refused by the local store: every event may be the fix. */
   private refused = false;
+  /** Why the registry's layout is not one this imds knows (nothing is applied then); undefined when it is. */
+  private layoutRefusal: string | undefined;
   private readonly st: RegistryStatus;
   private waiters: Waiter[] = [];
   private retryTimer: NodeJS.Timeout | undefined;
@@ -88,11 +94,19 @@ export class RegistrySync {
 
   /** Starts the first read; never throws (a failure is retried and shown in `status()`). */
   start(): Promise<void> {
+    this.opts.onStart?.();
     return this.resync();
   }
 
+  /** With a layout this imds does not know: not connected (degraded), and the layout is the error. */
   status(): RegistryStatus {
-    return { ...this.st };
+    if (this.layoutRefusal === undefined) return { ...this.st };
+    return { ...this.st, connected: false, lastError: this.layoutRefusal };
+  }
+
+  /** Why the registry cannot be used (a layout this imds does not know); writes are refused with it. */
+  get layoutProblem(): string | undefined {
+    return this.layoutRefusal;
   }
 
   /** The registry as last read (every host's VMs): what writes validate against. */
@@ -234,8 +248,8 @@ export class RegistrySync {
     const nets = new Set([...this.applied.networks.map((n) => n.id), ...this.applied.orphans.map((o) => o.network)]);
     return events.some((e) => {
       const parsed = parseKey(this.keys, e.type === 'put' ? e.kv.key : e.key);
-      if (parsed === undefined || parsed.kind === 'layout') return false;
-      if (parsed.kind === 'token-key') return true;
+      if (parsed === undefined || parsed.kind === 'host' || parsed.kind === 'alive') return false;
+      if (parsed.kind === 'token-key' || parsed.kind === 'layout') return true;
       if (parsed.kind === 'network') return nets.has(parsed.id);
       return this.current.vms.get(parsed.id)?.host === hostId; // a VM or its password
     });
@@ -263,8 +277,28 @@ export class RegistrySync {
     return new Set(gone.map((v) => v.id));
   }
 
-  /** Applies this host's placement when it differs from the last one applied. */
+  /** Sets `layoutRefusal` from the layout key; true when the registry must not be applied. */
+  private layoutRefused(): boolean {
+    const layout = this.current.layout;
+    const problem =
+      layout === undefined || (layout.ok && layout.value === LAYOUT_VERSION)
+        ? undefined
+        : layout.ok
+          ? `the registry's layout is version ${layout.value}; this imds knows version ${LAYOUT_VERSION} only: ` +
+            'not applying it (serving the local copy, writes refused); upgrade imds or put the layout back'
+          : `the registry's layout key ${this.keys.layout} does not validate (${layout.reason}): ` +
+            'not applying the registry (serving the local copy, writes refused)';
+    if (problem !== this.layoutRefusal) {
+      if (problem === undefined) this.opts.log.info({ version: LAYOUT_VERSION }, 'registry layout known again: applying the registry');
+      else this.opts.log.error({ key: this.keys.layout, reason: problem }, 'registry layout not known');
+    }
+    this.layoutRefusal = problem;
+    return problem !== undefined;
+  }
+
+  /** Applies this host's placement when it differs from the last one applied (nothing with a layout this imds does not know). */
   private applyPlacement(): void {
+    if (this.layoutRefused()) return;
     if (this.tokenKey === null || !isDeepStrictEqual(this.tokenKey, this.current.tokenKey)) {
       this.tokenKey = this.current.tokenKey;
       this.opts.onTokenKey?.(this.tokenKey);

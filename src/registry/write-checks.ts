@@ -9,6 +9,7 @@ import { ImdsError } from '../errors.ts';
 import type { RegistryState } from './registry-state.ts';
 
 type Records = Pick<Readonly<RegistryState>, 'networks' | 'vms'>;
+type Hosts = Pick<Readonly<RegistryState>, 'hosts' | 'alive'>;
 
 export function checkNetwork(state: Records, network: Network): void {
   const others = [...state.networks.values()].filter((n) => n.id !== network.id);
@@ -47,4 +48,25 @@ export function checkVm(state: Records, vm: Vm, network: Network): void {
 export function checkHost(host: string): void {
   if (!hostnameSchema.safeParse(host).success)
     throw new ImdsError('VALIDATION_FAILED', `host: "${host}" is not a host name (a daemon's host_id)`, { field: 'host' });
+}
+
+/** The registered hosts, each with whether its daemon is live: `hv1 (live), hv2 (not live)`. */
+export function knownHosts(state: Hosts): string {
+  const ids = [...state.hosts.keys()].sort();
+  return ids.length === 0 ? 'none' : ids.map((id) => `${id} (${state.alive.has(id) ? 'live' : 'not live'})`).join(', ');
+}
+
+/**
+ * A VM placed on (or moved to) a host that never registered: VALIDATION_FAILED naming the field and
+ * the known hosts, unless `allow` (a controller placing VMs before that host's daemon first starts).
+ */
+export function checkKnownHost(state: Hosts, host: string, self: string, allow: boolean, field = 'host'): void {
+  if (allow || host === self || state.hosts.has(host)) return;
+  throw new ImdsError(
+    'VALIDATION_FAILED',
+    `${field}: no host "${host}" is registered (known: ${knownHosts(state)}); a host registers when its daemon first starts ` +
+      'with this registry: check the name, or allow it (--allow-unknown-host, allow_unknown_host=true) to place the VM ' +
+      'before that daemon starts',
+    { field, details: { host, known: [...state.hosts.keys()].sort() } },
+  );
 }

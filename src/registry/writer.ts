@@ -6,7 +6,7 @@
 // (the model's rules). When the change concerns this host, the call returns once the sync applied it.
 import { ImdsError, isImdsError, messageOf } from '../errors.ts';
 import type { Network, Vm } from '../model/schema.ts';
-import { checkHost, checkNetwork, checkVm } from './write-checks.ts';
+import { checkHost, checkKnownHost, checkNetwork, checkVm } from './write-checks.ts';
 import type { Compare, EtcdApi, KeyValue, Op, TxnResult } from './etcd-api.ts';
 import {
   decodeNetwork,
@@ -26,6 +26,8 @@ import type { BatchResult } from '../store/batch-plan.ts';
 /** What a writer needs of the sync: the registry as read, and waiting for a revision to be applied. */
 export interface SyncView {
   readonly state: Readonly<RegistryState>;
+  /** Set when the registry's layout is not one this imds knows: every write is refused with it. */
+  readonly layoutProblem?: string | undefined;
   waitForRevision(revision: number, timeoutMs: number): Promise<boolean>;
 }
 
@@ -46,6 +48,11 @@ export interface RegistryWriterOptions {
   applyTimeoutMs?: number;
   /** etcd's --max-txn-ops: an import larger than this is written in several transactions. Default 128. */
   maxTxnOps?: number;
+}
+
+/** A write that places a VM: `allowUnknownHost` lets it name a host that never registered (docs/registry.md, "Hosts"). */
+export interface PlaceOptions {
+  allowUnknownHost?: boolean | undefined;
 }
 
 export class RegistryWriter {
@@ -140,8 +147,9 @@ export class RegistryWriter {
 
   // -- VMs ------------------------------------------------------------------------------------
 
-  async createVm(vm: Vm, host: string): Promise<WriteResult> {
+  async createVm(vm: Vm, host: string, options: PlaceOptions = {}): Promise<WriteResult> {
     checkHost(host);
+    await this.requireKnownHost(host, options);
     const net = await this.readNetwork(vm.network, 'network');
     checkVm(this.o.sync.state, vm, net.value);
     const key = this.o.keys.vm(vm.id);
@@ -164,11 +172,18 @@ export class RegistryWriter {
    * Reads the VM, applies `change` (which may move it to another host), writes it if nobody changed it
    * meanwhile; with `ifModRevision`, only if the record is still at that revision (a controller's read).
    */
-  async updateVm(id: string, change: (current: PlacedVm) => PlacedVm, ifModRevision?: number): Promise<WriteResult & PlacedVm> {
+  async updateVm(
+    id: string,
+    change: (current: PlacedVm) => PlacedVm,
+    ifModRevision?: number,
+    options: PlaceOptions = {},
+  ): Promise<WriteResult & PlacedVm> {
     const { kv, value } = await this.readVm(id, ifModRevision);
     const next = change(value);
     if (next.vm.id !== value.vm.id) throw new ImdsError('VALIDATION_FAILED', 'id: a VM id cannot change', { field: 'id' });
     checkHost(next.host);
+    // Only a move is checked: a VM already placed on a host not yet registered can still be changed.
+    if (next.host !== value.host) await this.requireKnownHost(next.host, options);
     const net = await this.readNetwork(next.vm.network, 'network');
     checkVm(this.o.sync.state, next.vm, net.value);
     const result = await this.txn(
@@ -183,8 +198,8 @@ export class RegistryWriter {
   }
 
   /** `imds vm migrate VM --to HOST`: the VM's host changes, in one write (the password key moves with it: it is per VM, not per host). */
-  migrateVm(id: string, host: string, ifModRevision?: number): Promise<WriteResult & PlacedVm> {
-    return this.updateVm(id, (current) => ({ ...current, host }), ifModRevision);
+  migrateVm(id: string, host: string, ifModRevision?: number, options: PlaceOptions = {}): Promise<WriteResult & PlacedVm> {
+    return this.updateVm(id, (current) => ({ ...current, host }), ifModRevision, options);
   }
 
   async deleteVm(id: string, ifModRevision?: number): Promise<WriteResult & { id: string }> {
@@ -239,12 +254,16 @@ export class RegistryWriter {
    */
   async importBatch(
     batch: RegistryImport,
-    options: { dryRun: boolean; prune?: 'vms' | 'all' | undefined },
+    options: { dryRun: boolean; prune?: 'vms' | 'all' | undefined } & PlaceOptions,
   ): Promise<WriteResult & { result: BatchResult; transactions: number }> {
     const api = await this.api();
     const range = await this.call(() => api.rangePrefix(this.o.keys.root));
     const kvs = new Map(range.kvs.map((kv) => [kv.key, kv]));
     const state = stateOf(range.kvs, this.o.keys, () => undefined);
+    batch.vms.forEach(({ vm, host }, i) => {
+      if (host !== undefined && host !== state.vms.get(vm.id)?.host)
+        checkKnownHost(state, host, this.o.hostId, options.allowUnknownHost === true, `vms[${i}].host`);
+    });
     const plan = planRegistryImport(state, kvs, this.o.keys, batch, { defaultHost: this.o.hostId, prune: options.prune });
     const thisHost = plan.hosts.has(this.o.hostId);
     if (options.dryRun || plan.writes.length === 0)
@@ -289,6 +308,8 @@ export class RegistryWriter {
   }
 
   private async txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult> {
+    const problem = this.o.sync.layoutProblem;
+    if (problem !== undefined) throw new ImdsError('REGISTRY_UNAVAILABLE', `nothing was written: ${problem}`);
     const api = await this.api();
     return this.call(() => api.txn(compares, ops));
   }
@@ -324,6 +345,15 @@ export class RegistryWriter {
       throw new ImdsError('VALIDATION_FAILED', `VM ${id} in the registry does not validate: ${decoded.reason}`, { field: 'id' });
     if (ifModRevision !== undefined && kv.modRevision !== ifModRevision) throw conflict(`VM ${decoded.value.vm.id}`);
     return { kv, value: decoded.value };
+  }
+
+  /** The host registered (in the registry as read; else read again: its daemon may have just started), or allowed. */
+  private async requireKnownHost(host: string, options: PlaceOptions): Promise<void> {
+    const state = this.o.sync.state;
+    const allow = options.allowUnknownHost === true;
+    if (allow || host === this.o.hostId || state.hosts.has(host)) return;
+    if ((await this.get(this.o.keys.host(host))) !== undefined) return;
+    checkKnownHost(state, host, this.o.hostId, allow);
   }
 
   private servesNetwork(id: string): boolean {

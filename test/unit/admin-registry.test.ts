@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { createLogger } from '../../src/log.ts';
 import { Metrics } from '../../src/metrics.ts';
-import { decodeVm, registryKeys } from '../../src/registry/layout.ts';
+import { decodeVm, encodeHost, registryKeys } from '../../src/registry/layout.ts';
 import { RegistrySync } from '../../src/registry/sync.ts';
 import { RegistryWriter } from '../../src/registry/writer.ts';
 import { buildAdminApp } from '../../src/server/admin-app.ts';
@@ -18,6 +18,7 @@ import { SqliteStore } from '../../src/store/sqlite-store.ts';
 import { FakeEtcd, settle } from '../helpers/fake-etcd.ts';
 
 const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
+const VM2 = '2b4e28ba-2fa1-11d2-883f-0016d3cca427';
 const keys = registryKeys('/imds/');
 
 describe('admin API with a registry', () => {
@@ -32,6 +33,7 @@ describe('admin API with a registry', () => {
     dir = mkdtempSync(join(tmpdir(), 'imds-admin-registry-'));
     store = SqliteStore.open(dir);
     inventory = Inventory.open(store, { dhcpDomain: 'novalocal' });
+    await etcd.put(keys.host('hv2'), encodeHost({ host_id: 'hv2', version: '0.0.0', started_at: '2026-01-01T00:00:00.000Z' }));
     const log = createLogger({ level: 'silent' });
     sync = new RegistrySync({ etcd: () => Promise.resolve(etcd), prefix: '/imds/', hostId: 'hv1', target: inventory, log });
     await sync.start();
@@ -129,6 +131,15 @@ describe('admin API with a registry', () => {
   });
 
   it('migrates with PATCH host: the VM leaves this host when the call returns', async () => {
+    // A host that never registered is refused (naming the field), unless allow_unknown_host=true.
+    const typo = await call('PATCH', `/v1/vms/${VM}`, { host: 'hv2typo' });
+    assert.deepEqual([typo.status, typo.body?.['code'], typo.body?.['field']], [400, 'VALIDATION_FAILED', 'host']);
+    assert.match(String(typo.body?.['message']), /no host "hv2typo" is registered \(known: hv2 \(not live\)\)/);
+    const unknown = { id: VM2, network: 'net1', ip: '198.51.100.19', mac: '52:54:00:12:34:59', hostname: 'early', host: 'hv9' };
+    assert.equal((await call('POST', '/v1/vms', unknown)).status, 400);
+    const early = await call('POST', '/v1/vms?allow_unknown_host=true', unknown);
+    assert.equal(early.status, 201, JSON.stringify(early.body));
+    assert.equal((await call('DELETE', `/v1/vms/${VM2}`)).status, 200);
     const moved = await call('PATCH', `/v1/vms/${VM}`, { host: 'hv2' });
     assert.equal(moved.status, 200, JSON.stringify(moved.body));
     assert.equal(moved.body?.['host'], 'hv2');

@@ -24,6 +24,7 @@ const NO_RESULT = new Set([
   'imds vm password',
   'imds store',
   'imds token',
+  'imds host',
 ]);
 
 describe('the command tree', () => {

@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import { ImdsError, isImdsError } from '../../src/errors.ts';
 import type { Network, Vm } from '../../src/model/schema.ts';
 import { chunkImport, planRegistryImport } from '../../src/registry/import-plan.ts';
-import { encodeNetwork, encodeVm, registryKeys } from '../../src/registry/layout.ts';
+import { encodeHost, encodeNetwork, encodeVm, registryKeys } from '../../src/registry/layout.ts';
 import { stateOf } from '../../src/registry/registry-state.ts';
 import { RegistrySync } from '../../src/registry/sync.ts';
 import { RegistryWriter } from '../../src/registry/writer.ts';
@@ -31,6 +31,8 @@ afterEach(async () => {
 
 async function setup(maxTxnOps: number) {
   const etcd = new FakeEtcd();
+  await etcd.put(keys.host('hv2'), encodeHost({ host_id: 'hv2', version: '0.0.0', started_at: '2026-01-01T00:00:00.000Z' }));
+  etcd.calls.txn = 0; // tests count the writer's transactions
   etcd.maxTxnOps = maxTxnOps;
   const target = { applyBatch: () => ({ networks: none(), vms: none() }), password: () => '' };
   const sync = new RegistrySync({
@@ -216,7 +218,7 @@ describe('chunked writes: undo and network rm --force', () => {
     assert.ok(seen >= 4, `${seen} transactions`);
     assert.equal(r.vms.length, 9);
     assert.deepEqual(
-      (await dump(etcd)).filter(([k]) => k !== keys.layout),
+      (await dump(etcd)).filter(([k]) => k !== keys.layout && k !== keys.host('hv2')),
       [],
     );
   });
@@ -259,7 +261,8 @@ describe('chunked writes: undo and network rm --force', () => {
       await write().finally(() => (inHook = false));
     };
     etcd.beforeTxn = before(async () => {
-      if (++n === 1) await etcd.put(keys.vm(vmOf(1).id), encodeVm({ vm: vmOf(1), host: 'hv2' })); // another controller, between the read and the delete
+      // another controller, between the read and the delete
+      if (++n === 1) await etcd.put(keys.vm(vmOf(1).id), encodeVm({ vm: vmOf(1), host: 'hv2' }));
     });
     await assert.rejects(writer.deleteNetwork('net1', false), (err) => isImdsError(err, 'NETWORK_NOT_EMPTY'));
     assert.ok(await etcd.get(keys.network('net1')), 'the network stays: a VM is on it now');

@@ -321,4 +321,41 @@ describe('registry sync', () => {
     await sync.start();
     assert.equal(await sync.waitForRevision(1000, 20), false);
   });
+
+  it('applies nothing of a layout version it does not know: degraded, the local copy kept; applies the registry once it is back', async () => {
+    const etcd = new FakeEtcd();
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await putVm(etcd, vmOf(1), 'hv1');
+    await etcd.put(keys.layout, JSON.stringify({ version: 1 }));
+    const { inventory, sync } = setup('hv1', etcd);
+    await sync.start();
+    assert.deepEqual(served(inventory), ['vm1']);
+    assert.equal(sync.status().connected, true);
+    await etcd.put(keys.layout, JSON.stringify({ version: 2 }));
+    await putVm(etcd, vmOf(2), 'hv1');
+    await settle();
+    assert.deepEqual(served(inventory), ['vm1'], 'vm2, written under layout 2, is not applied');
+    assert.equal(sync.status().connected, false, 'degraded');
+    assert.match(sync.status().lastError ?? '', /layout is version 2; this imds knows version 1 only/);
+    assert.match(sync.layoutProblem ?? '', /version 2/);
+    await etcd.put(keys.layout, JSON.stringify({ version: 1 }));
+    await settle();
+    assert.deepEqual(served(inventory), ['vm1', 'vm2']);
+    assert.equal(sync.status().connected, true);
+    assert.equal(sync.layoutProblem, undefined);
+  });
+
+  it('refuses a layout at start too, and one that does not validate; an absent layout is version 1', async () => {
+    const etcd = new FakeEtcd();
+    await etcd.put(keys.network('net1'), encodeNetwork(NET));
+    await putVm(etcd, vmOf(1), 'hv1');
+    const first = setup('hv1', etcd);
+    await first.sync.start();
+    assert.deepEqual(served(first.inventory), ['vm1'], 'no layout key: version 1');
+    await etcd.put(keys.layout, 'garbage');
+    const second = setup('hv1', etcd);
+    await second.sync.start();
+    assert.deepEqual(served(second.inventory), [], 'nothing applied from a layout that does not validate');
+    assert.match(second.sync.status().lastError ?? '', /layout key \/imds\/v1\/layout does not validate/);
+  });
 });

@@ -4,13 +4,16 @@ import { afterEach, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { isImdsError, type ErrorCode } from '../../src/errors.ts';
 import type { Network, Vm } from '../../src/model/schema.ts';
-import { decodeVm, encodeVm, registryKeys } from '../../src/registry/layout.ts';
+import { decodeVm, encodeHost, encodeVm, registryKeys } from '../../src/registry/layout.ts';
 import { RegistrySync } from '../../src/registry/sync.ts';
 import { RegistryWriter } from '../../src/registry/writer.ts';
 import type { BatchInput } from '../../src/store/batch-plan.ts';
-import { FakeEtcd } from '../helpers/fake-etcd.ts';
+import { FakeEtcd, settle } from '../helpers/fake-etcd.ts';
 
 const keys = registryKeys('/imds/');
+
+/** hv2 registered (its daemon started once): writes may place VMs on it. */
+const HV2 = encodeHost({ host_id: 'hv2', version: '0.0.0', started_at: '2026-01-01T00:00:00.000Z' });
 const NET: Network = { id: 'net1', cidr: '198.51.100.0/24', service_ip: '198.51.100.2' };
 const vmOf = (n: number): Vm => ({
   id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
@@ -28,6 +31,7 @@ afterEach(async () => {
 /** A sync whose target records the VMs placed here (the inventory's part is tested in registry-sync). */
 async function setup(hostId = 'hv1') {
   const etcd = new FakeEtcd();
+  await etcd.put(keys.host('hv2'), HV2);
   const placed: string[][] = [];
   const target = {
     applyBatch: (batch: BatchInput) => {
@@ -177,7 +181,7 @@ describe('registry writer', () => {
     assert.deepEqual(r.vms, [vmOf(1).id]);
     assert.deepEqual(
       (await etcd.rangePrefix(keys.root)).kvs.map((kv) => kv.key),
-      [keys.layout],
+      [keys.host('hv2'), keys.layout],
     );
     await rejects(writer.deleteNetwork('net1', false), 'NOT_FOUND');
   });
@@ -211,6 +215,53 @@ describe('registry token key', () => {
     const r = await writer.replaceTokenKey(Buffer.alloc(32, 3));
     assert.equal(await other.waitForRevision(r.revision, 5000), true);
     assert.deepEqual(seen, [undefined, Buffer.alloc(32, 1).toString('hex'), Buffer.alloc(32, 3).toString('hex')]);
+  });
+
+  it('refuses a VM placed on a host that never registered (naming the field and the known hosts), unless allowed', async () => {
+    const { etcd, writer } = await setup();
+    await writer.createNetwork(NET);
+    await etcd.put(keys.alive('hv2'), HV2);
+    await settle();
+    const known = /host: no host "hv3" is registered \(known: hv2 \(live\)\)/;
+    await assert.rejects(writer.createVm(vmOf(1), 'hv3'), (err) => {
+      assert.ok(isImdsError(err, 'VALIDATION_FAILED'), String(err));
+      assert.equal(err.field, 'host');
+      assert.match(err.message, known);
+      assert.deepEqual(err.details, { host: 'hv3', known: ['hv2'] });
+      return true;
+    });
+    assert.equal(await etcd.get(keys.vm(vmOf(1).id)), undefined, 'nothing written');
+    await writer.createVm(vmOf(1), 'hv1'); // this host: known even before its registration lands
+    await rejects(writer.migrateVm(vmOf(1).id, 'hv3'), 'VALIDATION_FAILED', known);
+    await writer.migrateVm(vmOf(1).id, 'hv2');
+    await writer.createVm(vmOf(2), 'hv3', { allowUnknownHost: true });
+    // A VM already on an unregistered host can still be changed (only a move is checked).
+    await writer.updateVm(vmOf(2).id, (v) => ({ ...v, vm: { ...v.vm, name: 'renamed' } }));
+    // A host registered after this daemon last read the registry is found by reading its key.
+    etcd.cutWatches(true);
+    await etcd.put(keys.host('hv4'), encodeHost({ host_id: 'hv4', version: '0.0.0', started_at: '2026-01-01T00:00:00.000Z' }));
+    const moving = writer.migrateVm(vmOf(2).id, 'hv4'); // written, then waits for its revision (delivered once the watch is back)
+    const hostNow = async () => {
+      const d = decodeVm(vmOf(2).id, (await etcd.get(keys.vm(vmOf(2).id)))?.value ?? '');
+      return d.ok ? d.value.host : undefined;
+    };
+    for (let i = 0; i < 100 && (await hostNow()) !== 'hv4'; i++) await settle();
+    assert.equal(await hostNow(), 'hv4');
+    etcd.cutWatches(false);
+    assert.equal((await moving).host, 'hv4');
+    const batch = { networks: [], vms: [{ vm: vmOf(3), host: 'hv5' }], passwords: new Map<string, string>() };
+    await rejects(writer.importBatch(batch, { dryRun: true }), 'VALIDATION_FAILED', /vms\[0\]\.host: no host "hv5"/);
+    await writer.importBatch(batch, { dryRun: false, allowUnknownHost: true });
+  });
+
+  it("refuses every write while the registry's layout is one this imds does not know", async () => {
+    const { etcd, writer } = await setup();
+    await writer.createNetwork(NET);
+    await etcd.put(keys.layout, JSON.stringify({ version: 2 }));
+    await settle();
+    await rejects(writer.createVm(vmOf(1), 'hv1'), 'REGISTRY_UNAVAILABLE', /nothing was written: the registry's layout is version 2/);
+    await rejects(writer.createNetwork({ id: 'net2', cidr: '203.0.113.0/24', service_ip: '203.0.113.2' }), 'REGISTRY_UNAVAILABLE');
+    assert.equal(await etcd.get(keys.vm(vmOf(1).id)), undefined);
   });
 });
 

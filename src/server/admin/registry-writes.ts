@@ -2,6 +2,7 @@
 // passwords go to etcd through the registry writer, in transactions (create-only adds, compared
 // updates); this host's sync applies what it serves before the call returns. Views answer with the
 // record as written (a VM on another host is not in this host's inventory).
+import { z } from 'zod';
 import { ImdsError } from '../../errors.ts';
 import { networkSchema, vmSchema, type Network, type Vm } from '../../model/schema.ts';
 import type { AdminDeps } from './deps.ts';
@@ -11,6 +12,20 @@ import { parseModel } from './validation.ts';
 import { networkViewOf, vmViewOf } from './views.ts';
 
 type Registry = NonNullable<AdminDeps['registry']>;
+
+/** `?allow_unknown_host=true` (with a registry): a VM may be placed on a host that never registered. */
+export const allowUnknownHost = z
+  .enum(['true', 'false'])
+  .optional()
+  .describe(
+    'with a registry: true places the VM on a host that is not registered yet (its daemon never started with this registry); ' +
+      'otherwise such a host is refused (400 VALIDATION_FAILED, field host)',
+  );
+
+/** The query's allow_unknown_host as the writer takes it. */
+export function placeOptionsOf(query: { allow_unknown_host?: 'true' | 'false' | undefined }): { allowUnknownHost: boolean } {
+  return { allowUnknownHost: query.allow_unknown_host === 'true' };
+}
 
 /** `if_revision` as a number (undefined when not given). */
 export function revisionOf(query: { if_revision?: string | undefined }): number | undefined {
@@ -43,15 +58,28 @@ function vmView(deps: AdminDeps, vm: Vm, host: string) {
   return { ...vmViewOf(deps, local ?? { vm, origin: 'registry' }, false), host };
 }
 
-export async function registryCreateVm(deps: AdminDeps, registry: Registry, body: Record<string, unknown>, host: string | undefined) {
+export async function registryCreateVm(
+  deps: AdminDeps,
+  registry: Registry,
+  body: Record<string, unknown>,
+  host: string | undefined,
+  place: { allowUnknownHost: boolean } = { allowUnknownHost: false },
+) {
   const vm = parseModel(vmSchema, vmInput(body));
   const on = host ?? registry.hostId;
-  await registry.writer.createVm(vm, on);
+  await registry.writer.createVm(vm, on, place);
   if (on === registry.hostId) await servedHere(deps, vm);
   return vmView(deps, vm, on);
 }
 
-export async function registryPatchVm(deps: AdminDeps, registry: Registry, id: string, body: Record<string, unknown>, ifRevision?: number) {
+export async function registryPatchVm(
+  deps: AdminDeps,
+  registry: Registry,
+  id: string,
+  body: Record<string, unknown>,
+  ifRevision?: number,
+  place: { allowUnknownHost: boolean } = { allowUnknownHost: false },
+) {
   const { host, ...patch } = body;
   const result = await registry.writer.updateVm(
     id,
@@ -62,6 +90,7 @@ export async function registryPatchVm(deps: AdminDeps, registry: Registry, id: s
       return { vm, host: typeof host === 'string' ? host : current.host };
     },
     ifRevision,
+    place,
   );
   if (result.host === registry.hostId) await servedHere(deps, result.vm);
   else if (result.thisHost) await deps.vmChangesApplied?.();

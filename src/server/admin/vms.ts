@@ -10,7 +10,16 @@ import { patchRoute } from './patch-route.ts';
 import { errorBody, errorResponses, idParam, ifRevisionQuery, patchOf, vmAsBody, vmCreate, vmInput, vmView } from './schemas.ts';
 import { parseModel } from './validation.ts';
 import { vmViewOf } from './views.ts';
-import { refuseHost, refuseIfRevision, registryCreateVm, registryDeleteVm, registryPatchVm, revisionOf } from './registry-writes.ts';
+import {
+  allowUnknownHost,
+  placeOptionsOf,
+  refuseHost,
+  refuseIfRevision,
+  registryCreateVm,
+  registryDeleteVm,
+  registryPatchVm,
+  revisionOf,
+} from './registry-writes.ts';
 import { requireServedVm, resolveVmRefs, withFallback, type VmRefLookups } from './vm-ref.ts';
 
 /** Registered with the prefix /v1/vms. */
@@ -52,13 +61,15 @@ function createVm(app: AdminRouter, deps: AdminDeps): void {
       schema: {
         tags: ['vms'],
         summary: 'Create a VM; guests see it when this returns',
+        querystring: z.object({ allow_unknown_host: allowUnknownHost }),
         body: vmCreate,
         response: { 201: vmView, ...errorResponses },
       },
     },
     async (req, reply) => {
       const { host, ...body } = req.body;
-      if (deps.registry !== undefined) return reply.code(201).send(await registryCreateVm(deps, deps.registry, body, host));
+      if (deps.registry !== undefined)
+        return reply.code(201).send(await registryCreateVm(deps, deps.registry, body, host, placeOptionsOf(req.query)));
       refuseHost(host);
       const vm = parseModel(vmSchema, vmInput(body));
       deps.inventory.createVm(vm, 'api');
@@ -84,8 +95,8 @@ function patchVm(app: AdminRouter, deps: AdminDeps): void {
     noun: 'VM',
     body: vmPatch,
     view: vmView,
-    query: ifRevisionQuery,
-    registry: (registry, id, body, query) => registryPatchVm(deps, registry, id, body, revisionOf(query)),
+    query: ifRevisionQuery.extend({ allow_unknown_host: allowUnknownHost }),
+    registry: (registry, id, body, query) => registryPatchVm(deps, registry, id, body, revisionOf(query), placeOptionsOf(query)),
     local: (id, patch) => {
       const { host, ...body }: Record<string, unknown> = patch;
       refuseHost(host as string | undefined);
