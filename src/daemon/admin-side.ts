@@ -98,6 +98,7 @@ function registryInfo(registry: RegistrySide): Record<string, unknown> {
     ...(s.lastError === undefined ? {} : { last_error: s.lastError }),
     prefix: s.prefix,
     endpoints: s.endpoints.join(','),
+    hosts: s.hosts, // imds host list
   };
 }
 

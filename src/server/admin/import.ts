@@ -9,6 +9,7 @@ import { ImdsError } from '../../errors.ts';
 import type { BatchResult, InventorySnapshot, RevertScope } from '../../store/inventory.ts';
 import type { AdminDeps, AdminPlugin } from './deps.ts';
 import { errorResponses, networkCreate, vmCreate, vmInput } from './schemas.ts';
+import { allowUnknownHost } from './registry-writes.ts';
 import { parseModel } from './validation.ts';
 
 const importVm = vmCreate.extend({
@@ -35,6 +36,7 @@ const importQuery = z.object({
     .describe(
       'delete what the body does not list (only records made through the API): vms = VMs on the networks the body names; all = every VM and network',
     ),
+  allow_unknown_host: allowUnknownHost,
 });
 
 const changes = z.object({
@@ -91,7 +93,10 @@ type ImportQuery = z.output<typeof importQuery>;
 async function registryImport(deps: AdminDeps, registry: NonNullable<AdminDeps['registry']>, body: ImportBody, query: ImportQuery) {
   const { placed: vms, passwords } = parseEntries(body.vms ?? []);
   const dryRun = query.dry_run === 'true';
-  const written = await registry.writer.importBatch({ networks: body.networks ?? [], vms, passwords }, { dryRun, prune: query.prune });
+  const written = await registry.writer.importBatch(
+    { networks: body.networks ?? [], vms, passwords },
+    { dryRun, prune: query.prune, allowUnknownHost: query.allow_unknown_host === 'true' },
+  );
   if (!dryRun && written.thisHost) {
     await deps.converge();
     await deps.vmChangesApplied?.();
