@@ -6,6 +6,19 @@
 #   --fuzz    also what scripts/fuzz.sh needs (clang, libFuzzer)
 #   --bench   also what the benchmarks need (lighttpd and nginx for the peers, wrk, a C compiler, perf, etcd for bench:registry, iperf3)
 # A production host needs none of this: it installs the .deb (docs/install.md).
+#
+# What it changes on the host (docs/architecture.md, safety rules for tests, lists the same), and
+# only when a package is missing:
+#   - apt-get update, then apt-get install of the missing packages (nothing else is upgraded);
+#   - /usr/sbin/policy-rc.d ("exit 101": no service starts while installing), only if there was
+#     none, removed on every exit path;
+#   - /etc/cloud/cloud-init.disabled, only when it installs cloud-init (--test) and the file is not
+#     there: cloud-init never configures this host. Removed again (and /etc/cloud if it made it) when
+#     the run fails before cloud-init is installed;
+#   - `systemctl disable prometheus.service` and `systemctl disable etcd.service`, only when it
+#     installed prometheus or etcd-server: the tests need promtool and start their own etcd members,
+#     and neither service may start at the next boot.
+# In the checkout: node_modules and native/build (npm ci), dist (the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,18 +70,40 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
     exit 1
   fi
+  # What this run wrote that a failure must take back (the EXIT trap below).
+  made_policy=0 made_cloud_dir=0 made_cloud_disabled=0
+  undo_on_exit() {
+    local rc=$?
+    if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+    # cloud-init.disabled stays once cloud-init is on disk (unpacked counts: its units are there);
+    # if the run failed before that, nothing needs it and it goes.
+    if [ "$rc" -ne 0 ] && [ "$made_cloud_disabled" = 1 ]; then
+      case "$(dpkg-query -W -f='${db:Status-Status}' cloud-init 2>/dev/null || true)" in
+        '' | not-installed | config-files)
+          rm -f /etc/cloud/cloud-init.disabled
+          if [ "$made_cloud_dir" = 1 ]; then rmdir /etc/cloud 2>/dev/null || true; fi
+          echo "setup: failed before cloud-init was installed; removed the /etc/cloud/cloud-init.disabled it wrote" >&2
+          ;;
+        *) echo "setup: failed, but cloud-init is on disk: /etc/cloud/cloud-init.disabled stays" >&2 ;;
+      esac
+    fi
+    return "$rc"
+  }
+  trap undo_on_exit EXIT
+  trap 'exit 130' INT TERM HUP   # an interrupted install undoes too (through the EXIT trap)
   # Never start services (lighttpd, dnsmasq, …) as a side effect of installing them; the policy
   # file is removed on every exit path, apt failing included.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
+    made_policy=1
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    trap 'exit 130' INT TERM HUP   # an interrupted install removes it too (through the EXIT trap)
   fi
   # The tests (--test only) use cloud-init's readers as the client. Installing it must not make it
   # act on this host at the next boot: only when this script installs it (never when the host has
   # its own), it is disabled, and that is said.
   for p in "${missing[@]}"; do
     if [ "$p" = cloud-init ] && [ ! -e /etc/cloud/cloud-init.disabled ]; then
+      if [ ! -d /etc/cloud ]; then made_cloud_dir=1; fi
+      made_cloud_disabled=1
       mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled
       echo "setup: installing cloud-init for the tests (its readers are the client); wrote /etc/cloud/cloud-init.disabled so that it never configures this host"
     fi

@@ -34,10 +34,13 @@ export class DaemonProcess {
   /** Why its exit was not one the test asked for; undefined while alive or after an expected exit. */
   unexpected: string | undefined;
   private stderr = '';
+  /** Characters ever written to stderr (the kept text is cut to its last 100,000 now and then). */
+  private stderrTotal = 0;
   private expected: boolean;
   private readonly waiters: Waiter[] = [];
   private readonly stderrWaiters: { text: string; resolve: () => void }[] = [];
   private readonly exited: Promise<DaemonExit>;
+  private readonly outputEnded: Promise<void>;
 
   constructor(spec: DaemonSpawn) {
     const [cmd, ...args] = spec.argv;
@@ -45,7 +48,14 @@ export class DaemonProcess {
     this.pid = this.child.pid as number;
     this.expected = spec.expectExit ?? false;
     this.child.stderr?.on('data', (d: Buffer) => this.onStderr(d.toString()));
-    createInterface({ input: this.child.stdout! }).on('line', (line) => this.onLine(line));
+    const lines = createInterface({ input: this.child.stdout! });
+    lines.on('line', (line) => this.onLine(line));
+    // Its output ends when every process holding its stdout and stderr is gone: it, and a successor
+    // `imds restart` started (which writes to the same pipes).
+    this.outputEnded = Promise.all([
+      new Promise<void>((resolve) => lines.once('close', resolve)),
+      new Promise<void>((resolve) => (this.child.stderr ? this.child.stderr.once('close', () => resolve()) : resolve())),
+    ]).then(() => undefined);
     this.exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
         this.exit = { code, signal };
@@ -95,6 +105,36 @@ export class DaemonProcess {
   /** Waits for the first log line after index `mark` that matches. */
   waitForAfter(mark: number, predicate: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine> {
     return this.waitFor((l) => predicate(l) && this.logs.indexOf(l) >= mark, timeoutMs);
+  }
+
+  /** A mark in its stderr, for `stderrSince`. */
+  get stderrMark(): number {
+    return this.stderrTotal;
+  }
+
+  /** What it (or a successor, which shares the pipe) wrote to stderr since `mark` (as much as is kept). */
+  stderrSince(mark: number): string {
+    const kept = this.stderr.length - (this.stderrTotal - mark);
+    return this.stderr.slice(Math.max(0, kept));
+  }
+
+  /**
+   * Resolves once its stdout and stderr have ended (every process writing to them is gone, so every
+   * line is in `logs`); rejects after `timeoutMs`.
+   */
+  async outputClosed(timeoutMs = 10_000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`daemon ${this.pid}: its stdout and stderr were still open ${timeoutMs} ms later:\n${this.tail()}`)),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([this.outputEnded, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   waitForStderr(text: string, timeoutMs = 20_000): Promise<void> {
@@ -158,6 +198,7 @@ export class DaemonProcess {
 
   private onStderr(text: string): void {
     this.stderr += text;
+    this.stderrTotal += text.length;
     if (this.stderr.length > 200_000) this.stderr = this.stderr.slice(-100_000);
     for (const w of [...this.stderrWaiters]) {
       if (this.stderr.includes(w.text)) {

@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createRunner, type RunResult } from '../../src/netns/run.ts';
 import { DaemonProcess } from './daemon.ts';
+import { SuccessorProcess } from './successor.ts';
 
-export { DaemonProcess };
+export { DaemonProcess, SuccessorProcess };
 
 export const ROOT = new URL('../..', import.meta.url).pathname;
 export const MAIN = join(ROOT, 'dist', 'main.js');
@@ -124,6 +125,8 @@ export class Sandbox {
   readonly nsPrefix: string;
   readonly dir: string;
   private readonly daemons: DaemonProcess[] = [];
+  /** Successors of `imds restart` watched here (successorOf). */
+  private readonly successors: SuccessorProcess[] = [];
   /** Unexpected exits not yet reported by assertNoDeaths. */
   private readonly deaths: string[] = [];
   private guestCount = 0;
@@ -288,6 +291,21 @@ export class Sandbox {
     return daemon;
   }
 
+  /**
+   * The daemon `imds restart` started in place of `predecessor` (the pid its `--json` answer names),
+   * under the same rule as `startDaemon`'s: any exit not asked for (`stop()`, `kill()` on what this
+   * returns) fails the test, and `stop()` fails unless it exits 0 with a clean stop in its log. Call
+   * it as soon as the pid is known: an exit before the watch begins fails here.
+   */
+  async successorOf(predecessor: DaemonProcess, pid: number): Promise<SuccessorProcess> {
+    const successor = await SuccessorProcess.watch(predecessor, pid, (s) => {
+      this.deaths.push(s.unexpected as string);
+      process.stdout.write(`# ${(s.unexpected as string).split('\n').join('\n# ')}\n`);
+    });
+    this.successors.push(successor);
+    return successor;
+  }
+
   /** Throws if any daemon of this sandbox exited in a way its test did not ask for (once per death). */
   assertNoDeaths(): void {
     const deaths = this.deaths.splice(0);
@@ -300,14 +318,33 @@ export class Sandbox {
     await sh(['ip', '-n', this.hv, 'link', 'set', 'lo', 'up']);
   }
 
-  /** Stops the daemons started here (SIGTERM, then SIGKILL after 10 s). */
+  /**
+   * Stops every daemon started here and every successor watched here (SIGTERM, then SIGKILL after
+   * 10 s), all of them whatever happens to one; then throws an AggregateError naming each one that
+   * did not stop cleanly (a non-zero exit, an exit nobody asked for), with its last output.
+   */
   async cleanupDaemons(): Promise<void> {
-    for (const d of this.daemons) await d.stop('SIGTERM').catch(() => undefined);
+    const failures: Error[] = [];
+    for (const d of [...this.daemons, ...this.successors]) {
+      try {
+        await d.stop();
+      } catch (err) {
+        failures.push(err as Error);
+      }
+    }
+    if (failures.length > 0) {
+      const what = failures.map((e) => e.message).join('\n');
+      throw new AggregateError(failures, `sandbox ${this.base}: ${failures.length} daemon(s) did not stop cleanly:\n${what}`);
+    }
   }
 
   /** Kills every process started here and every process inside our namespaces, then deletes them. */
   async cleanup(): Promise<void> {
     for (const d of this.daemons) await d.kill();
+    for (const s of this.successors) {
+      if (s.alive) await s.kill().catch(() => undefined); // gone either way: SIGKILL was sent
+      s.dispose();
+    }
     for (const ns of await this.namespaces()) await killInside(ns);
     for (const ns of await this.namespaces()) await sh(['ip', 'netns', 'del', ns], { allowFailure: true });
     rmSync(this.dir, { recursive: true, force: true });

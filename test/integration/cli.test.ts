@@ -2,7 +2,7 @@
 // hypervisor namespace, its --json output and its errors, changes reaching guests at once, `vm get`
 // through the namespace, and the admin API out of every guest's reach.
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { parse, stringify } from 'yaml';
@@ -93,10 +93,44 @@ describe('operator surface: CLI and admin API', () => {
       ],
       'both store networks are planned, with nothing to do',
     );
-    // Without --config: the packaged file (read if this host has it, else named in the error).
-    const defaulted = await sb.cli(['check', '-o', 'json'], { allowFailure: true });
-    if (defaulted.code === 0) assert.equal((JSON.parse(defaulted.stdout) as { file: string }).file, '/etc/imds/imds.yaml');
-    else assert.match(defaulted.stderr, /"message":"\/etc\/imds\/imds\.yaml: /);
+    // Without --config: the packaged file, whatever this host has at /etc/imds. The CLI runs in a
+    // mount namespace of its own where /etc is an overlay whose top layer is in the sandbox: once with
+    // a file of ours there (read: it names the file and counts its network), once with /etc/imds
+    // hidden (a whiteout: named in the error).
+    const present = join(sb.dir, 'etc-present');
+    mkdirSync(join(present, 'imds'), { recursive: true });
+    writeFileSync(
+      join(present, 'imds', 'imds.yaml'),
+      stringify(sb.config({ networks: [{ id: 'etcnet', cidr: '192.0.2.0/24', service_ip: '192.0.2.2' }] }, 'etc')),
+    );
+    const absent = join(sb.dir, 'etc-absent');
+    mkdirSync(absent);
+    await sh(['mknod', join(absent, 'imds'), 'c', '0', '0']);
+    const withEtc = (layer: string, args: string[]) =>
+      sh(
+        [
+          'unshare',
+          '--mount',
+          '--propagation',
+          'private',
+          '--',
+          'sh',
+          '-c',
+          'mount -t overlay overlay -o "lowerdir=$1:/etc" /etc && shift && exec "$@"',
+          'sh',
+          layer,
+          process.execPath,
+          join(process.cwd(), 'dist', 'main.js'),
+          ...args,
+        ],
+        { allowFailure: true },
+      );
+    const read = await withEtc(present, ['check', '-o', 'json']);
+    assert.equal(read.code, 0, read.stderr);
+    assert.deepEqual(JSON.parse(read.stdout), { ok: true, file: '/etc/imds/imds.yaml', networks: 1, vms: 0 });
+    const missing = await withEtc(absent, ['check', '-o', 'json']);
+    assert.equal(missing.code, 2, `${missing.stdout}${missing.stderr}`);
+    assert.match(missing.stderr, /"message":"\/etc\/imds\/imds\.yaml: /);
   });
 
   it('prints every result as -o json, yaml, table or wide, and errors as JSON under -o json', async () => {

@@ -3,15 +3,19 @@
 // everywhere an operator looks, and `imds restart` (no systemd) hands the listening sockets to a
 // new daemon with no failed guest request.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { MAIN, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
-import { until } from '../helpers/wait.ts';
+import { MAIN, sh, useSandbox, type Guest, type Sandbox } from '../helpers/sandbox.ts';
+import { exitOf, lineOn, until } from '../helpers/wait.ts';
 
 const VM = '1b4e28ba-2fa1-11d2-883f-0016d3cca427';
 
-/** A guest-side poller: a GET on a new connection every INTERVAL ms for MS ms, each cut off after TIMEOUT ms (10 s); prints its counts. */
+/**
+ * A guest-side poller: a GET on a new connection every INTERVAL ms for MS ms, each cut off after
+ * TIMEOUT ms (10 s); prints `first` at its first good answer and its counts at the end.
+ */
 const POLLER = `
 const http = require('http');
 const [interval, ms, timeout = 10000] = process.argv.slice(1).map(Number);
@@ -25,7 +29,10 @@ function once() {
   const fail = (what) => { failed++; errors.push({ what, started, ms: Date.now() - started, connected, bytes }); };
   const req = http.get({ host: '169.254.169.254', path: '/openstack/latest/meta_data.json', agent: false, timeout }, (res) => {
     let body = ''; res.on('data', (c) => { bytes += c.length; body += c; });
-    res.on('end', () => { if (res.statusCode === 200 && body.includes(${JSON.stringify(VM)})) ok++; else fail(res.statusCode); setTimeout(once, Math.max(0, interval - (Date.now() - started))); });
+    res.on('end', () => {
+      if (res.statusCode === 200 && body.includes(${JSON.stringify(VM)})) { if (ok++ === 0) console.log('first'); } else fail(res.statusCode);
+      setTimeout(once, Math.max(0, interval - (Date.now() - started)));
+    });
   });
   req.on('socket', (s) => s.once('connect', () => (connected = true)));
   req.on('timeout', () => req.destroy(new Error('timeout')));
@@ -33,6 +40,31 @@ function once() {
 }
 once();
 `;
+
+type PollCounts = { ok: number; failed: number; errors: unknown[] };
+
+/** Starts the poller in `guest`; resolves once it has had its first good answer, with its counts to come. */
+async function startPoller(guest: Guest, args: string[]): Promise<{ counts: Promise<PollCounts> }> {
+  const child = spawn('ip', ['netns', 'exec', guest.netns, process.execPath, '-e', POLLER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => void (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => void (stderr += d.toString()));
+  const ended = exitOf(child, 'the guest poller', 60_000);
+  ended.catch(() => undefined);
+  try {
+    await lineOn(child.stdout, "the poller's first answer", (l) => l === 'first', 10_000);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`${(err as Error).message}\n${stderr}`, { cause: err });
+  }
+  const counts = ended.then((code) => {
+    if (code !== 0) throw new Error(`the guest poller exited ${code}:\n${stdout}${stderr}`);
+    return JSON.parse(stdout.trim().split('\n').pop() as string) as PollCounts;
+  });
+  counts.catch(() => undefined); // awaited by the test
+  return { counts };
+}
 
 describe('the service contract', () => {
   const current = useSandbox({ before, after, afterEach });
@@ -121,13 +153,14 @@ describe('the service contract', () => {
     const d = await sb.startDaemon(path);
     const guest = await sb.addGuest('h', vmGuest);
     assert.equal((await guest.http('/openstack/latest/meta_data.json')).status, 200);
-    const poller = guest.exec([process.execPath, '-e', POLLER, '20', '6000'], { timeoutMs: 60_000 });
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const poller = await startPoller(guest, ['20', '6000']); // serving, as seen from the guest, before the restart
     void d.expectExit(60_000); // the old daemon stops by itself once its successor is ready
     const restarted = JSON.parse((await imds('handover', ['restart', '--json'])).stdout) as { successor: number };
+    // Not a child of the test: watched, so that its crash or a stop other than a clean one fails it.
+    const successor = await sb.successorOf(d, restarted.successor);
     const exit = await d.expectExit(30_000);
     assert.deepEqual([exit.code, exit.signal], [0, null], 'the old daemon stopped cleanly');
-    const counts = JSON.parse((await poller).stdout) as { ok: number; failed: number; errors: unknown[] };
+    const counts = await poller.counts;
     process.stdout.write(`# measured: guest requests across \`imds restart\`: ${counts.ok} answered, ${counts.failed} failed\n`);
     assert.equal(counts.failed, 0, `failed requests across the hand-over: ${JSON.stringify(counts)}`);
     assert.ok(counts.ok > 100, `the poller ran across it: ${JSON.stringify(counts)}`);
@@ -139,34 +172,22 @@ describe('the service contract', () => {
     const ready = d.logs.filter((l) => l['msg'] === 'ready');
     assert.equal(ready.length, 2, 'two daemons got ready, one after the other');
     assert.deepEqual(ready[1]?.['sockets'], { adopted: 1, opened: 0 }, 'the successor adopted the socket (no gap)');
-    process.kill(restarted.successor, 'SIGTERM');
-    await until(
-      'the successor to stop',
-      () => {
-        try {
-          process.kill(restarted.successor, 0);
-          return undefined;
-        } catch {
-          return true;
-        }
-      },
-      15_000,
-    );
+    assert.equal(await successor.stop(), 0, 'the successor stops cleanly: exit 0, its stop logged, nothing on stderr');
     await sb.removeGuest(guest); // the network outlives the daemon: the next test's guest takes this one's MAC and address
   });
   it('a hand-over whose new daemon fails leaves the old one serving: `imds restart` exits 1 with the reason; guests, admin calls and self-healing go on', async () => {
     const path = sb.writeConfig(sb.config({ log_level: 'info', networks: [net], vms: [vm] }, 'failover'), 'failover.yaml');
     const d = await sb.startDaemon(path, { env: { IMDS_FAULT_SUCCESSOR_FAILS: '1' } });
     const guest = await sb.addGuest('f', vmGuest);
-    // A 3 s cut-off (answers take milliseconds) and 6 s of polling: after a stuck request, the ones after it show whether serving came back.
-    const poller = guest.exec([process.execPath, '-e', POLLER, '20', '6000', '3000'], { timeoutMs: 60_000 });
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // A 3 s cut-off (answers take milliseconds) and 6 s of polling: after a stuck request, the ones
+    // after it show whether serving came back.
+    const poller = await startPoller(guest, ['20', '6000', '3000']);
     const window = { restart_started: Date.now(), restart_ended: 0 };
     const restart = await imds('failover', ['restart'], { allowFailure: true });
     window.restart_ended = Date.now();
     assert.equal(restart.code, 1, restart.stderr);
     assert.match(restart.stderr, /^imds: COMMAND_FAILED: hand-over failed: it exited before it was ready/m);
-    const counts = JSON.parse((await poller).stdout) as { ok: number; failed: number };
+    const counts = await poller.counts;
     // On failure: when each failed request began against the restart's window, and the daemon's own account.
     const account = () => JSON.stringify({ counts, window, daemon: d.logs.map((l) => ({ time: l['time'], msg: l['msg'] })) });
     assert.equal(counts.failed, 0, `failed requests across the failed hand-over: ${account()}`);

@@ -23,18 +23,20 @@ describe('Nova faithfulness through the data path', () => {
   let guest: Guest;
   let cfgPath: string;
 
+  let markers = 0;
   /**
    * Requests the daemon logged from the guest since `mark`. The native data plane's lines reach the
-   * log up to 50 ms after their answers (the loop records them; the JS writes them in batches), so
-   * this waits until no new line came for 300 ms.
+   * log some time after their answers (the loop records them in order; the JS writes them in
+   * batches), so the guest then asks for a marker path, and once the marker's line is in the log,
+   * so are those of every request answered before it. The marker's line is not returned.
    */
   const requestsSince = async (mark: number): Promise<RequestLine[]> => {
-    const lines = () => daemon.logs.slice(mark).filter((l) => l['msg'] === 'request' && l['src'] === '198.51.100.10') as RequestLine[];
-    for (let seen = -1; lines().length !== seen;) {
-      seen = lines().length;
-      await new Promise((resolve) => setTimeout(resolve, 300));
-    }
-    return lines();
+    const marker = `/imds-test-marker-${++markers}`;
+    assert.equal((await guest.http(marker)).status, 404, 'the marker path is not a metadata path');
+    await daemon.waitForAfter(mark, (l) => l['msg'] === 'request' && l['path'] === marker, 10_000);
+    return daemon.logs
+      .slice(mark)
+      .filter((l) => l['msg'] === 'request' && l['src'] === '198.51.100.10' && l['path'] !== marker) as RequestLine[];
   };
 
   before(async () => {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { exitOf, lineOn, until } from '../helpers/wait.ts';
-import { MAIN, ROOT, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
+import { MAIN, ROOT, RUN_OWNER, TEST_PREFIX, sh, useSandbox, type Sandbox } from '../helpers/sandbox.ts';
 
 const uuid = (n: number): string => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
 
@@ -359,7 +359,7 @@ describe('the systemd unit', () => {
 
   it('passes systemd-analyze verify, with its man page, ExecStart and ExecReload pointed at this checkout', async () => {
     // The unit as the package ships it is verified from the built package (package.test.ts).
-    const dir = mkdtempSync(join(tmpdir(), 'imdstest-unit-'));
+    const dir = mkdtempSync(join(tmpdir(), `${TEST_PREFIX}${RUN_OWNER}-unit-`)); // the run's owner: a concurrent run's sweep leaves it alone
     try {
       await sh(['install', '-D', '-m', '0644', join(ROOT, 'packaging', 'imds.8'), join(dir, 'man', 'man8', 'imds.8')]);
       const check = join(dir, 'imds.service');
