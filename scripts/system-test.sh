@@ -55,6 +55,9 @@ deb=("$work"/base/imds_*.deb)
 deb_upgrade=("$work"/upgrade/imds_*.deb)
 [ -f "${deb[0]}" ] && [ -f "${deb_upgrade[0]}" ] || { echo "system-test: package.sh made no .deb" >&2; exit 1; }
 say "packages: $(basename "${deb[0]}") and $(basename "${deb_upgrade[0]}") built in $((SECONDS - t0)) s"
+# What the closing notes and docs/install.md quote: the size and the Depends line, as built.
+say "package $(basename "${deb[0]}"): $(stat -c %s "${deb[0]}") bytes, $(dpkg-deb -f "${deb[0]}" Installed-Size) KiB installed"
+say "package Depends: $(dpkg-deb -f "${deb[0]}" Depends)"
 
 t0=$SECONDS
 status=0
