@@ -1,3 +1,3 @@
 'use strict';
-// Loads the compiled addon; the daemon's src/netns/listen-in-netns.ts wraps it.
+// Loads the compiled addon; the daemon's src/netns/addon.ts wraps it (withNetns and the rest).
 module.exports = require('./build/Release/imds_netns.node');

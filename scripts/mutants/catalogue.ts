@@ -48,7 +48,8 @@ export const MUTANTS: Mutant[] = [
         file: 'src/store/metadata-index.ts',
         find: 'this.userData = facts.userData;',
         replace:
-          'const g = globalThis as { lastUd?: Buffer }; this.userData = g.lastUd ?? facts.userData; if (facts.userData !== undefined) g.lastUd = facts.userData;',
+          'const g = globalThis as { lastUd?: Buffer }; this.userData = g.lastUd ?? facts.userData; ' +
+          'if (facts.userData !== undefined) g.lastUd = facts.userData;',
       },
     ],
     tests: DATAPATH,
@@ -169,7 +170,9 @@ export const MUTANTS: Mutant[] = [
     edits: [
       {
         file: 'src/store/inventory.ts',
-        find: "    if ((this.passwords.get(vm.id) ?? '') !== '') return false;\n    if (value === '') return true;\n    if (!this.store.setPasswordOnce(vm.id, value)) return false;",
+        find:
+          "    if ((this.passwords.get(vm.id) ?? '') !== '') return false;\n" +
+          "    if (value === '') return true;\n    if (!this.store.setPasswordOnce(vm.id, value)) return false;",
         replace:
           "    if (value === '') return true;\n    this.store.clearPassword(vm.id);\n    if (!this.store.setPasswordOnce(vm.id, value)) return false;",
       },
@@ -184,7 +187,8 @@ export const MUTANTS: Mutant[] = [
         file: 'src/cli/vm.ts',
         find: "return client.call<ImportResult>('POST', path, body);",
         replace:
-          "let r = {} as ImportResult;\n  for (let i = 0; i < Math.max(1, body.vms.length); i += 10) r = await client.call<ImportResult>('POST', path, { ...body, vms: body.vms.slice(i, i + 10) });\n  return r;",
+          'let r = {} as ImportResult;\n  for (let i = 0; i < Math.max(1, body.vms.length); i += 10) ' +
+          "r = await client.call<ImportResult>('POST', path, { ...body, vms: body.vms.slice(i, i + 10) });\n  return r;",
       },
     ],
     tests: { files: ['test/integration/cli.test.ts'] },
@@ -327,9 +331,12 @@ export const MUTANTS: Mutant[] = [
       },
       {
         file: 'native/dp_table.c',
-        find: 'struct dp_vm *dp_vm_put(uint32_t slot, uint32_t ip, struct dp_vm *vm) {\n  struct dp_table *t = &dp_table;\n  uint64_t key = (uint64_t)slot << 32 | ip;',
+        find:
+          'struct dp_vm *dp_vm_put(uint32_t slot, uint32_t ip, struct dp_vm *vm) {\n  struct dp_table *t = &dp_table;\n' +
+          '  uint64_t key = (uint64_t)slot << 32 | ip;',
         replace:
-          'struct dp_vm *dp_vm_put(uint32_t slot, uint32_t ip, struct dp_vm *vm) {\n  struct dp_table *t = &dp_table;\n  (void)slot;\n  uint64_t key = (uint64_t)1 << 32 | ip;',
+          'struct dp_vm *dp_vm_put(uint32_t slot, uint32_t ip, struct dp_vm *vm) {\n  struct dp_table *t = &dp_table;\n  (void)slot;\n' +
+          '  uint64_t key = (uint64_t)1 << 32 | ip;',
       },
     ],
     tests: DATAPATH,

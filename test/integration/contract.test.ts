@@ -175,7 +175,7 @@ describe('the service contract', () => {
     assert.equal(await successor.stop(), 0, 'the successor stops cleanly: exit 0, its stop logged, nothing on stderr');
     await sb.removeGuest(guest); // the network outlives the daemon: the next test's guest takes this one's MAC and address
   });
-  it('a hand-over whose new daemon fails leaves the old one serving: `imds restart` exits 1 with the reason; guests, admin calls and self-healing go on', async () => {
+  it('a hand-over whose new daemon fails leaves the old one serving: `imds restart` exits 1 with the reason; guests, admin, healing go on', async () => {
     const path = sb.writeConfig(sb.config({ log_level: 'info', networks: [net], vms: [vm] }, 'failover'), 'failover.yaml');
     const d = await sb.startDaemon(path, { env: { IMDS_FAULT_SUCCESSOR_FAILS: '1' } });
     const guest = await sb.addGuest('f', vmGuest);

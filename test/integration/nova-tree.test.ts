@@ -85,7 +85,10 @@ describe('Nova faithfulness through the data path', () => {
       "md = res['metadata']",
       `net = openstack.convert_net_json(res['networkdata'], known_macs={'${MAC}': 'eth0'})`,
       "ec2 = res['ec2-metadata']",
-      "print(json.dumps({'version': v, 'uuid': md['uuid'], 'hostname': md['local-hostname'], 'keys': md['public_keys'], 'az': md['availability_zone'], 'seed': len(md['random_seed']), 'userdata': res['userdata'].decode(), 'vendor': res['vendordata'], 'vendor2': res['vendordata2'], 'net': net, 'ec2_id': ec2.get('instance-id'), 'ec2_keys': ec2.get('public-keys')}))",
+      "print(json.dumps({'version': v, 'uuid': md['uuid'], 'hostname': md['local-hostname'], 'keys': md['public_keys'], " +
+        "'az': md['availability_zone'], 'seed': len(md['random_seed']), 'userdata': res['userdata'].decode(), " +
+        "'vendor': res['vendordata'], 'vendor2': res['vendordata2'], 'net': net, " +
+        "'ec2_id': ec2.get('instance-id'), 'ec2_keys': ec2.get('public-keys')}))",
     ]);
     assert.equal(res['version'], '2018-08-27');
     assert.equal(res['uuid'], VM);
@@ -195,7 +198,8 @@ const req = (method, path, body) => new Promise((resolve, reject) => {
   const blob = Buffer.from(sshKey.split(' ')[1], 'base64');
   const fields = []; for (let o = 0; o < blob.length;) { const n = blob.readUInt32BE(o); fields.push(blob.subarray(o + 4, o + 4 + n)); o += 4 + n; }
   const strip = (b) => (b[0] === 0 ? b.subarray(1) : b);
-  const pub = crypto.createPublicKey({ key: { kty: 'RSA', e: strip(fields[1]).toString('base64url'), n: strip(fields[2]).toString('base64url') }, format: 'jwk' });
+  const jwk = { kty: 'RSA', e: strip(fields[1]).toString('base64url'), n: strip(fields[2]).toString('base64url') };
+  const pub = crypto.createPublicKey({ key: jwk, format: 'jwk' });
   const enc = crypto.publicEncrypt({ key: pub, padding: crypto.constants.RSA_PKCS1_PADDING }, Buffer.from(process.argv[1], 'utf8')).toString('base64');
   const first = await req('POST', '/openstack/2013-04-04/password', enc);
   const second = await req('POST', '/openstack/2013-04-04/password', enc);
