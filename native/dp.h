@@ -152,6 +152,7 @@ struct dp_table {
   uint64_t *bucket_keys;
   double *bucket_tokens;
   double *bucket_at;
+  uint32_t *bucket_refused; /* requests the bucket refused since it was made */
   size_t bucket_cap, bucket_count;
   /* counters, drained by the JS */
   struct dp_net_stats *nets;
@@ -183,6 +184,8 @@ int64_t dp_route_find(const char *key, size_t len);
 int64_t dp_route_add(const char *key, size_t len);
 /** Under the lock: takes one request from (slot, ip)'s bucket (now_ms: dp_mono_ms()): 0 when allowed, else seconds to wait (>= 1). */
 uint32_t dp_rate_take(uint32_t slot, uint32_t ip, double now_ms);
+/** A bucket's state without taking from it: false when the caller has none (never asked, or idle and dropped). */
+bool dp_rate_peek(uint32_t slot, uint32_t ip, double now_ms, double *tokens, uint32_t *refused);
 /** Under the lock: the shared response `id`, NULL when none. */
 const struct dp_shared_resp *dp_shared_resp(uint32_t id);
 /** Under the lock: registers a shared response (a reference to blob taken); its id, -1 when full. */

@@ -7,7 +7,8 @@
 //   The loop serves fd as network `slot`'s listening socket / stops accepting on it (the socket
 //   closed when closeFd) and closes its connections, or with drain only the idle ones (the others
 //   close after their answer) / stops everything and ends the thread.
-// dpRateLimit(perSecond, burst, maxBuckets), dpRateTake(slot, ip) -> seconds (0: allowed)
+// dpRateLimit(perSecond, burst, maxBuckets), dpRateTake(slot, ip) -> seconds (0: allowed),
+// dpRatePeek(slot, ip) -> { tokens, refused } | undefined (the bucket as it is, nothing taken)
 //   The per-caller token buckets the loop and node:http share, on the loop's monotonic clock.
 // dpBlob(buffer) -> external
 //   Bytes copied once into a shared blob, for responses many VMs share.
@@ -166,6 +167,24 @@ static napi_value dp_rate_take_js(napi_env env, napi_callback_info info) {
   pthread_mutex_unlock(&dp_table.lock);
   napi_value out;
   napi_create_uint32(env, wait, &out);
+  return out;
+}
+
+static napi_value dp_rate_peek_js(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  uint32_t slot, ip, refused = 0;
+  double tokens = 0;
+  if (!get_u32(env, argv[0], &slot) || !get_u32(env, argv[1], &ip)) return imds_throw_type(env, "dpRatePeek(slot, ip)");
+  pthread_mutex_lock(&dp_table.lock);
+  bool found = dp_rate_peek(slot, ip, dp_mono_ms(), &tokens, &refused);
+  pthread_mutex_unlock(&dp_table.lock);
+  if (!found) return undefined(env);
+  napi_value out, v;
+  napi_create_object(env, &out);
+  napi_create_double(env, tokens, &v);
+  napi_set_named_property(env, out, "tokens", v);
+  napi_create_uint32(env, refused, &v);
+  napi_set_named_property(env, out, "refused", v);
   return out;
 }
 
@@ -576,7 +595,8 @@ void imds_register_data_plane(napi_env env, napi_value exports) {
     napi_callback fn;
   } FNS[] = {
       {"dpStart", dp_start},         {"dpListen", dp_listen},   {"dpUnlisten", dp_unlisten}, {"dpStop", dp_stop},
-      {"dpRateLimit", dp_rate_limit}, {"dpRateTake", dp_rate_take_js}, {"dpBlob", dp_blob}, {"dpRoute", dp_route},
+      {"dpRateLimit", dp_rate_limit}, {"dpRateTake", dp_rate_take_js},
+      {"dpRatePeek", dp_rate_peek_js}, {"dpBlob", dp_blob}, {"dpRoute", dp_route},
       {"dpSetVm", dp_set_vm},        {"dpSharedResponse", dp_shared_response},        {"dpRemoveVm", dp_remove_vm}, {"dpSetGlobal", dp_set_global}, {"dpDrain", dp_drain},
       {"dpInfo", dp_info},           {"dpLogRequests", dp_log_requests}, {"dpDrainLog", dp_drain_log}, {"mallocTrim", dp_trim},
   };

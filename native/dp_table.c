@@ -71,6 +71,7 @@ void dp_table_init(void) {
   t->bucket_keys = calloc(t->bucket_cap, sizeof *t->bucket_keys);
   t->bucket_tokens = calloc(t->bucket_cap, sizeof *t->bucket_tokens);
   t->bucket_at = calloc(t->bucket_cap, sizeof *t->bucket_at);
+  t->bucket_refused = calloc(t->bucket_cap, sizeof *t->bucket_refused);
 }
 
 // ---- VMs: key (slot << 32 | ip), 0 never used (slot 0 is not handed out) ----
@@ -222,18 +223,22 @@ static bool buckets_rebuild(size_t cap, double now_ms, int mode) {
   struct dp_table *t = &dp_table;
   uint64_t *keys = calloc(cap, sizeof *keys);
   double *tokens = calloc(cap, sizeof *tokens), *at = calloc(cap, sizeof *at);
-  if (keys == NULL || tokens == NULL || at == NULL) {
+  uint32_t *refused = calloc(cap, sizeof *refused);
+  if (keys == NULL || tokens == NULL || at == NULL || refused == NULL) {
     free(keys);
     free(tokens);
     free(at);
+    free(refused);
     return false;
   }
   uint64_t *old_keys = t->bucket_keys;
   double *old_tokens = t->bucket_tokens, *old_at = t->bucket_at;
+  uint32_t *old_refused = t->bucket_refused;
   size_t old_cap = t->bucket_cap, kept = 0, seen = 0;
   t->bucket_keys = keys;
   t->bucket_tokens = tokens;
   t->bucket_at = at;
+  t->bucket_refused = refused;
   t->bucket_cap = cap;
   for (size_t i = 0; i < old_cap; i++) {
     if (old_keys[i] == 0) continue;
@@ -243,12 +248,14 @@ static bool buckets_rebuild(size_t cap, double now_ms, int mode) {
     keys[j] = old_keys[i];
     tokens[j] = old_tokens[i];
     at[j] = old_at[i];
+    refused[j] = old_refused[i];
     kept++;
   }
   t->bucket_count = kept;
   free(old_keys);
   free(old_tokens);
   free(old_at);
+  free(old_refused);
   return true;
 }
 
@@ -265,6 +272,7 @@ uint32_t dp_rate_take(uint32_t slot, uint32_t ip, double now_ms) {
     t->bucket_keys[i] = key;
     t->bucket_tokens[i] = t->burst;
     t->bucket_at[i] = now_ms;
+    t->bucket_refused[i] = 0;
     t->bucket_count++;
   } else {
     double refilled = t->bucket_tokens[i] + (now_ms - t->bucket_at[i]) * t->per_ms;
@@ -275,10 +283,23 @@ uint32_t dp_rate_take(uint32_t slot, uint32_t ip, double now_ms) {
     t->bucket_tokens[i] -= 1;
     return 0;
   }
+  if (t->bucket_refused[i] < UINT32_MAX) t->bucket_refused[i]++;
   double wait = (1 - t->bucket_tokens[i]) / t->per_ms / 1000;
   uint32_t secs = (uint32_t)wait;
   if ((double)secs < wait) secs++;
   return secs < 1 ? 1 : secs;
+}
+
+bool dp_rate_peek(uint32_t slot, uint32_t ip, double now_ms, double *tokens, uint32_t *refused) {
+  struct dp_table *t = &dp_table;
+  if (t->per_ms <= 0) return false;
+  uint64_t key = (uint64_t)slot << 32 | ip;
+  size_t i = bucket_slot_of(key);
+  if (t->bucket_keys[i] != key) return false;
+  double refilled = t->bucket_tokens[i] + (now_ms - t->bucket_at[i]) * t->per_ms;
+  *tokens = refilled < t->burst ? refilled : t->burst;
+  *refused = t->bucket_refused[i];
+  return true;
 }
 
 // ---- counters ----

@@ -36,6 +36,8 @@ export function dpStop(): void;
 export function dpRateLimit(perSecond: number, burst: number, maxBuckets: number): void;
 /** 0 when allowed, else the seconds until a request is (>= 1). */
 export function dpRateTake(slot: number, ip: number): number;
+/** A caller's bucket without taking from it: tokens left (refilled to now) and requests refused; undefined without one. */
+export function dpRatePeek(slot: number, ip: number): { tokens: number; refused: number } | undefined;
 export type DpBlob = { readonly __dpBlob: unique symbol };
 export function dpBlob(bytes: Buffer): DpBlob;
 export function dpRoute(key: string): number;

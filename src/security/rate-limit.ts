@@ -5,6 +5,16 @@
 interface Bucket {
   tokens: number;
   at: number;
+  /** Requests refused since the bucket was made. */
+  refused: number;
+}
+
+/** A caller's bucket as it is now (nothing taken): what `imds doctor` shows. */
+export interface BucketState {
+  /** Tokens left, refilled to now (a request needs one). */
+  tokens: number;
+  /** Requests refused (429) since the bucket was made; a bucket idle until full may be dropped, and this with it. */
+  refused: number;
 }
 
 export interface RateLimitOptions {
@@ -31,7 +41,7 @@ export class RateLimiter {
     let b = this.buckets.get(key);
     if (b === undefined) {
       if (this.buckets.size >= this.maxBuckets) this.sweep(nowMs);
-      b = { tokens: this.burst, at: nowMs };
+      b = { tokens: this.burst, at: nowMs, refused: 0 };
       this.buckets.set(key, b);
     } else {
       b.tokens = Math.min(this.burst, b.tokens + (nowMs - b.at) * this.perMs);
@@ -41,7 +51,15 @@ export class RateLimiter {
       b.tokens -= 1;
       return 0;
     }
+    b.refused++;
     return Math.max(1, Math.ceil((1 - b.tokens) / this.perMs / 1000));
+  }
+
+  /** `key`'s bucket without taking from it; undefined when it has none (never asked, or idle and dropped). */
+  peek(key: string, nowMs = performance.now()): BucketState | undefined {
+    const b = this.buckets.get(key);
+    if (b === undefined) return undefined;
+    return { tokens: Math.min(this.burst, b.tokens + (nowMs - b.at) * this.perMs), refused: b.refused };
   }
 
   get size(): number {
@@ -62,7 +80,13 @@ export class RateLimiter {
   }
 }
 
-/** The limiter as the guest guard asks it: one bucket per (network, source address). */
-export function callerLimiter(limiter: RateLimiter): { take(network: string, source: string): number } {
-  return { take: (network, source) => limiter.take(`${network}|${source}`) };
+/** The limiter as the guest guard asks it: one bucket per (network, source address); `peek` for doctor. */
+export function callerLimiter(limiter: RateLimiter): {
+  take(network: string, source: string): number;
+  peek(network: string, source: string): BucketState | undefined;
+} {
+  return {
+    take: (network, source) => limiter.take(`${network}|${source}`),
+    peek: (network, source) => limiter.peek(`${network}|${source}`),
+  };
 }

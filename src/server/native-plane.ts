@@ -134,12 +134,16 @@ export class NativePlane {
     requests.access?.lost(dropped);
   }
 
-  /** The per-caller limiter the loop uses, for the requests node:http answers. */
-  limiter(): CallerLimiter {
+  /** The per-caller limiter the loop uses, for the requests node:http answers; `peek` reads a bucket (doctor). */
+  limiter(): CallerLimiter & { peek(network: string, source: string): { tokens: number; refused: number } | undefined } {
     return {
       take: (network, source) => {
         const ip = source === undefined ? undefined : parseIpv4(source);
         return ip === undefined ? 0 : this.addon.dpRateTake(this.slot(network), ip);
+      },
+      peek: (network, source) => {
+        const ip = parseIpv4(source);
+        return ip === undefined ? undefined : this.addon.dpRatePeek(this.slot(network), ip);
       },
     };
   }
