@@ -170,6 +170,7 @@ export async function buildAdminSide(deps: AdminSideDeps): Promise<AdminSide> {
       dhcpStatusOf: (network) => kernel.dhcp.statusOf(network),
       listenerFd: (network) => guests.listeners.fds().get(network),
       contactOf: (vmId) => deps.stats.collect().contacts.get(vmId),
+      rateLimitOf: (network, source) => guests.rateLimitOf(network, source),
       startedAt: deps.startedAt,
     },
     reload: deps.reload,

@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
-import { callerLimiter, RateLimiter } from '../security/rate-limit.ts';
+import { callerLimiter, RateLimiter, type BucketState } from '../security/rate-limit.ts';
 import { TokenKeys } from '../security/tokens.ts';
 import { createFastPath } from '../server/fast-path.ts';
 import type { GuestGuard } from '../server/guest-guard.ts';
@@ -21,6 +21,7 @@ import { UnknownCallerLog } from '../server/unknown-callers.ts';
 import type { Stats } from '../stats.ts';
 import type { Inventory } from '../store/inventory.ts';
 import type { MetadataIndex } from '../store/metadata-index.ts';
+import { ContactFile } from './contact-file.ts';
 
 export interface GuestSide {
   guard: GuestGuard;
@@ -33,18 +34,21 @@ export interface GuestSide {
   indexChanged(index: MetadataIndex, networks?: ReadonlySet<string>): void;
   /** Loads the Fastify app and answers what was held; returns the app (closed on stop). */
   loadApp(): Promise<{ close(): Promise<void> }>;
+  /** Per-VM contact persisted in the state directory; `close` it once guests are no longer answered. */
+  contacts: ContactFile;
+  /** A caller's rate-limit bucket as it is now (nothing taken): `off` without a limit, undefined without a bucket. */
+  rateLimitOf(network: string, source: string): BucketState | 'off' | undefined;
 }
 
 export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: ListenSockets, stats: Stats, log: Logger): GuestSide {
   const native = cfg.data_plane === 'native' ? new NativePlane() : undefined;
-  const guard: GuestGuard = {
-    tokens: TokenKeys.load(cfg.state_dir),
-    limiter:
-      cfg.rate_limit_per_second <= 0
-        ? undefined
-        : (native?.limiter() ?? callerLimiter(new RateLimiter({ perSecond: cfg.rate_limit_per_second, burst: cfg.rate_limit_burst }))),
-    stats,
-  };
+  const limiter =
+    cfg.rate_limit_per_second <= 0
+      ? undefined
+      : (native?.limiter() ?? callerLimiter(new RateLimiter({ perSecond: cfg.rate_limit_per_second, burst: cfg.rate_limit_burst })));
+  const guard: GuestGuard = { tokens: TokenKeys.load(cfg.state_dir), limiter, stats };
+  const contacts = new ContactFile({ stateDir: cfg.state_dir, stats, exists: (id) => inventory.getVm(id) !== undefined, log });
+  contacts.start();
   // Every answered request ends in `requests` (src/server/request-log.ts), whichever side answered.
   const accessLog = new AccessLog(log);
   accessLog.configure(cfg.access_log, cfg.access_log_lines_per_second);
@@ -92,6 +96,8 @@ export function buildGuestSide(cfg: Config, inventory: Inventory, sockets: Liste
     native,
     accessLog,
     indexChanged: (index, networks) => native?.sync(index, networks),
+    contacts,
+    rateLimitOf: (network, source) => (limiter === undefined ? 'off' : limiter.peek(network, source)),
     async loadApp() {
       const { buildMetadataApp } = await import('../server/metadata-app.ts');
       const { app, handler: fastifyHandler } = await buildMetadataApp({

@@ -65,6 +65,7 @@ async function build(cfg: Config, config: { current: Config }, log: Logger, noti
   const sockets = new ListenSockets({ port: cfg.listen_port, notifier, log, inherited });
   const guests = buildGuestSide(cfg, inventory, sockets, stats, log);
   changes.follow({ onIndexChanged: (index, networks) => guests.indexChanged(index, networks) });
+  cleanups.add('per-VM contact', () => guests.contacts.close()); // written last: after the listeners
   cleanups.add('access log', () => guests.accessLog.close()); // after the listeners (cleanups run in reverse)
   cleanups.add('guest listeners', async () => {
     await guests.listeners.stopAll();

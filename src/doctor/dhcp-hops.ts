@@ -49,7 +49,9 @@ function leases(text: string | undefined): Lease[] {
 }
 
 export function dhcpLeaseHop(dhcp: DhcpEvidence, vm: Vm, now: number): Hop {
-  const fix = `the file is imds's: do not edit it. Any change of the network's VMs rewrites it whole (dnsmasq re-reads it), and so does a restart of the daemon`;
+  const fix =
+    "the file is imds's: do not edit it. Any change of the network's VMs rewrites it whole (dnsmasq re-reads it), " +
+    'and so does a restart of the daemon';
   if (dhcp.hostsText === undefined) return fail('dhcp-lease', `${dhcp.hostsPath} cannot be read`, fix);
   const want = renderHosts([{ mac: vm.mac, ip: vm.ip, hostname: vm.hostname }]).trim();
   const lines = dhcp.hostsText.split('\n').filter(Boolean);
@@ -62,9 +64,10 @@ export function dhcpLeaseHop(dhcp: DhcpEvidence, vm: Vm, now: number): Hop {
     );
   }
   const lease = leases(dhcp.leasesText).find((l) => l.mac === vm.mac || l.ip === vm.ip);
-  const given =
-    lease === undefined
-      ? 'no lease given yet'
-      : `leased ${lease.ip} to ${lease.mac}${lease.expiry > 0 ? ` until ${new Date(lease.expiry * 1000).toISOString()}${lease.expiry * 1000 < now ? ' (expired)' : ''}` : ''}`;
+  const until =
+    lease === undefined || lease.expiry <= 0
+      ? ''
+      : ` until ${new Date(lease.expiry * 1000).toISOString()}${lease.expiry * 1000 < now ? ' (expired)' : ''}`;
+  const given = lease === undefined ? 'no lease given yet' : `leased ${lease.ip} to ${lease.mac}${until}`;
   return pass('dhcp-lease', `static lease ${want} in ${dhcp.hostsPath}; ${given}`);
 }

@@ -55,7 +55,7 @@ export function networkHops(ev: NetworkEvidence, vms: readonly Vm[]): Hop[] {
 export function vmHops(ev: NetworkEvidence, vmEv: VmEvidence): Hop[] {
   const { vm } = vmEv;
   return [
-    vmHop(vm),
+    vmHop(vmEv),
     networkHop(ev),
     bridgeHop(ev),
     bridgePortHop(ev, vmEv),
@@ -83,8 +83,9 @@ function networkOf(inventory: DoctorInventory, id: string): Network {
 }
 
 export async function doctorVm(deps: DoctorDeps, inventory: DoctorInventory, vm: Vm): Promise<DoctorReport> {
-  const ev = await gatherNetwork(deps, networkOf(inventory, vm.network), inventory.networkList());
-  return reportOf(vmHops(ev, gatherVm(deps, vm)));
+  const all = inventory.networkList();
+  const ev = await gatherNetwork(deps, networkOf(inventory, vm.network), all);
+  return reportOf(vmHops(ev, await gatherVm(deps, vm, ev, all)));
 }
 
 export async function doctorNetwork(deps: DoctorDeps, inventory: DoctorInventory, id: string): Promise<DoctorReport> {

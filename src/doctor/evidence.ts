@@ -1,6 +1,7 @@
 // What doctor judges on, as plain data: gathered from the kernel and the daemon by gather.ts, judged
 // by the pure *-hops.ts modules (unit-tested with evidence made by hand).
-import type { Contact } from '../contact.ts';
+import type { Contact, RecentRequest } from '../contact.ts';
+import type { BucketState } from '../security/rate-limit.ts';
 import type { DesiredNetwork } from '../controller/desired.ts';
 import type { NetworkStatus } from '../controller/reconciler.ts';
 import type { DhcpStatus } from '../dhcp/dhcp-servers.ts';
@@ -65,10 +66,23 @@ export interface NetworkEvidence {
 
 export interface VmEvidence {
   vm: Vm;
-  /** The VM's requests since the daemon started; undefined: none. */
+  /** The VM's requests (kept across restarts: may predate `startedAt`); undefined: none recorded. */
   contact: Contact | undefined;
+  /** Its last requests (this daemon's), newest first. */
+  recent: RecentRequest[];
   now: number;
   rateLimit: { perSecond: number; burst: number };
+  /**
+   * The VM's bucket in the rate limiter, read now: `off` (no limit), `none` (no bucket: it has not
+   * asked lately, its whole burst is there), or tokens left and requests refused; undefined when the
+   * daemon could not say.
+   */
+  bucket: BucketState | 'off' | 'none' | undefined;
   /** The daemon's start (ms since the epoch): "never since". */
   startedAt: number;
+  /**
+   * When the VM's MAC is not on its own bridge: where the host's forwarding tables have it instead
+   * (another bridge's port: its NIC is on another network), with that bridge's imds network if any.
+   */
+  elsewhere?: { port: string; bridge: string; network: string | undefined; own: string };
 }

@@ -3,6 +3,7 @@
 // recorded as such, never guessed around. The judging is in the pure *-hops.ts modules.
 import { readFileSync, statSync } from 'node:fs';
 import type { Contact } from '../contact.ts';
+import type { BucketState } from '../security/rate-limit.ts';
 import { desiredState } from '../controller/desired.ts';
 import { observeHostLinksNamed } from '../controller/observe.ts';
 import type { NetworkStatus } from '../controller/reconciler.ts';
@@ -36,6 +37,8 @@ export interface DoctorDeps {
   listenerFd(network: string): number | undefined;
   /** The VM's requests (counters brought up to date first). */
   contactOf(vmId: string): Contact | undefined;
+  /** A caller's bucket in the rate limiter, read now (nothing taken): `off` without a limit, undefined without a bucket. */
+  rateLimitOf?(network: string, source: string): BucketState | 'off' | undefined;
   startedAt: number;
 }
 
@@ -165,13 +168,36 @@ export async function gatherNetwork(deps: DoctorDeps, net: Network, all: readonl
   };
 }
 
-export function gatherVm(deps: DoctorDeps, vm: Vm): VmEvidence {
+/** Where the host's forwarding tables have `mac` on a bridge other than `bridge` (a read of every bridge's). */
+async function macElsewhere(deps: DoctorDeps, mac: string, bridge: string): Promise<{ port: string; bridge: string } | undefined> {
+  const r = await deps.runner.run(['bridge', '-j', 'fdb', 'show'], { allowFailure: true });
+  if (r.code !== 0) return undefined; // the network's own read says what failed (the reads hop)
+  const e = parseFdb(r.stdout).find((x) => x.mac === mac && x.master !== undefined && x.master !== bridge && x.state !== 'permanent');
+  return e === undefined ? undefined : { port: e.port, bridge: e.master as string };
+}
+
+/** The VM's own evidence; `ev` its network's, `all` every declared network (to name another bridge's). */
+export async function gatherVm(deps: DoctorDeps, vm: Vm, ev: NetworkEvidence, all: readonly Network[]): Promise<VmEvidence> {
   const cfg = deps.config();
+  const contact = deps.contactOf(vm.id);
+  const bucket = deps.rateLimitOf === undefined ? undefined : (deps.rateLimitOf(vm.network, vm.ip) ?? 'none');
+  const bridge = ev.desired.bridge;
+  const onItsBridge = ev.fdb.some((e) => e.mac === vm.mac && e.master === bridge);
+  const other = onItsBridge ? undefined : await macElsewhere(deps, vm.mac, bridge);
+  let elsewhere: VmEvidence['elsewhere'];
+  if (other !== undefined) {
+    const state = desiredState({ namespacePrefix: cfg.namespace_prefix, listenPort: cfg.listen_port, networks: all });
+    const network = [...state.networks.values()].find((d) => d.bridge === other.bridge)?.id;
+    elsewhere = { ...other, network, own: bridge };
+  }
   return {
     vm,
-    contact: deps.contactOf(vm.id),
+    contact,
+    recent: contact?.recent?.entries() ?? [],
+    bucket,
     now: Date.now(),
     rateLimit: { perSecond: cfg.rate_limit_per_second, burst: cfg.rate_limit_burst },
     startedAt: deps.startedAt,
+    ...(elsewhere === undefined ? {} : { elsewhere }),
   };
 }

@@ -44,4 +44,5 @@ export function ago(then: number, now: number): string {
 
 /** What every kernel hop says when something outside imds damaged what it built. */
 export const REPAIR_FIX =
-  'imds repairs its own objects when it notices damage (log: `repaired kernel drift`); if it stays broken, `imds reload` rebuilds every network, and `imds status` or the log (`kernel drift not repaired`) says what is in the way';
+  'imds repairs its own objects when it notices damage (log: `repaired kernel drift`); if it stays broken, ' +
+  '`imds reload` rebuilds every network, and `imds status` or the log (`kernel drift not repaired`) says what is in the way';

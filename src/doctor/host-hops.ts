@@ -59,15 +59,17 @@ export function bridgePortHop(ev: NetworkEvidence, vmEv: VmEvidence): Hop {
   if (contact !== undefined && now - contact.lastSeen > ageingS * 1000) {
     return pass(
       'bridge-port',
-      `${vm.mac} is not in ${bridge}'s forwarding table now: the VM has been silent longer than its ageing time (${ageingS} s; last request ${ago(contact.lastSeen, now)})${seenAs}`,
+      `${vm.mac} is not in ${bridge}'s forwarding table now: the VM has been silent longer than its ageing time ` +
+        `(${ageingS} s; last request ${ago(contact.lastSeen, now)})${seenAs}`,
     );
   }
   const heard =
-    contact === undefined ? 'the VM has made no request since the daemon started' : `its last request was ${ago(contact.lastSeen, now)}`;
+    contact === undefined ? 'no request from the VM has ever been recorded' : `its last request was ${ago(contact.lastSeen, now)}`;
   return fail(
     'bridge-port',
     `${vm.mac} is not in ${bridge}'s forwarding table (${heard})${seenAs}`,
-    `attach the VM's tap to ${bridge} (ip link set TAP master ${bridge}) and check that the VM runs with MAC ${vm.mac}; if it uses another MAC, register that one (imds vm set ${vm.id} --mac MAC)`,
+    `attach the VM's tap to ${bridge} (ip link set TAP master ${bridge}) and check that the VM runs with MAC ${vm.mac}; ` +
+      `if it uses another MAC, register that one (imds vm set ${vm.id} --mac MAC)`,
   );
 }
 

@@ -62,17 +62,21 @@ export function neighbourHop(ev: NetworkEvidence, vmEv: VmEvidence): Hop {
   if (n?.mac !== undefined && n.mac !== vm.mac) {
     return fail(
       'neighbour',
-      `the kernel saw ${vm.ip} from ${n.mac} (neighbour table of ${netns}, ${n.state.join(' ') || 'no state'}), but the VM is registered with ${vm.mac}: ` +
+      `the kernel saw ${vm.ip} from ${n.mac} (neighbour table of ${netns}, ${n.state.join(' ') || 'no state'}), ` +
+        `but the VM is registered with ${vm.mac}: ` +
         `the guard drops its requests as spoofed (${spoofed ?? '?'} packets counted on the network)`,
-      `if ${n.mac} is the VM's real MAC, register it: imds vm set ${vm.id} --mac ${n.mac}; otherwise another machine uses the VM's address ${vm.ip}`,
+      `if ${n.mac} is the VM's real MAC, register it: imds vm set ${vm.id} --mac ${n.mac}; ` +
+        `otherwise another machine uses the VM's address ${vm.ip}`,
     );
   }
   const elsewhere = ev.neighbours.find((e) => e.mac === vm.mac && e.ip !== vm.ip);
   if (elsewhere !== undefined) {
     return fail(
       'neighbour',
-      `the kernel saw the VM's MAC ${vm.mac} with address ${elsewhere.ip} (neighbour table of ${netns}), but the VM is registered with ${vm.ip}: its requests are not the VM's`,
-      `if ${elsewhere.ip} is the VM's real address, register it: imds vm set ${vm.id} --ip ${elsewhere.ip}; otherwise fix the guest's address`,
+      `the kernel saw the VM's MAC ${vm.mac} with address ${elsewhere.ip} (neighbour table of ${netns}), ` +
+        `but the VM is registered with ${vm.ip}: its requests are not the VM's`,
+      `if ${elsewhere.ip} is the VM's real address, register it: imds vm set ${vm.id} --ip ${elsewhere.ip}; ` +
+        "otherwise fix the guest's address",
     );
   }
   if (n === undefined)

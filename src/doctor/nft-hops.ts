@@ -31,7 +31,8 @@ export function nftTableHop(ev: NetworkEvidence): Hop {
   const direct = t.counters.rules.find((r) => r.chain === 'input' && r.action === 'drop')?.packets ?? 0;
   return pass(
     'nft-table',
-    `table ip imds intact: 169.254.169.254:80 -> :${ev.listenPort} (${count(dnat?.packets ?? 0, 'packet')} DNATed), ${count(direct, 'packet')} to :${ev.listenPort} directly dropped`,
+    `table ip imds intact: 169.254.169.254:80 -> :${ev.listenPort} (${count(dnat?.packets ?? 0, 'packet')} DNATed), ` +
+      `${count(direct, 'packet')} to :${ev.listenPort} directly dropped`,
   );
 }
 
@@ -72,7 +73,10 @@ export function vmGuardHop(ev: NetworkEvidence, vm: Vm): Hop {
   if (t.state.sets.get(GUEST_SET)?.has(key) !== true) {
     return fail(
       'guard',
-      `${key} is not in set ${GUEST_SET} of table ip imds${hasIp ? `: ${vm.ip} is a registered address, so the guard drops the VM's own requests as spoofed (${spoofed} packets counted)` : ''}`,
+      `${key} is not in set ${GUEST_SET} of table ip imds` +
+        (hasIp
+          ? `: ${vm.ip} is a registered address, so the guard drops the VM's own requests as spoofed (${spoofed} packets counted)`
+          : ''),
       REPAIR_FIX,
     );
   }

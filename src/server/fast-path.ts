@@ -137,7 +137,7 @@ function answerHead(deps: FastPathDeps, requests: RequestLog, socket: Socket, ne
   const bytes = writeAnswer(socket, head, answer, keepAliveHeader);
   const ms = performance.now() - started;
   deps.stats?.observeRequest(network, answer.status, ms / 1000);
-  if (vm !== undefined) deps.stats?.contacts.seen(vm.facts.uuid, answer.status);
+  if (vm !== undefined) deps.stats?.contacts.answered(vm.facts.uuid, answer.status, head.method, head.target);
   else if (answer.status !== 429) deps.stats?.unknownCallers(network);
   if (requests.wants(vm !== undefined)) {
     const record = { at: Date.now(), network, vm: vm?.facts.uuid, src: source ?? '', method: head.method, path: head.target };

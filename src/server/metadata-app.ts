@@ -31,7 +31,7 @@ function countAndLog(app: FastifyInstance, deps: MetadataAppDeps): void {
     const vm = callerOf(deps.index(), request);
     // The daemon's own probes (from 169.254.169.254) are no contact of the VM they speak for.
     if (src !== METADATA_IP) {
-      if (vm !== undefined) stats?.contacts.seen(vm.facts.uuid, reply.statusCode);
+      if (vm !== undefined) stats?.contacts.answered(vm.facts.uuid, reply.statusCode, request.method, request.originalUrl);
       else if (reply.statusCode !== 429) stats?.unknownCallers(network);
     }
     if (requests.wants(vm !== undefined)) {

@@ -4,9 +4,11 @@
 // The daemon runs with IMDS_FAULT_NO_DRIFT_REPAIR=1: its drift watch would otherwise repair most
 // kernel damage within milliseconds, before doctor could see it (src/daemon/faults.ts). dnsmasq is
 // started through a wrapper on the daemon's PATH that fails while a marker file exists, so a killed
-// dnsmasq stays down (the supervisor would restart it in 0.5 s).
+// dnsmasq stays down (the supervisor would restart it in 0.5 s); a `bridge` wrapper there fails
+// forwarding-table reads the same way (the `reads` hop). The per-VM contact doctor reads is kept
+// across a restart and a hand-over (`imds restart`): checked at the end.
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { until } from '../helpers/wait.ts';
@@ -57,6 +59,9 @@ describe('imds doctor', () => {
   let gA: Guest;
   let ns: string;
   let marker: string;
+  let readsMarker: string;
+  let configPath: string;
+  let daemonEnv: Record<string, string>;
   const inNs = (...argv: string[]) => sh(['nsenter', `--net=/run/netns/${ns}`, '--', ...argv]);
   const cli = (...args: string[]) => sb.cli(['--admin-socket', sb.adminSocket(), ...args], { allowFailure: true });
 
@@ -95,6 +100,30 @@ describe('imds doctor', () => {
     return h;
   }
 
+  /** The bridge port (tap) the guest with `mac` is on. */
+  async function tapOf(mac: string): Promise<string> {
+    const fdb = JSON.parse((await sb.hvRun(['bridge', '-j', 'fdb', 'show', 'br', 'imdsb-net1'])).stdout) as {
+      mac: string;
+      ifname: string;
+    }[];
+    return fdb.find((e) => e.mac === mac)?.ifname as string;
+  }
+
+  interface Contact {
+    requests: number;
+    first_seen: string;
+    last_seen: string;
+    last_status: number;
+    recent?: { at: string; method?: string; path?: string; status: number; requests: number; by: string }[];
+  }
+
+  /** The VM's contact as `vm show --json` gives it. */
+  async function vmContact(vm: string): Promise<Contact | undefined> {
+    const shown = await cli('vm', 'show', vm, '--json');
+    assert.equal(shown.code, 0, shown.stderr);
+    return (JSON.parse(shown.stdout) as { contact?: Contact }).contact;
+  }
+
   /** The guest fetches its metadata, then doctor passes for it: every hop ✓, exit 0. */
   async function healthy(): Promise<Report> {
     assert.equal((await gA.http('/openstack/latest/meta_data.json', { maxTimeS: 5 })).status, 200);
@@ -112,10 +141,21 @@ describe('imds doctor', () => {
     const real = (await sh(['sh', '-c', 'command -v dnsmasq || echo /usr/sbin/dnsmasq'])).stdout.trim();
     writeFileSync(
       join(bin, 'dnsmasq'),
-      `#!/bin/sh\nif [ -e ${marker} ]; then echo "dnsmasq: failed to bind DHCP server socket: Address in use (doctor test)" >&2; exit 2; fi\nexec ${real} "$@"\n`,
+      `#!/bin/sh\nif [ -e ${marker} ]; then\n` +
+        '  echo "dnsmasq: failed to bind DHCP server socket: Address in use (doctor test)" >&2; exit 2\n' +
+        `fi\nexec ${real} "$@"\n`,
     );
     chmodSync(join(bin, 'dnsmasq'), 0o755);
-    const cfg = sb.writeConfig(
+    readsMarker = join(sb.dir, 'fdb-read-fails');
+    const realBridge = (await sh(['sh', '-c', 'command -v bridge || echo /usr/sbin/bridge'])).stdout.trim();
+    writeFileSync(
+      join(bin, 'bridge'),
+      `#!/bin/sh\nif [ -e ${readsMarker} ] && [ "$2" = fdb ]; then\n` +
+        '  echo "RTNETLINK answers: Operation not permitted (doctor test)" >&2; exit 1\n' +
+        `fi\nexec ${realBridge} "$@"\n`,
+    );
+    chmodSync(join(bin, 'bridge'), 0o755);
+    configPath = sb.writeConfig(
       sb.config({
         log_level: 'info',
         rate_limit_per_second: 1,
@@ -127,7 +167,8 @@ describe('imds doctor', () => {
         ],
       }),
     );
-    daemon = await sb.startDaemon(cfg, { env: { IMDS_FAULT_NO_DRIFT_REPAIR: '1', PATH: `${bin}:${process.env['PATH'] ?? ''}` } });
+    daemonEnv = { IMDS_FAULT_NO_DRIFT_REPAIR: '1', PATH: `${bin}:${process.env['PATH'] ?? ''}` };
+    daemon = await sb.startDaemon(configPath, { env: daemonEnv });
     gA = await sb.addGuest('a', { bridge: 'imdsb-net1', prefix: 24, ip: '198.51.100.10', mac: MAC_A, metadataVia: '198.51.100.2' });
   });
 
@@ -266,21 +307,121 @@ describe('imds doctor', () => {
     await gW.exec(['ip', 'link', 'set', 'eth0', 'down']);
   });
 
-  it('rate-limit: the guest over its burst (429)', async () => {
+  it("vm: the VM's tap moved to another bridge (plugged into another network than the one it is registered on)", async () => {
+    const tap = await tapOf(MAC_A);
+    await sb.hvRun(['ip', 'link', 'add', 'brdoc0', 'type', 'bridge']);
+    await sb.hvRun(['ip', 'link', 'set', 'brdoc0', 'up']);
+    await sb.hvRun(['ip', 'link', 'set', tap, 'master', 'brdoc0']);
+    // The guest speaks (it asks for its metadata, unanswered), so brdoc0 learns its MAC on that port.
+    await gA.http('/openstack/latest/meta_data.json', { maxTimeS: 2 }).catch(() => undefined);
+    const hop = await broken('vm', VM_A);
+    assert.match(hop.detail, new RegExp(`but ${MAC_A} is on port ${tap} of brdoc0 \\(a bridge of no imds network\\), not on imdsb-net1`));
+    assert.match(hop.fix ?? '', new RegExp(`ip link set ${tap} master imdsb-net1`));
+    await broken('bridge-port', VM_A);
+    await sb.hvRun(['ip', 'link', 'set', tap, 'master', 'imdsb-net1']);
+    await sb.hvRun(['ip', 'link', 'del', 'brdoc0']);
+    await healthy();
+  });
+
+  it('reads: a kernel read that fails (the forwarding table) is a hop of its own, naming the command and its error', async () => {
+    writeFileSync(readsMarker, '');
+    try {
+      const hop = await broken('reads', VM_A);
+      assert.match(
+        hop.detail,
+        /forwarding table: bridge -j fdb show br imdsb-net1 exited 1: RTNETLINK answers: Operation not permitted \(doctor test\)/,
+      );
+      assert.match(hop.fix ?? '', /unreliable/);
+      assert.match((await broken('reads', '--network', 'net1')).detail, /forwarding table: /);
+    } finally {
+      rmSync(readsMarker);
+    }
+    await healthy();
+  });
+
+  it('requests and bridge-port stay ✓ across a restart: the per-VM contact is kept in state_dir', async () => {
+    const before = await vmContact(VM_A);
+    assert.ok(before !== undefined && before.requests > 0 && before.recent !== undefined && before.recent.length > 0);
+    // Forwarding entries age out after 5 s meanwhile: a silent VM's MAC leaves the bridge's table, which
+    // bridge-port accepts only for a VM heard from before (the kept contact), not for one never heard from.
+    await sb.hvRun(['ip', 'link', 'set', 'imdsb-net1', 'type', 'bridge', 'ageing_time', '500']);
+    assert.equal(await daemon.stop(), 0);
+    const file = join(sb.dir, 'main', 'state', 'contacts.json');
+    assert.ok(existsSync(file), 'written at stop');
+    daemon = await sb.startDaemon(configPath, { env: daemonEnv });
+    await daemon.waitFor((l) => l['msg'] === 'per-VM contact of the previous run read' && Number(l['vms']) >= 1, 10_000);
+    await until(
+      'the silent guest to age out of the forwarding table',
+      async () => ((await tapOf(MAC_A)) === undefined ? true : undefined),
+      20_000,
+      500,
+    )
+      .then(() => process.stdout.write('# measured: the guest aged out of the forwarding table\n'))
+      .catch(() => process.stdout.write('# measured: the guest stayed in the forwarding table (it spoke meanwhile)\n'));
+    const { code, report } = await doctor(VM_A);
+    await sb.hvRun(['ip', 'link', 'set', 'imdsb-net1', 'type', 'bridge', 'ageing_time', '30000']);
+    assert.equal(code, 0, JSON.stringify(report, null, 2));
+    const requests = report.hops.find((h) => h.name === 'requests')?.detail ?? '';
+    assert.match(requests, /^no request since the daemon started \(.*\); the last one before it was .*, answered 200; /);
+    assert.ok(requests.includes(before.last_seen), requests);
+    const after = await vmContact(VM_A);
+    assert.deepEqual(
+      { ...after, recent: undefined },
+      { ...before, recent: undefined },
+      'the same counts, first and last contact; the recent requests are this run only',
+    );
+    assert.deepEqual(after?.recent, []);
+    // A request now is counted on top, and is this run's first recent request (its path when Node answered it).
+    assert.equal((await gA.http('/openstack/latest/meta_data.json', { maxTimeS: 5 })).status, 200);
+    const again = await vmContact(VM_A);
+    assert.equal(again?.requests, before.requests + 1);
+    const [latest] = again?.recent ?? [];
+    assert.ok(latest !== undefined && latest.status === 200 && latest.requests === 1, JSON.stringify(again));
+    if (latest.by === 'node') assert.equal(latest.path, '/openstack/latest/meta_data.json');
+    else assert.equal(latest.path, undefined, 'the native loop records no paths');
+  });
+
+  it('rate-limit: the guest over its burst (429), read from the limiter itself', async () => {
     const url = 'http://169.254.169.254/openstack/latest/meta_data.json';
     const argv = ['curl', '-s', '-w', '%{http_code}\\n'];
     for (let i = 0; i < 60; i++) argv.push('-o', '/dev/null', url);
     const codes = (await gA.exec(argv)).stdout.trim().split('\n');
     assert.equal(codes.at(-1), '429', `the last of 60 requests over a burst of 30: ${codes.join(' ')}`);
-    assert.match((await broken('rate-limit', VM_A)).detail, /refused 429/);
-    // Served again once the bucket refills (1 a second): that request's 200 is the last answer doctor sees.
+    // The guest goes on asking (20 a second; the bucket refills 1 a second) until the marker goes: its
+    // bucket stays empty while doctor looks (twice: --json and the text, which must agree).
+    const asking = join(sb.dir, 'guest-keeps-asking');
+    writeFileSync(asking, '');
+    const flood = gA.exec(['sh', '-c', `while [ -e ${asking} ]; do curl -s -o /dev/null ${url}; sleep 0.05; done`], { timeoutMs: 120_000 });
+    const rateLimit = async (): Promise<Hop | undefined> =>
+      (JSON.parse((await cli('doctor', VM_A, '--json')).stdout) as Report).hops.find((h) => h.name === 'rate-limit');
+    try {
+      await until('doctor to see the bucket empty', async () => ((await rateLimit())?.ok === false ? true : undefined), 20_000, 100);
+      const hop = await broken('rate-limit', VM_A);
+      assert.match(
+        hop.detail,
+        /^limited now: 0(\.\d)? of 30 tokens left in 198\.51\.100\.10's bucket .*; [1-9]\d* requests refused with 429/,
+      );
+    } finally {
+      rmSync(asking);
+      await flood;
+    }
+    // Served again once the bucket refills; doctor then says so, with the refusals still counted (once
+    // a few tokens are back, so that the two runs below cannot straddle the first one).
     await until(
       'the guest to be served again',
       async () => ((await gA.http('/openstack/latest/meta_data.json')).status === 200 ? true : undefined),
       20_000,
       500,
     );
-    assert.equal((await doctor(VM_A)).code, 0);
+    await until(
+      'a few tokens back in the bucket',
+      async () => (/^not limited now: ([3-9]|[1-3]\d)(\.\d)? of 30/.test((await rateLimit())?.detail ?? '') ? true : undefined),
+      20_000,
+      500,
+    );
+    const after = await doctor(VM_A);
+    assert.equal(after.code, 0);
+    assert.match(after.report.hops.find((h) => h.name === 'rate-limit')?.detail ?? '', /^not limited now: .*requests refused with 429/);
   });
 
   it('dhcp-server: dnsmasq killed and unable to start again', async () => {
@@ -298,5 +439,30 @@ describe('imds doctor', () => {
     await sh(['ip', 'netns', 'del', ns]);
     assert.match((await broken('namespace', VM_A)).detail, /does not exist/);
     assert.match((await broken('listener', '--network', 'net1')).detail, /the namespace was replaced/);
+  });
+
+  it('the per-VM contact survives a hand-over (`imds restart`): read once the old daemon exited, nothing counted twice', async () => {
+    const before = await vmContact(VM_A);
+    assert.ok(before !== undefined);
+    void daemon.expectExit(60_000);
+    const restart = await cli('restart', '--json');
+    assert.equal(restart.code, 0, restart.stderr);
+    const successor = await sb.successorOf(daemon, (JSON.parse(restart.stdout) as { successor: number }).successor);
+    try {
+      assert.equal((await daemon.expectExit(30_000)).code, 0, 'the old daemon stopped cleanly');
+      // The successor reads the file once the old daemon has exited (it wrote its last counts then).
+      const after = await until(
+        'the successor to read the per-VM contact',
+        async () => {
+          const c = await vmContact(VM_A);
+          return c !== undefined && c.requests >= before.requests ? c : undefined;
+        },
+        10_000,
+        100,
+      );
+      assert.deepEqual({ ...after, recent: undefined }, { ...before, recent: undefined }, 'the same counts: none lost, none twice');
+    } finally {
+      assert.equal(await successor.stop(), 0, 'the successor stops cleanly');
+    }
   });
 });

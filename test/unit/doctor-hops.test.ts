@@ -93,6 +93,11 @@ function healthy(): { ev: NetworkEvidence; vm: VmEvidence } {
   const vm: VmEvidence = {
     vm: VM,
     contact: { requests: 28, firstSeen: NOW - 60_000, lastSeen: NOW - 5_000, lastStatus: 200 },
+    recent: [
+      { at: NOW - 5_000, status: 200, method: 'GET', path: '/openstack/latest/meta_data.json', requests: 1, by: 'node' },
+      { at: NOW - 6_000, status: 200, requests: 27, by: 'native' },
+    ],
+    bucket: { tokens: 272.5, refused: 0 },
     now: NOW,
     rateLimit: { perSecond: 20, burst: 300 },
     startedAt: NOW - 3_600_000,
@@ -140,6 +145,14 @@ describe('doctor hops', () => {
     assert.match(hop(hops, 'nft-table').detail, /12 packets DNATed/);
     assert.match(hop(hops, 'dhcp-lease').detail, /leased 198\.51\.100\.10 to 52:54:00:00:00:0a until 2026-12-02T21:00:00\.000Z/);
     assert.match(hop(hops, 'requests').detail, /28 requests since .*answered 200/);
+    assert.match(
+      hop(hops, 'requests').detail,
+      new RegExp(
+        String.raw`Recent \(UTC, newest first\): \d\d:\d\d:\d\d GET /openstack/latest/meta_data\.json 200; ` +
+          String.raw`\d\d:\d\d:\d\d native ×27, last 200 \(native: answered by the native loop, which records no paths\)$`,
+      ),
+    );
+    assert.match(hop(hops, 'rate-limit').detail, /not limited now: 272 of 300 tokens left in 198\.51\.100\.10's bucket .*; none refused/);
     assert.deepEqual(failed(networkHops(ev, [VM])), []);
   });
 
@@ -252,10 +265,62 @@ describe('doctor hops', () => {
       contact: { ...(vm.contact as NonNullable<VmEvidence['contact']>), lastStatus },
     });
     assert.deepEqual(failed(vmHops(ev, { ...last(401), vm: { ...VM, http_tokens: 'required' } })), ['tokens']);
-    assert.deepEqual(failed(vmHops(ev, last(429))), ['rate-limit']);
+    // The limiter's real state decides, not the last answer: a VM refused a while ago whose bucket refilled passes.
+    assert.deepEqual(failed(vmHops(ev, last(429))), []);
+    assert.match(
+      hop(vmHops(ev, { ...last(429), bucket: { tokens: 40, refused: 12 } }), 'rate-limit').detail,
+      /12 requests refused with 429/,
+    );
+    const limited = hop(vmHops(ev, { ...last(429), bucket: { tokens: 0.25, refused: 3 } }), 'rate-limit');
+    assert.equal(limited.ok, false);
+    assert.match(limited.detail, /limited now: 0\.2 of 300 tokens left .*3 requests refused .*served in 1 s at the earliest/);
+    assert.equal(hop(vmHops(ev, { ...vm, bucket: 'none' }), 'rate-limit').ok, true);
+    assert.match(hop(vmHops(ev, { ...vm, bucket: 'none' }), 'rate-limit').detail, /no bucket in the limiter/);
+    // Without the limiter's state (an older daemon's deps), the last answer is the evidence, and the detail says so.
+    const guessed = hop(vmHops(ev, { ...last(429), bucket: undefined }), 'rate-limit');
+    assert.equal(guessed.ok, false);
+    assert.match(guessed.detail, /could not be read/);
     assert.equal(hop(vmHops(ev, { ...last(429), rateLimit: { perSecond: 0, burst: 300 } }), 'rate-limit').ok, true);
+    assert.equal(hop(vmHops(ev, { ...vm, bucket: 'off' }), 'rate-limit').ok, true);
     assert.deepEqual(failed(vmHops(ev, last(500))), ['requests']);
     assert.deepEqual(failed(vmHops(ev, last(404))), []);
+  });
+
+  it("vm: its MAC on another network's bridge fails, naming the bridge, the port and the network", () => {
+    const { ev, vm } = healthy();
+    ev.fdb = [];
+    const elsewhere = { port: 'tap7', bridge: 'imdsb-net2', network: 'net2', own: 'imdsb-net1' };
+    const hops = vmHops(ev, { ...vm, elsewhere });
+    assert.deepEqual(failed(hops), ['vm', 'bridge-port']);
+    const h = hop(hops, 'vm');
+    assert.match(h.detail, /but 52:54:00:00:00:0a is on port tap7 of imdsb-net2 \(network net2's bridge\), not on imdsb-net1/);
+    assert.match(h.fix ?? '', /ip link set tap7 master imdsb-net1\); or, .* imds vm set 1b4e28ba-\S+ --network net2 --ip ADDRESS/);
+    const foreign = hop(vmHops(ev, { ...vm, elsewhere: { ...elsewhere, bridge: 'br0', network: undefined } }), 'vm');
+    assert.match(foreign.detail, /of br0 \(a bridge of no imds network\)/);
+    assert.doesNotMatch(foreign.fix ?? '', /--network/);
+  });
+
+  it('requests: a contact kept from before the daemon started is said to be so, and passes', () => {
+    const { ev, vm } = healthy();
+    const before: VmEvidence = {
+      ...vm,
+      contact: { requests: 28, firstSeen: NOW - 7_200_000, lastSeen: NOW - 5_400_000, lastStatus: 200 },
+      recent: [],
+      startedAt: NOW - 3_600_000,
+    };
+    ev.fdb = []; // its MAC aged out of the bridge while it was silent
+    const hops = vmHops(ev, before);
+    assert.deepEqual(failed(hops), []);
+    assert.match(
+      hop(hops, 'requests').detail,
+      /^no request since the daemon started \(2026-.*\); the last one before it was 90 min ago \(.*\), answered 200; 28 requests since/,
+    );
+    assert.match(hop(hops, 'bridge-port').detail, /silent longer than its ageing time/);
+    assert.deepEqual(
+      failed(vmHops(ev, { ...before, contact: { ...(before.contact as NonNullable<VmEvidence['contact']>), lastStatus: 500 } })),
+      ['requests'],
+    );
+    assert.match(hop(vmHops(ev, { ...vm, contact: undefined }), 'requests').detail, /has ever been recorded \(this daemon started/);
   });
 
   it('a degraded network, and kernel reads that failed, fail hops of their own', () => {

@@ -23,7 +23,8 @@ describe('doctor readers', () => {
   it('reads neighbours, resolved or not (IPv4 only)', () => {
     assert.deepEqual(
       parseNeighbours(
-        '[{"dst":"192.0.2.5","lladdr":"52:54:00:00:00:01","state":["REACHABLE"]},{"dst":"192.0.2.6","state":["INCOMPLETE"]},{"dst":"fe80::1","lladdr":"52:54:00:00:00:01","state":["STALE"]}]',
+        '[{"dst":"192.0.2.5","lladdr":"52:54:00:00:00:01","state":["REACHABLE"]},{"dst":"192.0.2.6","state":["INCOMPLETE"]},' +
+          '{"dst":"fe80::1","lladdr":"52:54:00:00:00:01","state":["STALE"]}]',
       ),
       [
         { ip: '192.0.2.5', mac: '52:54:00:00:00:01', state: ['REACHABLE'] },
@@ -66,7 +67,8 @@ describe('doctor readers', () => {
     });
     assert.equal(
       text,
-      '✓ bridge     imdsb-net1 is up\n✗ neighbour  saw it from 52:54:00:00:00:ff\n             fix: imds vm set X --mac 52:54:00:00:00:ff\n1 of 2 hops fail: neighbour\n',
+      '✓ bridge     imdsb-net1 is up\n✗ neighbour  saw it from 52:54:00:00:00:ff\n' +
+        '             fix: imds vm set X --mac 52:54:00:00:00:ff\n1 of 2 hops fail: neighbour\n',
     );
     assert.equal(formatReport({ ok: true, hops: [] }), 'no networks to check\n');
   });

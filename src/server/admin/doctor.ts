@@ -19,7 +19,8 @@ const hopView = z.object({
   name: z
     .string()
     .describe(
-      'the hop: vm, network, bridge, bridge-port, interception, namespace, veth, addresses, neighbour, nft-table, guard, dhcp-server, dhcp-lease, listener, endpoint, tokens, rate-limit, requests (prefixed NET/ when every network is checked)',
+      'the hop: vm, network, bridge, bridge-port, interception, namespace, veth, addresses, neighbour, nft-table, guard, ' +
+        'dhcp-server, dhcp-lease, listener, endpoint, tokens, rate-limit, requests, reads (prefixed NET/ when every network is checked)',
     ),
   ok: z.boolean(),
   detail: z.string().describe('the evidence'),

@@ -83,6 +83,16 @@ export const networkView = z.object({
   reason: z.string().optional(),
 });
 
+/** One of a VM's recent requests (src/contact.ts). */
+export const recentRequestView = z.object({
+  at: z.string().describe('ISO 8601; for a native summary, its last request'),
+  method: z.string().optional().describe('absent for a native summary'),
+  path: z.string().optional().describe('as the guest sent it (cut at 160 characters); absent for a native summary: the loop records none'),
+  status: z.number().describe('the answer (for a native summary, of its last request)'),
+  requests: z.number().describe('1, or how many requests the native loop answered between two reads of its counters'),
+  by: z.enum(['node', 'native']).describe('node: the JS fast path or the Fastify app; native: the data plane loop'),
+});
+
 export const vmView = z.object({
   id: z.string(),
   network: z.string(),
@@ -113,9 +123,20 @@ export const vmView = z.object({
     .describe('with a registry: the mod revision of the document in etcd; give it as if_revision to change it only if nobody else did'),
   origin: z.enum(['config', 'api', 'registry']),
   contact: z
-    .object({ requests: z.number(), first_seen: z.string(), last_seen: z.string(), last_status: z.number() })
+    .object({
+      requests: z.number(),
+      first_seen: z.string(),
+      last_seen: z.string(),
+      last_status: z.number(),
+      recent: z
+        .array(recentRequestView)
+        .optional()
+        .describe('only on GET /v1/vms/{id}: its last requests (at most 8) since the daemon started, newest first'),
+    })
     .optional()
-    .describe("the VM's requests to the metadata service since the daemon started: count, first and last (ISO 8601), the last status"),
+    .describe(
+      "the VM's requests to the metadata service (kept across restarts in state_dir): count, first and last (ISO 8601), the last status",
+    ),
 });
 
 type VmBody = z.output<typeof vmCreate>;

@@ -1,6 +1,7 @@
 // Stored records as the admin API shows them: a network with its bridge, state and DHCP server; a
 // VM with its user data's size (and the data itself only when asked).
 import type { z } from 'zod';
+import type { RecentRequest } from '../../contact.ts';
 import type { DhcpStatus } from '../../dhcp/dhcp-servers.ts';
 import { bridgeNameOf } from '../../model/names.ts';
 import type { StoredNetwork, StoredVm } from '../../store/sqlite-store.ts';
@@ -62,13 +63,33 @@ export function vmViewOf(deps: AdminDeps, stored: StoredVm, full: boolean): VmVi
       : {}),
     ...revisionView(deps, 'vm', vm.id, stored.origin),
     origin: stored.origin,
-    ...contactView(deps, vm.id),
+    ...contactView(deps, vm.id, full),
   };
 }
 
-function contactView(deps: AdminDeps, vmId: string): Pick<VmView, 'contact'> {
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** The VM's contact; `full` (one VM) with its recent requests. */
+function contactView(deps: AdminDeps, vmId: string, full: boolean): Pick<VmView, 'contact'> {
   const c = deps.contactOf?.(vmId);
   if (c === undefined) return {};
-  const iso = (ms: number) => new Date(ms).toISOString();
-  return { contact: { requests: c.requests, first_seen: iso(c.firstSeen), last_seen: iso(c.lastSeen), last_status: c.lastStatus } };
+  const contact: NonNullable<VmView['contact']> = {
+    requests: c.requests,
+    first_seen: iso(c.firstSeen),
+    last_seen: iso(c.lastSeen),
+    last_status: c.lastStatus,
+  };
+  if (full) contact.recent = recentView(c.recent?.entries() ?? []);
+  return { contact };
+}
+
+export function recentView(entries: readonly RecentRequest[]): NonNullable<NonNullable<VmView['contact']>['recent']> {
+  return entries.map((e) => ({
+    at: iso(e.at),
+    ...(e.method === undefined ? {} : { method: e.method }),
+    ...(e.path === undefined ? {} : { path: e.path }),
+    status: e.status,
+    requests: e.requests,
+    by: e.by,
+  }));
 }
