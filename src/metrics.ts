@@ -56,6 +56,12 @@ function byLabels(counts: ReadonlyMap<string, ReadonlyMap<string, number>>, oute
   return [...counts].flatMap(([a, byInner]) => [...byInner].map(([b, value]) => ({ labels: { [outer]: a, [inner]: b }, value })));
 }
 
+/** The DHCP servers of declared networks (a deleted network's server may still be stopping). */
+function declaredDhcp(sources: MetricsSources): { network: string; up: boolean; restarts: number }[] {
+  const declared = new Set(sources.networkStates().map((n) => n.network));
+  return sources.dhcpServers().filter((d) => declared.has(d.network));
+}
+
 /** imds's counters and histograms, computed from Stats at scrape time. */
 function registerCounters(registry: Registry, sources: MetricsSources): void {
   const { stats } = sources;
@@ -93,7 +99,7 @@ function registerCounters(registry: Registry, sources: MetricsSources): void {
     histogramValues('imds_reconcile_duration_seconds', stats.reconcileDuration, {}),
   );
   add('imds_dhcp_server_restarts_total', "Restarts of a network's DHCP server (dnsmasq) after it died", 'counter', () =>
-    sources.dhcpServers().map((d) => ({ labels: { network: d.network }, value: d.restarts })),
+    declaredDhcp(sources).map((d) => ({ labels: { network: d.network }, value: d.restarts })),
   );
   add(
     'imds_unknown_caller_requests_total',
@@ -129,7 +135,7 @@ function registerGauges(registry: Registry, sources: MetricsSources): void {
     registers,
     collect() {
       this.reset();
-      for (const d of sources.dhcpServers()) this.set({ network: d.network }, d.up ? 1 : 0);
+      for (const d of declaredDhcp(sources)) this.set({ network: d.network }, d.up ? 1 : 0);
     },
   });
   new Gauge({
@@ -178,9 +184,11 @@ export const LINT_FAILING_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_act
 export class Metrics {
   readonly registry = new Registry();
   private readonly stats: Stats;
+  private readonly sources: MetricsSources;
 
   constructor(sources: MetricsSources) {
     this.stats = sources.stats;
+    this.sources = sources;
     // The standard names (process_cpu_seconds_total, nodejs_eventloop_lag_seconds, …): stock dashboards and alerts use them.
     collectDefaultMetrics({ register: this.registry });
     // Less three gauges named like counters, which `promtool check metrics` rejects (prom-client's own
@@ -191,9 +199,14 @@ export class Metrics {
     if (sources.registry !== undefined) registerRegistryGauges(this.registry, sources.registry);
   }
 
-  /** The Prometheus text, with every counter brought up to date first (the native loop's drained). */
+  /**
+   * The Prometheus text, with every counter brought up to date first (the native loop's drained) and
+   * the series of networks no longer declared dropped.
+   */
   async render(): Promise<string> {
     this.stats.collect();
+    const declared = new Set(this.sources.networkStates().map((n) => n.network));
+    this.stats.forgetNetworks((network) => declared.has(network));
     return this.registry.metrics();
   }
 }

@@ -141,6 +141,37 @@ export class Stats {
     }
   }
 
+  /**
+   * Networks no longer declared: their series go (requests, durations, rejections, no-token, unknown
+   * callers, spoofed packets, repairs, reconcile errors), so that a deleted network does not stay on
+   * every scrape forever. Called at scrape time with the declared networks, after `collect` (what the
+   * native loop counted for them is drained first, and dropped with them). Returns the networks dropped.
+   */
+  forgetNetworks(declared: (network: string) => boolean): string[] {
+    const gone = new Set<string>();
+    for (const counts of this.networkSeries()) {
+      for (const network of counts.keys()) {
+        if (declared(network)) continue;
+        counts.delete(network);
+        gone.add(network);
+      }
+    }
+    return [...gone];
+  }
+
+  private networkSeries(): Map<string, unknown>[] {
+    return [
+      this.requests,
+      this.rejections,
+      this.noTokens,
+      this.unknownCallerRequests,
+      this.spoofedPackets,
+      this.repairs,
+      this.repairFailures,
+      this.reconcileErrors,
+    ];
+  }
+
   reconcileFailed(network: string): void {
     this.reconcileErrors.set(network, (this.reconcileErrors.get(network) ?? 0) + 1);
   }

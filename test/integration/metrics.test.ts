@@ -200,6 +200,63 @@ describe('metrics over TCP (metrics_listen)', () => {
     assert.equal(sample(await scrape(), 'imds_metadata_no_token_total', { vm: VM1 }), undefined, 'and does not come back');
   });
 
+  it("a deleted network's series go with it: requests, durations, rejections, unknown callers, repairs, DHCP, up", async () => {
+    const VM4 = '4b4e28ba-2fa1-11d2-883f-0016d3cca427';
+    await imds(['network', 'add', 'net3', '--cidr', '192.0.2.0/24', '--service-ip', '192.0.2.2', '--dhcp']);
+    await imds(['vm', 'add', VM4, '--network', 'net3', '--ip', '192.0.2.10', '--mac', '52:54:00:00:00:3a', '--hostname', 'four']);
+    const g4 = await sb.addGuest('four', { bridge: 'imdsb-net3', ip: '192.0.2.10', mac: '52:54:00:00:00:3a', metadataVia: '192.0.2.2' });
+    const stranger = await sb.addGuest('x3', {
+      bridge: 'imdsb-net3',
+      ip: '192.0.2.99',
+      mac: '52:54:00:00:00:3f',
+      metadataVia: '192.0.2.2',
+    });
+    assert.equal((await g4.http('/openstack/latest/meta_data.json')).status, 200);
+    assert.equal((await g4.http('/latest/meta-data/', { headers: ['x-aws-ec2-metadata-token: junk'] })).status, 401);
+    assert.equal((await stranger.http('/openstack/latest/meta_data.json')).status, 404);
+    // Damage the drift watch repairs: a repair counted for net3.
+    await sb.hvRun(['ip', 'link', 'del', 'imdsv-net3']);
+    const NET3 = { network: 'net3' };
+    const series = [
+      'imds_requests_total',
+      'imds_request_duration_seconds_count',
+      'imds_rejected_requests_total',
+      'imds_metadata_no_token_total',
+      'imds_unknown_caller_requests_total',
+      'imds_repairs_total',
+      'imds_network_up',
+      'imds_dhcp_server_up',
+      'imds_dhcp_server_restarts_total',
+    ];
+    const present = (text: string): string[] => series.filter((name) => sample(text, name, NET3) !== undefined);
+    await until(
+      "every network-level series of net3, its DHCP server up and the veth's repair counted",
+      async () => {
+        const t = await scrape();
+        return present(t).length === series.length && sample(t, 'imds_dhcp_server_up', NET3) === 1 ? t : undefined;
+      },
+      30_000,
+      250,
+    ).catch(async (err: unknown) => {
+      assert.fail(`${String(err)}; present: ${present(await scrape()).join(', ')}`);
+    });
+    // Counted by the data plane and not yet scraped when the network goes: gone with it all the same.
+    assert.equal((await g4.http('/openstack/latest/meta_data.json')).status, 200);
+    await imds(['network', 'rm', 'net3', '--force']);
+    const after = await scrape();
+    const left = after.split('\n').filter((l) => l.includes('network="net3"'));
+    assert.deepEqual(left, [], 'no series of net3 is left once it is deleted');
+    assert.equal(sample(after, 'imds_network_up', { network: 'net1' }), 1, 'the other networks keep theirs');
+    assert.ok((sample(after, 'imds_requests_total', { network: 'net1' }) ?? 0) > 0);
+    await sb.removeGuest(g4);
+    await sb.removeGuest(stranger);
+    assert.deepEqual(
+      (await scrape()).split('\n').filter((l) => l.includes('network="net3"')),
+      [],
+      'and they do not come back',
+    );
+  });
+
   it('metrics_listen takes effect at start only: a reload that changes it is refused, naming it', async () => {
     sb.writeConfig({ ...config, metrics_listen: `127.0.0.1:${PORT + 10}` });
     const refused = await imds(['reload'], { allowFailure: true });
@@ -235,11 +292,11 @@ describe('metrics over TCP (metrics_listen)', () => {
     const d = await sb.startDaemon(path);
     void d.expectExit(60_000);
     const restarted = JSON.parse((await imds(['restart', '--json'], {}, 'handover')).stdout) as { successor: number };
+    const successor = await sb.successorOf(d, restarted.successor);
     assert.equal((await d.expectExit(30_000)).code, 0);
     assert.equal(d.logs.filter((l) => l['msg'] === 'serving metrics over TCP').length, 2, 'both daemons listened, one after the other');
     assert.match(await scrape(port), /^imds_build_info\{/m);
-    process.kill(restarted.successor, 'SIGTERM');
-    await until('the successor to stop', () => (existsSync(`/proc/${restarted.successor}`) ? undefined : true), 15_000);
+    assert.equal(await successor.stop(), 0, 'the successor stops cleanly');
 
     const failing = sb.writeConfig(
       sb.config({ log_level: 'info', metrics_listen: `127.0.0.1:${port}`, networks: [net] }, 'failover'),

@@ -59,7 +59,7 @@ describe('admin API', () => {
       build: { dataPlane: 'native' },
     });
     stats.observeRequest('net1', 200, 0.0004);
-    stats.reconcileFailed('net9');
+    stats.reconcileFailed('net1');
     stats.reconcileDuration.observe(0.02);
     app = await buildAdminApp({
       inventory,
@@ -253,7 +253,7 @@ describe('admin API', () => {
     assert.match(metrics.body, /imds_request_duration_seconds_bucket\{network="net1",le="0\.0005"\} 1/);
     assert.match(metrics.body, /imds_request_duration_seconds_bucket\{network="net1",le="0\.00025"\} 0/);
     assert.match(metrics.body, /imds_request_duration_seconds_count\{network="net1"\} 1/);
-    assert.match(metrics.body, /imds_reconcile_errors_total\{network="net9"\} 1/);
+    assert.match(metrics.body, /imds_reconcile_errors_total\{network="net1"\} 1/);
     assert.match(metrics.body, /imds_reconcile_duration_seconds_bucket\{le="0\.025"\} 1/);
     assert.match(metrics.body, /# TYPE imds_request_duration_seconds histogram/);
     const doc = await app.inject({ method: 'GET', url: '/openapi.json' });

@@ -22,8 +22,17 @@ import { VERSION } from '../../src/version.ts';
 
 const log = createLogger({ level: 'silent' });
 
-function metricsOf(stats: Stats, states: { network: string; state: string }[] = []): Metrics {
-  return new Metrics({ stats, vmCount: () => 2, networkStates: () => states, dhcpServers: () => [], build: { dataPlane: 'node' } });
+const DECLARED = [
+  { network: 'net1', state: 'serving' },
+  { network: 'net2', state: 'serving' },
+];
+
+function metricsOf(
+  stats: Stats,
+  states: { network: string; state: string }[] = DECLARED,
+  dhcp: { network: string; up: boolean; restarts: number }[] = [],
+): Metrics {
+  return new Metrics({ stats, vmCount: () => 2, networkStates: () => states, dhcpServers: () => dhcp, build: { dataPlane: 'node' } });
 }
 
 describe('metrics', () => {
@@ -83,6 +92,56 @@ describe('metrics', () => {
     assert.match(text, /^imds_metadata_no_token_total\{network="net2",vm="vm-a"\} 1$/m, 'the same VM on another network is another series');
     stats.forgetVms([{ id: 'vm-b', network: 'net1' }], () => false);
     assert.equal(stats.noTokens.has('net1'), false, 'an empty network goes too');
+  });
+
+  it("drops a deleted network's series (requests, rejections, repairs, DHCP, up …), after draining the native loop", async () => {
+    const stats = new Stats();
+    let pending = 0;
+    stats.addSource(() => {
+      if (pending > 0) stats.addRequests('net2', [[200, pending]], [], 0, pending);
+      pending = 0;
+    });
+    const declared = [...DECLARED];
+    const dhcp = [
+      { network: 'net1', up: true, restarts: 0 },
+      { network: 'net2', up: true, restarts: 2 },
+    ];
+    const metrics = metricsOf(stats, declared, dhcp);
+    for (const network of ['net1', 'net2']) {
+      stats.observeRequest(network, 200, 0.001);
+      stats.rejected(network, 'rate_limited');
+      stats.unknownCallers(network);
+      stats.spoofed(network, 1);
+      stats.repaired(network, 'nft_table');
+      stats.repairFailed(network);
+      stats.reconcileFailed(network);
+      stats.noToken(network, 'vm-a');
+    }
+    const series = [
+      'imds_requests_total',
+      'imds_request_duration_seconds_count',
+      'imds_rejected_requests_total',
+      'imds_unknown_caller_requests_total',
+      'imds_spoofed_packets_total',
+      'imds_repairs_total',
+      'imds_repairs_failed_total',
+      'imds_reconcile_errors_total',
+      'imds_metadata_no_token_total',
+      'imds_dhcp_server_up',
+      'imds_dhcp_server_restarts_total',
+      'imds_network_up',
+    ];
+    const withNet2 = (text: string): string[] => series.filter((name) => new RegExp(`^${name}\\{network="net2"`, 'm').test(text));
+    assert.deepEqual(withNet2(await metrics.render()), series, 'every network-level series has net2 while it is declared');
+    // net2 is deleted; its DHCP server is still stopping, and the loop answered a request for it before its socket closed.
+    declared.splice(1, 1);
+    pending = 1;
+    const text = await metrics.render();
+    assert.deepEqual(withNet2(text), [], 'none is left once it is gone');
+    assert.equal(stats.requests.has('net2'), false, 'what the loop held for it was drained first, and dropped with it');
+    assert.match(text, /^imds_requests_total\{network="net1",status="200"\} 1$/m, 'the other network keeps its series');
+    assert.match(text, /^imds_repairs_total\{network="net1",kind="nft_table"\} 1$/m);
+    assert.match(text, /^imds_dhcp_server_restarts_total\{network="net1"\} 0$/m);
   });
 });
 
