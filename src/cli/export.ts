@@ -1,11 +1,13 @@
 // `imds export [-o FILE]`: every network and VM as `imds vm import` reads them (the configuration
-// file's `networks:` and `vms:`), YAML by default. User data is written as text when it is UTF-8
-// text, else as `!!binary` (JSON: user_data_b64). Passwords are secrets: left out unless
+// file's `networks:` and `vms:`), YAML by default (`--format json`). Its -o names a file, as
+// `vm configdrive`'s does; a file named like an output format (`-o json`) is refused (docs/cli.md).
+// User data is written as text when it is UTF-8 text, else as `!!binary` (JSON: user_data_b64). Passwords are secrets: left out unless
 // --include-secrets. Export, import into an empty daemon and export again gives the same document.
 import { Command } from '@commander-js/extra-typings';
 import { stringify } from 'yaml';
 import { ImdsError } from '../errors.ts';
 import { clientOf } from './network.ts';
+import { checkOutputFile } from './output.ts';
 import { checkOutput, writeSecretFile } from './write-file.ts';
 
 type Entry = Record<string, unknown>;
@@ -51,7 +53,10 @@ export function exportCommand(): Command {
       if (opts.format !== 'yaml' && opts.format !== 'json')
         throw new ImdsError('VALIDATION_FAILED', `--format: "${opts.format}" is not yaml or json`, { field: '--format' });
       const format = opts.format;
-      if (opts.output !== undefined) checkOutput(opts.output, { force: opts.force === true, field: '--output' });
+      if (opts.output !== undefined) {
+        checkOutputFile(opts.output, "the document's format is --format yaml|json (standard output without -o)");
+        checkOutput(opts.output, { force: opts.force === true, field: '--output' });
+      }
       const doc = await clientOf(cmd).call<ExportedDocument>('GET', `/v1/export${opts.includeSecrets === true ? '?secrets=true' : ''}`);
       const text = exportText(doc, format);
       if (opts.output === undefined) {

@@ -107,13 +107,44 @@ export function errorLine(err: unknown): string {
   return `imds: ${code}: ${message}${suffix}\n`;
 }
 
+/** The global options that take a value (src/cli/program.ts): skipped when looking for the command. */
+const GLOBAL_VALUE_OPTIONS = ['--admin-socket', '--timeout'];
+
+/** The first two words of the command an argv names (`vm configdrive`, `export …`), global options skipped. */
+function commandWords(argv: readonly string[]): [string | undefined, string | undefined] {
+  let i = 0;
+  while (i < argv.length && (argv[i] as string).startsWith('-')) i += GLOBAL_VALUE_OPTIONS.includes(argv[i] as string) ? 2 : 1;
+  return [argv[i], argv[i + 1]];
+}
+
+/** Whether the command's `-o` names a file, not a format: `vm configdrive` and `export` (docs/cli.md). */
+function writesFile(argv: readonly string[]): boolean {
+  const [first, second] = commandWords(argv);
+  return first === 'export' || (first === 'vm' && second === 'configdrive');
+}
+
+/**
+ * A command whose `-o` names a file refuses a file named like an output format (`imds export -o json`
+ * is far more likely a format asked for than a file wanted): VALIDATION_FAILED naming the option.
+ */
+export function checkOutputFile(file: string, formatHelp: string): void {
+  if ((OUTPUT_FORMATS as readonly string[]).includes(file)) {
+    throw new ImdsError(
+      'VALIDATION_FAILED',
+      `--output: "${file}" is an output format's name, but this command's -o names the file to write; ${formatHelp}, ` +
+        `or to write a file named ${file}, say so with a path: -o ./${file}`,
+      { field: '--output' },
+    );
+  }
+}
+
 /**
  * Whether the command line asks for JSON (`--json`, `-o json`, `-ojson`, `--output json`, `--output=json`),
- * read from argv so that errors raised before or while commander parses are JSON too. `vm configdrive`'s
- * `-o` is a file, not a format.
+ * read from argv so that errors raised before or while commander parses are JSON too. The `-o` of
+ * `vm configdrive` and `export` is a file, not a format.
  */
 export function argvWantsJson(argv: readonly string[]): boolean {
-  if (argv.includes('configdrive')) return argv.includes('--json');
+  if (writesFile(argv)) return argv.includes('--json');
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--') break;

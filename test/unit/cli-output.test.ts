@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
-import { argvWantsJson, errorDocument, errorLine, formatOf, render, table } from '../../src/cli/output.ts';
+import { argvWantsJson, checkOutputFile, errorDocument, errorLine, formatOf, OUTPUT_FORMATS, render, table } from '../../src/cli/output.ts';
 import { usageFieldOf } from '../../src/cli/usage.ts';
 import { parseConfig } from '../../src/config.ts';
 import { ImdsError, isImdsError } from '../../src/errors.ts';
@@ -98,8 +98,32 @@ describe('errors', () => {
       ['vm', 'list', '--output', 'json'],
     ])
       assert.equal(argvWantsJson(argv), true, argv.join(' '));
-    for (const argv of [['status'], ['status', '-o', 'yaml'], ['vm', 'configdrive', 'x', '-o', 'json'], ['vm', 'add', '--', '--json']])
+    for (const argv of [
+      ['status'],
+      ['status', '-o', 'yaml'],
+      ['vm', 'configdrive', 'x', '-o', 'json'],
+      ['export', '-o', 'json'],
+      ['--admin-socket', '/tmp/a.sock', 'export', '--output=json'],
+      ['vm', 'add', '--', '--json'],
+    ])
       assert.equal(argvWantsJson(argv), false, argv.join(' '));
+    assert.equal(argvWantsJson(['vm', 'show', 'export', '-o', 'json']), true, 'a VM named export is no export command');
+  });
+
+  it("export's -o names a file: a file named like an output format is refused, naming the option", () => {
+    for (const name of OUTPUT_FORMATS) {
+      assert.throws(
+        () => checkOutputFile(name, 'its format is --format yaml|json'),
+        (err: unknown) =>
+          isImdsError(err) &&
+          err.code === 'VALIDATION_FAILED' &&
+          err.field === '--output' &&
+          errorLine(err).startsWith(`imds: VALIDATION_FAILED: --output: "${name}" is an output format's name`) &&
+          err.message.includes(`-o ./${name}`),
+      );
+    }
+    checkOutputFile('./json', '');
+    checkOutputFile('export.json', '');
   });
 });
 
