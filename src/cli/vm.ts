@@ -9,7 +9,7 @@ import { ImdsError } from '../errors.ts';
 import { clientOf } from './network.ts';
 import { collect, defined, integer, jsonObject, pairs, readValue } from './input.ts';
 import type { AdminClient } from './client.ts';
-import { emit, formatOf, JSON_HELP, outputOption } from './output.ts';
+import { checkOutputFile, emit, formatOf, JSON_HELP, outputOption } from './output.ts';
 import { importSummary, progressOn } from './progress.ts';
 import { importPath, importRequest, importText, type ImportRequest, type ImportResult } from './import-document.ts';
 import { passwordCommand } from './vm-password.ts';
@@ -271,7 +271,10 @@ function configdriveCommand(parent: Command): void {
         throw new ImdsError('VALIDATION_FAILED', `--format: "${opts.format}" is not iso or vfat`, { field: '--format' });
       }
       const out = opts.output;
-      if (out !== '-') checkWritable(out);
+      if (out !== '-') {
+        checkOutputFile(out, 'the image format is --format iso|vfat');
+        checkWritable(out);
+      }
       const image = await clientOf(cmd).download(`${pathOf(id)}/configdrive?format=${opts.format}`);
       if (out === '-') {
         process.stdout.write(image);

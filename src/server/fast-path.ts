@@ -114,7 +114,9 @@ function writeAnswer(socket: Socket, head: Head, a: Answer, keepAliveHeader: str
   const close = !head.keepAlive;
   const headText =
     `HTTP/1.1 ${a.status} ${REASON[a.status]}\r\ncontent-type: ${a.type}\r\ncontent-length: ${a.body.length}\r\n` +
-    `${a.allow === undefined ? '' : `allow: ${a.allow}\r\n`}${a.retryAfter === undefined ? '' : `retry-after: ${a.retryAfter}\r\n`}Date: ${httpDate()}\r\n${close ? 'Connection: close\r\n\r\n' : keepAliveHeader}`;
+    (a.allow === undefined ? '' : `allow: ${a.allow}\r\n`) +
+    (a.retryAfter === undefined ? '' : `retry-after: ${a.retryAfter}\r\n`) +
+    `Date: ${httpDate()}\r\n${close ? 'Connection: close\r\n\r\n' : keepAliveHeader}`;
   const bodyLength = head.method === 'GET' ? a.body.length : 0;
   const out = Buffer.allocUnsafe(headText.length + bodyLength);
   out.write(headText, 0, 'latin1');

@@ -47,7 +47,7 @@ function countAndLog(app: FastifyInstance, deps: MetadataAppDeps): void {
 export async function buildMetadataApp(deps: MetadataAppDeps): Promise<MetadataApp> {
   let handler: RequestHandler | undefined;
   const app = Fastify({
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc needs it: without it the app is typed by pino's Logger, not FastifyInstance
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- tsc types the app by pino's Logger without it
     loggerInstance: deps.log.child({ component: 'metadata' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, maxParamLength: 256 },

@@ -1,12 +1,18 @@
 // The CLI's one renderer (-o table|wide|json|yaml), its error line and JSON error document, and
 // commander's parse errors turned into VALIDATION_FAILED naming the flag.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { argvWantsJson, checkOutputFile, errorDocument, errorLine, formatOf, OUTPUT_FORMATS, render, table } from '../../src/cli/output.ts';
 import { usageFieldOf } from '../../src/cli/usage.ts';
 import { parseConfig } from '../../src/config.ts';
 import { ImdsError, isImdsError } from '../../src/errors.ts';
+
+const MAIN = join(import.meta.dirname, '..', '..', 'src', 'main.ts');
 
 const rows = [
   { id: 'net1', cidr: '198.51.100.0/24', origin: 'api' },
@@ -124,6 +130,31 @@ describe('errors', () => {
     }
     checkOutputFile('./json', '');
     checkOutputFile('export.json', '');
+  });
+
+  it('export and vm configdrive refuse -o json before they call the daemon (exit 2, nothing written)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'imds-unit-'));
+    try {
+      for (const argv of [
+        ['export', '-o', 'json'],
+        ['vm', 'configdrive', 'vm1', '-o', 'yaml'],
+      ]) {
+        // A socket path nothing listens on: reaching the daemon would fail with another error.
+        const r = spawnSync(
+          process.execPath,
+          ['--import', import.meta.resolve('tsx'), MAIN, '--admin-socket', join(dir, 'none.sock'), ...argv],
+          {
+            encoding: 'utf8',
+            cwd: dir,
+          },
+        );
+        assert.equal(r.status, 2, `${argv.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, /^imds: VALIDATION_FAILED: --output: "(json|yaml)" is an output format's name/, argv.join(' '));
+        assert.deepEqual(readdirSync(dir), [], 'no file written');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
