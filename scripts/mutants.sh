@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation check: applies deliberate bugs one at a time to a scratch copy of this tree and runs the
 # tests that should catch each (scripts/mutants/catalogue.ts); fails unless every mutant is killed.
-# Root (the tests it runs are integration tests). Takes ~15-25 minutes for the whole catalogue.
+# Root (the tests it runs are integration tests). Takes ~20-30 minutes for the whole catalogue.
 #   ./scripts/mutants.sh [--list] [--only NAME[,NAME…]] [--no-control] [--keep]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -67,6 +67,11 @@ function runTests(dir: string, s: Selection, log: string): { passed: boolean; ms
     env: { ...process.env, IMDS_TEST_SKIPS: '/dev/null', IMDS_TEST_DATA_PLANE: s.plane ?? 'native' },
   });
   writeFileSync(log, `${r.stdout}\n${r.stderr}`);
+  // A pattern that matches no test passes with nothing run: that is no pass (nor a kill) here.
+  // (Tests the pattern leaves out are reported as skipped.)
+  const count = (what: string): number => Number(new RegExp(`^ℹ ${what} (\\d+)$`, 'm').exec(r.stdout)?.[1] ?? 0);
+  const ran = count('pass') + count('fail');
+  if (ran === 0) throw new Error(`no test ran for ${selectionKey(s)} (see ${log})`);
   return { passed: r.status === 0, ms: performance.now() - t0 };
 }
 
@@ -153,7 +158,8 @@ function main(): number {
         verdict = r.passed ? `SURVIVED (${(r.ms / 1000).toFixed(0)} s)` : `killed (${(r.ms / 1000).toFixed(0)} s)`;
         if (r.passed) survivors++;
       } catch (err) {
-        verdict = `INVALID: does not build: ${(err as { stderr?: Buffer }).stderr?.toString().slice(0, 300) ?? String(err)}`;
+        const built = (err as { stderr?: Buffer }).stderr?.toString().slice(0, 300);
+        verdict = `INVALID: ${built === undefined ? String(err) : `does not build: ${built}`}`;
         survivors++;
       } finally {
         for (const [p, t] of originals) writeFileSync(p, t);

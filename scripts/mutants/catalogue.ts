@@ -38,7 +38,9 @@ export const MUTANTS: Mutant[] = [
         replace: 'return [...this.networks.values()].map((n) => n.byIp.get(ip)).find((e) => e !== undefined);',
       },
     ],
-    tests: DATAPATH,
+    // Node's lookup: the native loop identifies callers itself (native-identity-by-address below),
+    // so only data_plane node reaches this code with a first request (it survived under native).
+    tests: DATAPATH_NODE,
   },
   {
     name: 'other-vms-user-data',
