@@ -3,6 +3,7 @@
 // 5 s), for one side per invocation; alternate the sides to see past the machine's drift.
 //   sudo node --import tsx bench/ab.ts this            # this tree
 //   sudo node --import tsx bench/ab.ts /path/to/other  # e.g. a `git worktree` of an older commit
+//   IMDS_AB_DATA_PLANE=node sudo node --import tsx bench/ab.ts this   # one data plane on both sides
 import { networks, vms, addGuests, writeStormFiles, VMS_PER_NETWORK, type GuestRef } from './lib/topology.ts';
 import { wrk, storm, buildStorm, processCpuMs, median } from './lib/measure.ts';
 import type { Sandbox } from '../test/helpers/sandbox.ts';
@@ -14,12 +15,15 @@ const sb = new SandboxOf('imdsbench-');
 await sb.setup();
 try {
   await buildStorm();
-  // No per-guest rate limit (the steady load comes from one guest); an older tree has no such key.
+  // No per-guest rate limit (the steady load comes from one guest); a tree older than the key
+  // (issue 7) is told with IMDS_AB_NO_RATE_KEY=1.
   const cfg: Record<string, unknown> = {
     log_level: 'info',
     networks: networks(4),
     vms: vms(4),
-    ...(side === 'this' ? { rate_limit_per_second: 0 } : {}),
+    ...(process.env['IMDS_AB_NO_RATE_KEY'] === '1' && side !== 'this' ? {} : { rate_limit_per_second: 0 }),
+    // IMDS_AB_DATA_PLANE=node|native: the data plane of both sides (the daemon's default otherwise).
+    ...(process.env['IMDS_AB_DATA_PLANE'] === undefined ? {} : { data_plane: process.env['IMDS_AB_DATA_PLANE'] }),
   };
   const d = await sb.startDaemon(sb.writeConfig(sb.config(cfg)), { readyTimeoutMs: 120_000 });
   const guests = await addGuests(sb, vms(4));
