@@ -4,6 +4,8 @@
 // its mod revision is still the one read (REGISTRY_CONFLICT otherwise); the password is a
 // create-only key. A VM is checked against its network and the other VMs as the registry holds them
 // (the model's rules). When the change concerns this host, the call returns once the sync applied it.
+// Over 350 lines on purpose: one method per write kind, each with its own compares beside it (the
+// checks themselves are in write-checks.ts); split by kind, the guards would be read in five files.
 import { ImdsError, isImdsError, messageOf } from '../errors.ts';
 import type { Network, Vm } from '../model/schema.ts';
 import { checkHost, checkKnownHost, checkNetwork, checkVm } from './write-checks.ts';
