@@ -2,18 +2,10 @@
 // live (it holds its leased alive key), its imds version and its VMs; and `--allow-unknown-host`,
 // which lets a write place a VM on a host that has not registered yet.
 import { Command, Option } from '@commander-js/extra-typings';
+import type { RegistryHost } from '../daemon/registry-side.ts';
 import { ImdsError } from '../errors.ts';
 import { clientOf } from './client.ts';
 import { emit, table, withOutput } from './output.ts';
-
-export interface HostView {
-  host_id: string;
-  live: boolean;
-  version: string;
-  started_at: string;
-  vms: number;
-  registered: boolean;
-}
 
 export function allowUnknownHostOption() {
   return new Option(
@@ -28,7 +20,7 @@ export function withAllowUnknownHost(path: string, allow: boolean | undefined): 
   return `${path}${path.includes('?') ? '&' : '?'}allow_unknown_host=true`;
 }
 
-function hostsTable(hosts: readonly HostView[]): string {
+function hostsTable(hosts: readonly RegistryHost[]): string {
   return table(hosts, {
     HOST: (h) => (h.registered ? h.host_id : `${h.host_id} (not registered)`),
     LIVE: (h) => (h.live ? 'yes' : 'no'),
@@ -45,7 +37,7 @@ export function hostCommand(): Command {
       .command('list')
       .description('list the hosts registered in the registry: live (its daemon runs and reaches etcd) or not, its VMs, its imds version'),
   ).action(async (opts, cmd) => {
-    const s = await clientOf(cmd).call<{ daemon: { registry?: { hosts?: HostView[] } } }>('GET', '/v1/status');
+    const s = await clientOf(cmd).call<{ daemon: { registry?: { hosts?: RegistryHost[] } } }>('GET', '/v1/status');
     const hosts = s.daemon.registry?.hosts;
     if (hosts === undefined) throw new ImdsError('VALIDATION_FAILED', 'this daemon has no registry (configuration: registry and host_id)');
     emit(opts, hosts, (h) => hostsTable(h));

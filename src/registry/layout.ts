@@ -100,14 +100,19 @@ export function encodeNetwork(network: Network): string {
   return JSON.stringify(network);
 }
 
-/** The network document under `networks/<id>`: the admin API's network body; its id must be the key's. */
-export function decodeNetwork(id: string, value: string): Decoded<Network> {
+/** A document of one schema whose own id (`idOf`) must be its key's `id`. */
+function decodeKeyed<T>(id: string, value: string, schema: z.ZodType<T>, idOf: (doc: T) => unknown): Decoded<T> {
   const json = parseJsonObject(value);
   if (!json.ok) return json;
-  const parsed = networkSchema.safeParse(json.value);
+  const parsed = schema.safeParse(json.value);
   if (!parsed.success) return { ok: false, reason: zodReason(parsed.error) };
-  const clash = checkId(id, parsed.data.id, (v) => v);
+  const clash = checkId(id, idOf(parsed.data), (v) => v);
   return clash === undefined ? { ok: true, value: parsed.data } : { ok: false, reason: clash };
+}
+
+/** The network document under `networks/<id>`: the admin API's network body; its id must be the key's. */
+export function decodeNetwork(id: string, value: string): Decoded<Network> {
+  return decodeKeyed(id, value, networkSchema, (n) => n.id);
 }
 
 /** The VM document: the admin API's VM body (user data as `user_data_b64`) and `host`. */
@@ -190,16 +195,12 @@ export function decodeLayout(value: string): Decoded<number> {
     : { ok: false, reason: 'no integer version' };
 }
 
-/** A host as its daemon registers it (`hosts/<host_id>`, and the leased `alive/<host_id>`). */
-export interface HostRecord {
-  host_id: string;
-  /** The imds version of the daemon that last registered the host. */
-  version: string;
-  /** When that daemon started (ISO 8601). */
-  started_at: string;
-}
-
+/**
+ * A host as its daemon registers it (`hosts/<host_id>`, and the leased `alive/<host_id>`): `version`,
+ * the imds version of the daemon that last registered it; `started_at`, when that daemon started (ISO 8601).
+ */
 const hostRecordSchema = z.object({ host_id: hostnameSchema, version: z.string().max(100), started_at: z.string().max(40) });
+export type HostRecord = z.infer<typeof hostRecordSchema>;
 
 export function encodeHost(record: HostRecord): string {
   return JSON.stringify(record);
@@ -207,10 +208,5 @@ export function encodeHost(record: HostRecord): string {
 
 /** A host's registration or liveness document; its host_id must be the key's. */
 export function decodeHost(id: string, value: string): Decoded<HostRecord> {
-  const json = parseJsonObject(value);
-  if (!json.ok) return json;
-  const parsed = hostRecordSchema.safeParse(json.value);
-  if (!parsed.success) return { ok: false, reason: zodReason(parsed.error) };
-  const clash = checkId(id, parsed.data.host_id, (v) => v);
-  return clash === undefined ? { ok: true, value: parsed.data } : { ok: false, reason: clash };
+  return decodeKeyed(id, value, hostRecordSchema, (h) => h.host_id);
 }
